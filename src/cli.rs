@@ -1,0 +1,257 @@
+//! The command line: argument definitions and one function per command.
+//!
+//! Commands print results on stdout and problems on stderr. Exit codes: 0 success (or
+//! "all allowed" for `check`), 1 "something is blocked" for `check`, 2 any error.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+
+use crate::engine::Engine;
+use crate::filter::Verdict;
+use crate::name;
+
+/// Default config path, relative to the working directory (the repository root).
+pub const DEFAULT_CONFIG: &str = "config/warden.toml";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "warden",
+    version,
+    about = "Content-filtering DNS proxy for safeguarding"
+)]
+pub struct Cli {
+    /// More log output (-v: debug, -vv: trace). RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Show whether names are blocked, and by which rule.
+    Check(CheckArgs),
+    /// Inspect the configured lists.
+    #[command(subcommand)]
+    Lists(ListsCommand),
+    /// Inspect the configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct ConfigArg {
+    /// Configuration file.
+    #[arg(short, long, default_value = DEFAULT_CONFIG)]
+    pub config: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// One JSON object per line instead of tab-separated text.
+    #[arg(long)]
+    pub json: bool,
+    /// Names to check.
+    #[arg(required = true)]
+    pub names: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ListsCommand {
+    /// Per list: entries accepted, duplicates, skipped lines by reason, load time.
+    Stats {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Load the config and every list, build the matcher, and report; exit 2 on error.
+    Check {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+}
+
+/// Start `tracing` on stderr at a level chosen by `-v` (or `RUST_LOG`).
+pub fn init_tracing(verbose: u8) {
+    let default = match verbose {
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Run one command.
+pub fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Check(args) => check(args),
+        Command::Lists(ListsCommand::Stats { config, json }) => lists_stats(&config.config, json),
+        Command::Config(ConfigCommand::Check { config }) => config_check(&config.config),
+    }
+}
+
+fn load_engine(path: &PathBuf) -> Result<Engine> {
+    Engine::load(path).with_context(|| format!("loading {}", path.display()))
+}
+
+fn check(args: CheckArgs) -> Result<ExitCode> {
+    // Validate every name before loading anything, so a typo costs no list load.
+    let names = args
+        .names
+        .iter()
+        .map(|n| name::normalize(n).with_context(|| format!("invalid name {n:?}")))
+        .collect::<Result<Vec<_>>>()?;
+    let engine = load_engine(&args.config.config)?;
+    let active = engine.default_active();
+    let mut out = std::io::stdout().lock();
+    let mut any_blocked = false;
+    for name in &names {
+        let verdict = engine.matcher.lookup(name, active);
+        any_blocked |= verdict.is_blocked();
+        let line = if args.json {
+            check_json(&engine, name, &verdict).to_string()
+        } else {
+            check_text(&engine, name, &verdict)
+        };
+        writeln!(out, "{line}")?;
+    }
+    Ok(ExitCode::from(u8::from(any_blocked)))
+}
+
+fn check_text(engine: &Engine, name: &str, verdict: &Verdict<'_>) -> String {
+    match verdict {
+        Verdict::Allowed { .. } => format!("{name}\tallowed"),
+        Verdict::Blocked(b) => format!(
+            "{name}\tblocked\t{}\t{}:{}\t{}",
+            engine.matcher.category_names(b.categories),
+            b.rule.list_name(),
+            b.rule.line(),
+            b.rule.text()
+        ),
+    }
+}
+
+fn check_json(engine: &Engine, name: &str, verdict: &Verdict<'_>) -> serde_json::Value {
+    match verdict {
+        Verdict::Allowed { exception } => serde_json::json!({
+            "name": name,
+            "verdict": "allowed",
+            "exception": exception.map(|r| serde_json::json!({
+                "list": r.list_name(), "line": r.line(), "rule": r.text(), "matched": r.matched,
+            })),
+        }),
+        Verdict::Blocked(b) => serde_json::json!({
+            "name": name,
+            "verdict": "blocked",
+            "categories": b.categories.iter()
+                .map(|id| engine.matcher.category(id).name.clone()).collect::<Vec<_>>(),
+            "locked": b.locked,
+            "list": b.rule.list_name(),
+            "line": b.rule.line(),
+            "rule": b.rule.text(),
+            "matched": b.rule.matched,
+        }),
+    }
+}
+
+fn lists_stats(path: &PathBuf, json: bool) -> Result<ExitCode> {
+    let engine = load_engine(path)?;
+    let mut out = std::io::stdout().lock();
+    if json {
+        let doc = serde_json::json!({
+            "lists": engine.lists,
+            "matcher": engine.matcher.stats(),
+            "matcher_heap_bytes": engine.matcher.heap_bytes(),
+            "build_ms": engine.build_time.as_secs_f64() * 1000.0,
+        });
+        writeln!(out, "{doc:#}")?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    writeln!(
+        out,
+        "{:<32} {:<14} {:>9} {:>6} {:>8} {:>8}  FILE",
+        "LIST", "CATEGORY", "ACCEPTED", "DUPS", "SKIPPED", "LOAD ms"
+    )?;
+    for list in &engine.lists {
+        let r = &list.report;
+        writeln!(
+            out,
+            "{:<32} {:<14} {:>9} {:>6} {:>8} {:>8.1}  {}",
+            list.name,
+            list.category.as_deref().unwrap_or("(allow)"),
+            r.accepted,
+            r.duplicates,
+            r.skipped_total(),
+            r.load_time.as_secs_f64() * 1000.0,
+            r.path.display()
+        )?;
+        for (reason, tally) in &r.skipped {
+            let examples = tally
+                .examples
+                .iter()
+                .map(|e| format!("{}:{} {:?}", r.path.display(), e.line, e.text))
+                .collect::<Vec<_>>()
+                .join(", ");
+            writeln!(out, "    skipped {:>7}  {reason}: {examples}", tally.count)?;
+        }
+        if let Some(warning) = r.warning() {
+            writeln!(out, "    WARNING: {warning}")?;
+        }
+    }
+    let stats = engine.matcher.stats();
+    writeln!(
+        out,
+        "\n{} rules in {} lists: {} distinct names, {} hashed, {} shadowed by an earlier list; \
+         matcher {:.1} MiB ({:.1} bytes/rule); built in {:.0} ms",
+        stats.rules,
+        engine.lists.len(),
+        stats.names,
+        stats.hashed,
+        stats.shadowed,
+        engine.matcher.heap_bytes() as f64 / (1024.0 * 1024.0),
+        engine.matcher.heap_bytes() as f64 / stats.rules.max(1) as f64,
+        engine.build_time.as_secs_f64() * 1000.0
+    )?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn config_check(path: &PathBuf) -> Result<ExitCode> {
+    let engine = load_engine(path)?;
+    let stats = engine.matcher.stats();
+    let warnings: Vec<String> = engine
+        .lists
+        .iter()
+        .filter_map(|l| l.report.warning())
+        .collect();
+    for w in &warnings {
+        eprintln!("warning: {w}");
+    }
+    println!(
+        "{}: OK: {} categories ({} locked), {} lists, {} rules, {} groups; built in {:.0} ms",
+        path.display(),
+        engine.matcher.categories().len(),
+        engine.matcher.locked().iter().count(),
+        engine.lists.len(),
+        stats.rules,
+        engine.config.groups.len().max(1),
+        engine.build_time.as_secs_f64() * 1000.0
+    );
+    Ok(ExitCode::SUCCESS)
+}

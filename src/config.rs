@@ -1,0 +1,441 @@
+//! The TOML configuration: schema, defaults and validation, nothing else.
+//!
+//! Unknown fields are refused (a typo must not silently disable a list). Syntax and type
+//! errors come from the `toml` parser with line and column; the checks that need the
+//! whole file (a list naming an undefined category, two lists with one name, …) report
+//! `file:line` themselves, using the spans the parser keeps for those fields.
+//! Relative list paths are relative to the config file's folder.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::lists::Format;
+
+/// Why a configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Syntax { path: PathBuf, message: String },
+    #[error("{path}:{line}: {message}")]
+    Invalid {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
+}
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub upstream: UpstreamConfig,
+    #[serde(default)]
+    pub blocking: BlockingConfig,
+    #[serde(default)]
+    pub categories: BTreeMap<String, CategoryConfig>,
+    #[serde(default)]
+    pub groups: BTreeMap<String, GroupConfig>,
+    #[serde(default)]
+    pub lists: Vec<ListConfig>,
+    #[serde(default)]
+    pub allow: Vec<AllowConfig>,
+    /// Folder of the config file: relative list paths start here. Not part of the file.
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+    /// Where the config was read from. Not part of the file.
+    #[serde(skip)]
+    pub path: PathBuf,
+}
+
+/// `[server]`: where Warden listens.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// UDP and TCP addresses to serve DNS on.
+    #[serde(default = "default_listen")]
+    pub listen: Vec<SocketAddr>,
+    /// The group of clients that no `[[clients]]` entry names.
+    #[serde(default = "default_group")]
+    pub default_group: String,
+    /// How long a TCP connection may sit idle.
+    #[serde(default = "default_tcp_timeout", with = "humantime_serde")]
+    pub tcp_timeout: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: default_listen(),
+            default_group: default_group(),
+            tcp_timeout: default_tcp_timeout(),
+        }
+    }
+}
+
+fn default_listen() -> Vec<SocketAddr> {
+    vec![SocketAddr::from(([127, 0, 0, 1], 5353))]
+}
+fn default_group() -> String {
+    "default".to_string()
+}
+fn default_tcp_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+/// `[upstream]`: the resolvers allowed names are forwarded to.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// `IP:port` (UDP with TCP fallback), `tcp://IP:port`, or `tls://IP:port@server.name`.
+    #[serde(default = "default_upstreams")]
+    pub servers: Vec<String>,
+    /// How long one client query may wait for upstream before it gets SERVFAIL.
+    #[serde(default = "default_upstream_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Answers kept in the response cache.
+    #[serde(default = "default_cache_size")]
+    pub cache_size: u64,
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        UpstreamConfig {
+            servers: default_upstreams(),
+            timeout: default_upstream_timeout(),
+            cache_size: default_cache_size(),
+        }
+    }
+}
+
+fn default_upstreams() -> Vec<String> {
+    vec!["9.9.9.9:53".to_string(), "149.112.112.112:53".to_string()]
+}
+fn default_upstream_timeout() -> Duration {
+    Duration::from_secs(3)
+}
+fn default_cache_size() -> u64 {
+    8192
+}
+
+/// How a blocked name is answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BlockResponse {
+    /// NXDOMAIN with a SOA for negative caching.
+    #[default]
+    Nxdomain,
+    /// 0.0.0.0 / :: for A / AAAA, NODATA for other types.
+    Null,
+    /// The configured `block_ip` addresses (a block page) for A / AAAA.
+    Ip,
+}
+
+/// `[blocking]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BlockingConfig {
+    #[serde(default)]
+    pub response: BlockResponse,
+    /// TTL of blocked answers (and of the SOA minimum for NXDOMAIN).
+    #[serde(default = "default_block_ttl")]
+    pub ttl: u32,
+    /// Block-page addresses for `response = "ip"` (one IPv4 and/or one IPv6).
+    #[serde(default)]
+    pub block_ip: Vec<IpAddr>,
+}
+
+impl Default for BlockingConfig {
+    fn default() -> Self {
+        BlockingConfig {
+            response: BlockResponse::default(),
+            ttl: default_block_ttl(),
+            block_ip: Vec::new(),
+        }
+    }
+}
+
+fn default_block_ttl() -> u32 {
+    300
+}
+
+/// `[categories.NAME]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CategoryConfig {
+    /// Statutory categories: on for every group, never overridden by an allow entry.
+    #[serde(default)]
+    pub locked: bool,
+    #[serde(default)]
+    pub description: String,
+}
+
+/// `[groups.NAME]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupConfig {
+    /// Categories blocked for this group (locked ones are added regardless).
+    #[serde(default)]
+    pub block: Vec<Spanned<String>>,
+}
+
+/// `[[lists]]`: a block list.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListConfig {
+    pub name: Spanned<String>,
+    pub category: Spanned<String>,
+    pub path: PathBuf,
+    #[serde(default)]
+    pub format: Format,
+}
+
+/// `[[allow]]`: an allow list (exceptions for non-locked categories).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AllowConfig {
+    pub name: Spanned<String>,
+    pub path: PathBuf,
+    #[serde(default)]
+    pub format: Format,
+}
+
+impl Config {
+    /// Read, parse and validate the config at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// Parse and validate `text`; `path` names it in errors and anchors relative paths.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let mut config: Config = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+            path: path.to_path_buf(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        config.path = path.to_path_buf();
+        config.base_dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        Validator { text, path }.check(&config)?;
+        Ok(config)
+    }
+
+    /// A list path as given, resolved against the config file's folder.
+    pub fn resolve(&self, path: &Path) -> PathBuf {
+        if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            self.base_dir.join(path)
+        }
+    }
+
+    /// The categories the group `name` blocks (locked ones are added by the matcher).
+    /// With no `[groups]` at all, every category is active.
+    pub fn group_blocks(&self, name: &str) -> Option<Vec<&str>> {
+        if self.groups.is_empty() {
+            return Some(self.categories.keys().map(String::as_str).collect());
+        }
+        self.groups
+            .get(name)
+            .map(|g| g.block.iter().map(|c| c.get_ref().as_str()).collect())
+    }
+}
+
+/// Whole-file checks, with the source text at hand to turn spans into line numbers.
+struct Validator<'a> {
+    text: &'a str,
+    path: &'a Path,
+}
+
+impl Validator<'_> {
+    fn error<T>(&self, span: std::ops::Range<usize>, message: String) -> Result<T, ConfigError> {
+        let line = self.text[..span.start.min(self.text.len())]
+            .bytes()
+            .filter(|&b| b == b'\n')
+            .count()
+            + 1;
+        Err(ConfigError::Invalid {
+            path: self.path.to_path_buf(),
+            line,
+            message,
+        })
+    }
+
+    fn defined(&self, config: &Config) -> String {
+        if config.categories.is_empty() {
+            "none (add [categories.NAME] sections)".to_string()
+        } else {
+            config
+                .categories
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    }
+
+    fn check(&self, config: &Config) -> Result<(), ConfigError> {
+        if config.categories.len() > crate::filter::MAX_CATEGORIES {
+            return self.error(
+                0..0,
+                format!(
+                    "{} categories defined; at most {} are supported",
+                    config.categories.len(),
+                    crate::filter::MAX_CATEGORIES
+                ),
+            );
+        }
+        let mut names: BTreeMap<&str, ()> = BTreeMap::new();
+        let all_names = config
+            .lists
+            .iter()
+            .map(|l| &l.name)
+            .chain(config.allow.iter().map(|a| &a.name));
+        for name in all_names {
+            let n = name.get_ref().as_str();
+            if n.is_empty()
+                || !n
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                return self.error(
+                    name.span(),
+                    format!("list name {n:?} must be non-empty and use only letters, digits, '-' and '_'"),
+                );
+            }
+            if names.insert(n, ()).is_some() {
+                return self.error(name.span(), format!("list name {n:?} is used twice"));
+            }
+        }
+        for list in &config.lists {
+            let category = list.category.get_ref();
+            if !config.categories.contains_key(category) {
+                return self.error(
+                    list.category.span(),
+                    format!(
+                        "list {:?} names undefined category {category:?}; defined categories: {}",
+                        list.name.get_ref(),
+                        self.defined(config)
+                    ),
+                );
+            }
+        }
+        for (group, settings) in &config.groups {
+            for category in &settings.block {
+                if !config.categories.contains_key(category.get_ref()) {
+                    return self.error(
+                        category.span(),
+                        format!(
+                            "group {group:?} blocks undefined category {:?}; defined categories: {}",
+                            category.get_ref(),
+                            self.defined(config)
+                        ),
+                    );
+                }
+            }
+        }
+        if !config.groups.is_empty() && !config.groups.contains_key(&config.server.default_group) {
+            return self.error(
+                0..0,
+                format!(
+                    "[server] default_group {:?} is not defined under [groups]",
+                    config.server.default_group
+                ),
+            );
+        }
+        if config.server.listen.is_empty() {
+            return self.error(
+                0..0,
+                "[server] listen must name at least one address".into(),
+            );
+        }
+        if config.blocking.response == BlockResponse::Ip && config.blocking.block_ip.is_empty() {
+            return self.error(
+                0..0,
+                "[blocking] response = \"ip\" needs block_ip = [\"…\"] (the block-page address)"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("conf/w.toml"))
+    }
+
+    #[test]
+    fn defaults_fill_an_empty_file() {
+        let c = parse("").unwrap();
+        assert_eq!(c.server.listen, vec!["127.0.0.1:5353".parse().unwrap()]);
+        assert_eq!(c.blocking.response, BlockResponse::Nxdomain);
+        assert_eq!(c.base_dir, PathBuf::from("conf"));
+    }
+
+    #[test]
+    fn undefined_category_names_line_and_defined_ones() {
+        let text = "[categories.adult]\n\n[[lists]]\nname = \"x\"\ncategory = \"gamblin\"\npath = \"x.txt\"\n";
+        let err = parse(text).unwrap_err().to_string();
+        assert!(err.starts_with("conf/w.toml:5:"), "{err}");
+        assert!(
+            err.contains("\"gamblin\"") && err.contains("defined categories: adult"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn unknown_field_is_refused_with_its_position() {
+        let err = parse("[server]\nlisten = []\nlistne = 1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("listne") && err.contains("line 3"), "{err}");
+    }
+
+    #[test]
+    fn duplicate_list_names_are_refused() {
+        let text = "[categories.a]\n[[lists]]\nname = \"x\"\ncategory = \"a\"\npath = \"1\"\n[[allow]]\nname = \"x\"\npath = \"2\"\n";
+        let err = parse(text).unwrap_err().to_string();
+        assert!(err.contains(":7:") && err.contains("used twice"), "{err}");
+    }
+
+    #[test]
+    fn group_with_undefined_category_is_refused() {
+        let text = "[categories.a]\n[groups.default]\nblock = [\"a\", \"b\"]\n";
+        let err = parse(text).unwrap_err().to_string();
+        assert!(err.contains(":3:") && err.contains("\"b\""), "{err}");
+    }
+
+    #[test]
+    fn bad_values_name_the_field() {
+        let err = parse("[blocking]\nresponse = \"drop\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("response") || err.contains("drop"), "{err}");
+        let err = parse("[upstream]\ntimeout = \"soon\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 2"), "{err}");
+    }
+}
