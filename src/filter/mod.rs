@@ -162,9 +162,12 @@ pub(crate) struct Value(pub(crate) u64);
 struct Hit {
     /// Byte offset where the matched suffix starts in the query (smaller = more specific).
     start: usize,
-    /// Entry bits restricted to the active categories, plus the allow bit.
+    /// Entry bits (categories and allow bit) of everything listed for this suffix.
     bits: u64,
-    value: Value,
+    /// The name entry, or the hashed entry when there is no name entry.
+    primary: Value,
+    /// The hashed entry when the suffix also has a name entry.
+    secondary: Option<Value>,
 }
 
 /// The outcome of a lookup.
@@ -237,72 +240,86 @@ impl Matcher {
     /// active categories are `active`. Locked categories are added to `active` here, so no
     /// caller can switch them off. Does not allocate.
     pub fn lookup<'a>(&'a self, name: &'a str, active: CategorySet) -> Verdict<'a> {
-        let active = active.union(self.locked).0;
+        let active = active.union(self.locked).0 | ALLOW_BIT;
+        // Suffixes come shortest first, so a later hit is always the more specific one.
         let mut decisive: Option<Hit> = None;
         let mut locked: Option<Hit> = None;
-        let mut consider = |hit: Hit| {
+        self.walk(name, |hit| {
+            let hit = Hit {
+                bits: hit.bits & active,
+                ..hit
+            };
             if hit.bits & self.locked.0 != 0 {
-                merge_deeper(&mut locked, hit);
+                locked = Some(hit);
             }
             if hit.bits != 0 {
-                merge_deeper(&mut decisive, hit);
+                decisive = Some(hit);
             }
-        };
-        self.walk_names(name, active, &mut consider);
-        if !self.hashed.is_empty() {
-            self.walk_hashed(name, active, &mut consider);
-        }
+        });
         if let Some(hit) = locked {
             return Verdict::Blocked(self.block_from(hit, name, true));
         }
         match decisive {
             None => Verdict::Allowed { exception: None },
             Some(hit) if hit.bits & ALLOW_BIT != 0 => Verdict::Allowed {
-                exception: Some(self.rule_ref(self.pick_rule(hit.value, ALLOW_BIT), name, hit)),
+                exception: Some(self.rule_ref(self.pick_rule(&hit, ALLOW_BIT), name, hit)),
             },
             Some(hit) => Verdict::Blocked(self.block_from(hit, name, false)),
         }
     }
 
-    /// Walk the reversed name through the FST, reporting each listed suffix.
-    fn walk_names(&self, name: &str, active: u64, consider: &mut impl FnMut(Hit)) {
+    /// Report every listed suffix of `name`, shortest first, once each: the FST walk
+    /// (reversed bytes, checking finality where a label starts) and, when any are
+    /// loaded, the hashed entries, combined per suffix.
+    fn walk(&self, name: &str, mut report: impl FnMut(Hit)) {
         let bytes = name.as_bytes();
         let fst = self.names.as_fst();
-        let mut node = fst.root();
+        let mut node = Some(fst.root());
         let mut out = Output::zero();
+        let hashed = !self.hashed.is_empty();
         for i in (0..bytes.len()).rev() {
-            let Some(t) = node.find_input(bytes[i]) else {
-                return;
-            };
-            let tr = node.transition(t);
-            out = out.cat(tr.out);
-            node = fst.node(tr.addr);
-            if node.is_final() && (i == 0 || bytes[i - 1] == b'.') {
-                let value = Value(out.cat(node.final_output()).value());
-                let bits = self.entry_bits(value) & (active | ALLOW_BIT);
-                consider(Hit {
-                    start: i,
-                    bits,
-                    value,
+            if let Some(current) = node {
+                node = current.find_input(bytes[i]).map(|t| {
+                    let tr = current.transition(t);
+                    out = out.cat(tr.out);
+                    fst.node(tr.addr)
                 });
             }
+            if node.is_none() && !hashed {
+                return; // no key continues this suffix: nothing longer can match
+            }
+            if i != 0 && bytes[i - 1] != b'.' {
+                continue; // not the start of a label
+            }
+            let by_name = node
+                .filter(|n| n.is_final())
+                .map(|n| Value(out.cat(n.final_output()).value()));
+            let by_hash = if hashed {
+                self.hashed_value(&name[i..])
+            } else {
+                None
+            };
+            let (primary, secondary) = match (by_name, by_hash) {
+                (Some(a), b) => (a, b),
+                (None, Some(b)) => (b, None),
+                (None, None) => continue,
+            };
+            let bits = self.entry_bits(primary) | secondary.map_or(0, |v| self.entry_bits(v));
+            report(Hit {
+                start: i,
+                bits,
+                primary,
+                secondary,
+            });
         }
     }
 
-    /// Hash each suffix (shortest first) and look it up among the `sha256:` entries.
-    fn walk_hashed(&self, name: &str, active: u64, consider: &mut impl FnMut(Hit)) {
-        let bytes = name.as_bytes();
-        for start in (0..bytes.len()).rev() {
-            if start != 0 && bytes[start - 1] != b'.' {
-                continue;
-            }
-            let hash = sha256_of(&name[start..]);
-            if let Ok(i) = self.hashed.binary_search_by(|(h, _)| h.cmp(&hash)) {
-                let value = Value(self.hashed[i].1);
-                let bits = self.entry_bits(value) & (active | ALLOW_BIT);
-                consider(Hit { start, bits, value });
-            }
-        }
+    fn hashed_value(&self, suffix: &str) -> Option<Value> {
+        let hash = sha256_of(suffix);
+        self.hashed
+            .binary_search_by(|(h, _)| h.cmp(&hash))
+            .ok()
+            .map(|i| Value(self.hashed[i].1))
     }
 
     /// Category bits (and allow bit) of an entry, before restricting to active ones.
@@ -318,19 +335,34 @@ impl Matcher {
         self.part_starts.partition_point(|&s| u64::from(s) <= rule) - 1
     }
 
-    /// The first rule of an entry whose bits meet `wanted`.
-    fn pick_rule(&self, value: Value, wanted: u64) -> u32 {
-        if value.0 & 1 == 0 {
-            return (value.0 >> 1) as u32;
+    /// The first rule of the hit (name entry first, then hashed) whose list's bits meet
+    /// `wanted`.
+    fn pick_rule(&self, hit: &Hit, wanted: u64) -> u32 {
+        let candidates = self
+            .rules_of(hit.primary)
+            .chain(hit.secondary.into_iter().flat_map(|v| self.rules_of(v)));
+        let mut first = None;
+        for rule in candidates {
+            first.get_or_insert(rule);
+            if self.parts[self.part_of(u64::from(rule))].bits & wanted != 0 {
+                return rule;
+            }
         }
-        let i = (value.0 >> 1) as usize;
-        let rules =
-            &self.multi_rules[self.multi_starts[i] as usize..self.multi_starts[i + 1] as usize];
-        rules
-            .iter()
-            .copied()
-            .find(|&r| self.parts[self.part_of(u64::from(r))].bits & wanted != 0)
-            .unwrap_or(rules[0])
+        first.unwrap_or(0) // every value names at least one rule
+    }
+
+    /// The rules behind a value.
+    fn rules_of(&self, value: Value) -> impl Iterator<Item = u32> + '_ {
+        let (single, range) = if value.0 & 1 == 0 {
+            (Some((value.0 >> 1) as u32), 0..0)
+        } else {
+            let i = (value.0 >> 1) as usize;
+            let range = self.multi_starts[i] as usize..self.multi_starts[i + 1] as usize;
+            (None, range)
+        };
+        single
+            .into_iter()
+            .chain(self.multi_rules[range].iter().copied())
     }
 
     fn block_from<'a>(&'a self, hit: Hit, name: &'a str, locked: bool) -> Block<'a> {
@@ -343,7 +375,7 @@ impl Matcher {
         Block {
             categories: CategorySet(categories),
             locked,
-            rule: self.rule_ref(self.pick_rule(hit.value, wanted), name, hit),
+            rule: self.rule_ref(self.pick_rule(&hit, wanted), name, hit),
         }
     }
 
@@ -406,28 +438,5 @@ impl Matcher {
                 .iter()
                 .map(|c| size_of::<Category>() + c.name.capacity())
                 .sum::<usize>()
-    }
-}
-
-/// Keep the more specific of two hits; at equal specificity combine them (allow and
-/// categories from both), keeping an allow rule to name if there is one.
-fn merge_deeper(slot: &mut Option<Hit>, hit: Hit) {
-    match slot {
-        None => *slot = Some(hit),
-        Some(old) if hit.start < old.start => *slot = Some(hit),
-        Some(old) if hit.start == old.start => {
-            let bits = old.bits | hit.bits;
-            let value = if hit.bits & ALLOW_BIT != 0 && old.bits & ALLOW_BIT == 0 {
-                hit.value
-            } else {
-                old.value
-            };
-            *slot = Some(Hit {
-                start: old.start,
-                bits,
-                value,
-            });
-        }
-        Some(_) => {}
     }
 }

@@ -101,8 +101,9 @@ impl ListReport {
         let tally = self.skipped.entry(reason.as_str()).or_default();
         tally.count += 1;
         if tally.examples.len() < EXAMPLES_PER_REASON {
-            let mut text: String = text.trim().chars().take(120).collect();
-            if text.len() < text.trim().len() {
+            let trimmed = text.trim();
+            let mut text: String = trimmed.chars().take(120).collect();
+            if text.len() < trimmed.len() {
                 text.push('…');
             }
             tally.examples.push(Example { line, text });

@@ -382,19 +382,20 @@ fn sniff(line: &str) -> LineKind {
     let content = strip_inline_comment(line);
     let mut tokens = content.split_whitespace();
     let first = tokens.next().unwrap_or("");
+    let rest: Vec<&str> = tokens.take(3).collect();
+    // An address first (`::` ends in a colon too) makes a hosts line.
+    if !rest.is_empty() && name::is_ip_address(first) {
+        return LineKind::Hosts;
+    }
     if first.ends_with(':') && first.len() > 1 {
         return LineKind::Unbound;
     }
-    let rest: Vec<&str> = tokens.take(3).collect();
     if rest.is_empty() {
         return if content.contains("##") || content.contains("#@#") {
             LineKind::Adblock
         } else {
             LineKind::Domain
         };
-    }
-    if name::is_ip_address(first) {
-        return LineKind::Hosts;
     }
     if rest.iter().any(|t| is_rr_type(&t.to_ascii_uppercase())) {
         return LineKind::Rpz;
