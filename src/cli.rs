@@ -4,7 +4,7 @@
 //! "all allowed" for `check`), 1 "something is blocked" for `check`, 2 any error.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
@@ -107,7 +107,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     }
 }
 
-fn load_engine(path: &PathBuf) -> Result<Engine> {
+fn load_engine(path: &Path) -> Result<Engine> {
     Engine::load(path).with_context(|| format!("loading {}", path.display()))
 }
 
@@ -171,7 +171,7 @@ fn check_json(engine: &Engine, name: &str, verdict: &Verdict<'_>) -> serde_json:
     }
 }
 
-fn lists_stats(path: &PathBuf, json: bool) -> Result<ExitCode> {
+fn lists_stats(path: &Path, json: bool) -> Result<ExitCode> {
     let engine = load_engine(path)?;
     let mut out = std::io::stdout().lock();
     if json {
@@ -232,7 +232,7 @@ fn lists_stats(path: &PathBuf, json: bool) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn config_check(path: &PathBuf) -> Result<ExitCode> {
+fn config_check(path: &Path) -> Result<ExitCode> {
     let engine = load_engine(path)?;
     let stats = engine.matcher.stats();
     let warnings: Vec<String> = engine

@@ -1,9 +1,9 @@
-//! Building a [`Matcher`]: number the rules, sort the names, fold names listed more than
-//! once into one entry, and compile the FST.
+//! Building a [`Matcher`]: number the rules, hash every name's label path, fold names
+//! listed more than once into one entry, and fill the node table.
 
 use super::{
-    Category, CategoryId, CategorySet, ListKind, ListPart, Matcher, MatcherStats, Run, Value,
-    ALLOW_BIT, MAX_CATEGORIES,
+    home, label_hash, tag_of, Category, CategoryId, CategorySet, ListKind, ListPart, Matcher,
+    MatcherStats, Run, Slot, TagGroup, Value, ALLOW_BIT, GROUP, MAX_CATEGORIES, ROOT_HASH,
 };
 use crate::lists::{Rule, Target};
 
@@ -18,11 +18,17 @@ pub enum FilterError {
     TooManyLists,
     #[error("too many rules: at most 2^31 are supported")]
     TooManyRules,
-    #[error("building the name index failed: {0}")]
-    Fst(#[from] fst::Error),
+    #[error("could not find a hash seed without collisions between listed names")]
+    HashCollisions,
 }
 
-/// A name waiting to be indexed: where its reversed bytes sit in the arena, and its rule.
+/// Share of table slots in use. At 0.85 a group of 32 is full about one time in five,
+/// so a miss reads 1.2 tag groups (cache lines) on average.
+const LOAD_FACTOR: f64 = 0.85;
+/// Seeds tried before giving up (one collision among listed names is already ~10^-7).
+const SEED_ATTEMPTS: usize = 8;
+
+/// A name waiting to be indexed: where its bytes sit in the arena, and its rule.
 struct PendingName {
     start: u32,
     len: u8,
@@ -35,7 +41,7 @@ pub struct MatcherBuilder {
     categories: Vec<Category>,
     parts: Vec<ListPart>,
     part_starts: Vec<u32>,
-    runs: Vec<super::Run>,
+    runs: Vec<Run>,
     arena: Vec<u8>,
     pending: Vec<PendingName>,
     hashed: Vec<([u8; 32], u32)>,
@@ -101,7 +107,7 @@ impl MatcherBuilder {
             match &rule.target {
                 Target::Name(n) => {
                     let start = self.arena.len() as u32;
-                    self.arena.extend(n.bytes().rev());
+                    self.arena.extend(n.bytes());
                     self.pending.push(PendingName {
                         start,
                         len: n.len() as u8, // names are ≤ 253 octets (see `name`)
@@ -140,7 +146,7 @@ impl MatcherBuilder {
             part_starts,
             mut runs,
             arena,
-            mut pending,
+            pending,
             mut hashed,
             next_rule,
         } = self;
@@ -149,28 +155,29 @@ impl MatcherBuilder {
             .enumerate()
             .filter(|(_, c)| c.locked)
             .fold(CategorySet::EMPTY, |s, (i, _)| s.with(CategoryId(i as u8)));
-        let key = |p: &PendingName| &arena[p.start as usize..p.start as usize + p.len as usize];
-        pending.sort_unstable_by(|a, b| key(a).cmp(key(b)).then(a.rule.cmp(&b.rule)));
-
+        let name = |p: &PendingName| &arena[p.start as usize..p.start as usize + p.len as usize];
         let mut multi = MultiTable::default();
         let mut shadowed = 0u64;
-        let mut names = fst::MapBuilder::memory();
-        let mut name_count = 0u64;
+        let (hasher, keyed) = hash_names(&pending, &name)?;
+        drop(pending);
+        // One entry per distinct name: (hash, value).
+        let mut entries: Vec<(u64, Value)> = Vec::new();
         let mut i = 0;
-        while i < pending.len() {
+        while i < keyed.len() {
             let mut j = i + 1;
-            while j < pending.len() && key(&pending[j]) == key(&pending[i]) {
+            while j < keyed.len() && keyed[j].0 == keyed[i].0 {
                 j += 1;
             }
-            let rules = pending[i..j].iter().map(|p| p.rule);
-            let (value, dropped) = multi.entry(rules, &parts, &part_starts);
+            let (value, dropped) =
+                multi.entry(keyed[i..j].iter().map(|k| k.1), &parts, &part_starts);
             shadowed += dropped;
-            names.insert(key(&pending[i]), value.0)?;
-            name_count += 1;
+            entries.push((keyed[i].0, value));
             i = j;
         }
-        drop(pending);
-        let names = fst::Map::new(names.into_inner()?)?;
+        drop(keyed);
+        let name_count = entries.len() as u64;
+        let (table, groups) = fill_table(&entries);
+        drop(entries);
 
         hashed.sort_unstable();
         let mut hashed_values = Vec::new();
@@ -183,7 +190,7 @@ impl MatcherBuilder {
             let (value, dropped) =
                 multi.entry(hashed[i..j].iter().map(|h| h.1), &parts, &part_starts);
             shadowed += dropped;
-            hashed_values.push((hashed[i].0, value.0));
+            hashed_values.push((hashed[i].0, value));
             i = j;
         }
         hashed_values.shrink_to_fit();
@@ -209,7 +216,9 @@ impl MatcherBuilder {
             parts,
             part_starts,
             runs,
-            names,
+            hasher,
+            table,
+            groups,
             hashed: hashed_values,
             multi_bits: bits,
             multi_starts: starts,
@@ -250,12 +259,71 @@ impl MultiTable {
             kept.push(rule);
         }
         if kept.len() == 1 {
-            return (Value(u64::from(kept[0]) << 1), dropped);
+            return (Value(kept[0] << 1), dropped);
         }
-        let index = self.bits.len() as u64;
+        let index = self.bits.len() as u32;
         self.bits.push(bits);
         self.starts.push(self.rules.len() as u32);
         self.rules.extend(kept);
         (Value(index << 1 | 1), dropped)
     }
+}
+
+/// Hash every pending name with a fresh random seed, sorted by (hash, rule). A seed under
+/// which two different names share a hash is discarded and another tried.
+#[allow(clippy::type_complexity)]
+fn hash_names<'a>(
+    pending: &[PendingName],
+    name: &impl Fn(&PendingName) -> &'a [u8],
+) -> Result<(foldhash::quality::RandomState, Vec<(u64, u32)>), FilterError> {
+    for _ in 0..SEED_ATTEMPTS {
+        let hasher = foldhash::quality::RandomState::default();
+        let mut keyed: Vec<(u64, u32, u32)> = pending
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (path_hash(&hasher, name(p)), p.rule, i as u32))
+            .collect();
+        keyed.sort_unstable();
+        let collision = keyed.windows(2).any(|w| {
+            w[0].0 == w[1].0 && name(&pending[w[0].2 as usize]) != name(&pending[w[1].2 as usize])
+        });
+        if !collision {
+            return Ok((hasher, keyed.into_iter().map(|(h, r, _)| (h, r)).collect()));
+        }
+    }
+    Err(FilterError::HashCollisions)
+}
+
+/// The hash of a whole name's label path, as the lookup computes it suffix by suffix.
+fn path_hash(hasher: &foldhash::quality::RandomState, name: &[u8]) -> u64 {
+    name.rsplit(|&b| b == b'.')
+        .fold(ROOT_HASH, |parent, label| label_hash(hasher, parent, label))
+}
+
+/// Insert every entry into the first free slot of its home group or the groups after
+/// it, with tables sized for [`LOAD_FACTOR`]; returns the slots and the tag groups.
+fn fill_table(entries: &[(u64, Value)]) -> (Vec<Slot>, Vec<TagGroup>) {
+    if entries.is_empty() {
+        return (Vec::new(), Vec::new());
+    }
+    let slots = ((entries.len() as f64 / LOAD_FACTOR).ceil() as usize).max(entries.len() + 1);
+    let n = slots.div_ceil(GROUP);
+    let mut table = vec![Slot::default(); n * GROUP];
+    let mut groups = vec![TagGroup([0; GROUP]); n];
+    for &(hash, value) in entries {
+        let mut g = home(hash, n);
+        let i = loop {
+            let free = groups[g].matching(0);
+            if free != 0 {
+                break free.trailing_zeros() as usize;
+            }
+            g = if g + 1 == n { 0 } else { g + 1 };
+        };
+        groups[g].0[i] = tag_of(hash);
+        table[g * GROUP + i] = Slot {
+            hash,
+            value: value.0,
+        };
+    }
+    (table, groups)
 }

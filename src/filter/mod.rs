@@ -33,22 +33,38 @@
 //! | block test (adult) [single label]          | refused at parse time          |
 //!
 //! # Structure and cost
-//! Names are stored reversed (`test.a.x` order of bytes: `tset.a.x`) as keys of a finite
-//! state transducer (the `fst` crate), whose shared prefixes *and* suffixes make it far
-//! smaller than a hash set of strings. A lookup walks the query name from its last byte
-//! towards its first, once, and checks for a final state only where a label starts: the
-//! walk visits every listed suffix of the name in one pass and stops at the first byte no
-//! key continues with. The value of a final state names either one rule or a small set
-//! (a name listed in several lists), and a table of runs maps a rule number back to its
-//! list, syntax and line without storing a line per rule. Hashed (`sha256:`) entries live
-//! in a sorted table, searched once per suffix only when any are loaded.
+//! The matcher is a reversed-label trie stored implicitly: a node is named by a keyed
+//! 64-bit hash of its label path from the root (`h(a.test) = H(h(test), "a")`), and only
+//! nodes that carry rules are stored, in one open-addressing table: 12-byte slots (the
+//! node hash and its value) and, in parallel, 16-bit tags in cache-line groups of 32, as
+//! SwissTable does with its control bytes. A probe compares one group of tags (one cache
+//! line, SIMD-friendly) and reads a slot only where a tag matches, so a miss costs about
+//! one cache line per suffix. Label text is not stored at all: a verdict names the
+//! matched suffix of the query itself.
+//!
+//! A lookup hashes the query's suffixes right to left (no memory touched), then probes
+//! the table once per suffix. The probes are independent loads, so their cache misses
+//! overlap instead of queueing one behind another as in a pointer-chasing trie or FST
+//! (measured: see `benches/README.md`). Suffixes like `com` land on the same slot every
+//! time and stay in cache.
+//!
+//! Exactness: the hash is keyed with a random seed per build (foldhash's quality
+//! hasher), so names cannot be crafted to collide. Two distinct *listed* names that
+//! collide are detected at build time, which then retries with a new seed. A query name
+//! that is not listed can only match by a chance 64-bit collision with a listed node:
+//! under 10^-12 per query even for millions of rules.
+//!
+//! The value of a slot names either one rule or a small set (a name listed in several
+//! categories), and a table of runs maps a rule number back to its list, syntax and line
+//! without storing a line per rule. Hashed (`sha256:`) entries live in a sorted table,
+//! searched once per suffix only when any are loaded.
 
 mod builder;
 
 pub use builder::{FilterError, MatcherBuilder};
 
 use crate::lists::{parse::sha256_of, Syntax};
-use fst::raw::Output;
+use std::hash::BuildHasher;
 
 /// Highest number of categories (one bit each; the top bit of an entry marks "allow").
 pub const MAX_CATEGORIES: usize = 63;
@@ -128,10 +144,14 @@ pub struct Matcher {
     /// First rule number of each list part, ascending (parts are numbered in order).
     pub(crate) part_starts: Vec<u32>,
     pub(crate) runs: Vec<Run>,
-    /// Reversed names → value (see [`Value`]).
-    pub(crate) names: fst::Map<Vec<u8>>,
+    /// Seeded hasher for label paths.
+    pub(crate) hasher: foldhash::quality::RandomState,
+    /// Open-addressing table of rule-bearing nodes…
+    pub(crate) table: Vec<Slot>,
+    /// …and one tag per slot, `GROUP` to a cache line: `tag_of(hash)`, or 0 if empty.
+    pub(crate) groups: Vec<TagGroup>,
     /// `sha256` entries, sorted by hash.
-    pub(crate) hashed: Vec<([u8; 32], u64)>,
+    pub(crate) hashed: Vec<([u8; 32], Value)>,
     /// Names with several rules: entry bits, and their rules in `multi_rules`.
     pub(crate) multi_bits: Vec<u64>,
     pub(crate) multi_starts: Vec<u32>,
@@ -144,7 +164,7 @@ pub struct Matcher {
 pub struct MatcherStats {
     /// Rules given to the builder.
     pub rules: u64,
-    /// Distinct names (keys of the name index).
+    /// Distinct names (nodes in the table).
     pub names: u64,
     /// Distinct hashed entries.
     pub hashed: u64,
@@ -154,8 +174,19 @@ pub struct MatcherStats {
 }
 
 /// The value stored per name: one rule (`rule << 1`) or a multi entry (`idx << 1 | 1`).
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Value(pub(crate) u64);
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Value(pub(crate) u32);
+
+/// One slot of the node table. Packed to 12 bytes: the table is most of the memory.
+#[derive(Debug, Clone, Copy, Default)]
+#[repr(C, packed(4))]
+pub(crate) struct Slot {
+    pub(crate) hash: u64,
+    pub(crate) value: u32,
+}
+
+/// Most labels a name can have (253 octets: 127 one-letter labels).
+const MAX_LABELS: usize = 128;
 
 /// One matching entry found during a walk.
 #[derive(Debug, Clone, Copy)]
@@ -268,34 +299,24 @@ impl Matcher {
         }
     }
 
-    /// Report every listed suffix of `name`, shortest first, once each: the FST walk
-    /// (reversed bytes, checking finality where a label starts) and, when any are
-    /// loaded, the hashed entries, combined per suffix.
+    /// Report every listed suffix of `name`, shortest first, once each, combining the
+    /// node table and (when any are loaded) the hashed entries per suffix.
     fn walk(&self, name: &str, mut report: impl FnMut(Hit)) {
-        let bytes = name.as_bytes();
-        let fst = self.names.as_fst();
-        let mut node = Some(fst.root());
-        let mut out = Output::zero();
+        let mut hashes = [0u64; MAX_LABELS];
+        let mut starts = [0usize; MAX_LABELS];
+        let labels = self.suffix_hashes(name, &mut hashes, &mut starts);
+        // Start every probe's cache miss now, so they overlap rather than queue.
+        let n = self.groups.len();
+        if n > 0 {
+            for &hash in &hashes[..labels] {
+                prefetch(&self.groups[home(hash, n)]);
+            }
+        }
         let hashed = !self.hashed.is_empty();
-        for i in (0..bytes.len()).rev() {
-            if let Some(current) = node {
-                node = current.find_input(bytes[i]).map(|t| {
-                    let tr = current.transition(t);
-                    out = out.cat(tr.out);
-                    fst.node(tr.addr)
-                });
-            }
-            if node.is_none() && !hashed {
-                return; // no key continues this suffix: nothing longer can match
-            }
-            if i != 0 && bytes[i - 1] != b'.' {
-                continue; // not the start of a label
-            }
-            let by_name = node
-                .filter(|n| n.is_final())
-                .map(|n| Value(out.cat(n.final_output()).value()));
+        for (&hash, &start) in hashes[..labels].iter().zip(&starts[..labels]) {
+            let by_name = self.find(hash);
             let by_hash = if hashed {
-                self.hashed_value(&name[i..])
+                self.hashed_value(&name[start..])
             } else {
                 None
             };
@@ -306,11 +327,67 @@ impl Matcher {
             };
             let bits = self.entry_bits(primary) | secondary.map_or(0, |v| self.entry_bits(v));
             report(Hit {
-                start: i,
+                start,
                 bits,
                 primary,
                 secondary,
             });
+        }
+    }
+
+    /// Hash every suffix of `name` that starts at a label, shortest first; returns how
+    /// many. Touches no table memory, so the probes that follow can overlap.
+    fn suffix_hashes(
+        &self,
+        name: &str,
+        hashes: &mut [u64; MAX_LABELS],
+        starts: &mut [usize; MAX_LABELS],
+    ) -> usize {
+        let bytes = name.as_bytes();
+        let mut hash = ROOT_HASH;
+        let mut end = bytes.len();
+        let mut n = 0;
+        while end > 0 && n < MAX_LABELS {
+            let start = bytes[..end]
+                .iter()
+                .rposition(|&b| b == b'.')
+                .map_or(0, |dot| dot + 1);
+            hash = label_hash(&self.hasher, hash, &bytes[start..end]);
+            hashes[n] = hash;
+            starts[n] = start;
+            n += 1;
+            if start == 0 {
+                break;
+            }
+            end = start - 1;
+        }
+        n
+    }
+
+    /// Probe group by group from the node's home group: compare the tags, read a slot
+    /// only where its tag matches; a group with a free tag ends the search.
+    fn find(&self, hash: u64) -> Option<Value> {
+        let n = self.groups.len();
+        if n == 0 {
+            return None;
+        }
+        let tag = tag_of(hash);
+        let mut g = home(hash, n);
+        loop {
+            let group = &self.groups[g];
+            let mut matches = group.matching(tag);
+            while matches != 0 {
+                let i = matches.trailing_zeros() as usize;
+                let slot = self.table[g * GROUP + i];
+                if slot.hash == hash {
+                    return Some(Value(slot.value));
+                }
+                matches &= matches - 1;
+            }
+            if group.matching(0) != 0 {
+                return None;
+            }
+            g = if g + 1 == n { 0 } else { g + 1 };
         }
     }
 
@@ -319,7 +396,7 @@ impl Matcher {
         self.hashed
             .binary_search_by(|(h, _)| h.cmp(&hash))
             .ok()
-            .map(|i| Value(self.hashed[i].1))
+            .map(|i| self.hashed[i].1)
     }
 
     /// Category bits (and allow bit) of an entry, before restricting to active ones.
@@ -327,12 +404,12 @@ impl Matcher {
         if value.0 & 1 == 1 {
             self.multi_bits[(value.0 >> 1) as usize]
         } else {
-            self.parts[self.part_of(value.0 >> 1) as usize].bits
+            self.parts[self.part_of(value.0 >> 1)].bits
         }
     }
 
-    fn part_of(&self, rule: u64) -> usize {
-        self.part_starts.partition_point(|&s| u64::from(s) <= rule) - 1
+    fn part_of(&self, rule: u32) -> usize {
+        self.part_starts.partition_point(|&s| s <= rule) - 1
     }
 
     /// The first rule of the hit (name entry first, then hashed) whose list's bits meet
@@ -344,7 +421,7 @@ impl Matcher {
         let mut first = None;
         for rule in candidates {
             first.get_or_insert(rule);
-            if self.parts[self.part_of(u64::from(rule))].bits & wanted != 0 {
+            if self.parts[self.part_of(rule)].bits & wanted != 0 {
                 return rule;
             }
         }
@@ -354,7 +431,7 @@ impl Matcher {
     /// The rules behind a value.
     fn rules_of(&self, value: Value) -> impl Iterator<Item = u32> + '_ {
         let (single, range) = if value.0 & 1 == 0 {
-            (Some((value.0 >> 1) as u32), 0..0)
+            (Some(value.0 >> 1), 0..0)
         } else {
             let i = (value.0 >> 1) as usize;
             let range = self.multi_starts[i] as usize..self.multi_starts[i + 1] as usize;
@@ -421,10 +498,11 @@ impl Matcher {
     /// Heap bytes held by this matcher (what the benchmarks report per rule).
     pub fn heap_bytes(&self) -> usize {
         use std::mem::size_of;
-        self.names.as_fst().as_bytes().len()
+        self.table.capacity() * size_of::<Slot>()
+            + self.groups.capacity() * size_of::<TagGroup>()
             + self.runs.capacity() * size_of::<Run>()
             + self.part_starts.capacity() * 4
-            + self.hashed.capacity() * size_of::<([u8; 32], u64)>()
+            + self.hashed.capacity() * size_of::<([u8; 32], Value)>()
             + self.multi_bits.capacity() * 8
             + self.multi_starts.capacity() * 4
             + self.multi_rules.capacity() * 4
@@ -438,5 +516,124 @@ impl Matcher {
                 .iter()
                 .map(|c| size_of::<Category>() + c.name.capacity())
                 .sum::<usize>()
+    }
+}
+
+/// The hash of the root (the empty label path).
+const ROOT_HASH: u64 = 0x9e37_79b9_7f4a_7c15;
+
+/// The hash of the node one label below `parent`. Never 0 (0 marks an empty slot).
+pub(crate) fn label_hash(
+    hasher: &foldhash::quality::RandomState,
+    parent: u64,
+    label: &[u8],
+) -> u64 {
+    use std::hash::Hasher;
+    // No length prefix needed: foldhash folds the length into `write` itself.
+    let mut h = hasher.build_hasher();
+    h.write_u64(parent);
+    h.write(label);
+    h.finish().max(1)
+}
+
+/// Ask the CPU to start loading `slot`'s cache line (a hint: no effect on results).
+#[inline(always)]
+fn prefetch<T>(slot: &T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: prefetching is a hint and never faults; the pointer comes from a reference.
+    unsafe {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        _mm_prefetch::<_MM_HINT_T0>((slot as *const T).cast());
+    }
+    #[cfg(target_arch = "aarch64")]
+    // SAFETY: `prfm` is a hint and never faults; the pointer comes from a reference.
+    unsafe {
+        std::arch::asm!("prfm pldl1keep, [{0}]", in(reg) slot as *const T, options(nostack, readonly, preserves_flags));
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    let _ = slot;
+}
+
+/// A node's preferred slot: the hash scaled onto the table (no power-of-two sizing).
+pub(crate) fn home(hash: u64, n: usize) -> usize {
+    ((u128::from(hash) * n as u128) >> 64) as usize
+}
+
+/// Slots per tag group: 32 tags of 16 bits fill one 64-byte cache line.
+pub(crate) const GROUP: usize = 32;
+
+/// The tags of one group of slots, aligned to a cache line.
+#[derive(Debug, Clone, Copy)]
+#[repr(C, align(64))]
+pub(crate) struct TagGroup(pub(crate) [u16; GROUP]);
+
+impl TagGroup {
+    /// Bit `i` set where tag `i` equals `tag`.
+    #[inline(always)]
+    pub(crate) fn matching(&self, tag: u16) -> u32 {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: SSE2 is part of the x86_64 baseline; the group is 64-byte aligned, so
+        // the four aligned 16-byte loads stay inside it.
+        unsafe {
+            use std::arch::x86_64::*;
+            let needle = _mm_set1_epi16(tag as i16);
+            let p = self.0.as_ptr().cast::<__m128i>();
+            let mut mask = 0u32;
+            for half in 0..2 {
+                let a = _mm_cmpeq_epi16(_mm_load_si128(p.add(2 * half)), needle);
+                let b = _mm_cmpeq_epi16(_mm_load_si128(p.add(2 * half + 1)), needle);
+                // Narrow 16 lanes of 0/0xFFFF to bytes, then one bit per tag.
+                let bytes = _mm_packs_epi16(a, b);
+                mask |= (_mm_movemask_epi8(bytes) as u32) << (16 * half);
+            }
+            mask
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let mut mask = 0u32;
+            for (i, &t) in self.0.iter().enumerate() {
+                mask |= u32::from(t == tag) << i;
+            }
+            mask
+        }
+    }
+}
+
+/// A slot's tag: 16 bits of its hash that `home` hardly uses, never 0 (empty).
+pub(crate) fn tag_of(hash: u64) -> u16 {
+    (hash as u16).max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tag_group_matching_agrees_with_a_plain_scan() {
+        let mut group = TagGroup([0; GROUP]);
+        for (i, t) in group.0.iter_mut().enumerate() {
+            *t = match i % 5 {
+                0 => 0,
+                1 => 0x8001, // high bit set: must not be mistaken by signed packing
+                2 => 7,
+                3 => 0xffff,
+                _ => i as u16,
+            };
+        }
+        for tag in [0u16, 7, 0x8001, 0xffff, 4, 9, 31, 12345] {
+            let expected = group
+                .0
+                .iter()
+                .enumerate()
+                .fold(0u32, |m, (i, &t)| m | (u32::from(t == tag) << i));
+            assert_eq!(group.matching(tag), expected, "tag {tag:#x}");
+        }
+    }
+
+    #[test]
+    fn home_spreads_over_the_table() {
+        assert_eq!(home(0, 10), 0);
+        assert_eq!(home(u64::MAX, 10), 9);
+        assert_eq!(home(u64::MAX / 2, 10), 4);
     }
 }
