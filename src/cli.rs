@@ -10,9 +10,15 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+use crate::dns;
 use crate::engine::Engine;
 use crate::filter::Verdict;
 use crate::name;
+use crate::upstream::Forwarder;
 
 /// Default config path, relative to the working directory (the repository root).
 pub const DEFAULT_CONFIG: &str = "config/warden.toml";
@@ -33,6 +39,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Serve filtered DNS on the configured addresses until SIGINT or SIGTERM.
+    Serve(ConfigArg),
     /// Show whether names are blocked, and by which rule.
     Check(CheckArgs),
     /// Inspect the configured lists.
@@ -84,14 +92,19 @@ pub enum ConfigCommand {
 }
 
 /// Start `tracing` on stderr at a level chosen by `-v` (or `RUST_LOG`).
+///
+/// hickory logs every query with the client's address at INFO; that is personal data,
+/// so its crates are held at WARN unless `RUST_LOG` says otherwise.
 pub fn init_tracing(verbose: u8) {
+    let quiet_hickory =
+        "hickory_server=warn,hickory_proto=warn,hickory_resolver=warn,hickory_net=warn";
     let default = match verbose {
-        0 => "info",
-        1 => "debug",
-        _ => "trace",
+        0 => format!("info,{quiet_hickory}"),
+        1 => format!("debug,{quiet_hickory}"),
+        _ => "trace".to_string(),
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&default));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -101,6 +114,7 @@ pub fn init_tracing(verbose: u8) {
 /// Run one command.
 pub fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
+        Command::Serve(config) => serve(&config.config),
         Command::Check(args) => check(args),
         Command::Lists(ListsCommand::Stats { config, json }) => lists_stats(&config.config, json),
         Command::Config(ConfigCommand::Check { config }) => config_check(&config.config),
@@ -109,6 +123,69 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
 
 fn load_engine(path: &Path) -> Result<Engine> {
     Engine::load(path).with_context(|| format!("loading {}", path.display()))
+}
+
+fn serve(path: &Path) -> Result<ExitCode> {
+    // Start-up order: load and validate everything, then bind, then serve.
+    let engine = load_engine(path)?;
+    for warning in engine.lists.iter().filter_map(|l| l.report.warning()) {
+        tracing::warn!("{warning}");
+    }
+    let stats = engine.matcher.stats();
+    tracing::info!(
+        rules = stats.rules,
+        names = stats.names,
+        lists = engine.lists.len(),
+        build_ms = engine.build_time.as_millis() as u64,
+        "rules loaded from {}",
+        path.display()
+    );
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let forwarder = Forwarder::new(&engine.config.upstream)?;
+        let listen = engine.config.server.listen.clone();
+        let tcp_timeout = engine.config.server.tcp_timeout;
+        let shared = Arc::new(ArcSwap::from_pointee(engine));
+        let server = dns::start(&listen, dns::Handler::new(shared, forwarder), tcp_timeout).await?;
+        for addr in &server.addrs {
+            tracing::info!("serving DNS on {addr} (UDP and TCP)");
+        }
+        let token = server.token();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("shutting down");
+            token.cancel();
+        });
+        server.wait().await?;
+        Ok::<_, anyhow::Error>(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// SIGINT (Ctrl-C) or, on Unix, SIGTERM (systemd's stop).
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
 
 fn check(args: CheckArgs) -> Result<ExitCode> {

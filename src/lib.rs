@@ -14,17 +14,25 @@
 //! - [`engine`] bundles config + matcher + per-group category sets into one snapshot.
 //!   Everything a query reads lives in that snapshot; a reload builds a new one off the
 //!   query path and swaps it in atomically.
+//! - [`dns`] is the hickory request handler (the query path below) and the UDP/TCP
+//!   listeners; [`upstream`] forwards allowed queries through `hickory-resolver`.
 //! - [`cli`] is the command line (`serve`, `check`, `lists stats`, `config check`).
 //!
-//! ## One query's path
-//! 1. normalise the name once ([`name::normalize_into`]: lower case, no trailing dot);
-//! 2. find the client's group and its active categories (locked ones always on);
-//! 3. [`filter::Matcher::lookup`] → allowed, or blocked with categories and rule;
-//! 4. blocked: answer locally; allowed: forward upstream.
+//! ## One query's path ([`dns::Handler::resolve`])
+//! 1. check the request: a standard query, one IN question (else NOTIMP/FORMERR/REFUSED);
+//! 2. normalise the name once (lower case, no trailing dot);
+//! 3. find the client's group and its active categories (locked ones always on);
+//! 4. [`filter::Matcher::lookup`]: blocked → answer locally in the configured mode, with
+//!    an Extended DNS Error saying why, and log the block;
+//! 5. allowed → forward upstream ([`upstream::Forwarder`]: cache, failover, timeout);
+//! 6. check the answer's CNAME chain against the matcher, so no listed name hides
+//!    behind an allowed alias.
 
 pub mod cli;
 pub mod config;
+pub mod dns;
 pub mod engine;
 pub mod filter;
 pub mod lists;
 pub mod name;
+pub mod upstream;

@@ -1,8 +1,8 @@
 //! Domain-name normalisation: the one place that decides what a valid name looks like.
 //!
 //! Every name that enters Warden (a list line, a `warden check` argument, a DNS query)
-//! goes through [`normalize`] (or, on the query path, the allocation-free
-//! [`normalize_into`]), so the matcher only ever compares one canonical form:
+//! goes through [`normalize`] (or, for a query's wire labels, [`normalize_labels`]), so
+//! the matcher only ever compares one canonical form:
 //! lower-case ASCII, no trailing dot, Unicode labels converted to punycode (IDNA/UTS 46),
 //! labels of 1–63 octets, at most 253 octets in all.
 //!
@@ -95,22 +95,24 @@ fn is_name_char(c: char) -> bool {
     c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_'
 }
 
-/// Normalise a wire-format query name (already ASCII, from a DNS packet) into `buf`
-/// without allocating beyond `buf`'s capacity: lower-case, trailing dot removed.
-///
-/// Returns `None` when the name holds octets that no list entry can contain (so it can
-/// never match); the caller then treats it as "no rule applies".
-pub fn normalize_into<'b>(wire_text: &[u8], buf: &'b mut String) -> Option<&'b str> {
-    buf.clear();
-    let text = wire_text.strip_suffix(b".").unwrap_or(wire_text);
-    for &b in text {
-        let c = b.to_ascii_lowercase() as char;
-        if !(is_name_char(c) || c == '.') {
-            return None;
+/// Normalise a query name given as its wire labels (from a DNS packet): lower case,
+/// joined with dots, no trailing dot. Returns `None` when a label holds octets that no
+/// list entry can contain (so the name can never match).
+pub fn normalize_labels<'a>(labels: impl IntoIterator<Item = &'a [u8]>) -> Option<String> {
+    let mut text = String::with_capacity(64);
+    for (i, label) in labels.into_iter().enumerate() {
+        if i > 0 {
+            text.push('.');
         }
-        buf.push(c);
+        for &b in label {
+            let c = b.to_ascii_lowercase() as char;
+            if !is_name_char(c) {
+                return None;
+            }
+            text.push(c);
+        }
     }
-    Some(buf.as_str())
+    Some(text)
 }
 
 /// Is `text` an IPv4 or IPv6 address (as found by mistake in domain lists)?
@@ -170,14 +172,15 @@ mod tests {
     }
 
     #[test]
-    fn wire_names_normalise_without_validation_cost() {
-        let mut buf = String::with_capacity(256);
+    fn wire_labels_normalise() {
+        let labels: [&[u8]; 3] = [b"WWW", b"Example", b"TEST"];
         assert_eq!(
-            normalize_into(b"WWW.Example.TEST.", &mut buf),
+            normalize_labels(labels).as_deref(),
             Some("www.example.test")
         );
-        assert_eq!(normalize_into(b"a\\032b.test.", &mut buf), None);
-        assert_eq!(normalize_into(b".", &mut buf), Some(""));
+        let bad: [&[u8]; 2] = [b"a b", b"test"];
+        assert_eq!(normalize_labels(bad), None);
+        assert_eq!(normalize_labels([]).as_deref(), Some(""));
     }
 
     #[test]

@@ -1,0 +1,220 @@
+//! Building answers: the blocked answer in each response mode, the Extended DNS Error
+//! (RFC 8914) that says why, upstream answers passed on, and writing the response.
+
+use std::net::IpAddr;
+
+use hickory_server::proto::op::{Edns, Header, HeaderCounts, Metadata, ResponseCode};
+use hickory_server::proto::rr::rdata::opt::EdnsOption;
+use hickory_server::proto::rr::rdata::{A, AAAA, SOA};
+use hickory_server::proto::rr::{Name, RData, Record, RecordType};
+use hickory_server::server::{Request, ResponseHandler, ResponseInfo};
+use hickory_server::zone_handler::MessageResponseBuilder;
+
+use crate::config::{BlockResponse, BlockingConfig};
+use crate::engine::Engine;
+use crate::filter::Block;
+use crate::upstream::Answer;
+
+/// EDNS option code of an Extended DNS Error (RFC 8914).
+pub const EDE_OPTION: u16 = 15;
+/// EDE info code "Blocked": the name is on one of the operator's blocklists.
+pub const EDE_BLOCKED: u16 = 15;
+/// EDE info code "Filtered": blocked by a per-client policy (schedules, groups; later).
+pub const EDE_FILTERED: u16 = 17;
+/// EDE info code "No Reachable Authority": every upstream failed.
+pub const EDE_NO_REACHABLE_AUTHORITY: u16 = 22;
+
+/// Largest UDP answer we offer, whatever the client advertises (DNS flag day 2020).
+const MAX_UDP_PAYLOAD: u16 = 1232;
+
+/// What to answer, before it is written out.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub rcode: ResponseCode,
+    pub answers: Vec<Record>,
+    pub authorities: Vec<Record>,
+    /// Extended DNS Error: info code and text.
+    pub ede: Option<(u16, String)>,
+    /// Upstream vouched for the data (AD bit).
+    pub authentic: bool,
+}
+
+impl Reply {
+    pub fn error(rcode: ResponseCode) -> Reply {
+        Reply {
+            rcode,
+            answers: Vec::new(),
+            authorities: Vec::new(),
+            ede: None,
+            authentic: false,
+        }
+    }
+
+    /// Pass on what upstream said.
+    pub fn from_upstream(answer: Answer) -> Reply {
+        match answer {
+            Answer::Records {
+                rcode,
+                answers,
+                authorities,
+                authentic,
+            } => Reply {
+                rcode,
+                answers,
+                authorities,
+                ede: None,
+                authentic,
+            },
+            Answer::Negative { rcode, soa } => Reply {
+                rcode,
+                authorities: soa.into_iter().collect(),
+                ..Reply::error(rcode)
+            },
+            Answer::Refused(rcode) => Reply::error(rcode),
+            Answer::Unreachable => Reply {
+                ede: Some((
+                    EDE_NO_REACHABLE_AUTHORITY,
+                    "no upstream resolver answered".into(),
+                )),
+                ..Reply::error(ResponseCode::ServFail)
+            },
+        }
+    }
+}
+
+/// The answer for a blocked name, in the configured mode. Every query type is answered
+/// here, so none (HTTPS/SVCB hints included) can leak the real addresses.
+pub fn blocked(
+    config: &BlockingConfig,
+    engine: &Engine,
+    qname: &Name,
+    qtype: RecordType,
+    block: &Block<'_>,
+) -> Reply {
+    let ttl = config.ttl;
+    let ede = Some((
+        EDE_BLOCKED,
+        format!(
+            "blocked by Warden: {}",
+            engine.matcher.category_names(block.categories)
+        ),
+    ));
+    let soa = || negative_soa(block.rule.matched, ttl);
+    let addresses: Vec<IpAddr> = match (config.response, qtype) {
+        (BlockResponse::Nxdomain, _) => {
+            return Reply {
+                rcode: ResponseCode::NXDomain,
+                authorities: vec![soa()],
+                ede,
+                ..Reply::error(ResponseCode::NXDomain)
+            };
+        }
+        (BlockResponse::Null, RecordType::A) => vec![IpAddr::from([0, 0, 0, 0])],
+        (BlockResponse::Null, RecordType::AAAA) => vec![IpAddr::from([0u16; 8])],
+        (BlockResponse::Ip, RecordType::A) => config
+            .block_ip
+            .iter()
+            .copied()
+            .filter(IpAddr::is_ipv4)
+            .collect(),
+        (BlockResponse::Ip, RecordType::AAAA) => config
+            .block_ip
+            .iter()
+            .copied()
+            .filter(IpAddr::is_ipv6)
+            .collect(),
+        _ => Vec::new(),
+    };
+    if addresses.is_empty() {
+        // NODATA: the name exists but has nothing of this type (and a SOA to cache that).
+        return Reply {
+            authorities: vec![soa()],
+            ede,
+            ..Reply::error(ResponseCode::NoError)
+        };
+    }
+    let answers = addresses
+        .into_iter()
+        .map(|ip| {
+            let data = match ip {
+                IpAddr::V4(v4) => RData::A(A(v4)),
+                IpAddr::V6(v6) => RData::AAAA(AAAA(v6)),
+            };
+            Record::from_rdata(qname.clone(), ttl, data)
+        })
+        .collect();
+    Reply {
+        answers,
+        ede,
+        ..Reply::error(ResponseCode::NoError)
+    }
+}
+
+/// A SOA owned by the blocked zone, so resolvers cache the negative answer for `ttl`.
+fn negative_soa(zone: &str, ttl: u32) -> Record {
+    let owner = Name::from_ascii(format!("{zone}.")).unwrap_or_else(|_| Name::root());
+    let soa = SOA::new(
+        Name::from_ascii("warden.invalid.").unwrap_or_else(|_| Name::root()),
+        Name::from_ascii("hostmaster.warden.invalid.").unwrap_or_else(|_| Name::root()),
+        1,
+        3600,
+        600,
+        86400,
+        ttl,
+    );
+    Record::from_rdata(owner, ttl, RData::SOA(soa))
+}
+
+/// The EDNS to answer with: only when the client used EDNS (RFC 6891), echoing its DO
+/// bit, offering at most what it offered, carrying the EDE if there is one.
+fn response_edns(request: &Edns, ede: Option<&(u16, String)>) -> Edns {
+    let mut edns = Edns::new();
+    edns.set_max_payload(request.max_payload().clamp(512, MAX_UDP_PAYLOAD));
+    edns.set_dnssec_ok(request.flags().dnssec_ok);
+    edns.set_version(0);
+    if let Some((code, text)) = ede {
+        let mut data = code.to_be_bytes().to_vec();
+        data.extend_from_slice(text.as_bytes());
+        edns.options_mut()
+            .insert(EdnsOption::Unknown(EDE_OPTION, data));
+    }
+    edns
+}
+
+/// Write `reply` to the client: the query's ID and question (as sent, case included),
+/// RD and CD echoed, RA set, AD only when upstream vouched and the client asked (RFC
+/// 6840: AD or DO set in the query). UDP answers too big for the client's buffer are
+/// truncated by hickory with TC set.
+pub async fn send<R: ResponseHandler>(
+    request: &Request,
+    reply: Reply,
+    mut responder: R,
+) -> ResponseInfo {
+    let mut meta = Metadata::response_from_request(&request.metadata);
+    meta.recursion_available = true;
+    meta.response_code = reply.rcode;
+    let do_bit = request.edns.as_ref().is_some_and(|e| e.flags().dnssec_ok);
+    meta.authentic_data = reply.authentic && (request.metadata.authentic_data || do_bit);
+    let edns = request
+        .edns
+        .as_ref()
+        .map(|e| response_edns(e, reply.ede.as_ref()));
+    let mut builder = MessageResponseBuilder::from_message_request(request);
+    if let Some(edns) = &edns {
+        builder.edns(edns);
+    }
+    let response = builder.build(meta, reply.answers.iter(), reply.authorities.iter(), [], []);
+    match responder.send_response(response).await {
+        Ok(info) => info,
+        Err(error) => {
+            tracing::warn!(client = %request.src().ip(), %error, "could not send a response");
+            let mut metadata = Metadata::response_from_request(&request.metadata);
+            metadata.response_code = ResponseCode::ServFail;
+            Header {
+                metadata,
+                counts: HeaderCounts::default(),
+            }
+            .into()
+        }
+    }
+}

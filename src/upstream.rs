@@ -1,0 +1,242 @@
+//! Forwarding allowed queries to the upstream resolvers, through `hickory-resolver`.
+//!
+//! The resolver brings the response cache (positive and negative, TTLs counting down),
+//! in-flight de-duplication, UDP with TCP fallback on truncation, and failover across
+//! the configured servers (queried two at a time, so one dead server costs no extra
+//! round of waiting). Every lookup is also bounded here by the configured timeout, so a
+//! client gets SERVFAIL in bounded time, never a hang.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hickory_resolver::config::{
+    ConnectionConfig, NameServerConfig, ResolveHosts, ResolverConfig, ServerOrderingStrategy,
+};
+use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use hickory_resolver::net::{DnsError, NetError, NoRecords};
+use hickory_resolver::proto::op::ResponseCode;
+use hickory_resolver::proto::rr::{Name, Record, RecordType};
+use hickory_resolver::{Resolver, TokioResolver};
+
+use crate::config::UpstreamConfig;
+
+/// A configured upstream that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("[upstream] servers: {server:?}: {reason}")]
+    BadServer { server: String, reason: String },
+    #[error("[upstream] servers is empty: name at least one resolver")]
+    NoServers,
+    #[error("cannot start the upstream resolver: {0}")]
+    Resolver(String),
+}
+
+/// One upstream server as written in the config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerSpec {
+    /// `IP:port`: UDP, with TCP when an answer is truncated.
+    Udp(SocketAddr),
+    /// `tcp://IP:port`.
+    Tcp(SocketAddr),
+    /// `tls://IP:port@server.name` (port 853 if omitted): DNS over TLS.
+    Tls(SocketAddr, String),
+}
+
+impl ServerSpec {
+    /// Parse one `[upstream] servers` entry. A bare IP means port 53.
+    pub fn parse(text: &str) -> Result<ServerSpec, UpstreamError> {
+        let bad = |reason: &str| UpstreamError::BadServer {
+            server: text.to_string(),
+            reason: reason.to_string(),
+        };
+        let addr = |s: &str, default_port: u16| -> Result<SocketAddr, UpstreamError> {
+            s.parse::<SocketAddr>()
+                .or_else(|_| {
+                    s.trim_matches(['[', ']'])
+                        .parse::<std::net::IpAddr>()
+                        .map(|ip| SocketAddr::new(ip, default_port))
+                })
+                .map_err(|_| bad("expected an IP address with an optional port, e.g. 9.9.9.9:53"))
+        };
+        if let Some(rest) = text.strip_prefix("tls://") {
+            let (host, server_name) = rest
+                .split_once('@')
+                .ok_or_else(|| bad("DNS over TLS needs the certificate name: tls://IP@name"))?;
+            if server_name.is_empty() {
+                return Err(bad("empty certificate name after '@'"));
+            }
+            return Ok(ServerSpec::Tls(addr(host, 853)?, server_name.to_string()));
+        }
+        if let Some(rest) = text.strip_prefix("tcp://") {
+            return Ok(ServerSpec::Tcp(addr(rest, 53)?));
+        }
+        if text.contains("://") {
+            return Err(bad(
+                "unsupported scheme: use IP:port, tcp://IP:port or tls://IP@name",
+            ));
+        }
+        Ok(ServerSpec::Udp(addr(text, 53)?))
+    }
+
+    fn name_server(&self) -> NameServerConfig {
+        let with_port = |mut c: ConnectionConfig, port| {
+            c.port = port;
+            c
+        };
+        match self {
+            ServerSpec::Udp(a) => NameServerConfig::new(
+                a.ip(),
+                true,
+                vec![
+                    with_port(ConnectionConfig::udp(), a.port()),
+                    with_port(ConnectionConfig::tcp(), a.port()),
+                ],
+            ),
+            ServerSpec::Tcp(a) => NameServerConfig::new(
+                a.ip(),
+                true,
+                vec![with_port(ConnectionConfig::tcp(), a.port())],
+            ),
+            ServerSpec::Tls(a, name) => NameServerConfig::new(
+                a.ip(),
+                true,
+                vec![with_port(
+                    ConnectionConfig::tls(Arc::from(name.as_str())),
+                    a.port(),
+                )],
+            ),
+        }
+    }
+}
+
+/// What upstream said about a name.
+#[derive(Debug, Clone)]
+pub enum Answer {
+    /// An answer (rcode usually NOERROR), with the CNAME chain if any.
+    Records {
+        rcode: ResponseCode,
+        answers: Vec<Record>,
+        authorities: Vec<Record>,
+        authentic: bool,
+    },
+    /// NXDOMAIN or NODATA (`rcode` NOERROR), with the SOA for negative caching.
+    Negative {
+        rcode: ResponseCode,
+        soa: Option<Record>,
+    },
+    /// Upstream answered with an error code (SERVFAIL, REFUSED, …).
+    Refused(ResponseCode),
+    /// No usable answer in time: every server failed or timed out.
+    Unreachable,
+}
+
+/// The forwarder shared by every query.
+#[derive(Clone)]
+pub struct Forwarder {
+    resolver: TokioResolver,
+    timeout: Duration,
+}
+
+impl Forwarder {
+    /// Build the resolver from `[upstream]`. Must run inside a tokio runtime.
+    pub fn new(config: &UpstreamConfig) -> Result<Forwarder, UpstreamError> {
+        if config.servers.is_empty() {
+            return Err(UpstreamError::NoServers);
+        }
+        let servers = config
+            .servers
+            .iter()
+            .map(|s| ServerSpec::parse(s).map(|spec| spec.name_server()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut builder = Resolver::builder_with_config(
+            ResolverConfig::from_parts(None, Vec::new(), servers),
+            TokioRuntimeProvider::default(),
+        );
+        let opts = builder.options_mut();
+        opts.timeout = config.timeout;
+        // One retry within the deadline below; the pool already tries other servers.
+        opts.attempts = 1;
+        opts.cache_size = config.cache_size;
+        opts.use_hosts_file = ResolveHosts::Never; // never answer from this machine's /etc/hosts
+        opts.num_concurrent_reqs = 2;
+        opts.server_ordering_strategy = ServerOrderingStrategy::QueryStatistics;
+        opts.preserve_intermediates = true; // keep CNAME chains: they are checked for cloaking
+        let resolver = builder
+            .build()
+            .map_err(|e| UpstreamError::Resolver(e.to_string()))?;
+        Ok(Forwarder {
+            resolver,
+            timeout: config.timeout,
+        })
+    }
+
+    /// Resolve `name` (fully qualified) for `qtype`, within the configured timeout.
+    pub async fn forward(&self, name: Name, qtype: RecordType) -> Answer {
+        let lookup = self.resolver.lookup(name, qtype);
+        match tokio::time::timeout(self.timeout, lookup).await {
+            Err(_elapsed) => Answer::Unreachable,
+            Ok(Ok(lookup)) => {
+                let message = lookup.message();
+                Answer::Records {
+                    rcode: message.metadata.response_code,
+                    answers: lookup.answers().to_vec(),
+                    authorities: lookup.authorities().to_vec(),
+                    authentic: message.metadata.authentic_data,
+                }
+            }
+            Ok(Err(NetError::Dns(DnsError::NoRecordsFound(NoRecords {
+                response_code,
+                soa,
+                ..
+            })))) => Answer::Negative {
+                rcode: response_code,
+                soa: soa.map(|s| s.into_record_of_rdata()),
+            },
+            Ok(Err(NetError::Dns(DnsError::ResponseCode(code)))) => Answer::Refused(code),
+            Ok(Err(_)) => Answer::Unreachable,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_server_forms() {
+        assert_eq!(
+            ServerSpec::parse("9.9.9.9:53").unwrap(),
+            ServerSpec::Udp("9.9.9.9:53".parse().unwrap())
+        );
+        assert_eq!(
+            ServerSpec::parse("9.9.9.9").unwrap(),
+            ServerSpec::Udp("9.9.9.9:53".parse().unwrap())
+        );
+        assert_eq!(
+            ServerSpec::parse("[2620:fe::fe]:53").unwrap(),
+            ServerSpec::Udp("[2620:fe::fe]:53".parse().unwrap())
+        );
+        assert_eq!(
+            ServerSpec::parse("tcp://127.0.0.1:5300").unwrap(),
+            ServerSpec::Tcp("127.0.0.1:5300".parse().unwrap())
+        );
+        assert_eq!(
+            ServerSpec::parse("tls://9.9.9.9@dns.quad9.net").unwrap(),
+            ServerSpec::Tls("9.9.9.9:853".parse().unwrap(), "dns.quad9.net".into())
+        );
+    }
+
+    #[test]
+    fn rejects_bad_servers_naming_them() {
+        for bad in [
+            "dns.quad9.net",
+            "tls://9.9.9.9",
+            "https://1.1.1.1/dns-query",
+            "1.2.3.4:99999",
+        ] {
+            let err = ServerSpec::parse(bad).unwrap_err().to_string();
+            assert!(err.contains(bad), "{err}");
+        }
+    }
+}

@@ -1,0 +1,562 @@
+//! End-to-end serving over real loopback sockets: Warden in-process (and once as the
+//! real binary) in front of an in-test upstream that counts what reaches it.
+//!
+//! Every network wait is bounded by a timeout; every server binds 127.0.0.1:0.
+
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use hickory_proto::op::{Edns, Message, MessageType, Metadata, OpCode, Query, ResponseCode};
+use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};
+use hickory_proto::rr::rdata::{A, AAAA, CNAME, SOA};
+use hickory_proto::rr::{Name, RData, Record, RecordType};
+use hickory_server::net::runtime::Time;
+use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
+use hickory_server::zone_handler::MessageResponseBuilder;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, UdpSocket};
+use tokio_util::sync::CancellationToken;
+use warden::dns::{self, RunningServer};
+use warden::engine::Engine;
+use warden::upstream::Forwarder;
+
+const WAIT: Duration = Duration::from_secs(5);
+
+// ---- the in-test upstream ----
+
+/// Answers a few fixed names and counts every query it receives, by name.
+#[derive(Clone, Default)]
+struct Upstream {
+    seen: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+impl Upstream {
+    fn count(&self, name: &str) -> usize {
+        self.seen.lock().unwrap().get(name).copied().unwrap_or(0)
+    }
+    fn total(&self) -> usize {
+        self.seen.lock().unwrap().values().sum()
+    }
+}
+
+fn record(name: &str, data: RData) -> Record {
+    Record::from_rdata(Name::from_ascii(name).unwrap(), 60, data)
+}
+
+#[async_trait::async_trait]
+impl RequestHandler for Upstream {
+    async fn handle_request<R: ResponseHandler, T: Time>(
+        &self,
+        request: &Request,
+        mut responder: R,
+    ) -> ResponseInfo {
+        let info = request.request_info().unwrap();
+        let name = info.query.name().to_string().to_lowercase();
+        let qtype = info.query.query_type();
+        *self.seen.lock().unwrap().entry(name.clone()).or_default() += 1;
+        let a = |ip: [u8; 4]| RData::A(A(Ipv4Addr::from(ip)));
+        let cname = |t: &str| RData::CNAME(CNAME(Name::from_ascii(t).unwrap()));
+        let answers: Vec<Record> = match (name.as_str(), qtype) {
+            ("allowed.test.", RecordType::A) => vec![record("allowed.test.", a([192, 0, 2, 1]))],
+            ("allowed.test.", RecordType::AAAA) => vec![record(
+                "allowed.test.",
+                RData::AAAA(AAAA("2001:db8::1".parse().unwrap())),
+            )],
+            ("cloaked.test.", _) => vec![
+                record("cloaked.test.", cname("edge.cdn.test.")),
+                record("edge.cdn.test.", cname("x.tracker.test.")),
+                record("x.tracker.test.", a([192, 0, 2, 66])),
+            ],
+            ("alias.test.", _) => vec![
+                record("alias.test.", cname("real.test.")),
+                record("real.test.", a([192, 0, 2, 3])),
+            ],
+            _ => Vec::new(),
+        };
+        let mut meta = Metadata::response_from_request(&request.metadata);
+        meta.recursion_available = true;
+        let soa = record(
+            "test.",
+            RData::SOA(SOA::new(
+                Name::from_ascii("ns.test.").unwrap(),
+                Name::from_ascii("host.test.").unwrap(),
+                1,
+                3600,
+                600,
+                86400,
+                30,
+            )),
+        );
+        let authorities = if answers.is_empty() {
+            meta.response_code = if name == "allowed.test." {
+                ResponseCode::NoError
+            } else {
+                ResponseCode::NXDomain
+            };
+            vec![soa]
+        } else {
+            Vec::new()
+        };
+        let response = MessageResponseBuilder::from_message_request(request).build(
+            meta,
+            answers.iter(),
+            authorities.iter(),
+            [],
+            [],
+        );
+        responder.send_response(response).await.unwrap()
+    }
+}
+
+/// Start the upstream on 127.0.0.1:0 (UDP and TCP); cancel the token to stop it.
+async fn start_upstream() -> (Upstream, SocketAddr, CancellationToken) {
+    let upstream = Upstream::default();
+    let mut server = hickory_server::Server::new(upstream.clone());
+    let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = udp.local_addr().unwrap();
+    let tcp = tokio::net::TcpListener::bind(addr).await.unwrap();
+    server.register_socket(udp);
+    server.register_listener(tcp, WAIT, 16);
+    let token = server.shutdown_token().clone();
+    tokio::spawn(async move {
+        let _ = server.block_until_done().await;
+    });
+    (upstream, addr, token)
+}
+
+// ---- Warden under test ----
+
+const ADULT: &str = "blocked.test\n||tracker.test^\n";
+
+fn write_config(dir: &Path, upstream: SocketAddr, blocking: &str) -> std::path::PathBuf {
+    use sha2::Digest;
+    std::fs::write(dir.join("adult.txt"), ADULT).unwrap();
+    let hash = hex::encode(sha2::Sha256::digest(b"locked.test"));
+    std::fs::write(dir.join("ctiru.txt"), format!("sha256:{hash}\n")).unwrap();
+    std::fs::write(dir.join("allow.txt"), "ok.blocked.test\n").unwrap();
+    let config = format!(
+        r#"
+[server]
+listen = ["127.0.0.1:0"]
+[upstream]
+servers = ["{upstream}"]
+timeout = "1s"
+[blocking]
+{blocking}
+[categories.adult]
+[categories.terrorism]
+locked = true
+[[lists]]
+name = "adult"
+category = "adult"
+path = "adult.txt"
+[[lists]]
+name = "ctiru"
+category = "terrorism"
+path = "ctiru.txt"
+[[allow]]
+name = "exceptions"
+path = "allow.txt"
+"#
+    );
+    let path = dir.join("warden.toml");
+    std::fs::write(&path, config).unwrap();
+    path
+}
+
+struct Harness {
+    upstream: Upstream,
+    warden: SocketAddr,
+    _dir: tempfile::TempDir,
+    _server: RunningServer,
+    _upstream_stop: tokio_util::sync::DropGuard,
+}
+
+async fn harness(blocking: &str) -> Harness {
+    let (upstream, upstream_addr, upstream_token) = start_upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), upstream_addr, blocking);
+    let engine = Engine::load(&path).unwrap();
+    let forwarder = Forwarder::new(&engine.config.upstream).unwrap();
+    let listen = engine.config.server.listen.clone();
+    let handler = dns::Handler::new(Arc::new(ArcSwap::from_pointee(engine)), forwarder);
+    let server = dns::start(&listen, handler, WAIT).await.unwrap();
+    Harness {
+        upstream,
+        warden: server.addrs[0],
+        _dir: dir,
+        _server: server,
+        _upstream_stop: upstream_token.drop_guard(),
+    }
+}
+
+// ---- a tiny client ----
+
+fn query_message(name: &str, qtype: RecordType, edns: bool) -> Message {
+    let mut msg = Message::query();
+    msg.metadata.recursion_desired = true;
+    msg.add_query(Query::query(Name::from_ascii(name).unwrap(), qtype));
+    if edns {
+        let mut e = Edns::new();
+        e.set_max_payload(1232);
+        msg.set_edns(e);
+    }
+    msg
+}
+
+async fn udp_exchange(server: SocketAddr, bytes: &[u8]) -> Option<Message> {
+    udp_exchange_within(server, bytes, WAIT).await
+}
+
+async fn udp_exchange_within(server: SocketAddr, bytes: &[u8], wait: Duration) -> Option<Message> {
+    let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    sock.send_to(bytes, server).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let (n, _) = tokio::time::timeout(wait, sock.recv_from(&mut buf))
+        .await
+        .ok()?
+        .unwrap();
+    Some(Message::from_vec(&buf[..n]).unwrap())
+}
+
+async fn udp(server: SocketAddr, name: &str, qtype: RecordType, edns: bool) -> Message {
+    let msg = query_message(name, qtype, edns);
+    let resp = udp_exchange(server, &msg.to_vec().unwrap())
+        .await
+        .expect("an answer in time");
+    assert_eq!(resp.metadata.id, msg.metadata.id, "the ID is echoed");
+    assert_eq!(resp.metadata.message_type, MessageType::Response);
+    resp
+}
+
+async fn tcp(server: SocketAddr, name: &str, qtype: RecordType) -> Message {
+    let msg = query_message(name, qtype, true);
+    let bytes = msg.to_vec().unwrap();
+    let mut stream = tokio::time::timeout(WAIT, TcpStream::connect(server))
+        .await
+        .unwrap()
+        .unwrap();
+    stream.write_u16(bytes.len() as u16).await.unwrap();
+    stream.write_all(&bytes).await.unwrap();
+    let len = tokio::time::timeout(WAIT, stream.read_u16())
+        .await
+        .unwrap()
+        .unwrap();
+    let mut buf = vec![0u8; len as usize];
+    tokio::time::timeout(WAIT, stream.read_exact(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    Message::from_vec(&buf).unwrap()
+}
+
+fn ede(resp: &Message) -> Option<(u16, String)> {
+    let edns = resp.edns.as_ref()?;
+    match edns.option(EdnsCode::Unknown(15))? {
+        EdnsOption::Unknown(15, data) => Some((
+            u16::from_be_bytes([data[0], data[1]]),
+            String::from_utf8_lossy(&data[2..]).into_owned(),
+        )),
+        _ => None,
+    }
+}
+
+fn soa_owner(resp: &Message) -> Option<String> {
+    resp.authorities
+        .iter()
+        .find(|r| r.record_type() == RecordType::SOA)
+        .map(|r| r.name.to_string())
+}
+
+const ALL_TYPES: [RecordType; 8] = [
+    RecordType::A,
+    RecordType::AAAA,
+    RecordType::HTTPS,
+    RecordType::SVCB,
+    RecordType::CNAME,
+    RecordType::MX,
+    RecordType::TXT,
+    RecordType::ANY,
+];
+
+// ---- the tests ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nxdomain_mode_blocks_every_query_type_with_ede_and_never_asks_upstream() {
+    let h = harness("response = \"nxdomain\"\nttl = 120").await;
+    for qtype in ALL_TYPES {
+        let resp = udp(h.warden, "www.blocked.test.", qtype, true).await;
+        assert_eq!(
+            resp.metadata.response_code,
+            ResponseCode::NXDomain,
+            "{qtype}"
+        );
+        assert!(resp.metadata.recursion_available);
+        assert!(resp.answers.is_empty(), "{qtype}");
+        assert_eq!(
+            soa_owner(&resp).as_deref(),
+            Some("blocked.test."),
+            "{qtype}"
+        );
+        let (code, text) = ede(&resp).expect("EDE with EDNS");
+        assert_eq!(code, 15);
+        assert!(text.contains("adult"), "{text}");
+        // Without EDNS: same answer, no OPT record at all.
+        let plain = udp(h.warden, "www.blocked.test.", qtype, false).await;
+        assert_eq!(plain.metadata.response_code, ResponseCode::NXDomain);
+        assert!(plain.edns.is_none(), "no OPT without EDNS in the query");
+    }
+    assert_eq!(h.upstream.total(), 0, "blocked names never reach upstream");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn null_mode_answers_unspecified_addresses_and_nodata() {
+    let h = harness("response = \"null\"\nttl = 60").await;
+    let a = udp(h.warden, "blocked.test.", RecordType::A, true).await;
+    assert_eq!(a.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(a.answers[0].data, RData::A(A(Ipv4Addr::UNSPECIFIED)));
+    assert_eq!(a.answers[0].ttl, 60);
+    let aaaa = udp(h.warden, "blocked.test.", RecordType::AAAA, true).await;
+    assert_eq!(
+        aaaa.answers[0].data,
+        RData::AAAA(AAAA(Ipv6Addr::UNSPECIFIED))
+    );
+    for qtype in [
+        RecordType::HTTPS,
+        RecordType::MX,
+        RecordType::TXT,
+        RecordType::ANY,
+    ] {
+        let r = udp(h.warden, "blocked.test.", qtype, true).await;
+        assert_eq!(r.metadata.response_code, ResponseCode::NoError, "{qtype}");
+        assert!(r.answers.is_empty(), "{qtype}: NODATA");
+        assert!(soa_owner(&r).is_some(), "{qtype}: SOA for negative caching");
+        assert_eq!(ede(&r).map(|e| e.0), Some(15));
+    }
+    assert_eq!(h.upstream.total(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ip_mode_answers_the_block_page_addresses() {
+    let h = harness("response = \"ip\"\nblock_ip = [\"192.0.2.10\", \"2001:db8::10\"]").await;
+    let a = udp(h.warden, "x.tracker.test.", RecordType::A, true).await;
+    assert_eq!(
+        a.answers[0].data,
+        RData::A(A("192.0.2.10".parse().unwrap()))
+    );
+    let aaaa = udp(h.warden, "x.tracker.test.", RecordType::AAAA, false).await;
+    assert_eq!(
+        aaaa.answers[0].data,
+        RData::AAAA(AAAA("2001:db8::10".parse().unwrap()))
+    );
+    let svcb = udp(h.warden, "x.tracker.test.", RecordType::SVCB, true).await;
+    assert!(
+        svcb.answers.is_empty(),
+        "no address hints leak through SVCB"
+    );
+    assert_eq!(h.upstream.total(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allowed_names_are_answered_from_upstream_over_udp_and_tcp() {
+    let h = harness("").await;
+    let resp = udp(h.warden, "allowed.test.", RecordType::A, true).await;
+    assert_eq!(resp.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(
+        resp.answers[0].data,
+        RData::A(A(Ipv4Addr::new(192, 0, 2, 1)))
+    );
+    assert!(resp.metadata.recursion_desired && resp.metadata.recursion_available);
+    assert!(ede(&resp).is_none(), "no EDE on an allowed answer");
+    let resp = tcp(h.warden, "allowed.test.", RecordType::AAAA).await;
+    assert_eq!(
+        resp.answers[0].data,
+        RData::AAAA(AAAA("2001:db8::1".parse().unwrap()))
+    );
+    assert!(h.upstream.count("allowed.test.") >= 1);
+    // The allow-list exception under a blocked name is forwarded too.
+    let resp = udp(h.warden, "ok.blocked.test.", RecordType::A, true).await;
+    assert_eq!(
+        resp.metadata.response_code,
+        ResponseCode::NXDomain,
+        "upstream's answer"
+    );
+    assert!(ede(&resp).is_none(), "…not a block");
+    assert_eq!(h.upstream.count("ok.blocked.test."), 1);
+    // Upstream's NXDOMAIN comes through with its SOA.
+    let resp = udp(h.warden, "nowhere.test.", RecordType::A, true).await;
+    assert_eq!(resp.metadata.response_code, ResponseCode::NXDomain);
+    assert_eq!(soa_owner(&resp).as_deref(), Some("test."));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocked_over_tcp_and_locked_hashed_entries_beat_the_allow_list() {
+    let h = harness("").await;
+    let resp = tcp(h.warden, "www.blocked.test.", RecordType::A).await;
+    assert_eq!(resp.metadata.response_code, ResponseCode::NXDomain);
+    assert_eq!(ede(&resp).map(|e| e.0), Some(15));
+    let resp = udp(h.warden, "deep.locked.test.", RecordType::A, true).await;
+    assert_eq!(resp.metadata.response_code, ResponseCode::NXDomain);
+    assert!(ede(&resp).unwrap().1.contains("terrorism"));
+    assert_eq!(h.upstream.total(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cname_chain_through_a_blocked_name_is_blocked() {
+    let h = harness("").await;
+    let resp = udp(h.warden, "cloaked.test.", RecordType::A, true).await;
+    assert_eq!(resp.metadata.response_code, ResponseCode::NXDomain);
+    assert!(resp.answers.is_empty(), "no part of the chain leaks");
+    assert_eq!(ede(&resp).map(|e| e.0), Some(15));
+    // A clean chain is answered as upstream gave it.
+    let resp = udp(h.warden, "alias.test.", RecordType::A, true).await;
+    assert_eq!(resp.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(resp.answers.len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_are_case_insensitive_and_the_question_keeps_its_case() {
+    let h = harness("").await;
+    let resp = udp(h.warden, "WwW.BlOcKeD.TeSt.", RecordType::A, true).await;
+    assert_eq!(resp.metadata.response_code, ResponseCode::NXDomain);
+    assert_eq!(resp.queries[0].name().to_string(), "WwW.BlOcKeD.TeSt.");
+    let resp = udp(h.warden, "ALLOWED.test.", RecordType::A, true).await;
+    assert_eq!(resp.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(resp.queries[0].name().to_string(), "ALLOWED.test.");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_down_gives_servfail_within_the_timeout() {
+    // A socket that receives and never answers: the worst kind of dead upstream.
+    let black_hole = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), black_hole.local_addr().unwrap(), "");
+    let engine = Engine::load(&path).unwrap();
+    let forwarder = Forwarder::new(&engine.config.upstream).unwrap();
+    let handler = dns::Handler::new(Arc::new(ArcSwap::from_pointee(engine)), forwarder);
+    let server = dns::start(&["127.0.0.1:0".parse().unwrap()], handler, WAIT)
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let resp = udp(server.addrs[0], "allowed.test.", RecordType::A, true).await;
+    let elapsed = started.elapsed();
+    assert_eq!(resp.metadata.response_code, ResponseCode::ServFail);
+    assert_eq!(ede(&resp).map(|e| e.0), Some(22), "No Reachable Authority");
+    assert!(
+        elapsed < Duration::from_millis(2500),
+        "took {elapsed:?} with a 1 s timeout"
+    );
+    // Blocking still works with no upstream at all.
+    let resp = udp(server.addrs[0], "blocked.test.", RecordType::A, true).await;
+    assert_eq!(resp.metadata.response_code, ResponseCode::NXDomain);
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_packets_get_formerr_or_are_dropped_and_serving_goes_on() {
+    let h = harness("").await;
+    // Shorter than a header: dropped, there is no ID to answer to.
+    let short = udp_exchange_within(h.warden, b"\x12\x34\x01", Duration::from_millis(300)).await;
+    assert!(short.is_none(), "a 3-byte packet gets no answer: {short:?}");
+    // A header claiming a question that is not there: FORMERR.
+    let header_only = [0xab, 0xcd, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+    let resp = udp_exchange(h.warden, &header_only).await.expect("FORMERR");
+    assert_eq!(resp.metadata.id, 0xabcd);
+    assert_eq!(resp.metadata.response_code, ResponseCode::FormErr);
+    // Random garbage after a header.
+    let mut junk = vec![0x11, 0x22, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+    junk.extend_from_slice(&[0xff; 40]);
+    let resp = udp_exchange(h.warden, &junk).await.expect("FORMERR");
+    assert_eq!(resp.metadata.response_code, ResponseCode::FormErr);
+    // No question, and two questions: FORMERR from the handler.
+    let mut none = Message::query();
+    none.metadata.recursion_desired = true;
+    let resp = udp_exchange(h.warden, &none.to_vec().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(resp.metadata.response_code, ResponseCode::FormErr);
+    let mut two = query_message("allowed.test.", RecordType::A, false);
+    two.add_query(Query::query(
+        Name::from_ascii("blocked.test.").unwrap(),
+        RecordType::A,
+    ));
+    let resp = udp_exchange(h.warden, &two.to_vec().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(resp.metadata.response_code, ResponseCode::FormErr);
+    // A non-query opcode: NOTIMP.
+    let mut notify = query_message("allowed.test.", RecordType::SOA, false);
+    notify.metadata.op_code = OpCode::Notify;
+    let resp = udp_exchange(h.warden, &notify.to_vec().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(resp.metadata.response_code, ResponseCode::NotImp);
+    // And the server still answers.
+    let resp = udp(h.warden, "blocked.test.", RecordType::A, false).await;
+    assert_eq!(resp.metadata.response_code, ResponseCode::NXDomain);
+    assert_eq!(h.upstream.total(), 0, "nothing malformed was forwarded");
+}
+
+#[test]
+fn the_real_binary_serves_a_block_and_an_allow_on_port_0() {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (upstream, upstream_addr, _token) = runtime.block_on(start_upstream());
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), upstream_addr, "");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_warden"))
+        .args(["serve", "--config", path.to_str().unwrap()])
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Read the log until it names the bound address (bounded in time by the reader thread).
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if let Some(rest) = line.split("serving DNS on ").nth(1) {
+                let addr = rest.split_whitespace().next().unwrap_or("").to_string();
+                let _ = tx.send(addr);
+            }
+        }
+    });
+    let addr: SocketAddr = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("warden says where it listens")
+        .parse()
+        .unwrap();
+    runtime.block_on(async {
+        let blocked = udp(addr, "www.blocked.test.", RecordType::A, true).await;
+        assert_eq!(blocked.metadata.response_code, ResponseCode::NXDomain);
+        let allowed = udp(addr, "allowed.test.", RecordType::A, true).await;
+        assert_eq!(
+            allowed.answers[0].data,
+            RData::A(A(Ipv4Addr::new(192, 0, 2, 1)))
+        );
+    });
+    assert_eq!(upstream.count("www.blocked.test."), 0);
+    assert_eq!(upstream.count("allowed.test."), 1);
+    // SIGTERM stops it cleanly.
+    let pid = child.id().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "warden did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}");
+}
