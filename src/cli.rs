@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
+use crate::audit;
 use crate::dns;
 use crate::engine::Engine;
 use crate::filter::Verdict;
@@ -49,6 +50,94 @@ pub enum Command {
     /// Inspect the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Review the audit log of blocks (for the e-safety lead).
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+/// Which audit events a command looks at.
+#[derive(Debug, Args)]
+pub struct AuditFilterArgs {
+    /// Only events seen since: a duration (7d, 12h) or a date (2026-11-01) or RFC 3339 time.
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Only events first seen before this time (same forms as --since).
+    #[arg(long)]
+    pub until: Option<String>,
+    /// Only events in this category.
+    #[arg(long)]
+    pub category: Option<String>,
+    /// Only events from this client (IP address or device name).
+    #[arg(long)]
+    pub client: Option<String>,
+    /// Only events from clients in this group.
+    #[arg(long)]
+    pub group: Option<String>,
+    /// Only events nobody has reviewed yet.
+    #[arg(long)]
+    pub unreviewed: bool,
+    /// At most this many events (newest first).
+    #[arg(long)]
+    pub limit: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExportFormat {
+    Csv,
+    Jsonl,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check the tamper-evidence chain: exit 0 if intact, 1 naming the first bad row.
+    Verify {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// List blocks, newest first, with their review state.
+    List {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(flatten)]
+        filter: AuditFilterArgs,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Patterns and trends: blocks per category, day and group; top devices and names.
+    Summary {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(flatten)]
+        filter: AuditFilterArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Export events with their chain hashes, as evidence for an incident log.
+    Export {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(flatten)]
+        filter: AuditFilterArgs,
+        #[arg(long, value_enum)]
+        format: ExportFormat,
+    },
+    /// Record a review of an event (append-only: a later review adds, never replaces).
+    Review {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The event's id (from `audit list`).
+        id: i64,
+        /// incident, false-positive or no-action.
+        #[arg(long)]
+        outcome: String,
+        /// What was found and done.
+        #[arg(long)]
+        note: String,
+        /// Who reviewed it (default: the login name).
+        #[arg(long)]
+        by: Option<String>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -118,6 +207,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Check(args) => check(args),
         Command::Lists(ListsCommand::Stats { config, json }) => lists_stats(&config.config, json),
         Command::Config(ConfigCommand::Check { config }) => config_check(&config.config),
+        Command::Audit(command) => audit_command(command),
     }
 }
 
@@ -144,12 +234,18 @@ fn serve(path: &Path) -> Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
+    let audit = start_audit(&engine.config)?;
+    let sink = audit.as_ref().map(|(sink, _)| sink.clone());
     runtime.block_on(async move {
         let forwarder = Forwarder::new(&engine.config.upstream)?;
         let listen = engine.config.server.listen.clone();
         let tcp_timeout = engine.config.server.tcp_timeout;
         let shared = Arc::new(ArcSwap::from_pointee(engine));
-        let server = dns::start(&listen, dns::Handler::new(shared, forwarder), tcp_timeout).await?;
+        let mut handler = dns::Handler::new(shared, forwarder);
+        if let Some(sink) = sink {
+            handler = handler.with_audit(sink);
+        }
+        let server = dns::start(&listen, handler, tcp_timeout).await?;
         for addr in &server.addrs {
             tracing::info!("serving DNS on {addr} (UDP and TCP)");
         }
@@ -162,7 +258,225 @@ fn serve(path: &Path) -> Result<ExitCode> {
         server.wait().await?;
         Ok::<_, anyhow::Error>(())
     })?;
+    // The server has stopped answering: now flush and seal every recorded block.
+    if let Some((sink, writer)) = audit {
+        writer.stop().context("flushing the audit log")?;
+        tracing::info!(events = sink.received(), "audit log flushed");
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Open the audit store and start its writer, unless `[audit] enabled = false`.
+fn start_audit(config: &crate::config::Config) -> Result<Option<(audit::Sink, audit::Writer)>> {
+    let settings = &config.audit;
+    if !settings.enabled {
+        tracing::warn!("[audit] enabled = false: blocks are not recorded");
+        return Ok(None);
+    }
+    let store = audit::Store::open(&config.resolve(&settings.path))?;
+    tracing::info!("audit log: {}", store.path().display());
+    let sink = audit::Sink::new(settings.max_pending);
+    let writer = audit::Writer::start(
+        store,
+        sink.clone(),
+        audit::writer::WriterSettings {
+            window: settings.window,
+            flush_interval: settings.flush_interval,
+            retention_days: settings.retention_days,
+            retention_by_category: settings
+                .retention_days_by_category
+                .iter()
+                .map(|(c, d)| (c.clone(), *d.get_ref()))
+                .collect(),
+        },
+    )?;
+    Ok(Some((sink, writer)))
+}
+
+/// The audit store named by the config at `path`.
+fn open_audit(path: &Path) -> Result<(crate::config::Config, audit::Store)> {
+    let config = crate::config::Config::load(path)?;
+    let store = audit::Store::open(&config.resolve(&config.audit.path))?;
+    Ok((config, store))
+}
+
+/// Turn command-line filters into a query filter, refusing unknown categories and bad
+/// times with a clear message (exit 2).
+fn audit_filter(
+    config: &crate::config::Config,
+    args: AuditFilterArgs,
+    default_since: Option<std::time::Duration>,
+) -> Result<audit::review::Filter> {
+    let now = std::time::SystemTime::now();
+    if let Some(category) = &args.category {
+        if !config.categories.contains_key(category) {
+            anyhow::bail!(
+                "unknown category {category:?}; defined categories: {}",
+                config
+                    .categories
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+    }
+    let since = match (&args.since, default_since) {
+        (Some(text), _) => Some(audit::review::parse_time(text, now)?),
+        (None, Some(ago)) => Some(audit::rfc3339(now - ago)),
+        (None, None) => None,
+    };
+    let until = args
+        .until
+        .as_deref()
+        .map(|t| audit::review::parse_time(t, now))
+        .transpose()?;
+    Ok(audit::review::Filter {
+        since,
+        until,
+        category: args.category,
+        client: args.client,
+        group: args.group,
+        unreviewed: args.unreviewed,
+        limit: args.limit,
+    })
+}
+
+fn audit_command(command: AuditCommand) -> Result<ExitCode> {
+    use audit::review;
+    let mut out = std::io::stdout().lock();
+    match command {
+        AuditCommand::Verify { config } => {
+            let (_, store) = open_audit(&config.config)?;
+            match store.verify()? {
+                audit::store::Verification::Intact { rows, purged, open } => {
+                    writeln!(
+                        out,
+                        "OK: {rows} sealed rows ({purged} purged by retention), chain intact; {open} rows still open"
+                    )?;
+                    Ok(ExitCode::SUCCESS)
+                }
+                audit::store::Verification::Broken { id, seq, reason } => {
+                    writeln!(out, "TAMPERED: row {id} (seq {seq}): {reason}")?;
+                    Ok(ExitCode::from(1))
+                }
+            }
+        }
+        AuditCommand::List {
+            config,
+            filter,
+            json,
+        } => {
+            let (config, store) = open_audit(&config.config)?;
+            let filter = audit_filter(&config, filter, None)?;
+            let rows = review::list(&store, &filter)?;
+            if json {
+                for row in &rows {
+                    writeln!(out, "{}", serde_json::to_string(row)?)?;
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+            if rows.is_empty() {
+                writeln!(out, "No events match.")?;
+            }
+            for r in &rows {
+                let who = r.device.as_deref().unwrap_or(&r.client_ip);
+                let review = r
+                    .review
+                    .as_ref()
+                    .map(|v| format!("reviewed: {} by {}", v.outcome, v.by))
+                    .unwrap_or_else(|| "not reviewed".to_string());
+                let locked = if r.locked { " [STATUTORY]" } else { "" };
+                let via = r
+                    .cname
+                    .as_deref()
+                    .map(|c| format!(" via {c}"))
+                    .unwrap_or_default();
+                writeln!(
+                    out,
+                    "#{:<6} {}  {:<15} {} ({}){via}  {}{locked}  ×{}  {}",
+                    r.id, r.first_seen, who, r.name, r.qtype, r.categories, r.count, review
+                )?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        AuditCommand::Summary {
+            config,
+            filter,
+            json,
+        } => {
+            let (config, store) = open_audit(&config.config)?;
+            let filter = audit_filter(&config, filter, Some(review::SUMMARY_DEFAULT_SINCE))?;
+            let summary = review::summary(&store, &filter)?;
+            if json {
+                writeln!(out, "{}", serde_json::to_string_pretty(&summary)?)?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            writeln!(out, "{} blocks", summary.total)?;
+            let sections = [
+                ("By category", &summary.by_category),
+                ("By day", &summary.by_day),
+                ("By group", &summary.by_group),
+                ("Top devices", &summary.top_devices),
+                ("Top names", &summary.top_names),
+            ];
+            for (title, rows) in sections {
+                writeln!(out, "\n{title}:")?;
+                for (key, n) in rows.iter() {
+                    writeln!(out, "  {n:>8}  {key}")?;
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        AuditCommand::Export {
+            config,
+            filter,
+            format,
+        } => {
+            let (config, store) = open_audit(&config.config)?;
+            let filter = audit_filter(&config, filter, None)?;
+            let rows = review::list(&store, &filter)?;
+            match format {
+                ExportFormat::Csv => {
+                    writeln!(out, "{}", review::CSV_HEADER)?;
+                    for row in &rows {
+                        writeln!(out, "{}", row.csv())?;
+                    }
+                }
+                ExportFormat::Jsonl => {
+                    for row in &rows {
+                        writeln!(out, "{}", serde_json::to_string(row)?)?;
+                    }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        AuditCommand::Review {
+            config,
+            id,
+            outcome,
+            note,
+            by,
+        } => {
+            let (_, store) = open_audit(&config.config)?;
+            let by = by
+                .or_else(|| std::env::var("USER").ok())
+                .unwrap_or_else(|| "unknown".to_string());
+            let review_id = review::add_review(
+                &store,
+                id,
+                &outcome,
+                &note,
+                &by,
+                std::time::SystemTime::now(),
+            )?;
+            writeln!(
+                out,
+                "Recorded review {review_id} of event {id}: {outcome} by {by}."
+            )?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
 }
 
 /// SIGINT (Ctrl-C) or, on Unix, SIGTERM (systemd's stop).

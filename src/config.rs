@@ -45,6 +45,8 @@ pub struct Config {
     #[serde(default)]
     pub blocking: BlockingConfig,
     #[serde(default)]
+    pub audit: AuditConfig,
+    #[serde(default)]
     pub categories: BTreeMap<String, CategoryConfig>,
     #[serde(default)]
     pub groups: BTreeMap<String, GroupConfig>,
@@ -143,6 +145,16 @@ pub enum BlockResponse {
     Ip,
 }
 
+impl BlockResponse {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BlockResponse::Nxdomain => "nxdomain",
+            BlockResponse::Null => "null",
+            BlockResponse::Ip => "ip",
+        }
+    }
+}
+
 /// `[blocking]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -169,6 +181,73 @@ impl Default for BlockingConfig {
 
 fn default_block_ttl() -> u32 {
     300
+}
+
+/// `[audit]`: the audit log of blocks for the e-safety lead.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// Record blocks (on by default; off only for testing or a privacy review).
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// The SQLite file (relative to the config file's folder). Created with its folder,
+    /// readable by its owner only.
+    #[serde(default = "default_audit_path")]
+    pub path: PathBuf,
+    /// Repeats of the same (client, name, categories) within this window share one row.
+    #[serde(default = "default_audit_window", with = "humantime_serde")]
+    pub window: Duration,
+    /// The writer commits at least this often (at most 1s).
+    #[serde(default = "default_audit_flush", with = "humantime_serde")]
+    pub flush_interval: Duration,
+    /// Days a row is kept before its personal data is purged.
+    #[serde(default = "default_retention_days")]
+    pub retention_days: u32,
+    /// Longer (or shorter) retention for rows of these categories, e.g.
+    /// `retention_days_by_category = { terrorism = 2555 }`.
+    #[serde(default)]
+    pub retention_days_by_category: BTreeMap<String, Spanned<u32>>,
+    /// Also record allowed queries (off by default: data minimisation).
+    #[serde(default)]
+    pub log_allowed: bool,
+    /// Distinct (client, name, categories) keys held between two flushes before a flood's
+    /// per-name detail is folded (see the audit module).
+    #[serde(default = "default_max_pending")]
+    pub max_pending: usize,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            enabled: true,
+            path: default_audit_path(),
+            window: default_audit_window(),
+            flush_interval: default_audit_flush(),
+            retention_days: default_retention_days(),
+            retention_days_by_category: BTreeMap::new(),
+            log_allowed: false,
+            max_pending: default_max_pending(),
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_audit_path() -> PathBuf {
+    PathBuf::from("data/audit.sqlite")
+}
+fn default_audit_window() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_audit_flush() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_retention_days() -> u32 {
+    365
+}
+fn default_max_pending() -> usize {
+    100_000
 }
 
 /// `[categories.NAME]`.
@@ -359,6 +438,24 @@ impl Validator<'_> {
                     "[server] default_group {:?} is not defined under [groups]",
                     config.server.default_group
                 ),
+            );
+        }
+        for (category, days) in &config.audit.retention_days_by_category {
+            if !config.categories.contains_key(category) {
+                return self.error(
+                    days.span(),
+                    format!(
+                        "[audit] retention_days_by_category names undefined category {category:?}; defined categories: {}",
+                        self.defined(config)
+                    ),
+                );
+            }
+        }
+        let flush = config.audit.flush_interval;
+        if flush.is_zero() || flush > Duration::from_secs(1) {
+            return self.error(
+                0..0,
+                format!("[audit] flush_interval must be between 1ms and 1s, not {flush:?}"),
             );
         }
         if config.server.listen.is_empty() {

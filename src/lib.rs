@@ -16,6 +16,8 @@
 //!   query path and swaps it in atomically.
 //! - [`dns`] is the hickory request handler (the query path below) and the UDP/TCP
 //!   listeners; [`upstream`] forwards allowed queries through `hickory-resolver`.
+//! - [`audit`] records every block for the e-safety lead: coalesced in memory on the
+//!   query path, written to SQLite by its own thread, hash-chained, purged on schedule.
 //! - [`cli`] is the command line (`serve`, `check`, `lists stats`, `config check`).
 //!
 //! ## One query's path ([`dns::Handler::resolve`])
@@ -28,6 +30,7 @@
 //! 6. check the answer's CNAME chain against the matcher, so no listed name hides
 //!    behind an allowed alias.
 
+pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod dns;

@@ -123,7 +123,7 @@ pub enum Answer {
     /// NXDOMAIN or NODATA (`rcode` NOERROR), with the SOA for negative caching.
     Negative {
         rcode: ResponseCode,
-        soa: Option<Record>,
+        soa: Option<Box<Record>>,
     },
     /// Upstream answered with an error code (SERVFAIL, REFUSED, …).
     Refused(ResponseCode),
@@ -191,7 +191,7 @@ impl Forwarder {
                 ..
             })))) => Answer::Negative {
                 rcode: response_code,
-                soa: soa.map(|s| s.into_record_of_rdata()),
+                soa: soa.map(|s| Box::new(s.into_record_of_rdata())),
             },
             Ok(Err(NetError::Dns(DnsError::ResponseCode(code)))) => Answer::Refused(code),
             Ok(Err(_)) => Answer::Unreachable,

@@ -67,7 +67,7 @@ impl Reply {
             },
             Answer::Negative { rcode, soa } => Reply {
                 rcode,
-                authorities: soa.into_iter().collect(),
+                authorities: soa.into_iter().map(|s| *s).collect(),
                 ..Reply::error(rcode)
             },
             Answer::Refused(rcode) => Reply::error(rcode),

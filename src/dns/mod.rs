@@ -9,7 +9,9 @@ pub mod answer;
 pub mod server;
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 use hickory_server::net::runtime::Time;
@@ -17,6 +19,7 @@ use hickory_server::proto::op::{OpCode, ResponseCode};
 use hickory_server::proto::rr::{DNSClass, LowerName, Name, RData, RecordType};
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 
+use crate::audit::{Event, Outcome, Sink};
 use crate::engine::Engine;
 use crate::filter::Block;
 use crate::name;
@@ -25,15 +28,33 @@ use answer::Reply;
 
 pub use server::{start, RunningServer, ServeError};
 
-/// The query handler: the engine snapshot and the upstream forwarder.
+/// The query handler: the engine snapshot, the upstream forwarder, the audit sink.
 pub struct Handler {
     engine: Arc<ArcSwap<Engine>>,
     forwarder: Forwarder,
+    audit: Option<Sink>,
+    blocked: Arc<AtomicU64>,
 }
 
 impl Handler {
     pub fn new(engine: Arc<ArcSwap<Engine>>, forwarder: Forwarder) -> Handler {
-        Handler { engine, forwarder }
+        Handler {
+            engine,
+            forwarder,
+            audit: None,
+            blocked: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// Record every block (and, if configured, every allowed query) in `sink`.
+    pub fn with_audit(mut self, sink: Sink) -> Handler {
+        self.audit = Some(sink);
+        self
+    }
+
+    /// A counter of blocked answers given, readable while the server runs.
+    pub fn blocked_counter(&self) -> Arc<AtomicU64> {
+        self.blocked.clone()
     }
 
     /// One query's path. Each stage returns early with its reply.
@@ -70,7 +91,7 @@ impl Handler {
         // 4. The matcher decides before anything leaves the building: a blocked name
         //    never reaches upstream, whatever the query type.
         if let Some(block) = engine.matcher.lookup(&name, active).block() {
-            log_block(&engine, client, &name, qtype, block, None);
+            self.report_block(&engine, client, &name, qtype, block, None);
             return answer::blocked(
                 &engine.config.blocking,
                 &engine,
@@ -105,7 +126,7 @@ impl Handler {
                     continue;
                 };
                 if let Some(block) = engine.matcher.lookup(&target_name, active).block() {
-                    log_block(engine, client, name, qtype, block, Some(&target_name));
+                    self.report_block(engine, client, name, qtype, block, Some(&target_name));
                     return answer::blocked(
                         &engine.config.blocking,
                         engine,
@@ -116,7 +137,77 @@ impl Handler {
                 }
             }
         }
+        if let (Some((engine, name)), Some(sink)) = (check, &self.audit) {
+            if engine.config.audit.log_allowed {
+                sink.record(allowed_event(engine, client, name, qtype));
+            }
+        }
         Reply::from_upstream(answer)
+    }
+
+    /// Count a block, record it for the audit log, and trace it (at DEBUG: names are
+    /// personal data, and the audit log is where they belong).
+    fn report_block(
+        &self,
+        engine: &Engine,
+        client: SocketAddr,
+        name: &str,
+        qtype: RecordType,
+        block: &Block<'_>,
+        via_cname: Option<&str>,
+    ) {
+        self.blocked.fetch_add(1, Ordering::Relaxed);
+        let categories = engine.matcher.category_names(block.categories);
+        tracing::debug!(
+            target: "warden::block",
+            client = %client.ip(),
+            name,
+            qtype = %qtype,
+            categories,
+            locked = block.locked,
+            list = block.rule.list_name(),
+            line = block.rule.line(),
+            cname = via_cname.unwrap_or(""),
+            "blocked"
+        );
+        if let Some(sink) = &self.audit {
+            sink.record(Event {
+                time: SystemTime::now(),
+                client: client.ip(),
+                device: None,
+                group: engine.config.server.default_group.clone(),
+                name: name.to_string(),
+                qtype: qtype.to_string(),
+                categories,
+                locked: block.locked,
+                list: block.rule.list_name().to_string(),
+                line: block.rule.line(),
+                rule: block.rule.text(),
+                response: engine.config.blocking.response.as_str().to_string(),
+                cname: via_cname.map(str::to_string),
+                outcome: Outcome::Blocked,
+            });
+        }
+    }
+}
+
+/// The audit event of an allowed query (only with `[audit] log_allowed`).
+fn allowed_event(engine: &Engine, client: SocketAddr, name: &str, qtype: RecordType) -> Event {
+    Event {
+        time: SystemTime::now(),
+        client: client.ip(),
+        device: None,
+        group: engine.config.server.default_group.clone(),
+        name: name.to_string(),
+        qtype: qtype.to_string(),
+        categories: String::new(),
+        locked: false,
+        list: String::new(),
+        line: 0,
+        rule: String::new(),
+        response: "forwarded".to_string(),
+        cname: None,
+        outcome: Outcome::Allowed,
     }
 }
 
@@ -135,31 +226,6 @@ impl RequestHandler for Handler {
 /// A query name in the matcher's form (see [`name::normalize_labels`]).
 fn normalised(name: &LowerName) -> Option<String> {
     name::normalize_labels(name.iter())
-}
-
-/// One structured event per block: the audit log (a later release) will take these
-/// fields from here. Target `warden::block`, level INFO.
-fn log_block(
-    engine: &Engine,
-    client: SocketAddr,
-    name: &str,
-    qtype: RecordType,
-    block: &Block<'_>,
-    via_cname: Option<&str>,
-) {
-    tracing::info!(
-        target: "warden::block",
-        client = %client.ip(),
-        name,
-        qtype = %qtype,
-        categories = %engine.matcher.category_names(block.categories),
-        locked = block.locked,
-        list = block.rule.list_name(),
-        line = block.rule.line(),
-        rule = %block.rule.text(),
-        cname = via_cname.unwrap_or(""),
-        "blocked"
-    );
 }
 
 #[cfg(test)]

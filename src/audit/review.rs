@@ -1,0 +1,349 @@
+//! Reading the audit log for the e-safety lead: filtered event lists with their review
+//! state, the patterns-and-trends summary, rows for export, and review records.
+//!
+//! Purged rows (past retention) are never shown: only their chain entry remains.
+
+use std::time::{Duration, SystemTime};
+
+use rusqlite::types::Value;
+use rusqlite::{params, params_from_iter, Row};
+
+use super::rfc3339;
+use super::store::{AuditError, Store};
+
+/// Which events to show.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    /// RFC 3339 lower bound on `last_seen`.
+    pub since: Option<String>,
+    /// RFC 3339 upper bound on `first_seen`.
+    pub until: Option<String>,
+    pub category: Option<String>,
+    /// Client IP address or device name.
+    pub client: Option<String>,
+    pub group: Option<String>,
+    pub unreviewed: bool,
+    pub limit: Option<u32>,
+}
+
+/// Parse `7d`, `12h`, `30m` (that long before `now`), `2026-11-01` (midnight UTC) or a
+/// full RFC 3339 time, into RFC 3339.
+pub fn parse_time(text: &str, now: SystemTime) -> Result<String, AuditError> {
+    let bad = || {
+        AuditError::Invalid(format!(
+            "bad time {text:?}: use a duration like 7d or 12h, a date like 2026-11-01, \
+             or an RFC 3339 time"
+        ))
+    };
+    if let Ok(ago) = humantime::parse_duration(text) {
+        return Ok(rfc3339(
+            now.checked_sub(ago).unwrap_or(SystemTime::UNIX_EPOCH),
+        ));
+    }
+    let full = if text.len() == 10 {
+        format!("{text}T00:00:00Z")
+    } else {
+        text.to_string()
+    };
+    humantime::parse_rfc3339_weak(&full)
+        .map(rfc3339)
+        .map_err(|_| bad())
+}
+
+/// The latest review of an event.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ReviewState {
+    pub outcome: String,
+    pub by: String,
+    pub at: String,
+    pub note: String,
+}
+
+/// One audit row as the lead sees it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct EventRow {
+    pub id: i64,
+    pub seq: Option<i64>,
+    pub first_seen: String,
+    pub last_seen: String,
+    pub count: i64,
+    pub client_ip: String,
+    pub device: Option<String>,
+    pub group: String,
+    pub name: String,
+    pub qtype: String,
+    pub categories: String,
+    pub locked: bool,
+    pub list: String,
+    pub line: i64,
+    pub rule: String,
+    pub response: String,
+    pub cname: Option<String>,
+    pub outcome: String,
+    /// Chain hash (absent while the row's coalescing window is still open).
+    pub hash: Option<String>,
+    pub review: Option<ReviewState>,
+}
+
+/// The columns of [`EventRow`] in CSV order.
+pub const CSV_HEADER: &str = "id,seq,first_seen,last_seen,count,client_ip,device,group,name,qtype,\
+categories,locked,list,line,rule,response,cname,outcome,hash,review_outcome,review_by,review_at,review_note";
+
+impl EventRow {
+    /// The row as one CSV line (RFC 4180 quoting).
+    pub fn csv(&self) -> String {
+        let review = self.review.as_ref();
+        let fields: Vec<String> = vec![
+            self.id.to_string(),
+            self.seq.map(|s| s.to_string()).unwrap_or_default(),
+            self.first_seen.clone(),
+            self.last_seen.clone(),
+            self.count.to_string(),
+            self.client_ip.clone(),
+            self.device.clone().unwrap_or_default(),
+            self.group.clone(),
+            self.name.clone(),
+            self.qtype.clone(),
+            self.categories.clone(),
+            self.locked.to_string(),
+            self.list.clone(),
+            self.line.to_string(),
+            self.rule.clone(),
+            self.response.clone(),
+            self.cname.clone().unwrap_or_default(),
+            self.outcome.clone(),
+            self.hash.clone().unwrap_or_default(),
+            review.map(|r| r.outcome.clone()).unwrap_or_default(),
+            review.map(|r| r.by.clone()).unwrap_or_default(),
+            review.map(|r| r.at.clone()).unwrap_or_default(),
+            review.map(|r| r.note.clone()).unwrap_or_default(),
+        ];
+        fields
+            .iter()
+            .map(|f| csv_field(f))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+fn csv_field(field: &str) -> String {
+    if field.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", field.replace('"', "\"\""))
+    } else {
+        field.to_string()
+    }
+}
+
+const SELECT_EVENTS: &str = "SELECT e.id, e.seq, e.first_seen, e.last_seen, e.count, e.client_ip, \
+    e.device, e.grp, e.name, e.qtype, e.categories, e.locked, e.list, e.line, e.rule, e.response, \
+    e.cname, e.outcome, e.hash, r.outcome, r.by, r.at, r.note \
+    FROM events e LEFT JOIN reviews r ON r.id = \
+      (SELECT max(id) FROM reviews WHERE event_id = e.id)";
+
+fn event_from_row(row: &Row<'_>) -> rusqlite::Result<EventRow> {
+    let review_outcome: Option<String> = row.get(19)?;
+    Ok(EventRow {
+        id: row.get(0)?,
+        seq: row.get(1)?,
+        first_seen: row.get(2)?,
+        last_seen: row.get(3)?,
+        count: row.get(4)?,
+        client_ip: row.get(5)?,
+        device: row.get(6)?,
+        group: row.get(7)?,
+        name: row.get(8)?,
+        qtype: row.get(9)?,
+        categories: row.get(10)?,
+        locked: row.get(11)?,
+        list: row.get(12)?,
+        line: row.get(13)?,
+        rule: row.get(14)?,
+        response: row.get(15)?,
+        cname: row.get(16)?,
+        outcome: row.get(17)?,
+        hash: row.get(18)?,
+        review: match review_outcome {
+            Some(outcome) => Some(ReviewState {
+                outcome,
+                by: row.get(20)?,
+                at: row.get(21)?,
+                note: row.get(22)?,
+            }),
+            None => None,
+        },
+    })
+}
+
+/// The WHERE clause and its parameters for `filter`.
+fn where_clause(filter: &Filter) -> (String, Vec<Value>) {
+    let mut clauses = vec!["e.purged = 0".to_string()];
+    let mut values: Vec<Value> = Vec::new();
+    // Each `?` in a clause becomes the number of the value added with it.
+    let mut add = |clause: &str, value: String| {
+        values.push(Value::Text(value));
+        clauses.push(clause.replace('?', &format!("?{}", values.len())));
+    };
+    if let Some(since) = &filter.since {
+        add("e.last_seen >= ?", since.clone());
+    }
+    if let Some(until) = &filter.until {
+        add("e.first_seen < ?", until.clone());
+    }
+    if let Some(category) = &filter.category {
+        add(
+            "(',' || e.categories || ',') LIKE ('%,' || ? || ',%')",
+            category.clone(),
+        );
+    }
+    if let Some(client) = &filter.client {
+        add("(e.client_ip = ? OR e.device = ?)", client.clone()); // both `?` are this value
+    }
+    if let Some(group) = &filter.group {
+        add("e.grp = ?", group.clone());
+    }
+    drop(add);
+    if filter.unreviewed {
+        clauses.push("NOT EXISTS (SELECT 1 FROM reviews WHERE event_id = e.id)".to_string());
+    }
+    (clauses.join(" AND "), values)
+}
+
+/// Events matching `filter`, newest first.
+pub fn list(store: &Store, filter: &Filter) -> Result<Vec<EventRow>, AuditError> {
+    let (clause, values) = where_clause(filter);
+    let limit = filter
+        .limit
+        .map(|l| format!(" LIMIT {l}"))
+        .unwrap_or_default();
+    let sql =
+        format!("{SELECT_EVENTS} WHERE {clause} ORDER BY e.first_seen DESC, e.id DESC{limit}");
+    let err = |e| store.wrap(e);
+    let mut stmt = store.conn().prepare(&sql).map_err(err)?;
+    let rows = stmt
+        .query_map(params_from_iter(values), event_from_row)
+        .map_err(err)?;
+    rows.collect::<rusqlite::Result<Vec<_>>>().map_err(err)
+}
+
+/// One event by id.
+pub fn get(store: &Store, id: i64) -> Result<EventRow, AuditError> {
+    let sql = format!("{SELECT_EVENTS} WHERE e.id = ?1 AND e.purged = 0");
+    store
+        .conn()
+        .query_row(&sql, [id], event_from_row)
+        .map_err(|e| match e {
+            rusqlite::Error::QueryReturnedNoRows => AuditError::NoSuchEvent(id),
+            other => store.wrap(other),
+        })
+}
+
+/// Blocks counted by category, day, group, device and name: the trends view.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Summary {
+    pub total: i64,
+    pub by_category: Vec<(String, i64)>,
+    pub by_day: Vec<(String, i64)>,
+    pub by_group: Vec<(String, i64)>,
+    pub top_devices: Vec<(String, i64)>,
+    pub top_names: Vec<(String, i64)>,
+}
+
+/// How many entries the "top" lists of a summary hold.
+const TOP: usize = 10;
+
+/// Summarise the blocks matching `filter`.
+pub fn summary(store: &Store, filter: &Filter) -> Result<Summary, AuditError> {
+    let (clause, values) = where_clause(filter);
+    let clause = format!("{clause} AND e.outcome = 'blocked'");
+    let err = |e| store.wrap(e);
+    let grouped = |expr: &str,
+                   order: &str,
+                   limit: Option<usize>|
+     -> Result<Vec<(String, i64)>, AuditError> {
+        let limit = limit.map(|l| format!(" LIMIT {l}")).unwrap_or_default();
+        let sql = format!(
+            "SELECT {expr} AS k, sum(e.count) AS n FROM events e WHERE {clause} GROUP BY k ORDER BY {order}{limit}"
+        );
+        let mut stmt = store.conn().prepare(&sql).map_err(err)?;
+        let rows = stmt
+            .query_map(params_from_iter(values.iter()), |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .map_err(err)?;
+        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(err)
+    };
+    // A row with several categories counts once under each of them.
+    let mut by_category: std::collections::BTreeMap<String, i64> = Default::default();
+    for (categories, n) in grouped("e.categories", "k", None)? {
+        for c in categories.split(',').filter(|c| !c.is_empty()) {
+            *by_category.entry(c.to_string()).or_default() += n;
+        }
+    }
+    let mut by_category: Vec<(String, i64)> = by_category.into_iter().collect();
+    by_category.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    let total = grouped("'all'", "k", None)?.first().map_or(0, |t| t.1);
+    Ok(Summary {
+        total,
+        by_category,
+        by_day: grouped("substr(e.first_seen, 1, 10)", "k", None)?,
+        by_group: grouped("e.grp", "n DESC, k", None)?,
+        top_devices: grouped("coalesce(e.device, e.client_ip)", "n DESC, k", Some(TOP))?,
+        top_names: grouped("e.name", "n DESC, k", Some(TOP))?,
+    })
+}
+
+/// The outcomes a review can record.
+pub const OUTCOMES: [&str; 3] = ["incident", "false-positive", "no-action"];
+
+/// Append a review record to event `id`. Returns the review's id.
+pub fn add_review(
+    store: &Store,
+    id: i64,
+    outcome: &str,
+    note: &str,
+    by: &str,
+    now: SystemTime,
+) -> Result<i64, AuditError> {
+    if !OUTCOMES.contains(&outcome) {
+        return Err(AuditError::Invalid(format!(
+            "unknown outcome {outcome:?}: use one of {}",
+            OUTCOMES.join(", ")
+        )));
+    }
+    get(store, id)?; // exists and not purged
+    store
+        .conn()
+        .execute(
+            "INSERT INTO reviews (event_id, at, by, outcome, note) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![id, rfc3339(now), by, outcome, note],
+        )
+        .map_err(|e| store.wrap(e))?;
+    Ok(store.conn().last_insert_rowid())
+}
+
+/// Default `--since` for summaries.
+pub const SUMMARY_DEFAULT_SINCE: Duration = Duration::from_secs(30 * 86_400);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_times() {
+        let now = humantime::parse_rfc3339("2026-11-22T10:00:00Z").unwrap();
+        assert_eq!(parse_time("7d", now).unwrap(), "2026-11-15T10:00:00.000Z");
+        assert_eq!(
+            parse_time("2026-11-01", now).unwrap(),
+            "2026-11-01T00:00:00.000Z"
+        );
+        assert!(parse_time("yesterday", now).is_err());
+        assert!(parse_time("2026-13-01", now).is_err());
+    }
+
+    #[test]
+    fn csv_quotes_what_needs_it() {
+        assert_eq!(csv_field("a,b"), "\"a,b\"");
+        assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
+        assert_eq!(csv_field("plain"), "plain");
+    }
+}
