@@ -3,285 +3,20 @@
 //!
 //! Every network wait is bounded by a timeout; every server binds 127.0.0.1:0.
 
-use std::collections::HashMap;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::path::Path;
-use std::sync::{Arc, Mutex};
+mod common;
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use hickory_proto::op::{Edns, Message, MessageType, Metadata, OpCode, Query, ResponseCode};
-use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};
-use hickory_proto::rr::rdata::{A, AAAA, CNAME, SOA};
-use hickory_proto::rr::{Name, RData, Record, RecordType};
-use hickory_server::net::runtime::Time;
-use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
-use hickory_server::zone_handler::MessageResponseBuilder;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpStream, UdpSocket};
-use tokio_util::sync::CancellationToken;
-use warden::dns::{self, RunningServer};
+use common::*;
+use hickory_proto::op::{Message, OpCode, Query, ResponseCode};
+use hickory_proto::rr::rdata::{A, AAAA};
+use hickory_proto::rr::{Name, RData, RecordType};
+use warden::dns;
 use warden::engine::Engine;
 use warden::upstream::Forwarder;
-
-const WAIT: Duration = Duration::from_secs(5);
-
-// ---- the in-test upstream ----
-
-/// Answers a few fixed names and counts every query it receives, by name.
-#[derive(Clone, Default)]
-struct Upstream {
-    seen: Arc<Mutex<HashMap<String, usize>>>,
-}
-
-impl Upstream {
-    fn count(&self, name: &str) -> usize {
-        self.seen.lock().unwrap().get(name).copied().unwrap_or(0)
-    }
-    fn total(&self) -> usize {
-        self.seen.lock().unwrap().values().sum()
-    }
-}
-
-fn record(name: &str, data: RData) -> Record {
-    Record::from_rdata(Name::from_ascii(name).unwrap(), 60, data)
-}
-
-#[async_trait::async_trait]
-impl RequestHandler for Upstream {
-    async fn handle_request<R: ResponseHandler, T: Time>(
-        &self,
-        request: &Request,
-        mut responder: R,
-    ) -> ResponseInfo {
-        let info = request.request_info().unwrap();
-        let name = info.query.name().to_string().to_lowercase();
-        let qtype = info.query.query_type();
-        *self.seen.lock().unwrap().entry(name.clone()).or_default() += 1;
-        let a = |ip: [u8; 4]| RData::A(A(Ipv4Addr::from(ip)));
-        let cname = |t: &str| RData::CNAME(CNAME(Name::from_ascii(t).unwrap()));
-        let answers: Vec<Record> = match (name.as_str(), qtype) {
-            ("allowed.test.", RecordType::A) => vec![record("allowed.test.", a([192, 0, 2, 1]))],
-            ("allowed.test.", RecordType::AAAA) => vec![record(
-                "allowed.test.",
-                RData::AAAA(AAAA("2001:db8::1".parse().unwrap())),
-            )],
-            ("cloaked.test.", _) => vec![
-                record("cloaked.test.", cname("edge.cdn.test.")),
-                record("edge.cdn.test.", cname("x.tracker.test.")),
-                record("x.tracker.test.", a([192, 0, 2, 66])),
-            ],
-            ("alias.test.", _) => vec![
-                record("alias.test.", cname("real.test.")),
-                record("real.test.", a([192, 0, 2, 3])),
-            ],
-            _ => Vec::new(),
-        };
-        let mut meta = Metadata::response_from_request(&request.metadata);
-        meta.recursion_available = true;
-        let soa = record(
-            "test.",
-            RData::SOA(SOA::new(
-                Name::from_ascii("ns.test.").unwrap(),
-                Name::from_ascii("host.test.").unwrap(),
-                1,
-                3600,
-                600,
-                86400,
-                30,
-            )),
-        );
-        let authorities = if answers.is_empty() {
-            meta.response_code = if name == "allowed.test." {
-                ResponseCode::NoError
-            } else {
-                ResponseCode::NXDomain
-            };
-            vec![soa]
-        } else {
-            Vec::new()
-        };
-        let response = MessageResponseBuilder::from_message_request(request).build(
-            meta,
-            answers.iter(),
-            authorities.iter(),
-            [],
-            [],
-        );
-        responder.send_response(response).await.unwrap()
-    }
-}
-
-/// Start the upstream on 127.0.0.1:0 (UDP and TCP); cancel the token to stop it.
-async fn start_upstream() -> (Upstream, SocketAddr, CancellationToken) {
-    let upstream = Upstream::default();
-    let mut server = hickory_server::Server::new(upstream.clone());
-    let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let addr = udp.local_addr().unwrap();
-    let tcp = tokio::net::TcpListener::bind(addr).await.unwrap();
-    server.register_socket(udp);
-    server.register_listener(tcp, WAIT, 16);
-    let token = server.shutdown_token().clone();
-    tokio::spawn(async move {
-        let _ = server.block_until_done().await;
-    });
-    (upstream, addr, token)
-}
-
-// ---- Warden under test ----
-
-const ADULT: &str = "blocked.test\n||tracker.test^\n";
-
-fn write_config(dir: &Path, upstream: SocketAddr, blocking: &str) -> std::path::PathBuf {
-    use sha2::Digest;
-    std::fs::write(dir.join("adult.txt"), ADULT).unwrap();
-    let hash = hex::encode(sha2::Sha256::digest(b"locked.test"));
-    std::fs::write(dir.join("ctiru.txt"), format!("sha256:{hash}\n")).unwrap();
-    std::fs::write(dir.join("allow.txt"), "ok.blocked.test\n").unwrap();
-    let config = format!(
-        r#"
-[server]
-listen = ["127.0.0.1:0"]
-[upstream]
-servers = ["{upstream}"]
-timeout = "1s"
-[blocking]
-{blocking}
-[categories.adult]
-[categories.terrorism]
-locked = true
-[[lists]]
-name = "adult"
-category = "adult"
-path = "adult.txt"
-[[lists]]
-name = "ctiru"
-category = "terrorism"
-path = "ctiru.txt"
-[[allow]]
-name = "exceptions"
-path = "allow.txt"
-"#
-    );
-    let path = dir.join("warden.toml");
-    std::fs::write(&path, config).unwrap();
-    path
-}
-
-struct Harness {
-    upstream: Upstream,
-    warden: SocketAddr,
-    _dir: tempfile::TempDir,
-    _server: RunningServer,
-    _upstream_stop: tokio_util::sync::DropGuard,
-}
-
-async fn harness(blocking: &str) -> Harness {
-    let (upstream, upstream_addr, upstream_token) = start_upstream().await;
-    let dir = tempfile::tempdir().unwrap();
-    let path = write_config(dir.path(), upstream_addr, blocking);
-    let engine = Engine::load(&path).unwrap();
-    let forwarder = Forwarder::new(&engine.config.upstream).unwrap();
-    let listen = engine.config.server.listen.clone();
-    let handler = dns::Handler::new(Arc::new(ArcSwap::from_pointee(engine)), forwarder);
-    let server = dns::start(&listen, handler, WAIT).await.unwrap();
-    Harness {
-        upstream,
-        warden: server.addrs[0],
-        _dir: dir,
-        _server: server,
-        _upstream_stop: upstream_token.drop_guard(),
-    }
-}
-
-// ---- a tiny client ----
-
-fn query_message(name: &str, qtype: RecordType, edns: bool) -> Message {
-    let mut msg = Message::query();
-    msg.metadata.recursion_desired = true;
-    msg.add_query(Query::query(Name::from_ascii(name).unwrap(), qtype));
-    if edns {
-        let mut e = Edns::new();
-        e.set_max_payload(1232);
-        msg.set_edns(e);
-    }
-    msg
-}
-
-async fn udp_exchange(server: SocketAddr, bytes: &[u8]) -> Option<Message> {
-    udp_exchange_within(server, bytes, WAIT).await
-}
-
-async fn udp_exchange_within(server: SocketAddr, bytes: &[u8], wait: Duration) -> Option<Message> {
-    let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    sock.send_to(bytes, server).await.unwrap();
-    let mut buf = vec![0u8; 4096];
-    let (n, _) = tokio::time::timeout(wait, sock.recv_from(&mut buf))
-        .await
-        .ok()?
-        .unwrap();
-    Some(Message::from_vec(&buf[..n]).unwrap())
-}
-
-async fn udp(server: SocketAddr, name: &str, qtype: RecordType, edns: bool) -> Message {
-    let msg = query_message(name, qtype, edns);
-    let resp = udp_exchange(server, &msg.to_vec().unwrap())
-        .await
-        .expect("an answer in time");
-    assert_eq!(resp.metadata.id, msg.metadata.id, "the ID is echoed");
-    assert_eq!(resp.metadata.message_type, MessageType::Response);
-    resp
-}
-
-async fn tcp(server: SocketAddr, name: &str, qtype: RecordType) -> Message {
-    let msg = query_message(name, qtype, true);
-    let bytes = msg.to_vec().unwrap();
-    let mut stream = tokio::time::timeout(WAIT, TcpStream::connect(server))
-        .await
-        .unwrap()
-        .unwrap();
-    stream.write_u16(bytes.len() as u16).await.unwrap();
-    stream.write_all(&bytes).await.unwrap();
-    let len = tokio::time::timeout(WAIT, stream.read_u16())
-        .await
-        .unwrap()
-        .unwrap();
-    let mut buf = vec![0u8; len as usize];
-    tokio::time::timeout(WAIT, stream.read_exact(&mut buf))
-        .await
-        .unwrap()
-        .unwrap();
-    Message::from_vec(&buf).unwrap()
-}
-
-fn ede(resp: &Message) -> Option<(u16, String)> {
-    let edns = resp.edns.as_ref()?;
-    match edns.option(EdnsCode::Unknown(15))? {
-        EdnsOption::Unknown(15, data) => Some((
-            u16::from_be_bytes([data[0], data[1]]),
-            String::from_utf8_lossy(&data[2..]).into_owned(),
-        )),
-        _ => None,
-    }
-}
-
-fn soa_owner(resp: &Message) -> Option<String> {
-    resp.authorities
-        .iter()
-        .find(|r| r.record_type() == RecordType::SOA)
-        .map(|r| r.name.to_string())
-}
-
-const ALL_TYPES: [RecordType; 8] = [
-    RecordType::A,
-    RecordType::AAAA,
-    RecordType::HTTPS,
-    RecordType::SVCB,
-    RecordType::CNAME,
-    RecordType::MX,
-    RecordType::TXT,
-    RecordType::ANY,
-];
 
 // ---- the tests ----
 
@@ -503,7 +238,6 @@ async fn malformed_packets_get_formerr_or_are_dropped_and_serving_goes_on() {
 
 #[test]
 fn the_real_binary_serves_a_block_and_an_allow_on_port_0() {
-    use std::io::BufRead;
     use std::process::{Command, Stdio};
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let (upstream, upstream_addr, _token) = runtime.block_on(start_upstream());
@@ -517,25 +251,7 @@ fn the_real_binary_serves_a_block_and_an_allow_on_port_0() {
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
-    // Read the log until it names the bound address (bounded in time by the reader thread).
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            if let Some(rest) = line.split("serving DNS on ").nth(1) {
-                let addr = rest.split_whitespace().next().unwrap_or("").to_string();
-                let _ = tx.send(addr);
-            }
-        }
-    });
-    let addr: SocketAddr = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("warden says where it listens")
-        .parse()
-        .unwrap();
+    let addr = serving_address(&mut child);
     runtime.block_on(async {
         let blocked = udp(addr, "www.blocked.test.", RecordType::A, true).await;
         assert_eq!(blocked.metadata.response_code, ResponseCode::NXDomain);
