@@ -16,6 +16,7 @@
 #   CLIENTS=8 OUTSTANDING=100         dnsperf -c and -q
 #   MAX_QPS=                          dnsperf -Q (empty: unlimited, i.e. saturate Warden)
 #   RULES=1000000 QUERIES=100000      list size, number of distinct blocked query names
+#   AUDIT=off                         turn Warden's audit log off (default: on, as Warden ships)
 #   KEEP_WORK=1                       keep the temporary work dir (configs, lists, logs)
 #   RUST_LOG                          passed to Warden (default: its own, INFO incl. block events)
 set -euo pipefail
@@ -170,6 +171,10 @@ category = "bench"
 path = "blocklist.txt"
 format = "domains"
 EOF
+# The audit log (on by default) goes to data/audit.sqlite inside the work dir.
+if [ "${AUDIT:-on}" = off ]; then
+    printf '\n[audit]\nenabled = false\n' >>"$WORK/warden.toml"
+fi
 
 # ---- start the stub upstream and Warden ----
 
@@ -240,10 +245,10 @@ run_dnsperf() {
 
 # Other work on the machine skews everything: measure how busy it is for 1 s first.
 cpu_idle() { awk '/^cpu / { print $5 + $6, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9 }' /proc/stat; }
-IDLE0=$(cpu_idle); sleep 1; IDLE1=$(cpu_idle)
+IDLE0=$(cpu_idle); W0=$(cpu_ticks "$WARDEN_PID"); sleep 1; IDLE1=$(cpu_idle); W1=$(cpu_ticks "$WARDEN_PID")
 BUSY=$(awk -v a="$IDLE0" -v b="$IDLE1" 'BEGIN { split(a, x, " "); split(b, y, " ")
     printf "%.0f", 100 * (1 - (y[1] - x[1]) / (y[2] - x[2])) }')
-LOAD="${BUSY}% busy before the runs"
+LOAD="${BUSY}% busy before the runs (idle Warden: $((W1 - W0)) ticks/s)"
 if [ "$BUSY" -gt 10 ]; then
     say "warning: the machine is not idle ($LOAD): results will be noisy"
 fi
@@ -268,4 +273,4 @@ echo "| (b) allowed, from cache | ${B[0]} | ${B[1]} ms (± ${B[2]}) | ${B[3]} |"
 echo
 echo "Start-up (process start → serving DNS): ${STARTUP} s"
 echo "RSS after loading: $(mib "$RSS_LOADED"); after the runs: $(mib "$RSS_AFTER") (peak $(mib "$RSS_PEAK"))"
-echo "Block list: $REAL names from the shared lists + $SYNTH synthetic; pinning: $PINNING"
+echo "Block list: $REAL names from the shared lists + $SYNTH synthetic; audit log ${AUDIT:-on}; pinning: $PINNING"

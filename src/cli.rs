@@ -296,7 +296,7 @@ fn start_audit(config: &crate::config::Config) -> Result<Option<(audit::Sink, au
 /// The audit store named by the config at `path`.
 fn open_audit(path: &Path) -> Result<(crate::config::Config, audit::Store)> {
     let config = crate::config::Config::load(path)?;
-    let store = audit::Store::open(&config.resolve(&config.audit.path))?;
+    let store = audit::Store::open_existing(&config.resolve(&config.audit.path))?;
     Ok((config, store))
 }
 
@@ -323,7 +323,7 @@ fn audit_filter(
     }
     let since = match (&args.since, default_since) {
         (Some(text), _) => Some(audit::review::parse_time(text, now)?),
-        (None, Some(ago)) => Some(audit::rfc3339(now - ago)),
+        (None, Some(ago)) => Some(audit::rfc3339(audit::before(now, ago))),
         (None, None) => None,
     };
     let until = args
@@ -347,8 +347,17 @@ fn audit_command(command: AuditCommand) -> Result<ExitCode> {
     let mut out = std::io::stdout().lock();
     match command {
         AuditCommand::Verify { config } => {
-            let (_, store) = open_audit(&config.config)?;
-            match store.verify()? {
+            let (config, store) = open_audit(&config.config)?;
+            let policy = audit::store::Retention {
+                default_days: config.audit.retention_days,
+                by_category: config
+                    .audit
+                    .retention_days_by_category
+                    .iter()
+                    .map(|(c, d)| (c.clone(), *d.get_ref()))
+                    .collect(),
+            };
+            match store.verify(Some(&policy), std::time::SystemTime::now())? {
                 audit::store::Verification::Intact { rows, purged, open } => {
                     writeln!(
                         out,

@@ -451,6 +451,23 @@ impl Validator<'_> {
                 );
             }
         }
+        // A century is plenty, and keeps every retention date after 1970.
+        const MAX_RETENTION_DAYS: u32 = 36_500;
+        let too_long = std::iter::once(config.audit.retention_days)
+            .chain(
+                config
+                    .audit
+                    .retention_days_by_category
+                    .values()
+                    .map(|d| *d.get_ref()),
+            )
+            .find(|d| *d > MAX_RETENTION_DAYS);
+        if let Some(days) = too_long {
+            return self.error(
+                0..0,
+                format!("[audit] retention of {days} days is more than {MAX_RETENTION_DAYS} (a century)"),
+            );
+        }
         let flush = config.audit.flush_interval;
         if flush.is_zero() || flush > Duration::from_secs(1) {
             return self.error(

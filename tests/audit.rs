@@ -147,7 +147,7 @@ async fn blocks_become_rows_with_every_field_and_allowed_queries_none() {
     assert_eq!(locked.categories, "terrorism");
     assert_eq!(locked.qtype, "HTTPS");
     assert!(matches!(
-        store.verify().unwrap(),
+        store.verify(None, std::time::SystemTime::now()).unwrap(),
         Verification::Intact { rows: 3, .. }
     ));
 }
@@ -224,7 +224,7 @@ async fn a_flood_loses_no_count_and_dns_keeps_answering() {
         "the bound was reached and detail folded, counts kept"
     );
     assert!(matches!(
-        store.verify().unwrap(),
+        store.verify(None, std::time::SystemTime::now()).unwrap(),
         Verification::Intact { .. }
     ));
 }

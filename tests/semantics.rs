@@ -45,7 +45,7 @@ fn decide(block: &[(&str, u8)], allow: &[&str]) -> (bool, String, String, bool) 
         ),
         Verdict::Blocked(b) => (
             true,
-            m.category_names(b.categories),
+            m.category_names(b.categories).into_owned(),
             b.rule.matched.to_string(),
             b.locked,
         ),

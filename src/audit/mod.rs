@@ -37,6 +37,7 @@ pub use writer::Writer;
 
 /// What happened to the query.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
 pub enum Outcome {
     Blocked,
     /// Only recorded when `[audit] log_allowed = true` (off by default).
@@ -76,13 +77,25 @@ pub struct Event {
     pub outcome: Outcome,
 }
 
-/// The coalescing key: repeats of the same key are counted into one row.
+/// The coalescing key: repeats of the same (client, outcome, categories, name) are counted
+/// into one row. Raw bytes (address octets, then the texts), so that building one for a
+/// repeat costs one small allocation and no formatting.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub(crate) struct Key {
-    pub(crate) client: IpAddr,
-    pub(crate) name: String,
-    pub(crate) categories: String,
-    pub(crate) outcome: Outcome,
+pub(crate) struct Key(Vec<u8>);
+
+impl Key {
+    fn new(client: IpAddr, outcome: Outcome, categories: &str, name: &str) -> Key {
+        let mut key = Vec::with_capacity(name.len() + categories.len() + 19);
+        match client {
+            IpAddr::V4(v4) => key.extend_from_slice(&v4.octets()),
+            IpAddr::V6(v6) => key.extend_from_slice(&v6.octets()),
+        }
+        key.push(outcome as u8);
+        key.extend_from_slice(categories.as_bytes());
+        key.push(0x1f); // categories never contain it
+        key.extend_from_slice(name.as_bytes());
+        Key(key)
+    }
 }
 
 /// Events folded under one key since the last flush.
@@ -107,7 +120,7 @@ pub struct Sink {
 }
 
 struct SinkInner {
-    pending: DashMap<Key, Pending>,
+    pending: DashMap<Key, Pending, foldhash::fast::RandomState>,
     max_pending: usize,
     received: AtomicU64,
     folded: AtomicU64,
@@ -118,7 +131,7 @@ impl Sink {
     pub fn new(max_pending: usize) -> Sink {
         Sink {
             inner: Arc::new(SinkInner {
-                pending: DashMap::new(),
+                pending: DashMap::with_hasher(foldhash::fast::RandomState::default()),
                 max_pending: max_pending.max(1),
                 received: AtomicU64::new(0),
                 folded: AtomicU64::new(0),
@@ -126,38 +139,52 @@ impl Sink {
         }
     }
 
-    /// Record one event. Never blocks on I/O; takes one shard lock of the map.
-    pub fn record(&self, event: Event) {
+    /// Record one event. Never blocks on I/O; takes one shard lock of the map. `make`
+    /// builds the full event, and is only called for the first event of a key: a repeat
+    /// only counts.
+    pub fn record(
+        &self,
+        client: IpAddr,
+        outcome: Outcome,
+        categories: &str,
+        name: &str,
+        make: impl FnOnce() -> Event,
+    ) {
         let inner = &self.inner;
         inner.received.fetch_add(1, Ordering::Relaxed);
-        let mut key = Key {
-            client: event.client,
-            name: event.name.clone(),
-            categories: event.categories.clone(),
-            outcome: event.outcome,
-        };
+        let time = SystemTime::now();
+        let mut key = Key::new(client, outcome, categories, name);
+        if let Some(mut pending) = inner.pending.get_mut(&key) {
+            pending.count += 1;
+            pending.last = pending.last.max(time);
+            return;
+        }
         // Over the bound, fold the name into the client's overflow entry, then the
         // client into the global one: the count survives, the detail degrades.
-        if inner.pending.len() >= inner.max_pending && !inner.pending.contains_key(&key) {
+        let mut fold = None;
+        if inner.pending.len() >= inner.max_pending {
             inner.folded.fetch_add(1, Ordering::Relaxed);
-            key.name = OVERFLOW_NAME.to_string();
+            let mut overflow_client = client;
+            key = Key::new(client, outcome, categories, OVERFLOW_NAME);
             if inner.pending.len() >= 2 * inner.max_pending && !inner.pending.contains_key(&key) {
-                key.client = OVERFLOW_CLIENT;
+                overflow_client = OVERFLOW_CLIENT;
+                key = Key::new(OVERFLOW_CLIENT, outcome, categories, OVERFLOW_NAME);
             }
+            fold = Some(overflow_client);
         }
-        let time = event.time;
         inner
             .pending
-            .entry(key.clone())
+            .entry(key)
             .and_modify(|p| {
                 p.count += 1;
                 p.last = p.last.max(time);
             })
             .or_insert_with(|| {
-                let mut event = event;
-                if key.name == OVERFLOW_NAME {
+                let mut event = make();
+                event.time = time;
+                if let Some(overflow_client) = fold {
                     event.name = OVERFLOW_NAME.to_string();
-                    event.client = key.client;
+                    event.client = overflow_client;
                     event.rule = "(flood: names folded)".to_string();
                 }
                 Pending {
@@ -192,14 +219,33 @@ impl Sink {
     }
 }
 
-/// `SystemTime` as RFC 3339 UTC with milliseconds (`2026-11-22T06:58:00.123Z`).
+/// `SystemTime` as RFC 3339 UTC with milliseconds (`2026-11-22T06:58:00.123Z`). Times
+/// before 1970 (which the format cannot show) are shown as 1970-01-01.
 pub fn rfc3339(time: SystemTime) -> String {
-    humantime::format_rfc3339_millis(time).to_string()
+    humantime::format_rfc3339_millis(time.max(SystemTime::UNIX_EPOCH)).to_string()
+}
+
+/// `ago` before `now`, but never before 1970 (a long retention or `--since 100y`).
+pub fn before(now: SystemTime, ago: std::time::Duration) -> SystemTime {
+    now.checked_sub(ago)
+        .unwrap_or(SystemTime::UNIX_EPOCH)
+        .max(SystemTime::UNIX_EPOCH)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn record(sink: &Sink, client: [u8; 4], name: &str) {
+        let e = event(client, name);
+        sink.record(
+            e.client,
+            e.outcome,
+            &e.categories.clone(),
+            &e.name.clone(),
+            || e,
+        );
+    }
 
     fn event(client: [u8; 4], name: &str) -> Event {
         Event {
@@ -224,24 +270,27 @@ mod tests {
     fn coalesces_repeats_and_stays_bounded_without_losing_counts() {
         let sink = Sink::new(4);
         for _ in 0..10 {
-            sink.record(event([10, 0, 0, 1], "a.test"));
+            record(&sink, [10, 0, 0, 1], "a.test");
         }
         for i in 0..100 {
-            sink.record(event([10, 0, 0, 2], &format!("n{i}.test")));
+            record(&sink, [10, 0, 0, 2], &format!("n{i}.test"));
         }
         for i in 0..100u8 {
-            sink.record(event([10, 0, 1, i], "z.test"));
+            record(&sink, [10, 0, 1, i], "z.test");
         }
         assert!(sink.queue_depth() <= 2 * 4 + 1, "{}", sink.queue_depth());
         let drained = sink.drain();
         let total: u64 = drained.iter().map(|(_, p)| p.count).sum();
         assert_eq!(total, 210, "every event counted");
         assert_eq!(sink.received(), 210);
-        let a = drained.iter().find(|(k, _)| k.name == "a.test").unwrap();
+        let a = drained
+            .iter()
+            .find(|(_, p)| p.event.name == "a.test")
+            .unwrap();
         assert_eq!(a.1.count, 10);
         assert!(drained
             .iter()
-            .any(|(k, _)| k.name == OVERFLOW_NAME && k.client == OVERFLOW_CLIENT));
+            .any(|(_, p)| p.event.name == OVERFLOW_NAME && p.event.client == OVERFLOW_CLIENT));
         assert_eq!(sink.queue_depth(), 0);
     }
 }

@@ -36,9 +36,7 @@ pub fn parse_time(text: &str, now: SystemTime) -> Result<String, AuditError> {
         ))
     };
     if let Ok(ago) = humantime::parse_duration(text) {
-        return Ok(rfc3339(
-            now.checked_sub(ago).unwrap_or(SystemTime::UNIX_EPOCH),
-        ));
+        return Ok(rfc3339(super::before(now, ago)));
     }
     let full = if text.len() == 10 {
         format!("{text}T00:00:00Z")
@@ -82,12 +80,16 @@ pub struct EventRow {
     pub outcome: String,
     /// Chain hash (absent while the row's coalescing window is still open).
     pub hash: Option<String>,
+    /// The previous row's chain hash, so an exported row can be checked on its own.
+    pub prev_hash: Option<String>,
+    /// The row's salt: with the personal columns it gives the digest in the chain.
+    pub salt: Option<String>,
     pub review: Option<ReviewState>,
 }
 
 /// The columns of [`EventRow`] in CSV order.
 pub const CSV_HEADER: &str = "id,seq,first_seen,last_seen,count,client_ip,device,group,name,qtype,\
-categories,locked,list,line,rule,response,cname,outcome,hash,review_outcome,review_by,review_at,review_note";
+categories,locked,list,line,rule,response,cname,outcome,hash,prev_hash,salt,review_outcome,review_by,review_at,review_note";
 
 impl EventRow {
     /// The row as one CSV line (RFC 4180 quoting).
@@ -113,6 +115,8 @@ impl EventRow {
             self.cname.clone().unwrap_or_default(),
             self.outcome.clone(),
             self.hash.clone().unwrap_or_default(),
+            self.prev_hash.clone().unwrap_or_default(),
+            self.salt.clone().unwrap_or_default(),
             review.map(|r| r.outcome.clone()).unwrap_or_default(),
             review.map(|r| r.by.clone()).unwrap_or_default(),
             review.map(|r| r.at.clone()).unwrap_or_default(),
@@ -136,7 +140,8 @@ fn csv_field(field: &str) -> String {
 
 const SELECT_EVENTS: &str = "SELECT e.id, e.seq, e.first_seen, e.last_seen, e.count, e.client_ip, \
     e.device, e.grp, e.name, e.qtype, e.categories, e.locked, e.list, e.line, e.rule, e.response, \
-    e.cname, e.outcome, e.hash, r.outcome, r.by, r.at, r.note \
+    e.cname, e.outcome, e.hash, r.outcome, r.by, r.at, r.note, e.salt, \
+    (SELECT p.hash FROM events p WHERE p.seq = e.seq - 1) \
     FROM events e LEFT JOIN reviews r ON r.id = \
       (SELECT max(id) FROM reviews WHERE event_id = e.id)";
 
@@ -162,6 +167,11 @@ fn event_from_row(row: &Row<'_>) -> rusqlite::Result<EventRow> {
         cname: row.get(16)?,
         outcome: row.get(17)?,
         hash: row.get(18)?,
+        salt: row.get(23)?,
+        prev_hash: match row.get::<_, Option<i64>>(1)? {
+            Some(1) => Some("0".repeat(64)),
+            _ => row.get(24)?,
+        },
         review: match review_outcome {
             Some(outcome) => Some(ReviewState {
                 outcome,
@@ -191,7 +201,8 @@ fn where_clause(filter: &Filter) -> (String, Vec<Value>) {
     }
     if let Some(category) = &filter.category {
         add(
-            "(',' || e.categories || ',') LIKE ('%,' || ? || ',%')",
+            // instr, not LIKE: exact and case-sensitive, and `_` is not a wildcard.
+            "instr(',' || e.categories || ',', ',' || ? || ',') > 0",
             category.clone(),
         );
     }

@@ -3,10 +3,16 @@
 //!
 //! Chain: every sealed row has a `seq` (1, 2, 3, … in sealing order) and
 //! `hash = hex(SHA-256(previous hash ‖ canonical row))`, the first row's previous hash
-//! being 64 zeros. Editing a sealed row changes its canonical form; deleting one leaves a
-//! gap in `seq`; both make `verify` fail naming the row. A purge (retention) blanks a
-//! row's personal data but keeps its `seq` and `hash`, so the chain still verifies
-//! across it: such a row is a checkpoint that vouches for everything before it.
+//! being 64 zeros. The canonical row is `seq`, the *personal digest*, then the public
+//! columns (times, count, group, type, categories, list, line, rule, response, outcome).
+//! The personal digest is `SHA-256(salt ‖ client ‖ device ‖ name ‖ cname)` with a random
+//! salt per row, so it reveals nothing by itself.
+//!
+//! Editing a sealed row changes its canonical form; deleting one leaves a gap in `seq`;
+//! both make `verify` fail naming the row. A retention purge deletes the personal columns
+//! and the salt but keeps the digest, so the chain still verifies across purged rows, and
+//! their public columns (still hashed) show when they were due: given the retention
+//! policy, `verify` also flags a row blanked before its time.
 //! (A chain cannot show that its newest rows were cut off; keep exports of the chain
 //! hashes for that, as `audit export` includes them.)
 
@@ -60,6 +66,8 @@ CREATE TABLE IF NOT EXISTS events (
     response    TEXT NOT NULL,
     cname       TEXT,
     outcome     TEXT NOT NULL,
+    salt        TEXT,
+    personal    TEXT,
     hash        TEXT,
     purged      INTEGER NOT NULL DEFAULT 0
 );
@@ -80,9 +88,15 @@ CREATE TRIGGER IF NOT EXISTS reviews_append_only_d BEFORE DELETE ON reviews
     BEGIN SELECT RAISE(ABORT, 'reviews are append-only'); END;
 "#;
 
-/// The columns that make up a row's canonical form, in chain order.
-const CANONICAL_COLUMNS: &str = "seq, first_seen, last_seen, count, client_ip, device, grp, \
-     name, qtype, categories, locked, list, line, rule, response, cname, outcome";
+/// The personal columns, digested (with the row's salt) into the canonical form.
+const PERSONAL_COLUMNS: &str = "salt, client_ip, device, name, cname";
+/// The public columns of the canonical form, after `seq` and the personal digest.
+const PUBLIC_COLUMNS: &str = "first_seen, last_seen, count, grp, qtype, categories, locked, \
+     list, line, rule, response, outcome";
+/// Everything needed to recompute a row's hash: personal columns, stored digest (for
+/// purged rows), seq, public columns.
+const CHAIN_SELECT: &str = "purged, personal, salt, client_ip, device, name, cname, seq, \
+     first_seen, last_seen, count, grp, qtype, categories, locked, list, line, rule, response, outcome";
 
 /// Result of walking the chain.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -137,9 +151,11 @@ impl Store {
             head_hash: GENESIS.to_string(),
         };
         store.sql(|c| {
+            // Wait for a writer's lock (e.g. a CLI command beside a running server)
+            // before anything else touches the file.
+            c.busy_timeout(Duration::from_secs(5))?;
             c.pragma_update(None, "journal_mode", "WAL")?;
             c.pragma_update(None, "synchronous", "NORMAL")?;
-            c.busy_timeout(Duration::from_secs(5))?;
             c.execute_batch(SCHEMA)
         })?;
         for suffix in ["-wal", "-shm"] {
@@ -150,6 +166,18 @@ impl Store {
         }
         store.load_head()?;
         Ok(store)
+    }
+
+    /// Open an existing database: for review commands, which must not mistake a wrong
+    /// or deleted path for an empty, intact log.
+    pub fn open_existing(path: &Path) -> Result<Store, AuditError> {
+        if !path.exists() {
+            return Err(AuditError::Invalid(format!(
+                "no audit database at {} (has `warden serve` run with this config?)",
+                path.display()
+            )));
+        }
+        Store::open(path)
     }
 
     pub fn path(&self) -> &Path {
@@ -227,8 +255,8 @@ impl Store {
             let e = &pending.event;
             tx.execute(
                 "INSERT INTO events (first_seen, last_seen, count, client_ip, device, grp, name, qtype, \
-                 categories, locked, list, line, rule, response, cname, outcome) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+                 categories, locked, list, line, rule, response, cname, outcome, salt) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
                 params![
                     rfc3339(pending.first),
                     rfc3339(pending.last),
@@ -246,6 +274,7 @@ impl Store {
                     e.response,
                     e.cname,
                     e.outcome.as_str(),
+                    new_salt(),
                 ],
             )
             .map_err(err)?;
@@ -306,13 +335,18 @@ impl Store {
         Ok(ids.len() as u64)
     }
 
-    /// Walk the whole chain and report the first row that does not fit.
-    pub fn verify(&self) -> Result<Verification, AuditError> {
+    /// Walk the whole chain and report the first row that does not fit. With a
+    /// retention `policy`, also report a purged row whose retention had not run out.
+    pub fn verify(
+        &self,
+        policy: Option<&Retention>,
+        now: SystemTime,
+    ) -> Result<Verification, AuditError> {
         let err = |source| self.wrap(source);
         let mut stmt = self
             .conn
             .prepare(&format!(
-                "SELECT id, hash, purged, {CANONICAL_COLUMNS} FROM events WHERE seq IS NOT NULL ORDER BY seq"
+                "SELECT id, hash, {CHAIN_SELECT} FROM events WHERE seq IS NOT NULL ORDER BY seq"
             ))
             .map_err(err)?;
         let mut rows = stmt.query([]).map_err(err)?;
@@ -320,33 +354,34 @@ impl Store {
         let (mut count, mut purged) = (0u64, 0u64);
         while let Some(row) = rows.next().map_err(err)? {
             let id: i64 = row.get(0).map_err(err)?;
-            let stored: String = row.get(1).map_err(err)?;
-            let is_purged: bool = row.get(2).map_err(err)?;
-            let seq: i64 = row.get(3).map_err(err)?;
+            let stored: Option<String> = row.get(1).map_err(err)?;
+            let seq: i64 = row.get(9).map_err(err)?;
+            let broken = |reason: String| Ok(Verification::Broken { id, seq, reason });
             if seq != expected_seq {
-                return Ok(Verification::Broken {
-                    id,
-                    seq,
-                    reason: format!(
-                        "rows with seq {expected_seq}..{} are missing before it (deleted?)",
-                        seq - 1
-                    ),
-                });
+                return broken(format!(
+                    "rows with seq {expected_seq}..{} are missing before it (deleted?)",
+                    seq - 1
+                ));
             }
-            if is_purged {
+            let canonical = canonical_from_row(row, 2).map_err(err)?;
+            if stored.as_deref() != Some(chain_hash(&prev_hash, &canonical).as_str()) {
+                return broken("its contents do not match its hash (edited?)".to_string());
+            }
+            if row.get::<_, bool>(2).map_err(err)? {
                 purged += 1;
-            } else {
-                let canonical = canonical_from_row(row, 3).map_err(err)?;
-                let computed = chain_hash(&prev_hash, &canonical);
-                if computed != stored {
-                    return Ok(Verification::Broken {
-                        id,
-                        seq,
-                        reason: "its contents do not match its hash (edited?)".to_string(),
-                    });
+                let last_seen: String = row.get(11).map_err(err)?;
+                let categories: String = row.get(15).map_err(err)?;
+                if let Some(policy) = policy {
+                    let due = rfc3339(policy.expiry(&categories, now));
+                    if last_seen >= due {
+                        return broken(format!(
+                            "its personal data was deleted before its retention ended \
+                             (last seen {last_seen}, due after {due})"
+                        ));
+                    }
                 }
             }
-            prev_hash = stored;
+            prev_hash = stored.unwrap_or_default();
             expected_seq += 1;
             count += 1;
         }
@@ -363,26 +398,11 @@ impl Store {
         })
     }
 
-    /// Blank the personal data of sealed rows older than their retention: the longest
-    /// retention among a row's categories (`by_category`), else `default_days`.
-    /// The rows keep `seq` and `hash`, so the chain still verifies. Returns how many.
-    pub fn purge(
-        &mut self,
-        now: SystemTime,
-        default_days: u32,
-        by_category: &BTreeMap<String, u32>,
-    ) -> Result<u64, AuditError> {
-        let day = Duration::from_secs(86_400);
-        let shortest = by_category
-            .values()
-            .copied()
-            .chain([default_days])
-            .min()
-            .unwrap_or(default_days);
-        let horizon = rfc3339(
-            now.checked_sub(day * shortest)
-                .unwrap_or(SystemTime::UNIX_EPOCH),
-        );
+    /// Delete the personal data (client, device, name, CNAME, salt) of sealed rows past
+    /// their retention, keeping the personal digest and the public columns so the chain
+    /// still verifies. Returns how many rows were purged.
+    pub fn purge(&mut self, now: SystemTime, policy: &Retention) -> Result<u64, AuditError> {
+        let horizon = rfc3339(policy.earliest_expiry(now));
         let path = self.path.clone();
         let err = |source| AuditError::Sqlite {
             path: path.clone(),
@@ -403,29 +423,67 @@ impl Store {
         };
         let mut purged = 0;
         for (id, last_seen, categories) in candidates {
-            let days = categories
-                .split(',')
-                .filter_map(|c| by_category.get(c).copied())
-                .chain([default_days])
-                .max()
-                .unwrap_or(default_days);
-            let limit = rfc3339(
-                now.checked_sub(day * days)
-                    .unwrap_or(SystemTime::UNIX_EPOCH),
-            );
-            if last_seen < limit {
-                tx.execute(
-                    "UPDATE events SET purged = 1, client_ip = '', device = NULL, name = '', \
-                     qtype = '', categories = '', list = '', line = 0, rule = '', response = '', \
-                     cname = NULL, grp = '' WHERE id = ?1",
+            if last_seen >= rfc3339(policy.expiry(&categories, now)) {
+                continue;
+            }
+            let digest: String = tx
+                .query_row(
+                    &format!("SELECT {PERSONAL_COLUMNS} FROM events WHERE id = ?1"),
                     [id],
+                    |row| personal_digest(row, 0),
                 )
                 .map_err(err)?;
-                purged += 1;
-            }
+            tx.execute(
+                "UPDATE events SET purged = 1, personal = ?2, salt = NULL, client_ip = '', \
+                 device = NULL, name = '', cname = NULL WHERE id = ?1",
+                params![id, digest],
+            )
+            .map_err(err)?;
+            purged += 1;
         }
         tx.commit().map_err(err)?;
         Ok(purged)
+    }
+}
+
+/// How long rows are kept: a default, and per-category overrides (longer or shorter).
+/// A row in several categories is kept for the longest of their retentions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Retention {
+    pub default_days: u32,
+    pub by_category: BTreeMap<String, u32>,
+}
+
+impl Retention {
+    fn days(&self, categories: &str) -> u32 {
+        categories
+            .split(',')
+            .filter(|c| !c.is_empty())
+            .map(|c| {
+                self.by_category
+                    .get(c)
+                    .copied()
+                    .unwrap_or(self.default_days)
+            })
+            .max()
+            .unwrap_or(self.default_days)
+    }
+
+    /// Rows of `categories` last seen before this are due for purging.
+    pub fn expiry(&self, categories: &str, now: SystemTime) -> SystemTime {
+        super::before(now, Duration::from_secs(86_400) * self.days(categories))
+    }
+
+    /// No row is due unless last seen before this.
+    fn earliest_expiry(&self, now: SystemTime) -> SystemTime {
+        let shortest = self
+            .by_category
+            .values()
+            .copied()
+            .chain([self.default_days])
+            .min()
+            .unwrap_or(self.default_days);
+        super::before(now, Duration::from_secs(86_400) * shortest)
     }
 }
 
@@ -438,7 +496,7 @@ fn seal_row(
 ) -> rusqlite::Result<String> {
     tx.execute("UPDATE events SET seq = ?1 WHERE id = ?2", params![seq, id])?;
     let canonical = tx.query_row(
-        &format!("SELECT {CANONICAL_COLUMNS} FROM events WHERE id = ?1"),
+        &format!("SELECT {CHAIN_SELECT} FROM events WHERE id = ?1"),
         [id],
         |row| canonical_from_row(row, 0),
     )?;
@@ -450,13 +508,15 @@ fn seal_row(
     Ok(hash)
 }
 
-/// The canonical form of a row: its chained columns as text, separated by U+001F.
-fn canonical_from_row(row: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<String> {
+/// Column values as text, separated by U+001F (NULL as U+0000).
+fn join_columns(
+    row: &rusqlite::Row<'_>,
+    columns: std::ops::Range<usize>,
+) -> rusqlite::Result<String> {
     use rusqlite::types::ValueRef;
-    let columns = CANONICAL_COLUMNS.split(',').count();
     let mut out = String::with_capacity(256);
-    for i in first..first + columns {
-        if i > first {
+    for i in columns.clone() {
+        if i > columns.start {
             out.push('\u{1f}');
         }
         match row.get_ref(i)? {
@@ -467,6 +527,51 @@ fn canonical_from_row(row: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result
         }
     }
     Ok(out)
+}
+
+/// `hex(SHA-256(salt ‖ client ‖ device ‖ name ‖ cname))` from the [`PERSONAL_COLUMNS`]
+/// starting at column `first`.
+fn personal_digest(row: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<String> {
+    let personal = join_columns(row, first..first + PERSONAL_COLUMNS.split(',').count())?;
+    Ok(hex::encode(Sha256::digest(personal.as_bytes())))
+}
+
+/// The canonical form of a row selected with [`CHAIN_SELECT`] from column `first`:
+/// `seq ‖ personal digest ‖ public columns`. A purged row's digest is the stored one.
+fn canonical_from_row(row: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<String> {
+    let purged: bool = row.get(first)?;
+    let digest = if purged {
+        row.get::<_, Option<String>>(first + 1)?.unwrap_or_default()
+    } else {
+        personal_digest(row, first + 2)?
+    };
+    let seq_col = first + 2 + PERSONAL_COLUMNS.split(',').count();
+    let seq: i64 = row.get(seq_col)?;
+    let public = join_columns(
+        row,
+        seq_col + 1..seq_col + 1 + PUBLIC_COLUMNS.split(',').count(),
+    )?;
+    Ok(format!("{seq}\u{1f}{digest}\u{1f}{public}"))
+}
+
+/// A random salt for a new row (16 bytes, hex).
+fn new_salt() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    // Two independent randomly seeded hashers: 128 unpredictable bits without a new
+    // dependency; the salt only has to be unguessable, not a key.
+    let mut bytes = [0u8; 16];
+    for (i, chunk) in bytes.chunks_mut(8).enumerate() {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_usize(i);
+        h.write_u128(
+            SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_nanos(),
+        );
+        chunk.copy_from_slice(&h.finish().to_le_bytes());
+    }
+    hex::encode(bytes)
 }
 
 /// `hex(SHA-256(prev_hash ‖ canonical))`.

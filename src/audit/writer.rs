@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
-use super::store::{AuditError, OpenRow, Store};
+use super::store::{AuditError, OpenRow, Retention, Store};
 use super::{Key, Pending, Sink};
 
 /// How often retention purges run.
@@ -136,11 +136,11 @@ fn run(
         }
         if last_purge.is_none_or(|t| t.elapsed() >= PURGE_EVERY) {
             last_purge = Some(Instant::now());
-            match store.purge(
-                SystemTime::now(),
-                settings.retention_days,
-                &settings.retention_by_category,
-            ) {
+            let policy = Retention {
+                default_days: settings.retention_days,
+                by_category: settings.retention_by_category.clone(),
+            };
+            match store.purge(SystemTime::now(), &policy) {
                 Ok(n) => {
                     stats.purged.fetch_add(n, Ordering::Relaxed);
                     if n > 0 {

@@ -150,18 +150,25 @@ pub fn blocked(
     }
 }
 
+/// The SOA's server and mailbox names, parsed once.
+fn soa_names() -> &'static (Name, Name) {
+    static NAMES: std::sync::OnceLock<(Name, Name)> = std::sync::OnceLock::new();
+    NAMES.get_or_init(|| {
+        let name = |text| Name::from_ascii(text).unwrap_or_else(|_| Name::root());
+        (name("warden.invalid."), name("hostmaster.warden.invalid."))
+    })
+}
+
 /// A SOA owned by the blocked zone, so resolvers cache the negative answer for `ttl`.
 fn negative_soa(zone: &str, ttl: u32) -> Record {
-    let owner = Name::from_ascii(format!("{zone}.")).unwrap_or_else(|_| Name::root());
-    let soa = SOA::new(
-        Name::from_ascii("warden.invalid.").unwrap_or_else(|_| Name::root()),
-        Name::from_ascii("hostmaster.warden.invalid.").unwrap_or_else(|_| Name::root()),
-        1,
-        3600,
-        600,
-        86400,
-        ttl,
-    );
+    let owner = Name::from_ascii(zone)
+        .map(|mut n| {
+            n.set_fqdn(true);
+            n
+        })
+        .unwrap_or_else(|_| Name::root());
+    let (mname, rname) = soa_names();
+    let soa = SOA::new(mname.clone(), rname.clone(), 1, 3600, 600, 86400, ttl);
     Record::from_rdata(owner, ttl, RData::SOA(soa))
 }
 

@@ -139,7 +139,9 @@ impl Handler {
         }
         if let (Some((engine, name)), Some(sink)) = (check, &self.audit) {
             if engine.config.audit.log_allowed {
-                sink.record(allowed_event(engine, client, name, qtype));
+                sink.record(client.ip(), Outcome::Allowed, "", name, || {
+                    allowed_event(engine, client, name, qtype)
+                });
             }
         }
         Reply::from_upstream(answer)
@@ -163,7 +165,7 @@ impl Handler {
             client = %client.ip(),
             name,
             qtype = %qtype,
-            categories,
+            categories = %categories,
             locked = block.locked,
             list = block.rule.list_name(),
             line = block.rule.line(),
@@ -171,14 +173,14 @@ impl Handler {
             "blocked"
         );
         if let Some(sink) = &self.audit {
-            sink.record(Event {
+            sink.record(client.ip(), Outcome::Blocked, &categories, name, || Event {
                 time: SystemTime::now(),
                 client: client.ip(),
                 device: None,
                 group: engine.config.server.default_group.clone(),
                 name: name.to_string(),
                 qtype: qtype.to_string(),
-                categories,
+                categories: categories.to_string(),
                 locked: block.locked,
                 list: block.rule.list_name().to_string(),
                 line: block.rule.line(),

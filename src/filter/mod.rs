@@ -477,12 +477,20 @@ impl Matcher {
             .position(|c| c.name == name)
             .map(|i| CategoryId(i as u8))
     }
-    /// Names of the categories in `set`, comma-separated (for output and logs).
-    pub fn category_names(&self, set: CategorySet) -> String {
-        set.iter()
-            .map(|id| self.category(id).name.as_str())
-            .collect::<Vec<_>>()
-            .join(",")
+    /// Names of the categories in `set`, comma-separated (for output and logs). Borrows
+    /// when there is one category, the usual case, so the query path need not allocate.
+    pub fn category_names(&self, set: CategorySet) -> std::borrow::Cow<'_, str> {
+        let mut ids = set.iter();
+        match (ids.next(), ids.next()) {
+            (None, _) => std::borrow::Cow::Borrowed(""),
+            (Some(only), None) => std::borrow::Cow::Borrowed(&self.category(only).name),
+            _ => std::borrow::Cow::Owned(
+                set.iter()
+                    .map(|id| self.category(id).name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ),
+        }
     }
     pub fn locked(&self) -> CategorySet {
         self.locked
