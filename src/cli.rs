@@ -237,6 +237,7 @@ fn serve(path: &Path) -> Result<ExitCode> {
     let audit = start_audit(&engine.config)?;
     let sink = audit.as_ref().map(|(sink, _)| sink.clone());
     runtime.block_on(async move {
+        let signal = shutdown_signal()?;
         let forwarder = Forwarder::new(&engine.config.upstream)?;
         let listen = engine.config.server.listen.clone();
         let tcp_timeout = engine.config.server.tcp_timeout;
@@ -251,7 +252,7 @@ fn serve(path: &Path) -> Result<ExitCode> {
         }
         let token = server.token();
         tokio::spawn(async move {
-            wait_for_signal().await;
+            signal.await;
             tracing::info!("shutting down");
             token.cancel();
         });
@@ -488,27 +489,23 @@ fn audit_command(command: AuditCommand) -> Result<ExitCode> {
     }
 }
 
-/// SIGINT (Ctrl-C) or, on Unix, SIGTERM (systemd's stop).
-async fn wait_for_signal() {
+/// SIGINT (Ctrl-C) or, on Unix, SIGTERM (systemd's stop). Registers the handlers when
+/// called, so call it before announcing that we serve: a signal sent right after the
+/// announcement must find them in place.
+fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>> {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    let ctrl_c = tokio::signal::ctrl_c();
+    Ok(async move {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
         }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
+        #[cfg(not(unix))]
+        let _ = ctrl_c.await;
+    })
 }
 
 fn check(args: CheckArgs) -> Result<ExitCode> {
