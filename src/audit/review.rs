@@ -212,7 +212,6 @@ fn where_clause(filter: &Filter) -> (String, Vec<Value>) {
     if let Some(group) = &filter.group {
         add("e.grp = ?", group.clone());
     }
-    drop(add);
     if filter.unreviewed {
         clauses.push("NOT EXISTS (SELECT 1 FROM reviews WHERE event_id = e.id)".to_string());
     }
