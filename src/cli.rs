@@ -19,6 +19,7 @@ use crate::dns;
 use crate::engine::Engine;
 use crate::filter::Verdict;
 use crate::name;
+use crate::reload::Reloader;
 use crate::upstream::Forwarder;
 
 /// Default config path, relative to the working directory (the repository root).
@@ -241,16 +242,20 @@ fn serve(path: &Path) -> Result<ExitCode> {
         let forwarder = Forwarder::new(&engine.config.upstream)?;
         let listen = engine.config.server.listen.clone();
         let tcp_timeout = engine.config.server.tcp_timeout;
+        let watch_files = engine.config.reload.watch_files;
         let shared = Arc::new(ArcSwap::from_pointee(engine));
+        let reloader = Arc::new(Reloader::new(path, shared.clone()));
         let mut handler = dns::Handler::new(shared, forwarder);
         if let Some(sink) = sink {
             handler = handler.with_audit(sink);
         }
         let server = dns::start(&listen, handler, tcp_timeout).await?;
+        let token = server.token();
+        // Every signal handler is in place before we announce that we serve.
+        spawn_reload_triggers(reloader, token.clone(), watch_files)?;
         for addr in &server.addrs {
             tracing::info!("serving DNS on {addr} (UDP and TCP)");
         }
-        let token = server.token();
         tokio::spawn(async move {
             signal.await;
             tracing::info!("shutting down");
@@ -487,6 +492,34 @@ fn audit_command(command: AuditCommand) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// Reload on SIGHUP and, if enabled, when a watched file changes, until `stop`.
+fn spawn_reload_triggers(
+    reloader: Arc<Reloader>,
+    stop: tokio_util::sync::CancellationToken,
+    watch_files: bool,
+) -> Result<()> {
+    if watch_files {
+        if let Err(error) = crate::reload::watch(reloader.clone(), stop.clone()) {
+            tracing::warn!(%error, "cannot watch list files; reload with SIGHUP instead");
+        }
+    }
+    #[cfg(unix)]
+    {
+        let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .context("installing the SIGHUP handler")?;
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    got = hangup.recv() => if got.is_none() { return },
+                }
+                let _ = reloader.reload("SIGHUP").await;
+            }
+        });
+    }
+    Ok(())
 }
 
 /// SIGINT (Ctrl-C) or, on Unix, SIGTERM (systemd's stop). Registers the handlers when

@@ -47,6 +47,8 @@ pub struct Config {
     #[serde(default)]
     pub audit: AuditConfig,
     #[serde(default)]
+    pub reload: ReloadConfig,
+    #[serde(default)]
     pub categories: BTreeMap<String, CategoryConfig>,
     #[serde(default)]
     pub groups: BTreeMap<String, GroupConfig>,
@@ -250,6 +252,32 @@ fn default_max_pending() -> usize {
     100_000
 }
 
+/// `[reload]`: the guard against lists that shrink suspiciously.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReloadConfig {
+    /// A reload is refused if any list would keep fewer than this share of the entries
+    /// it has now (0.5: a list may lose half its entries, not more).
+    #[serde(default = "default_min_ratio")]
+    pub min_ratio: f64,
+    /// Reload when the config or a local list file changes.
+    #[serde(default = "default_true")]
+    pub watch_files: bool,
+}
+
+impl Default for ReloadConfig {
+    fn default() -> Self {
+        ReloadConfig {
+            min_ratio: default_min_ratio(),
+            watch_files: true,
+        }
+    }
+}
+
+fn default_min_ratio() -> f64 {
+    0.5
+}
+
 /// `[categories.NAME]`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -279,6 +307,9 @@ pub struct ListConfig {
     pub path: PathBuf,
     #[serde(default)]
     pub format: Format,
+    /// A reload that leaves this list with fewer entries is refused.
+    #[serde(default)]
+    pub min_entries: u64,
 }
 
 /// `[[allow]]`: an allow list (exceptions for non-locked categories).
@@ -450,6 +481,15 @@ impl Validator<'_> {
                     ),
                 );
             }
+        }
+        if !(0.0..=1.0).contains(&config.reload.min_ratio) {
+            return self.error(
+                0..0,
+                format!(
+                    "[reload] min_ratio must be between 0 and 1, not {}",
+                    config.reload.min_ratio
+                ),
+            );
         }
         // A century is plenty, and keeps every retention date after 1970.
         const MAX_RETENTION_DAYS: u32 = 36_500;

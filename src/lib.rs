@@ -18,6 +18,8 @@
 //!   listeners; [`upstream`] forwards allowed queries through `hickory-resolver`.
 //! - [`audit`] records every block for the e-safety lead: coalesced in memory on the
 //!   query path, written to SQLite by its own thread, hash-chained, purged on schedule.
+//! - [`reload`] rebuilds the snapshot on SIGHUP or a file change and swaps it in,
+//!   refusing snapshots that fail to build or in which a list shrank suspiciously.
 //! - [`cli`] is the command line (`serve`, `check`, `lists stats`, `config check`).
 //!
 //! ## One query's path ([`dns::Handler::resolve`])
@@ -38,4 +40,5 @@ pub mod engine;
 pub mod filter;
 pub mod lists;
 pub mod name;
+pub mod reload;
 pub mod upstream;

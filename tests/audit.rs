@@ -231,7 +231,7 @@ async fn a_flood_loses_no_count_and_dns_keeps_answering() {
 
 #[test]
 fn sigkill_loses_nothing_committed_and_the_chain_still_verifies() {
-    use std::process::{Command, Stdio};
+    use std::process::Command;
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let (_upstream, upstream_addr, _token) = runtime.block_on(start_upstream());
     let dir = tempfile::tempdir().unwrap();
@@ -242,19 +242,7 @@ fn sigkill_loses_nothing_committed_and_the_chain_still_verifies() {
     std::fs::write(&path, text).unwrap();
     let config = path.to_str().unwrap();
 
-    let start = || {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_warden"))
-            .args(["serve", "--config", config])
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        let addr = serving_address(&mut child);
-        (child, addr)
-    };
-    let (mut child, addr) = start();
+    let (mut child, addr) = spawn_warden(&path);
     let sent = 40;
     runtime.block_on(async {
         for i in 0..sent {
@@ -294,13 +282,8 @@ fn sigkill_loses_nothing_committed_and_the_chain_still_verifies() {
     assert_eq!(rows.len(), 10);
 
     // A restart seals what the crash left open, and the chain verifies with all rows.
-    let (mut child, _) = start();
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    let status = child.wait().unwrap();
-    assert!(status.success());
+    let (child, _) = spawn_warden(&path);
+    assert!(stop_warden(child).success());
     let verify = audit(&["audit", "verify"]);
     let out = String::from_utf8_lossy(&verify.stdout).to_string();
     assert_eq!(verify.status.code(), Some(0), "{out}");

@@ -238,20 +238,11 @@ async fn malformed_packets_get_formerr_or_are_dropped_and_serving_goes_on() {
 
 #[test]
 fn the_real_binary_serves_a_block_and_an_allow_on_port_0() {
-    use std::process::{Command, Stdio};
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let (upstream, upstream_addr, _token) = runtime.block_on(start_upstream());
     let dir = tempfile::tempdir().unwrap();
     let path = write_config(dir.path(), upstream_addr, "");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_warden"))
-        .args(["serve", "--config", path.to_str().unwrap()])
-        .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let addr = serving_address(&mut child);
+    let (child, addr) = spawn_warden(&path);
     runtime.block_on(async {
         let blocked = udp(addr, "www.blocked.test.", RecordType::A, true).await;
         assert_eq!(blocked.metadata.response_code, ResponseCode::NXDomain);
@@ -263,16 +254,6 @@ fn the_real_binary_serves_a_block_and_an_allow_on_port_0() {
     });
     assert_eq!(upstream.count("www.blocked.test."), 0);
     assert_eq!(upstream.count("allowed.test."), 1);
-    // SIGTERM stops it cleanly.
-    let pid = child.id().to_string();
-    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "warden did not stop on SIGTERM");
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    assert!(status.success(), "{status:?}");
+    let status = stop_warden(child);
+    assert!(status.success(), "SIGTERM stops it cleanly: {status:?}");
 }

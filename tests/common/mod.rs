@@ -306,3 +306,43 @@ pub fn serving_address(child: &mut std::process::Child) -> SocketAddr {
         .parse()
         .unwrap()
 }
+
+/// Start the real `warden serve --config CONFIG`; returns it with its DNS address.
+pub fn spawn_warden(config: &Path) -> (std::process::Child, SocketAddr) {
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_warden"))
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let addr = serving_address(&mut child);
+    (child, addr)
+}
+
+/// Send `signal` (e.g. "-HUP") to the child.
+pub fn signal(child: &std::process::Child, signal: &str) {
+    let status = std::process::Command::new("kill")
+        .args([signal, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill {signal}");
+}
+
+/// SIGTERM the child and wait (at most 10 s) for it to exit; returns its status.
+pub fn stop_warden(mut child: std::process::Child) -> std::process::ExitStatus {
+    signal(&child, "-TERM");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "warden did not stop on SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

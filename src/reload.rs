@@ -1,0 +1,244 @@
+//! Hot reload: build a whole new [`Engine`] off the query path, check it, and swap it in
+//! behind the `ArcSwap` that queries read. Queries never wait: they keep the snapshot they
+//! loaded until they finish, and the next query sees the new one.
+//!
+//! Triggers: SIGHUP, a change to the config file or any local list file (watched, and
+//! debounced so that an editor's or a copy's several writes make one reload), or a direct
+//! call. One reload runs at a time.
+//!
+//! Fail closed: a snapshot that fails to build (bad config, unreadable list) is rejected,
+//! and so is one in which a list *shrank suspiciously*: fewer entries than `min_ratio` of
+//! the entries it had in the snapshot serving now, or fewer than its own `min_entries`.
+//! A list replaced by garbage, an empty file or a truncated download therefore never
+//! empties a category. On rejection the serving snapshot stays, the error (naming the
+//! list) is logged, and the failure is counted.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use arc_swap::ArcSwap;
+
+use crate::engine::{Engine, EngineError};
+
+/// Quiet time after the last file change before reloading.
+pub const DEBOUNCE: Duration = Duration::from_millis(500);
+
+/// Why a reload was rejected.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error(transparent)]
+    Build(#[from] EngineError),
+    #[error(
+        "list {list:?} shrank from {old} to {new} entries (below {limit}); keeping the rules \
+         in force. If the change is intended, lower [reload] min_ratio or the list's min_entries"
+    )]
+    Shrunk {
+        list: String,
+        old: u64,
+        new: u64,
+        limit: u64,
+    },
+    #[error("the reload task failed: {0}")]
+    Task(String),
+}
+
+/// Counters and state for logs and metrics.
+#[derive(Debug, Default)]
+pub struct ReloadStats {
+    /// Snapshots swapped in since start (the first one is generation 1).
+    pub generation: AtomicU64,
+    pub reloads: AtomicU64,
+    pub failures: AtomicU64,
+    /// Duration of the last successful reload, in milliseconds.
+    pub last_duration_ms: AtomicU64,
+    /// When the serving snapshot was swapped in (seconds since 1970).
+    pub loaded_at: AtomicU64,
+    /// The last failure, for `/readyz` and logs.
+    pub last_error: Mutex<Option<String>>,
+}
+
+/// Rebuilds and swaps the serving snapshot.
+pub struct Reloader {
+    config_path: PathBuf,
+    shared: Arc<ArcSwap<Engine>>,
+    stats: Arc<ReloadStats>,
+    one_at_a_time: tokio::sync::Mutex<()>,
+}
+
+impl Reloader {
+    /// A reloader for the snapshot `shared`, built from `config_path`.
+    pub fn new(config_path: &Path, shared: Arc<ArcSwap<Engine>>) -> Reloader {
+        let stats = ReloadStats::default();
+        stats.generation.store(1, Ordering::Relaxed);
+        stats.loaded_at.store(unix_now(), Ordering::Relaxed);
+        Reloader {
+            config_path: config_path.to_path_buf(),
+            shared,
+            stats: Arc::new(stats),
+            one_at_a_time: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    pub fn stats(&self) -> Arc<ReloadStats> {
+        self.stats.clone()
+    }
+
+    /// The snapshot serving now.
+    pub fn current(&self) -> Arc<Engine> {
+        self.shared.load_full()
+    }
+
+    /// Build a new snapshot on a blocking thread, check it, and swap it in. On error the
+    /// serving snapshot is untouched.
+    pub async fn reload(&self, reason: &str) -> Result<(), ReloadError> {
+        let _one = self.one_at_a_time.lock().await;
+        let started = Instant::now();
+        let path = self.config_path.clone();
+        let built = tokio::task::spawn_blocking(move || Engine::load(&path))
+            .await
+            .map_err(|e| ReloadError::Task(e.to_string()))
+            .and_then(|r| r.map_err(ReloadError::from))
+            .and_then(|engine| {
+                check_shrink(&self.shared.load(), &engine)?;
+                Ok(engine)
+            });
+        self.stats.reloads.fetch_add(1, Ordering::Relaxed);
+        match built {
+            Ok(engine) => {
+                let rules = engine.matcher.stats().rules;
+                self.shared.store(Arc::new(engine));
+                let generation = self.stats.generation.fetch_add(1, Ordering::Relaxed) + 1;
+                let ms = started.elapsed().as_millis() as u64;
+                self.stats.last_duration_ms.store(ms, Ordering::Relaxed);
+                self.stats.loaded_at.store(unix_now(), Ordering::Relaxed);
+                *lock(&self.stats.last_error) = None;
+                tracing::info!(reason, generation, rules, ms, "reloaded the rules");
+                Ok(())
+            }
+            Err(error) => {
+                self.stats.failures.fetch_add(1, Ordering::Relaxed);
+                *lock(&self.stats.last_error) = Some(error.to_string());
+                tracing::error!(reason, %error, "reload rejected; the previous rules stay in force");
+                Err(error)
+            }
+        }
+    }
+
+    /// The files whose change should trigger a reload: the config and its local lists.
+    pub fn watched_files(&self) -> Vec<PathBuf> {
+        let engine = self.shared.load();
+        let config = &engine.config;
+        let mut files = vec![self.config_path.clone()];
+        files.extend(config.lists.iter().map(|l| config.resolve(&l.path)));
+        files.extend(config.allow.iter().map(|a| config.resolve(&a.path)));
+        files
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Refuse `new` if any list present in both snapshots lost too many entries, or any list
+/// is below its own `min_entries`.
+fn check_shrink(old: &Engine, new: &Engine) -> Result<(), ReloadError> {
+    let min_ratio = new.config.reload.min_ratio;
+    let before: BTreeMap<&str, u64> = old
+        .lists
+        .iter()
+        .map(|l| (l.name.as_str(), l.report.accepted))
+        .collect();
+    let minimums: BTreeMap<&str, u64> = new
+        .config
+        .lists
+        .iter()
+        .map(|l| (l.name.get_ref().as_str(), l.min_entries))
+        .collect();
+    for list in &new.lists {
+        let now = list.report.accepted;
+        let own_minimum = minimums.get(list.name.as_str()).copied().unwrap_or(0);
+        let ratio_minimum = before
+            .get(list.name.as_str())
+            .map_or(0, |&old| (old as f64 * min_ratio).ceil() as u64);
+        let limit = own_minimum.max(ratio_minimum);
+        if now < limit {
+            return Err(ReloadError::Shrunk {
+                list: list.name.clone(),
+                old: before.get(list.name.as_str()).copied().unwrap_or(0),
+                new: now,
+                limit,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Watch `files` (through their folders, so replacing a file by renaming onto it counts)
+/// and reload after each burst of changes. The watcher thread and task end with
+/// `stop`. Returns an error if the platform's file watching cannot start.
+pub fn watch(
+    reloader: Arc<Reloader>,
+    stop: tokio_util::sync::CancellationToken,
+) -> Result<tokio::task::JoinHandle<()>, notify::Error> {
+    use notify::{RecursiveMode, Watcher};
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<PathBuf>();
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if let Ok(event) = event {
+            for path in event.paths {
+                let _ = tx.send(path);
+            }
+        }
+    })?;
+    let mut watching = HashSet::new();
+    let mut rewatch = move |watcher: &mut notify::RecommendedWatcher, files: &[PathBuf]| {
+        for dir in files.iter().filter_map(|f| f.parent()) {
+            let dir = if dir.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                dir
+            };
+            if watching.insert(dir.to_path_buf()) {
+                if let Err(error) = watcher.watch(dir, RecursiveMode::NonRecursive) {
+                    tracing::warn!(dir = %dir.display(), %error, "cannot watch for list changes");
+                }
+            }
+        }
+    };
+    let mut files = reloader.watched_files();
+    rewatch(&mut watcher, &files);
+    Ok(tokio::spawn(async move {
+        let canonical = |p: &Path| p.canonicalize().unwrap_or_else(|_| p.to_path_buf());
+        let mut wanted: HashSet<PathBuf> = files.iter().map(|f| canonical(f)).collect();
+        loop {
+            // Wait for a change to one of our files…
+            let first = tokio::select! {
+                _ = stop.cancelled() => return,
+                path = rx.recv() => match path { Some(p) => p, None => return },
+            };
+            if !wanted.contains(&canonical(&first)) {
+                continue;
+            }
+            // …then for quiet, so one copy or save makes one reload.
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(DEBOUNCE) => break,
+                    more = rx.recv() => if more.is_none() { return },
+                }
+            }
+            let _ = reloader.reload("a watched file changed").await;
+            files = reloader.watched_files();
+            rewatch(&mut watcher, &files);
+            wanted = files.iter().map(|f| canonical(f)).collect();
+        }
+    }))
+}
