@@ -3,7 +3,8 @@
 
 use super::{
     home, label_hash, tag_of, Category, CategoryId, CategorySet, ListKind, ListPart, Matcher,
-    MatcherStats, Run, Slot, TagGroup, Value, ALLOW_BIT, GROUP, MAX_CATEGORIES, ROOT_HASH,
+    MatcherStats, Run, Slot, TagGroup, Value, ALLOW_BIT, GROUP, MAX_CATEGORIES, PART_HINT_SHIFT,
+    ROOT_HASH,
 };
 use crate::lists::{Rule, Target};
 
@@ -204,6 +205,14 @@ impl MatcherBuilder {
         bits.shrink_to_fit();
         starts.shrink_to_fit();
         rules.shrink_to_fit();
+        let part_hint = (0..=(next_rule >> PART_HINT_SHIFT))
+            .map(|block| {
+                let first = block << PART_HINT_SHIFT;
+                part_starts
+                    .partition_point(|&s| s <= first)
+                    .saturating_sub(1) as u16
+            })
+            .collect();
         let stats = MatcherStats {
             rules: u64::from(next_rule),
             names: name_count,
@@ -215,6 +224,7 @@ impl MatcherBuilder {
             locked,
             parts,
             part_starts,
+            part_hint,
             runs,
             hasher,
             table,

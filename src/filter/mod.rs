@@ -66,6 +66,8 @@ pub use builder::{FilterError, MatcherBuilder};
 use crate::lists::{parse::sha256_of, Syntax};
 use std::hash::BuildHasher;
 
+use arrayvec::ArrayVec;
+
 /// Highest number of categories (one bit each; the top bit of an entry marks "allow").
 pub const MAX_CATEGORIES: usize = 63;
 const ALLOW_BIT: u64 = 1 << 63;
@@ -143,6 +145,8 @@ pub struct Matcher {
     pub(crate) parts: Vec<ListPart>,
     /// First rule number of each list part, ascending (parts are numbered in order).
     pub(crate) part_starts: Vec<u32>,
+    /// For each block of 2^`PART_HINT_SHIFT` rule numbers, the part of its first rule.
+    pub(crate) part_hint: Vec<u16>,
     pub(crate) runs: Vec<Run>,
     /// Seeded hasher for label paths.
     pub(crate) hasher: foldhash::quality::RandomState,
@@ -187,6 +191,8 @@ pub(crate) struct Slot {
 
 /// Most labels a name can have (253 octets: 127 one-letter labels).
 const MAX_LABELS: usize = 128;
+/// Rule numbers per `part_hint` entry.
+pub(crate) const PART_HINT_SHIFT: u32 = 12;
 
 /// One matching entry found during a walk.
 #[derive(Debug, Clone, Copy)]
@@ -302,18 +308,31 @@ impl Matcher {
     /// Report every listed suffix of `name`, shortest first, once each, combining the
     /// node table and (when any are loaded) the hashed entries per suffix.
     fn walk(&self, name: &str, mut report: impl FnMut(Hit)) {
-        let mut hashes = [0u64; MAX_LABELS];
-        let mut starts = [0usize; MAX_LABELS];
-        let labels = self.suffix_hashes(name, &mut hashes, &mut starts);
-        // Start every probe's cache miss now, so they overlap rather than queue.
+        let bytes = name.as_bytes();
+        // Pass 1: hash every suffix and start loading its tag group. No table memory is
+        // read yet, so the loads run side by side instead of one after another.
+        let mut hashes: ArrayVec<u64, MAX_LABELS> = ArrayVec::new();
         let n = self.groups.len();
-        if n > 0 {
-            for &hash in &hashes[..labels] {
+        let mut hash = ROOT_HASH;
+        let mut end = bytes.len();
+        while end > 0 && !hashes.is_full() {
+            let start = label_start(bytes, end);
+            hash = label_hash(&self.hasher, hash, &bytes[start..end]);
+            if n > 0 {
                 prefetch(&self.groups[home(hash, n)]);
             }
+            hashes.push(hash);
+            if start == 0 {
+                break;
+            }
+            end = start - 1;
         }
+        // Pass 2: probe, shortest suffix first.
         let hashed = !self.hashed.is_empty();
-        for (&hash, &start) in hashes[..labels].iter().zip(&starts[..labels]) {
+        let mut end = bytes.len();
+        for &hash in &hashes {
+            let start = label_start(bytes, end);
+            end = start.saturating_sub(1);
             let by_name = self.find(hash);
             let by_hash = if hashed {
                 self.hashed_value(&name[start..])
@@ -333,35 +352,6 @@ impl Matcher {
                 secondary,
             });
         }
-    }
-
-    /// Hash every suffix of `name` that starts at a label, shortest first; returns how
-    /// many. Touches no table memory, so the probes that follow can overlap.
-    fn suffix_hashes(
-        &self,
-        name: &str,
-        hashes: &mut [u64; MAX_LABELS],
-        starts: &mut [usize; MAX_LABELS],
-    ) -> usize {
-        let bytes = name.as_bytes();
-        let mut hash = ROOT_HASH;
-        let mut end = bytes.len();
-        let mut n = 0;
-        while end > 0 && n < MAX_LABELS {
-            let start = bytes[..end]
-                .iter()
-                .rposition(|&b| b == b'.')
-                .map_or(0, |dot| dot + 1);
-            hash = label_hash(&self.hasher, hash, &bytes[start..end]);
-            hashes[n] = hash;
-            starts[n] = start;
-            n += 1;
-            if start == 0 {
-                break;
-            }
-            end = start - 1;
-        }
-        n
     }
 
     /// Probe group by group from the node's home group: compare the tags, read a slot
@@ -408,13 +398,21 @@ impl Matcher {
         }
     }
 
+    /// The list part a rule belongs to: a table lookup, then rarely a step or two.
     fn part_of(&self, rule: u32) -> usize {
-        self.part_starts.partition_point(|&s| s <= rule) - 1
+        let mut part = usize::from(self.part_hint[(rule >> PART_HINT_SHIFT) as usize]);
+        while part + 1 < self.part_starts.len() && self.part_starts[part + 1] <= rule {
+            part += 1;
+        }
+        part
     }
 
     /// The first rule of the hit (name entry first, then hashed) whose list's bits meet
     /// `wanted`.
     fn pick_rule(&self, hit: &Hit, wanted: u64) -> u32 {
+        if hit.secondary.is_none() && hit.primary.0 & 1 == 0 {
+            return hit.primary.0 >> 1; // one rule: the hit's bits are its bits
+        }
         let candidates = self
             .rules_of(hit.primary)
             .chain(hit.secondary.into_iter().flat_map(|v| self.rules_of(v)));
@@ -510,6 +508,7 @@ impl Matcher {
             + self.groups.capacity() * size_of::<TagGroup>()
             + self.runs.capacity() * size_of::<Run>()
             + self.part_starts.capacity() * 4
+            + self.part_hint.capacity() * 2
             + self.hashed.capacity() * size_of::<([u8; 32], Value)>()
             + self.multi_bits.capacity() * 8
             + self.multi_starts.capacity() * 4
@@ -525,6 +524,14 @@ impl Matcher {
                 .map(|c| size_of::<Category>() + c.name.capacity())
                 .sum::<usize>()
     }
+}
+
+/// Where the label ending at `end` starts (just after the dot before it, or at 0).
+fn label_start(bytes: &[u8], end: usize) -> usize {
+    bytes[..end]
+        .iter()
+        .rposition(|&b| b == b'.')
+        .map_or(0, |dot| dot + 1)
 }
 
 /// The hash of the root (the empty label path).
