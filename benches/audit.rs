@@ -106,6 +106,78 @@ fn alternating_medians(rounds: usize, mut a: impl FnMut(), mut b: impl FnMut()) 
     (median(&mut ta), median(&mut tb))
 }
 
+/// Answers per second from a server with `handler`, with 8 clients asking blocked names
+/// one after another for `window`.
+async fn udp_round(addr: SocketAddr, window: Duration) -> f64 {
+    let deadline = std::time::Instant::now() + window;
+    let mut clients = Vec::new();
+    for c in 0..8u16 {
+        clients.push(tokio::spawn(async move {
+            let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            let mut buf = [0u8; 512];
+            let mut answered = 0u64;
+            let mut i = 0u16;
+            while std::time::Instant::now() < deadline {
+                i = i.wrapping_add(1);
+                let mut q = Message::new(i, MessageType::Query, OpCode::Query);
+                let name = format!("www.site{}.blocked.test.", (c * 250 + i % 250) % 2000);
+                q.add_query(Query::query(Name::from_ascii(name).unwrap(), RecordType::A));
+                sock.send_to(&q.to_vec().unwrap(), addr).await.unwrap();
+                let got =
+                    tokio::time::timeout(Duration::from_millis(200), sock.recv_from(&mut buf))
+                        .await;
+                answered += u64::from(got.is_ok());
+            }
+            answered
+        }));
+    }
+    let mut total = 0;
+    for c in clients {
+        total += c.await.unwrap();
+    }
+    total as f64 / window.as_secs_f64()
+}
+
+/// Median answers/s of an audit-off and an audit-on server over `rounds` alternating rounds.
+fn udp_rates(shared: &Arc<ArcSwap<Engine>>, sink: &Sink, rounds: usize) -> (f64, f64) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let forwarder = Forwarder::new(&shared.load().config.upstream).unwrap();
+        let listen: [SocketAddr; 1] = ["127.0.0.1:0".parse().unwrap()];
+        let off = warden::dns::start(
+            &listen,
+            Handler::new(shared.clone(), forwarder.clone()),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+        let on = warden::dns::start(
+            &listen,
+            Handler::new(shared.clone(), forwarder).with_audit(sink.clone()),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+        let window = Duration::from_secs(1);
+        let (mut r_off, mut r_on) = (Vec::new(), Vec::new());
+        for _ in 0..rounds {
+            r_off.push(udp_round(off.addrs[0], window).await);
+            r_on.push(udp_round(on.addrs[0], window).await);
+        }
+        off.shutdown().await.unwrap();
+        on.shutdown().await.unwrap();
+        let median = |v: &mut Vec<f64>| {
+            v.sort_by(|a, b| a.total_cmp(b));
+            v[v.len() / 2]
+        };
+        (median(&mut r_off), median(&mut r_on))
+    })
+}
+
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -114,7 +186,7 @@ fn main() {
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let shared = Arc::new(ArcSwap::from_pointee(engine(dir.path())));
-    let (off, on, writer) = runtime.block_on(async {
+    let (off, on, writer, sink) = runtime.block_on(async {
         let forwarder = Forwarder::new(&shared.load().config.upstream).unwrap();
         let off = Handler::new(shared.clone(), forwarder.clone());
         let sink = Sink::new(100_000);
@@ -129,8 +201,8 @@ fn main() {
             },
         )
         .unwrap();
-        let on = Handler::new(shared.clone(), forwarder).with_audit(sink);
-        (off, on, writer)
+        let on = Handler::new(shared.clone(), forwarder).with_audit(sink.clone());
+        (off, on, writer, sink)
     });
     let requests = requests();
     let run = |handler: &Handler| {
@@ -157,6 +229,8 @@ fn main() {
     let blocked_on = on
         .blocked_counter()
         .load(std::sync::atomic::Ordering::Relaxed);
+    // Over real UDP sockets on loopback: the DNS path as a client sees it.
+    let (udp_off, udp_on) = udp_rates(&shared, &sink, if full { 10 } else { 1 });
     writer.stop().unwrap();
     let rows = Store::open(&dir.path().join("audit.sqlite")).unwrap();
     assert!(matches!(
@@ -187,4 +261,9 @@ fn main() {
         t_off / t_on
     );
     println!("({blocked_on} blocks audited during the run, all counted into rows)");
+    println!("\n## Blocked answers over UDP on loopback, audit on vs off (median of 10 alternating 1 s rounds, 8 clients)");
+    println!("| | answers/s | ratio to off |");
+    println!("|---|---:|---:|");
+    println!("| audit off | {udp_off:.0} | 1.00× |");
+    println!("| audit on | {udp_on:.0} | {:.2}× |", udp_on / udp_off);
 }

@@ -78,23 +78,55 @@ pub struct Event {
 }
 
 /// The coalescing key: repeats of the same (client, outcome, categories, name) are counted
-/// into one row. Raw bytes (address octets, then the texts), so that building one for a
-/// repeat costs one small allocation and no formatting.
+/// into one row. Raw bytes: address octets, outcome, categories, U+001F, name.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) struct Key(Vec<u8>);
 
+/// Longest key: 16 address octets, outcome, categories (≤ 63 names of ≤ 64 bytes would be
+/// longer, but such keys simply take the allocating path), separator, 253-byte name.
+const KEY_INLINE: usize = 512;
+
+/// A key built on the stack, for looking up repeats without allocating.
+type KeyBuf = arrayvec::ArrayVec<u8, KEY_INLINE>;
+
 impl Key {
-    fn new(client: IpAddr, outcome: Outcome, categories: &str, name: &str) -> Key {
-        let mut key = Vec::with_capacity(name.len() + categories.len() + 19);
+    /// Encode into `out`; `None` if it does not fit (then use [`Key::new`]).
+    fn encode(client: IpAddr, outcome: Outcome, categories: &str, name: &str) -> Option<KeyBuf> {
+        let mut out = KeyBuf::new();
         match client {
-            IpAddr::V4(v4) => key.extend_from_slice(&v4.octets()),
-            IpAddr::V6(v6) => key.extend_from_slice(&v6.octets()),
+            IpAddr::V4(v4) => out.try_extend_from_slice(&v4.octets()).ok()?,
+            IpAddr::V6(v6) => out.try_extend_from_slice(&v6.octets()).ok()?,
         }
-        key.push(outcome as u8);
-        key.extend_from_slice(categories.as_bytes());
-        key.push(0x1f); // categories never contain it
-        key.extend_from_slice(name.as_bytes());
-        Key(key)
+        out.try_push(outcome as u8).ok()?;
+        out.try_extend_from_slice(categories.as_bytes()).ok()?;
+        out.try_push(0x1f).ok()?; // categories never contain it
+        out.try_extend_from_slice(name.as_bytes()).ok()?;
+        Some(out)
+    }
+
+    fn new(client: IpAddr, outcome: Outcome, categories: &str, name: &str) -> Key {
+        match Key::encode(client, outcome, categories, name) {
+            Some(buf) => Key(buf.to_vec()),
+            None => {
+                let mut key = Vec::with_capacity(name.len() + categories.len() + 18);
+                key.extend_from_slice(&match client {
+                    IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+                    IpAddr::V6(v6) => v6.octets(),
+                });
+                key.push(outcome as u8);
+                key.extend_from_slice(categories.as_bytes());
+                key.push(0x1f);
+                key.extend_from_slice(name.as_bytes());
+                Key(key)
+            }
+        }
+    }
+}
+
+/// `Vec<u8>` and `[u8]` hash alike, so a map keyed by `Key` can be searched by bytes.
+impl std::borrow::Borrow<[u8]> for Key {
+    fn borrow(&self) -> &[u8] {
+        &self.0
     }
 }
 
@@ -153,12 +185,16 @@ impl Sink {
         let inner = &self.inner;
         inner.received.fetch_add(1, Ordering::Relaxed);
         let time = SystemTime::now();
-        let mut key = Key::new(client, outcome, categories, name);
-        if let Some(mut pending) = inner.pending.get_mut(&key) {
-            pending.count += 1;
-            pending.last = pending.last.max(time);
-            return;
+        // A repeat (the common case under load) only counts: look it up without
+        // allocating, from a key built on the stack.
+        if let Some(buf) = Key::encode(client, outcome, categories, name) {
+            if let Some(mut pending) = inner.pending.get_mut(&buf[..]) {
+                pending.count += 1;
+                pending.last = pending.last.max(time);
+                return;
+            }
         }
+        let mut key = Key::new(client, outcome, categories, name);
         // Over the bound, fold the name into the client's overflow entry, then the
         // client into the global one: the count survives, the detail degrades.
         let mut fold = None;

@@ -244,20 +244,25 @@ impl Store {
                 .get(key)
                 .filter(|row| pending.last.duration_since(row.first).unwrap_or_default() < window);
             if let Some(row) = within {
-                tx.execute(
+                // Cached statements: the writer runs these thousands of times a second.
+                tx.prepare_cached(
                     "UPDATE events SET count = count + ?1, last_seen = max(last_seen, ?2) WHERE id = ?3",
-                    params![pending.count as i64, rfc3339(pending.last), row.id],
                 )
+                .and_then(|mut stmt| {
+                    stmt.execute(params![pending.count as i64, rfc3339(pending.last), row.id])
+                })
                 .map_err(err)?;
                 stats.updated += 1;
                 continue;
             }
             let e = &pending.event;
-            tx.execute(
+            tx.prepare_cached(
                 "INSERT INTO events (first_seen, last_seen, count, client_ip, device, grp, name, qtype, \
                  categories, locked, list, line, rule, response, cname, outcome, salt) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
-                params![
+            )
+            .and_then(|mut stmt| {
+                stmt.execute(params![
                     rfc3339(pending.first),
                     rfc3339(pending.last),
                     pending.count as i64,
@@ -275,8 +280,8 @@ impl Store {
                     e.cname,
                     e.outcome.as_str(),
                     new_salt(),
-                ],
-            )
+                ])
+            })
             .map_err(err)?;
             open.insert(
                 key.clone(),
