@@ -36,9 +36,17 @@ struct Audited {
 }
 
 async fn audited(max_pending: usize) -> Audited {
+    audited_with(max_pending, "").await
+}
+
+/// As [`audited`], with `extra` appended to the config.
+async fn audited_with(max_pending: usize, extra: &str) -> Audited {
     let (upstream, upstream_addr, token) = start_upstream().await;
     let dir = tempfile::tempdir().unwrap();
     let path = write_config(dir.path(), upstream_addr, "");
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text.push_str(extra);
+    std::fs::write(&path, text).unwrap();
     let engine = Engine::load(&path).unwrap();
     let db = dir.path().join("audit/audit.sqlite");
     let sink = Sink::new(max_pending);
@@ -150,6 +158,28 @@ async fn blocks_become_rows_with_every_field_and_allowed_queries_none() {
         store.verify(None, std::time::SystemTime::now()).unwrap(),
         Verification::Intact { rows: 3, .. }
     ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allowed_queries_are_recorded_only_when_log_allowed_is_set() {
+    let a = audited_with(1000, "[audit]\nlog_allowed = true\n").await;
+    udp(a.warden, "allowed.test.", RecordType::A, true).await;
+    udp(a.warden, "allowed.test.", RecordType::AAAA, true).await;
+    udp(a.warden, "blocked.test.", RecordType::A, true).await;
+    let (store, blocked, _) = a.finish().await;
+    assert_eq!(blocked, 1);
+    let rows = review::list(&store, &Filter::default()).unwrap();
+    let allowed = rows
+        .iter()
+        .find(|r| r.name == "allowed.test")
+        .expect("recorded");
+    assert_eq!((allowed.outcome.as_str(), allowed.count), ("allowed", 2));
+    assert_eq!(
+        (allowed.categories.as_str(), allowed.response.as_str()),
+        ("", "forwarded")
+    );
+    let summary = review::summary(&store, &Filter::default()).unwrap();
+    assert_eq!(summary.total, 1, "trends count blocks only");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -19,6 +19,8 @@ use super::{Key, Pending, Sink};
 
 /// How often retention purges run.
 const PURGE_EVERY: Duration = Duration::from_secs(24 * 3600);
+/// How often the writer logs its counters (when anything happened).
+const REPORT_EVERY: Duration = Duration::from_secs(300);
 
 /// What the writer needs to know.
 #[derive(Debug, Clone)]
@@ -100,6 +102,7 @@ fn run(
     let mut open: HashMap<Key, OpenRow> = HashMap::new();
     let mut retry: HashMap<Key, Pending> = HashMap::new();
     let mut last_purge: Option<Instant> = None;
+    let mut last_report = (Instant::now(), 0u64);
     loop {
         let stopping = match stopped.recv_timeout(settings.flush_interval) {
             Ok(()) | Err(RecvTimeoutError::Disconnected) => true,
@@ -150,10 +153,34 @@ fn run(
                 Err(error) => tracing::error!(%error, "audit retention purge failed"),
             }
         }
+        let received = sink.received();
+        if stopping || (last_report.0.elapsed() >= REPORT_EVERY && received != last_report.1) {
+            report(&sink, stats, open.len() + retry.len());
+            last_report = (Instant::now(), received);
+        }
         if stopping {
             return Ok(());
         }
     }
+}
+
+/// One log line with the writer's counters (the ones a metrics endpoint will export).
+fn report(sink: &Sink, stats: &WriterStats, open_rows: usize) {
+    let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+    let received = sink.received();
+    let rows = get(&stats.rows_inserted);
+    tracing::info!(
+        events_received = received,
+        rows_written = rows,
+        events_coalesced = received.saturating_sub(rows),
+        events_folded = sink.folded(),
+        queue_depth = sink.queue_depth(),
+        open_rows,
+        rows_sealed = get(&stats.rows_sealed),
+        write_errors = get(&stats.write_errors),
+        rows_purged = get(&stats.purged),
+        "audit writer"
+    );
 }
 
 /// Fold `pending` into `map` under `key`.
