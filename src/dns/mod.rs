@@ -174,12 +174,6 @@ impl Handler {
         );
         if let Some(sink) = &self.audit {
             sink.record(client.ip(), Outcome::Blocked, &categories, name, || Event {
-                time: SystemTime::now(),
-                client: client.ip(),
-                device: None,
-                group: engine.config.server.default_group.clone(),
-                name: name.to_string(),
-                qtype: qtype.to_string(),
                 categories: categories.to_string(),
                 locked: block.locked,
                 list: block.rule.list_name().to_string(),
@@ -188,12 +182,14 @@ impl Handler {
                 response: engine.config.blocking.response.as_str().to_string(),
                 cname: via_cname.map(str::to_string),
                 outcome: Outcome::Blocked,
+                ..allowed_event(engine, client, name, qtype)
             });
         }
     }
 }
 
-/// The audit event of an allowed query (only with `[audit] log_allowed`).
+/// The audit event of an allowed query (recorded only with `[audit] log_allowed`); a
+/// block's event is this one with the rule's details.
 fn allowed_event(engine: &Engine, client: SocketAddr, name: &str, qtype: RecordType) -> Event {
     Event {
         time: SystemTime::now(),

@@ -158,42 +158,18 @@ impl MatcherBuilder {
             .fold(CategorySet::EMPTY, |s, (i, _)| s.with(CategoryId(i as u8)));
         let name = |p: &PendingName| &arena[p.start as usize..p.start as usize + p.len as usize];
         let mut multi = MultiTable::default();
-        let mut shadowed = 0u64;
         let (hasher, keyed) = hash_names(&pending, &name)?;
         drop(pending);
-        // One entry per distinct name: (hash, value).
-        let mut entries: Vec<(u64, Value)> = Vec::new();
-        let mut i = 0;
-        while i < keyed.len() {
-            let mut j = i + 1;
-            while j < keyed.len() && keyed[j].0 == keyed[i].0 {
-                j += 1;
-            }
-            let (value, dropped) =
-                multi.entry(keyed[i..j].iter().map(|k| k.1), &parts, &part_starts);
-            shadowed += dropped;
-            entries.push((keyed[i].0, value));
-            i = j;
-        }
+        // One entry per distinct name (and per distinct hashed entry): (key, value).
+        let (entries, mut shadowed) = fold_duplicates(&keyed, &mut multi, &parts, &part_starts);
         drop(keyed);
         let name_count = entries.len() as u64;
         let (table, groups) = fill_table(&entries);
         drop(entries);
-
         hashed.sort_unstable();
-        let mut hashed_values = Vec::new();
-        let mut i = 0;
-        while i < hashed.len() {
-            let mut j = i + 1;
-            while j < hashed.len() && hashed[j].0 == hashed[i].0 {
-                j += 1;
-            }
-            let (value, dropped) =
-                multi.entry(hashed[i..j].iter().map(|h| h.1), &parts, &part_starts);
-            shadowed += dropped;
-            hashed_values.push((hashed[i].0, value));
-            i = j;
-        }
+        let (mut hashed_values, dropped) =
+            fold_duplicates(&hashed, &mut multi, &parts, &part_starts);
+        shadowed += dropped;
         hashed_values.shrink_to_fit();
         runs.shrink_to_fit();
         let MultiTable {
@@ -236,6 +212,27 @@ impl MatcherBuilder {
             stats,
         })
     }
+}
+
+/// One value per distinct key of `sorted` (pairs of key and rule, sorted by key): a
+/// single rule, or a multi entry for a key listed by several rules. Returns the values and
+/// how many rules were shadowed (same key, same category, an earlier list).
+fn fold_duplicates<K: Copy + PartialEq>(
+    sorted: &[(K, u32)],
+    multi: &mut MultiTable,
+    parts: &[ListPart],
+    part_starts: &[u32],
+) -> (Vec<(K, Value)>, u64) {
+    let mut shadowed = 0;
+    let values = sorted
+        .chunk_by(|a, b| a.0 == b.0)
+        .map(|same| {
+            let (value, dropped) = multi.entry(same.iter().map(|k| k.1), parts, part_starts);
+            shadowed += dropped;
+            (same[0].0, value)
+        })
+        .collect();
+    (values, shadowed)
 }
 
 /// Entries for names listed by more than one rule.
