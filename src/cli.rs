@@ -219,6 +219,7 @@ fn load_engine(path: &Path) -> Result<Engine> {
 fn serve(path: &Path) -> Result<ExitCode> {
     // Start-up order: load and validate everything, then bind, then serve.
     let engine = load_engine(path)?;
+    crate::memory::return_freed_memory();
     for warning in engine.lists.iter().filter_map(|l| l.report.warning()) {
         tracing::warn!("{warning}");
     }

@@ -39,6 +39,7 @@ pub mod dns;
 pub mod engine;
 pub mod filter;
 pub mod lists;
+pub mod memory;
 pub mod name;
 pub mod reload;
 pub mod upstream;

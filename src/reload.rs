@@ -109,7 +109,10 @@ impl Reloader {
         match built {
             Ok(engine) => {
                 let rules = engine.matcher.stats().rules;
+                // The previous snapshot is freed when its last query finishes; give the
+                // build's scratch memory back now.
                 self.shared.store(Arc::new(engine));
+                crate::memory::return_freed_memory();
                 let generation = self.stats.generation.fetch_add(1, Ordering::Relaxed) + 1;
                 let ms = started.elapsed().as_millis() as u64;
                 self.stats.last_duration_ms.store(ms, Ordering::Relaxed);
