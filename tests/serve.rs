@@ -236,6 +236,66 @@ async fn malformed_packets_get_formerr_or_are_dropped_and_serving_goes_on() {
     assert_eq!(h.upstream.total(), 0, "nothing malformed was forwarded");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_first_upstream_fails_over_to_the_next() {
+    let (upstream, upstream_addr, token) = start_upstream().await;
+    let _stop = token.drop_guard();
+    let black_hole = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), upstream_addr, "");
+    // Put the dead server first.
+    let text = std::fs::read_to_string(&path).unwrap().replace(
+        &format!("servers = [\"{upstream_addr}\"]"),
+        &format!(
+            "servers = [\"{}\", \"{upstream_addr}\"]",
+            black_hole.local_addr().unwrap()
+        ),
+    );
+    std::fs::write(&path, text).unwrap();
+    let engine = Engine::load(&path).unwrap();
+    assert_eq!(engine.config.upstream.servers.len(), 2);
+    let forwarder = Forwarder::new(&engine.config.upstream).unwrap();
+    let handler = dns::Handler::new(Arc::new(ArcSwap::from_pointee(engine)), forwarder);
+    let server = dns::start(&["127.0.0.1:0".parse().unwrap()], handler, WAIT)
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let resp = udp(server.addrs[0], "allowed.test.", RecordType::A, true).await;
+    assert_eq!(resp.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(
+        resp.answers[0].data,
+        RData::A(A(Ipv4Addr::new(192, 0, 2, 1)))
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "within the 1 s timeout"
+    );
+    assert_eq!(upstream.count("allowed.test."), 1);
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edns_answers_echo_do_and_offer_at_most_1232_bytes() {
+    let h = harness("").await;
+    for (do_bit, payload) in [(true, 4096u16), (false, 700)] {
+        let mut msg = query_message("www.blocked.test.", RecordType::A, false);
+        let mut edns = hickory_proto::op::Edns::new();
+        edns.set_max_payload(payload);
+        edns.set_dnssec_ok(do_bit);
+        msg.set_edns(edns);
+        let resp = udp_exchange(h.warden, &msg.to_vec().unwrap())
+            .await
+            .unwrap();
+        let got = resp.edns.expect("EDNS answered with EDNS");
+        assert_eq!(got.flags().dnssec_ok, do_bit);
+        assert_eq!(got.max_payload(), payload.min(1232));
+        assert!(
+            !resp.metadata.authentic_data,
+            "a local block is not DNSSEC-validated data"
+        );
+    }
+}
+
 #[test]
 fn the_real_binary_serves_a_block_and_an_allow_on_port_0() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
