@@ -218,29 +218,45 @@ if [ -n "$LOADED_LINE" ]; then say "${LOADED_LINE#*INFO }"; fi
 
 # ---- dnsperf runs ----
 
-# run_dnsperf NAME FILE SECONDS [extra dnsperf flags]: sets QPS LAT SD CPU_US CODES LOST
+# CPU ticks since boot: busy (all CPUs together), and this shell's reaped children.
+sys_busy() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat; }
+child_ticks() { # sets CHILD (not "$(child_ticks)": a subshell has its own children)
+    times >"$WORK/times"
+    CHILD=$(awk -v hz="$HZ" 'NR == 2 { for (i = 1; i <= 2; i++) { split($i, a, /[ms]/); t += a[1] * 60 + a[2] }
+        printf "%.0f", t * hz }' "$WORK/times")
+}
+
+# run_dnsperf NAME FILE SECONDS [extra dnsperf flags]: sets QPS LAT SD CPU_US
 run_dnsperf() {
-    local name=$1 file=$2 secs=$3 out="$WORK/dnsperf-$((++RUN)).out" t0 t1 n_done busy
+    local name=$1 file=$2 secs=$3 out="$WORK/dnsperf-$((++RUN)).out"
+    local w0 w1 s0 s1 c0 c1 t0 t1 n_done lost codes cpu
     shift 3
-    t0=$(cpu_ticks "$WARDEN_PID")
+    child_ticks
+    c0=$CHILD t0=$(date +%s.%N) w0=$(cpu_ticks "$WARDEN_PID") s0=$(sys_busy)
     timeout $((secs + 60)) "${PIN_CLIENT[@]}" dnsperf -s 127.0.0.1 -p "$WARDEN_PORT" -d "$file" \
         -l "$secs" -c "$CLIENTS" -q "$OUTSTANDING" ${MAX_QPS:+-Q "$MAX_QPS"} "$@" >"$out" 2>&1 ||
         { cat "$out" >&2; die "dnsperf ($name) failed"; }
-    t1=$(cpu_ticks "$WARDEN_PID")
+    t1=$(date +%s.%N) w1=$(cpu_ticks "$WARDEN_PID") s1=$(sys_busy)
+    child_ticks
+    c1=$CHILD
     kill -0 "$WARDEN_PID" 2>/dev/null || die "Warden died during $name (log: $WORK/warden.log)"
     n_done=$(awk '/Queries completed:/ { print $3 }' "$out")
-    LOST=$(awk '/Queries lost:/ { print $3 " " $4 }' "$out")
+    lost=$(awk '/Queries lost:/ { print $3 " " $4 }' "$out")
+    codes=$(awk -F': *' '/Response codes:/ { print $2 }' "$out")
     QPS=$(awk '/Queries per second:/ { printf "%.0f", $4 }' "$out")
     LAT=$(awk '/Average Latency/ { printf "%.3f", $4 * 1000 }' "$out")
     SD=$(awk '/Latency StdDev/ { printf "%.3f", $4 * 1000 }' "$out")
-    CODES=$(awk -F': *' '/Response codes:/ { print $2 }' "$out")
     [ -n "$n_done" ] && [ "$n_done" -gt 0 ] && [ -n "$QPS" ] || { cat "$out" >&2; die "no results from dnsperf ($name)"; }
-    CPU_US=$(awk -v d=$((t1 - t0)) -v hz="$HZ" -v n="$n_done" 'BEGIN { printf "%.2f", d / hz * 1e6 / n }')
-    # Warden's CPU use over the run: near 100% means Warden (not dnsperf) was the limit.
-    busy=$(awk -v d=$((t1 - t0)) -v hz="$HZ" '/Run time/ { printf "%.0f", d / hz / $4 * 100 }' "$out")
+    CPU_US=$(awk -v d=$((w1 - w0)) -v hz="$HZ" -v n="$n_done" 'BEGIN { printf "%.2f", d / hz * 1e6 / n }')
+    # Where the CPU went, in % of one CPU: Warden near 100% means Warden was the limit;
+    # "other" well above 0 means something else on the machine disturbed the run.
+    cpu=$(awk -v w=$((w1 - w0)) -v c=$((c1 - c0)) -v s=$((s1 - s0)) -v hz="$HZ" -v t0="$t0" -v t1="$t1" \
+        'BEGIN { f = 100 / hz / (t1 - t0); o = (s - w - c) * f; if (o < 0) o = 0
+            printf "Warden %.0f%%, dnsperf %.0f%%, other %.0f%%", w * f, c * f, o }')
     printf '%-28s %s q/s, latency avg %s ms (stddev %s ms), Warden CPU %s µs/query\n' \
         "$name:" "$QPS" "$LAT" "$SD" "$CPU_US"
-    printf '%-28s completed %s, lost %s; %s; Warden CPU busy %s%%\n' "" "$n_done" "$LOST" "$CODES" "$busy"
+    printf '%-28s completed %s, lost %s; %s\n' "" "$n_done" "$lost" "$codes"
+    printf '%-28s CPU (%% of one CPU): %s\n' "" "$cpu"
 }
 
 # Other work on the machine skews everything: measure how busy it is for 1 s first.

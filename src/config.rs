@@ -248,8 +248,11 @@ fn default_audit_flush() -> Duration {
 fn default_retention_days() -> u32 {
     365
 }
+/// 5,000 distinct (device, name, categories) keys per flush: far above a LAN's real
+/// blocks (a few per second per device), and a bound on a flood's cost: at most this many
+/// new rows per second for the writer, and about 3 MB of keys between flushes.
 fn default_max_pending() -> usize {
-    100_000
+    5_000
 }
 
 /// `[reload]`: the guard against lists that shrink suspiciously.
