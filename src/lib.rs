@@ -9,8 +9,9 @@
 //! - [`lists`] reads list files (hosts, plain, adblock, dnsmasq, unbound, RPZ, hashed;
 //!   gzip or not) into rules, reporting every skipped line with its position.
 //! - [`filter`] compiles the rules of all lists into one immutable [`filter::Matcher`]:
-//!   a finite state transducer over reversed names, answering "is this name blocked for
-//!   these categories, and by which rule?" without allocating.
+//!   a reversed-label trie whose nodes are keyed hashes of their label paths, in a
+//!   cache-friendly table, answering "is this name blocked for these categories, and by
+//!   which rule?" without allocating.
 //! - [`engine`] bundles config + matcher + per-group category sets into one snapshot.
 //!   Everything a query reads lives in that snapshot; a reload builds a new one off the
 //!   query path and swaps it in atomically.
@@ -19,15 +20,17 @@
 //! - [`audit`] records every block for the e-safety lead: coalesced in memory on the
 //!   query path, written to SQLite by its own thread, hash-chained, purged on schedule.
 //! - [`reload`] rebuilds the snapshot on SIGHUP or a file change and swaps it in,
-//!   refusing snapshots that fail to build or in which a list shrank suspiciously.
-//! - [`cli`] is the command line (`serve`, `check`, `lists stats`, `config check`).
+//!   refusing snapshots that fail to build or in which a list shrank suspiciously;
+//!   [`memory`] hands each build's scratch memory back to the operating system.
+//! - [`cli`] is the command line (`serve`, `check`, `lists stats`, `config check`,
+//!   `audit verify|list|summary|export|review`).
 //!
 //! ## One query's path ([`dns::Handler::resolve`])
 //! 1. check the request: a standard query, one IN question (else NOTIMP/FORMERR/REFUSED);
 //! 2. normalise the name once (lower case, no trailing dot);
 //! 3. find the client's group and its active categories (locked ones always on);
 //! 4. [`filter::Matcher::lookup`]: blocked → answer locally in the configured mode, with
-//!    an Extended DNS Error saying why, and log the block;
+//!    an Extended DNS Error saying why, and record the block for the audit log;
 //! 5. allowed → forward upstream ([`upstream::Forwarder`]: cache, failover, timeout);
 //! 6. check the answer's CNAME chain against the matcher, so no listed name hides
 //!    behind an allowed alias.
