@@ -185,6 +185,24 @@ fn check_shrink(old: &Engine, new: &Engine) -> Result<(), ReloadError> {
     Ok(())
 }
 
+/// Does this event change what a file holds? Reading a list (inotify's access, open and
+/// close-without-writing events) or touching its metadata must not trigger a reload.
+fn changes_content(event: &notify::Event) -> bool {
+    use notify::event::{EventKind, ModifyKind};
+    matches!(
+        event.kind,
+        EventKind::Create(_)
+            | EventKind::Remove(_)
+            | EventKind::Modify(ModifyKind::Data(_) | ModifyKind::Name(_) | ModifyKind::Any)
+            | EventKind::Any
+    ) || matches!(
+        event.kind,
+        EventKind::Access(notify::event::AccessKind::Close(
+            notify::event::AccessMode::Write
+        ))
+    )
+}
+
 /// Watch `files` (through their folders, so replacing a file by renaming onto it counts)
 /// and reload after each burst of changes. The watcher thread and task end with
 /// `stop`. Returns an error if the platform's file watching cannot start.
@@ -195,7 +213,7 @@ pub fn watch(
     use notify::{RecursiveMode, Watcher};
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<PathBuf>();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if let Ok(event) = event {
+        if let Some(event) = event.ok().filter(changes_content) {
             for path in event.paths {
                 let _ = tx.send(path);
             }
