@@ -289,4 +289,7 @@ echo "| (b) allowed, from cache | ${B[0]} | ${B[1]} ms (± ${B[2]}) | ${B[3]} |"
 echo
 echo "Start-up (process start → serving DNS): ${STARTUP} s"
 echo "RSS after loading: $(mib "$RSS_LOADED"); after the runs: $(mib "$RSS_AFTER") (peak $(mib "$RSS_PEAK"))"
+COMMIT=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
+if [ -n "$(git -C "$ROOT" status --porcelain --untracked-files=no 2>/dev/null)" ]; then COMMIT="$COMMIT + local changes"; fi
 echo "Block list: $REAL names from the shared lists + $SYNTH synthetic; audit log ${AUDIT:-on}; pinning: $PINNING"
+echo "Warden: $COMMIT; dnsperf $(dnsperf -h 2>&1 | awk '/^Version/ { print $2; exit }'); $(nproc) CPUs, $(awk -F': *' '/^model name/ { print $2; exit }' /proc/cpuinfo)"
