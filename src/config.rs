@@ -105,7 +105,7 @@ fn default_tcp_timeout() -> Duration {
 pub struct UpstreamConfig {
     /// `IP:port` (UDP with TCP fallback), `tcp://IP:port`, or `tls://IP:port@server.name`.
     #[serde(default = "default_upstreams")]
-    pub servers: Vec<String>,
+    pub servers: Vec<Spanned<String>>,
     /// How long one client query may wait for upstream before it gets SERVFAIL.
     #[serde(default = "default_upstream_timeout", with = "humantime_serde")]
     pub timeout: Duration,
@@ -124,8 +124,11 @@ impl Default for UpstreamConfig {
     }
 }
 
-fn default_upstreams() -> Vec<String> {
-    vec!["9.9.9.9:53".to_string(), "149.112.112.112:53".to_string()]
+fn default_upstreams() -> Vec<Spanned<String>> {
+    ["9.9.9.9:53", "149.112.112.112:53"]
+        .into_iter()
+        .map(|s| Spanned::new(0..0, s.to_string()))
+        .collect()
 }
 fn default_upstream_timeout() -> Duration {
     Duration::from_secs(3)
@@ -518,6 +521,17 @@ impl Validator<'_> {
                 format!("[audit] flush_interval must be between 1ms and 1s, not {flush:?}"),
             );
         }
+        if config.upstream.servers.is_empty() {
+            return self.error(
+                0..0,
+                "[upstream] servers must name at least one resolver".into(),
+            );
+        }
+        for server in &config.upstream.servers {
+            if let Err(e) = crate::upstream::ServerSpec::parse(server.get_ref()) {
+                return self.error(server.span(), e.to_string());
+            }
+        }
         if config.server.listen.is_empty() {
             return self.error(
                 0..0,
@@ -582,6 +596,19 @@ mod tests {
         let text = "[categories.a]\n[groups.default]\nblock = [\"a\", \"b\"]\n";
         let err = parse(text).unwrap_err().to_string();
         assert!(err.contains(":3:") && err.contains("\"b\""), "{err}");
+    }
+
+    #[test]
+    fn bad_upstreams_are_refused_at_load_with_their_line() {
+        let err = parse("[upstream]\nservers = [\n  \"9.9.9.9:53\",\n  \"dns.quad9.net\",\n]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("conf/w.toml:4:") && err.contains("dns.quad9.net"),
+            "{err}"
+        );
+        let err = parse("[upstream]\nservers = []\n").unwrap_err().to_string();
+        assert!(err.contains("at least one resolver"), "{err}");
     }
 
     #[test]

@@ -147,7 +147,7 @@ impl Forwarder {
         let servers = config
             .servers
             .iter()
-            .map(|s| ServerSpec::parse(s).map(|spec| spec.name_server()))
+            .map(|s| ServerSpec::parse(s.get_ref()).map(|spec| spec.name_server()))
             .collect::<Result<Vec<_>, _>>()?;
         let mut builder = Resolver::builder_with_config(
             ResolverConfig::from_parts(None, Vec::new(), servers),
@@ -225,6 +225,15 @@ mod tests {
             ServerSpec::parse("tls://9.9.9.9@dns.quad9.net").unwrap(),
             ServerSpec::Tls("9.9.9.9:853".parse().unwrap(), "dns.quad9.net".into())
         );
+    }
+
+    #[tokio::test]
+    async fn builds_a_resolver_for_every_server_form() {
+        let text = "[upstream]\nservers = [\"127.0.0.1:5300\", \"tcp://[::1]:5300\", \
+                    \"tls://127.0.0.1:8853@dns.example\"]\ntimeout = \"500ms\"\n";
+        let config = crate::config::Config::parse(text, std::path::Path::new("w.toml")).unwrap();
+        let forwarder = Forwarder::new(&config.upstream).unwrap();
+        assert_eq!(forwarder.timeout, Duration::from_millis(500));
     }
 
     #[test]
