@@ -147,6 +147,24 @@ async fn a_cname_chain_through_a_blocked_name_is_blocked() {
     assert_eq!(resp.metadata.response_code, ResponseCode::NXDomain);
     assert!(resp.answers.is_empty(), "no part of the chain leaks");
     assert_eq!(ede(&resp).map(|e| e.0), Some(15));
+    // Also when the query name itself could never be listed (a space in a label).
+    let resp = udp(h.warden, "odd\\032name.test.", RecordType::A, true).await;
+    assert_eq!(resp.metadata.response_code, ResponseCode::NXDomain);
+    assert!(
+        resp.answers.is_empty(),
+        "no address of the blocked target leaks"
+    );
+    assert_eq!(
+        ede(&resp).map(|e| e.0),
+        Some(15),
+        "Warden's block, not upstream's NXDOMAIN"
+    );
+    let seen: Vec<String> = h.upstream.seen.lock().unwrap().keys().cloned().collect();
+    assert!(
+        seen.iter()
+            .any(|n| n.starts_with("odd") && n.ends_with("name.test.")),
+        "{seen:?}"
+    );
     // A clean chain is answered as upstream gave it.
     let resp = udp(h.warden, "alias.test.", RecordType::A, true).await;
     assert_eq!(resp.metadata.response_code, ResponseCode::NoError);

@@ -77,11 +77,10 @@ impl Handler {
         let qtype = query.query_type();
         let client = request.src();
 
-        // 2. Normalise the name once; everything after compares this form.
-        let Some(name) = normalised(query.name()) else {
-            // Octets no list entry can hold: no rule can match, so forward as is.
-            return self.forward(query.name(), qtype, client, None).await;
-        };
+        // 2. Normalise the name once; everything after compares this form. A name with
+        //    octets no list entry can hold cannot match a rule itself, but its answer's
+        //    CNAME chain is still checked below.
+        let name = normalised(query.name());
 
         // 3. Who is asking decides which categories apply. Until client groups exist,
         //    every client is in the default group (locked categories always included).
@@ -90,33 +89,37 @@ impl Handler {
 
         // 4. The matcher decides before anything leaves the building: a blocked name
         //    never reaches upstream, whatever the query type.
-        if let Some(block) = engine.matcher.lookup(&name, active).block() {
-            self.report_block(&engine, client, &name, qtype, block, None);
-            return answer::blocked(
-                &engine.config.blocking,
-                &engine,
-                query.original().name(),
-                qtype,
-                block,
-            );
+        if let Some(name) = &name {
+            if let Some(block) = engine.matcher.lookup(name, active).block() {
+                self.report_block(&engine, client, name, qtype, block, None);
+                return answer::blocked(
+                    &engine.config.blocking,
+                    &engine,
+                    query.original().name(),
+                    qtype,
+                    block,
+                );
+            }
         }
 
         // 5. Allowed: ask upstream, then 6. check its CNAME chain (inside forward).
-        self.forward(query.name(), qtype, client, Some((&engine, &name)))
+        let shown = name.unwrap_or_else(|| query.name().to_string());
+        self.forward(query.name(), qtype, client, &engine, &shown)
             .await
     }
 
-    /// Forward to upstream; with an engine, refuse answers whose CNAME chain runs through
-    /// a blocked name (no "CNAME cloaking" around the lists).
+    /// Forward to upstream, and refuse an answer whose CNAME chain runs through a blocked
+    /// name (no "CNAME cloaking" around the lists). `name` is the query as logged.
     async fn forward(
         &self,
         qname: &LowerName,
         qtype: RecordType,
         client: SocketAddr,
-        check: Option<(&Engine, &str)>,
+        engine: &Engine,
+        name: &str,
     ) -> Reply {
         let answer = self.forwarder.forward(Name::from(qname), qtype).await;
-        if let (Some((engine, name)), Answer::Records { answers, .. }) = (check, &answer) {
+        if let Answer::Records { answers, .. } = &answer {
             let active = engine.default_active();
             for record in answers {
                 let RData::CNAME(target) = &record.data else {
@@ -137,12 +140,14 @@ impl Handler {
                 }
             }
         }
-        if let (Some((engine, name)), Some(sink)) = (check, &self.audit) {
-            if engine.config.audit.log_allowed {
-                sink.record(client.ip(), Outcome::Allowed, "", name, || {
-                    allowed_event(engine, client, name, qtype)
-                });
-            }
+        if let Some(sink) = self
+            .audit
+            .as_ref()
+            .filter(|_| engine.config.audit.log_allowed)
+        {
+            sink.record(client.ip(), Outcome::Allowed, "", name, || {
+                allowed_event(engine, client, name, qtype)
+            });
         }
         Reply::from_upstream(answer)
     }
