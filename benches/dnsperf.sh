@@ -18,7 +18,7 @@
 #   RULES=1000000 QUERIES=100000      list size, number of distinct blocked query names
 #   AUDIT=off                         turn Warden's audit log off (default: on, as Warden ships)
 #   KEEP_WORK=1                       keep the temporary work dir (configs, lists, logs)
-#   RUST_LOG                          passed to Warden (default: its own, INFO incl. block events)
+#   RUST_LOG                          passed to Warden (its log: warden.log in the work dir)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
