@@ -349,6 +349,13 @@ fn audit_filter(
     })
 }
 
+/// The audit events matching command-line filters, newest first (for `list`, `export`).
+fn audit_rows(path: &Path, args: AuditFilterArgs) -> Result<Vec<audit::review::EventRow>> {
+    let (config, store) = open_audit(path)?;
+    let filter = audit_filter(&config, args, None)?;
+    Ok(audit::review::list(&store, &filter)?)
+}
+
 fn audit_command(command: AuditCommand) -> Result<ExitCode> {
     use audit::review;
     let mut out = std::io::stdout().lock();
@@ -383,9 +390,7 @@ fn audit_command(command: AuditCommand) -> Result<ExitCode> {
             filter,
             json,
         } => {
-            let (config, store) = open_audit(&config.config)?;
-            let filter = audit_filter(&config, filter, None)?;
-            let rows = review::list(&store, &filter)?;
+            let rows = audit_rows(&config.config, filter)?;
             if json {
                 for row in &rows {
                     writeln!(out, "{}", serde_json::to_string(row)?)?;
@@ -449,9 +454,7 @@ fn audit_command(command: AuditCommand) -> Result<ExitCode> {
             filter,
             format,
         } => {
-            let (config, store) = open_audit(&config.config)?;
-            let filter = audit_filter(&config, filter, None)?;
-            let rows = review::list(&store, &filter)?;
+            let rows = audit_rows(&config.config, filter)?;
             match format {
                 ExportFormat::Csv => {
                     writeln!(out, "{}", review::CSV_HEADER)?;
