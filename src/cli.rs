@@ -10,17 +10,10 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 
-use std::sync::Arc;
-
-use arc_swap::ArcSwap;
-
 use crate::audit;
-use crate::dns;
 use crate::engine::Engine;
 use crate::filter::Verdict;
 use crate::name;
-use crate::reload::Reloader;
-use crate::upstream::Forwarder;
 
 /// Default config path, relative to the working directory (the repository root).
 pub const DEFAULT_CONFIG: &str = "config/warden.toml";
@@ -54,6 +47,8 @@ pub enum Command {
     /// Review the audit log of blocks (for the e-safety lead).
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Ask the running Warden to reload its config and lists now (over the admin API).
+    Reload(ConfigArg),
 }
 
 /// Which audit events a command looks at.
@@ -162,6 +157,12 @@ pub struct CheckArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum ListsCommand {
+    /// Download every list that has a url now (conditional GET), validate, and cache it;
+    /// then ask the running Warden, if any, to reload. Exit 1 if any list failed.
+    Update {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
     /// Per list: entries accepted, duplicates, skipped lines by reason, load time.
     Stats {
         #[command(flatten)]
@@ -204,9 +205,11 @@ pub fn init_tracing(verbose: u8) {
 /// Run one command.
 pub fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        Command::Serve(config) => serve(&config.config),
+        Command::Serve(config) => crate::serve::run(&config.config),
         Command::Check(args) => check(args),
         Command::Lists(ListsCommand::Stats { config, json }) => lists_stats(&config.config, json),
+        Command::Lists(ListsCommand::Update { config }) => lists_update(&config.config),
+        Command::Reload(config) => reload(&config.config),
         Command::Config(ConfigCommand::Check { config }) => config_check(&config.config),
         Command::Audit(command) => audit_command(command),
     }
@@ -214,90 +217,6 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
 
 fn load_engine(path: &Path) -> Result<Engine> {
     Engine::load(path).with_context(|| format!("loading {}", path.display()))
-}
-
-fn serve(path: &Path) -> Result<ExitCode> {
-    // Start-up order: load and validate everything, then bind, then serve.
-    let engine = load_engine(path)?;
-    crate::memory::return_freed_memory();
-    for warning in engine.lists.iter().filter_map(|l| l.report.warning()) {
-        tracing::warn!("{warning}");
-    }
-    let stats = engine.matcher.stats();
-    tracing::info!(
-        rules = stats.rules,
-        names = stats.names,
-        lists = engine.lists.len(),
-        build_ms = engine.build_time.as_millis() as u64,
-        "rules loaded from {}",
-        path.display()
-    );
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    let audit = start_audit(&engine.config)?;
-    let sink = audit.as_ref().map(|(sink, _)| sink.clone());
-    runtime.block_on(async move {
-        let signal = shutdown_signal()?;
-        let forwarder = Forwarder::new(&engine.config.upstream)?;
-        let listen = engine.config.server.listen.clone();
-        let tcp_timeout = engine.config.server.tcp_timeout;
-        let watch_files = engine.config.reload.watch_files;
-        let shared = Arc::new(ArcSwap::from_pointee(engine));
-        let reloader = Arc::new(Reloader::new(path, shared.clone()));
-        let mut handler = dns::Handler::new(shared, forwarder);
-        if let Some(sink) = sink {
-            handler = handler.with_audit(sink);
-        }
-        let server = dns::start(&listen, handler, tcp_timeout).await?;
-        let token = server.token();
-        // Every signal handler is in place before we announce that we serve.
-        spawn_reload_triggers(reloader, token.clone(), watch_files)?;
-        for addr in &server.addrs {
-            tracing::info!("serving DNS on {addr} (UDP and TCP)");
-        }
-        tokio::spawn(async move {
-            signal.await;
-            tracing::info!("shutting down");
-            token.cancel();
-        });
-        server.wait().await?;
-        Ok::<_, anyhow::Error>(())
-    })?;
-    // The server has stopped answering: now flush and seal every recorded block.
-    if let Some((sink, writer)) = audit {
-        writer.stop().context("flushing the audit log")?;
-        tracing::info!(events = sink.received(), "audit log flushed");
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-/// Open the audit store and start its writer, unless `[audit] enabled = false`.
-fn start_audit(config: &crate::config::Config) -> Result<Option<(audit::Sink, audit::Writer)>> {
-    let settings = &config.audit;
-    if !settings.enabled {
-        tracing::warn!("[audit] enabled = false: blocks are not recorded");
-        return Ok(None);
-    }
-    let store = audit::Store::open(&config.resolve(&settings.path))?;
-    tracing::info!("audit log: {}", store.path().display());
-    let sink = audit::Sink::new(settings.max_pending);
-    let writer = audit::Writer::start(
-        store,
-        sink.clone(),
-        audit::writer::WriterSettings {
-            window: settings.window,
-            flush_interval: settings.flush_interval,
-            retention_days: settings.retention_days,
-            retention_by_category: settings
-                .retention_days_by_category
-                .iter()
-                .map(|(c, d)| (c.clone(), *d.get_ref()))
-                .collect(),
-        },
-    )?;
-    Ok(Some((sink, writer)))
 }
 
 /// The audit store named by the config at `path`.
@@ -498,51 +417,191 @@ fn audit_command(command: AuditCommand) -> Result<ExitCode> {
     }
 }
 
-/// Reload on SIGHUP and, if enabled, when a watched file changes, until `stop`.
-fn spawn_reload_triggers(
-    reloader: Arc<Reloader>,
-    stop: tokio_util::sync::CancellationToken,
-    watch_files: bool,
-) -> Result<()> {
-    if watch_files {
-        if let Err(error) = crate::reload::watch(reloader.clone(), stop.clone()) {
-            tracing::warn!(%error, "cannot watch list files; reload with SIGHUP instead");
-        }
+/// `warden reload`: POST /reload to the admin listener named in the config.
+fn reload(path: &Path) -> Result<ExitCode> {
+    let config = crate::config::Config::load(path)?;
+    let runtime = current_thread_runtime()?;
+    let reply = runtime.block_on(ask_daemon_to_reload(&config))?;
+    let ok = reply.get("ok").and_then(|v| v.as_bool()).unwrap_or(false);
+    if ok {
+        println!(
+            "reloaded: snapshot {} with {} rules in {} ms",
+            reply["generation"], reply["rules"], reply["duration_ms"]
+        );
+        Ok(ExitCode::SUCCESS)
+    } else {
+        let error = reply
+            .get("error")
+            .and_then(|v| v.as_str())
+            .unwrap_or("unknown error");
+        eprintln!("warden: reload rejected, the previous rules stay in force: {error}");
+        Ok(ExitCode::from(2))
     }
-    #[cfg(unix)]
-    {
-        let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-            .context("installing the SIGHUP handler")?;
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    got = hangup.recv() => if got.is_none() { return },
-                }
-                let _ = reloader.reload("SIGHUP").await;
-            }
-        });
-    }
-    Ok(())
 }
 
-/// SIGINT (Ctrl-C) or, on Unix, SIGTERM (systemd's stop). Registers the handlers when
-/// called, so call it before announcing that we serve: a signal sent right after the
-/// announcement must find them in place.
-fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>> {
-    #[cfg(unix)]
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("installing the SIGTERM handler")?;
-    let ctrl_c = tokio::signal::ctrl_c();
-    Ok(async move {
-        #[cfg(unix)]
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+fn current_thread_runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+/// POST /reload with the admin token; the daemon's JSON reply.
+async fn ask_daemon_to_reload(config: &crate::config::Config) -> Result<serde_json::Value> {
+    let admin = &config.admin;
+    anyhow::ensure!(
+        admin.enabled,
+        "[admin] enabled = false: reload with SIGHUP instead"
+    );
+    let token = crate::admin::read_token(&config.resolve(&admin.token_file))?;
+    let mut addr = admin.listen;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let url = format!("http://{addr}/reload");
+    let response = reqwest::Client::new()
+        .post(&url)
+        .bearer_auth(token)
+        .timeout(std::time::Duration::from_secs(120))
+        .send()
+        .await
+        .with_context(|| format!("no running Warden answered at {url}"))?;
+    let status = response.status();
+    let body: serde_json::Value = response
+        .json()
+        .await
+        .with_context(|| format!("{url} answered HTTP {status} without a JSON body"))?;
+    anyhow::ensure!(
+        status != reqwest::StatusCode::UNAUTHORIZED,
+        "{url} refused the token in {}",
+        config.resolve(&admin.token_file).display()
+    );
+    Ok(body)
+}
+
+/// `warden lists update`: fetch every URL list now, with progress and a result table.
+fn lists_update(path: &Path) -> Result<ExitCode> {
+    use crate::sources::{Fetched, Fetcher, Source};
+    use std::io::IsTerminal;
+    let config = crate::config::Config::load(path)?;
+    let list_sources = Source::all(&config);
+    if list_sources.is_empty() {
+        println!("no list in {} has a url", path.display());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let fetcher = Fetcher::new(&config)?;
+    let runtime = current_thread_runtime()?;
+    let terminal = std::io::stderr().is_terminal();
+    let mut rows = Vec::new();
+    let mut failed = false;
+    let mut changed = false;
+    for source in &list_sources {
+        let bar = progress_bar(terminal, &source.name);
+        if !terminal {
+            eprintln!("{}: fetching {}", source.name, source.shown_url());
         }
-        #[cfg(not(unix))]
-        let _ = ctrl_c.await;
+        let started = std::time::Instant::now();
+        let result = runtime.block_on(fetcher.fetch(source, &|bytes, total| {
+            if let Some(total) = total {
+                bar.set_length(total);
+            }
+            bar.set_position(bytes);
+        }));
+        bar.finish_and_clear();
+        let secs = format!("{:.1}s", started.elapsed().as_secs_f64());
+        let row = match result {
+            Ok(Fetched::Updated { entries, bytes }) => {
+                changed = true;
+                [
+                    source.name.clone(),
+                    "updated".into(),
+                    entries.to_string(),
+                    bytes.to_string(),
+                    secs,
+                    String::new(),
+                ]
+            }
+            Ok(Fetched::NotModified { entries }) => [
+                source.name.clone(),
+                "not modified".into(),
+                entries.to_string(),
+                "0".into(),
+                secs,
+                String::new(),
+            ],
+            Err(error) => {
+                failed = true;
+                let kept = source.meta().entries;
+                [
+                    source.name.clone(),
+                    "FAILED".into(),
+                    kept.to_string(),
+                    "0".into(),
+                    secs,
+                    error.to_string(),
+                ]
+            }
+        };
+        if !terminal {
+            eprintln!("{}: {}", row[0], row[1]);
+        }
+        rows.push(row);
+    }
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "{:<20} {:<13} {:>10} {:>12} {:>7}  note",
+        "list", "result", "entries", "bytes", "time"
+    )?;
+    for [name, result, entries, bytes, secs, note] in &rows {
+        writeln!(
+            out,
+            "{name:<20} {result:<13} {entries:>10} {bytes:>12} {secs:>7}  {note}"
+        )?;
+    }
+    if failed {
+        writeln!(out, "failed lists keep their last good copy")?;
+    }
+    if changed {
+        match runtime.block_on(ask_daemon_to_reload(&config)) {
+            Ok(reply) if reply["ok"].as_bool() == Some(true) => {
+                writeln!(
+                    out,
+                    "the running Warden reloaded (snapshot {})",
+                    reply["generation"]
+                )?;
+            }
+            Ok(reply) => writeln!(
+                out,
+                "the running Warden refused the reload: {}",
+                reply["error"]
+            )?,
+            Err(error) => writeln!(
+                out,
+                "not reloaded ({error:#}); a running Warden uses the new copies at its next reload"
+            )?,
+        }
+    }
+    Ok(if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
     })
+}
+
+fn progress_bar(terminal: bool, name: &str) -> indicatif::ProgressBar {
+    if !terminal {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(0);
+    let style = indicatif::ProgressStyle::with_template(
+        "{prefix:<20} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}",
+    )
+    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+    .progress_chars("=> ");
+    bar.set_style(style);
+    bar.set_prefix(name.to_string());
+    bar
 }
 
 fn check(args: CheckArgs) -> Result<ExitCode> {

@@ -49,6 +49,10 @@ pub struct Config {
     #[serde(default)]
     pub reload: ReloadConfig,
     #[serde(default)]
+    pub admin: AdminConfig,
+    #[serde(default)]
+    pub sources: SourcesConfig,
+    #[serde(default)]
     pub categories: BTreeMap<String, CategoryConfig>,
     #[serde(default)]
     pub groups: BTreeMap<String, GroupConfig>,
@@ -284,6 +288,79 @@ fn default_min_ratio() -> f64 {
     0.5
 }
 
+/// `[admin]`: the HTTP listener for `/metrics`, `/healthz`, `/readyz` and `POST /reload`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Loopback by default: metrics and reload are for this machine's admin and
+    /// Prometheus, not for the LAN.
+    #[serde(default = "default_admin_listen")]
+    pub listen: SocketAddr,
+    /// The bearer token `POST /reload` requires (one line). Created with a random token,
+    /// readable by its owner only, if it does not exist when Warden starts.
+    #[serde(default = "default_token_file")]
+    pub token_file: PathBuf,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            enabled: true,
+            listen: default_admin_listen(),
+            token_file: default_token_file(),
+        }
+    }
+}
+
+fn default_admin_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8053))
+}
+fn default_token_file() -> PathBuf {
+    PathBuf::from("data/admin.token")
+}
+
+/// `[sources]`: how lists with a `url` are downloaded and kept.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourcesConfig {
+    /// Where each download's last good copy is kept (relative to the config's folder).
+    /// At start-up these copies are used at once, so a machine that boots without
+    /// internet blocks everything it blocked before.
+    #[serde(default = "default_cache_dir")]
+    pub cache_dir: PathBuf,
+    /// Whole-download time limit.
+    #[serde(default = "default_fetch_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Largest download accepted, in bytes (as sent, before gunzip).
+    #[serde(default = "default_max_size")]
+    pub max_size: u64,
+}
+
+impl Default for SourcesConfig {
+    fn default() -> Self {
+        SourcesConfig {
+            cache_dir: default_cache_dir(),
+            timeout: default_fetch_timeout(),
+            max_size: default_max_size(),
+        }
+    }
+}
+
+fn default_cache_dir() -> PathBuf {
+    PathBuf::from("data/lists")
+}
+fn default_fetch_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_max_size() -> u64 {
+    256 * 1024 * 1024
+}
+fn default_refresh() -> Duration {
+    Duration::from_secs(12 * 3600)
+}
+
 /// `[categories.NAME]`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -310,12 +387,43 @@ pub struct GroupConfig {
 pub struct ListConfig {
     pub name: Spanned<String>,
     pub category: Spanned<String>,
-    pub path: PathBuf,
+    /// A local file. Exactly one of `path` and `url` is given.
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    /// An `https://` (or, for testing, `http://`) source, downloaded into
+    /// `[sources] cache_dir` and refreshed every `refresh`.
+    #[serde(default)]
+    pub url: Option<Spanned<String>>,
+    /// A file holding one HTTP header line sent with the download, e.g.
+    /// `Authorization: Bearer …` (a line without a colon is the Authorization value).
+    #[serde(default)]
+    pub auth_header_file: Option<PathBuf>,
+    /// An environment variable holding that header line instead.
+    #[serde(default)]
+    pub auth_header_env: Option<String>,
+    #[serde(default = "default_refresh", with = "humantime_serde")]
+    pub refresh: Duration,
+    /// For a locked category's list: warn (log and metric) when the source has not
+    /// refreshed for this long. The list keeps blocking.
+    #[serde(default, with = "humantime_serde")]
+    pub max_age: Option<Duration>,
     #[serde(default)]
     pub format: Format,
-    /// A reload that leaves this list with fewer entries is refused.
+    /// A reload or download that leaves this list with fewer entries is refused.
     #[serde(default)]
     pub min_entries: u64,
+}
+
+impl ListConfig {
+    /// The file this list is read from: its `path`, or the cached copy of its `url`.
+    pub fn file(&self, config: &Config) -> PathBuf {
+        match &self.path {
+            Some(path) => config.resolve(path),
+            None => config
+                .resolve(&config.sources.cache_dir)
+                .join(format!("{}.list", self.name.get_ref())),
+        }
+    }
 }
 
 /// `[[allow]]`: an allow list (exceptions for non-locked categories).
@@ -408,6 +516,72 @@ impl Validator<'_> {
         }
     }
 
+    /// A list has exactly one of `path` and `url`, and URL options only with a URL.
+    fn check_source(&self, config: &Config, list: &ListConfig) -> Result<(), ConfigError> {
+        let name = list.name.get_ref();
+        let at = list.name.span();
+        match (&list.path, &list.url) {
+            (Some(_), Some(url)) => {
+                return self.error(
+                    url.span(),
+                    format!("list {name:?} has both path and url; give one"),
+                )
+            }
+            (None, None) => {
+                return self.error(at, format!("list {name:?} needs a path or a url"));
+            }
+            (Some(_), None) => {
+                if list.auth_header_file.is_some() || list.auth_header_env.is_some() {
+                    return self.error(
+                        at,
+                        format!("list {name:?}: auth_header_file and auth_header_env need a url"),
+                    );
+                }
+            }
+            (None, Some(url)) => {
+                let text = url.get_ref();
+                if !(text.starts_with("https://") || text.starts_with("http://")) {
+                    return self.error(
+                        url.span(),
+                        format!("list {name:?}: url must start with https:// (or http://)"),
+                    );
+                }
+                if list.auth_header_file.is_some() && list.auth_header_env.is_some() {
+                    return self.error(
+                        at,
+                        format!(
+                            "list {name:?}: give auth_header_file or auth_header_env, not both"
+                        ),
+                    );
+                }
+                if list.refresh < Duration::from_secs(60) {
+                    return self.error(
+                        at,
+                        format!(
+                            "list {name:?}: refresh must be at least 1m, not {:?}",
+                            list.refresh
+                        ),
+                    );
+                }
+            }
+        }
+        if list.max_age.is_some()
+            && !config
+                .categories
+                .get(list.category.get_ref())
+                .is_some_and(|c| c.locked)
+        {
+            return self.error(
+                at,
+                format!(
+                    "list {name:?}: max_age is for lists of locked categories; {:?} is not locked",
+                    list.category.get_ref()
+                ),
+            );
+        }
+        Ok(())
+    }
+
     fn check(&self, config: &Config) -> Result<(), ConfigError> {
         if config.categories.len() > crate::filter::MAX_CATEGORIES {
             return self.error(
@@ -440,6 +614,9 @@ impl Validator<'_> {
             if names.insert(n, ()).is_some() {
                 return self.error(name.span(), format!("list name {n:?} is used twice"));
             }
+        }
+        for list in &config.lists {
+            self.check_source(config, list)?;
         }
         for list in &config.lists {
             let category = list.category.get_ref();

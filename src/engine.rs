@@ -32,6 +32,8 @@ pub struct LoadedList {
     /// The category, or `None` for an allow list.
     pub category: Option<String>,
     pub report: ListReport,
+    /// A `url` list with no downloaded copy yet: it blocks nothing until one arrives.
+    pub missing: bool,
 }
 
 /// Everything a query needs, immutable once built.
@@ -74,7 +76,21 @@ impl Engine {
                 Some(id) => ListKind::Block(id),
                 None => continue,
             };
-            let parsed = load(&config, name, &list.path, list.format)?;
+            let file = list.file(&config);
+            // A download that has never succeeded leaves its list empty (and the
+            // daemon not ready), rather than stopping every other list from serving.
+            let missing = list.url.is_some() && !file.exists();
+            let parsed = if missing {
+                lists::ParsedList {
+                    rules: Vec::new(),
+                    report: ListReport {
+                        path: file,
+                        ..ListReport::default()
+                    },
+                }
+            } else {
+                load(name, &file, list.format)?
+            };
             builder
                 .add_list(name, kind, &parsed.rules)
                 .map_err(filter_err)?;
@@ -82,11 +98,12 @@ impl Engine {
                 name: name.clone(),
                 category: Some(category.clone()),
                 report: parsed.report,
+                missing,
             });
         }
         for allow in &config.allow {
             let name = allow.name.get_ref();
-            let parsed = load(&config, name, &allow.path, allow.format)?;
+            let parsed = load(name, &config.resolve(&allow.path), allow.format)?;
             builder
                 .add_list(name, ListKind::Allow, &parsed.rules)
                 .map_err(filter_err)?;
@@ -94,6 +111,7 @@ impl Engine {
                 name: name.clone(),
                 category: None,
                 report: parsed.report,
+                missing: false,
             });
         }
         let matcher = builder.build().map_err(filter_err)?;
@@ -131,13 +149,8 @@ fn builder_category(config: &Config, name: &str) -> Option<crate::filter::Catego
         .map(|i| crate::filter::CategoryId(i as u8))
 }
 
-fn load(
-    config: &Config,
-    name: &str,
-    path: &Path,
-    format: lists::Format,
-) -> Result<lists::ParsedList, EngineError> {
-    lists::load_file(&config.resolve(path), format).map_err(|source| EngineError::List {
+fn load(name: &str, path: &Path, format: lists::Format) -> Result<lists::ParsedList, EngineError> {
+    lists::load_file(path, format).map_err(|source| EngineError::List {
         list: name.to_string(),
         source,
     })

@@ -35,6 +35,7 @@
 //! 6. check the answer's CNAME chain against the matcher, so no listed name hides
 //!    behind an allowed alias.
 
+pub mod admin;
 pub mod audit;
 pub mod cli;
 pub mod config;
@@ -43,6 +44,9 @@ pub mod engine;
 pub mod filter;
 pub mod lists;
 pub mod memory;
+pub mod metrics;
 pub mod name;
 pub mod reload;
+pub mod serve;
+pub mod sources;
 pub mod upstream;

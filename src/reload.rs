@@ -22,6 +22,7 @@ use std::time::{Duration, Instant, SystemTime};
 use arc_swap::ArcSwap;
 
 use crate::engine::{Engine, EngineError};
+use crate::metrics::Metrics;
 
 /// Quiet time after the last file change before reloading.
 pub const DEBOUNCE: Duration = Duration::from_millis(500);
@@ -45,6 +46,17 @@ pub enum ReloadError {
     Task(String),
 }
 
+impl ReloadError {
+    /// The list at fault, if one is.
+    pub fn list(&self) -> Option<&str> {
+        match self {
+            ReloadError::Build(EngineError::List { list, .. }) => Some(list),
+            ReloadError::Shrunk { list, .. } => Some(list),
+            _ => None,
+        }
+    }
+}
+
 /// Counters and state for logs and metrics.
 #[derive(Debug, Default)]
 pub struct ReloadStats {
@@ -65,6 +77,7 @@ pub struct Reloader {
     config_path: PathBuf,
     shared: Arc<ArcSwap<Engine>>,
     stats: Arc<ReloadStats>,
+    metrics: Arc<Metrics>,
     one_at_a_time: tokio::sync::Mutex<()>,
 }
 
@@ -78,8 +91,19 @@ impl Reloader {
             config_path: config_path.to_path_buf(),
             shared,
             stats: Arc::new(stats),
+            metrics: Arc::new(Metrics::new()),
             one_at_a_time: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// Record reloads in `metrics` (and describe the serving snapshot there now).
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Reloader {
+        metrics.snapshot_swapped(
+            self.stats.generation.load(Ordering::Relaxed),
+            &self.shared.load(),
+        );
+        self.metrics = metrics;
+        self
     }
 
     pub fn stats(&self) -> Arc<ReloadStats> {
@@ -109,11 +133,14 @@ impl Reloader {
         match built {
             Ok(engine) => {
                 let rules = engine.matcher.stats().rules;
+                let engine = Arc::new(engine);
                 // The previous snapshot is freed when its last query finishes; give the
                 // build's scratch memory back now.
-                self.shared.store(Arc::new(engine));
+                self.shared.store(engine.clone());
                 crate::memory::return_freed_memory();
                 let generation = self.stats.generation.fetch_add(1, Ordering::Relaxed) + 1;
+                self.metrics
+                    .reload_done(started.elapsed(), generation, Some(&engine));
                 let ms = started.elapsed().as_millis() as u64;
                 self.stats.last_duration_ms.store(ms, Ordering::Relaxed);
                 self.stats.loaded_at.store(unix_now(), Ordering::Relaxed);
@@ -123,6 +150,12 @@ impl Reloader {
             }
             Err(error) => {
                 self.stats.failures.fetch_add(1, Ordering::Relaxed);
+                let generation = self.stats.generation.load(Ordering::Relaxed);
+                self.metrics
+                    .reload_done(started.elapsed(), generation, None);
+                if let Some(list) = error.list() {
+                    self.metrics.list_refresh_failed(list);
+                }
                 *lock(&self.stats.last_error) = Some(error.to_string());
                 tracing::error!(reason, %error, "reload rejected; the previous rules stay in force");
                 Err(error)
@@ -131,11 +164,18 @@ impl Reloader {
     }
 
     /// The files whose change should trigger a reload: the config and its local lists.
+    /// (Downloaded lists are reloaded by their refresher, once per accepted download.)
     pub fn watched_files(&self) -> Vec<PathBuf> {
         let engine = self.shared.load();
         let config = &engine.config;
         let mut files = vec![self.config_path.clone()];
-        files.extend(config.lists.iter().map(|l| config.resolve(&l.path)));
+        files.extend(
+            config
+                .lists
+                .iter()
+                .filter_map(|l| l.path.as_ref())
+                .map(|p| config.resolve(p)),
+        );
         files.extend(config.allow.iter().map(|a| config.resolve(&a.path)));
         files
     }
@@ -167,6 +207,10 @@ fn check_shrink(old: &Engine, new: &Engine) -> Result<(), ReloadError> {
         .map(|l| (l.name.get_ref().as_str(), l.min_entries))
         .collect();
     for list in &new.lists {
+        let had_none = before.get(list.name.as_str()).is_none_or(|&n| n == 0);
+        if list.missing && had_none {
+            continue; // a download still awaited: nothing to shrink from
+        }
         let now = list.report.accepted;
         let own_minimum = minimums.get(list.name.as_str()).copied().unwrap_or(0);
         let ratio_minimum = before

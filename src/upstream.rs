@@ -20,6 +20,7 @@ use hickory_resolver::proto::rr::{Name, Record, RecordType};
 use hickory_resolver::{Resolver, TokioResolver};
 
 use crate::config::UpstreamConfig;
+use crate::metrics::Metrics;
 
 /// A configured upstream that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -141,6 +142,22 @@ pub struct Forwarder {
 impl Forwarder {
     /// Build the resolver from `[upstream]`. Must run inside a tokio runtime.
     pub fn new(config: &UpstreamConfig) -> Result<Forwarder, UpstreamError> {
+        Forwarder::build(config, None)
+    }
+
+    /// As [`Forwarder::new`], with the resolver's cache hits, misses and upstream latency
+    /// counted in `metrics`.
+    pub fn instrumented(
+        config: &UpstreamConfig,
+        metrics: &Metrics,
+    ) -> Result<Forwarder, UpstreamError> {
+        Forwarder::build(config, Some(metrics))
+    }
+
+    fn build(
+        config: &UpstreamConfig,
+        metrics: Option<&Metrics>,
+    ) -> Result<Forwarder, UpstreamError> {
         if config.servers.is_empty() {
             return Err(UpstreamError::NoServers);
         }
@@ -162,9 +179,13 @@ impl Forwarder {
         opts.num_concurrent_reqs = 2;
         opts.server_ordering_strategy = ServerOrderingStrategy::QueryStatistics;
         opts.preserve_intermediates = true; // keep CNAME chains: they are checked for cloaking
-        let resolver = builder
-            .build()
-            .map_err(|e| UpstreamError::Resolver(e.to_string()))?;
+                                            // hickory registers its counters while building, with whatever `metrics` recorder
+                                            // is current: ours for this call only, so several forwarders can coexist.
+        let resolver = match metrics {
+            Some(m) => ::metrics::with_local_recorder(&m.resolver_bridge(), || builder.build()),
+            None => builder.build(),
+        }
+        .map_err(|e| UpstreamError::Resolver(e.to_string()))?;
         Ok(Forwarder {
             resolver,
             timeout: config.timeout,

@@ -46,8 +46,11 @@ pub enum AuditError {
 
 const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
+/// The layout version, kept in SQLite's `user_version`. Bump it when SCHEMA changes.
+const SCHEMA_VERSION: i64 = 1;
+
 const SCHEMA: &str = r#"
-CREATE TABLE IF NOT EXISTS events (
+CREATE TABLE events (
     id          INTEGER PRIMARY KEY,
     seq         INTEGER UNIQUE,
     first_seen  TEXT NOT NULL,
@@ -73,7 +76,7 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE INDEX IF NOT EXISTS events_first_seen ON events(first_seen);
 CREATE INDEX IF NOT EXISTS events_open ON events(seq) WHERE seq IS NULL;
-CREATE TABLE IF NOT EXISTS reviews (
+CREATE TABLE reviews (
     id        INTEGER PRIMARY KEY,
     event_id  INTEGER NOT NULL REFERENCES events(id),
     at        TEXT NOT NULL,
@@ -150,14 +153,39 @@ impl Store {
             head_seq: 0,
             head_hash: GENESIS.to_string(),
         };
-        store.sql(|c| {
-            // Wait for a writer's lock (e.g. a CLI command beside a running server)
-            // before anything else touches the file.
-            c.busy_timeout(Duration::from_secs(5))?;
-            c.pragma_update(None, "journal_mode", "WAL")?;
-            c.pragma_update(None, "synchronous", "NORMAL")?;
-            c.execute_batch(SCHEMA)
-        })?;
+        store
+            .sql(|c| {
+                // Wait for a writer's lock (e.g. a CLI command beside a running server)
+                // before anything else touches the file.
+                c.busy_timeout(Duration::from_secs(5))?;
+                c.pragma_update(None, "journal_mode", "WAL")?;
+                c.pragma_update(None, "synchronous", "NORMAL")?;
+                let version: i64 = c.pragma_query_value(None, "user_version", |r| r.get(0))?;
+                let tables: i64 = c.query_row(
+                    "SELECT count(*) FROM sqlite_master WHERE type = 'table'",
+                    [],
+                    |r| r.get(0),
+                )?;
+                if tables == 0 {
+                    // One transaction: a crash cannot leave tables without their version.
+                    c.execute_batch(&format!(
+                        "BEGIN; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+                    ))?;
+                }
+                Ok((tables, version))
+            })
+            .and_then(|(tables, version)| {
+                // Never write into a log of another layout: rows would fail one by one
+                // (or worse, half-fit). Refuse at start-up, naming the file.
+                if tables > 0 && version != SCHEMA_VERSION {
+                    return Err(AuditError::Invalid(format!(
+                    "audit database {} has schema version {version}, this Warden writes version \
+                     {SCHEMA_VERSION}; keep it as evidence and set [audit] path to a new file",
+                    path.display()
+                )));
+                }
+                Ok(())
+            })?;
         for suffix in ["-wal", "-shm"] {
             let side = PathBuf::from(format!("{}{suffix}", path.display()));
             if side.exists() {
@@ -610,4 +638,29 @@ fn restrict(path: &Path) -> std::io::Result<()> {
     }
     let _ = path;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_database_of_another_layout_is_refused_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.sqlite");
+        {
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch("CREATE TABLE events (id INTEGER PRIMARY KEY, name TEXT);")
+                .unwrap();
+        }
+        let err = Store::open(&path).err().unwrap().to_string();
+        assert!(
+            err.contains("old.sqlite") && err.contains("schema version 0"),
+            "{err}"
+        );
+        // A new file gets the current layout, and opens again.
+        let fresh = dir.path().join("new.sqlite");
+        drop(Store::open(&fresh).unwrap());
+        assert!(Store::open(&fresh).is_ok());
+    }
 }

@@ -77,6 +77,11 @@ impl Writer {
         })
     }
 
+    /// The counters, shareable (for `/metrics`).
+    pub fn stats_handle(&self) -> Arc<WriterStats> {
+        self.stats.clone()
+    }
+
     pub fn stats(&self) -> &WriterStats {
         &self.stats
     }

@@ -13,6 +13,7 @@ use hickory_server::zone_handler::MessageResponseBuilder;
 use crate::config::{BlockResponse, BlockingConfig};
 use crate::engine::Engine;
 use crate::filter::Block;
+use crate::metrics::QueryOutcome;
 use crate::upstream::Answer;
 
 /// EDNS option code of an Extended DNS Error (RFC 8914).
@@ -37,16 +38,33 @@ pub struct Reply {
     pub ede: Option<(u16, String)>,
     /// Upstream vouched for the data (AD bit).
     pub authentic: bool,
+    /// How the query ended, for the metrics.
+    pub outcome: QueryOutcome,
 }
 
 impl Reply {
+    /// An error answer of Warden's own: REFUSED by policy, or a malformed query.
     pub fn error(rcode: ResponseCode) -> Reply {
+        let outcome = if rcode == ResponseCode::Refused {
+            QueryOutcome::Refused
+        } else {
+            QueryOutcome::Invalid
+        };
         Reply {
             rcode,
             answers: Vec::new(),
             authorities: Vec::new(),
             ede: None,
             authentic: false,
+            outcome,
+        }
+    }
+
+    /// An empty block answer with `rcode`, to be filled in by [`blocked`].
+    fn block(rcode: ResponseCode) -> Reply {
+        Reply {
+            outcome: QueryOutcome::Blocked,
+            ..Reply::error(rcode)
         }
     }
 
@@ -64,18 +82,24 @@ impl Reply {
                 authorities,
                 ede: None,
                 authentic,
+                outcome: QueryOutcome::Allowed,
             },
             Answer::Negative { rcode, soa } => Reply {
                 rcode,
                 authorities: soa.into_iter().map(|s| *s).collect(),
+                outcome: QueryOutcome::Allowed,
                 ..Reply::error(rcode)
             },
-            Answer::Refused(rcode) => Reply::error(rcode),
+            Answer::Refused(rcode) => Reply {
+                outcome: QueryOutcome::UpstreamFailed,
+                ..Reply::error(rcode)
+            },
             Answer::Unreachable => Reply {
                 ede: Some((
                     EDE_NO_REACHABLE_AUTHORITY,
                     "no upstream resolver answered".into(),
                 )),
+                outcome: QueryOutcome::UpstreamFailed,
                 ..Reply::error(ResponseCode::ServFail)
             },
         }
@@ -106,7 +130,7 @@ pub fn blocked(
                 rcode: ResponseCode::NXDomain,
                 authorities: vec![soa()],
                 ede,
-                ..Reply::error(ResponseCode::NXDomain)
+                ..Reply::block(ResponseCode::NXDomain)
             };
         }
         (BlockResponse::Null, RecordType::A) => vec![IpAddr::from([0, 0, 0, 0])],
@@ -130,7 +154,7 @@ pub fn blocked(
         return Reply {
             authorities: vec![soa()],
             ede,
-            ..Reply::error(ResponseCode::NoError)
+            ..Reply::block(ResponseCode::NoError)
         };
     }
     let answers = addresses
@@ -146,7 +170,7 @@ pub fn blocked(
     Reply {
         answers,
         ede,
-        ..Reply::error(ResponseCode::NoError)
+        ..Reply::block(ResponseCode::NoError)
     }
 }
 

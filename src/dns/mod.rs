@@ -22,18 +22,21 @@ use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseI
 use crate::audit::{Event, Outcome, Sink};
 use crate::engine::Engine;
 use crate::filter::Block;
+use crate::metrics::Metrics;
 use crate::name;
 use crate::upstream::{Answer, Forwarder};
 use answer::Reply;
 
 pub use server::{start, RunningServer, ServeError};
 
-/// The query handler: the engine snapshot, the upstream forwarder, the audit sink.
+/// The query handler: the engine snapshot, the upstream forwarder, the audit sink and
+/// the metrics.
 pub struct Handler {
     engine: Arc<ArcSwap<Engine>>,
     forwarder: Forwarder,
     audit: Option<Sink>,
     blocked: Arc<AtomicU64>,
+    metrics: Arc<Metrics>,
 }
 
 impl Handler {
@@ -43,7 +46,14 @@ impl Handler {
             forwarder,
             audit: None,
             blocked: Arc::new(AtomicU64::new(0)),
+            metrics: Arc::new(Metrics::new()),
         }
+    }
+
+    /// Count queries and blocks in `metrics` (the registry `/metrics` shows).
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Handler {
+        self.metrics = metrics;
+        self
     }
 
     /// Record every block (and, if configured, every allowed query) in `sink`.
@@ -119,6 +129,13 @@ impl Handler {
         name: &str,
     ) -> Reply {
         let answer = self.forwarder.forward(Name::from(qname), qtype).await;
+        match &answer {
+            Answer::Unreachable => self.metrics.upstream_error("unreachable"),
+            Answer::Refused(ResponseCode::ServFail) => self.metrics.upstream_error("servfail"),
+            Answer::Refused(ResponseCode::Refused) => self.metrics.upstream_error("refused"),
+            Answer::Refused(_) => self.metrics.upstream_error("other_rcode"),
+            _ => {}
+        }
         if let Answer::Records { answers, .. } = &answer {
             let active = engine.default_active();
             for record in answers {
@@ -165,6 +182,8 @@ impl Handler {
     ) {
         self.blocked.fetch_add(1, Ordering::Relaxed);
         let categories = engine.matcher.category_names(block.categories);
+        self.metrics
+            .block(&categories, &engine.config.server.default_group);
         tracing::debug!(
             target: "warden::block",
             client = %client.ip(),
@@ -222,6 +241,8 @@ impl RequestHandler for Handler {
         responder: R,
     ) -> ResponseInfo {
         let reply = self.resolve(request).await;
+        let qtype = request.request_info().ok().map(|i| i.query.query_type());
+        self.metrics.query(reply.outcome, qtype);
         answer::send(request, reply, responder).await
     }
 }

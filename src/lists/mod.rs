@@ -10,7 +10,7 @@ pub mod parse;
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -118,18 +118,24 @@ pub struct ParsedList {
     pub report: ListReport,
 }
 
-/// Read and parse the list at `path`. Files ending in `.gz` are decompressed on the fly.
+/// Read and parse the list at `path`. Gzip files (by their magic bytes, whatever their
+/// name: a download may be compressed) are decompressed on the fly.
 pub fn load_file(path: &Path, format: Format) -> Result<ParsedList, ListError> {
-    let file = File::open(path).map_err(|source| ListError::Open {
+    let open_err = |source| ListError::Open {
         path: path.to_path_buf(),
         source,
-    })?;
-    let reader: Box<dyn Read> = if path.extension().is_some_and(|e| e == "gz") {
-        Box::new(flate2::read::MultiGzDecoder::new(file))
-    } else {
-        Box::new(file)
     };
-    parse_reader(BufReader::with_capacity(1 << 16, reader), path, format)
+    let mut file = BufReader::with_capacity(1 << 16, File::open(path).map_err(open_err)?);
+    let gzip = file
+        .fill_buf()
+        .map_err(open_err)?
+        .starts_with(&[0x1f, 0x8b]);
+    if gzip {
+        let reader = flate2::bufread::MultiGzDecoder::new(file);
+        parse_reader(BufReader::with_capacity(1 << 16, reader), path, format)
+    } else {
+        parse_reader(file, path, format)
+    }
 }
 
 /// Parse a list from any reader; `path` names it in reports and errors.

@@ -159,6 +159,11 @@ pub fn write_config(dir: &Path, upstream: SocketAddr, blocking: &str) -> std::pa
         r#"
 [server]
 listen = ["127.0.0.1:0"]
+[admin]
+listen = "127.0.0.1:0"
+token_file = "admin.token"
+[sources]
+cache_dir = "cache"
 [upstream]
 servers = ["{upstream}"]
 timeout = "1s"
@@ -304,40 +309,144 @@ pub const ALL_TYPES: [RecordType; 8] = [
     RecordType::ANY,
 ];
 
-/// Read the child's log until it names its DNS address (bounded in time).
-pub fn serving_address(child: &mut std::process::Child) -> SocketAddr {
+/// A `warden serve` child process and what its log said.
+pub struct Spawned {
+    pub child: std::process::Child,
+    pub dns: SocketAddr,
+    pub admin: Option<SocketAddr>,
+    /// Every log line so far (the reader thread keeps appending).
+    pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Spawned {
+    pub fn log_text(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+}
+
+/// Read the child's log until it names its DNS address (bounded in time), keeping
+/// every line.
+fn read_log(
+    child: &mut std::process::Child,
+) -> (
+    SocketAddr,
+    Option<SocketAddr>,
+    std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+) {
     use std::io::BufRead;
     let stderr = child.stderr.take().unwrap();
+    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let (tx, rx) = std::sync::mpsc::channel();
+    let lines = log.clone();
     std::thread::spawn(move || {
+        let mut admin = None;
         for line in std::io::BufReader::new(stderr)
             .lines()
             .map_while(Result::ok)
         {
-            if let Some(rest) = line.split("serving DNS on ").nth(1) {
-                let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_string());
+            let word_after = |marker: &str| {
+                line.split(marker)
+                    .nth(1)
+                    .map(|rest| rest.split_whitespace().next().unwrap_or("").to_string())
+            };
+            if let Some(addr) = word_after("admin HTTP on ") {
+                admin = addr.parse::<SocketAddr>().ok();
             }
+            if let Some(addr) = word_after("serving DNS on ") {
+                let _ = tx.send((addr, admin));
+            }
+            lines.lock().unwrap().push(line);
         }
     });
-    rx.recv_timeout(Duration::from_secs(30))
-        .expect("warden says where it listens")
-        .parse()
-        .unwrap()
+    let (dns, admin) = rx
+        .recv_timeout(Duration::from_secs(60))
+        .unwrap_or_else(|_| {
+            panic!(
+                "warden says where it listens; log:\n{}",
+                log.lock().unwrap().join("\n")
+            )
+        });
+    (dns.parse().unwrap(), admin, log)
 }
 
 /// Start the real `warden serve --config CONFIG`; returns it with its DNS address.
 pub fn spawn_warden(config: &Path) -> (std::process::Child, SocketAddr) {
+    let spawned = spawn_warden_full(config, &[]);
+    (spawned.child, spawned.dns)
+}
+
+/// Start the real `warden serve --config CONFIG` with extra environment variables.
+pub fn spawn_warden_full(config: &Path, env: &[(&str, &str)]) -> Spawned {
     use std::process::{Command, Stdio};
-    let mut child = Command::new(env!("CARGO_BIN_EXE_warden"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_warden"));
+    command
         .args(["serve", "--config", config.to_str().unwrap()])
-        .env("RUST_LOG", "info")
+        .env(
+            "RUST_LOG",
+            "debug,hickory_server=warn,hickory_proto=warn,hickory_resolver=warn,hickory_net=warn",
+        )
         .env("NO_COLOR", "1")
         .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
+        .stdout(Stdio::null());
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let mut child = command.spawn().unwrap();
+    let (dns, admin, log) = read_log(&mut child);
+    Spawned {
+        child,
+        dns,
+        admin,
+        log,
+    }
+}
+
+/// GET or POST over plain HTTP/1.1 on loopback (bounded in time); status and body.
+pub fn http(method: &str, addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
         .unwrap();
-    let addr = serving_address(&mut child);
-    (child, addr)
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: 0\r\n"
+    );
+    for (k, v) in headers {
+        request.push_str(&format!("{k}: {v}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).unwrap();
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
+    (status, body)
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        body = rest[n..].trim_start_matches("\r\n");
+    }
+    out
 }
 
 /// Send `signal` (e.g. "-HUP") to the child.
@@ -362,5 +471,91 @@ pub fn stop_warden(mut child: std::process::Child) -> std::process::ExitStatus {
             "warden did not stop on SIGTERM"
         );
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A list feed on 127.0.0.1 for URL-source tests: serves `body` with an ETag, answers
+/// 304 to a matching If-None-Match, 401 without the expected Authorization header, 500
+/// when told to fail, and records every request's head.
+#[derive(Clone, Default)]
+pub struct Feed {
+    pub state: std::sync::Arc<std::sync::Mutex<FeedState>>,
+}
+
+#[derive(Default)]
+pub struct FeedState {
+    pub body: Vec<u8>,
+    pub etag: String,
+    pub auth: Option<String>,
+    pub fail: bool,
+    pub requests: Vec<String>,
+}
+
+impl Feed {
+    /// Start serving on an ephemeral loopback port (a thread that lives with the test).
+    pub fn start(body: &str, auth: Option<&str>) -> (Feed, SocketAddr) {
+        let feed = Feed::default();
+        feed.set_body(body);
+        feed.state.lock().unwrap().auth = auth.map(str::to_string);
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let served = feed.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().map_while(Result::ok) {
+                served.answer(stream);
+            }
+        });
+        (feed, addr)
+    }
+
+    pub fn set_body(&self, body: &str) {
+        let mut state = self.state.lock().unwrap();
+        state.body = body.as_bytes().to_vec();
+        state.etag = format!("\"v{}\"", body.len());
+    }
+
+    pub fn requests(&self) -> Vec<String> {
+        self.state.lock().unwrap().requests.clone()
+    }
+
+    fn answer(&self, mut stream: std::net::TcpStream) {
+        use std::io::{BufRead, Write};
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+        let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+        let mut head = String::new();
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                break;
+            }
+            head.push_str(&line);
+        }
+        let lower = head.to_ascii_lowercase();
+        let mut state = self.state.lock().unwrap();
+        state.requests.push(head.clone());
+        let header = |name: &str| {
+            lower.lines().find_map(|l| {
+                l.strip_prefix(&format!("{name}: "))
+                    .map(|v| v.trim().to_string())
+            })
+        };
+        let (status, body): (&str, Vec<u8>) = if state.fail {
+            ("500 Internal Server Error", b"down".to_vec())
+        } else if state.auth.as_ref().is_some_and(|want| {
+            header("authorization").as_deref() != Some(&want.to_ascii_lowercase())
+        }) {
+            ("401 Unauthorized", b"who are you".to_vec())
+        } else if header("if-none-match").as_deref() == Some(&state.etag.to_ascii_lowercase()) {
+            ("304 Not Modified", Vec::new())
+        } else {
+            ("200 OK", state.body.clone())
+        };
+        let response = format!(
+            "HTTP/1.1 {status}\r\nETag: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            state.etag,
+            body.len()
+        );
+        let _ = stream.write_all(response.as_bytes());
+        let _ = stream.write_all(&body);
     }
 }

@@ -1,0 +1,279 @@
+//! The admin HTTP listener (`[admin] listen`, loopback by default): what Prometheus, a
+//! health check and the admin's `warden reload` talk to.
+//!
+//! - `GET /metrics`: Prometheus text exposition ([`crate::metrics`]).
+//! - `GET /healthz`: 200 while DNS is being served from a loaded snapshot.
+//! - `GET /readyz`: 200 when, also, every list has a copy to block from (a first-start
+//!   download may still be missing); 503 with the reasons otherwise.
+//! - `POST /reload`: rebuild and swap the rules now. Needs `Authorization: Bearer
+//!   TOKEN`, the token in `[admin] token_file`; answers with the result as JSON.
+//!
+//! The token is compared in constant time and never logged.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+
+use crate::metrics::Metrics;
+use crate::reload::Reloader;
+
+/// Why the admin listener cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("[admin] listen {addr}: cannot bind: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("[admin] token_file {path}: {reason}")]
+    Token { path: PathBuf, reason: String },
+}
+
+/// What the handlers share.
+#[derive(Clone)]
+struct AdminState {
+    metrics: Arc<Metrics>,
+    reloader: Arc<Reloader>,
+    serving: Arc<AtomicBool>,
+    token: Arc<str>,
+}
+
+/// A running admin listener.
+pub struct AdminServer {
+    pub addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl AdminServer {
+    /// Wait for the listener to end (after the stop token given to [`start`] fires).
+    pub async fn wait(self) {
+        let _ = self.task.await;
+    }
+}
+
+/// Bind `addr` and serve the admin routes until `stop`. `serving` says whether DNS is
+/// being answered (for `/healthz`).
+pub async fn start(
+    addr: SocketAddr,
+    token: String,
+    metrics: Arc<Metrics>,
+    reloader: Arc<Reloader>,
+    serving: Arc<AtomicBool>,
+    stop: tokio_util::sync::CancellationToken,
+) -> Result<AdminServer, AdminError> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| AdminError::Bind { addr, source })?;
+    let bound = listener
+        .local_addr()
+        .map_err(|source| AdminError::Bind { addr, source })?;
+    let state = AdminState {
+        metrics,
+        reloader,
+        serving,
+        token: Arc::from(token),
+    };
+    let app = router(state);
+    let task = tokio::spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await;
+        if let Err(error) = served {
+            tracing::error!(%error, "admin listener failed");
+        }
+    });
+    Ok(AdminServer { addr: bound, task })
+}
+
+fn router(state: AdminState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/reload", post(reload))
+        .with_state(state)
+}
+
+async fn metrics(State(state): State<AdminState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn healthz(State(state): State<AdminState>) -> Response {
+    if !state.serving.load(Ordering::Relaxed) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "not serving DNS yet\n").into_response();
+    }
+    let engine = state.reloader.current();
+    let generation = state.reloader.stats().generation.load(Ordering::Relaxed);
+    let text = format!(
+        "ok: serving snapshot {generation} with {} rules\n",
+        engine.matcher.stats().rules
+    );
+    (StatusCode::OK, text).into_response()
+}
+
+async fn readyz(State(state): State<AdminState>) -> Response {
+    let mut problems = Vec::new();
+    if !state.serving.load(Ordering::Relaxed) {
+        problems.push("not serving DNS yet".to_string());
+    }
+    let engine = state.reloader.current();
+    for list in engine.lists.iter().filter(|l| l.missing) {
+        problems.push(format!(
+            "list {:?} has no downloaded copy yet: it blocks nothing",
+            list.name
+        ));
+    }
+    if problems.is_empty() {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        let text = problems.join("\n") + "\n";
+        (StatusCode::SERVICE_UNAVAILABLE, text).into_response()
+    }
+}
+
+async fn reload(State(state): State<AdminState>, headers: HeaderMap) -> Response {
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if !constant_time_eq(presented.trim().as_bytes(), state.token.as_bytes()) {
+        tracing::warn!("POST /reload refused: missing or wrong token");
+        let body = serde_json::json!({
+            "ok": false,
+            "error": "a valid token is required: Authorization: Bearer <[admin] token_file>"
+        });
+        return (StatusCode::UNAUTHORIZED, axum::Json(body)).into_response();
+    }
+    let result = state.reloader.reload("POST /reload").await;
+    let stats = state.reloader.stats();
+    let generation = stats.generation.load(Ordering::Relaxed);
+    match result {
+        Ok(()) => {
+            let engine = state.reloader.current();
+            let body = serde_json::json!({
+                "ok": true,
+                "generation": generation,
+                "rules": engine.matcher.stats().rules,
+                "duration_ms": stats.last_duration_ms.load(Ordering::Relaxed),
+            });
+            (StatusCode::OK, axum::Json(body)).into_response()
+        }
+        Err(error) => {
+            let body = serde_json::json!({
+                "ok": false,
+                "generation": generation,
+                "error": error.to_string(),
+            });
+            (StatusCode::UNPROCESSABLE_ENTITY, axum::Json(body)).into_response()
+        }
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() || b.is_empty() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The admin token from `path`; if the file does not exist, a new random one is written
+/// there (owner-only), so `warden reload` works out of the box on this machine.
+pub fn load_or_create_token(path: &Path) -> Result<String, AdminError> {
+    let err = |reason: String| AdminError::Token {
+        path: path.to_path_buf(),
+        reason,
+    };
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            let token = text.trim().to_string();
+            if token.is_empty() {
+                return Err(err(
+                    "the file is empty; put a token in it or delete it".into()
+                ));
+            }
+            Ok(token)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut bytes = [0u8; 32];
+            getrandom::fill(&mut bytes).map_err(|e| err(format!("no randomness: {e}")))?;
+            let token = hex::encode(bytes);
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
+            }
+            write_private(path, &format!("{token}\n")).map_err(|e| err(e.to_string()))?;
+            tracing::info!(path = %path.display(), "created an admin token for POST /reload");
+            Ok(token)
+        }
+        Err(e) => Err(err(e.to_string())),
+    }
+}
+
+/// Read the token for a client (`warden reload`): the file must exist.
+pub fn read_token(path: &Path) -> Result<String, AdminError> {
+    let text = std::fs::read_to_string(path).map_err(|e| AdminError::Token {
+        path: path.to_path_buf(),
+        reason: format!("{e} (the running Warden creates it at start-up)"),
+    })?;
+    Ok(text.trim().to_string())
+}
+
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    options.open(path)?.write_all(text.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_comparison() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abd", b"abc"));
+        assert!(!constant_time_eq(b"ab", b"abc"));
+        assert!(!constant_time_eq(b"", b""));
+    }
+
+    #[test]
+    fn token_file_is_created_private_and_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/admin.token");
+        let first = load_or_create_token(&path).unwrap();
+        assert_eq!(first.len(), 64);
+        assert_eq!(load_or_create_token(&path).unwrap(), first);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        std::fs::write(&path, "\n").unwrap();
+        let err = load_or_create_token(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("admin.token") && err.contains("empty"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,537 @@
+//! Prometheus metrics: one registry per running Warden, rendered at `/metrics`.
+//!
+//! Labels stay low-cardinality on purpose: outcomes, query-type classes, categories,
+//! groups and list names, never query names or client addresses (those are personal
+//! data, and belong in the audit log, which has a retention policy).
+//!
+//! Three ways numbers arrive here:
+//! - the query path increments pre-resolved counters (no label lookup per allowed query);
+//! - the reloader and the list sources record what they did as they do it;
+//! - counters kept elsewhere (the audit writer's, hickory's cache) are read or bridged:
+//!   the audit figures are copied in when `/metrics` is scraped, and hickory-resolver's
+//!   own `metrics`-crate counters are routed into this registry by [`ResolverBridge`].
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use hickory_proto::rr::RecordType;
+use prometheus::{
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+use crate::audit::writer::WriterStats;
+use crate::audit::Sink;
+use crate::engine::Engine;
+
+/// How a query ended, as counted in `warden_queries_total{outcome}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueryOutcome {
+    /// Answered with a block.
+    Blocked,
+    /// Forwarded and answered (including upstream's NXDOMAIN or NODATA).
+    Allowed,
+    /// Upstream failed, timed out or refused: the client got SERVFAIL or upstream's error.
+    UpstreamFailed,
+    /// Refused by policy (a class other than IN, …).
+    Refused,
+    /// Malformed or unsupported (several questions, an unknown opcode or EDNS version).
+    Invalid,
+}
+
+impl QueryOutcome {
+    const ALL: [QueryOutcome; 5] = [
+        QueryOutcome::Blocked,
+        QueryOutcome::Allowed,
+        QueryOutcome::UpstreamFailed,
+        QueryOutcome::Refused,
+        QueryOutcome::Invalid,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QueryOutcome::Blocked => "blocked",
+            QueryOutcome::Allowed => "allowed",
+            QueryOutcome::UpstreamFailed => "upstream_failed",
+            QueryOutcome::Refused => "refused",
+            QueryOutcome::Invalid => "invalid",
+        }
+    }
+}
+
+/// Query types with their own label; everything else is "other".
+const QTYPE_CLASSES: [&str; 11] = [
+    "A", "AAAA", "HTTPS", "SVCB", "CNAME", "MX", "TXT", "PTR", "SRV", "NS", "other",
+];
+
+fn qtype_class(qtype: Option<RecordType>) -> usize {
+    let class = match qtype {
+        Some(RecordType::A) => "A",
+        Some(RecordType::AAAA) => "AAAA",
+        Some(RecordType::HTTPS) => "HTTPS",
+        Some(RecordType::SVCB) => "SVCB",
+        Some(RecordType::CNAME) => "CNAME",
+        Some(RecordType::MX) => "MX",
+        Some(RecordType::TXT) => "TXT",
+        Some(RecordType::PTR) => "PTR",
+        Some(RecordType::SRV) => "SRV",
+        Some(RecordType::NS) => "NS",
+        _ => "other",
+    };
+    QTYPE_CLASSES
+        .iter()
+        .position(|c| *c == class)
+        .unwrap_or(QTYPE_CLASSES.len() - 1)
+}
+
+/// Every metric Warden exports.
+pub struct Metrics {
+    registry: Registry,
+    /// `[outcome][qtype class]`, resolved once so a query costs one atomic add.
+    queries: Vec<Vec<IntCounter>>,
+    blocks: IntCounterVec,
+    upstream_errors: IntCounterVec,
+    upstream_duration: Histogram,
+    cache_hits: IntCounter,
+    cache_misses: IntCounter,
+    rules_per_list: IntGaugeVec,
+    rules_per_category: IntGaugeVec,
+    list_refresh_failures: IntCounterVec,
+    list_refreshes: IntCounterVec,
+    list_last_success: GaugeVec,
+    list_stale: IntGaugeVec,
+    reloads: IntCounter,
+    reload_failures: IntCounter,
+    reload_duration: Histogram,
+    snapshot_generation: IntGauge,
+    snapshot_loaded: Gauge,
+    snapshot_age: Gauge,
+    audit_queue_depth: IntGauge,
+    audit_events: IntCounter,
+    audit_rows_written: IntCounter,
+    audit_write_errors: IntCounter,
+    audit_folded: IntCounter,
+    /// Where the audit figures are read from at scrape time, if auditing is on.
+    audit: Mutex<Option<(Sink, Arc<WriterStats>)>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let r = Registrar(&registry);
+        let query_vec = r.counter_vec(
+            "warden_queries_total",
+            "DNS queries answered, by outcome and query type",
+            &["outcome", "qtype"],
+        );
+        let queries = QueryOutcome::ALL
+            .iter()
+            .map(|o| {
+                QTYPE_CLASSES
+                    .iter()
+                    .map(|q| query_vec.with_label_values(&[o.as_str(), q]))
+                    .collect()
+            })
+            .collect();
+        let seconds = |name: &str, help: &str, buckets: Vec<f64>| {
+            r.histogram(HistogramOpts::new(name, help).buckets(buckets))
+        };
+        Metrics {
+            queries,
+            blocks: r.counter_vec(
+                "warden_blocks_total",
+                "Blocked answers, by category (each category of a multi-category rule) and client group",
+                &["category", "group"],
+            ),
+            upstream_errors: r.counter_vec(
+                "warden_upstream_errors_total",
+                "Forwarded queries that got no usable answer, by kind",
+                &["kind"],
+            ),
+            upstream_duration: seconds(
+                "warden_upstream_duration_seconds",
+                "Time upstream took to answer queries not in the cache",
+                vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0],
+            ),
+            cache_hits: r.counter("warden_cache_hits_total", "Allowed queries answered from the cache"),
+            cache_misses: r.counter(
+                "warden_cache_misses_total",
+                "Allowed queries that had to ask upstream",
+            ),
+            rules_per_list: r.gauge_vec(
+                "warden_list_rules",
+                "Rules loaded from each list in the serving snapshot",
+                &["list", "category"],
+            ),
+            rules_per_category: r.gauge_vec(
+                "warden_category_rules",
+                "Rules loaded per category in the serving snapshot",
+                &["category"],
+            ),
+            list_refresh_failures: r.counter_vec(
+                "warden_list_refresh_failures_total",
+                "Failed or rejected list updates (download, parse, shrink guard), by list",
+                &["list"],
+            ),
+            list_refreshes: r.counter_vec(
+                "warden_list_refreshes_total",
+                "List source checks, by list and result (updated, not_modified)",
+                &["list", "result"],
+            ),
+            list_last_success: r.float_gauge_vec(
+                "warden_list_last_success_timestamp_seconds",
+                "When each list source last refreshed successfully (Unix time)",
+                &["list"],
+            ),
+            list_stale: r.gauge_vec(
+                "warden_list_stale",
+                "1 when a locked list has not refreshed within its max_age (it keeps blocking)",
+                &["list"],
+            ),
+            reloads: r.counter("warden_reloads_total", "Snapshot reloads attempted"),
+            reload_failures: r.counter(
+                "warden_reload_failures_total",
+                "Snapshot reloads rejected (the previous rules stayed in force)",
+            ),
+            reload_duration: seconds(
+                "warden_reload_duration_seconds",
+                "Time to build and swap in a new snapshot",
+                vec![0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0],
+            ),
+            snapshot_generation: r.gauge(
+                "warden_snapshot_generation",
+                "Number of the serving snapshot (1 at start, +1 per successful reload)",
+            ),
+            snapshot_loaded: r.float_gauge(
+                "warden_snapshot_loaded_timestamp_seconds",
+                "When the serving snapshot was swapped in (Unix time)",
+            ),
+            snapshot_age: r.float_gauge(
+                "warden_snapshot_age_seconds",
+                "Seconds since the serving snapshot was swapped in",
+            ),
+            audit_queue_depth: r.gauge(
+                "warden_audit_queue_depth",
+                "Audit events waiting for the writer",
+            ),
+            audit_events: r.counter("warden_audit_events_total", "Events offered to the audit log"),
+            audit_rows_written: r.counter(
+                "warden_audit_rows_written_total",
+                "Audit rows inserted or updated in the store",
+            ),
+            audit_write_errors: r.counter(
+                "warden_audit_write_errors_total",
+                "Failed audit writes (retried; nothing is dropped while the writer runs)",
+            ),
+            audit_folded: r.counter(
+                "warden_audit_folded_total",
+                "Audit events folded into per-client or overflow rows under a flood",
+            ),
+            audit: Mutex::new(None),
+            registry,
+        }
+    }
+
+    /// Count one answered query.
+    pub fn query(&self, outcome: QueryOutcome, qtype: Option<RecordType>) {
+        let row = QueryOutcome::ALL
+            .iter()
+            .position(|o| *o == outcome)
+            .unwrap_or(0);
+        self.queries[row][qtype_class(qtype)].inc();
+    }
+
+    /// Count one block under each of its categories.
+    pub fn block(&self, categories: &str, group: &str) {
+        for category in categories.split(',').filter(|c| !c.is_empty()) {
+            self.blocks.with_label_values(&[category, group]).inc();
+        }
+    }
+
+    pub fn upstream_error(&self, kind: &str) {
+        self.upstream_errors.with_label_values(&[kind]).inc();
+    }
+
+    /// A reload attempt ended; on success `engine` is the new serving snapshot.
+    pub fn reload_done(&self, elapsed: Duration, generation: u64, engine: Option<&Engine>) {
+        self.reloads.inc();
+        self.reload_duration.observe(elapsed.as_secs_f64());
+        match engine {
+            Some(engine) => self.snapshot_swapped(generation, engine),
+            None => self.reload_failures.inc(),
+        }
+    }
+
+    /// Describe the snapshot now serving: generation, time, rules per list and category.
+    pub fn snapshot_swapped(&self, generation: u64, engine: &Engine) {
+        self.snapshot_generation.set(generation as i64);
+        self.snapshot_loaded.set(unix_seconds(SystemTime::now()));
+        self.rules_per_list.reset();
+        self.rules_per_category.reset();
+        for list in &engine.lists {
+            let category = list.category.as_deref().unwrap_or("allow");
+            let rules = list.report.accepted as i64;
+            self.rules_per_list
+                .with_label_values(&[&list.name, category])
+                .set(rules);
+            self.rules_per_category
+                .with_label_values(&[category])
+                .add(rules);
+        }
+    }
+
+    /// A list source was checked: `updated` (new content accepted) or `not_modified`.
+    pub fn list_refreshed(&self, list: &str, result: &str, at: SystemTime) {
+        self.list_refreshes.with_label_values(&[list, result]).inc();
+        self.list_last_success
+            .with_label_values(&[list])
+            .set(unix_seconds(at));
+    }
+
+    /// A list update failed or was rejected; the last good copy stays in force.
+    pub fn list_refresh_failed(&self, list: &str) {
+        self.list_refresh_failures.with_label_values(&[list]).inc();
+    }
+
+    /// Mark a locked list stale (true) or fresh (false).
+    pub fn list_stale(&self, list: &str, stale: bool) {
+        self.list_stale
+            .with_label_values(&[list])
+            .set(i64::from(stale));
+    }
+
+    /// Read the audit figures from `sink` and `writer` at each scrape.
+    pub fn watch_audit(&self, sink: Sink, writer: Arc<WriterStats>) {
+        *lock(&self.audit) = Some((sink, writer));
+    }
+
+    /// The Prometheus text exposition of every metric, current as of this call.
+    pub fn render(&self) -> String {
+        self.refresh_derived();
+        let mut out = Vec::new();
+        // Encoding our own registry into a Vec cannot fail short of a bug in the encoder;
+        // a partial page is still better than none for a scrape.
+        if let Err(error) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
+            tracing::error!(%error, "cannot encode metrics");
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    /// Copy in the figures kept elsewhere. Counters only ever move up by the difference,
+    /// under the lock, so two scrapes at once cannot count twice.
+    fn refresh_derived(&self) {
+        let loaded = self.snapshot_loaded.get();
+        if loaded > 0.0 {
+            self.snapshot_age
+                .set((unix_seconds(SystemTime::now()) - loaded).max(0.0));
+        }
+        let guard = lock(&self.audit);
+        let Some((sink, writer)) = guard.as_ref() else {
+            return;
+        };
+        use std::sync::atomic::Ordering::Relaxed;
+        self.audit_queue_depth.set(sink.queue_depth() as i64);
+        catch_up(&self.audit_events, sink.received());
+        catch_up(&self.audit_folded, sink.folded());
+        catch_up(
+            &self.audit_rows_written,
+            writer.rows_inserted.load(Relaxed) + writer.rows_updated.load(Relaxed),
+        );
+        catch_up(&self.audit_write_errors, writer.write_errors.load(Relaxed));
+    }
+
+    /// A recorder that routes hickory-resolver's cache counters into this registry; use
+    /// it (with `metrics::with_local_recorder`) while building the resolver.
+    pub fn resolver_bridge(&self) -> ResolverBridge {
+        ResolverBridge {
+            cache_hits: self.cache_hits.clone(),
+            cache_misses: self.cache_misses.clone(),
+            upstream_duration: self.upstream_duration.clone(),
+        }
+    }
+}
+
+fn catch_up(counter: &IntCounter, total: u64) {
+    let now = counter.get();
+    if total > now {
+        counter.inc_by(total - now);
+    }
+}
+
+fn unix_seconds(t: SystemTime) -> f64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Creates and registers metrics. Registration only fails on a duplicate name or a bad
+/// label set, both fixed at compile time here; a unit test renders every metric, so such
+/// a mistake fails the test suite rather than a running server.
+struct Registrar<'a>(&'a Registry);
+
+impl Registrar<'_> {
+    fn register<C: prometheus::core::Collector + Clone + 'static>(&self, c: C) -> C {
+        if let Err(error) = self.0.register(Box::new(c.clone())) {
+            tracing::error!(%error, "metric not registered");
+        }
+        c
+    }
+    fn counter(&self, name: &str, help: &str) -> IntCounter {
+        self.register(IntCounter::with_opts(Opts::new(name, help)).expect("valid metric name"))
+    }
+    fn counter_vec(&self, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+        self.register(IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric name"))
+    }
+    fn gauge(&self, name: &str, help: &str) -> IntGauge {
+        self.register(IntGauge::with_opts(Opts::new(name, help)).expect("valid metric name"))
+    }
+    fn gauge_vec(&self, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+        self.register(IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric name"))
+    }
+    fn float_gauge(&self, name: &str, help: &str) -> Gauge {
+        self.register(Gauge::with_opts(Opts::new(name, help)).expect("valid metric name"))
+    }
+    fn float_gauge_vec(&self, name: &str, help: &str, labels: &[&str]) -> GaugeVec {
+        self.register(GaugeVec::new(Opts::new(name, help), labels).expect("valid metric name"))
+    }
+    fn histogram(&self, opts: HistogramOpts) -> Histogram {
+        self.register(Histogram::with_opts(opts).expect("valid histogram"))
+    }
+}
+
+/// Routes the few hickory-resolver metrics we export into our registry; the rest (per
+/// name server, per protocol) are dropped.
+pub struct ResolverBridge {
+    cache_hits: IntCounter,
+    cache_misses: IntCounter,
+    upstream_duration: Histogram,
+}
+
+struct BridgedCounter(IntCounter);
+struct BridgedHistogram(Histogram);
+
+impl metrics::CounterFn for BridgedCounter {
+    fn increment(&self, value: u64) {
+        self.0.inc_by(value);
+    }
+    fn absolute(&self, value: u64) {
+        catch_up(&self.0, value);
+    }
+}
+
+impl metrics::HistogramFn for BridgedHistogram {
+    fn record(&self, value: f64) {
+        self.0.observe(value);
+    }
+}
+
+impl metrics::Recorder for ResolverBridge {
+    fn describe_counter(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
+    fn describe_gauge(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
+    fn describe_histogram(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
+
+    fn register_counter(&self, key: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Counter {
+        let counter = match key.name() {
+            hickory_resolver::metrics::CACHE_HIT_TOTAL => &self.cache_hits,
+            hickory_resolver::metrics::CACHE_MISS_TOTAL => &self.cache_misses,
+            _ => return metrics::Counter::noop(),
+        };
+        metrics::Counter::from_arc(Arc::new(BridgedCounter(counter.clone())))
+    }
+
+    fn register_gauge(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Gauge {
+        metrics::Gauge::noop()
+    }
+
+    fn register_histogram(
+        &self,
+        key: &metrics::Key,
+        _: &metrics::Metadata<'_>,
+    ) -> metrics::Histogram {
+        if key.name() == hickory_resolver::metrics::CACHE_MISS_DURATION {
+            metrics::Histogram::from_arc(Arc::new(BridgedHistogram(self.upstream_duration.clone())))
+        } else {
+            metrics::Histogram::noop()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_every_metric_and_counts_queries() {
+        let m = Metrics::new();
+        m.query(QueryOutcome::Blocked, Some(RecordType::A));
+        m.query(QueryOutcome::Blocked, Some(RecordType::A));
+        m.query(QueryOutcome::Allowed, Some(RecordType::CAA));
+        m.block("adult,gambling", "default");
+        m.upstream_error("timeout");
+        m.list_refresh_failed("ctiru");
+        m.list_stale("ctiru", true);
+        let text = m.render();
+        assert!(
+            text.contains(r#"warden_queries_total{outcome="blocked",qtype="A"} 2"#),
+            "{text}"
+        );
+        assert!(text.contains(r#"warden_queries_total{outcome="allowed",qtype="other"} 1"#));
+        assert!(text.contains(r#"warden_blocks_total{category="gambling",group="default"} 1"#));
+        assert!(text.contains(r#"warden_list_refresh_failures_total{list="ctiru"} 1"#));
+        assert!(text.contains(r#"warden_list_stale{list="ctiru"} 1"#));
+        for name in [
+            "warden_reloads_total",
+            "warden_reload_failures_total",
+            "warden_snapshot_generation",
+            "warden_cache_hits_total",
+            "warden_upstream_duration_seconds_bucket",
+            "warden_audit_queue_depth",
+        ] {
+            assert!(text.contains(name), "{name} missing from:\n{text}");
+        }
+    }
+
+    #[test]
+    fn bridge_routes_hickory_cache_counters() {
+        let m = Metrics::new();
+        let bridge = m.resolver_bridge();
+        metrics::with_local_recorder(&bridge, || {
+            metrics::counter!(hickory_resolver::metrics::CACHE_HIT_TOTAL).increment(3);
+            metrics::counter!("something_else").increment(5);
+            metrics::histogram!(hickory_resolver::metrics::CACHE_MISS_DURATION).record(0.02);
+        });
+        let text = m.render();
+        assert!(text.contains("warden_cache_hits_total 3"), "{text}");
+        assert!(
+            text.contains("warden_upstream_duration_seconds_count 1"),
+            "{text}"
+        );
+    }
+}

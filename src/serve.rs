@@ -1,0 +1,241 @@
+//! `warden serve`: the running daemon's start-up order and wiring, top to bottom.
+//!
+//! 1. download any `url` list that has no cached copy yet (first start only);
+//! 2. load and validate the config and every list into the first snapshot (any error
+//!    stops here, before a socket is bound);
+//! 3. open the audit log and start its writer;
+//! 4. bind DNS (UDP and TCP) and the admin listener;
+//! 5. install the reload triggers (SIGHUP, file watcher, list refresh timers, stale-list
+//!    watch) and the shutdown signals, then announce that we serve;
+//! 6. on SIGTERM/SIGINT: stop answering, then flush and seal the audit log.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use arc_swap::ArcSwap;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::engine::Engine;
+use crate::metrics::Metrics;
+use crate::reload::Reloader;
+use crate::upstream::Forwarder;
+use crate::{admin, audit, dns, sources};
+
+/// Serve until SIGINT or SIGTERM.
+pub fn run(path: &Path) -> Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let metrics = Arc::new(Metrics::new());
+
+    // 1–2. The first snapshot. A config error is reported before any download.
+    let config = Config::load(path)?;
+    runtime.block_on(sources::prime_missing(&config, &metrics));
+    let engine = Engine::load(path).with_context(|| format!("loading {}", path.display()))?;
+    crate::memory::return_freed_memory();
+    log_loaded(&engine, path);
+
+    // 3. The audit log.
+    let audit = start_audit(&engine.config)?;
+    if let Some((sink, writer)) = &audit {
+        metrics.watch_audit(sink.clone(), writer.stats_handle());
+    }
+
+    runtime.block_on(async {
+        let signal = shutdown_signal()?;
+        let config = engine.config.clone();
+        let forwarder = Forwarder::instrumented(&config.upstream, &metrics)?;
+        let shared = Arc::new(ArcSwap::from_pointee(engine));
+        let reloader = Arc::new(Reloader::new(path, shared.clone()).with_metrics(metrics.clone()));
+
+        // 4. Listeners.
+        let mut handler = dns::Handler::new(shared, forwarder).with_metrics(metrics.clone());
+        if let Some((sink, _)) = &audit {
+            handler = handler.with_audit(sink.clone());
+        }
+        let server = dns::start(&config.server.listen, handler, config.server.tcp_timeout).await?;
+        let stop = server.token();
+        let serving = Arc::new(AtomicBool::new(false));
+        let admin = start_admin(&config, &metrics, &reloader, &serving, &stop).await?;
+
+        // 5. Triggers, then the announcement.
+        spawn_reload_triggers(&config, reloader, metrics.clone(), stop.clone())?;
+        serving.store(true, Ordering::Relaxed);
+        for addr in &server.addrs {
+            tracing::info!("serving DNS on {addr} (UDP and TCP)");
+        }
+        tokio::spawn(async move {
+            signal.await;
+            tracing::info!("shutting down");
+            stop.cancel();
+        });
+        server.wait().await?;
+        if let Some(admin) = admin {
+            admin.wait().await;
+        }
+        Ok::<_, anyhow::Error>(())
+    })?;
+
+    // 6. The server has stopped answering: now flush and seal every recorded block.
+    if let Some((sink, writer)) = audit {
+        writer.stop().context("flushing the audit log")?;
+        tracing::info!(events = sink.received(), "audit log flushed");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn log_loaded(engine: &Engine, path: &Path) {
+    for warning in engine.lists.iter().filter_map(|l| l.report.warning()) {
+        tracing::warn!("{warning}");
+    }
+    for list in engine.lists.iter().filter(|l| l.missing) {
+        tracing::error!(
+            list = list.name,
+            "no downloaded copy of this list yet: it blocks nothing until a download succeeds"
+        );
+    }
+    let stats = engine.matcher.stats();
+    tracing::info!(
+        rules = stats.rules,
+        names = stats.names,
+        lists = engine.lists.len(),
+        build_ms = engine.build_time.as_millis() as u64,
+        "rules loaded from {}",
+        path.display()
+    );
+}
+
+/// Open the audit store and start its writer, unless `[audit] enabled = false`.
+fn start_audit(config: &Config) -> Result<Option<(audit::Sink, audit::Writer)>> {
+    let settings = &config.audit;
+    if !settings.enabled {
+        tracing::warn!("[audit] enabled = false: blocks are not recorded");
+        return Ok(None);
+    }
+    let store = audit::Store::open(&config.resolve(&settings.path))?;
+    tracing::info!("audit log: {}", store.path().display());
+    let sink = audit::Sink::new(settings.max_pending);
+    let writer = audit::Writer::start(
+        store,
+        sink.clone(),
+        audit::writer::WriterSettings {
+            window: settings.window,
+            flush_interval: settings.flush_interval,
+            retention_days: settings.retention_days,
+            retention_by_category: settings
+                .retention_days_by_category
+                .iter()
+                .map(|(c, d)| (c.clone(), *d.get_ref()))
+                .collect(),
+        },
+    )?;
+    Ok(Some((sink, writer)))
+}
+
+/// The admin listener, unless `[admin] enabled = false`.
+async fn start_admin(
+    config: &Config,
+    metrics: &Arc<Metrics>,
+    reloader: &Arc<Reloader>,
+    serving: &Arc<AtomicBool>,
+    stop: &CancellationToken,
+) -> Result<Option<admin::AdminServer>> {
+    let settings = &config.admin;
+    if !settings.enabled {
+        return Ok(None);
+    }
+    let token = admin::load_or_create_token(&config.resolve(&settings.token_file))?;
+    let server = admin::start(
+        settings.listen,
+        token,
+        metrics.clone(),
+        reloader.clone(),
+        serving.clone(),
+        stop.clone(),
+    )
+    .await?;
+    if !server.addr.ip().is_loopback() {
+        tracing::warn!(
+            "the admin listener is reachable from the network; keep it behind a firewall"
+        );
+    }
+    tracing::info!(
+        "admin HTTP on {} (/metrics, /healthz, /readyz, POST /reload)",
+        server.addr
+    );
+    Ok(Some(server))
+}
+
+/// Everything that reloads the rules: SIGHUP, the file watcher (if enabled), one refresh
+/// timer per `url` list, and the stale-list watch. All end with `stop`.
+fn spawn_reload_triggers(
+    config: &Config,
+    reloader: Arc<Reloader>,
+    metrics: Arc<Metrics>,
+    stop: CancellationToken,
+) -> Result<()> {
+    if config.reload.watch_files {
+        if let Err(error) = crate::reload::watch(reloader.clone(), stop.clone()) {
+            tracing::warn!(%error, "cannot watch list files; reload with SIGHUP instead");
+        }
+    }
+    let list_sources = sources::Source::all(config);
+    if !list_sources.is_empty() {
+        let fetcher = sources::Fetcher::new(config)?;
+        for source in list_sources {
+            tokio::spawn(sources::refresh_forever(
+                source,
+                fetcher.clone(),
+                reloader.clone(),
+                metrics.clone(),
+                stop.clone(),
+            ));
+        }
+    }
+    if config.lists.iter().any(|l| l.max_age.is_some()) {
+        tokio::spawn(sources::watch_staleness(
+            reloader.clone(),
+            metrics,
+            stop.clone(),
+        ));
+    }
+    #[cfg(unix)]
+    {
+        let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .context("installing the SIGHUP handler")?;
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    got = hangup.recv() => if got.is_none() { return },
+                }
+                let _ = reloader.reload("SIGHUP").await;
+            }
+        });
+    }
+    Ok(())
+}
+
+/// SIGINT (Ctrl-C) or, on Unix, SIGTERM (systemd's stop). Registers the handlers when
+/// called, so call it before announcing that we serve: a signal sent right after the
+/// announcement must find them in place.
+fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>> {
+    #[cfg(unix)]
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    let ctrl_c = tokio::signal::ctrl_c();
+    Ok(async move {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+        #[cfg(not(unix))]
+        let _ = ctrl_c.await;
+    })
+}
