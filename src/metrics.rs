@@ -113,6 +113,7 @@ pub struct Metrics {
     audit_folded: IntCounter,
     /// Where the audit figures are read from at scrape time, if auditing is on.
     audit: Mutex<Option<(Sink, Arc<WriterStats>)>>,
+    names: Vec<String>,
 }
 
 impl Default for Metrics {
@@ -124,7 +125,7 @@ impl Default for Metrics {
 impl Metrics {
     pub fn new() -> Metrics {
         let registry = Registry::new();
-        let r = Registrar(&registry);
+        let r = Registrar(&registry, Default::default());
         let query_vec = r.counter_vec(
             "warden_queries_total",
             "DNS queries answered, by outcome and query type",
@@ -234,8 +235,15 @@ impl Metrics {
                 "Audit events folded into per-client or overflow rows under a flood",
             ),
             audit: Mutex::new(None),
+            names: r.1.take(),
             registry,
         }
+    }
+
+    /// The name of every metric family registered (including labelled ones with no
+    /// series yet, which `/metrics` leaves out until their first sample).
+    pub fn names(&self) -> &[String] {
+        &self.names
     }
 
     /// Count one answered query.
@@ -376,10 +384,12 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// Creates and registers metrics. Registration only fails on a duplicate name or a bad
 /// label set, both fixed at compile time here; a unit test renders every metric, so such
 /// a mistake fails the test suite rather than a running server.
-struct Registrar<'a>(&'a Registry);
+struct Registrar<'a>(&'a Registry, std::cell::RefCell<Vec<String>>);
 
 impl Registrar<'_> {
     fn register<C: prometheus::core::Collector + Clone + 'static>(&self, c: C) -> C {
+        let names: Vec<String> = c.desc().iter().map(|d| d.fq_name.clone()).collect();
+        self.1.borrow_mut().extend(names);
         if let Err(error) = self.0.register(Box::new(c.clone())) {
             tracing::error!(%error, "metric not registered");
         }
