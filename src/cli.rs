@@ -150,6 +150,13 @@ pub struct CheckArgs {
     /// One JSON object per line instead of tab-separated text.
     #[arg(long)]
     pub json: bool,
+    /// Decide as for this client address (its group; default: the default group).
+    #[arg(long)]
+    pub client: Option<std::net::IpAddr>,
+    /// Decide as at this time: "2026-11-23T10:00" (local, in [server] timezone) or RFC
+    /// 3339 with an offset (default: now).
+    #[arg(long)]
+    pub at: Option<String>,
     /// Names to check.
     #[arg(required = true)]
     pub names: Vec<String>,
@@ -612,20 +619,120 @@ fn check(args: CheckArgs) -> Result<ExitCode> {
         .map(|n| name::normalize(n).with_context(|| format!("invalid name {n:?}")))
         .collect::<Result<Vec<_>>>()?;
     let engine = load_engine(&args.config.config)?;
-    let active = engine.default_active();
+    let policy = &engine.policy;
+    let at = match &args.at {
+        Some(text) => parse_at(text, policy.tz)?,
+        None => chrono::Utc::now(),
+    };
+    let who = match args.client {
+        Some(ip) => policy.who(ip),
+        None => crate::policy::Who {
+            group: policy.default_group(),
+            device: None,
+        },
+    };
+    let (active, open) = policy.active_at(who.group, at);
+    let context =
+        (args.client.is_some() || args.at.is_some()).then_some(CheckContext { who, open: &open });
     let mut out = std::io::stdout().lock();
     let mut any_blocked = false;
     for name in &names {
         let verdict = engine.matcher.lookup(name, active);
-        any_blocked |= verdict.is_blocked();
+        let verdict = match verdict {
+            Verdict::Blocked(b) if who.group.allows(name, &b) => {
+                Verdict::Allowed { exception: None }
+            }
+            other => other,
+        };
+        let special = crate::policy::special(name).filter(|_| {
+            engine
+                .matcher
+                .category_id(crate::policy::CIRCUMVENTION)
+                .is_some_and(|id| active.contains(id))
+        });
+        any_blocked |= verdict.is_blocked() || special.is_some();
         let line = if args.json {
-            check_json(&engine, name, &verdict).to_string()
+            let mut value = check_json(&engine, name, &verdict);
+            value["group"] = who.group.name.clone().into();
+            if let Some(kind) = special {
+                value["verdict"] = "blocked".into();
+                value["categories"] = serde_json::json!([crate::policy::CIRCUMVENTION]);
+                value["list"] = "built-in".into();
+                value["answer"] = format!("{kind:?}").into();
+            }
+            value["schedule"] = open
+                .iter()
+                .map(|w| w.label.clone())
+                .collect::<Vec<_>>()
+                .into();
+            value.to_string()
+        } else if let Some(kind) = special {
+            let mut line = format!(
+                "{name}\tblocked\t{}\tbuilt-in\t{kind:?}",
+                crate::policy::CIRCUMVENTION
+            );
+            if let Some(ctx) = &context {
+                line.push_str(&ctx.suffix(None));
+            }
+            line
         } else {
-            check_text(&engine, name, &verdict)
+            let mut line = check_text(&engine, name, &verdict);
+            if let Some(target) =
+                crate::policy::safe_search::target(name, who.group.safe_search, who.group.youtube)
+                    .filter(|_| !verdict.is_blocked())
+            {
+                line = format!("{name}\tsafe-search\t{target}");
+            }
+            if let Some(ctx) = &context {
+                line.push_str(&ctx.suffix(verdict.block().map(|b| b.categories)));
+            }
+            line
         };
         writeln!(out, "{line}")?;
     }
     Ok(ExitCode::from(u8::from(any_blocked)))
+}
+
+/// For `check --client/--at`: the group, and the schedule windows that decided.
+struct CheckContext<'a> {
+    who: crate::policy::Who<'a>,
+    open: &'a [&'a crate::policy::schedule::Window],
+}
+
+impl CheckContext<'_> {
+    fn suffix(&self, blocked_by: Option<crate::filter::CategorySet>) -> String {
+        let mut text = format!("\tgroup {}", self.who.group.name);
+        let deciding: Vec<&str> = self
+            .open
+            .iter()
+            .filter(|w| match blocked_by {
+                Some(set) => w.block.0 & set.0 != 0,
+                None => !w.allow.is_empty(),
+            })
+            .map(|w| w.label.as_str())
+            .collect();
+        if !deciding.is_empty() {
+            text.push_str(&format!("\tschedule {}", deciding.join("; ")));
+        }
+        text
+    }
+}
+
+/// `--at`: RFC 3339 with an offset, or a local date and time in the config's time zone.
+fn parse_at(text: &str, tz: chrono_tz::Tz) -> Result<chrono::DateTime<chrono::Utc>> {
+    use chrono::TimeZone;
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(text) {
+        return Ok(t.with_timezone(&chrono::Utc));
+    }
+    let naive = ["%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M:%S"]
+        .iter()
+        .find_map(|f| chrono::NaiveDateTime::parse_from_str(text, f).ok())
+        .with_context(|| format!("--at {text:?}: expected a time like 2026-11-23T10:00"))?;
+    let local = tz
+        .from_local_datetime(&naive)
+        .earliest()
+        .with_context(|| format!("--at {text:?} does not exist in {tz} (the clocks skip it)"))?;
+    Ok(local.with_timezone(&chrono::Utc))
 }
 
 fn check_text(engine: &Engine, name: &str, verdict: &Verdict<'_>) -> String {

@@ -60,6 +60,8 @@ pub struct Config {
     pub lists: Vec<ListConfig>,
     #[serde(default)]
     pub allow: Vec<AllowConfig>,
+    #[serde(default)]
+    pub clients: Vec<ClientConfig>,
     /// Folder of the config file: relative list paths start here. Not part of the file.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -81,6 +83,12 @@ pub struct ServerConfig {
     /// How long a TCP connection may sit idle.
     #[serde(default = "default_tcp_timeout", with = "humantime_serde")]
     pub tcp_timeout: Duration,
+    /// The IANA time zone schedules are written in.
+    #[serde(default = "default_timezone")]
+    pub timezone: Spanned<String>,
+    /// A DHCP lease file (dnsmasq or ISC dhcpd) naming devices for the audit log.
+    #[serde(default)]
+    pub dhcp_leases: Option<PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -89,6 +97,8 @@ impl Default for ServerConfig {
             listen: default_listen(),
             default_group: default_group(),
             tcp_timeout: default_tcp_timeout(),
+            timezone: default_timezone(),
+            dhcp_leases: None,
         }
     }
 }
@@ -98,6 +108,9 @@ fn default_listen() -> Vec<SocketAddr> {
 }
 fn default_group() -> String {
     "default".to_string()
+}
+fn default_timezone() -> Spanned<String> {
+    Spanned::new(0..0, "Europe/London".to_string())
 }
 fn default_tcp_timeout() -> Duration {
     Duration::from_secs(10)
@@ -373,12 +386,76 @@ pub struct CategoryConfig {
 }
 
 /// `[groups.NAME]`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GroupConfig {
     /// Categories blocked for this group (locked ones are added regardless).
     #[serde(default)]
     pub block: Vec<Spanned<String>>,
+    /// Time windows that block (or allow) more categories.
+    #[serde(default)]
+    pub schedule: Vec<ScheduleConfig>,
+    /// Block the built-in `circumvention` category (DoH canary, Private Relay, DDR and
+    /// the circumvention lists). On unless turned off here.
+    #[serde(default = "default_on")]
+    pub circumvention: Spanned<bool>,
+    /// Rewrite Google, Bing and DuckDuckGo to their safe-search addresses.
+    #[serde(default)]
+    pub safe_search: bool,
+    /// YouTube restricted mode.
+    #[serde(default)]
+    pub youtube: YouTubeMode,
+    /// How this group's blocked names are answered (default: `[blocking] response`).
+    #[serde(default)]
+    pub block_response: Option<BlockResponse>,
+}
+
+/// YouTube's restricted modes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum YouTubeMode {
+    #[default]
+    Off,
+    Moderate,
+    Strict,
+}
+
+/// `[[groups.NAME.schedule]]`: in the window, `block` categories are added to the
+/// group's and `allow` categories taken away (never a locked one).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleConfig {
+    #[serde(default)]
+    pub block: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub allow: Vec<Spanned<String>>,
+    /// `mon`…`sun`, or `weekdays`, `weekends`, `daily`.
+    #[serde(default = "default_days")]
+    pub days: Vec<Spanned<String>>,
+    /// Local start, `HH:MM`.
+    pub from: Spanned<String>,
+    /// Local end, `HH:MM`; earlier than `from` means the window runs past midnight.
+    pub to: Spanned<String>,
+}
+
+fn default_on() -> Spanned<bool> {
+    Spanned::new(0..0, true)
+}
+
+fn default_days() -> Vec<Spanned<String>> {
+    vec![Spanned::new(0..0, "daily".to_string())]
+}
+
+/// `[[clients]]`: an address or network and the group (and device name) it belongs to.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientConfig {
+    /// `10.0.1.0/24`, `2001:db8::/64`, or one address.
+    pub cidr: Spanned<String>,
+    pub group: Spanned<String>,
+    /// A device name for the audit log (a label only, never a policy key).
+    #[serde(default)]
+    pub name: Option<String>,
 }
 
 /// `[[lists]]`: a block list.
@@ -434,6 +511,9 @@ pub struct AllowConfig {
     pub path: PathBuf,
     #[serde(default)]
     pub format: Format,
+    /// Only for these groups (default: every group).
+    #[serde(default)]
+    pub groups: Vec<Spanned<String>>,
 }
 
 impl Config {
@@ -453,6 +533,17 @@ impl Config {
             message: e.to_string().trim_end().to_string(),
         })?;
         config.path = path.to_path_buf();
+        // The built-in category of ways round the filter exists whether or not the file
+        // defines it (its DoH-canary, Private Relay and DDR answers need it).
+        config
+            .categories
+            .entry(crate::policy::CIRCUMVENTION.to_string())
+            .or_insert_with(|| CategoryConfig {
+                locked: false,
+                description: "Ways round the filter: DoH/DoT resolvers, VPNs, proxies, \
+                              iCloud Private Relay (built in)"
+                    .to_string(),
+            });
         config.base_dir = path
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
@@ -514,6 +605,140 @@ impl Validator<'_> {
                 .collect::<Vec<_>>()
                 .join(", ")
         }
+    }
+
+    /// The groups a client or allow list names exist.
+    fn group_exists(
+        &self,
+        config: &Config,
+        group: &Spanned<String>,
+        what: &str,
+    ) -> Result<(), ConfigError> {
+        let name = group.get_ref();
+        let known = if config.groups.is_empty() {
+            *name == config.server.default_group
+        } else {
+            config.groups.contains_key(name)
+        };
+        if known {
+            return Ok(());
+        }
+        let defined = if config.groups.is_empty() {
+            format!(
+                "{} (the default group; add [groups.NAME] sections for more)",
+                config.server.default_group
+            )
+        } else {
+            config.groups.keys().cloned().collect::<Vec<_>>().join(", ")
+        };
+        self.error(
+            group.span(),
+            format!("{what} names undefined group {name:?}; defined groups: {defined}"),
+        )
+    }
+
+    fn category_exists(
+        &self,
+        config: &Config,
+        category: &Spanned<String>,
+        what: &str,
+    ) -> Result<(), ConfigError> {
+        if config.categories.contains_key(category.get_ref()) {
+            return Ok(());
+        }
+        self.error(
+            category.span(),
+            format!(
+                "{what} names undefined category {:?}; defined categories: {}",
+                category.get_ref(),
+                self.defined(config)
+            ),
+        )
+    }
+
+    /// Time zone, clients, per-group allow lists and schedules; and the rule that no
+    /// group, schedule or allow list can unblock a locked category.
+    fn check_policy(&self, config: &Config) -> Result<(), ConfigError> {
+        let tz = &config.server.timezone;
+        if tz.get_ref().parse::<chrono_tz::Tz>().is_err() {
+            return self.error(
+                tz.span(),
+                format!("[server] timezone {:?} is not an IANA time zone name such as \"Europe/London\"", tz.get_ref()),
+            );
+        }
+        for client in &config.clients {
+            if let Err(reason) = crate::policy::clients::parse_net(client.cidr.get_ref()) {
+                return self.error(client.cidr.span(), format!("[[clients]] cidr: {reason}"));
+            }
+            self.group_exists(config, &client.group, "[[clients]]")?;
+        }
+        for allow in &config.allow {
+            for group in &allow.groups {
+                self.group_exists(
+                    config,
+                    group,
+                    &format!("allow list {:?}", allow.name.get_ref()),
+                )?;
+            }
+        }
+        let locked = |c: &str| config.categories.get(c).is_some_and(|c| c.locked);
+        for (group, settings) in &config.groups {
+            if !settings.circumvention.get_ref() && locked(crate::policy::CIRCUMVENTION) {
+                return self.error(
+                    settings.circumvention.span(),
+                    format!("group {group:?}: circumvention is a locked category here; no group can turn it off"),
+                );
+            }
+            for window in &settings.schedule {
+                let what = format!("group {group:?} schedule");
+                for category in window.block.iter().chain(&window.allow) {
+                    self.category_exists(config, category, &what)?;
+                }
+                for category in &window.allow {
+                    if locked(category.get_ref()) {
+                        return self.error(
+                            category.span(),
+                            format!(
+                                "{what}: category {:?} is locked: it is blocked for every group at \
+                                 all times, and no schedule, group or allow entry can allow it",
+                                category.get_ref()
+                            ),
+                        );
+                    }
+                }
+                if window.block.is_empty() && window.allow.is_empty() {
+                    return self.error(
+                        window.from.span(),
+                        format!("{what}: the window neither blocks nor allows a category"),
+                    );
+                }
+                let days: Vec<&str> = window.days.iter().map(|d| d.get_ref().as_str()).collect();
+                let checked = crate::policy::schedule::Window::new(
+                    &days,
+                    window.from.get_ref(),
+                    window.to.get_ref(),
+                    crate::filter::CategorySet::EMPTY,
+                    crate::filter::CategorySet::EMPTY,
+                );
+                if let Err(error) = checked {
+                    let span = match &error {
+                        crate::policy::schedule::ScheduleError::Day(d) => window
+                            .days
+                            .iter()
+                            .find(|s| s.get_ref() == d)
+                            .map_or(window.from.span(), |s| s.span()),
+                        crate::policy::schedule::ScheduleError::Time(t)
+                            if t == window.to.get_ref() =>
+                        {
+                            window.to.span()
+                        }
+                        _ => window.from.span(),
+                    };
+                    return self.error(span, format!("{what}: {error}"));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// A list has exactly one of `path` and `url`, and URL options only with a URL.
@@ -645,6 +870,7 @@ impl Validator<'_> {
                 }
             }
         }
+        self.check_policy(config)?;
         if !config.groups.is_empty() && !config.groups.contains_key(&config.server.default_group) {
             return self.error(
                 0..0,

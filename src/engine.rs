@@ -6,13 +6,15 @@
 //! file and line at fault. Reloading (swapping a new `Engine` behind an `ArcSwap`) builds
 //! a whole new one the same way and leaves the old one serving until the swap.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::config::{Config, ConfigError};
 use crate::filter::{CategorySet, FilterError, ListKind, Matcher, MatcherBuilder};
 use crate::lists::{self, ListError, ListReport};
+use crate::policy::{Parts, Policy};
 
 /// Why a snapshot could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -42,8 +44,8 @@ pub struct Engine {
     pub config: Config,
     pub matcher: Matcher,
     pub lists: Vec<LoadedList>,
-    /// Active categories per group (locked ones included).
-    groups: BTreeMap<String, CategorySet>,
+    /// Clients, groups, schedules and safe search.
+    pub policy: Policy,
     /// Time to read every list and compile the matcher.
     pub build_time: Duration,
 }
@@ -101,12 +103,24 @@ impl Engine {
                 missing,
             });
         }
+        // Allow lists for every group go into the main matcher; a group's own allow
+        // lists into a small matcher of that group's (consulted after the main one).
+        let mut group_allow: BTreeMap<String, MatcherBuilder> = BTreeMap::new();
         for allow in &config.allow {
             let name = allow.name.get_ref();
             let parsed = load(name, &config.resolve(&allow.path), allow.format)?;
-            builder
-                .add_list(name, ListKind::Allow, &parsed.rules)
-                .map_err(filter_err)?;
+            if allow.groups.is_empty() {
+                builder
+                    .add_list(name, ListKind::Allow, &parsed.rules)
+                    .map_err(filter_err)?;
+            }
+            for group in &allow.groups {
+                group_allow
+                    .entry(group.get_ref().clone())
+                    .or_default()
+                    .add_list(name, ListKind::Allow, &parsed.rules)
+                    .map_err(filter_err)?;
+            }
             lists.push(LoadedList {
                 name: name.clone(),
                 category: None,
@@ -115,29 +129,48 @@ impl Engine {
             });
         }
         let matcher = builder.build().map_err(filter_err)?;
-        let groups = group_sets(&config, &matcher);
+        let allow = group_allow
+            .into_iter()
+            .map(|(group, b)| b.build().map(|m| (group, m)))
+            .collect::<Result<_, _>>()
+            .map_err(filter_err)?;
+        let leases = read_leases(&config);
+        let policy = Policy::build(&config, &matcher, Parts { allow, leases });
         Ok(Engine {
             config,
             matcher,
             lists,
-            groups,
+            policy,
             build_time: started.elapsed(),
         })
     }
 
-    /// The categories active for `group` (locked ones always included). An unknown group
-    /// gets every category: failing closed is the safe default for a filter.
+    /// The categories active now for `group` (locked ones always included). An unknown
+    /// group gets every category: failing closed is the safe default for a filter.
     pub fn active_for(&self, group: &str) -> CategorySet {
-        self.groups
-            .get(group)
-            .copied()
-            .unwrap_or_else(|| self.matcher.all_categories())
+        match self.policy.group(group) {
+            Some(g) => self.policy.active_now(g),
+            None => self.matcher.all_categories(),
+        }
     }
 
-    /// The categories active for clients of the default group.
+    /// The categories active now for clients of the default group.
     pub fn default_active(&self) -> CategorySet {
-        self.active_for(&self.config.server.default_group)
+        self.policy.active_now(self.policy.default_group())
     }
+}
+
+/// Device names from `[server] dhcp_leases`, if set. A lease file that cannot be read
+/// is logged and ignored: names are labels for the audit log, never worth failing over.
+fn read_leases(config: &Config) -> HashMap<IpAddr, String> {
+    let Some(path) = &config.server.dhcp_leases else {
+        return HashMap::new();
+    };
+    let path = config.resolve(path);
+    crate::policy::clients::read_leases(&path).unwrap_or_else(|error| {
+        tracing::warn!(path = %path.display(), %error, "cannot read the DHCP lease file; devices are shown by address");
+        HashMap::new()
+    })
 }
 
 /// Category numbers follow the config's (sorted) category order, as added above.
@@ -154,23 +187,4 @@ fn load(name: &str, path: &Path, format: lists::Format) -> Result<lists::ParsedL
         list: name.to_string(),
         source,
     })
-}
-
-fn group_sets(config: &Config, matcher: &Matcher) -> BTreeMap<String, CategorySet> {
-    let mut groups = BTreeMap::new();
-    let names: Vec<String> = if config.groups.is_empty() {
-        vec![config.server.default_group.clone()]
-    } else {
-        config.groups.keys().cloned().collect()
-    };
-    for group in names {
-        let set = config
-            .group_blocks(&group)
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(|c| matcher.category_id(c))
-            .fold(matcher.locked(), |s, id| s.with(id));
-        groups.insert(group, set);
-    }
-    groups
 }

@@ -46,6 +46,7 @@ pub mod lists;
 pub mod memory;
 pub mod metrics;
 pub mod name;
+pub mod policy;
 pub mod reload;
 pub mod serve;
 pub mod sources;

@@ -1036,7 +1036,7 @@ fn unknown_category_exits_2_listing_the_defined_ones() {
         let err = stderr(&out);
         assert!(
             err.contains("unknown category \"gamblng\"")
-                && err.contains("defined categories: adult, gambling, terrorism"),
+                && err.contains("defined categories: adult, circumvention, gambling, terrorism"),
             "{command:?}: {err}"
         );
         assert!(stdout(&out).is_empty(), "{command:?}: nothing half-printed");

@@ -5,7 +5,7 @@ use std::net::IpAddr;
 
 use hickory_server::proto::op::{Edns, Header, HeaderCounts, Metadata, ResponseCode};
 use hickory_server::proto::rr::rdata::opt::EdnsOption;
-use hickory_server::proto::rr::rdata::{A, AAAA, SOA};
+use hickory_server::proto::rr::rdata::{A, AAAA, CNAME, SOA};
 use hickory_server::proto::rr::{Name, RData, Record, RecordType};
 use hickory_server::server::{Request, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponseBuilder;
@@ -14,6 +14,7 @@ use crate::config::{BlockResponse, BlockingConfig};
 use crate::engine::Engine;
 use crate::filter::Block;
 use crate::metrics::QueryOutcome;
+use crate::policy::Special;
 use crate::upstream::Answer;
 
 /// EDNS option code of an Extended DNS Error (RFC 8914).
@@ -110,6 +111,7 @@ impl Reply {
 /// here, so none (HTTPS/SVCB hints included) can leak the real addresses.
 pub fn blocked(
     config: &BlockingConfig,
+    mode: BlockResponse,
     engine: &Engine,
     qname: &Name,
     qtype: RecordType,
@@ -124,7 +126,7 @@ pub fn blocked(
         ),
     ));
     let soa = || negative_soa(block.rule.matched, ttl);
-    let addresses: Vec<IpAddr> = match (config.response, qtype) {
+    let addresses: Vec<IpAddr> = match (mode, qtype) {
         (BlockResponse::Nxdomain, _) => {
             return Reply {
                 rcode: ResponseCode::NXDomain,
@@ -171,6 +173,53 @@ pub fn blocked(
         answers,
         ede,
         ..Reply::block(ResponseCode::NoError)
+    }
+}
+
+/// The built-in answer to a way round the filter, with EDE 17 ("Filtered": by policy,
+/// not by a list) and a SOA owned by the name itself.
+pub fn special(kind: Special, qname: &Name, ttl: u32) -> Reply {
+    let rcode = match kind {
+        Special::NxDomain => ResponseCode::NXDomain,
+        Special::NoData => ResponseCode::NoError,
+    };
+    let zone = qname.to_ascii();
+    Reply {
+        authorities: vec![negative_soa(zone.trim_end_matches('.'), ttl)],
+        ede: Some((EDE_FILTERED, "blocked by Warden: circumvention".into())),
+        ..Reply::block(rcode)
+    }
+}
+
+/// Upstream's answer for a safe-search `target`, given as the answer for `qname`: a
+/// CNAME from `qname` to the target first, then the target's records.
+pub fn with_cname(qname: &Name, target: Name, answer: Answer) -> Reply {
+    const CNAME_TTL: u32 = 300;
+    let cname = Record::from_rdata(qname.clone(), CNAME_TTL, RData::CNAME(CNAME(target)));
+    match answer {
+        Answer::Records {
+            rcode,
+            mut answers,
+            authorities,
+            authentic: _,
+        } => {
+            answers.insert(0, cname);
+            Reply {
+                rcode,
+                answers,
+                authorities,
+                ede: None,
+                authentic: false, // the CNAME is ours, not signed data
+                outcome: QueryOutcome::Allowed,
+            }
+        }
+        Answer::Negative { rcode, soa } => Reply {
+            answers: vec![cname],
+            authorities: soa.into_iter().map(|s| *s).collect(),
+            outcome: QueryOutcome::Allowed,
+            ..Reply::error(rcode)
+        },
+        other => Reply::from_upstream(other),
     }
 }
 

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
+use chrono::{DateTime, Utc};
 use hickory_server::net::runtime::Time;
 use hickory_server::proto::op::{OpCode, ResponseCode};
 use hickory_server::proto::rr::{DNSClass, LowerName, Name, RData, RecordType};
@@ -21,9 +22,10 @@ use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseI
 
 use crate::audit::{Event, Outcome, Sink};
 use crate::engine::Engine;
-use crate::filter::Block;
+use crate::filter::{Block, CategorySet};
 use crate::metrics::Metrics;
 use crate::name;
+use crate::policy::{self, safe_search, Who};
 use crate::upstream::{Answer, Forwarder};
 use answer::Reply;
 
@@ -37,7 +39,11 @@ pub struct Handler {
     audit: Option<Sink>,
     blocked: Arc<AtomicU64>,
     metrics: Arc<Metrics>,
+    clock: Clock,
 }
+
+/// Where the handler reads the time for schedules (tests inject their own).
+pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
 
 impl Handler {
     pub fn new(engine: Arc<ArcSwap<Engine>>, forwarder: Forwarder) -> Handler {
@@ -47,7 +53,14 @@ impl Handler {
             audit: None,
             blocked: Arc::new(AtomicU64::new(0)),
             metrics: Arc::new(Metrics::new()),
+            clock: Arc::new(Utc::now),
         }
+    }
+
+    /// Evaluate schedules at `clock`'s time instead of the system's.
+    pub fn with_clock(mut self, clock: Clock) -> Handler {
+        self.clock = clock;
+        self
     }
 
     /// Count queries and blocks in `metrics` (the registry `/metrics` shows).
@@ -85,6 +98,7 @@ impl Handler {
             return Reply::error(ResponseCode::Refused);
         }
         let qtype = query.query_type();
+        let qname = query.original().name();
         let client = request.src();
 
         // 2. Normalise the name once; everything after compares this form. A name with
@@ -92,30 +106,56 @@ impl Handler {
         //    CNAME chain is still checked below.
         let name = normalised(query.name());
 
-        // 3. Who is asking decides which categories apply. Until client groups exist,
-        //    every client is in the default group (locked categories always included).
+        // 3. Who is asking decides what applies: their group (by address), its
+        //    categories at this minute (schedules; locked ones always), its safe search.
         let engine = self.engine.load_full();
-        let active = engine.default_active();
+        let who = engine.policy.who(client.ip());
+        let asking = Asking {
+            client,
+            who,
+            active: engine.policy.active(who.group, (self.clock)()),
+            qtype,
+        };
 
-        // 4. The matcher decides before anything leaves the building: a blocked name
-        //    never reaches upstream, whatever the query type.
         if let Some(name) = &name {
-            if let Some(block) = engine.matcher.lookup(name, active).block() {
-                self.report_block(&engine, client, name, qtype, block, None);
+            // 4. The built-in answers to the ways round the filter (DoH canary, Private
+            //    Relay, DDR), when the group blocks circumvention.
+            if let Some(kind) = policy::special(name).filter(|_| circumvention_on(&engine, &asking))
+            {
+                self.report_special(&engine, &asking, name, kind);
+                return answer::special(kind, qname, engine.config.blocking.ttl);
+            }
+            // 5. The matcher decides before anything leaves the building: a blocked
+            //    name never reaches upstream, whatever the query type.
+            let verdict = engine.matcher.lookup(name, asking.active);
+            if let Some(block) = verdict.block().filter(|b| !group_allows(&asking, name, b)) {
+                self.report_block(&engine, &asking, name, block, None);
+                let mode = who
+                    .group
+                    .block_response
+                    .unwrap_or(engine.config.blocking.response);
                 return answer::blocked(
                     &engine.config.blocking,
+                    mode,
                     &engine,
-                    query.original().name(),
+                    qname,
                     qtype,
                     block,
                 );
             }
+            // 6. Safe search: the search engine's enforced-safe host, as a CNAME.
+            if let Some(target) =
+                safe_search::target(name, who.group.safe_search, who.group.youtube)
+            {
+                return self
+                    .safe_search(qname, target, &engine, &asking, name)
+                    .await;
+            }
         }
 
-        // 5. Allowed: ask upstream, then 6. check its CNAME chain (inside forward).
+        // 7. Allowed: ask upstream, then 8. check its CNAME chain (inside forward).
         let shown = name.unwrap_or_else(|| query.name().to_string());
-        self.forward(query.name(), qtype, client, &engine, &shown)
-            .await
+        self.forward(query.name(), &engine, &asking, &shown).await
     }
 
     /// Forward to upstream, and refuse an answer whose CNAME chain runs through a blocked
@@ -123,38 +163,14 @@ impl Handler {
     async fn forward(
         &self,
         qname: &LowerName,
-        qtype: RecordType,
-        client: SocketAddr,
         engine: &Engine,
+        asking: &Asking<'_>,
         name: &str,
     ) -> Reply {
-        let answer = self.forwarder.forward(Name::from(qname), qtype).await;
-        match &answer {
-            Answer::Unreachable => self.metrics.upstream_error("unreachable"),
-            Answer::Refused(ResponseCode::ServFail) => self.metrics.upstream_error("servfail"),
-            Answer::Refused(ResponseCode::Refused) => self.metrics.upstream_error("refused"),
-            Answer::Refused(_) => self.metrics.upstream_error("other_rcode"),
-            _ => {}
-        }
+        let answer = self.ask_upstream(Name::from(qname), asking.qtype).await;
         if let Answer::Records { answers, .. } = &answer {
-            let active = engine.default_active();
-            for record in answers {
-                let RData::CNAME(target) = &record.data else {
-                    continue;
-                };
-                let Some(target_name) = normalised(&LowerName::from(&target.0)) else {
-                    continue;
-                };
-                if let Some(block) = engine.matcher.lookup(&target_name, active).block() {
-                    self.report_block(engine, client, name, qtype, block, Some(&target_name));
-                    return answer::blocked(
-                        &engine.config.blocking,
-                        engine,
-                        &Name::from(qname),
-                        qtype,
-                        block,
-                    );
-                }
+            if let Some(reply) = self.check_chain(answers, qname, engine, asking, name) {
+                return reply;
             }
         }
         if let Some(sink) = self
@@ -162,11 +178,91 @@ impl Handler {
             .as_ref()
             .filter(|_| engine.config.audit.log_allowed)
         {
-            sink.record(client.ip(), Outcome::Allowed, "", name, || {
-                allowed_event(engine, client, name, qtype)
+            sink.record(asking.client.ip(), Outcome::Allowed, "", name, || {
+                allowed_event(asking, name)
             });
         }
         Reply::from_upstream(answer)
+    }
+
+    async fn ask_upstream(&self, name: Name, qtype: RecordType) -> Answer {
+        let answer = self.forwarder.forward(name, qtype).await;
+        match &answer {
+            Answer::Unreachable => self.metrics.upstream_error("unreachable"),
+            Answer::Refused(ResponseCode::ServFail) => self.metrics.upstream_error("servfail"),
+            Answer::Refused(ResponseCode::Refused) => self.metrics.upstream_error("refused"),
+            Answer::Refused(_) => self.metrics.upstream_error("other_rcode"),
+            _ => {}
+        }
+        answer
+    }
+
+    /// A block answer if any CNAME target in `answers` is blocked for this client.
+    fn check_chain(
+        &self,
+        answers: &[hickory_server::proto::rr::Record],
+        qname: &LowerName,
+        engine: &Engine,
+        asking: &Asking<'_>,
+        name: &str,
+    ) -> Option<Reply> {
+        for record in answers {
+            let RData::CNAME(target) = &record.data else {
+                continue;
+            };
+            let Some(target_name) = normalised(&LowerName::from(&target.0)) else {
+                continue;
+            };
+            let verdict = engine.matcher.lookup(&target_name, asking.active);
+            if let Some(block) = verdict
+                .block()
+                .filter(|b| !group_allows(asking, &target_name, b))
+            {
+                self.report_block(engine, asking, name, block, Some(&target_name));
+                let mode = asking
+                    .who
+                    .group
+                    .block_response
+                    .unwrap_or(engine.config.blocking.response);
+                return Some(answer::blocked(
+                    &engine.config.blocking,
+                    mode,
+                    engine,
+                    &Name::from(qname),
+                    asking.qtype,
+                    block,
+                ));
+            }
+        }
+        None
+    }
+
+    /// Answer `qname` with a CNAME to the safe-search `target` and the target's own
+    /// records, as resolved upstream.
+    async fn safe_search(
+        &self,
+        qname: &Name,
+        target: &str,
+        engine: &Engine,
+        asking: &Asking<'_>,
+        name: &str,
+    ) -> Reply {
+        let Ok(target_name) = Name::from_ascii(format!("{target}.")) else {
+            return Reply::error(ResponseCode::ServFail);
+        };
+        let answer = self.ask_upstream(target_name.clone(), asking.qtype).await;
+        tracing::debug!(target: "warden::safe_search", name, target, group = asking.who.group.name, "safe search");
+        if let Some(sink) = self
+            .audit
+            .as_ref()
+            .filter(|_| engine.config.audit.log_allowed)
+        {
+            sink.record(asking.client.ip(), Outcome::Allowed, "", name, || Event {
+                response: format!("safe-search:{target}"),
+                ..allowed_event(asking, name)
+            });
+        }
+        answer::with_cname(qname, target_name, answer)
     }
 
     /// Count a block, record it for the audit log, and trace it (at DEBUG: names are
@@ -174,21 +270,20 @@ impl Handler {
     fn report_block(
         &self,
         engine: &Engine,
-        client: SocketAddr,
+        asking: &Asking<'_>,
         name: &str,
-        qtype: RecordType,
         block: &Block<'_>,
         via_cname: Option<&str>,
     ) {
         self.blocked.fetch_add(1, Ordering::Relaxed);
         let categories = engine.matcher.category_names(block.categories);
-        self.metrics
-            .block(&categories, &engine.config.server.default_group);
+        self.metrics.block(&categories, &asking.who.group.name);
         tracing::debug!(
             target: "warden::block",
-            client = %client.ip(),
+            client = %asking.client.ip(),
+            group = asking.who.group.name,
             name,
-            qtype = %qtype,
+            qtype = %asking.qtype,
             categories = %categories,
             locked = block.locked,
             list = block.rule.list_name(),
@@ -197,31 +292,107 @@ impl Handler {
             "blocked"
         );
         if let Some(sink) = &self.audit {
-            sink.record(client.ip(), Outcome::Blocked, &categories, name, || Event {
-                categories: categories.to_string(),
-                locked: block.locked,
-                list: block.rule.list_name().to_string(),
-                line: block.rule.line(),
-                rule: block.rule.text(),
-                response: engine.config.blocking.response.as_str().to_string(),
-                cname: via_cname.map(str::to_string),
-                outcome: Outcome::Blocked,
-                ..allowed_event(engine, client, name, qtype)
-            });
+            let mode = asking
+                .who
+                .group
+                .block_response
+                .unwrap_or(engine.config.blocking.response);
+            sink.record(
+                asking.client.ip(),
+                Outcome::Blocked,
+                &categories,
+                name,
+                || Event {
+                    categories: categories.to_string(),
+                    locked: block.locked,
+                    list: block.rule.list_name().to_string(),
+                    line: block.rule.line(),
+                    rule: block.rule.text(),
+                    response: mode.as_str().to_string(),
+                    cname: via_cname.map(str::to_string),
+                    outcome: Outcome::Blocked,
+                    ..allowed_event(asking, name)
+                },
+            );
+        }
+    }
+
+    /// Count and record a built-in circumvention answer like any block, so the lead can
+    /// see a device trying to get round the filter.
+    fn report_special(
+        &self,
+        engine: &Engine,
+        asking: &Asking<'_>,
+        name: &str,
+        kind: policy::Special,
+    ) {
+        self.blocked.fetch_add(1, Ordering::Relaxed);
+        self.metrics
+            .block(policy::CIRCUMVENTION, &asking.who.group.name);
+        tracing::debug!(target: "warden::block", client = %asking.client.ip(), name, "circumvention attempt");
+        let locked = engine
+            .config
+            .categories
+            .get(policy::CIRCUMVENTION)
+            .is_some_and(|c| c.locked);
+        if let Some(sink) = &self.audit {
+            sink.record(
+                asking.client.ip(),
+                Outcome::Blocked,
+                policy::CIRCUMVENTION,
+                name,
+                || Event {
+                    categories: policy::CIRCUMVENTION.to_string(),
+                    locked,
+                    list: "built-in".to_string(),
+                    line: 0,
+                    rule: name.to_string(),
+                    response: match kind {
+                        policy::Special::NxDomain => "nxdomain",
+                        policy::Special::NoData => "nodata",
+                    }
+                    .to_string(),
+                    cname: None,
+                    outcome: Outcome::Blocked,
+                    ..allowed_event(asking, name)
+                },
+            );
         }
     }
 }
 
+/// Who asked what: the client, their group and device, the categories active for them
+/// now, and the query type.
+struct Asking<'a> {
+    client: SocketAddr,
+    who: Who<'a>,
+    active: CategorySet,
+    qtype: RecordType,
+}
+
+/// Does the client's group have its own allow entry at least as specific as the block?
+fn group_allows(asking: &Asking<'_>, name: &str, block: &Block<'_>) -> bool {
+    asking.who.group.allows(name, block)
+}
+
+/// Is the built-in circumvention category active for this client?
+fn circumvention_on(engine: &Engine, asking: &Asking<'_>) -> bool {
+    engine
+        .matcher
+        .category_id(policy::CIRCUMVENTION)
+        .is_some_and(|id| asking.active.contains(id))
+}
+
 /// The audit event of an allowed query (recorded only with `[audit] log_allowed`); a
 /// block's event is this one with the rule's details.
-fn allowed_event(engine: &Engine, client: SocketAddr, name: &str, qtype: RecordType) -> Event {
+fn allowed_event(asking: &Asking<'_>, name: &str) -> Event {
     Event {
         time: SystemTime::now(),
-        client: client.ip(),
-        device: None,
-        group: engine.config.server.default_group.clone(),
+        client: asking.client.ip(),
+        device: asking.who.device.map(str::to_string),
+        group: asking.who.group.name.clone(),
         name: name.to_string(),
-        qtype: qtype.to_string(),
+        qtype: asking.qtype.to_string(),
         categories: String::new(),
         locked: false,
         list: String::new(),

@@ -88,6 +88,17 @@ impl RequestHandler for Upstream {
                 record("odd\\032name.test.", cname("x.tracker.test.")),
                 record("x.tracker.test.", a([192, 0, 2, 67])),
             ],
+            // The safe-search hosts (addresses as their operators publish them).
+            ("forcesafesearch.google.com.", RecordType::A) => {
+                vec![record(&name, a([216, 239, 38, 120]))]
+            }
+            ("restrict.youtube.com.", RecordType::A) => vec![record(&name, a([216, 239, 38, 120]))],
+            ("restrictmoderate.youtube.com.", RecordType::A) => {
+                vec![record(&name, a([216, 239, 38, 119]))]
+            }
+            ("strict.bing.com.", RecordType::A) => vec![record(&name, a([204, 79, 197, 220]))],
+            ("safe.duckduckgo.com.", RecordType::A) => vec![record(&name, a([52, 142, 124, 215]))],
+            ("social.test.", RecordType::A) => vec![record(&name, a([192, 0, 2, 5]))],
             ("alias.test.", _) => vec![
                 record("alias.test.", cname("real.test.")),
                 record("real.test.", a([192, 0, 2, 3])),
@@ -247,6 +258,26 @@ pub async fn udp_exchange_within(
         .ok()?
         .unwrap();
     Some(Message::from_vec(&buf[..n]).unwrap())
+}
+
+/// A query sent from `source` (any loopback address: 127.0.0.2 is a second client).
+pub async fn udp_from(
+    source: std::net::IpAddr,
+    server: SocketAddr,
+    name: &str,
+    qtype: RecordType,
+) -> Message {
+    let msg = query_message(name, qtype, true);
+    let sock = UdpSocket::bind(SocketAddr::new(source, 0)).await.unwrap();
+    sock.send_to(&msg.to_vec().unwrap(), server).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let (n, _) = tokio::time::timeout(WAIT, sock.recv_from(&mut buf))
+        .await
+        .expect("an answer in time")
+        .unwrap();
+    let resp = Message::from_vec(&buf[..n]).unwrap();
+    assert_eq!(resp.metadata.id, msg.metadata.id);
+    resp
 }
 
 pub async fn udp(server: SocketAddr, name: &str, qtype: RecordType, edns: bool) -> Message {

@@ -1,0 +1,250 @@
+//! Who is asking, and what applies to them now: client → group and device name
+//! ([`clients`]), group → categories blocked at this moment ([`schedule`]), safe-search
+//! rewrites ([`safe_search`]) and the built-in circumvention answers.
+//!
+//! Compiled once per snapshot from the config. The query path only looks things up:
+//! one longest-prefix lookup for the client, and the group's category set for the
+//! current minute, cached per group in two atomics (schedules are evaluated at most
+//! once a minute per group, never per query).
+
+pub mod clients;
+pub mod safe_search;
+pub mod schedule;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+
+use crate::config::{BlockResponse, Config, YouTubeMode};
+use crate::filter::{Block, CategorySet, Matcher, Verdict};
+use clients::{ClientIndex, Membership};
+use schedule::Window;
+
+/// The built-in category of ways round the filter; defined even if the config does not.
+pub const CIRCUMVENTION: &str = "circumvention";
+
+/// A built-in answer for a name used to get round the filter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Special {
+    /// NXDOMAIN: Firefox's DoH canary (`use-application-dns.net`: "do not switch to
+    /// DoH here"), iCloud Private Relay's `mask.icloud.com` / `mask-h2.icloud.com`.
+    NxDomain,
+    /// NOERROR with no records: `_dns.resolver.arpa` (RFC 9462 discovery of an encrypted
+    /// resolver), so clients do not upgrade to one Warden cannot see.
+    NoData,
+}
+
+/// The built-in circumvention answer for `name`, if any.
+pub fn special(name: &str) -> Option<Special> {
+    match name {
+        "use-application-dns.net" | "mask.icloud.com" | "mask-h2.icloud.com" => {
+            Some(Special::NxDomain)
+        }
+        "_dns.resolver.arpa" => Some(Special::NoData),
+        _ => None,
+    }
+}
+
+/// One group's compiled policy.
+#[derive(Debug)]
+pub struct Group {
+    pub name: String,
+    /// Blocked at all times (locked ones included).
+    pub base: CategorySet,
+    pub windows: Vec<Window>,
+    pub safe_search: bool,
+    pub youtube: YouTubeMode,
+    pub block_response: Option<BlockResponse>,
+    /// This group's own allow lists (`[[allow]] groups = [...]`).
+    pub allow: Option<Matcher>,
+    /// `(minute since 1970, category set)` for the last minute evaluated.
+    cache: (AtomicU64, AtomicU64),
+}
+
+impl Group {
+    /// Does one of this group's own allow lists exempt `name` from `block`? Only with an
+    /// entry at least as specific as the blocking one, and never from a locked block.
+    pub fn allows(&self, name: &str, block: &Block<'_>) -> bool {
+        if block.locked {
+            return false;
+        }
+        let Some(allow) = &self.allow else {
+            return false;
+        };
+        match allow.lookup(name, CategorySet::EMPTY) {
+            Verdict::Allowed {
+                exception: Some(rule),
+            } => rule.matched.len() >= block.rule.matched.len(),
+            _ => false,
+        }
+    }
+}
+
+/// Everything about clients and groups in one snapshot.
+#[derive(Debug)]
+pub struct Policy {
+    pub groups: Vec<Group>,
+    by_name: BTreeMap<String, usize>,
+    default_group: usize,
+    clients: ClientIndex,
+    leases: HashMap<IpAddr, String>,
+    locked: CategorySet,
+    pub tz: Tz,
+}
+
+/// What applies to one client.
+#[derive(Debug, Clone, Copy)]
+pub struct Who<'a> {
+    pub group: &'a Group,
+    pub device: Option<&'a str>,
+}
+
+/// Inputs the engine has compiled already: the matcher (for category numbers) and the
+/// per-group allow matchers.
+pub struct Parts {
+    pub allow: BTreeMap<String, Matcher>,
+    pub leases: HashMap<IpAddr, String>,
+}
+
+impl Policy {
+    /// Compile the policy. The config has been validated, so names resolve; anything
+    /// that does not is skipped rather than trusted.
+    pub fn build(config: &Config, matcher: &Matcher, mut parts: Parts) -> Policy {
+        let locked = matcher.locked();
+        let ids = |names: &mut dyn Iterator<Item = &str>| {
+            names
+                .filter_map(|c| matcher.category_id(c))
+                .fold(CategorySet::EMPTY, |s, id| s.with(id))
+        };
+        let tz: Tz = config.server.timezone.get_ref().parse().unwrap_or(Tz::UTC);
+        let group_names: Vec<String> = if config.groups.is_empty() {
+            vec![config.server.default_group.clone()]
+        } else {
+            config.groups.keys().cloned().collect()
+        };
+        let mut groups = Vec::new();
+        for name in &group_names {
+            let settings = config.groups.get(name);
+            let mut blocks: Vec<&str> = config.group_blocks(name).unwrap_or_default();
+            let circumvention_on = settings.is_none_or(|g| *g.circumvention.get_ref());
+            if circumvention_on {
+                blocks.push(CIRCUMVENTION);
+            } else {
+                blocks.retain(|c| *c != CIRCUMVENTION);
+            }
+            let base = ids(&mut blocks.into_iter()).union(locked);
+            let windows = settings
+                .map(|g| {
+                    g.schedule
+                        .iter()
+                        .filter_map(|w| {
+                            let days: Vec<&str> =
+                                w.days.iter().map(|d| d.get_ref().as_str()).collect();
+                            let block = ids(&mut w.block.iter().map(|c| c.get_ref().as_str()));
+                            let allow = ids(&mut w.allow.iter().map(|c| c.get_ref().as_str()));
+                            Window::new(&days, w.from.get_ref(), w.to.get_ref(), block, allow).ok()
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            groups.push(Group {
+                name: name.clone(),
+                base,
+                windows,
+                safe_search: settings.is_some_and(|g| g.safe_search),
+                youtube: settings.map(|g| g.youtube).unwrap_or_default(),
+                block_response: settings.and_then(|g| g.block_response),
+                allow: parts.allow.remove(name),
+                cache: (AtomicU64::new(u64::MAX), AtomicU64::new(0)),
+            });
+        }
+        let by_name: BTreeMap<String, usize> = groups
+            .iter()
+            .enumerate()
+            .map(|(i, g)| (g.name.clone(), i))
+            .collect();
+        let default_group = by_name
+            .get(&config.server.default_group)
+            .copied()
+            .unwrap_or(0);
+        let clients = ClientIndex::new(config.clients.iter().filter_map(|c| {
+            let net = clients::parse_net(c.cidr.get_ref()).ok()?;
+            let group = *by_name.get(c.group.get_ref())?;
+            Some((
+                net,
+                Membership {
+                    group,
+                    name: c.name.clone(),
+                },
+            ))
+        }));
+        Policy {
+            groups,
+            by_name,
+            default_group,
+            clients,
+            leases: parts.leases,
+            locked,
+            tz,
+        }
+    }
+
+    /// The group and device name of `client`: the most specific `[[clients]]` entry,
+    /// else the default group; the device name from that entry, else the lease file.
+    pub fn who(&self, client: IpAddr) -> Who<'_> {
+        let member = self.clients.lookup(client);
+        let group = member.map_or(self.default_group, |m| m.group);
+        let device = member
+            .and_then(|m| m.name.as_deref())
+            .or_else(|| self.leases.get(&client.to_canonical()).map(String::as_str));
+        Who {
+            group: &self.groups[group],
+            device,
+        }
+    }
+
+    pub fn group(&self, name: &str) -> Option<&Group> {
+        self.by_name.get(name).map(|&i| &self.groups[i])
+    }
+
+    pub fn default_group(&self) -> &Group {
+        &self.groups[self.default_group]
+    }
+
+    /// The categories `group` blocks now.
+    pub fn active_now(&self, group: &Group) -> CategorySet {
+        self.active(group, Utc::now())
+    }
+
+    /// The categories `group` blocks at `now`, cached per minute: the query path's form
+    /// (the handler passes its clock's time, so tests can move it).
+    pub fn active(&self, group: &Group, now: DateTime<Utc>) -> CategorySet {
+        if group.windows.is_empty() {
+            return group.base;
+        }
+        let minute = (now.timestamp() / 60) as u64;
+        let (stamp, set) = &group.cache;
+        // The set is stored before the stamp (release) and read after it (acquire): a
+        // reader that sees this minute's stamp sees this minute's set. Two threads may
+        // both recompute at a minute's turn; they store the same value.
+        if stamp.load(Ordering::Acquire) == minute {
+            return CategorySet(set.load(Ordering::Relaxed));
+        }
+        let active = self.active_at(group, now).0;
+        set.store(active.0, Ordering::Relaxed);
+        stamp.store(minute, Ordering::Release);
+        active
+    }
+
+    /// The categories `group` blocks at `at`, and the schedule windows open then.
+    pub fn active_at<'a>(
+        &self,
+        group: &'a Group,
+        at: DateTime<Utc>,
+    ) -> (CategorySet, Vec<&'a Window>) {
+        schedule::active(group.base, self.locked, &group.windows, at, self.tz)
+    }
+}
