@@ -412,3 +412,64 @@ fn check_names_group_schedule_and_category_for_a_client_and_time() {
     assert_eq!(code, Some(2));
     assert!(err.contains("tomorrow"), "{err}");
 }
+
+#[test]
+fn the_audit_log_names_the_group_and_device() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (_upstream, upstream_addr, _token) = runtime.block_on(start_upstream());
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("adult.txt"), "blocked.test\n").unwrap();
+    std::fs::write(dir.path().join("social.txt"), "social.test\n").unwrap();
+    std::fs::write(dir.path().join("ctiru.txt"), "locked.test\n").unwrap();
+    std::fs::write(dir.path().join("staff-allow.txt"), "x.test\n").unwrap();
+    let text = config(upstream_addr).replace(
+        "[audit]\nenabled = false",
+        "[audit]\npath = \"audit.sqlite\"\nflush_interval = \"100ms\"\n[admin]\nenabled = false",
+    );
+    let path = dir.path().join("warden.toml");
+    std::fs::write(&path, text).unwrap();
+    let (child, dns) = spawn_warden(&path);
+    runtime.block_on(async {
+        udp_from(
+            STAFF.parse().unwrap(),
+            dns,
+            "www.blocked.test.",
+            RecordType::A,
+        )
+        .await;
+        udp_from(
+            PUPIL.parse().unwrap(),
+            dns,
+            "mask.icloud.com.",
+            RecordType::A,
+        )
+        .await;
+    });
+    assert!(stop_warden(child).success());
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_warden"))
+        .args([
+            "audit",
+            "list",
+            "--json",
+            "--config",
+            path.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let rows: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    let by_name = |n: &str| rows.iter().find(|r| r["name"] == n).unwrap().clone();
+    let staff = by_name("www.blocked.test");
+    assert_eq!(
+        (staff["group"].as_str(), staff["device"].as_str()),
+        (Some("staff"), Some("staff-laptop")),
+        "{staff}"
+    );
+    let relay = by_name("mask.icloud.com");
+    assert_eq!(relay["group"], "young-people");
+    assert_eq!(relay["categories"], "circumvention");
+    assert_eq!(relay["list"], "built-in");
+}
