@@ -19,18 +19,22 @@ pub struct Membership {
     pub name: Option<String>,
 }
 
+/// Fast, unkeyed hashing is fine here: the keys come from the admin's config, not from
+/// the network.
+type Map = HashMap<IpAddr, Membership, foldhash::fast::FixedState>;
+
 /// Longest-prefix match from address to membership.
 #[derive(Debug, Default)]
 pub struct ClientIndex {
     /// (prefix length, is IPv6, network address → membership), longest prefix first.
-    levels: Vec<(u8, bool, HashMap<IpAddr, Membership>)>,
+    levels: Vec<(u8, bool, Map)>,
 }
 
 impl ClientIndex {
     /// Build from (network, membership) pairs. A later entry for the same network
     /// replaces an earlier one.
     pub fn new(entries: impl IntoIterator<Item = (IpNet, Membership)>) -> ClientIndex {
-        let mut levels: Vec<(u8, bool, HashMap<IpAddr, Membership>)> = Vec::new();
+        let mut levels: Vec<(u8, bool, Map)> = Vec::new();
         for (net, member) in entries {
             let net = net.trunc();
             let key = (net.prefix_len(), matches!(net, IpNet::V6(_)));
@@ -38,7 +42,11 @@ impl ClientIndex {
                 Some((_, _, map)) => {
                     map.insert(net.network(), member);
                 }
-                None => levels.push((key.0, key.1, HashMap::from([(net.network(), member)]))),
+                None => {
+                    let mut map = Map::default();
+                    map.insert(net.network(), member);
+                    levels.push((key.0, key.1, map));
+                }
             }
         }
         levels.sort_by_key(|level| std::cmp::Reverse(level.0));

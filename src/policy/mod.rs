@@ -248,3 +248,59 @@ impl Policy {
         schedule::active(group.base, self.locked, &group.windows, at, self.tz)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(text: &str) -> (Policy, Matcher) {
+        let config = Config::parse(text, std::path::Path::new("w.toml")).unwrap();
+        let mut b = crate::filter::MatcherBuilder::new();
+        for (name, c) in &config.categories {
+            b.add_category(name, c.locked).unwrap();
+        }
+        let matcher = b.build().unwrap();
+        let parts = Parts {
+            allow: BTreeMap::new(),
+            leases: HashMap::new(),
+        };
+        (Policy::build(&config, &matcher, parts), matcher)
+    }
+
+    #[test]
+    fn clients_resolve_to_groups_with_the_default_for_the_rest() {
+        let (p, matcher) = policy(
+            "[server]\ndefault_group = \"guests\"\n[categories.adult]\n[categories.t]\nlocked = true\n\
+             [groups.guests]\nblock = [\"adult\"]\n[groups.staff]\n[groups.pupils]\nblock = [\"adult\"]\n\
+             [[clients]]\ncidr = \"10.0.0.0/16\"\ngroup = \"pupils\"\n\
+             [[clients]]\ncidr = \"10.0.5.0/24\"\ngroup = \"staff\"\n\
+             [[clients]]\ncidr = \"10.0.5.9\"\ngroup = \"pupils\"\nname = \"kiosk\"\n\
+             [[clients]]\ncidr = \"fd00:1::/48\"\ngroup = \"staff\"\n",
+        );
+        let table = [
+            ("10.0.1.1", "pupils", None),
+            ("10.0.5.1", "staff", None),
+            ("10.0.5.9", "pupils", Some("kiosk")),
+            ("::ffff:10.0.5.9", "pupils", Some("kiosk")),
+            ("fd00:1:0:7::1", "staff", None),
+            ("fd00:2::1", "guests", None),
+            ("192.168.0.10", "guests", None),
+        ];
+        for (ip, group, device) in table {
+            let who = p.who(ip.parse().unwrap());
+            assert_eq!(
+                (who.group.name.as_str(), who.device),
+                (group, device),
+                "{ip}"
+            );
+        }
+        // Staff block nothing of their own, but the locked category and circumvention
+        // are on for every group.
+        let staff = p.group("staff").unwrap();
+        let names: Vec<&str> = ["adult", "t", CIRCUMVENTION]
+            .into_iter()
+            .filter(|c| staff.base.contains(matcher.category_id(c).unwrap()))
+            .collect();
+        assert_eq!(names, ["t", CIRCUMVENTION]);
+    }
+}
