@@ -644,6 +644,31 @@ fn check(args: CheckArgs) -> Result<ExitCode> {
             }
             other => other,
         };
+        // The group's own deny lists, named by their own category.
+        if let Some(b) = who.group.denies(name, &verdict) {
+            any_blocked = true;
+            let mut line = if args.json {
+                serde_json::json!({
+                    "name": name, "verdict": "blocked", "categories": [crate::policy::GROUP_DENY],
+                    "locked": false, "list": b.rule.list_name(), "line": b.rule.line(),
+                    "rule": b.rule.text(), "group": who.group.name,
+                })
+                .to_string()
+            } else {
+                format!(
+                    "{name}\tblocked\t{}\t{}:{}\t{}",
+                    crate::policy::GROUP_DENY,
+                    b.rule.list_name(),
+                    b.rule.line(),
+                    b.rule.text()
+                )
+            };
+            if let Some(ctx) = context.as_ref().filter(|_| !args.json) {
+                line.push_str(&ctx.suffix(None));
+            }
+            writeln!(out, "{line}")?;
+            continue;
+        }
         let special = crate::policy::special(name).filter(|_| {
             engine
                 .matcher

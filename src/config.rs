@@ -60,6 +60,9 @@ pub struct Config {
     pub lists: Vec<ListConfig>,
     #[serde(default)]
     pub allow: Vec<AllowConfig>,
+    /// `[[deny]]`: lists that block only for the groups they name.
+    #[serde(default)]
+    pub deny: Vec<DenyConfig>,
     #[serde(default)]
     pub clients: Vec<ClientConfig>,
     /// Folder of the config file: relative list paths start here. Not part of the file.
@@ -446,6 +449,18 @@ fn default_days() -> Vec<Spanned<String>> {
     vec![Spanned::new(0..0, "daily".to_string())]
 }
 
+/// `[[deny]]`: a group's own block list (blocks for the named groups only, under the
+/// category `group-deny`; the most specific entry still decides against allow entries).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DenyConfig {
+    pub name: Spanned<String>,
+    pub path: PathBuf,
+    #[serde(default)]
+    pub format: Format,
+    pub groups: Vec<Spanned<String>>,
+}
+
 /// `[[clients]]`: an address or network and the group (and device name) it belongs to.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -823,7 +838,8 @@ impl Validator<'_> {
             .lists
             .iter()
             .map(|l| &l.name)
-            .chain(config.allow.iter().map(|a| &a.name));
+            .chain(config.allow.iter().map(|a| &a.name))
+            .chain(config.deny.iter().map(|d| &d.name));
         for name in all_names {
             let n = name.get_ref().as_str();
             if n.is_empty()

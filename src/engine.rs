@@ -128,14 +128,54 @@ impl Engine {
                 missing: false,
             });
         }
+        // A group's own deny lists, under one category of their own.
+        let mut group_deny: BTreeMap<String, (MatcherBuilder, crate::filter::CategoryId)> =
+            BTreeMap::new();
+        for deny in &config.deny {
+            let name = deny.name.get_ref();
+            let parsed = load(name, &config.resolve(&deny.path), deny.format)?;
+            for group in &deny.groups {
+                let (b, id) = match group_deny.entry(group.get_ref().clone()) {
+                    std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+                    std::collections::btree_map::Entry::Vacant(e) => {
+                        let mut b = MatcherBuilder::new();
+                        let id = b
+                            .add_category(crate::policy::GROUP_DENY, false)
+                            .map_err(filter_err)?;
+                        e.insert((b, id))
+                    }
+                };
+                b.add_list(name, ListKind::Block(*id), &parsed.rules)
+                    .map_err(filter_err)?;
+            }
+            lists.push(LoadedList {
+                name: name.clone(),
+                category: Some(crate::policy::GROUP_DENY.to_string()),
+                report: parsed.report,
+                missing: false,
+            });
+        }
         let matcher = builder.build().map_err(filter_err)?;
+        let deny = group_deny
+            .into_iter()
+            .map(|(group, (b, _))| b.build().map(|m| (group, m)))
+            .collect::<Result<_, _>>()
+            .map_err(filter_err)?;
         let allow = group_allow
             .into_iter()
             .map(|(group, b)| b.build().map(|m| (group, m)))
             .collect::<Result<_, _>>()
             .map_err(filter_err)?;
         let leases = read_leases(&config);
-        let policy = Policy::build(&config, &matcher, Parts { allow, leases });
+        let policy = Policy::build(
+            &config,
+            &matcher,
+            Parts {
+                allow,
+                deny,
+                leases,
+            },
+        );
         Ok(Engine {
             config,
             matcher,

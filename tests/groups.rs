@@ -78,6 +78,10 @@ path = "ctiru.txt"
 name = "staff-exceptions"
 path = "staff-allow.txt"
 groups = ["staff"]
+[[deny]]
+name = "pupil-extras"
+path = "pupil-deny.txt"
+groups = ["young-people"]
 "#
     )
 }
@@ -104,6 +108,7 @@ async fn site() -> Site {
     std::fs::write(dir.path().join("adult.txt"), "blocked.test\n").unwrap();
     std::fs::write(dir.path().join("social.txt"), "social.test\n").unwrap();
     std::fs::write(dir.path().join("ctiru.txt"), "locked.test\n").unwrap();
+    std::fs::write(dir.path().join("pupil-deny.txt"), "allowed.test\n").unwrap();
     std::fs::write(
         dir.path().join("staff-allow.txt"),
         "research.blocked.test\nlocked.test\n",
@@ -178,6 +183,14 @@ async fn groups_get_their_own_answers_and_schedules_flip() {
     assert!(blocked(
         &ask(&site, STAFF, "www.blocked.test.", RecordType::A).await
     ));
+    // Young people's own deny list blocks a name for them only.
+    let r = ask(&site, PUPIL, "allowed.test.", RecordType::A).await;
+    assert_eq!(
+        ede(&r).map(|e| e.1),
+        Some("blocked by Warden: group-deny".to_string())
+    );
+    let r = ask(&site, STAFF, "allowed.test.", RecordType::A).await;
+    assert_eq!(r.answers.len(), 1, "staff get the real answer");
     // …and never a locked category, whatever its allow list says.
     for who in [STAFF, PUPIL] {
         let r = ask(&site, who, "locked.test.", RecordType::A).await;
@@ -330,6 +343,7 @@ fn check_names_group_schedule_and_category_for_a_client_and_time() {
     std::fs::write(dir.path().join("adult.txt"), "blocked.test\n").unwrap();
     std::fs::write(dir.path().join("social.txt"), "social.test\n").unwrap();
     std::fs::write(dir.path().join("ctiru.txt"), "locked.test\n").unwrap();
+    std::fs::write(dir.path().join("pupil-deny.txt"), "allowed.test\n").unwrap();
     std::fs::write(
         dir.path().join("staff-allow.txt"),
         "research.blocked.test\n",
@@ -402,6 +416,12 @@ fn check_names_group_schedule_and_category_for_a_client_and_time() {
         "use-application-dns.net\tblocked\tcircumvention\tbuilt-in\tNxDomain\tgroup young-people"
     );
     // A local time the clocks skip, and nonsense, are clear errors (exit 2).
+    let (code, out, _) = check(&["--client", PUPIL, "www.allowed.test"]);
+    assert_eq!(code, Some(1));
+    assert_eq!(
+        out,
+        "www.allowed.test\tblocked\tgroup-deny\tpupil-extras:1\tallowed.test\tgroup young-people"
+    );
     let (code, _, err) = check(&["--at", "2026-03-29T01:30", "a.test"]);
     assert_eq!(code, Some(2));
     assert!(
@@ -422,6 +442,7 @@ fn the_audit_log_names_the_group_and_device() {
     std::fs::write(dir.path().join("social.txt"), "social.test\n").unwrap();
     std::fs::write(dir.path().join("ctiru.txt"), "locked.test\n").unwrap();
     std::fs::write(dir.path().join("staff-allow.txt"), "x.test\n").unwrap();
+    std::fs::write(dir.path().join("pupil-deny.txt"), "allowed.test\n").unwrap();
     let text = config(upstream_addr).replace(
         "[audit]\nenabled = false",
         "[audit]\npath = \"audit.sqlite\"\nflush_interval = \"100ms\"\n[admin]\nenabled = false",

@@ -11,7 +11,6 @@ use hickory_server::server::{Request, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponseBuilder;
 
 use crate::config::{BlockResponse, BlockingConfig};
-use crate::engine::Engine;
 use crate::filter::Block;
 use crate::metrics::QueryOutcome;
 use crate::policy::Special;
@@ -112,19 +111,13 @@ impl Reply {
 pub fn blocked(
     config: &BlockingConfig,
     mode: BlockResponse,
-    engine: &Engine,
+    categories: &str,
     qname: &Name,
     qtype: RecordType,
     block: &Block<'_>,
 ) -> Reply {
     let ttl = config.ttl;
-    let ede = Some((
-        EDE_BLOCKED,
-        format!(
-            "blocked by Warden: {}",
-            engine.matcher.category_names(block.categories)
-        ),
-    ));
+    let ede = Some((EDE_BLOCKED, format!("blocked by Warden: {categories}")));
     let soa = || negative_soa(block.rule.matched, ttl);
     let addresses: Vec<IpAddr> = match (mode, qtype) {
         (BlockResponse::Nxdomain, _) => {

@@ -128,20 +128,16 @@ impl Handler {
             // 5. The matcher decides before anything leaves the building: a blocked
             //    name never reaches upstream, whatever the query type.
             let verdict = engine.matcher.lookup(name, asking.active);
-            if let Some(block) = verdict.block().filter(|b| !group_allows(&asking, name, b)) {
-                self.report_block(&engine, &asking, name, block, None);
-                let mode = who
-                    .group
-                    .block_response
-                    .unwrap_or(engine.config.blocking.response);
-                return answer::blocked(
-                    &engine.config.blocking,
-                    mode,
-                    &engine,
-                    qname,
-                    qtype,
-                    block,
-                );
+            if let Some(b) = verdict
+                .block()
+                .filter(|b| !asking.who.group.allows(name, b))
+            {
+                let categories = engine.matcher.category_names(b.categories);
+                return self.block(&engine, &asking, name, qname, b, &categories, None);
+            }
+            // …and the group's own deny lists, unless an allow entry outranks them.
+            if let Some(b) = who.group.denies(name, &verdict) {
+                return self.block(&engine, &asking, name, qname, &b, policy::GROUP_DENY, None);
             }
             // 6. Safe search: the search engine's enforced-safe host, as a CNAME.
             if let Some(target) =
@@ -214,27 +210,50 @@ impl Handler {
                 continue;
             };
             let verdict = engine.matcher.lookup(&target_name, asking.active);
-            if let Some(block) = verdict
+            let via = Some(target_name.as_str());
+            if let Some(b) = verdict
                 .block()
-                .filter(|b| !group_allows(asking, &target_name, b))
+                .filter(|b| !asking.who.group.allows(&target_name, b))
             {
-                self.report_block(engine, asking, name, block, Some(&target_name));
-                let mode = asking
-                    .who
-                    .group
-                    .block_response
-                    .unwrap_or(engine.config.blocking.response);
-                return Some(answer::blocked(
-                    &engine.config.blocking,
-                    mode,
-                    engine,
-                    &Name::from(qname),
-                    asking.qtype,
-                    block,
-                ));
+                let categories = engine.matcher.category_names(b.categories);
+                let qname = Name::from(qname);
+                return Some(self.block(engine, asking, name, &qname, b, &categories, via));
+            }
+            if let Some(b) = asking.who.group.denies(&target_name, &verdict) {
+                let qname = Name::from(qname);
+                return Some(self.block(engine, asking, name, &qname, &b, policy::GROUP_DENY, via));
             }
         }
         None
+    }
+
+    /// Report a block and build its answer. `categories` names the block's categories,
+    /// as the matcher that decided numbers them.
+    #[allow(clippy::too_many_arguments)]
+    fn block(
+        &self,
+        engine: &Engine,
+        asking: &Asking<'_>,
+        name: &str,
+        qname: &Name,
+        block: &Block<'_>,
+        categories: &str,
+        via_cname: Option<&str>,
+    ) -> Reply {
+        self.report_block(engine, asking, name, block, categories, via_cname);
+        let mode = asking
+            .who
+            .group
+            .block_response
+            .unwrap_or(engine.config.blocking.response);
+        answer::blocked(
+            &engine.config.blocking,
+            mode,
+            categories,
+            qname,
+            asking.qtype,
+            block,
+        )
     }
 
     /// Answer `qname` with a CNAME to the safe-search `target` and the target's own
@@ -273,10 +292,10 @@ impl Handler {
         asking: &Asking<'_>,
         name: &str,
         block: &Block<'_>,
+        categories: &str,
         via_cname: Option<&str>,
     ) {
         self.blocked.fetch_add(1, Ordering::Relaxed);
-        let categories = engine.matcher.category_names(block.categories);
         self.metrics.block(&categories, &asking.who.group.name);
         tracing::debug!(
             target: "warden::block",
@@ -368,11 +387,6 @@ struct Asking<'a> {
     who: Who<'a>,
     active: CategorySet,
     qtype: RecordType,
-}
-
-/// Does the client's group have its own allow entry at least as specific as the block?
-fn group_allows(asking: &Asking<'_>, name: &str, block: &Block<'_>) -> bool {
-    asking.who.group.allows(name, block)
 }
 
 /// Is the built-in circumvention category active for this client?

@@ -26,6 +26,9 @@ use schedule::Window;
 /// The built-in category of ways round the filter; defined even if the config does not.
 pub const CIRCUMVENTION: &str = "circumvention";
 
+/// The category of every `[[deny]]` list's blocks.
+pub const GROUP_DENY: &str = "group-deny";
+
 /// A built-in answer for a name used to get round the filter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Special {
@@ -60,11 +63,30 @@ pub struct Group {
     pub block_response: Option<BlockResponse>,
     /// This group's own allow lists (`[[allow]] groups = [...]`).
     pub allow: Option<Matcher>,
+    /// This group's own block lists (`[[deny]] groups = [...]`).
+    pub deny: Option<Matcher>,
     /// `(minute since 1970, category set)` for the last minute evaluated.
     cache: (AtomicU64, AtomicU64),
 }
 
 impl Group {
+    /// A block from this group's own deny lists that the main verdict does not outrank:
+    /// it applies when the name is otherwise allowed and no allow entry (global or the
+    /// group's) is at least as specific.
+    pub fn denies<'a>(&'a self, name: &'a str, verdict: &Verdict<'_>) -> Option<Block<'a>> {
+        let deny = self.deny.as_ref()?;
+        let Verdict::Blocked(block) = deny.lookup(name, deny.all_categories()) else {
+            return None;
+        };
+        let outranked = match verdict {
+            Verdict::Blocked(_) => true, // blocked anyway: the main verdict says why
+            Verdict::Allowed { exception } => {
+                exception.is_some_and(|rule| rule.matched.len() >= block.rule.matched.len())
+            }
+        };
+        (!outranked && !self.allows(name, &block)).then_some(block)
+    }
+
     /// Does one of this group's own allow lists exempt `name` from `block`? Only with an
     /// entry at least as specific as the blocking one, and never from a locked block.
     pub fn allows(&self, name: &str, block: &Block<'_>) -> bool {
@@ -106,6 +128,7 @@ pub struct Who<'a> {
 /// per-group allow matchers.
 pub struct Parts {
     pub allow: BTreeMap<String, Matcher>,
+    pub deny: BTreeMap<String, Matcher>,
     pub leases: HashMap<IpAddr, String>,
 }
 
@@ -158,6 +181,7 @@ impl Policy {
                 youtube: settings.map(|g| g.youtube).unwrap_or_default(),
                 block_response: settings.and_then(|g| g.block_response),
                 allow: parts.allow.remove(name),
+                deny: parts.deny.remove(name),
                 cache: (AtomicU64::new(u64::MAX), AtomicU64::new(0)),
             });
         }
@@ -262,6 +286,7 @@ mod tests {
         let matcher = b.build().unwrap();
         let parts = Parts {
             allow: BTreeMap::new(),
+            deny: BTreeMap::new(),
             leases: HashMap::new(),
         };
         (Policy::build(&config, &matcher, parts), matcher)
