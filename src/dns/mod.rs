@@ -296,7 +296,7 @@ impl Handler {
         via_cname: Option<&str>,
     ) {
         self.blocked.fetch_add(1, Ordering::Relaxed);
-        self.metrics.block(&categories, &asking.who.group.name);
+        self.metrics.block(categories, &asking.who.group.name);
         tracing::debug!(
             target: "warden::block",
             client = %asking.client.ip(),
@@ -319,7 +319,7 @@ impl Handler {
             sink.record(
                 asking.client.ip(),
                 Outcome::Blocked,
-                &categories,
+                categories,
                 name,
                 || Event {
                     categories: categories.to_string(),
