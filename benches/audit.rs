@@ -56,7 +56,8 @@ fn engine(dir: &std::path::Path) -> Engine {
         .map(|i| format!("site{i}.blocked.test\n"))
         .collect();
     std::fs::write(dir.join("list.txt"), names).unwrap();
-    let config = "[upstream]\nservers = [\"127.0.0.1:9\"]\n[categories.adult]\n\
+    // No rate limit: every query comes from loopback, and the limiter is not measured here.
+    let config = "[server.rate_limit]\nqps = 0\n[upstream]\nservers = [\"127.0.0.1:9\"]\n[categories.adult]\n\
                   [[lists]]\nname = \"adult\"\ncategory = \"adult\"\npath = \"list.txt\"\n";
     std::fs::write(dir.join("warden.toml"), config).unwrap();
     Engine::load(&dir.join("warden.toml")).unwrap()

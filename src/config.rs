@@ -92,6 +92,72 @@ pub struct ServerConfig {
     /// A DHCP lease file (dnsmasq or ISC dhcpd) naming devices for the audit log.
     #[serde(default)]
     pub dhcp_leases: Option<PathBuf>,
+    /// Clients allowed to ask; everyone else gets REFUSED (never an open resolver).
+    #[serde(default = "default_allow_networks")]
+    pub allow_networks: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub rate_limit: RateLimitConfig,
+}
+
+/// `[server.rate_limit]`: a token bucket per client address.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// Sustained queries per second per client (0: no limit).
+    #[serde(default = "default_qps")]
+    pub qps: f64,
+    /// Queries a client may send at once before the rate applies.
+    #[serde(default = "default_burst")]
+    pub burst: f64,
+    /// What an over-limit query gets.
+    #[serde(default)]
+    pub action: LimitAction,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        RateLimitConfig {
+            qps: default_qps(),
+            burst: default_burst(),
+            action: LimitAction::default(),
+        }
+    }
+}
+
+/// What an over-limit query gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LimitAction {
+    /// REFUSED (the client knows, and stops retrying sooner).
+    #[default]
+    Refuse,
+    /// No answer at all (cheapest under a flood).
+    Drop,
+}
+
+/// A busy device stays far below this; a NAT in front of many devices may need more.
+fn default_qps() -> f64 {
+    100.0
+}
+fn default_burst() -> f64 {
+    500.0
+}
+
+/// Loopback, RFC 1918, ULA and link-local: the networks a LAN filter serves.
+fn default_allow_networks() -> Vec<Spanned<String>> {
+    [
+        "127.0.0.0/8",
+        "::1/128",
+        "10.0.0.0/8",
+        "172.16.0.0/12",
+        "192.168.0.0/16",
+        "169.254.0.0/16",
+        "fc00::/7",
+        "fe80::/10",
+    ]
+    .into_iter()
+    .map(|n| Spanned::new(0..0, n.to_string()))
+    .collect()
 }
 
 impl Default for ServerConfig {
@@ -102,6 +168,8 @@ impl Default for ServerConfig {
             tcp_timeout: default_tcp_timeout(),
             timezone: default_timezone(),
             dhcp_leases: None,
+            allow_networks: default_allow_networks(),
+            rate_limit: RateLimitConfig::default(),
         }
     }
 }
@@ -679,6 +747,25 @@ impl Validator<'_> {
             return self.error(
                 tz.span(),
                 format!("[server] timezone {:?} is not an IANA time zone name such as \"Europe/London\"", tz.get_ref()),
+            );
+        }
+        for net in &config.server.allow_networks {
+            if let Err(reason) = crate::policy::clients::parse_net(net.get_ref()) {
+                return self.error(net.span(), format!("[server] allow_networks: {reason}"));
+            }
+        }
+        let limit = &config.server.rate_limit;
+        let sane = limit.qps >= 0.0
+            && limit.qps.is_finite()
+            && limit.burst >= 1.0
+            && limit.burst.is_finite();
+        if !sane {
+            return self.error(
+                0..0,
+                format!(
+                    "[server.rate_limit] needs qps >= 0 (0 turns it off) and burst >= 1, not qps = {}, burst = {}",
+                    limit.qps, limit.burst
+                ),
             );
         }
         for client in &config.clients {

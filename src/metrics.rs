@@ -33,18 +33,21 @@ pub enum QueryOutcome {
     Allowed,
     /// Upstream failed, timed out or refused: the client got SERVFAIL or upstream's error.
     UpstreamFailed,
-    /// Refused by policy (a class other than IN, …).
+    /// Refused by policy (a client outside `allow_networks`, a class other than IN, …).
     Refused,
+    /// Over the client's rate limit (answered REFUSED or dropped).
+    RateLimited,
     /// Malformed or unsupported (several questions, an unknown opcode or EDNS version).
     Invalid,
 }
 
 impl QueryOutcome {
-    const ALL: [QueryOutcome; 5] = [
+    const ALL: [QueryOutcome; 6] = [
         QueryOutcome::Blocked,
         QueryOutcome::Allowed,
         QueryOutcome::UpstreamFailed,
         QueryOutcome::Refused,
+        QueryOutcome::RateLimited,
         QueryOutcome::Invalid,
     ];
 
@@ -54,6 +57,7 @@ impl QueryOutcome {
             QueryOutcome::Allowed => "allowed",
             QueryOutcome::UpstreamFailed => "upstream_failed",
             QueryOutcome::Refused => "refused",
+            QueryOutcome::RateLimited => "rate_limited",
             QueryOutcome::Invalid => "invalid",
         }
     }

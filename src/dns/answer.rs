@@ -254,6 +254,17 @@ fn response_edns(request: &Edns, ede: Option<&(u16, String)>) -> Edns {
     edns
 }
 
+/// What hickory records for a query Warden chose not to answer (nothing is sent).
+pub fn unsent(request: &Request) -> ResponseInfo {
+    let mut metadata = Metadata::response_from_request(&request.metadata);
+    metadata.response_code = ResponseCode::Refused;
+    Header {
+        metadata,
+        counts: HeaderCounts::default(),
+    }
+    .into()
+}
+
 /// Write `reply` to the client: the query's ID and question (as sent, case included),
 /// RD and CD echoed, RA set, AD only when upstream vouched and the client asked (RFC
 /// 6840: AD or DO set in the query). UDP answers too big for the client's buffer are

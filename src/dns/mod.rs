@@ -6,6 +6,7 @@
 //! an `ArcSwap`), so a reload never pauses or half-changes a query in flight.
 
 pub mod answer;
+pub mod limit;
 pub mod server;
 
 use std::net::SocketAddr;
@@ -21,9 +22,10 @@ use hickory_server::proto::rr::{DNSClass, LowerName, Name, RData, RecordType};
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 
 use crate::audit::{Event, Outcome, Sink};
+use crate::config::LimitAction;
 use crate::engine::Engine;
 use crate::filter::{Block, CategorySet};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, QueryOutcome};
 use crate::name;
 use crate::policy::{self, safe_search, Who};
 use crate::upstream::{Answer, Forwarder};
@@ -40,6 +42,7 @@ pub struct Handler {
     blocked: Arc<AtomicU64>,
     metrics: Arc<Metrics>,
     clock: Clock,
+    limiter: limit::RateLimiter,
 }
 
 /// Where the handler reads the time for schedules (tests inject their own).
@@ -54,6 +57,7 @@ impl Handler {
             blocked: Arc::new(AtomicU64::new(0)),
             metrics: Arc::new(Metrics::new()),
             clock: Arc::new(Utc::now),
+            limiter: limit::RateLimiter::new(),
         }
     }
 
@@ -80,8 +84,35 @@ impl Handler {
         self.blocked.clone()
     }
 
-    /// One query's path. Each stage returns early with its reply.
-    pub async fn resolve(&self, request: &Request) -> Reply {
+    /// One query's path. Each stage returns early with its reply; `None` means "send
+    /// nothing" (an over-limit query with `action = "drop"`).
+    pub async fn resolve(&self, request: &Request) -> Option<Reply> {
+        // 0. Only clients on our networks, each within its rate: a query from outside is
+        //    never forwarded (no open resolver), and a looping device cannot starve the
+        //    others or flood the audit log.
+        let engine = self.engine.load_full();
+        let client = request.src().ip();
+        if !engine.policy.admits(client) {
+            return Some(Reply::error(ResponseCode::Refused));
+        }
+        let limit = &engine.config.server.rate_limit;
+        if limit.qps > 0.0
+            && !self
+                .limiter
+                .allow(client, limit.qps, limit.burst, std::time::Instant::now())
+        {
+            return match limit.action {
+                LimitAction::Refuse => Some(Reply {
+                    outcome: QueryOutcome::RateLimited,
+                    ..Reply::error(ResponseCode::Refused)
+                }),
+                LimitAction::Drop => None,
+            };
+        }
+        Some(self.resolve_admitted(request, engine).await)
+    }
+
+    async fn resolve_admitted(&self, request: &Request, engine: Arc<Engine>) -> Reply {
         // 1. Only standard queries with exactly one IN question are served; anything
         //    else gets the error a resolver would give, before any work is done.
         if request.metadata.op_code != OpCode::Query {
@@ -108,7 +139,6 @@ impl Handler {
 
         // 3. Who is asking decides what applies: their group (by address), its
         //    categories at this minute (schedules; locked ones always), its safe search.
-        let engine = self.engine.load_full();
         let who = engine.policy.who(client.ip());
         let asking = Asking {
             client,
@@ -427,8 +457,14 @@ impl RequestHandler for Handler {
     ) -> ResponseInfo {
         let reply = self.resolve(request).await;
         let qtype = request.request_info().ok().map(|i| i.query.query_type());
-        self.metrics.query(reply.outcome, qtype);
-        answer::send(request, reply, responder).await
+        let outcome = reply
+            .as_ref()
+            .map_or(QueryOutcome::RateLimited, |r| r.outcome);
+        self.metrics.query(outcome, qtype);
+        match reply {
+            Some(reply) => answer::send(request, reply, responder).await,
+            None => answer::unsent(request),
+        }
     }
 }
 

@@ -115,6 +115,8 @@ pub struct Policy {
     leases: HashMap<IpAddr, String>,
     locked: CategorySet,
     pub tz: Tz,
+    /// `[server] allow_networks`.
+    allowed: Vec<ipnet::IpNet>,
 }
 
 /// What applies to one client.
@@ -213,7 +215,19 @@ impl Policy {
             leases: parts.leases,
             locked,
             tz,
+            allowed: config
+                .server
+                .allow_networks
+                .iter()
+                .filter_map(|n| clients::parse_net(n.get_ref()).ok())
+                .collect(),
         }
+    }
+
+    /// May `client` use this resolver at all (`[server] allow_networks`)?
+    pub fn admits(&self, client: IpAddr) -> bool {
+        let client = client.to_canonical();
+        self.allowed.iter().any(|net| net.contains(&client))
     }
 
     /// The group and device name of `client`: the most specific `[[clients]]` entry,
