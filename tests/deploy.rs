@@ -143,3 +143,56 @@ fn the_metric_name_extraction_finds_names_and_strips_suffixes() {
     );
     assert!(used_in("up == 0").is_empty());
 }
+
+/// The shipped systemd unit passes `systemd-analyze verify` (with its binary path
+/// pointed at the one cargo built, since verify insists that the binary exists).
+#[test]
+fn the_systemd_unit_verifies() {
+    let unit = read("deploy/systemd/warden.service");
+    for needed in [
+        "DynamicUser=yes",
+        "AmbientCapabilities=CAP_NET_BIND_SERVICE",
+        "ProtectSystem=strict",
+        "StateDirectory=warden",
+        "ExecReload=/bin/kill -HUP $MAINPID",
+    ] {
+        assert!(unit.contains(needed), "the unit lacks {needed}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("warden.service");
+    std::fs::write(
+        &path,
+        unit.replace("/usr/local/bin/warden", env!("CARGO_BIN_EXE_warden")),
+    )
+    .unwrap();
+    let out = std::process::Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .expect("systemd-analyze (Debian package systemd; .ci/run installs it)");
+    let messages = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && messages.trim().is_empty(),
+        "{messages}"
+    );
+}
+
+/// The example configs shipped for a Pi and for the container are valid (their list
+/// paths point at an installed copy, so only the config itself is checked here).
+#[test]
+fn the_deployment_configs_are_valid() {
+    for path in ["config/examples/pi.toml", "deploy/container/warden.toml"] {
+        let full = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
+        let config = warden::config::Config::load(&full).unwrap_or_else(|e| panic!("{e}"));
+        // Everything the service writes is under its state folder.
+        assert!(config.audit.path.starts_with("/var/lib/warden"), "{path}");
+        assert!(
+            config.admin.token_file.starts_with("/var/lib/warden"),
+            "{path}"
+        );
+        assert!(
+            config.sources.cache_dir.starts_with("/var/lib/warden"),
+            "{path}"
+        );
+    }
+}
