@@ -200,6 +200,10 @@ pub struct UpstreamConfig {
     /// Answers kept in the response cache.
     #[serde(default = "default_cache_size")]
     pub cache_size: u64,
+    /// When every upstream fails, answer from the last good answer for up to this long
+    /// after it expired (RFC 8767 "serve stale"; 0s turns it off).
+    #[serde(default = "default_serve_stale", with = "humantime_serde")]
+    pub serve_stale: Duration,
 }
 
 impl Default for UpstreamConfig {
@@ -208,6 +212,7 @@ impl Default for UpstreamConfig {
             servers: default_upstreams(),
             timeout: default_upstream_timeout(),
             cache_size: default_cache_size(),
+            serve_stale: default_serve_stale(),
         }
     }
 }
@@ -220,6 +225,9 @@ fn default_upstreams() -> Vec<Spanned<String>> {
 }
 fn default_upstream_timeout() -> Duration {
     Duration::from_secs(3)
+}
+fn default_serve_stale() -> Duration {
+    Duration::from_secs(24 * 3600)
 }
 fn default_cache_size() -> u64 {
     8192

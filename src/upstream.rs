@@ -8,7 +8,10 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use dashmap::DashMap;
+use tokio::sync::OnceCell;
 
 use hickory_resolver::config::{
     ConnectionConfig, NameServerConfig, ResolveHosts, ResolverConfig, ServerOrderingStrategy,
@@ -132,11 +135,27 @@ pub enum Answer {
     Unreachable,
 }
 
+/// The TTL of a stale answer (RFC 8767 section 4 recommends 30 seconds).
+const STALE_TTL: u32 = 30;
+
+type Key = (Name, RecordType);
+
+/// The last good answer to a question, and when it stops being fresh.
+#[derive(Clone)]
+struct Kept {
+    answer: Answer,
+    expires: Instant,
+}
+
 /// The forwarder shared by every query.
 #[derive(Clone)]
 pub struct Forwarder {
     resolver: TokioResolver,
     timeout: Duration,
+    serve_stale: Duration,
+    capacity: usize,
+    inflight: Arc<DashMap<Key, Arc<OnceCell<Answer>>, foldhash::fast::RandomState>>,
+    stale: Arc<DashMap<Key, Kept, foldhash::fast::RandomState>>,
 }
 
 impl Forwarder {
@@ -189,11 +208,82 @@ impl Forwarder {
         Ok(Forwarder {
             resolver,
             timeout: config.timeout,
+            serve_stale: config.serve_stale,
+            capacity: config.cache_size.max(1) as usize,
+            inflight: Arc::default(),
+            stale: Arc::default(),
         })
     }
 
-    /// Resolve `name` (fully qualified) for `qtype`, within the configured timeout.
+    /// Resolve `name` (fully qualified) for `qtype`, within the configured timeout,
+    /// sharing the lookup with identical questions in flight, and falling back to a
+    /// stale answer when upstream fails.
     pub async fn forward(&self, name: Name, qtype: RecordType) -> Answer {
+        let key = (name, qtype);
+        let cell = self.inflight.entry(key.clone()).or_default().clone();
+        let answer = cell
+            .get_or_init(|| async {
+                let answer = self.lookup(key.0.clone(), qtype).await;
+                // Later questions start a lookup of their own (usually a cache hit).
+                self.inflight.remove(&key);
+                answer
+            })
+            .await
+            .clone();
+        match answer {
+            Answer::Records { .. } | Answer::Negative { .. } => {
+                self.keep(&key, &answer);
+                answer
+            }
+            Answer::Refused(_) | Answer::Unreachable => self.stale_or(&key, answer),
+        }
+    }
+
+    /// Remember a good answer for serve-stale, unless a fresh copy is kept already (so a
+    /// cached hot name costs one map read, not a copy per query).
+    fn keep(&self, key: &Key, answer: &Answer) {
+        if self.serve_stale.is_zero() {
+            return;
+        }
+        let now = Instant::now();
+        if self.stale.get(key).is_some_and(|k| k.expires > now) {
+            return;
+        }
+        if self.stale.len() >= self.capacity {
+            // Full: drop everything past its stale window, then, if still full, skip
+            // (the oldest answers are the least useful ones to serve stale anyway).
+            let window = self.serve_stale;
+            self.stale.retain(|_, k| k.expires + window > now);
+            if self.stale.len() >= self.capacity {
+                return;
+            }
+        }
+        let ttl = answer_ttl(answer);
+        self.stale.insert(
+            key.clone(),
+            Kept {
+                answer: answer.clone(),
+                expires: now + Duration::from_secs(u64::from(ttl)),
+            },
+        );
+    }
+
+    /// The kept answer, with short TTLs, if it expired less than `serve_stale` ago;
+    /// otherwise `failed`.
+    fn stale_or(&self, key: &Key, failed: Answer) -> Answer {
+        let now = Instant::now();
+        let Some(kept) = self.stale.get(key) else {
+            return failed;
+        };
+        if kept.expires + self.serve_stale < now {
+            return failed;
+        }
+        tracing::debug!(name = %key.0, qtype = %key.1, "upstream failed: serving a stale answer");
+        with_ttl(kept.answer.clone(), STALE_TTL)
+    }
+
+    /// One lookup through the resolver, within the configured timeout.
+    async fn lookup(&self, name: Name, qtype: RecordType) -> Answer {
         let lookup = self.resolver.lookup(name, qtype);
         match tokio::time::timeout(self.timeout, lookup).await {
             Err(_elapsed) => Answer::Unreachable,
@@ -217,6 +307,43 @@ impl Forwarder {
             Ok(Err(NetError::Dns(DnsError::ResponseCode(code)))) => Answer::Refused(code),
             Ok(Err(_)) => Answer::Unreachable,
         }
+    }
+}
+
+/// The shortest TTL among an answer's records (how long it stays fresh).
+fn answer_ttl(answer: &Answer) -> u32 {
+    match answer {
+        Answer::Records { answers, .. } => answers.iter().map(|r| r.ttl).min().unwrap_or(0),
+        Answer::Negative { soa, .. } => soa.as_ref().map_or(0, |s| s.ttl),
+        _ => 0,
+    }
+}
+
+fn with_ttl(answer: Answer, ttl: u32) -> Answer {
+    match answer {
+        Answer::Records {
+            rcode,
+            mut answers,
+            authorities,
+            authentic,
+        } => {
+            for record in &mut answers {
+                record.ttl = record.ttl.min(ttl);
+            }
+            Answer::Records {
+                rcode,
+                answers,
+                authorities,
+                authentic,
+            }
+        }
+        Answer::Negative { rcode, mut soa } => {
+            if let Some(soa) = soa.as_mut() {
+                soa.ttl = soa.ttl.min(ttl);
+            }
+            Answer::Negative { rcode, soa }
+        }
+        other => other,
     }
 }
 

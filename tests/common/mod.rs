@@ -99,6 +99,14 @@ impl RequestHandler for Upstream {
             ("strict.bing.com.", RecordType::A) => vec![record(&name, a([204, 79, 197, 220]))],
             ("safe.duckduckgo.com.", RecordType::A) => vec![record(&name, a([52, 142, 124, 215]))],
             ("social.test.", RecordType::A) => vec![record(&name, a([192, 0, 2, 5]))],
+            // Answers slowly (for in-flight de-duplication) or expires at once (stale).
+            ("slow.test.", RecordType::A) => {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                vec![record(&name, a([192, 0, 2, 7]))]
+            }
+            ("short.test.", RecordType::A) => {
+                vec![Record::from_rdata(dns_name(&name), 1, a([192, 0, 2, 8]))]
+            }
             ("alias.test.", _) => vec![
                 record("alias.test.", cname("real.test.")),
                 record("real.test.", a([192, 0, 2, 3])),
