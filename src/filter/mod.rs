@@ -55,6 +55,10 @@
 //! (11% of nodes) or a miss meeting a set bit (about 1.5%) reads a second line, after the
 //! first. Suffixes like `com` land on the same line every time and stay in cache.
 //!
+//! The table's memory is asked to be backed by 2 MiB pages: lookups land on random lines
+//! of a table of tens of MB, and with 4 KiB pages nearly every one also missed the TLB
+//! (measured: see `benches/README.md`). It is a hint; without it results are the same.
+//!
 //! Exactness: the hash is keyed with a random seed per build (foldhash's quality
 //! hasher), so names cannot be crafted to collide. Two distinct *listed* names whose
 //! hashes collide, or whose fingerprints meet in a bucket either of them is looked up
