@@ -434,3 +434,38 @@ fn advise_huge_pages<T>(v: &mut Vec<T>) {
     #[cfg(not(target_os = "linux"))]
     let _ = v;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every node placed is found with its value, whatever the table size (tiny tables
+    /// fill and grow; larger ones exercise displacement chains).
+    #[test]
+    fn every_entry_is_found_after_filling() {
+        for count in [1usize, 2, 5, 13, 100, 5_000, 60_000] {
+            let mut x = 0x1234_5678_9abc_def1u64 ^ count as u64;
+            let mut entries: Vec<(u64, Value)> = (0..count as u32)
+                .map(|i| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    (x.max(1), Value(i << 1))
+                })
+                .collect();
+            entries.sort_unstable_by_key(|e| e.0);
+            entries.dedup_by_key(|e| e.0);
+            let buckets = fill_table(&entries).expect("table fills");
+            for &(hash, value) in &entries {
+                assert_eq!(crate::filter::find(&buckets, hash), Some(value), "{count}");
+            }
+            // Hashes never inserted are not found (a 48-bit fingerprint match is ~10^-13).
+            for k in 0..1000u64 {
+                let absent = k.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1 << 63;
+                if entries.binary_search_by_key(&absent, |e| e.0).is_err() {
+                    assert_eq!(crate::filter::find(&buckets, absent), None);
+                }
+            }
+        }
+    }
+}

@@ -356,23 +356,9 @@ impl Matcher {
         }
     }
 
-    /// Look in the node's first bucket, and in its second only if the first's overflow
-    /// filter has the node's bit.
     #[inline(always)]
     fn find(&self, hash: u64) -> Option<Value> {
-        let n = self.buckets.len();
-        if n == 0 {
-            return None;
-        }
-        let fp = fingerprint(hash);
-        let first = &self.buckets[first_bucket(hash, n)];
-        if let Some(v) = first.get(fp) {
-            return Some(v);
-        }
-        if first.overflow & overflow_bit(hash) == 0 {
-            return None;
-        }
-        self.buckets[second_bucket(hash, n)].get(fp)
+        find(&self.buckets, hash)
     }
 
     fn hashed_value(&self, suffix: &str) -> Option<Value> {
@@ -530,7 +516,8 @@ fn label_start(bytes: &[u8], end: usize) -> usize {
 /// The hash of the root (the empty label path).
 const ROOT_HASH: u64 = 0x9e37_79b9_7f4a_7c15;
 
-/// The hash of the node one label below `parent`. Never 0 (0 marks an empty slot).
+/// The hash of the node one label below `parent`. Never 0 (the build marks free entries
+/// with 0).
 pub(crate) fn label_hash(
     hasher: &foldhash::quality::RandomState,
     parent: u64,
@@ -560,6 +547,25 @@ fn prefetch<T>(slot: &T) {
     }
     #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
     let _ = slot;
+}
+
+/// The value of the node with `hash`: look in its first bucket, and in its second only if
+/// the first's overflow filter has the node's bit.
+#[inline(always)]
+pub(crate) fn find(buckets: &[Bucket], hash: u64) -> Option<Value> {
+    let n = buckets.len();
+    if n == 0 {
+        return None;
+    }
+    let fp = fingerprint(hash);
+    let first = &buckets[first_bucket(hash, n)];
+    if let Some(v) = first.get(fp) {
+        return Some(v);
+    }
+    if first.overflow & overflow_bit(hash) == 0 {
+        return None;
+    }
+    buckets[second_bucket(hash, n)].get(fp)
 }
 
 /// `hash` scaled onto `0..n` (no power-of-two sizing).
