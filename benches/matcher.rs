@@ -9,6 +9,16 @@
 //!
 //! Memory is measured, not estimated: a counting global allocator records the live heap
 //! bytes before and after each structure is built.
+//!
+//! Lookup time is measured two ways. Criterion's medians (10,000 names per iteration,
+//! each side timed in its own stretch of the run) are kept for comparison with earlier
+//! results. The ratios to judge by come from **paired rounds**: one pass of Warden and
+//! one of the baseline over the same names, back to back, in alternating order, many
+//! times; the ratio is the median of the per-round ratios, so both sides see the same
+//! machine load and a noisy neighbour moves both. Paired rounds run on the 10,000-name
+//! samples (which stay in the CPU caches after the first pass) and on larger shuffled
+//! samples (200,000 hits, every unblocked Umbrella name) that fit in no cache.
+//! `WARDEN_BENCH_PAIRED_ONLY=1` skips the criterion pass (for quick comparisons).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::HashSet;
@@ -57,6 +67,11 @@ const TARGET_NAMES: usize = 2_000_000;
 /// Distinct names when run by `cargo test --all-targets` (a smoke run of this code).
 const SMOKE_NAMES: usize = 50_000;
 const SAMPLE: usize = 10_000;
+/// Hits (and deep subdomains) in the large paired-round samples.
+const LARGE_SAMPLE: usize = 200_000;
+/// Paired rounds per case: on the small samples, and on the large ones.
+const SMALL_ROUNDS: usize = 41;
+const LARGE_ROUNDS: usize = 15;
 
 /// A deterministic xorshift generator (the bench must be repeatable).
 struct Rng(u64);
@@ -69,6 +84,12 @@ impl Rng {
     }
     fn below(&mut self, n: usize) -> usize {
         (self.next() % n as u64) as usize
+    }
+    /// Fisher–Yates, so sample order carries no locality from the source list.
+    fn shuffle<T>(&mut self, v: &mut [T]) {
+        for i in (1..v.len()).rev() {
+            v.swap(i, self.below(i + 1));
+        }
     }
 }
 
@@ -224,40 +245,95 @@ struct Samples {
     misses: Vec<String>,
     deep: Vec<String>,
     miss_source: &'static str,
+    /// Larger, shuffled samples for the paired rounds that fit in no cache.
+    large_hits: Vec<String>,
+    large_misses: Vec<String>,
+    large_deep: Vec<String>,
 }
 
-fn samples(set: &RuleSet, baseline: &HashSet<String>, rng: &mut Rng) -> Samples {
+fn samples(set: &RuleSet, baseline: &HashSet<String>, rng: &mut Rng, large: usize) -> Samples {
     let hits: Vec<String> = (0..SAMPLE)
         .map(|_| set.distinct[rng.below(set.distinct.len())].clone())
         .collect();
-    let deep: Vec<String> = hits
-        .iter()
-        .map(|h| format!("a1.b2.c3.img.cdn.{h}"))
-        .collect();
+    let deep_of = |h: &String| format!("a1.b2.c3.img.cdn.{h}");
+    let deep: Vec<String> = hits.iter().map(deep_of).collect();
     // Misses: real popular names that no list blocks, else synthetic names under a TLD
     // no list uses.
-    let mut misses = Vec::new();
+    let mut all_misses = Vec::new();
     let mut miss_source = "synthetic names under .example";
     if let Some(dir) = shared_data().filter(|_| set.distinct.len() >= TARGET_NAMES) {
         let text =
             std::fs::read_to_string(dir.join("queries/umbrella-top-100k.txt")).unwrap_or_default();
-        misses = text
+        all_misses = text
             .lines()
             .filter_map(|l| warden::name::normalize(l).ok())
             .filter(|n| !hashset_blocked(baseline, n))
-            .take(SAMPLE)
             .collect();
         miss_source = "Umbrella top-100k names no list blocks";
     }
-    while misses.len() < SAMPLE {
-        misses.push(format!("{}.example", synthetic_name(rng)));
+    while all_misses.len() < SAMPLE {
+        all_misses.push(format!("{}.example", synthetic_name(rng)));
     }
+    let misses = all_misses[..SAMPLE].to_vec();
+    // Large samples: hits drawn afresh (so the small sample is not favoured), every
+    // unblocked Umbrella name, all shuffled.
+    let large_hits: Vec<String> = (0..large)
+        .map(|_| set.distinct[rng.below(set.distinct.len())].clone())
+        .collect();
+    let large_deep = large_hits.iter().map(deep_of).collect();
+    let mut large_misses = all_misses;
+    rng.shuffle(&mut large_misses);
     Samples {
         hits,
         misses,
         deep,
         miss_source,
+        large_hits,
+        large_misses,
+        large_deep,
     }
+}
+
+// ---- paired rounds ----
+
+/// One pass over `names` with `blocked`: nanoseconds per name.
+fn pass(names: &[String], blocked: impl Fn(&str) -> bool) -> f64 {
+    let t = Instant::now();
+    let count = names.iter().filter(|n| blocked(n)).count();
+    std::hint::black_box(count);
+    t.elapsed().as_nanos() as f64 / names.len() as f64
+}
+
+/// Median ns per name of each side and median of the per-round ratios (a / b) over
+/// `rounds` rounds of one pass each, the side going first alternating between rounds.
+fn paired(
+    rounds: usize,
+    names: &[String],
+    a: impl Fn(&str) -> bool,
+    b: impl Fn(&str) -> bool,
+) -> (f64, f64, f64) {
+    // One untimed pass each first, so neither side pays for page faults or cold code.
+    pass(names, &a);
+    pass(names, &b);
+    let (mut ta, mut tb, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..rounds {
+        let (x, y) = if round % 2 == 0 {
+            let x = pass(names, &a);
+            (x, pass(names, &b))
+        } else {
+            let y = pass(names, &b);
+            (pass(names, &a), y)
+        };
+        ta.push(x);
+        tb.push(y);
+        ratios.push(x / y);
+    }
+    (median(&mut ta), median(&mut tb), median(&mut ratios))
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|x, y| x.total_cmp(y));
+    v[v.len() / 2]
 }
 
 // ---- reading criterion's results ----
@@ -299,15 +375,43 @@ fn main() {
     let hashset_bytes = (live() - before) as f64;
 
     let all: CategorySet = matcher.all_categories();
-    let s = samples(&set, &baseline, &mut rng);
+    let large = if full { LARGE_SAMPLE } else { SAMPLE };
+    let s = samples(&set, &baseline, &mut rng, large);
     // Sanity: both agree on every sample, or the timings compare different work.
-    for name in s.hits.iter().chain(&s.misses).chain(&s.deep) {
+    for name in s
+        .hits
+        .iter()
+        .chain(&s.misses)
+        .chain(&s.deep)
+        .chain(&s.large_hits)
+        .chain(&s.large_misses)
+        .chain(&s.large_deep)
+    {
         assert_eq!(
             matcher.lookup(name, all).is_blocked(),
             hashset_blocked(&baseline, name),
             "{name}"
         );
     }
+
+    let warden_blocked = |n: &str| matcher.lookup(n, all).is_blocked();
+    let baseline_blocked = |n: &str| hashset_blocked(&baseline, n);
+    let (small_rounds, large_rounds) = if full {
+        (SMALL_ROUNDS, LARGE_ROUNDS)
+    } else {
+        (3, 3)
+    };
+    let mut paired_table = Vec::new();
+    for (case, small, large) in [
+        ("hits", &s.hits, &s.large_hits),
+        ("misses", &s.misses, &s.large_misses),
+        ("deep subdomains", &s.deep, &s.large_deep),
+    ] {
+        let small = paired(small_rounds, small, warden_blocked, baseline_blocked);
+        let large_result = paired(large_rounds, large, warden_blocked, baseline_blocked);
+        paired_table.push((case, small, large.len(), large_result));
+    }
+    let paired_only = std::env::var_os("WARDEN_BENCH_PAIRED_ONLY").is_some();
 
     let mut c = Criterion::default()
         .sample_size(20)
@@ -320,6 +424,9 @@ fn main() {
         ("misses", &s.misses),
         ("deep subdomains", &s.deep),
     ] {
+        if paired_only {
+            break;
+        }
         let group_name = format!("lookup/{case}");
         let mut group = c.benchmark_group(&group_name);
         group.throughput(Throughput::Elements(names.len() as u64));
@@ -390,4 +497,16 @@ fn main() {
             w / h
         );
     }
+    for (case, (w, h, ratio), large_len, (lw, lh, lratio)) in paired_table {
+        println!(
+            "| lookup {case}, {SAMPLE} names (paired rounds, ns) | {w:.0} | {h:.0} | {ratio:.2}× |"
+        );
+        println!(
+            "| lookup {case}, {large_len} shuffled names (paired rounds, ns) | {lw:.0} | {lh:.0} | {lratio:.2}× |"
+        );
+    }
+    println!(
+        "(paired rounds: median of {small_rounds} alternating rounds on {SAMPLE} names, \
+         {large_rounds} on the large samples; the ratio is the median of per-round ratios)"
+    );
 }

@@ -35,26 +35,39 @@
 //! # Structure and cost
 //! The matcher is a reversed-label trie stored implicitly: a node is named by a keyed
 //! 64-bit hash of its label path from the root (`h(a.test) = H(h(test), "a")`), and only
-//! nodes that carry rules are stored, in one open-addressing table: 12-byte slots (the
-//! node hash and its value) and, in parallel, 16-bit tags in cache-line groups of 32, as
-//! SwissTable does with its control bytes. A probe compares one group of tags (one cache
-//! line, SIMD-friendly) and reads a slot only where a tag matches, so a miss costs about
-//! one cache line per suffix. Label text is not stored at all: a verdict names the
-//! matched suffix of the query itself.
+//! nodes that carry rules are stored. Label text is not stored at all: a verdict names
+//! the matched suffix of the query itself.
 //!
-//! A lookup hashes the query's suffixes right to left (no memory touched), then probes
-//! the table once per suffix. The probes are independent loads, so their cache misses
-//! overlap instead of queueing one behind another as in a pointer-chasing trie or FST
-//! (measured: see `benches/README.md`). Suffixes like `com` land on the same slot every
-//! time and stay in cache.
+//! The nodes live in one two-choice bucketed hash table (as in cuckoo hashing). A bucket
+//! is one 64-byte cache line holding up to six nodes, each a 48-bit fingerprint of its
+//! hash and its 32-bit value, and a 32-bit *overflow filter*. Each node has a first and a
+//! second bucket, both computed from its hash; it lives in its first unless that filled
+//! up at build time, in which case it lives in its second and sets one bit (5 bits of its
+//! hash) in its first bucket's filter.
+//!
+//! A lookup hashes the query's suffixes right to left (no memory touched) and starts
+//! loading every suffix's first bucket, then probes shortest suffix first. The loads are
+//! independent, so their cache misses overlap instead of queueing one behind another as
+//! in a pointer-chasing trie or FST. A probe reads the one line: a hit finds its value
+//! there, in the same line (no second, dependent load, unlike a separate tag array and
+//! slot array, which is what this design replaced: see `benches/README.md`); a miss ends
+//! there unless the filter has its bit. Only a hit on a node living in its second bucket
+//! (11% of nodes) or a miss meeting a set bit (about 1.5%) reads a second line, after the
+//! first. Suffixes like `com` land on the same line every time and stay in cache.
+//!
+//! The table's memory is asked to be backed by 2 MiB pages: lookups land on random lines
+//! of a table of tens of MB, and with 4 KiB pages nearly every one also missed the TLB
+//! (measured: see `benches/README.md`). It is a hint; without it results are the same.
 //!
 //! Exactness: the hash is keyed with a random seed per build (foldhash's quality
-//! hasher), so names cannot be crafted to collide. Two distinct *listed* names that
-//! collide are detected at build time, which then retries with a new seed. A query name
-//! that is not listed can only match by a chance 64-bit collision with a listed node:
-//! under 10^-12 per query even for millions of rules.
+//! hasher), so names cannot be crafted to collide. Two distinct *listed* names whose
+//! hashes collide, or whose fingerprints meet in a bucket either of them is looked up
+//! in, are detected at build time, which then retries with a new seed. A query name that
+//! is not listed can only match by a chance equality of its 48-bit fingerprint with one
+//! of the at most 12 nodes in the lines it reads: about 10^-13 per suffix, whatever the
+//! number of rules.
 //!
-//! The value of a slot names either one rule or a small set (a name listed in several
+//! The value of a node names either one rule or a small set (a name listed in several
 //! categories), and a table of runs maps a rule number back to its list, syntax and line
 //! without storing a line per rule. Hashed (`sha256:`) entries live in a sorted table,
 //! searched once per suffix only when any are loaded.
@@ -150,10 +163,9 @@ pub struct Matcher {
     pub(crate) runs: Vec<Run>,
     /// Seeded hasher for label paths.
     pub(crate) hasher: foldhash::quality::RandomState,
-    /// Open-addressing table of rule-bearing nodes…
-    pub(crate) table: Vec<Slot>,
-    /// …and one tag per slot, `GROUP` to a cache line: `tag_of(hash)`, or 0 if empty.
-    pub(crate) groups: Vec<TagGroup>,
+    /// Two-choice table of rule-bearing nodes, one cache line per bucket (see the module
+    /// documentation).
+    pub(crate) buckets: Vec<Bucket>,
     /// `sha256` entries, sorted by hash.
     pub(crate) hashed: Vec<([u8; 32], Value)>,
     /// Names with several rules: entry bits, and their rules in `multi_rules`.
@@ -180,14 +192,6 @@ pub struct MatcherStats {
 /// The value stored per name: one rule (`rule << 1`) or a multi entry (`idx << 1 | 1`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Value(pub(crate) u32);
-
-/// One slot of the node table. Packed to 12 bytes: the table is most of the memory.
-#[derive(Debug, Clone, Copy, Default)]
-#[repr(C, packed(4))]
-pub(crate) struct Slot {
-    pub(crate) hash: u64,
-    pub(crate) value: u32,
-}
 
 /// Most labels a name can have (253 octets: 127 one-letter labels).
 const MAX_LABELS: usize = 128;
@@ -309,19 +313,20 @@ impl Matcher {
     /// node table and (when any are loaded) the hashed entries per suffix.
     fn walk(&self, name: &str, mut report: impl FnMut(Hit)) {
         let bytes = name.as_bytes();
-        // Pass 1: hash every suffix and start loading its tag group. No table memory is
-        // read yet, so the loads run side by side instead of one after another.
-        let mut hashes: ArrayVec<u64, MAX_LABELS> = ArrayVec::new();
-        let n = self.groups.len();
+        // Pass 1: hash every suffix (and note where it starts) and start loading its
+        // first bucket. No table memory is read yet, so the loads run side by side
+        // instead of one after another.
+        let mut suffixes: ArrayVec<(u64, usize), MAX_LABELS> = ArrayVec::new();
+        let n = self.buckets.len();
         let mut hash = ROOT_HASH;
         let mut end = bytes.len();
-        while end > 0 && !hashes.is_full() {
+        while end > 0 && !suffixes.is_full() {
             let start = label_start(bytes, end);
             hash = label_hash(&self.hasher, hash, &bytes[start..end]);
             if n > 0 {
-                prefetch(&self.groups[home(hash, n)]);
+                prefetch(&self.buckets[first_bucket(hash, n)]);
             }
-            hashes.push(hash);
+            suffixes.push((hash, start));
             if start == 0 {
                 break;
             }
@@ -329,10 +334,7 @@ impl Matcher {
         }
         // Pass 2: probe, shortest suffix first.
         let hashed = !self.hashed.is_empty();
-        let mut end = bytes.len();
-        for &hash in &hashes {
-            let start = label_start(bytes, end);
-            end = start.saturating_sub(1);
+        for &(hash, start) in &suffixes {
             let by_name = self.find(hash);
             let by_hash = if hashed {
                 self.hashed_value(&name[start..])
@@ -354,31 +356,9 @@ impl Matcher {
         }
     }
 
-    /// Probe group by group from the node's home group: compare the tags, read a slot
-    /// only where its tag matches; a group with a free tag ends the search.
+    #[inline(always)]
     fn find(&self, hash: u64) -> Option<Value> {
-        let n = self.groups.len();
-        if n == 0 {
-            return None;
-        }
-        let tag = tag_of(hash);
-        let mut g = home(hash, n);
-        loop {
-            let group = &self.groups[g];
-            let mut matches = group.matching(tag);
-            while matches != 0 {
-                let i = matches.trailing_zeros() as usize;
-                let slot = self.table[g * GROUP + i];
-                if slot.hash == hash {
-                    return Some(Value(slot.value));
-                }
-                matches &= matches - 1;
-            }
-            if group.matching(0) != 0 {
-                return None;
-            }
-            g = if g + 1 == n { 0 } else { g + 1 };
-        }
+        find(&self.buckets, hash)
     }
 
     fn hashed_value(&self, suffix: &str) -> Option<Value> {
@@ -504,8 +484,7 @@ impl Matcher {
     /// Heap bytes held by this matcher (what the benchmarks report per rule).
     pub fn heap_bytes(&self) -> usize {
         use std::mem::size_of;
-        self.table.capacity() * size_of::<Slot>()
-            + self.groups.capacity() * size_of::<TagGroup>()
+        self.buckets.capacity() * size_of::<Bucket>()
             + self.runs.capacity() * size_of::<Run>()
             + self.part_starts.capacity() * 4
             + self.part_hint.capacity() * 2
@@ -537,7 +516,8 @@ fn label_start(bytes: &[u8], end: usize) -> usize {
 /// The hash of the root (the empty label path).
 const ROOT_HASH: u64 = 0x9e37_79b9_7f4a_7c15;
 
-/// The hash of the node one label below `parent`. Never 0 (0 marks an empty slot).
+/// The hash of the node one label below `parent`. Never 0 (the build marks free entries
+/// with 0).
 pub(crate) fn label_hash(
     hasher: &foldhash::quality::RandomState,
     parent: u64,
@@ -569,54 +549,130 @@ fn prefetch<T>(slot: &T) {
     let _ = slot;
 }
 
-/// A node's preferred slot: the hash scaled onto the table (no power-of-two sizing).
+/// The value of the node with `hash`: look in its first bucket, and in its second only if
+/// the first's overflow filter has the node's bit.
+#[inline(always)]
+pub(crate) fn find(buckets: &[Bucket], hash: u64) -> Option<Value> {
+    let n = buckets.len();
+    if n == 0 {
+        return None;
+    }
+    let fp = fingerprint(hash);
+    let first = &buckets[first_bucket(hash, n)];
+    if let Some(v) = first.get(fp) {
+        return Some(v);
+    }
+    if first.overflow & overflow_bit(hash) == 0 {
+        return None;
+    }
+    buckets[second_bucket(hash, n)].get(fp)
+}
+
+/// `hash` scaled onto `0..n` (no power-of-two sizing).
 pub(crate) fn home(hash: u64, n: usize) -> usize {
     ((u128::from(hash) * n as u128) >> 64) as usize
 }
 
-/// Slots per tag group: 32 tags of 16 bits fill one 64-byte cache line.
-pub(crate) const GROUP: usize = 32;
+/// A node's first-choice bucket: where it lives unless that bucket filled up.
+pub(crate) fn first_bucket(hash: u64, n: usize) -> usize {
+    home(hash, n)
+}
 
-/// The tags of one group of slots, aligned to a cache line.
-#[derive(Debug, Clone, Copy)]
+/// A node's second-choice bucket: independent of the first (a remix of the hash), and
+/// never the same bucket.
+pub(crate) fn second_bucket(hash: u64, n: usize) -> usize {
+    if n < 2 {
+        return 0;
+    }
+    // splitmix64's finaliser: every bit of the hash moves the result.
+    let mut x = hash;
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^= x >> 31;
+    // One of the other n - 1 buckets, counted onwards from the first (no division).
+    let b = first_bucket(hash, n) + 1 + home(x, n - 1);
+    if b >= n {
+        b - n
+    } else {
+        b
+    }
+}
+
+/// Entries per bucket: six 80-bit entries (48-bit fingerprint, 32-bit value) fill a
+/// cache line with the overflow bits.
+pub(crate) const BUCKET: usize = 6;
+
+/// One cache line of the node table: up to six nodes, each a 48-bit fingerprint (`hi`
+/// and `lo`, 0 when free) and its value, and a 32-bit filter of the nodes whose first
+/// choice this bucket was but which live in their second bucket.
+#[derive(Debug, Clone, Copy, Default)]
 #[repr(C, align(64))]
-pub(crate) struct TagGroup(pub(crate) [u16; GROUP]);
+pub(crate) struct Bucket {
+    pub(crate) hi: [u32; BUCKET],
+    pub(crate) lo: [u16; BUCKET],
+    pub(crate) values: [u32; BUCKET],
+    pub(crate) overflow: u32,
+}
 
-impl TagGroup {
-    /// Bit `i` set where tag `i` equals `tag`.
+impl Bucket {
+    /// The value stored under fingerprint `(hi, lo)`, if any.
     #[inline(always)]
-    pub(crate) fn matching(&self, tag: u16) -> u32 {
+    pub(crate) fn get(&self, (hi, lo): (u32, u16)) -> Option<Value> {
+        let mut matches = self.matching_hi(hi);
+        while matches != 0 {
+            let i = matches.trailing_zeros() as usize;
+            if self.lo[i] == lo {
+                return Some(Value(self.values[i]));
+            }
+            matches &= matches - 1;
+        }
+        None
+    }
+
+    /// Bit `i` set where `self.hi[i] == hi`.
+    #[inline(always)]
+    fn matching_hi(&self, hi: u32) -> u32 {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: SSE2 is part of the x86_64 baseline; the group is 64-byte aligned, so
-        // the four aligned 16-byte loads stay inside it.
+        // SAFETY: SSE2 is part of the x86_64 baseline. The bucket is 64-byte aligned and
+        // `hi` is its first field, so the load of `hi[0..4]` is aligned; `hi[2..6]` is
+        // read unaligned. Both stay inside `hi`.
         unsafe {
             use std::arch::x86_64::*;
-            let needle = _mm_set1_epi16(tag as i16);
-            let p = self.0.as_ptr().cast::<__m128i>();
-            let mut mask = 0u32;
-            for half in 0..2 {
-                let a = _mm_cmpeq_epi16(_mm_load_si128(p.add(2 * half)), needle);
-                let b = _mm_cmpeq_epi16(_mm_load_si128(p.add(2 * half + 1)), needle);
-                // Narrow 16 lanes of 0/0xFFFF to bytes, then one bit per tag.
-                let bytes = _mm_packs_epi16(a, b);
-                mask |= (_mm_movemask_epi8(bytes) as u32) << (16 * half);
-            }
-            mask
+            let needle = _mm_set1_epi32(hi as i32);
+            let p = self.hi.as_ptr();
+            let low = _mm_cmpeq_epi32(_mm_load_si128(p.cast()), needle);
+            let high = _mm_cmpeq_epi32(_mm_loadu_si128(p.add(2).cast()), needle);
+            let low = _mm_movemask_ps(_mm_castsi128_ps(low)) as u32;
+            let high = _mm_movemask_ps(_mm_castsi128_ps(high)) as u32;
+            low | high << 2
         }
         #[cfg(not(target_arch = "x86_64"))]
         {
             let mut mask = 0u32;
-            for (i, &t) in self.0.iter().enumerate() {
-                mask |= u32::from(t == tag) << i;
+            for (i, &h) in self.hi.iter().enumerate() {
+                mask |= u32::from(h == hi) << i;
             }
             mask
         }
     }
+
+    /// The first free entry.
+    pub(crate) fn free(&self) -> Option<usize> {
+        (0..BUCKET).find(|&i| self.hi[i] == 0 && self.lo[i] == 0)
+    }
 }
 
-/// A slot's tag: 16 bits of its hash that `home` hardly uses, never 0 (empty).
-pub(crate) fn tag_of(hash: u64) -> u16 {
-    (hash as u16).max(1)
+/// The 48 bits of a node hash kept in its entry: the low bits, which the bucket choice
+/// hardly uses. Never 0 (a free entry).
+pub(crate) fn fingerprint(hash: u64) -> (u32, u16) {
+    let fp = (hash & 0xffff_ffff_ffff).max(1);
+    ((fp >> 16) as u32, fp as u16)
+}
+
+/// A node's bit in its first bucket's overflow filter (5 low bits: independent of which
+/// bucket is first).
+pub(crate) fn overflow_bit(hash: u64) -> u32 {
+    1 << (hash & 31)
 }
 
 #[cfg(test)]
@@ -624,24 +680,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn tag_group_matching_agrees_with_a_plain_scan() {
-        let mut group = TagGroup([0; GROUP]);
-        for (i, t) in group.0.iter_mut().enumerate() {
-            *t = match i % 5 {
-                0 => 0,
-                1 => 0x8001, // high bit set: must not be mistaken by signed packing
-                2 => 7,
-                3 => 0xffff,
-                _ => i as u16,
-            };
+    fn bucket_is_one_cache_line() {
+        assert_eq!(std::mem::size_of::<Bucket>(), 64);
+        assert_eq!(std::mem::align_of::<Bucket>(), 64);
+    }
+
+    #[test]
+    fn bucket_lookup_agrees_with_a_plain_scan() {
+        let mut bucket = Bucket::default();
+        let his = [0x8000_0001u32, 7, 7, u32::MAX, 0, 7];
+        for (i, &hi) in his.iter().enumerate() {
+            bucket.hi[i] = hi;
+            bucket.lo[i] = i as u16;
+            bucket.values[i] = 100 + i as u32;
         }
-        for tag in [0u16, 7, 0x8001, 0xffff, 4, 9, 31, 12345] {
-            let expected = group
-                .0
-                .iter()
-                .enumerate()
-                .fold(0u32, |m, (i, &t)| m | (u32::from(t == tag) << i));
-            assert_eq!(group.matching(tag), expected, "tag {tag:#x}");
+        for hi in [0x8000_0001u32, 7, u32::MAX, 0, 5] {
+            for lo in 0..8u16 {
+                let expected = (0..BUCKET)
+                    .find(|&i| bucket.hi[i] == hi && bucket.lo[i] == lo)
+                    .map(|i| 100 + i as u32);
+                assert_eq!(bucket.get((hi, lo)).map(|v| v.0), expected, "{hi:#x} {lo}");
+            }
         }
     }
 
@@ -650,5 +709,22 @@ mod tests {
         assert_eq!(home(0, 10), 0);
         assert_eq!(home(u64::MAX, 10), 9);
         assert_eq!(home(u64::MAX / 2, 10), 4);
+    }
+
+    #[test]
+    fn second_bucket_differs_from_the_first_and_stays_in_range() {
+        for n in [2usize, 3, 7, 1000] {
+            for i in 0..1000u64 {
+                let h = i.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+                let (a, b) = (first_bucket(h, n), second_bucket(h, n));
+                assert!(a < n && b < n && a != b, "{h:#x} {n}");
+            }
+        }
+    }
+
+    #[test]
+    fn fingerprints_are_never_free() {
+        assert_ne!(fingerprint(0), (0, 0));
+        assert_ne!(fingerprint(1 << 48), (0, 0));
     }
 }
