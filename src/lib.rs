@@ -42,6 +42,8 @@ pub mod config;
 pub mod dns;
 pub mod engine;
 pub mod filter;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod lists;
 pub mod memory;
 pub mod metrics;

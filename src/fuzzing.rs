@@ -1,0 +1,135 @@
+//! Entry points for the fuzz targets in `fuzz/` and for replaying their findings in the
+//! test suite (`tests/fuzz_regressions.rs`): the list parser, the config loader and
+//! the query handler's packet entry. Each takes arbitrary bytes and must not panic.
+
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
+
+use arc_swap::ArcSwap;
+use hickory_server::net::runtime::TokioTime;
+use hickory_server::net::xfer::Protocol;
+use hickory_server::net::NetError;
+use hickory_server::proto::rr::Record;
+use hickory_server::proto::serialize::binary::BinEncoder;
+use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
+use hickory_server::zone_handler::MessageResponse;
+
+use crate::config::Config;
+use crate::dns::Handler;
+use crate::engine::Engine;
+use crate::lists::{self, Format};
+use crate::upstream::Forwarder;
+
+/// Parse `data` as a list in every format; every accepted name must normalise to itself.
+pub fn list(data: &[u8]) {
+    for format in [
+        Format::Auto,
+        Format::Hosts,
+        Format::Domains,
+        Format::Adblock,
+        Format::Dnsmasq,
+        Format::Unbound,
+        Format::Rpz,
+        Format::Hashed,
+    ] {
+        let Ok(parsed) = lists::parse_reader(data, Path::new("fuzz.txt"), format) else {
+            continue;
+        };
+        for rule in &parsed.rules {
+            if let lists::Target::Name(name) = &rule.target {
+                let again = crate::name::normalize(name).ok();
+                assert_eq!(
+                    again.as_deref(),
+                    Some(name.as_str()),
+                    "{format:?}: {name:?}"
+                );
+            }
+        }
+    }
+}
+
+/// Load `data` as a config file: an error or a config, never a panic.
+pub fn config(data: &[u8]) {
+    if let Ok(text) = std::str::from_utf8(data) {
+        let _ = Config::parse(text, Path::new("/fuzz/warden.toml"));
+    }
+}
+
+/// Hand `data` to the real query handler as a UDP packet from a LAN client.
+pub fn packet(data: &[u8]) {
+    let (runtime, handler) = harness();
+    let Ok(request) = Request::from_bytes(
+        data.to_vec(),
+        std::net::SocketAddr::from(([10, 0, 0, 7], 53000)),
+        Protocol::Udp,
+    ) else {
+        return; // hickory refused to parse it: nothing reaches Warden
+    };
+    runtime.block_on(async {
+        handler
+            .handle_request::<_, TokioTime>(&request, Encode)
+            .await;
+    });
+}
+
+/// One engine and handler for every fuzz input: a few lists, a group with schedules and
+/// safe search, and an upstream that refuses at once (nothing listens on port 1).
+fn harness() -> &'static (tokio::runtime::Runtime, Handler) {
+    static HARNESS: OnceLock<(tokio::runtime::Runtime, Handler)> = OnceLock::new();
+    HARNESS.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("warden-fuzz-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let write = |name: &str, text: &str| {
+            let _ = std::fs::write(dir.join(name), text);
+        };
+        write("adult.txt", "blocked.test\n||tracker.test^\n*.wild.test\n");
+        write("ctiru.txt", "locked.test\n");
+        write("allow.txt", "ok.blocked.test\n");
+        write(
+            "warden.toml",
+            "[server]\ndefault_group = \"kids\"\n[server.rate_limit]\nqps = 0\n\
+             [upstream]\nservers = [\"127.0.0.1:1\"]\ntimeout = \"50ms\"\n\
+             [audit]\nenabled = false\n[admin]\nenabled = false\n\
+             [categories.adult]\n[categories.terrorism]\nlocked = true\n\
+             [groups.kids]\nblock = [\"adult\"]\nsafe_search = true\nyoutube = \"strict\"\n\
+             [[groups.kids.schedule]]\nblock = [\"adult\"]\nfrom = \"22:00\"\nto = \"06:00\"\n\
+             [[lists]]\nname = \"adult\"\ncategory = \"adult\"\npath = \"adult.txt\"\n\
+             [[lists]]\nname = \"ctiru\"\ncategory = \"terrorism\"\npath = \"ctiru.txt\"\n\
+             [[allow]]\nname = \"allow\"\npath = \"allow.txt\"\n",
+        );
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap_or_else(|e| panic!("runtime: {e}"));
+        let engine = Engine::load(&dir.join("warden.toml")).unwrap_or_else(|e| panic!("{e}"));
+        let handler = runtime.block_on(async {
+            let forwarder =
+                Forwarder::new(&engine.config.upstream).unwrap_or_else(|e| panic!("{e}"));
+            Handler::new(Arc::new(ArcSwap::from_pointee(engine)), forwarder)
+        });
+        (runtime, handler)
+    })
+}
+
+/// Encodes each response, as the server would before sending it, and drops it.
+#[derive(Clone)]
+struct Encode;
+
+#[async_trait::async_trait]
+impl ResponseHandler for Encode {
+    async fn send_response<'a>(
+        &mut self,
+        response: MessageResponse<
+            '_,
+            'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+        >,
+    ) -> Result<ResponseInfo, NetError> {
+        let mut buf = Vec::with_capacity(512);
+        let mut encoder = BinEncoder::new(&mut buf);
+        Ok(response.destructive_emit(&mut encoder)?)
+    }
+}
