@@ -19,20 +19,31 @@
 //!   listeners; [`upstream`] forwards allowed queries through `hickory-resolver`.
 //! - [`audit`] records every block for the e-safety lead: coalesced in memory on the
 //!   query path, written to SQLite by its own thread, hash-chained, purged on schedule.
-//! - [`reload`] rebuilds the snapshot on SIGHUP or a file change and swaps it in,
-//!   refusing snapshots that fail to build or in which a list shrank suspiciously;
+//! - [`policy`] says who is asking and what applies to them: client address → group and
+//!   device name, the group's categories at this minute (schedules), safe-search
+//!   rewrites and the built-in circumvention answers.
+//! - [`reload`] rebuilds the snapshot on SIGHUP, a file change or `POST /reload` and
+//!   swaps it in, refusing snapshots that fail to build or in which a list shrank
+//!   suspiciously; [`sources`] downloads `url` lists into a last-good cache;
 //!   [`memory`] hands each build's scratch memory back to the operating system.
-//! - [`cli`] is the command line (`serve`, `check`, `lists stats`, `config check`,
+//! - [`admin`] is the HTTP listener for [`metrics`] (Prometheus), health and reload.
+//! - [`serve`] wires a running daemon together in start-up order; [`cli`] is the
+//!   command line (`serve`, `check`, `lists stats|update`, `config check`, `reload`,
 //!   `audit verify|list|summary|export|review`).
 //!
 //! ## One query's path ([`dns::Handler::resolve`])
+//! 0. the client must be in `[server] allow_networks` and within its rate limit;
 //! 1. check the request: a standard query, one IN question (else NOTIMP/FORMERR/REFUSED);
 //! 2. normalise the name once (lower case, no trailing dot);
 //! 3. find the client's group and its active categories (locked ones always on);
-//! 4. [`filter::Matcher::lookup`]: blocked → answer locally in the configured mode, with
-//!    an Extended DNS Error saying why, and record the block for the audit log;
-//! 5. allowed → forward upstream ([`upstream::Forwarder`]: cache, failover, timeout);
-//! 6. check the answer's CNAME chain against the matcher, so no listed name hides
+//! 4. the built-in circumvention names (DoH canary, Private Relay, DDR) get their answers;
+//! 5. [`filter::Matcher::lookup`] (then the group's own allow and deny lists): blocked →
+//!    answer locally in the configured mode, with an Extended DNS Error saying why, and
+//!    record the block for the audit log;
+//! 6. safe search: the search engine's safe host, as a CNAME;
+//! 7. allowed → forward upstream ([`upstream::Forwarder`]: cache, in-flight sharing,
+//!    failover, timeout, serve-stale);
+//! 8. check the answer's CNAME chain against the matcher, so no listed name hides
 //!    behind an allowed alias.
 
 pub mod admin;
