@@ -153,7 +153,7 @@ pub struct CheckArgs {
     /// Decide as for this client address (its group; default: the default group).
     #[arg(long)]
     pub client: Option<std::net::IpAddr>,
-    /// Decide as at this time: "2026-11-23T10:00" (local, in [server] timezone) or RFC
+    /// Decide as at this time: "2026-11-23T10:00" (local, in the configured time zone) or RFC
     /// 3339 with an offset (default: now).
     #[arg(long)]
     pub at: Option<String>,
