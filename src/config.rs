@@ -86,6 +86,9 @@ pub struct ServerConfig {
     /// How long a TCP connection may sit idle.
     #[serde(default = "default_tcp_timeout", with = "humantime_serde")]
     pub tcp_timeout: Duration,
+    /// Open TCP connections allowed at once; more are closed on arrival.
+    #[serde(default = "default_tcp_connections")]
+    pub tcp_max_connections: usize,
     /// The IANA time zone schedules are written in.
     #[serde(default = "default_timezone")]
     pub timezone: Spanned<String>,
@@ -166,6 +169,7 @@ impl Default for ServerConfig {
             listen: default_listen(),
             default_group: default_group(),
             tcp_timeout: default_tcp_timeout(),
+            tcp_max_connections: default_tcp_connections(),
             timezone: default_timezone(),
             dhcp_leases: None,
             allow_networks: default_allow_networks(),
@@ -182,6 +186,9 @@ fn default_group() -> String {
 }
 fn default_timezone() -> Spanned<String> {
     Spanned::new(0..0, "Europe/London".to_string())
+}
+fn default_tcp_connections() -> usize {
+    crate::dns::server::DEFAULT_TCP_CONNECTIONS
 }
 fn default_tcp_timeout() -> Duration {
     Duration::from_secs(10)

@@ -58,7 +58,11 @@ pub fn run(path: &Path) -> Result<ExitCode> {
         if let Some((sink, _)) = &audit {
             handler = handler.with_audit(sink.clone());
         }
-        let server = dns::start(&config.server.listen, handler, config.server.tcp_timeout).await?;
+        let limits = dns::tcp::TcpLimits {
+            max_connections: config.server.tcp_max_connections.max(1),
+            idle: config.server.tcp_timeout,
+        };
+        let server = dns::start_with(&config.server.listen, handler, limits).await?;
         let stop = server.token();
         let serving = Arc::new(AtomicBool::new(false));
         let admin = start_admin(&config, &metrics, &reloader, &serving, &stop).await?;

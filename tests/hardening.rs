@@ -163,3 +163,108 @@ fn bad_networks_and_limits_are_refused_with_their_line() {
     let err = warden::config::Config::load(&path).unwrap_err().to_string();
     assert!(err.contains("ignore") && err.contains("line 2"), "{err}");
 }
+
+async fn tcp_served(
+    max_connections: usize,
+    idle: Duration,
+) -> (
+    SocketAddr,
+    dns::RunningServer,
+    tokio_util::sync::DropGuard,
+    tempfile::TempDir,
+) {
+    let (_upstream, upstream_addr, token) = start_upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), upstream_addr, "");
+    let engine = Engine::load(&path).unwrap();
+    let forwarder = Forwarder::new(&engine.config.upstream).unwrap();
+    let handler = dns::Handler::new(Arc::new(ArcSwap::from_pointee(engine)), forwarder);
+    let limits = dns::tcp::TcpLimits {
+        max_connections,
+        idle,
+    };
+    let server = dns::start_with(&["127.0.0.1:0".parse().unwrap()], handler, limits)
+        .await
+        .unwrap();
+    (server.addrs[0], server, token.drop_guard(), dir)
+}
+
+async fn send_query(stream: &mut tokio::net::TcpStream, name: &str) -> u16 {
+    use tokio::io::AsyncWriteExt;
+    let msg = query_message(name, RecordType::A, false);
+    let bytes = msg.to_vec().unwrap();
+    stream.write_u16(bytes.len() as u16).await.unwrap();
+    stream.write_all(&bytes).await.unwrap();
+    msg.metadata.id
+}
+
+async fn read_answer(stream: &mut tokio::net::TcpStream) -> Option<Message> {
+    use tokio::io::AsyncReadExt;
+    let len = tokio::time::timeout(Duration::from_secs(2), stream.read_u16())
+        .await
+        .ok()?
+        .ok()?;
+    let mut buf = vec![0u8; len as usize];
+    stream.read_exact(&mut buf).await.ok()?;
+    Some(Message::from_vec(&buf).unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_pipelines_queries_on_one_connection() {
+    let (addr, _server, _stop, _dir) = tcp_served(8, Duration::from_secs(5)).await;
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut ids = Vec::new();
+    for name in ["allowed.test.", "www.blocked.test.", "alias.test."] {
+        ids.push(send_query(&mut stream, name).await);
+    }
+    let mut answered = Vec::new();
+    for _ in 0..3 {
+        let m = read_answer(&mut stream)
+            .await
+            .expect("three answers on one connection");
+        answered.push((m.metadata.id, m.metadata.response_code));
+    }
+    answered.sort_by_key(|a| a.0);
+    let mut want: Vec<_> = ids
+        .iter()
+        .zip([
+            ResponseCode::NoError,
+            ResponseCode::NXDomain,
+            ResponseCode::NoError,
+        ])
+        .map(|(id, rc)| (*id, rc))
+        .collect();
+    want.sort_by_key(|w| w.0);
+    assert_eq!(answered, want);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_connections_beyond_the_cap_are_closed_and_idle_ones_time_out() {
+    let (addr, _server, _stop, _dir) = tcp_served(2, Duration::from_millis(500)).await;
+    let mut first = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut second = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await; // both accepted
+    let mut third = tokio::net::TcpStream::connect(addr).await.unwrap();
+    send_query(&mut third, "allowed.test.").await;
+    assert!(
+        read_answer(&mut third).await.is_none(),
+        "over the cap: closed unanswered"
+    );
+    // The two within the cap are served.
+    for stream in [&mut first, &mut second] {
+        send_query(stream, "allowed.test.").await;
+        assert!(read_answer(stream).await.is_some());
+    }
+    // Idle past the timeout: closed, and their slots free again.
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    assert!(
+        read_answer(&mut first).await.is_none(),
+        "idle connection closed"
+    );
+    let mut fourth = tokio::net::TcpStream::connect(addr).await.unwrap();
+    send_query(&mut fourth, "www.blocked.test.").await;
+    let m = read_answer(&mut fourth)
+        .await
+        .expect("a slot is free again");
+    assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
+}

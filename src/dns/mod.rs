@@ -8,6 +8,7 @@
 pub mod answer;
 pub mod limit;
 pub mod server;
+pub mod tcp;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,7 +32,7 @@ use crate::policy::{self, safe_search, Who};
 use crate::upstream::{Answer, Forwarder};
 use answer::Reply;
 
-pub use server::{start, RunningServer, ServeError};
+pub use server::{start, start_with, RunningServer, ServeError};
 
 /// The query handler: the engine snapshot, the upstream forwarder, the audit sink and
 /// the metrics.

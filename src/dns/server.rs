@@ -1,5 +1,5 @@
-//! The listeners: UDP and TCP on every configured address, stopped by one cancellation
-//! token. Binding happens after the snapshot is built (start-up order: load and validate
+//! The listeners: UDP (hickory's) and TCP (ours, see [`super::tcp`]) on every configured
+//! address, stopped by one cancellation token. Binding happens after the snapshot is built (start-up order: load and validate
 //! everything, then bind, then serve), and a port of 0 picks one free port shared by the
 //! address's UDP and TCP sockets (tests use this).
 
@@ -11,10 +11,27 @@ use tokio::net::{TcpListener, UdpSocket};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use std::sync::Arc;
+
+use hickory_server::net::runtime::Time;
+use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
+
+use super::tcp::{self, TcpLimits};
 use super::Handler;
 
-/// Outgoing responses queued per TCP connection.
-const TCP_RESPONSE_BUFFER: usize = 64;
+/// The handler shared by hickory's UDP server and our TCP listener.
+struct Shared(Arc<Handler>);
+
+#[async_trait::async_trait]
+impl RequestHandler for Shared {
+    async fn handle_request<R: ResponseHandler, T: Time>(
+        &self,
+        request: &Request,
+        responder: R,
+    ) -> ResponseInfo {
+        self.0.handle_request::<R, T>(request, responder).await
+    }
+}
 
 /// Why serving could not start or ended badly.
 #[derive(Debug, thiserror::Error)]
@@ -57,13 +74,33 @@ impl RunningServer {
     }
 }
 
-/// Bind UDP and TCP on every address in `listen` and start serving with `handler`.
+/// Bind UDP and TCP on every address in `listen` and start serving with `handler`;
+/// TCP connections idle for `tcp_timeout` are closed. At most
+/// [`DEFAULT_TCP_CONNECTIONS`] TCP connections at once (see [`start_with`]).
 pub async fn start(
     listen: &[SocketAddr],
     handler: Handler,
     tcp_timeout: Duration,
 ) -> Result<RunningServer, ServeError> {
-    let mut server = Server::new(handler);
+    let limits = TcpLimits {
+        max_connections: DEFAULT_TCP_CONNECTIONS,
+        idle: tcp_timeout,
+    };
+    start_with(listen, handler, limits).await
+}
+
+/// Open TCP connections allowed at once unless configured otherwise.
+pub const DEFAULT_TCP_CONNECTIONS: usize = 512;
+
+/// [`start`] with explicit TCP limits.
+pub async fn start_with(
+    listen: &[SocketAddr],
+    handler: Handler,
+    limits: TcpLimits,
+) -> Result<RunningServer, ServeError> {
+    let handler = Arc::new(handler);
+    let mut server = Server::new(Shared(handler.clone()));
+    let mut tcp_listeners = Vec::new();
     let mut addrs = Vec::with_capacity(listen.len());
     for &addr in listen {
         let udp = UdpSocket::bind(addr)
@@ -87,15 +124,23 @@ pub async fn start(
                 source,
             })?;
         server.register_socket(udp);
-        server.register_listener(tcp, tcp_timeout, TCP_RESPONSE_BUFFER);
+        tcp_listeners.push(tcp);
         addrs.push(bound);
     }
     let token = server.shutdown_token().clone();
+    let tcp_tasks: Vec<_> = tcp_listeners
+        .into_iter()
+        .map(|l| tokio::spawn(tcp::serve(l, handler.clone(), limits, token.clone())))
+        .collect();
     let task = tokio::spawn(async move {
-        server
+        let udp = server
             .block_until_done()
             .await
-            .map_err(|e| ServeError::Stopped(e.to_string()))
+            .map_err(|e| ServeError::Stopped(e.to_string()));
+        for tcp in tcp_tasks {
+            let _ = tcp.await;
+        }
+        udp
     });
     Ok(RunningServer { addrs, token, task })
 }
