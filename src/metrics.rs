@@ -95,6 +95,7 @@ pub struct Metrics {
     queries: Vec<Vec<IntCounter>>,
     blocks: IntCounterVec,
     upstream_errors: IntCounterVec,
+    upstream_responses: IntCounterVec,
     upstream_duration: Histogram,
     cache_hits: IntCounter,
     cache_misses: IntCounter,
@@ -158,6 +159,11 @@ impl Metrics {
                 "warden_upstream_errors_total",
                 "Forwarded queries that got no usable answer, by kind",
                 &["kind"],
+            ),
+            upstream_responses: r.counter_vec(
+                "warden_upstream_responses_total",
+                "Responses (or failures) from each upstream server, by status: its health",
+                &["server", "status"],
             ),
             upstream_duration: seconds(
                 "warden_upstream_duration_seconds",
@@ -365,6 +371,7 @@ impl Metrics {
             cache_hits: self.cache_hits.clone(),
             cache_misses: self.cache_misses.clone(),
             upstream_duration: self.upstream_duration.clone(),
+            upstream_responses: self.upstream_responses.clone(),
         }
     }
 }
@@ -428,6 +435,7 @@ pub struct ResolverBridge {
     cache_hits: IntCounter,
     cache_misses: IntCounter,
     upstream_duration: Histogram,
+    upstream_responses: IntCounterVec,
 }
 
 struct BridgedCounter(IntCounter);
@@ -475,6 +483,18 @@ impl metrics::Recorder for ResolverBridge {
         let counter = match key.name() {
             hickory_resolver::metrics::CACHE_HIT_TOTAL => &self.cache_hits,
             hickory_resolver::metrics::CACHE_MISS_TOTAL => &self.cache_misses,
+            hickory_resolver::metrics::NAME_SERVER_QUERY_RESPONSES => {
+                // Registered per response, with the server's address and the status.
+                let label = |name: &str| {
+                    key.labels()
+                        .find(|l| l.key() == name)
+                        .map_or("", |l| l.value())
+                };
+                let series = self
+                    .upstream_responses
+                    .with_label_values(&[label("addr"), label("status")]);
+                return metrics::Counter::from_arc(Arc::new(BridgedCounter(series)));
+            }
             _ => return metrics::Counter::noop(),
         };
         metrics::Counter::from_arc(Arc::new(BridgedCounter(counter.clone())))

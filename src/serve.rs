@@ -32,6 +32,11 @@ pub fn run(path: &Path) -> Result<ExitCode> {
         .build()
         .context("starting the async runtime")?;
     let metrics = Arc::new(Metrics::new());
+    // hickory counts each upstream response through the global `metrics` recorder at
+    // query time: route those into our registry too (one recorder per process).
+    if ::metrics::set_global_recorder(metrics.resolver_bridge()).is_err() {
+        tracing::debug!("a metrics recorder is already installed");
+    }
 
     // 1–2. The first snapshot. A config error is reported before any download.
     let config = Config::load(path)?;

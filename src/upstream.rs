@@ -198,8 +198,10 @@ impl Forwarder {
         opts.num_concurrent_reqs = 2;
         opts.server_ordering_strategy = ServerOrderingStrategy::QueryStatistics;
         opts.preserve_intermediates = true; // keep CNAME chains: they are checked for cloaking
-                                            // hickory registers its counters while building, with whatever `metrics` recorder
-                                            // is current: ours for this call only, so several forwarders can coexist.
+                                            // Per-server response counts (with a global recorder, see `metrics`): upstream health.
+        opts.enable_per_name_server_metrics = metrics.is_some();
+        // hickory registers its counters while building, with whatever `metrics` recorder
+        // is current: ours for this call only, so several forwarders can coexist.
         let resolver = match metrics {
             Some(m) => ::metrics::with_local_recorder(&m.resolver_bridge(), || builder.build()),
             None => builder.build(),
