@@ -203,8 +203,13 @@ pub fn init_tracing(verbose: u8) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&default));
+    // A log line that cannot be written (stderr closed: the journal restarted, or the
+    // parent that read our output exited) is dropped. tracing's default is to report it
+    // with eprintln!, which panics on a closed stderr and would take down whatever task
+    // was logging, the shutdown path included.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .log_internal_errors(false)
         .with_writer(std::io::stderr)
         .try_init();
 }

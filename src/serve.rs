@@ -80,8 +80,9 @@ pub fn run(path: &Path) -> Result<ExitCode> {
         }
         tokio::spawn(async move {
             signal.await;
-            tracing::info!("shutting down");
+            // Stop first, log second: nothing may stand between a signal and the stop.
             stop.cancel();
+            tracing::info!("shutting down");
         });
         server.wait().await?;
         if let Some(admin) = admin {

@@ -335,3 +335,41 @@ fn the_real_binary_serves_a_block_and_an_allow_on_port_0() {
     let status = stop_warden(child);
     assert!(status.success(), "SIGTERM stops it cleanly: {status:?}");
 }
+
+/// With its stderr closed (the journal restarted, or the process reading its log
+/// exited), Warden keeps serving and still stops cleanly on SIGTERM: a log line it
+/// cannot write is dropped, never a panic in the task that wrote it.
+#[test]
+fn a_closed_stderr_does_not_stop_serving_or_shutdown() {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (_upstream, upstream_addr, _token) = runtime.block_on(start_upstream());
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), upstream_addr, "");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_warden"))
+        .args(["serve", "--config", path.to_str().unwrap()])
+        .env("RUST_LOG", "debug")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr: std::net::SocketAddr = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find_map(|l| {
+            l.split("serving DNS on ")
+                .nth(1)
+                .and_then(|r| r.split_whitespace().next().map(str::to_string))
+        })
+        .expect("serving")
+        .parse()
+        .unwrap();
+    drop(lines); // close our end of its stderr
+                 // Blocks are logged at DEBUG: the log write fails, the answer still comes.
+    let resp = runtime.block_on(udp(addr, "www.blocked.test.", RecordType::A, true));
+    assert_eq!(resp.metadata.response_code, ResponseCode::NXDomain);
+    let status = stop_warden(child);
+    assert!(status.success(), "{status:?}");
+}
