@@ -578,24 +578,33 @@ pub(crate) fn first_bucket(hash: u64, n: usize) -> usize {
     home(hash, n)
 }
 
-/// A node's second-choice bucket: independent of the first (a remix of the hash), and
-/// never the same bucket.
+/// A node's second-choice bucket: independent of the first (a remix of the hash's low 48
+/// bits, while the first comes from its top bits), and never the same bucket.
+#[inline(always)]
 pub(crate) fn second_bucket(hash: u64, n: usize) -> usize {
     if n < 2 {
         return 0;
     }
-    // splitmix64's finaliser: every bit of the hash moves the result.
-    let mut x = hash;
-    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    x ^= x >> 31;
-    // One of the other n - 1 buckets, counted onwards from the first (no division).
-    let b = first_bucket(hash, n) + 1 + home(x, n - 1);
+    let b = first_bucket(hash, n) + second_offset(hash, n);
     if b >= n {
         b - n
     } else {
         b
     }
+}
+
+/// How many buckets on from the first (wrapping around) a node's second bucket is:
+/// 1 to n - 1, from the low 48 bits of its hash only (the fingerprint), so that the
+/// build can find a node's first bucket from its second (see `builder::NodeTable`).
+#[inline(always)]
+pub(crate) fn second_offset(hash: u64, n: usize) -> usize {
+    // splitmix64's finaliser: every bit of the fingerprint moves the result.
+    let mut x = hash & 0xffff_ffff_ffff;
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^= x >> 31;
+    // One of the other n - 1 buckets (no division).
+    1 + home(x, n - 1)
 }
 
 /// Entries per bucket: six 80-bit entries (48-bit fingerprint, 32-bit value) fill a
