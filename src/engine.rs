@@ -4,7 +4,9 @@
 //! Building is all-or-nothing: every list is read and the matcher compiled before an
 //! `Engine` exists, so a caller either gets a complete snapshot or an error naming the
 //! file and line at fault. Reloading (swapping a new `Engine` behind an `ArcSwap`) builds
-//! a whole new one the same way and leaves the old one serving until the swap.
+//! a whole new one the same way and leaves the old one serving until the swap. To keep
+//! that cheap, each block list's rules go into the matcher builder as they are parsed
+//! (no list is held whole) and a reload sizes the new node table from the serving one.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;

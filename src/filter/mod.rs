@@ -60,12 +60,15 @@
 //! (measured: see `benches/README.md`). It is a hint; without it results are the same.
 //!
 //! Exactness: the hash is keyed with a random seed per build (foldhash's quality
-//! hasher), so names cannot be crafted to collide. Two distinct *listed* names whose
-//! hashes collide, or whose fingerprints meet in a bucket either of them is looked up
-//! in, are detected at build time, which then retries with a new seed. A query name that
-//! is not listed can only match by a chance equality of its 48-bit fingerprint with one
-//! of the at most 12 nodes in the lines it reads: about 10^-13 per suffix, whatever the
-//! number of rules.
+//! hasher), so names cannot be crafted to collide. The build tells names apart by their
+//! whole 64-bit hash (it does not keep the names: see `builder`, "Memory"), so two
+//! distinct listed names with equal hashes would share one node; with 2M names that is
+//! about one build in 10^7, a fresh seed each build, accepted and documented there.
+//! Distinct listed nodes whose 48-bit fingerprints meet in a bucket either of them is
+//! looked up in are detected at build time and moved apart by resizing the table. A
+//! query name that is not listed can only match by a chance equality of its 48-bit
+//! fingerprint with one of the at most 12 nodes in the lines it reads: about 10^-13 per
+//! suffix, whatever the number of rules.
 //!
 //! The value of a node names either one rule or a small set (a name listed in several
 //! categories), and a table of runs maps a rule number back to its list, syntax and line

@@ -126,7 +126,8 @@ pub fn load_file(path: &Path, format: Format) -> Result<ParsedList, ListError> {
 
 /// [`load_file`], giving each rule to `accept` as it is read instead of collecting them:
 /// `accept` returns `false` for a target the list already had (counted as a duplicate).
-/// Returns the report. This is how a snapshot is built without holding a whole list.
+/// Returns the report (its `load_time` then includes what `accept` spends). This is how
+/// a snapshot is built without holding a whole list.
 pub fn load_file_with(
     path: &Path,
     format: Format,
