@@ -171,6 +171,7 @@ impl MatcherBuilder {
         kind: ListKind,
         rules: &[Rule],
     ) -> Result<(), FilterError> {
+        self.end_list()?;
         let (exceptions, normal): (Vec<&Rule>, Vec<&Rule>) =
             rules.iter().partition(|r| r.syntax.is_exception());
         self.add_part(name, kind, &normal)?;
@@ -193,6 +194,7 @@ impl MatcherBuilder {
     /// [`MatcherBuilder::add_list`] with the list's rules minus repeated targets, without
     /// ever holding the list.
     pub fn begin_list(&mut self, name: &str, kind: ListKind) -> Result<(), FilterError> {
+        self.end_list()?;
         // Nodes touched by the previous list are not this list's duplicates.
         self.table.clear_marks();
         self.open = Some(OpenList {
