@@ -4,7 +4,9 @@
 //! Building is all-or-nothing: every list is read and the matcher compiled before an
 //! `Engine` exists, so a caller either gets a complete snapshot or an error naming the
 //! file and line at fault. Reloading (swapping a new `Engine` behind an `ArcSwap`) builds
-//! a whole new one the same way and leaves the old one serving until the swap.
+//! a whole new one the same way and leaves the old one serving until the swap. To keep
+//! that cheap, each block list's rules go into the matcher builder as they are parsed
+//! (no list is held whole) and a reload sizes the new node table from the serving one.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
@@ -58,12 +60,50 @@ impl Engine {
 
     /// Build a snapshot: categories, then every block list, then the allow lists.
     pub fn build(config: Config) -> Result<Engine, EngineError> {
+        Engine::build_expecting(config, 0)
+    }
+
+    /// [`Engine::load`] for a reload: `names` is the serving snapshot's count of distinct
+    /// names, so the new node table is allocated once at its final size (see
+    /// `filter::builder`, "Memory").
+    pub fn reload(path: &Path, names: usize) -> Result<Engine, EngineError> {
+        Engine::build_expecting(Config::load(path)?, names)
+    }
+
+    /// [`Engine::build`] expecting about `names` distinct names (0: unknown). A seed the
+    /// matcher cannot use (about one build in 10^8, see `filter::builder`) is replaced by
+    /// reading the lists again with a new one.
+    pub fn build_expecting(config: Config, names: usize) -> Result<Engine, EngineError> {
         let started = Instant::now();
+        let mut attempt = 0;
+        let (matcher, lists, policy) = loop {
+            attempt += 1;
+            match Engine::build_parts(&config, names) {
+                Err(EngineError::Filter {
+                    source: FilterError::HashCollisions,
+                    ..
+                }) if attempt < 3 => continue,
+                built => break built?,
+            }
+        };
+        Ok(Engine {
+            config,
+            matcher,
+            lists,
+            policy,
+            build_time: started.elapsed(),
+        })
+    }
+
+    fn build_parts(
+        config: &Config,
+        names: usize,
+    ) -> Result<(Matcher, Vec<LoadedList>, Policy), EngineError> {
         let filter_err = |source| EngineError::Filter {
             path: config.path.display().to_string(),
             source,
         };
-        let mut builder = MatcherBuilder::new();
+        let mut builder = MatcherBuilder::with_capacity(names);
         for (name, category) in &config.categories {
             builder
                 .add_category(name, category.locked)
@@ -74,32 +114,45 @@ impl Engine {
             let name = list.name.get_ref();
             let category = list.category.get_ref();
             // Validation guarantees the category exists.
-            let kind = match builder_category(&config, category) {
+            let kind = match builder_category(config, category) {
                 Some(id) => ListKind::Block(id),
                 None => continue,
             };
-            let file = list.file(&config);
+            let file = list.file(config);
             // A download that has never succeeded leaves its list empty (and the
             // daemon not ready), rather than stopping every other list from serving.
             let missing = list.url.is_some() && !file.exists();
-            let parsed = if missing {
-                lists::ParsedList {
-                    rules: Vec::new(),
-                    report: ListReport {
-                        path: file,
-                        ..ListReport::default()
-                    },
+            builder.begin_list(name, kind).map_err(filter_err)?;
+            let report = if missing {
+                ListReport {
+                    path: file,
+                    ..ListReport::default()
                 }
             } else {
-                load(name, &file, list.format)?
+                // Rules go straight into the matcher as they are read: the list is never
+                // held whole (the largest would cost ~50 MiB during a reload). The builder
+                // tells duplicates within the list apart, as the parser's own set would.
+                let mut failed = None;
+                let report = lists::load_file_with(&file, list.format, |rule| {
+                    builder.add_rule(rule).unwrap_or_else(|e| {
+                        failed.get_or_insert(e);
+                        true
+                    })
+                })
+                .map_err(|source| EngineError::List {
+                    list: name.to_string(),
+                    source,
+                })?;
+                if let Some(e) = failed {
+                    return Err(filter_err(e));
+                }
+                report
             };
-            builder
-                .add_list(name, kind, &parsed.rules)
-                .map_err(filter_err)?;
+            builder.end_list().map_err(filter_err)?;
             lists.push(LoadedList {
                 name: name.clone(),
                 category: Some(category.clone()),
-                report: parsed.report,
+                report,
                 missing,
             });
         }
@@ -166,9 +219,9 @@ impl Engine {
             .map(|(group, b)| b.build().map(|m| (group, m)))
             .collect::<Result<_, _>>()
             .map_err(filter_err)?;
-        let leases = read_leases(&config);
+        let leases = read_leases(config);
         let policy = Policy::build(
-            &config,
+            config,
             &matcher,
             Parts {
                 allow,
@@ -176,13 +229,7 @@ impl Engine {
                 leases,
             },
         );
-        Ok(Engine {
-            config,
-            matcher,
-            lists,
-            policy,
-            build_time: started.elapsed(),
-        })
+        Ok((matcher, lists, policy))
     }
 
     /// The categories active now for `group` (locked ones always included). An unknown

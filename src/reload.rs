@@ -121,7 +121,9 @@ impl Reloader {
         let _one = self.one_at_a_time.lock().await;
         let started = Instant::now();
         let path = self.config_path.clone();
-        let built = tokio::task::spawn_blocking(move || Engine::load(&path))
+        // The new table is sized from the serving one (the rule set rarely changes much).
+        let names = self.shared.load().matcher.stats().names as usize;
+        let built = tokio::task::spawn_blocking(move || Engine::reload(&path, names))
             .await
             .map_err(|e| ReloadError::Task(e.to_string()))
             .and_then(|r| r.map_err(ReloadError::from))

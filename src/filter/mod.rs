@@ -60,12 +60,15 @@
 //! (measured: see `benches/README.md`). It is a hint; without it results are the same.
 //!
 //! Exactness: the hash is keyed with a random seed per build (foldhash's quality
-//! hasher), so names cannot be crafted to collide. Two distinct *listed* names whose
-//! hashes collide, or whose fingerprints meet in a bucket either of them is looked up
-//! in, are detected at build time, which then retries with a new seed. A query name that
-//! is not listed can only match by a chance equality of its 48-bit fingerprint with one
-//! of the at most 12 nodes in the lines it reads: about 10^-13 per suffix, whatever the
-//! number of rules.
+//! hasher), so names cannot be crafted to collide. The build tells names apart by their
+//! whole 64-bit hash (it does not keep the names: see `builder`, "Memory"), so two
+//! distinct listed names with equal hashes would share one node; with 2M names that is
+//! about one build in 10^7, a fresh seed each build, accepted and documented there.
+//! Distinct listed nodes whose 48-bit fingerprints meet in a bucket either of them is
+//! looked up in are detected at build time and moved apart by resizing the table. A
+//! query name that is not listed can only match by a chance equality of its 48-bit
+//! fingerprint with one of the at most 12 nodes in the lines it reads: about 10^-13 per
+//! suffix, whatever the number of rules.
 //!
 //! The value of a node names either one rule or a small set (a name listed in several
 //! categories), and a table of runs maps a rule number back to its list, syntax and line
@@ -578,24 +581,33 @@ pub(crate) fn first_bucket(hash: u64, n: usize) -> usize {
     home(hash, n)
 }
 
-/// A node's second-choice bucket: independent of the first (a remix of the hash), and
-/// never the same bucket.
+/// A node's second-choice bucket: independent of the first (a remix of the hash's low 48
+/// bits, while the first comes from its top bits), and never the same bucket.
+#[inline(always)]
 pub(crate) fn second_bucket(hash: u64, n: usize) -> usize {
     if n < 2 {
         return 0;
     }
-    // splitmix64's finaliser: every bit of the hash moves the result.
-    let mut x = hash;
-    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    x ^= x >> 31;
-    // One of the other n - 1 buckets, counted onwards from the first (no division).
-    let b = first_bucket(hash, n) + 1 + home(x, n - 1);
+    let b = first_bucket(hash, n) + second_offset(hash, n);
     if b >= n {
         b - n
     } else {
         b
     }
+}
+
+/// How many buckets on from the first (wrapping around) a node's second bucket is:
+/// 1 to n - 1, from the low 48 bits of its hash only (the fingerprint), so that the
+/// build can find a node's first bucket from its second (see `builder::NodeTable`).
+#[inline(always)]
+pub(crate) fn second_offset(hash: u64, n: usize) -> usize {
+    // splitmix64's finaliser: every bit of the fingerprint moves the result.
+    let mut x = hash & 0xffff_ffff_ffff;
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^= x >> 31;
+    // One of the other n - 1 buckets (no division).
+    1 + home(x, n - 1)
 }
 
 /// Entries per bucket: six 80-bit entries (48-bit fingerprint, 32-bit value) fill a

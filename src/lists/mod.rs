@@ -121,6 +121,18 @@ pub struct ParsedList {
 /// Read and parse the list at `path`. Gzip files (by their magic bytes, whatever their
 /// name: a download may be compressed) are decompressed on the fly.
 pub fn load_file(path: &Path, format: Format) -> Result<ParsedList, ListError> {
+    collect(|accept| load_file_with(path, format, accept))
+}
+
+/// [`load_file`], giving each rule to `accept` as it is read instead of collecting them:
+/// `accept` returns `false` for a target the list already had (counted as a duplicate).
+/// Returns the report (its `load_time` then includes what `accept` spends). This is how
+/// a snapshot is built without holding a whole list.
+pub fn load_file_with(
+    path: &Path,
+    format: Format,
+    accept: impl FnMut(Rule) -> bool,
+) -> Result<ListReport, ListError> {
     let open_err = |source| ListError::Open {
         path: path.to_path_buf(),
         source,
@@ -132,25 +144,56 @@ pub fn load_file(path: &Path, format: Format) -> Result<ParsedList, ListError> {
         .starts_with(&[0x1f, 0x8b]);
     if gzip {
         let reader = flate2::bufread::MultiGzDecoder::new(file);
-        parse_reader(BufReader::with_capacity(1 << 16, reader), path, format)
+        parse_reader_with(
+            BufReader::with_capacity(1 << 16, reader),
+            path,
+            format,
+            accept,
+        )
     } else {
-        parse_reader(file, path, format)
+        parse_reader_with(file, path, format, accept)
     }
 }
 
 /// Parse a list from any reader; `path` names it in reports and errors.
 pub fn parse_reader(
-    mut reader: impl BufRead,
+    reader: impl BufRead,
     path: &Path,
     format: Format,
 ) -> Result<ParsedList, ListError> {
+    collect(|accept| parse_reader_with(reader, path, format, accept))
+}
+
+/// Run `read` with an `accept` that keeps each target's first rule, in order.
+fn collect(
+    read: impl FnOnce(&mut dyn FnMut(Rule) -> bool) -> Result<ListReport, ListError>,
+) -> Result<ParsedList, ListError> {
+    let mut rules = Vec::new();
+    let mut seen: HashSet<Target> = HashSet::new();
+    let report = read(&mut |rule: Rule| {
+        if seen.contains(&rule.target) {
+            return false;
+        }
+        seen.insert(rule.target.clone());
+        rules.push(rule);
+        true
+    })?;
+    Ok(ParsedList { rules, report })
+}
+
+/// [`parse_reader`], giving each rule to `accept` in file order (see
+/// [`load_file_with`]).
+pub fn parse_reader_with(
+    mut reader: impl BufRead,
+    path: &Path,
+    format: Format,
+    mut accept: impl FnMut(Rule) -> bool,
+) -> Result<ListReport, ListError> {
     let started = Instant::now();
     let mut report = ListReport {
         path: path.to_path_buf(),
         ..ListReport::default()
     };
-    let mut rules = Vec::new();
-    let mut seen: HashSet<Target> = HashSet::new();
     let mut parser = LineParser::new(format);
     let mut outcome = LineOutcome::default();
     let mut buf = Vec::with_capacity(256);
@@ -181,21 +224,20 @@ pub fn parse_reader(
             report.record_skip(*reason, line_no, text);
         }
         for parsed in outcome.rules.drain(..) {
-            if seen.contains(&parsed.target) {
-                report.duplicates += 1;
-                continue;
-            }
-            seen.insert(parsed.target.clone());
-            report.accepted += 1;
-            rules.push(Rule {
+            let rule = Rule {
                 target: parsed.target,
                 syntax: parsed.syntax,
                 line: line_no,
-            });
+            };
+            if accept(rule) {
+                report.accepted += 1;
+            } else {
+                report.duplicates += 1;
+            }
         }
     }
     report.load_time = started.elapsed();
-    Ok(ParsedList { rules, report })
+    Ok(report)
 }
 
 #[cfg(test)]
