@@ -160,6 +160,8 @@ struct Reload {
 fn main() {
     // `cargo bench` passes --bench; `cargo test --all-targets` does not (smoke run).
     let full = std::env::args().any(|a| a == "--bench");
+    // As `warden serve` does at start-up.
+    warden::memory::configure();
     let target = if full { TARGET_NAMES } else { SMOKE_NAMES };
     let dir = tempfile::tempdir().unwrap();
     let (config, source) = write_rule_set(dir.path(), target);

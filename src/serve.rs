@@ -27,6 +27,7 @@ use crate::{admin, audit, dns, sources};
 
 /// Serve until SIGINT or SIGTERM.
 pub fn run(path: &Path) -> Result<ExitCode> {
+    crate::memory::configure();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
