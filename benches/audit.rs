@@ -15,40 +15,15 @@ use arc_swap::ArcSwap;
 use criterion::{Criterion, Throughput};
 use hickory_server::net::runtime::TokioTime;
 use hickory_server::net::xfer::Protocol;
-use hickory_server::net::NetError;
 use hickory_server::proto::op::{Message, MessageType, OpCode, Query};
-use hickory_server::proto::rr::{Name, Record, RecordType};
-use hickory_server::proto::serialize::binary::BinEncoder;
-use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
-use hickory_server::zone_handler::MessageResponse;
+use hickory_server::proto::rr::{Name, RecordType};
+use hickory_server::server::{Request, RequestHandler};
 use warden::audit::writer::WriterSettings;
 use warden::audit::{Sink, Store, Writer};
+use warden::dns::answer::EncodeAndDrop;
 use warden::dns::Handler;
 use warden::engine::Engine;
 use warden::upstream::Forwarder;
-
-/// Encodes each response, as the server would before sending it, and drops it.
-#[derive(Clone)]
-struct Encode;
-
-#[async_trait::async_trait]
-impl ResponseHandler for Encode {
-    async fn send_response<'a>(
-        &mut self,
-        response: MessageResponse<
-            '_,
-            'a,
-            impl Iterator<Item = &'a Record> + Send + 'a,
-            impl Iterator<Item = &'a Record> + Send + 'a,
-            impl Iterator<Item = &'a Record> + Send + 'a,
-            impl Iterator<Item = &'a Record> + Send + 'a,
-        >,
-    ) -> Result<ResponseInfo, NetError> {
-        let mut buf = Vec::with_capacity(512);
-        let mut encoder = BinEncoder::new(&mut buf);
-        Ok(response.destructive_emit(&mut encoder)?)
-    }
-}
 
 /// A config with one list of 10,000 names; the upstream is never asked.
 fn engine(dir: &std::path::Path) -> Engine {
@@ -210,7 +185,7 @@ fn main() {
         runtime.block_on(async {
             for request in &requests {
                 handler
-                    .handle_request::<_, TokioTime>(request, Encode)
+                    .handle_request::<_, TokioTime>(request, EncodeAndDrop)
                     .await;
             }
         })

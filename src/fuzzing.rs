@@ -8,13 +8,10 @@ use std::sync::{Arc, OnceLock};
 use arc_swap::ArcSwap;
 use hickory_server::net::runtime::TokioTime;
 use hickory_server::net::xfer::Protocol;
-use hickory_server::net::NetError;
-use hickory_server::proto::rr::Record;
-use hickory_server::proto::serialize::binary::BinEncoder;
-use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
-use hickory_server::zone_handler::MessageResponse;
+use hickory_server::server::{Request, RequestHandler};
 
 use crate::config::Config;
+use crate::dns::answer::EncodeAndDrop;
 use crate::dns::Handler;
 use crate::engine::Engine;
 use crate::lists::{self, Format};
@@ -67,7 +64,7 @@ pub fn packet(data: &[u8]) {
     };
     runtime.block_on(async {
         handler
-            .handle_request::<_, TokioTime>(&request, Encode)
+            .handle_request::<_, TokioTime>(&request, EncodeAndDrop)
             .await;
     });
 }
@@ -109,27 +106,4 @@ fn harness() -> &'static (tokio::runtime::Runtime, Handler) {
         });
         (runtime, handler)
     })
-}
-
-/// Encodes each response, as the server would before sending it, and drops it.
-#[derive(Clone)]
-struct Encode;
-
-#[async_trait::async_trait]
-impl ResponseHandler for Encode {
-    async fn send_response<'a>(
-        &mut self,
-        response: MessageResponse<
-            '_,
-            'a,
-            impl Iterator<Item = &'a Record> + Send + 'a,
-            impl Iterator<Item = &'a Record> + Send + 'a,
-            impl Iterator<Item = &'a Record> + Send + 'a,
-            impl Iterator<Item = &'a Record> + Send + 'a,
-        >,
-    ) -> Result<ResponseInfo, NetError> {
-        let mut buf = Vec::with_capacity(512);
-        let mut encoder = BinEncoder::new(&mut buf);
-        Ok(response.destructive_emit(&mut encoder)?)
-    }
 }

@@ -42,7 +42,7 @@ pub fn run(path: &Path) -> Result<ExitCode> {
     // 1–2. The first snapshot. A config error is reported before any download.
     let config = Config::load(path)?;
     runtime.block_on(sources::prime_missing(&config, &metrics));
-    let engine = Engine::load(path).with_context(|| format!("loading {}", path.display()))?;
+    let engine = Engine::build(config).with_context(|| format!("loading {}", path.display()))?;
     crate::memory::return_freed_memory();
     log_loaded(&engine, path);
 
