@@ -469,6 +469,26 @@ pub struct CategoryConfig {
     pub locked: bool,
     #[serde(default)]
     pub description: String,
+    /// Tell the e-safety lead at once about a block in this category (webhook/email,
+    /// `[alerts]`). Unset: on for the serious categories, [`ALERT_BY_DEFAULT`].
+    #[serde(default)]
+    pub alert: Option<bool>,
+    /// Shown on the block page under the reason: where to get help (e.g. support lines
+    /// for self-harm).
+    #[serde(default)]
+    pub signpost: String,
+}
+
+/// Categories that alert unless `alert = false`: the statutory ones and self-harm, which
+/// the lead must hear about at once.
+pub const ALERT_BY_DEFAULT: &[&str] = &["terrorism", "child-abuse", "self-harm"];
+
+impl CategoryConfig {
+    /// Whether a block in category `name` (configured as `self`) raises an alert.
+    pub fn alerts(&self, name: &str) -> bool {
+        self.alert
+            .unwrap_or_else(|| self.locked || ALERT_BY_DEFAULT.contains(&name))
+    }
 }
 
 /// `[groups.NAME]`.
@@ -641,6 +661,7 @@ impl Config {
                 description: "Ways round the filter: DoH/DoT resolvers, VPNs, proxies, \
                               iCloud Private Relay (built in)"
                     .to_string(),
+                ..CategoryConfig::default()
             });
         config.base_dir = path
             .parent()

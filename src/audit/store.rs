@@ -46,8 +46,9 @@ pub enum AuditError {
 
 const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
-/// The layout version, kept in SQLite's `user_version`. Bump it when SCHEMA changes.
-const SCHEMA_VERSION: i64 = 1;
+/// The layout version, kept in SQLite's `user_version`. Bump it when the schema changes,
+/// and add the step from the previous version to [`MIGRATIONS`].
+const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = r#"
 CREATE TABLE events (
@@ -90,6 +91,51 @@ CREATE TRIGGER IF NOT EXISTS reviews_append_only_u BEFORE UPDATE ON reviews
 CREATE TRIGGER IF NOT EXISTS reviews_append_only_d BEFORE DELETE ON reviews
     BEGIN SELECT RAISE(ABORT, 'reviews are append-only'); END;
 "#;
+
+/// Version 2: the dashboard's and the alerts' records, added to a version 1 log in place
+/// (new tables only: the evidence already stored is untouched).
+const SCHEMA_V2: &str = r#"
+CREATE TABLE IF NOT EXISTS signins (
+    id         INTEGER PRIMARY KEY,
+    at         TEXT NOT NULL,
+    user       TEXT NOT NULL,
+    client_ip  TEXT NOT NULL,
+    result     TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS allow_changes (
+    id         INTEGER PRIMARY KEY,
+    at         TEXT NOT NULL,
+    by         TEXT NOT NULL,
+    action     TEXT NOT NULL,
+    name       TEXT NOT NULL,
+    reason     TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS alert_deliveries (
+    id         INTEGER PRIMARY KEY,
+    at         TEXT NOT NULL,
+    channel    TEXT NOT NULL,
+    kind       TEXT NOT NULL,
+    category   TEXT NOT NULL,
+    client_ip  TEXT NOT NULL,
+    event_ids  TEXT NOT NULL,
+    attempt    INTEGER NOT NULL,
+    result     TEXT NOT NULL,
+    error      TEXT
+);
+CREATE TABLE IF NOT EXISTS alert_cursor (
+    id         INTEGER PRIMARY KEY CHECK (id = 1),
+    last_event INTEGER NOT NULL
+);
+CREATE TRIGGER IF NOT EXISTS signins_append_only_u BEFORE UPDATE ON signins
+    BEGIN SELECT RAISE(ABORT, 'sign-ins are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS allow_changes_append_only_u BEFORE UPDATE ON allow_changes
+    BEGIN SELECT RAISE(ABORT, 'allow changes are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS allow_changes_append_only_d BEFORE DELETE ON allow_changes
+    BEGIN SELECT RAISE(ABORT, 'allow changes are append-only'); END;
+"#;
+
+/// `(from version, SQL)`: the step that takes a log from `from` to `from + 1`.
+const MIGRATIONS: &[(i64, &str)] = &[(1, SCHEMA_V2)];
 
 /// The personal columns, digested (with the row's salt) into the canonical form.
 const PERSONAL_COLUMNS: &str = "salt, client_ip, device, name, cname";
@@ -169,8 +215,19 @@ impl Store {
                 if tables == 0 {
                     // One transaction: a crash cannot leave tables without their version.
                     c.execute_batch(&format!(
-                        "BEGIN; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+                        "BEGIN; {SCHEMA} {SCHEMA_V2} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
                     ))?;
+                    return Ok((tables, SCHEMA_VERSION));
+                }
+                let mut version = version;
+                for (from, step) in MIGRATIONS {
+                    if version == *from {
+                        c.execute_batch(&format!(
+                            "BEGIN; {step} PRAGMA user_version = {}; COMMIT;",
+                            from + 1
+                        ))?;
+                        version = from + 1;
+                    }
                 }
                 Ok((tables, version))
             })
@@ -662,5 +719,44 @@ mod tests {
         let fresh = dir.path().join("new.sqlite");
         drop(Store::open(&fresh).unwrap());
         assert!(Store::open(&fresh).is_ok());
+    }
+
+    #[test]
+    fn a_version_1_log_is_migrated_in_place_and_keeps_its_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v1.sqlite");
+        {
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch(&format!("BEGIN; {SCHEMA} PRAGMA user_version = 1; COMMIT;"))
+                .unwrap();
+            c.execute(
+                "INSERT INTO events (first_seen, last_seen, count, client_ip, grp, name, qtype, \
+                 categories, locked, list, line, rule, response, outcome) VALUES \
+                 ('2026-11-01T00:00:00Z', '2026-11-01T00:00:00Z', 3, '10.0.0.9', 'pupils', \
+                 'a.test', 'A', 'adult', 0, 'adult', 1, 'a.test', 'nxdomain', 'blocked')",
+                [],
+            )
+            .unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        let version: i64 = store
+            .conn()
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        let count: i64 = store
+            .conn()
+            .query_row("SELECT count FROM events WHERE name = 'a.test'", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(count, 3);
+        for table in ["signins", "allow_changes", "alert_deliveries", "alert_cursor"] {
+            let n: i64 = store
+                .conn()
+                .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+                .unwrap();
+            assert_eq!(n, 0, "{table}");
+        }
+        drop(store);
+        assert!(Store::open(&path).is_ok(), "a migrated log opens again");
     }
 }
