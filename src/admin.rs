@@ -36,6 +36,17 @@ pub enum AdminError {
     Token { path: PathBuf, reason: String },
 }
 
+/// What the admin listener serves from.
+#[derive(Clone)]
+pub struct Shared {
+    pub metrics: Arc<Metrics>,
+    pub reloader: Arc<Reloader>,
+    /// Whether DNS is being answered (for `/healthz`).
+    pub serving: Arc<AtomicBool>,
+    /// The e-safety lead's pages, when on.
+    pub dashboard: Option<Arc<crate::dashboard::Dashboard>>,
+}
+
 /// What the handlers share.
 #[derive(Clone)]
 struct AdminState {
@@ -58,14 +69,11 @@ impl AdminServer {
     }
 }
 
-/// Bind `addr` and serve the admin routes until `stop`. `serving` says whether DNS is
-/// being answered (for `/healthz`).
+/// Bind `addr` and serve the admin routes (and the dashboard's, if on) until `stop`.
 pub async fn start(
     addr: SocketAddr,
     token: String,
-    metrics: Arc<Metrics>,
-    reloader: Arc<Reloader>,
-    serving: Arc<AtomicBool>,
+    shared: Shared,
     stop: tokio_util::sync::CancellationToken,
 ) -> Result<AdminServer, AdminError> {
     let listener = tokio::net::TcpListener::bind(addr)
@@ -75,13 +83,18 @@ pub async fn start(
         .local_addr()
         .map_err(|source| AdminError::Bind { addr, source })?;
     let state = AdminState {
-        metrics,
-        reloader,
-        serving,
+        metrics: shared.metrics,
+        reloader: shared.reloader,
+        serving: shared.serving,
         token: Arc::from(token),
     };
-    let app = router(state);
+    let mut app = router(state);
+    if let Some(dashboard) = shared.dashboard {
+        app = app.merge(crate::dashboard::routes(dashboard));
+    }
     let task = tokio::spawn(async move {
+        // The dashboard needs each request's peer address (sign-in limits and records).
+        let app = app.into_make_service_with_connect_info::<SocketAddr>();
         let served = axum::serve(listener, app)
             .with_graceful_shutdown(async move { stop.cancelled().await })
             .await;

@@ -49,6 +49,41 @@ pub enum Command {
     Audit(AuditCommand),
     /// Ask the running Warden to reload its config and lists now (over the admin API).
     Reload(ConfigArg),
+    /// Manage who can sign in to the dashboard (`[[users]]` in the config file).
+    #[command(subcommand)]
+    User(UserCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Add a user, or reset an existing user's role and password. Prompts for the
+    /// password (twice) on a terminal; otherwise reads one line from standard input.
+    Add {
+        /// The name they sign in with.
+        name: String,
+        /// `lead` reviews events; `admin` also manages allow entries.
+        #[arg(long, value_enum, default_value = "lead")]
+        role: RoleArg,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Remove a user.
+    Remove {
+        name: String,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// List the users and their roles.
+    List {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RoleArg {
+    Lead,
+    Admin,
 }
 
 /// Which audit events a command looks at.
@@ -224,7 +259,42 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Reload(config) => reload(&config.config),
         Command::Config(ConfigCommand::Check { config }) => config_check(&config.config),
         Command::Audit(command) => audit_command(command),
+        Command::User(command) => user_command(command),
     }
+}
+
+fn user_command(command: UserCommand) -> Result<ExitCode> {
+    match command {
+        UserCommand::Add { name, role, config } => {
+            let role = match role {
+                RoleArg::Lead => crate::config::Role::Lead,
+                RoleArg::Admin => crate::config::Role::Admin,
+            };
+            crate::config::check_user_name(&name).map_err(anyhow::Error::msg)?;
+            let password = crate::users::read_password(&name)?;
+            let new = crate::users::add(&config.config, &name, role, &password)?;
+            let done = if new { "added" } else { "updated" };
+            println!(
+                "{done} {name} ({}) in {}; a running Warden picks it up at its next reload",
+                role.as_str(),
+                config.config.display()
+            );
+        }
+        UserCommand::Remove { name, config } => {
+            crate::users::remove(&config.config, &name)?;
+            println!("removed {name} from {}", config.config.display());
+        }
+        UserCommand::List { config } => {
+            let loaded = crate::config::Config::load(&config.config)?;
+            if loaded.users.is_empty() {
+                println!("no users yet: add one with `warden user add NAME --role lead`");
+            }
+            for user in &loaded.users {
+                println!("{}\t{}", user.name.get_ref(), user.role.as_str());
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn load_engine(path: &Path) -> Result<Engine> {
@@ -277,6 +347,7 @@ fn audit_filter(
         group: args.group,
         unreviewed: args.unreviewed,
         limit: args.limit,
+        ..Default::default()
     })
 }
 

@@ -65,6 +65,11 @@ pub struct Config {
     pub deny: Vec<DenyConfig>,
     #[serde(default)]
     pub clients: Vec<ClientConfig>,
+    #[serde(default)]
+    pub dashboard: DashboardConfig,
+    /// `[[users]]`: who may sign in to the dashboard (`warden user add` writes these).
+    #[serde(default)]
+    pub users: Vec<UserConfig>,
     /// Folder of the config file: relative list paths start here. Not part of the file.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -420,6 +425,88 @@ fn default_token_file() -> PathBuf {
     PathBuf::from("data/admin.token")
 }
 
+/// `[dashboard]`: the e-safety lead's web pages on the admin listener, and the block page.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DashboardConfig {
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// A session ends this long after sign-in.
+    #[serde(default = "default_session_ttl", with = "humantime_serde")]
+    pub session_ttl: Duration,
+    /// Mark the session cookie `Secure`: set it when the dashboard is reached over HTTPS
+    /// (a TLS reverse proxy in front of the admin listener).
+    #[serde(default)]
+    pub secure_cookie: bool,
+    /// The allow entries added in the dashboard (one per line, with who and why as a
+    /// comment); loaded as an allow list for every group.
+    #[serde(default = "default_dashboard_allow_file")]
+    pub allow_file: PathBuf,
+    /// Who to ask about a block: shown on the block page.
+    #[serde(default = "default_contact")]
+    pub contact: String,
+    /// The organisation's name, for the block page and the dashboard's title.
+    #[serde(default)]
+    pub organisation: String,
+    /// Where to serve the block page (the address in `[blocking] block_ip`, port 80).
+    /// Unset: no block page.
+    #[serde(default)]
+    pub block_page: Option<SocketAddr>,
+}
+
+impl Default for DashboardConfig {
+    fn default() -> Self {
+        DashboardConfig {
+            enabled: true,
+            session_ttl: default_session_ttl(),
+            secure_cookie: false,
+            allow_file: default_dashboard_allow_file(),
+            contact: default_contact(),
+            organisation: String::new(),
+            block_page: None,
+        }
+    }
+}
+
+fn default_session_ttl() -> Duration {
+    Duration::from_secs(8 * 3600)
+}
+fn default_dashboard_allow_file() -> PathBuf {
+    PathBuf::from("data/allow-dashboard.txt")
+}
+fn default_contact() -> String {
+    "your e-safety lead".to_string()
+}
+
+/// A dashboard user's role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Reviews events and exports them.
+    Lead,
+    /// Also adds allow entries.
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Lead => "lead",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+/// `[[users]]`: one dashboard user.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    pub name: Spanned<String>,
+    pub role: Role,
+    /// Argon2 PHC string (`$argon2id$…`), written by `warden user add`.
+    pub password_hash: Spanned<String>,
+}
+
 /// `[sources]`: how lists with a `url` are downloaded and kept.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -693,6 +780,19 @@ impl Config {
     }
 }
 
+/// A dashboard user name: 1–64 letters, digits, `.`, `_`, `-` or `@`.
+pub fn check_user_name(name: &str) -> Result<(), String> {
+    let plain = name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'));
+    if name.is_empty() || name.len() > 64 || !plain {
+        return Err(format!(
+            "{name:?} must be 1 to 64 letters, digits, '.', '_', '-' or '@'"
+        ));
+    }
+    Ok(())
+}
+
 /// Whole-file checks, with the source text at hand to turn spans into line numbers.
 struct Validator<'a> {
     text: &'a str,
@@ -773,6 +873,37 @@ impl Validator<'_> {
                 self.defined(config)
             ),
         )
+    }
+
+    /// User names are unique and plain; every password hash is an Argon2 PHC string.
+    fn check_users(&self, config: &Config) -> Result<(), ConfigError> {
+        let mut seen = std::collections::BTreeSet::new();
+        for user in &config.users {
+            let name = user.name.get_ref();
+            if let Err(reason) = check_user_name(name) {
+                return self.error(user.name.span(), format!("[[users]] name: {reason}"));
+            }
+            if !seen.insert(name.as_str()) {
+                return self.error(
+                    user.name.span(),
+                    format!("[[users]] name {name:?} is used twice"),
+                );
+            }
+            let hash = user.password_hash.get_ref();
+            let argon = argon2::PasswordHash::new(hash)
+                .ok()
+                .filter(|h| h.algorithm.as_str().starts_with("argon2"));
+            if argon.is_none() {
+                return self.error(
+                    user.password_hash.span(),
+                    format!(
+                        "[[users]] {name:?}: password_hash is not an Argon2 hash; \
+                         set it with `warden user add {name}`"
+                    ),
+                );
+            }
+        }
+        Ok(())
     }
 
     /// Time zone, clients, per-group allow lists and schedules; and the rule that no
@@ -978,10 +1109,17 @@ impl Validator<'_> {
             if names.insert(n, ()).is_some() {
                 return self.error(name.span(), format!("list name {n:?} is used twice"));
             }
+            if n == crate::engine::DASHBOARD_ALLOW {
+                return self.error(
+                    name.span(),
+                    format!("list name {n:?} is reserved for the dashboard's allow entries"),
+                );
+            }
         }
         for list in &config.lists {
             self.check_source(config, list)?;
         }
+        self.check_users(config)?;
         for list in &config.lists {
             let category = list.category.get_ref();
             if !config.categories.contains_key(category) {

@@ -29,6 +29,9 @@ pub enum EngineError {
     Filter { path: String, source: FilterError },
 }
 
+/// The list name of the allow entries added in the dashboard.
+pub const DASHBOARD_ALLOW: &str = "dashboard";
+
 /// How one configured list loaded.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct LoadedList {
@@ -176,6 +179,21 @@ impl Engine {
             }
             lists.push(LoadedList {
                 name: name.clone(),
+                category: None,
+                report: parsed.report,
+                missing: false,
+            });
+        }
+        // The dashboard's allow entries (`[dashboard] allow_file`), for every group, once
+        // the first one has been added.
+        let dashboard_file = config.resolve(&config.dashboard.allow_file);
+        if dashboard_file.exists() {
+            let parsed = load(DASHBOARD_ALLOW, &dashboard_file, lists::Format::Domains)?;
+            builder
+                .add_list(DASHBOARD_ALLOW, ListKind::Allow, &parsed.rules)
+                .map_err(filter_err)?;
+            lists.push(LoadedList {
+                name: DASHBOARD_ALLOW.to_string(),
                 category: None,
                 report: parsed.report,
                 missing: false,

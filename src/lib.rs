@@ -26,10 +26,13 @@
 //!   swaps it in, refusing snapshots that fail to build or in which a list shrank
 //!   suspiciously; [`sources`] downloads `url` lists into a last-good cache;
 //!   [`memory`] hands each build's scratch memory back to the operating system.
-//! - [`admin`] is the HTTP listener for [`metrics`] (Prometheus), health and reload.
+//! - [`admin`] is the HTTP listener for [`metrics`] (Prometheus), health and reload;
+//!   [`dashboard`] adds the e-safety lead's pages to it (sign-in, overview, events,
+//!   reviews, CSV export, allow entries); [`blockpage`] tells a blocked user why.
 //! - [`serve`] wires a running daemon together in start-up order; [`cli`] is the
 //!   command line (`serve`, `check`, `lists stats|update`, `config check`, `reload`,
-//!   `audit verify|list|summary|export|review`).
+//!   `audit verify|list|summary|export|review`, `user add|remove|list`); [`users`]
+//!   edits the dashboard's `[[users]]` in the config file.
 //!
 //! ## One query's path ([`dns::Handler::resolve`])
 //! 0. the client must be in `[server] allow_networks` and within its rate limit;
@@ -48,8 +51,10 @@
 
 pub mod admin;
 pub mod audit;
+pub mod blockpage;
 pub mod cli;
 pub mod config;
+pub mod dashboard;
 pub mod dns;
 pub mod engine;
 pub mod filter;
@@ -64,3 +69,4 @@ pub mod reload;
 pub mod serve;
 pub mod sources;
 pub mod upstream;
+pub mod users;

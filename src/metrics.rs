@@ -317,6 +317,14 @@ impl Metrics {
         self.list_refresh_failures.with_label_values(&[list]).inc();
     }
 
+    /// Failed or rejected updates of `list` since start-up (for the dashboard).
+    pub fn list_refresh_failure_count(&self, list: &str) -> u64 {
+        self.list_refresh_failures
+            .get_metric_with_label_values(&[list])
+            .map(|c| c.get())
+            .unwrap_or(0)
+    }
+
     /// Mark a locked list stale (true) or fresh (false).
     pub fn list_stale(&self, list: &str, stale: bool) {
         self.list_stale

@@ -72,6 +72,10 @@ pub fn run(path: &Path) -> Result<ExitCode> {
         let stop = server.token();
         let serving = Arc::new(AtomicBool::new(false));
         let admin = start_admin(&config, &metrics, &reloader, &serving, &stop).await?;
+        if let Some(addr) = config.dashboard.block_page {
+            let bound = crate::blockpage::start(addr, reloader.clone(), stop.clone()).await?;
+            tracing::info!("block page on http://{bound}/");
+        }
 
         // 5. Triggers, then the announcement.
         spawn_reload_triggers(&config, reloader, metrics.clone(), stop.clone())?;
@@ -161,12 +165,16 @@ async fn start_admin(
         return Ok(None);
     }
     let token = admin::load_or_create_token(&config.resolve(&settings.token_file))?;
+    let dashboard = open_dashboard(config, metrics, reloader)?;
     let server = admin::start(
         settings.listen,
         token,
-        metrics.clone(),
-        reloader.clone(),
-        serving.clone(),
+        admin::Shared {
+            metrics: metrics.clone(),
+            reloader: reloader.clone(),
+            serving: serving.clone(),
+            dashboard: dashboard.clone(),
+        },
         stop.clone(),
     )
     .await?;
@@ -179,7 +187,32 @@ async fn start_admin(
         "admin HTTP on {} (/metrics, /healthz, /readyz, POST /reload)",
         server.addr
     );
+    if dashboard.is_some() {
+        tracing::info!("dashboard on http://{}/", server.addr);
+        if config.users.is_empty() {
+            tracing::warn!("no [[users]] yet: add one with `warden user add NAME --role lead`");
+        }
+    }
     Ok(Some(server))
+}
+
+/// The dashboard, when it is on and there is an audit log for it to show.
+fn open_dashboard(
+    config: &Config,
+    metrics: &Arc<Metrics>,
+    reloader: &Arc<Reloader>,
+) -> Result<Option<Arc<crate::dashboard::Dashboard>>> {
+    if !config.dashboard.enabled {
+        return Ok(None);
+    }
+    if !config.audit.enabled {
+        tracing::warn!("[audit] enabled = false: the dashboard is off (it shows the audit log)");
+        return Ok(None);
+    }
+    let path = config.resolve(&config.audit.path);
+    let dashboard = crate::dashboard::Dashboard::open(&path, reloader.clone(), metrics.clone())
+        .context("opening the audit log for the dashboard")?;
+    Ok(Some(Arc::new(dashboard)))
 }
 
 /// Everything that reloads the rules: SIGHUP, the file watcher (if enabled), one refresh

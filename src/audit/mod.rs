@@ -21,6 +21,7 @@
 //! flood, and every block is still counted: the sum of `count` over all rows equals the
 //! number of blocked answers; only the per-name detail of a flood's excess is folded.
 
+pub mod records;
 pub mod review;
 pub mod store;
 pub mod writer;

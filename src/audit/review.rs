@@ -23,7 +23,13 @@ pub struct Filter {
     pub client: Option<String>,
     pub group: Option<String>,
     pub unreviewed: bool,
+    /// Only events with at least one review.
+    pub reviewed: bool,
+    /// Only events in at least one of these categories (empty: any).
+    pub any_category: Vec<String>,
     pub limit: Option<u32>,
+    /// Rows to skip (paging), with `limit`.
+    pub offset: Option<u32>,
 }
 
 /// Parse `7d`, `12h`, `30m` (that long before `now`), `2026-11-01` (midnight UTC) or a
@@ -131,6 +137,11 @@ impl EventRow {
 }
 
 fn csv_field(field: &str) -> String {
+    // A spreadsheet would run a field starting with these as a formula: a rule text or
+    // review note must never become one in the lead's incident log (CSV injection).
+    if field.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        return format!("\"'{}\"", field.replace('"', "\"\""));
+    }
     if field.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", field.replace('"', "\"\""))
     } else {
@@ -215,22 +226,102 @@ fn where_clause(filter: &Filter) -> (String, Vec<Value>) {
     if filter.unreviewed {
         clauses.push("NOT EXISTS (SELECT 1 FROM reviews WHERE event_id = e.id)".to_string());
     }
+    if filter.reviewed {
+        clauses.push("EXISTS (SELECT 1 FROM reviews WHERE event_id = e.id)".to_string());
+    }
+    if !filter.any_category.is_empty() {
+        let mut any = Vec::new();
+        for category in &filter.any_category {
+            values.push(Value::Text(category.clone()));
+            any.push(format!(
+                "instr(',' || e.categories || ',', ',' || ?{} || ',') > 0",
+                values.len()
+            ));
+        }
+        clauses.push(format!("({})", any.join(" OR ")));
+    }
     (clauses.join(" AND "), values)
 }
 
 /// Events matching `filter`, newest first.
 pub fn list(store: &Store, filter: &Filter) -> Result<Vec<EventRow>, AuditError> {
     let (clause, values) = where_clause(filter);
-    let limit = filter
-        .limit
-        .map(|l| format!(" LIMIT {l}"))
-        .unwrap_or_default();
+    let limit = match (filter.limit, filter.offset) {
+        (Some(l), Some(o)) => format!(" LIMIT {l} OFFSET {o}"),
+        (Some(l), None) => format!(" LIMIT {l}"),
+        (None, Some(o)) => format!(" LIMIT -1 OFFSET {o}"),
+        (None, None) => String::new(),
+    };
     let sql =
         format!("{SELECT_EVENTS} WHERE {clause} ORDER BY e.first_seen DESC, e.id DESC{limit}");
     let err = |e| store.wrap(e);
     let mut stmt = store.conn().prepare(&sql).map_err(err)?;
     let rows = stmt
         .query_map(params_from_iter(values), event_from_row)
+        .map_err(err)?;
+    rows.collect::<rusqlite::Result<Vec<_>>>().map_err(err)
+}
+
+/// How many events match `filter` (ignoring its limit and offset): for paging.
+pub fn count(store: &Store, filter: &Filter) -> Result<i64, AuditError> {
+    let (clause, values) = where_clause(filter);
+    let sql = format!("SELECT count(*) FROM events e WHERE {clause}");
+    store
+        .conn()
+        .query_row(&sql, params_from_iter(values), |r| r.get(0))
+        .map_err(|e| store.wrap(e))
+}
+
+/// Blocks per (UTC day, category) since `since` (RFC 3339), for the overview's chart.
+/// A row with several categories counts under each.
+pub fn daily_by_category(
+    store: &Store,
+    since: &str,
+) -> Result<Vec<(String, String, i64)>, AuditError> {
+    let err = |e| store.wrap(e);
+    let mut stmt = store
+        .conn()
+        .prepare(
+            "SELECT substr(first_seen, 1, 10) AS d, categories, sum(count) FROM events \
+             WHERE purged = 0 AND outcome = 'blocked' AND last_seen >= ?1 \
+             GROUP BY d, categories ORDER BY d",
+        )
+        .map_err(err)?;
+    let rows = stmt
+        .query_map([since], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
+        })
+        .map_err(err)?;
+    let mut out: std::collections::BTreeMap<(String, String), i64> = Default::default();
+    for row in rows {
+        let (day, categories, n) = row.map_err(err)?;
+        for category in categories.split(',').filter(|c| !c.is_empty()) {
+            *out.entry((day.clone(), category.to_string())).or_default() += n;
+        }
+    }
+    Ok(out.into_iter().map(|((d, c), n)| (d, c, n)).collect())
+}
+
+/// Every review of event `id`, oldest first.
+pub fn reviews_of(store: &Store, id: i64) -> Result<Vec<ReviewState>, AuditError> {
+    let err = |e| store.wrap(e);
+    let mut stmt = store
+        .conn()
+        .prepare("SELECT outcome, by, at, note FROM reviews WHERE event_id = ?1 ORDER BY id")
+        .map_err(err)?;
+    let rows = stmt
+        .query_map([id], |r| {
+            Ok(ReviewState {
+                outcome: r.get(0)?,
+                by: r.get(1)?,
+                at: r.get(2)?,
+                note: r.get(3)?,
+            })
+        })
         .map_err(err)?;
     rows.collect::<rusqlite::Result<Vec<_>>>().map_err(err)
 }
@@ -355,5 +446,7 @@ mod tests {
         assert_eq!(csv_field("a,b"), "\"a,b\"");
         assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
         assert_eq!(csv_field("plain"), "plain");
+        assert_eq!(csv_field("=HYPERLINK(\"x\")"), "\"'=HYPERLINK(\"\"x\"\")\"");
+        assert_eq!(csv_field("-1"), "\"'-1\"");
     }
 }

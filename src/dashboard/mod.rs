@@ -1,0 +1,869 @@
+//! The e-safety lead's web dashboard, served by the admin listener next to `/metrics`.
+//!
+//! | route | who | what |
+//! |---|---|---|
+//! | `GET/POST /login`, `POST /logout` | anyone | sign in and out |
+//! | `GET /` | lead, admin | blocks per category per day, serious blocks to review, top devices, list health |
+//! | `GET /events` | lead, admin | filter by dates, category, group, device, review state; paged |
+//! | `GET /events/{id}`, `POST /events/{id}/review` | lead, admin | every audit field; append a review |
+//! | `GET /export.csv` | lead, admin | the current filter's events as CSV, for the incident log |
+//! | `GET /admin`, `POST /admin/allow`, `POST /admin/allow/remove` | admin | allow entries, users, sign-ins |
+//!
+//! Every page needs a session ([`auth`]); every form carries the session's CSRF token;
+//! every response carries a strict Content-Security-Policy and no-sniff/no-frame headers.
+//! Bad input (a malformed form, an unknown event, a bad date) is answered with a 4xx page
+//! that says what was wrong, never a 500. Database work runs on blocking threads, on a
+//! connection of the dashboard's own beside the audit writer's.
+
+pub mod allow;
+pub mod auth;
+pub mod chart;
+pub mod pages;
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use axum::extract::rejection::{FormRejection, PathRejection, QueryRejection};
+use axum::extract::{ConnectInfo, Form, Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use maud::Markup;
+
+use self::auth::{Session, LOGIN_COOKIE, SESSION_COOKIE};
+use crate::audit::records::{self, AllowChange};
+use crate::audit::review::{self, EventRow, Filter};
+use crate::audit::{rfc3339, AuditError, Store};
+use crate::config::{Config, Role};
+use crate::engine::Engine;
+use crate::metrics::Metrics;
+use crate::reload::Reloader;
+
+/// Events per page.
+const PAGE_SIZE: u32 = 50;
+/// Longest review note and allow reason accepted.
+const MAX_NOTE: usize = 2000;
+const MAX_REASON: usize = 500;
+
+/// What the dashboard's handlers share.
+pub struct Dashboard {
+    reloader: Arc<Reloader>,
+    metrics: Arc<Metrics>,
+    store: Arc<Mutex<Store>>,
+    sessions: auth::Sessions,
+    limiter: auth::LoginLimiter,
+    /// One allow-file edit (and its reload) at a time.
+    allow_edit: tokio::sync::Mutex<()>,
+}
+
+impl Dashboard {
+    /// Open the dashboard's own connection to the audit database at `audit_path`.
+    pub fn open(
+        audit_path: &std::path::Path,
+        reloader: Arc<Reloader>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Dashboard, AuditError> {
+        Ok(Dashboard {
+            reloader,
+            metrics,
+            store: Arc::new(Mutex::new(Store::open_existing(audit_path)?)),
+            sessions: auth::Sessions::default(),
+            limiter: auth::LoginLimiter::default(),
+            allow_edit: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    fn engine(&self) -> Arc<Engine> {
+        self.reloader.current()
+    }
+
+    /// Run `f` on the audit database on a blocking thread.
+    async fn db<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Store) -> Result<T, AuditError> + Send + 'static,
+    ) -> Result<T, PageError> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || {
+            let store = store.lock().unwrap_or_else(|p| p.into_inner());
+            f(&store)
+        })
+        .await
+        .map_err(|e| PageError::Internal(format!("database task failed: {e}")))?
+        .map_err(PageError::from)
+    }
+
+    /// The session the request's cookie names, if it is live.
+    fn session(&self, headers: &HeaderMap) -> Option<Session> {
+        let token = cookie(headers, SESSION_COOKIE)?;
+        self.sessions.get(token, &self.engine().config)
+    }
+
+    /// The session, or the reason to refuse: for a page (GET), a trip to the sign-in form.
+    fn require(&self, headers: &HeaderMap, form_post: bool) -> Result<Session, PageError> {
+        match self.session(headers) {
+            Some(s) => Ok(s),
+            None if form_post => Err(PageError::NotSignedIn),
+            None => Err(PageError::SignInFirst),
+        }
+    }
+}
+
+fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|h| auth::cookie(h, name))
+}
+
+/// Why a dashboard request failed: each becomes a page with a status and a plain message.
+#[derive(Debug)]
+pub enum PageError {
+    /// A page asked for without a session: go and sign in.
+    SignInFirst,
+    /// A form posted without a session.
+    NotSignedIn,
+    /// The CSRF token was missing or wrong.
+    BadToken,
+    Forbidden(String),
+    BadRequest(String),
+    NotFound(String),
+    Conflict(String),
+    Internal(String),
+}
+
+impl From<AuditError> for PageError {
+    fn from(e: AuditError) -> PageError {
+        match e {
+            AuditError::NoSuchEvent(id) => PageError::NotFound(format!("There is no event {id}.")),
+            AuditError::Invalid(message) => PageError::BadRequest(message),
+            other => PageError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl IntoResponse for PageError {
+    fn into_response(self) -> Response {
+        let (status, title, text) = match self {
+            PageError::SignInFirst => {
+                return (StatusCode::SEE_OTHER, [(header::LOCATION, "/login")]).into_response()
+            }
+            PageError::NotSignedIn => (
+                StatusCode::UNAUTHORIZED,
+                "Please sign in",
+                "Your session has ended. Sign in again, then repeat what you were doing.".to_string(),
+            ),
+            PageError::BadToken => (
+                StatusCode::FORBIDDEN,
+                "Form expired",
+                "The form had expired or did not come from this dashboard. Reload the page and try again."
+                    .to_string(),
+            ),
+            PageError::Forbidden(t) => (StatusCode::FORBIDDEN, "Not allowed", t),
+            PageError::BadRequest(t) => (StatusCode::BAD_REQUEST, "Something was wrong with the request", t),
+            PageError::NotFound(t) => (StatusCode::NOT_FOUND, "Not found", t),
+            PageError::Conflict(t) => (StatusCode::CONFLICT, "Not done", t),
+            PageError::Internal(t) => {
+                tracing::error!(error = %t, "dashboard request failed");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "Warden could not do that",
+                    format!("Warden could not complete the request: {t}"),
+                )
+            }
+        };
+        (status, html(pages::message(title, &text, None))).into_response()
+    }
+}
+
+type PageResult = Result<Response, PageError>;
+
+fn html(markup: Markup) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        markup.into_string(),
+    )
+        .into_response()
+}
+
+fn redirect(to: &str) -> Response {
+    match HeaderValue::from_str(to) {
+        Ok(location) => (StatusCode::SEE_OTHER, [(header::LOCATION, location)]).into_response(),
+        Err(_) => (StatusCode::SEE_OTHER, [(header::LOCATION, "/")]).into_response(),
+    }
+}
+
+fn form<T>(parsed: Result<Form<T>, FormRejection>) -> Result<T, PageError> {
+    parsed
+        .map(|Form(v)| v)
+        .map_err(|e| PageError::BadRequest(format!("The form could not be read: {}", e.body_text())))
+}
+
+fn check_csrf(session: &Session, presented: &str) -> Result<(), PageError> {
+    if auth::tokens_equal(presented, &session.csrf) {
+        Ok(())
+    } else {
+        Err(PageError::BadToken)
+    }
+}
+
+/// The dashboard's routes, with security headers on every response.
+pub fn routes(dashboard: Arc<Dashboard>) -> Router {
+    Router::new()
+        .route("/", get(overview))
+        .route("/login", get(login_form).post(login_submit))
+        .route("/logout", post(logout))
+        .route("/events", get(events))
+        .route("/events/{id}", get(event_detail))
+        .route("/events/{id}/review", post(review_submit))
+        .route("/export.csv", get(export_csv))
+        .route("/admin", get(admin_page))
+        .route("/admin/allow", post(allow_add))
+        .route("/admin/allow/remove", post(allow_remove))
+        .route("/static/warden.css", get(stylesheet))
+        .with_state(dashboard)
+        .layer(axum::middleware::map_response(security_headers))
+}
+
+/// Headers that keep the pages from being framed, sniffed, cached or scripted.
+pub async fn security_headers(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    let set = [
+        (
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; \
+             frame-ancestors 'none'; base-uri 'none'",
+        ),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::REFERRER_POLICY, "no-referrer"),
+    ];
+    for (name, value) in set {
+        headers.insert(name, HeaderValue::from_static(value));
+    }
+    headers
+        .entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
+    response
+}
+
+async fn stylesheet() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "max-age=3600"),
+        ],
+        pages::CSS,
+    )
+        .into_response()
+}
+
+// ---- Sign-in ----
+
+#[derive(serde::Deserialize)]
+struct LoginForm {
+    csrf: String,
+    user: String,
+    password: String,
+}
+
+async fn login_form(State(d): State<Arc<Dashboard>>, headers: HeaderMap) -> PageResult {
+    if d.session(&headers).is_some() {
+        return Ok(redirect("/"));
+    }
+    login_page(&d, None, "", StatusCode::OK)
+}
+
+/// The sign-in form with a fresh double-submit token in its cookie and its field.
+fn login_page(d: &Dashboard, error: Option<&str>, user: &str, status: StatusCode) -> PageResult {
+    let token = auth::random_token().map_err(|e| PageError::Internal(e.to_string()))?;
+    let secure = d.engine().config.dashboard.secure_cookie;
+    let cookie = auth::set_cookie(LOGIN_COOKIE, &token, "/login", Duration::from_secs(3600), secure);
+    let org = d.engine().config.dashboard.organisation.clone();
+    let mut response = html(pages::login(&org, &token, error, user));
+    *response.status_mut() = status;
+    if let Ok(value) = HeaderValue::from_str(&cookie) {
+        response.headers_mut().insert(header::SET_COOKIE, value);
+    }
+    Ok(response)
+}
+
+async fn login_submit(
+    State(d): State<Arc<Dashboard>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    parsed: Result<Form<LoginForm>, FormRejection>,
+) -> PageResult {
+    let login = form(parsed)?;
+    let expected = cookie(&headers, LOGIN_COOKIE).unwrap_or("");
+    if !auth::tokens_equal(&login.csrf, expected) {
+        return login_page(
+            &d,
+            Some("The sign-in form had expired. Please try again."),
+            &login.user,
+            StatusCode::FORBIDDEN,
+        );
+    }
+    let client = peer.ip();
+    let user = login.user.trim().to_string();
+    let now = Instant::now();
+    if let Some(wait) = d.limiter.blocked(client, &user, now) {
+        record_signin(&d, &user, client, "limited").await;
+        let minutes = wait.as_secs().div_ceil(60).max(1);
+        let text = format!(
+            "Too many failed sign-ins. Try again in {minutes} minute{}.",
+            if minutes == 1 { "" } else { "s" }
+        );
+        return login_page(&d, Some(&text), &user, StatusCode::TOO_MANY_REQUESTS);
+    }
+    let engine = d.engine();
+    let account = engine
+        .config
+        .users
+        .iter()
+        .find(|u| *u.name.get_ref() == user)
+        .map(|u| (u.password_hash.get_ref().clone(), u.role));
+    // Hash checks take tens of milliseconds: off the async threads.
+    let password = login.password;
+    let (hash, role) = match &account {
+        Some((hash, role)) => (hash.clone(), Some(*role)),
+        None => (auth::decoy_hash().to_string(), None),
+    };
+    let matches = tokio::task::spawn_blocking(move || auth::verify_password(&password, &hash))
+        .await
+        .unwrap_or(false);
+    match role {
+        Some(role) if matches => {
+            d.limiter.succeeded(&user);
+            record_signin(&d, &user, client, "ok").await;
+            tracing::info!(user = %user, client = %client, "dashboard sign-in");
+            let config = &engine.config.dashboard;
+            let token = d
+                .sessions
+                .start(&user, role, config.session_ttl)
+                .map_err(|e| PageError::Internal(e.to_string()))?;
+            let cookie = auth::set_cookie(SESSION_COOKIE, &token, "/", config.session_ttl, config.secure_cookie);
+            let mut response = redirect("/");
+            if let Ok(value) = HeaderValue::from_str(&cookie) {
+                response.headers_mut().insert(header::SET_COOKIE, value);
+            }
+            Ok(response)
+        }
+        _ => {
+            d.limiter.failed(client, &user, now);
+            let result = if role.is_some() { "wrong-password" } else { "unknown-user" };
+            record_signin(&d, &user, client, result).await;
+            tracing::warn!(user = %user, client = %client, result, "dashboard sign-in refused");
+            login_page(
+                &d,
+                Some("That user name and password do not match."),
+                &user,
+                StatusCode::UNAUTHORIZED,
+            )
+        }
+    }
+}
+
+async fn record_signin(d: &Dashboard, user: &str, client: IpAddr, result: &'static str) {
+    // The user name is as typed: cap it, so the record cannot be used to fill the disk.
+    let user: String = user.chars().take(64).collect();
+    let at = SystemTime::now();
+    let client = client.to_string();
+    let written = d
+        .db(move |s| records::record_signin(s, at, &user, &client, result))
+        .await;
+    if let Err(error) = written {
+        tracing::error!(?error, "could not record a sign-in");
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct CsrfForm {
+    csrf: String,
+}
+
+async fn logout(
+    State(d): State<Arc<Dashboard>>,
+    headers: HeaderMap,
+    parsed: Result<Form<CsrfForm>, FormRejection>,
+) -> PageResult {
+    let session = d.require(&headers, true)?;
+    check_csrf(&session, &form(parsed)?.csrf)?;
+    if let Some(token) = cookie(&headers, SESSION_COOKIE) {
+        d.sessions.end(token);
+    }
+    let mut response = redirect("/login");
+    let gone = auth::set_cookie(SESSION_COOKIE, "", "/", Duration::ZERO, false);
+    if let Ok(value) = HeaderValue::from_str(&gone) {
+        response.headers_mut().insert(header::SET_COOKIE, value);
+    }
+    Ok(response)
+}
+
+// ---- Overview ----
+
+/// The categories whose blocks the lead must act on: those that alert.
+fn serious_categories(config: &Config) -> Vec<String> {
+    config
+        .categories
+        .iter()
+        .filter(|(name, c)| c.alerts(name))
+        .map(|(name, _)| name.clone())
+        .collect()
+}
+
+async fn overview(State(d): State<Arc<Dashboard>>, headers: HeaderMap) -> PageResult {
+    let session = d.require(&headers, false)?;
+    let engine = d.engine();
+    let serious = serious_categories(&engine.config);
+    let now = SystemTime::now();
+    let since_time = crate::audit::before(now, Duration::from_secs(29 * 86_400));
+    let since_day = rfc3339(since_time)[..10].to_string();
+    let since = format!("{since_day}T00:00:00.000Z");
+    let days: Vec<String> = (0..30)
+        .map(|i| rfc3339(since_time + Duration::from_secs(i * 86_400))[..10].to_string())
+        .collect();
+    let serious_filter = Filter {
+        unreviewed: true,
+        any_category: serious.clone(),
+        limit: Some(20),
+        ..Filter::default()
+    };
+    let since_db = since.clone();
+    let (daily, serious_rows, unreviewed_total, summary) = d
+        .db(move |s| {
+            let daily = review::daily_by_category(s, &since_db)?;
+            let serious_rows = review::list(s, &serious_filter)?;
+            let unreviewed = review::count(
+                s,
+                &Filter {
+                    unreviewed: true,
+                    ..Filter::default()
+                },
+            )?;
+            let summary = review::summary(
+                s,
+                &Filter {
+                    since: Some(since_db),
+                    ..Filter::default()
+                },
+            )?;
+            Ok((daily, serious_rows, unreviewed, summary))
+        })
+        .await?;
+    let series = chart::Series::new(days, &daily);
+    let chart = chart::render(&series, "Blocks per category per day, last 30 days");
+    let lists = list_health(&engine, &d.metrics, now);
+    let page = pages::Overview {
+        chart,
+        serious: &serious_rows,
+        unreviewed_total,
+        top_devices: &summary.top_devices,
+        lists: &lists,
+        total_30d: summary.total,
+    };
+    Ok(html(pages::overview(
+        &page,
+        &engine.config.dashboard.organisation,
+        &session,
+        &serious,
+    )))
+}
+
+/// Each list's entries, last update, failed updates and any problem.
+fn list_health(engine: &Engine, metrics: &Metrics, now: SystemTime) -> Vec<pages::ListHealth> {
+    let config = &engine.config;
+    let stale: std::collections::HashMap<String, Option<crate::sources::Stale>> =
+        crate::sources::stale_lists(config, now).into_iter().collect();
+    engine
+        .lists
+        .iter()
+        .map(|list| {
+            let configured = config.lists.iter().find(|l| *l.name.get_ref() == list.name);
+            let refreshed = match configured {
+                Some(l) if l.url.is_some() => {
+                    let file = l.file(config);
+                    crate::sources::Source::all(config)
+                        .into_iter()
+                        .find(|s| s.file == file)
+                        .map(|s| s.meta().checked_at)
+                        .filter(|&t| t > 0)
+                        .map(|t| SystemTime::UNIX_EPOCH + Duration::from_secs(t))
+                }
+                _ => std::fs::metadata(&list.report.path)
+                    .and_then(|m| m.modified())
+                    .ok(),
+            };
+            let problem = if list.missing {
+                Some("never downloaded: blocks nothing yet".to_string())
+            } else if let Some(Some(s)) = stale.get(&list.name) {
+                Some(format!(
+                    "out of date: last updated {} ago",
+                    humantime::format_duration(Duration::from_secs(s.age.as_secs().min(u32::MAX as u64)))
+                ))
+            } else {
+                None
+            };
+            pages::ListHealth {
+                name: list.name.clone(),
+                category: list.category.clone().unwrap_or_else(|| "allow list".to_string()),
+                entries: list.report.accepted,
+                refreshed: refreshed
+                    .map(|t| rfc3339(t)[..16].replace('T', " ") + " UTC")
+                    .unwrap_or_else(|| "never".to_string()),
+                failures: metrics.list_refresh_failure_count(&list.name),
+                problem,
+            }
+        })
+        .collect()
+}
+
+// ---- Events ----
+
+/// The audit filter for the form's values, or a message saying which value is wrong.
+fn to_filter(f: &pages::FilterForm, config: &Config) -> Result<Filter, PageError> {
+    let now = SystemTime::now();
+    let date = |text: &str, what: &str| -> Result<Option<String>, PageError> {
+        if text.is_empty() {
+            return Ok(None);
+        }
+        review::parse_time(text, now)
+            .map(Some)
+            .map_err(|_| PageError::BadRequest(format!("{what} {text:?} is not a date like 2026-11-01.")))
+    };
+    let since = date(&f.since, "From")?;
+    // "Until" a date includes that whole day.
+    let until = date(&f.until, "Until")?
+        .and_then(|t| humantime::parse_rfc3339_weak(&t).ok())
+        .map(|t| rfc3339(t + Duration::from_secs(86_400)));
+    if !f.category.is_empty() && !config.categories.contains_key(&f.category) {
+        return Err(PageError::BadRequest(format!("There is no category {:?}.", f.category)));
+    }
+    let (unreviewed, reviewed) = match f.state.as_str() {
+        "" | "any" => (false, false),
+        "unreviewed" => (true, false),
+        "reviewed" => (false, true),
+        other => {
+            return Err(PageError::BadRequest(format!(
+                "Review state {other:?} is not one of: unreviewed, reviewed."
+            )))
+        }
+    };
+    let some = |s: &str| (!s.trim().is_empty()).then(|| s.trim().to_string());
+    Ok(Filter {
+        since,
+        until,
+        category: some(&f.category),
+        client: some(&f.device),
+        group: some(&f.group),
+        unreviewed,
+        reviewed,
+        ..Filter::default()
+    })
+}
+
+fn query<T>(parsed: Result<Query<T>, QueryRejection>) -> Result<T, PageError> {
+    parsed
+        .map(|Query(v)| v)
+        .map_err(|e| PageError::BadRequest(format!("The address could not be read: {}", e.body_text())))
+}
+
+async fn events(
+    State(d): State<Arc<Dashboard>>,
+    headers: HeaderMap,
+    parsed: Result<Query<pages::FilterForm>, QueryRejection>,
+) -> PageResult {
+    let session = d.require(&headers, false)?;
+    let form = query(parsed)?;
+    let engine = d.engine();
+    let mut filter = to_filter(&form, &engine.config)?;
+    let page = form.page.unwrap_or(1).max(1);
+    filter.limit = Some(PAGE_SIZE);
+    filter.offset = Some((page - 1).saturating_mul(PAGE_SIZE));
+    let (rows, total) = d
+        .db(move |s| Ok((review::list(s, &filter)?, review::count(s, &filter)?)))
+        .await?;
+    let pages_total = (total.max(0) as u64).div_ceil(PAGE_SIZE as u64).max(1) as u32;
+    let categories: Vec<String> = engine.config.categories.keys().cloned().collect();
+    let mut groups: Vec<String> = engine.config.groups.keys().cloned().collect();
+    if groups.is_empty() {
+        groups.push(engine.config.server.default_group.clone());
+    }
+    let serious = serious_categories(&engine.config);
+    let view = pages::EventsPage {
+        form: &form,
+        rows: &rows,
+        total,
+        page,
+        pages: pages_total,
+        categories: &categories,
+        groups: &groups,
+        serious: &serious,
+    };
+    Ok(html(pages::events(&view, &engine.config.dashboard.organisation, &session)))
+}
+
+fn event_id(parsed: Result<Path<i64>, PathRejection>) -> Result<i64, PageError> {
+    parsed
+        .map(|Path(id)| id)
+        .map_err(|_| PageError::BadRequest("An event number must be a whole number.".to_string()))
+}
+
+#[derive(serde::Deserialize)]
+struct DetailQuery {
+    #[serde(default)]
+    saved: Option<u8>,
+}
+
+async fn event_detail(
+    State(d): State<Arc<Dashboard>>,
+    headers: HeaderMap,
+    id: Result<Path<i64>, PathRejection>,
+    parsed: Result<Query<DetailQuery>, QueryRejection>,
+) -> PageResult {
+    let session = d.require(&headers, false)?;
+    let id = event_id(id)?;
+    let saved = query(parsed)?.saved.is_some();
+    let (event, reviews, others) = d
+        .db(move |s| {
+            let event = review::get(s, id)?;
+            let reviews = review::reviews_of(s, id)?;
+            let filter = Filter {
+                client: Some(event.client_ip.clone()),
+                limit: Some(21),
+                ..Filter::default()
+            };
+            let others: Vec<EventRow> = review::list(s, &filter)?
+                .into_iter()
+                .filter(|e| e.id != id)
+                .take(20)
+                .collect();
+            Ok((event, reviews, others))
+        })
+        .await?;
+    let engine = d.engine();
+    let serious = serious_categories(&engine.config);
+    let view = pages::Detail {
+        event: &event,
+        reviews: &reviews,
+        others: &others,
+        serious: &serious,
+        saved,
+    };
+    Ok(html(pages::event_detail(&view, &engine.config.dashboard.organisation, &session)))
+}
+
+#[derive(serde::Deserialize)]
+struct ReviewForm {
+    csrf: String,
+    outcome: String,
+    #[serde(default)]
+    note: String,
+}
+
+async fn review_submit(
+    State(d): State<Arc<Dashboard>>,
+    headers: HeaderMap,
+    id: Result<Path<i64>, PathRejection>,
+    parsed: Result<Form<ReviewForm>, FormRejection>,
+) -> PageResult {
+    let session = d.require(&headers, true)?;
+    let id = event_id(id)?;
+    let review_form = form(parsed)?;
+    check_csrf(&session, &review_form.csrf)?;
+    if review_form.note.chars().count() > MAX_NOTE {
+        return Err(PageError::BadRequest(format!("A note can be at most {MAX_NOTE} characters.")));
+    }
+    let by = session.user.clone();
+    d.db(move |s| {
+        review::add_review(s, id, &review_form.outcome, review_form.note.trim(), &by, SystemTime::now())
+    })
+    .await?;
+    tracing::info!(user = %session.user, event = id, "event reviewed in the dashboard");
+    Ok(redirect(&format!("/events/{id}?saved=1")))
+}
+
+async fn export_csv(
+    State(d): State<Arc<Dashboard>>,
+    headers: HeaderMap,
+    parsed: Result<Query<pages::FilterForm>, QueryRejection>,
+) -> PageResult {
+    let session = d.require(&headers, false)?;
+    let form = query(parsed)?;
+    let filter = to_filter(&form, &d.engine().config)?;
+    let rows = d.db(move |s| review::list(s, &filter)).await?;
+    let mut body = String::with_capacity(64 * (rows.len() + 1));
+    body.push_str(review::CSV_HEADER);
+    body.push_str("\r\n");
+    for row in &rows {
+        body.push_str(&row.csv());
+        body.push_str("\r\n");
+    }
+    tracing::info!(user = %session.user, rows = rows.len(), "events exported from the dashboard");
+    let day = rfc3339(SystemTime::now())[..10].to_string();
+    let disposition = format!("attachment; filename=\"warden-events-{day}.csv\"");
+    let mut response = ([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], body).into_response();
+    if let Ok(value) = HeaderValue::from_str(&disposition) {
+        response.headers_mut().insert(header::CONTENT_DISPOSITION, value);
+    }
+    Ok(response)
+}
+
+// ---- Admin ----
+
+fn require_admin(session: &Session) -> Result<(), PageError> {
+    if session.role == Role::Admin {
+        Ok(())
+    } else {
+        Err(PageError::Forbidden(
+            "Only an admin can change the allow list. Ask your Warden admin.".to_string(),
+        ))
+    }
+}
+
+fn allow_file(config: &Config) -> PathBuf {
+    config.resolve(&config.dashboard.allow_file)
+}
+
+#[derive(serde::Deserialize)]
+struct AdminQuery {
+    #[serde(default)]
+    done: Option<String>,
+}
+
+async fn admin_page(
+    State(d): State<Arc<Dashboard>>,
+    headers: HeaderMap,
+    parsed: Result<Query<AdminQuery>, QueryRejection>,
+) -> PageResult {
+    let session = d.require(&headers, false)?;
+    require_admin(&session)?;
+    let notice = query(parsed)?.done;
+    let engine = d.engine();
+    let text = allow::read(&allow_file(&engine.config)).map_err(|e| PageError::Internal(e.to_string()))?;
+    let entries = allow::entries(&text);
+    let (changes, signins) = d
+        .db(|s| Ok((records::recent_allow_changes(s, 20)?, records::recent_signins(s, 20)?)))
+        .await?;
+    let users: Vec<(String, Role)> = engine
+        .config
+        .users
+        .iter()
+        .map(|u| (u.name.get_ref().clone(), u.role))
+        .collect();
+    let view = pages::AdminPage {
+        entries: &entries,
+        changes: &changes,
+        users: &users,
+        signins: &signins,
+        notice,
+    };
+    Ok(html(pages::admin(&view, &engine.config.dashboard.organisation, &session)))
+}
+
+#[derive(serde::Deserialize)]
+struct AllowForm {
+    csrf: String,
+    name: String,
+    #[serde(default)]
+    reason: String,
+}
+
+/// The checks every allow-list change needs; returns the normalised name and reason.
+fn check_allow_form(session: &Session, f: &AllowForm) -> Result<(String, String), PageError> {
+    check_csrf(session, &f.csrf)?;
+    require_admin(session)?;
+    let name = crate::name::normalize(&f.name)
+        .map_err(|e| PageError::BadRequest(format!("{:?} is not a domain name: {e}.", f.name.trim())))?;
+    let reason = f.reason.trim().to_string();
+    if reason.is_empty() {
+        return Err(PageError::BadRequest("Please give a reason: it is recorded with your name.".into()));
+    }
+    if reason.chars().count() > MAX_REASON {
+        return Err(PageError::BadRequest(format!("A reason can be at most {MAX_REASON} characters.")));
+    }
+    Ok((name, reason))
+}
+
+async fn allow_add(
+    State(d): State<Arc<Dashboard>>,
+    headers: HeaderMap,
+    parsed: Result<Form<AllowForm>, FormRejection>,
+) -> PageResult {
+    let session = d.require(&headers, true)?;
+    let f = form(parsed)?;
+    let (name, reason) = check_allow_form(&session, &f)?;
+    let engine = d.engine();
+    // A locked (statutory) list always wins over an allow entry: refuse to pretend.
+    if let Some(block) = engine.matcher.lookup(&name, engine.matcher.all_categories()).block() {
+        if block.locked {
+            let categories = engine.matcher.category_names(block.categories);
+            return Err(PageError::Conflict(format!(
+                "{name} is on a statutory list ({categories}). Those sites stay blocked for everyone; \
+                 no allow entry can unblock them."
+            )));
+        }
+    }
+    let comment = format!("{} by {}: {reason}", rfc3339(SystemTime::now()), session.user);
+    change_allow_file(&d, &session, "add", &name, &reason, |text| {
+        if allow::entries(text).iter().any(|(n, _)| *n == name) {
+            return Err(PageError::Conflict(format!("{name} is already allowed.")));
+        }
+        Ok(allow::with_entry(text, &name, &comment))
+    })
+    .await?;
+    Ok(redirect(&format!("/admin?done={}", pages::urlencode(&format!("{name} is now allowed.")))))
+}
+
+async fn allow_remove(
+    State(d): State<Arc<Dashboard>>,
+    headers: HeaderMap,
+    parsed: Result<Form<AllowForm>, FormRejection>,
+) -> PageResult {
+    let session = d.require(&headers, true)?;
+    let f = form(parsed)?;
+    let (name, reason) = check_allow_form(&session, &f)?;
+    change_allow_file(&d, &session, "remove", &name, &reason, |text| {
+        allow::without_entry(text, &name)
+            .ok_or_else(|| PageError::NotFound(format!("{name} is not in the dashboard's allow list.")))
+    })
+    .await?;
+    Ok(redirect(&format!("/admin?done={}", pages::urlencode(&format!("{name} is blocked again as its lists say.")))))
+}
+
+/// Edit the allow file with `edit`, reload, and record the change. If the reload fails
+/// the file is put back, so the file and the rules in force never disagree.
+async fn change_allow_file(
+    d: &Dashboard,
+    session: &Session,
+    action: &str,
+    name: &str,
+    reason: &str,
+    edit: impl FnOnce(&str) -> Result<String, PageError>,
+) -> Result<(), PageError> {
+    let _one_at_a_time = d.allow_edit.lock().await;
+    let path = allow_file(&d.engine().config);
+    let before = allow::read(&path).map_err(|e| PageError::Internal(e.to_string()))?;
+    let after = edit(&before)?;
+    allow::write(&path, &after).map_err(|e| PageError::Internal(e.to_string()))?;
+    let why = format!("dashboard: {} {action} {name}", session.user);
+    if let Err(error) = d.reloader.reload(&why).await {
+        let restored = allow::write(&path, &before);
+        tracing::error!(%error, restored = restored.is_ok(), "allow-list change rolled back");
+        return Err(PageError::Internal(format!(
+            "the new rules did not load, so nothing was changed: {error}"
+        )));
+    }
+    let change = AllowChange {
+        at: rfc3339(SystemTime::now()),
+        by: session.user.clone(),
+        action: action.to_string(),
+        name: name.to_string(),
+        reason: reason.to_string(),
+    };
+    tracing::info!(user = %session.user, action, name, reason, "allow list changed in the dashboard");
+    d.db(move |s| records::record_allow_change(s, &change)).await
+}

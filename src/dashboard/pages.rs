@@ -1,0 +1,530 @@
+//! The dashboard's HTML, rendered on the server with `maud` (which escapes every value).
+//!
+//! Written for a non-technical reader on a phone or a desktop: plain words, one column
+//! on narrow screens, a label on every field, visible focus, and no JavaScript.
+
+use maud::{html, Markup, PreEscaped, DOCTYPE};
+
+use super::auth::Session;
+use crate::audit::records::{AllowChange, SignIn};
+use crate::audit::review::{EventRow, ReviewState, OUTCOMES};
+use crate::config::Role;
+
+/// The stylesheet, served at `/static/warden.css` (the CSP allows no inline styles).
+pub const CSS: &str = r#"
+:root { --ink: #1b1b1b; --muted: #4a4a4a; --line: #c8c8c8; --accent: #1f5fa8; --bad: #a4161a; --bg: #ffffff; --soft: #f3f5f8; }
+* { box-sizing: border-box; }
+body { margin: 0; font: 16px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: var(--ink); background: var(--bg); }
+a { color: var(--accent); }
+a:focus, button:focus, input:focus, select:focus, textarea:focus, summary:focus { outline: 3px solid #f0b400; outline-offset: 2px; }
+.skip { position: absolute; left: -999px; } .skip:focus { left: 8px; top: 8px; background: #fff; padding: 4px; }
+header { background: #12355b; color: #fff; padding: 8px 16px; display: flex; flex-wrap: wrap; gap: 12px; align-items: center; justify-content: space-between; }
+header a { color: #fff; } header nav a { margin-right: 14px; font-weight: 600; }
+header form { display: inline; } header button { background: #fff; color: #12355b; }
+main { padding: 16px; max-width: 1100px; margin: 0 auto; }
+h1 { font-size: 1.5rem; margin: 8px 0 16px; } h2 { font-size: 1.2rem; margin-top: 28px; }
+table { border-collapse: collapse; width: 100%; margin: 8px 0; }
+th, td { text-align: left; padding: 6px 8px; border-bottom: 1px solid var(--line); vertical-align: top; word-break: break-word; }
+thead th { background: var(--soft); }
+.scroll { overflow-x: auto; }
+form.filters { display: flex; flex-wrap: wrap; gap: 10px; align-items: flex-end; background: var(--soft); padding: 10px; }
+label { display: block; font-weight: 600; font-size: .9rem; }
+input, select, textarea, button { font: inherit; padding: 6px 8px; border: 1px solid #767676; border-radius: 4px; }
+button { background: var(--accent); color: #fff; border-color: var(--accent); cursor: pointer; }
+textarea { width: 100%; min-height: 5em; }
+.field { margin-bottom: 12px; }
+.serious { color: var(--bad); font-weight: 700; }
+.badge { display: inline-block; padding: 0 6px; border-radius: 4px; background: var(--soft); border: 1px solid var(--line); font-size: .85rem; }
+.badge.serious { background: #fde8e8; border-color: var(--bad); }
+.notice { background: #e8f3e8; border-left: 4px solid #2e7d32; padding: 8px 12px; }
+.error { background: #fde8e8; border-left: 4px solid var(--bad); padding: 8px 12px; }
+dl.fields { display: grid; grid-template-columns: max-content 1fr; gap: 4px 16px; }
+dl.fields dt { font-weight: 600; } dl.fields dd { margin: 0; word-break: break-word; }
+.chart svg { width: 100%; height: auto; max-height: 260px; }
+ul.legend { list-style: none; padding: 0; display: flex; flex-wrap: wrap; gap: 4px 14px; }
+.pager { display: flex; gap: 16px; align-items: center; }
+.login { max-width: 360px; margin: 40px auto; }
+@media (max-width: 640px) { dl.fields { grid-template-columns: 1fr; } main { padding: 10px; } }
+"#;
+
+/// The frame every page shares.
+pub fn layout(title: &str, org: &str, session: Option<&Session>, body: Markup) -> Markup {
+    let heading = if org.is_empty() {
+        "Warden".to_string()
+    } else {
+        format!("Warden · {org}")
+    };
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " · Warden" }
+                link rel="stylesheet" href="/static/warden.css";
+            }
+            body {
+                a.skip href="#main" { "Skip to content" }
+                header {
+                    strong { (heading) }
+                    @if let Some(s) = session {
+                        nav aria-label="Main" {
+                            a href="/" { "Overview" }
+                            a href="/events" { "Events" }
+                            @if s.role == Role::Admin { a href="/admin" { "Admin" } }
+                        }
+                        form method="post" action="/logout" {
+                            input type="hidden" name="csrf" value=(s.csrf);
+                            span { (s.user) " (" (s.role.as_str()) ") " }
+                            button type="submit" { "Sign out" }
+                        }
+                    }
+                }
+                main id="main" { (body) }
+            }
+        }
+    }
+}
+
+/// A page that only says what went wrong.
+pub fn message(title: &str, text: &str, session: Option<&Session>) -> Markup {
+    layout(
+        title,
+        "",
+        session,
+        html! {
+            h1 { (title) }
+            p.error role="alert" { (text) }
+            p { a href="/" { "Back to the overview" } }
+        },
+    )
+}
+
+pub fn login(org: &str, csrf: &str, error: Option<&str>, user: &str) -> Markup {
+    layout(
+        "Sign in",
+        org,
+        None,
+        html! {
+            div.login {
+                h1 { "Sign in" }
+                @if let Some(e) = error { p.error role="alert" { (e) } }
+                form method="post" action="/login" {
+                    input type="hidden" name="csrf" value=(csrf);
+                    div.field {
+                        label for="user" { "User name" }
+                        input id="user" name="user" autocomplete="username" required value=(user);
+                    }
+                    div.field {
+                        label for="password" { "Password" }
+                        input id="password" name="password" type="password" autocomplete="current-password" required;
+                    }
+                    button type="submit" { "Sign in" }
+                }
+            }
+        },
+    )
+}
+
+/// One list's health on the overview.
+pub struct ListHealth {
+    pub name: String,
+    pub category: String,
+    pub entries: u64,
+    pub refreshed: String,
+    pub failures: u64,
+    pub problem: Option<String>,
+}
+
+pub struct Overview<'a> {
+    pub chart: Markup,
+    pub serious: &'a [EventRow],
+    pub unreviewed_total: i64,
+    pub top_devices: &'a [(String, i64)],
+    pub lists: &'a [ListHealth],
+    pub total_30d: i64,
+}
+
+pub fn overview(o: &Overview<'_>, org: &str, session: &Session, serious: &[String]) -> Markup {
+    layout(
+        "Overview",
+        org,
+        Some(session),
+        html! {
+            h1 { "Overview" }
+            h2 { "Serious blocks to review" }
+            @if o.serious.is_empty() {
+                p { "None waiting: every serious block has been reviewed." }
+            } @else {
+                p { "Blocks in the categories you must act on (" (serious.join(", ")) "), newest first." }
+                (event_table(o.serious, serious))
+            }
+            p { a href="/events?state=unreviewed" { "All unreviewed events (" (o.unreviewed_total) ")" } }
+            h2 { "Blocks per category, last 30 days (" (o.total_30d) " in all)" }
+            (o.chart)
+            h2 { "Devices with the most blocks, last 30 days" }
+            @if o.top_devices.is_empty() { p { "No blocks in the last 30 days." } } @else {
+                div.scroll { table {
+                    thead { tr { th scope="col" { "Device" } th scope="col" { "Blocks" } } }
+                    tbody { @for (device, n) in o.top_devices {
+                        tr { td { a href=(format!("/events?device={}", urlencode(device))) { (device) } } td { (n) } }
+                    } }
+                } }
+            }
+            h2 { "Block lists" }
+            div.scroll { table {
+                thead { tr {
+                    th scope="col" { "List" } th scope="col" { "Category" } th scope="col" { "Entries" }
+                    th scope="col" { "Last updated" } th scope="col" { "Failed updates" } th scope="col" { "State" }
+                } }
+                tbody { @for l in o.lists {
+                    tr {
+                        td { (l.name) } td { (l.category) } td { (l.entries) } td { (l.refreshed) }
+                        td { (l.failures) }
+                        td { @if let Some(p) = &l.problem { span.serious { (p) } } @else { "OK" } }
+                    }
+                } }
+            } }
+        },
+    )
+}
+
+/// Form values of the events filter, as the user typed them.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+pub struct FilterForm {
+    #[serde(default)]
+    pub since: String,
+    #[serde(default)]
+    pub until: String,
+    #[serde(default)]
+    pub category: String,
+    #[serde(default)]
+    pub group: String,
+    #[serde(default)]
+    pub device: String,
+    #[serde(default)]
+    pub state: String,
+    #[serde(default)]
+    pub page: Option<u32>,
+}
+
+impl FilterForm {
+    /// The filter as a query string (without the page), for links that keep it.
+    pub fn query(&self) -> String {
+        let pairs = [
+            ("since", &self.since),
+            ("until", &self.until),
+            ("category", &self.category),
+            ("group", &self.group),
+            ("device", &self.device),
+            ("state", &self.state),
+        ];
+        pairs
+            .iter()
+            .filter(|(_, v)| !v.is_empty())
+            .map(|(k, v)| format!("{k}={}", urlencode(v)))
+            .collect::<Vec<_>>()
+            .join("&")
+    }
+}
+
+pub struct EventsPage<'a> {
+    pub form: &'a FilterForm,
+    pub rows: &'a [EventRow],
+    pub total: i64,
+    pub page: u32,
+    pub pages: u32,
+    pub categories: &'a [String],
+    pub groups: &'a [String],
+    pub serious: &'a [String],
+}
+
+pub fn events(p: &EventsPage<'_>, org: &str, session: &Session) -> Markup {
+    let f = p.form;
+    let query = f.query();
+    let link = |page: u32| {
+        if query.is_empty() {
+            format!("/events?page={page}")
+        } else {
+            format!("/events?{query}&page={page}")
+        }
+    };
+    let export = if query.is_empty() {
+        "/export.csv".to_string()
+    } else {
+        format!("/export.csv?{query}")
+    };
+    layout(
+        "Events",
+        org,
+        Some(session),
+        html! {
+            h1 { "Events" }
+            form.filters method="get" action="/events" aria-label="Filter events" {
+                div { label for="since" { "From" } input id="since" name="since" type="date" value=(f.since); }
+                div { label for="until" { "Until" } input id="until" name="until" type="date" value=(f.until); }
+                div { label for="category" { "Category" }
+                    select id="category" name="category" {
+                        option value="" { "Any" }
+                        @for c in p.categories { option value=(c) selected[*c == f.category] { (c) } }
+                    }
+                }
+                div { label for="group" { "Group" }
+                    select id="group" name="group" {
+                        option value="" { "Any" }
+                        @for g in p.groups { option value=(g) selected[*g == f.group] { (g) } }
+                    }
+                }
+                div { label for="device" { "Device or address" } input id="device" name="device" value=(f.device); }
+                div { label for="state" { "Review" }
+                    select id="state" name="state" {
+                        option value="" selected[f.state.is_empty()] { "Any" }
+                        option value="unreviewed" selected[f.state == "unreviewed"] { "Not yet reviewed" }
+                        option value="reviewed" selected[f.state == "reviewed"] { "Reviewed" }
+                    }
+                }
+                div { button type="submit" { "Show" } }
+            }
+            p {
+                (p.total) " matching events. "
+                a href=(export) download { "Download these as CSV" }
+            }
+            (event_table(p.rows, p.serious))
+            @if p.pages > 1 {
+                nav.pager aria-label="Pages" {
+                    @if p.page > 1 { a href=(link(p.page - 1)) rel="prev" { "Newer" } }
+                    span { "Page " (p.page) " of " (p.pages) }
+                    @if p.page < p.pages { a href=(link(p.page + 1)) rel="next" { "Older" } }
+                }
+            }
+        },
+    )
+}
+
+fn event_table(rows: &[EventRow], serious: &[String]) -> Markup {
+    html! {
+        @if rows.is_empty() { p { "No events match." } } @else {
+            div.scroll { table.events {
+                thead { tr {
+                    th scope="col" { "When" } th scope="col" { "Device" } th scope="col" { "Group" }
+                    th scope="col" { "Site" } th scope="col" { "Category" } th scope="col" { "Times" }
+                    th scope="col" { "Review" }
+                } }
+                tbody { @for e in rows {
+                    tr {
+                        td { a href=(format!("/events/{}", e.id)) { (short_time(&e.first_seen)) } }
+                        td { (device(e)) }
+                        td { (e.group) }
+                        td { (e.name) }
+                        td { (categories(&e.categories, serious)) }
+                        td { (e.count) }
+                        td { (review_state(e.review.as_ref())) }
+                    }
+                } }
+            } }
+        }
+    }
+}
+
+fn categories(list: &str, serious: &[String]) -> Markup {
+    html! {
+        @for c in list.split(',').filter(|c| !c.is_empty()) {
+            @if serious.iter().any(|s| s == c) { span.badge.serious { (c) } " " } @else { span.badge { (c) } " " }
+        }
+    }
+}
+
+fn review_state(review: Option<&ReviewState>) -> Markup {
+    html! {
+        @match review {
+            Some(r) => { (r.outcome) " (" (r.by) ")" }
+            None => { "Not yet reviewed" }
+        }
+    }
+}
+
+fn device(e: &EventRow) -> String {
+    match &e.device {
+        Some(d) => format!("{d} ({})", e.client_ip),
+        None => e.client_ip.clone(),
+    }
+}
+
+/// `2026-11-22T10:15:02.123Z` → `2026-11-22 10:15:02 UTC`.
+fn short_time(rfc3339: &str) -> String {
+    match (rfc3339.get(..10), rfc3339.get(11..19)) {
+        (Some(d), Some(t)) => format!("{d} {t} UTC"),
+        _ => rfc3339.to_string(),
+    }
+}
+
+pub struct Detail<'a> {
+    pub event: &'a EventRow,
+    pub reviews: &'a [ReviewState],
+    pub others: &'a [EventRow],
+    pub serious: &'a [String],
+    pub saved: bool,
+}
+
+pub fn event_detail(d: &Detail<'_>, org: &str, session: &Session) -> Markup {
+    let e = d.event;
+    let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".to_string());
+    layout(
+        &format!("Event {}", e.id),
+        org,
+        Some(session),
+        html! {
+            h1 { "Blocked: " (e.name) }
+            @if d.saved { p.notice role="status" { "Your review was saved." } }
+            dl.fields {
+                dt { "Event" } dd { (e.id) }
+                dt { "First seen" } dd { (short_time(&e.first_seen)) }
+                dt { "Last seen" } dd { (short_time(&e.last_seen)) }
+                dt { "Times" } dd { (e.count) }
+                dt { "Device" } dd { (opt(&e.device)) }
+                dt { "Address" } dd { (e.client_ip) }
+                dt { "Group" } dd { (e.group) }
+                dt { "Site asked for" } dd { (e.name) }
+                dt { "Record type" } dd { (e.qtype) }
+                dt { "Category" } dd { (categories(&e.categories, d.serious)) }
+                dt { "Statutory (locked) list" } dd { (if e.locked { "yes" } else { "no" }) }
+                dt { "List and line" } dd { (e.list) ":" (e.line) }
+                dt { "Rule" } dd { code { (e.rule) } }
+                dt { "Answer given" } dd { (e.response) }
+                dt { "Through alias" } dd { (opt(&e.cname)) }
+                dt { "Outcome" } dd { (e.outcome) }
+                dt { "Log position" } dd { (e.seq.map(|s| s.to_string()).unwrap_or_else(|| "open (still counting repeats)".into())) }
+                dt { "Chain hash" } dd { code { (opt(&e.hash)) } }
+            }
+            h2 { "Reviews" }
+            @if d.reviews.is_empty() { p { "Not yet reviewed." } } @else {
+                ul { @for r in d.reviews {
+                    li { strong { (r.outcome) } " by " (r.by) " at " (short_time(&r.at)) ": " (r.note) }
+                } }
+            }
+            h2 { "Record a review" }
+            form method="post" action=(format!("/events/{}/review", e.id)) {
+                input type="hidden" name="csrf" value=(session.csrf);
+                div.field {
+                    label for="outcome" { "Outcome" }
+                    select id="outcome" name="outcome" required {
+                        @for o in OUTCOMES { option value=(o) { (o) } }
+                    }
+                }
+                div.field {
+                    label for="note" { "Note (what you did, and why)" }
+                    textarea id="note" name="note" maxlength="2000" {}
+                }
+                button type="submit" { "Save review" }
+            }
+            h2 { "This device's other recent blocks" }
+            (event_table(d.others, d.serious))
+        },
+    )
+}
+
+pub struct AdminPage<'a> {
+    pub entries: &'a [(String, String)],
+    pub changes: &'a [AllowChange],
+    pub users: &'a [(String, Role)],
+    pub signins: &'a [SignIn],
+    pub notice: Option<String>,
+}
+
+pub fn admin(a: &AdminPage<'_>, org: &str, session: &Session) -> Markup {
+    layout(
+        "Admin",
+        org,
+        Some(session),
+        html! {
+            h1 { "Admin" }
+            @if let Some(n) = &a.notice { p.notice role="status" { (n) } }
+            h2 { "Allow a site" }
+            p { "An allow entry unblocks the site and its subdomains for every group, within a few seconds. \
+                 Sites on the statutory lists (terrorism, child abuse) cannot be allowed." }
+            form method="post" action="/admin/allow" {
+                input type="hidden" name="csrf" value=(session.csrf);
+                div.field { label for="name" { "Site (domain name)" } input id="name" name="name" required maxlength="253"; }
+                div.field { label for="reason" { "Reason (recorded with your name)" } input id="reason" name="reason" required maxlength="500"; }
+                button type="submit" { "Allow" }
+            }
+            h2 { "Allowed in the dashboard" }
+            @if a.entries.is_empty() { p { "None yet." } } @else {
+                div.scroll { table {
+                    thead { tr { th scope="col" { "Site" } th scope="col" { "Added" } th scope="col" { "Remove" } } }
+                    tbody { @for (name, note) in a.entries {
+                        tr {
+                            td { (name) } td { (note) }
+                            td {
+                                form method="post" action="/admin/allow/remove" {
+                                    input type="hidden" name="csrf" value=(session.csrf);
+                                    input type="hidden" name="name" value=(name);
+                                    label for=(format!("reason-{name}")) { "Reason" }
+                                    input id=(format!("reason-{name}")) name="reason" required maxlength="500";
+                                    " "
+                                    button type="submit" { "Remove" }
+                                }
+                            }
+                        }
+                    } }
+                } }
+            }
+            h2 { "Recent allow-list changes" }
+            @if a.changes.is_empty() { p { "None." } } @else {
+                div.scroll { table {
+                    thead { tr { th scope="col" { "When" } th scope="col" { "Who" } th scope="col" { "Change" } th scope="col" { "Site" } th scope="col" { "Reason" } } }
+                    tbody { @for c in a.changes {
+                        tr { td { (short_time(&c.at)) } td { (c.by) } td { (c.action) } td { (c.name) } td { (c.reason) } }
+                    } }
+                } }
+            }
+            h2 { "Users" }
+            p { "Add or reset a user on the Warden machine with " code { "warden user add NAME --role lead" } "." }
+            ul { @for (name, role) in a.users { li { (name) " (" (role.as_str()) ")" } } }
+            h2 { "Recent sign-ins" }
+            div.scroll { table {
+                thead { tr { th scope="col" { "When" } th scope="col" { "User" } th scope="col" { "From" } th scope="col" { "Result" } } }
+                tbody { @for s in a.signins {
+                    tr { td { (short_time(&s.at)) } td { (s.user) } td { (s.client_ip) } td { (s.result) } }
+                } }
+            } }
+        },
+    )
+}
+
+/// Percent-encode a query value.
+pub fn urlencode(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for b in value.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Raw markup, for the chart (already rendered by `maud`).
+pub fn raw(markup: String) -> Markup {
+    PreEscaped(markup)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_are_escaped_and_queries_encoded() {
+        let page = message("Oops", "<script>alert(1)</script>", None).into_string();
+        assert!(!page.contains("<script>alert"), "{page}");
+        assert!(page.contains("&lt;script&gt;"));
+        assert_eq!(urlencode("a b&c=d"), "a%20b%26c%3Dd");
+        let form = FilterForm {
+            category: "self-harm".into(),
+            device: "ipad 3".into(),
+            ..FilterForm::default()
+        };
+        assert_eq!(form.query(), "category=self-harm&device=ipad%203");
+    }
+}

@@ -1,0 +1,196 @@
+//! `warden user add|remove|list`: the dashboard's `[[users]]`, edited in the config file
+//! itself with `toml_edit`, so the admin's comments and layout survive. The new file is
+//! validated as a whole before it replaces the old one, so a bad edit never leaves a
+//! config Warden would refuse at its next start.
+
+use std::io::{BufRead, IsTerminal};
+use std::path::{Path, PathBuf};
+
+use toml_edit::{ArrayOfTables, DocumentMut, Item, Table};
+
+use crate::config::{check_user_name, Config, Role};
+use crate::dashboard::auth;
+
+/// Why a user could not be added or removed.
+#[derive(Debug, thiserror::Error)]
+pub enum UserError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Toml { path: PathBuf, message: String },
+    #[error("{0}")]
+    Invalid(String),
+    #[error("the edited config would not load, so it was not written: {0}")]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Hash(#[from] auth::AuthError),
+}
+
+/// Shortest password accepted.
+pub const MIN_PASSWORD: usize = 10;
+
+/// Read a new password: twice, without echo, on a terminal; one line from standard input
+/// otherwise (for scripts and tests).
+pub fn read_password(name: &str) -> Result<String, UserError> {
+    let password = if std::io::stdin().is_terminal() {
+        let first = rpassword::prompt_password(format!("New password for {name}: "))
+            .map_err(|e| UserError::Invalid(format!("cannot read the password: {e}")))?;
+        let second = rpassword::prompt_password("Again: ")
+            .map_err(|e| UserError::Invalid(format!("cannot read the password: {e}")))?;
+        if first != second {
+            return Err(UserError::Invalid("the two passwords differ".into()));
+        }
+        first
+    } else {
+        let mut line = String::new();
+        std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .map_err(|e| UserError::Invalid(format!("cannot read the password: {e}")))?;
+        line.trim_end_matches(['\r', '\n']).to_string()
+    };
+    if password.chars().count() < MIN_PASSWORD {
+        return Err(UserError::Invalid(format!(
+            "the password must be at least {MIN_PASSWORD} characters"
+        )));
+    }
+    Ok(password)
+}
+
+fn load(path: &Path) -> Result<(String, DocumentMut), UserError> {
+    let text = std::fs::read_to_string(path).map_err(|source| UserError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let doc = text.parse::<DocumentMut>().map_err(|e| UserError::Toml {
+        path: path.to_path_buf(),
+        message: e.to_string().trim_end().to_string(),
+    })?;
+    Ok((text, doc))
+}
+
+fn users_mut<'a>(doc: &'a mut DocumentMut, path: &Path) -> Result<&'a mut ArrayOfTables, UserError> {
+    let item = doc
+        .entry("users")
+        .or_insert(Item::ArrayOfTables(ArrayOfTables::new()));
+    item.as_array_of_tables_mut().ok_or_else(|| UserError::Toml {
+        path: path.to_path_buf(),
+        message: "`users` must be written as [[users]] tables".into(),
+    })
+}
+
+/// Validate `text` as a config, then replace the file with it.
+fn save(path: &Path, text: &str) -> Result<(), UserError> {
+    Config::parse(text, path)?;
+    let temp = path.with_extension("toml.tmp");
+    let write = |source| UserError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    std::fs::write(&temp, text).map_err(write)?;
+    // Keep the config's permissions (it now holds password hashes).
+    if let Ok(meta) = std::fs::metadata(path) {
+        std::fs::set_permissions(&temp, meta.permissions()).map_err(write)?;
+    }
+    std::fs::rename(&temp, path).map_err(write)
+}
+
+/// Add user `name` with `role` and `password`, or reset an existing one's role and
+/// password. Returns whether the user was new.
+pub fn add(path: &Path, name: &str, role: Role, password: &str) -> Result<bool, UserError> {
+    check_user_name(name).map_err(UserError::Invalid)?;
+    let (_, mut doc) = load(path)?;
+    let hash = auth::hash_password(password)?;
+    let users = users_mut(&mut doc, path)?;
+    let existing = users
+        .iter_mut()
+        .find(|t| t.get("name").and_then(|v| v.as_str()) == Some(name));
+    let new = existing.is_none();
+    match existing {
+        Some(table) => {
+            table["role"] = toml_edit::value(role.as_str());
+            table["password_hash"] = toml_edit::value(hash);
+        }
+        None => {
+            let mut table = Table::new();
+            table["name"] = toml_edit::value(name);
+            table["role"] = toml_edit::value(role.as_str());
+            table["password_hash"] = toml_edit::value(hash);
+            users.push(table);
+        }
+    }
+    save(path, &doc.to_string())?;
+    Ok(new)
+}
+
+/// Remove user `name`.
+pub fn remove(path: &Path, name: &str) -> Result<(), UserError> {
+    let (_, mut doc) = load(path)?;
+    let users = users_mut(&mut doc, path)?;
+    let before = users.len();
+    users.retain(|t| t.get("name").and_then(|v| v.as_str()) != Some(name));
+    if users.len() == before {
+        return Err(UserError::Invalid(format!(
+            "there is no user {name:?} in {}",
+            path.display()
+        )));
+    }
+    if users.is_empty() {
+        doc.remove("users");
+    }
+    save(path, &doc.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CONFIG: &str = "# The admin's comment stays.\n[server]\nlisten = [\"127.0.0.1:5353\"]\n";
+
+    #[test]
+    fn users_are_added_reset_and_removed_keeping_comments() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("warden.toml");
+        std::fs::write(&path, CONFIG).unwrap();
+        assert!(add(&path, "lead", Role::Lead, "a long password").unwrap());
+        assert!(add(&path, "admin", Role::Admin, "another password").unwrap());
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.starts_with("# The admin's comment stays."), "{text}");
+        assert!(!text.contains("a long password"));
+        let config = Config::load(&path).unwrap();
+        assert_eq!(config.users.len(), 2);
+        let lead = &config.users[0];
+        assert!(auth::verify_password("a long password", lead.password_hash.get_ref()));
+        // Reset: same user, new role and password.
+        assert!(!add(&path, "lead", Role::Admin, "a new password!").unwrap());
+        let config = Config::load(&path).unwrap();
+        assert_eq!(config.users.len(), 2);
+        assert_eq!(config.users[0].role, Role::Admin);
+        assert!(auth::verify_password("a new password!", config.users[0].password_hash.get_ref()));
+        remove(&path, "lead").unwrap();
+        assert_eq!(Config::load(&path).unwrap().users.len(), 1);
+        let err = remove(&path, "lead").unwrap_err().to_string();
+        assert!(err.contains("no user \"lead\""), "{err}");
+        let err = add(&path, "bad name", Role::Lead, "a long password").unwrap_err().to_string();
+        assert!(err.contains("must be 1 to 64"), "{err}");
+    }
+
+    #[test]
+    fn a_config_that_would_not_load_is_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("warden.toml");
+        let broken = "[server]\nlisten = [\"127.0.0.1:5353\"]\nnot_a_field = 1\n";
+        std::fs::write(&path, broken).unwrap();
+        let err = add(&path, "lead", Role::Lead, "a long password").unwrap_err().to_string();
+        assert!(err.contains("not_a_field"), "{err}");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), broken);
+    }
+}
