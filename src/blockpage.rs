@@ -101,7 +101,11 @@ fn strip_port(host: &str) -> &str {
 
 /// Why `name` is blocked for `client`, or `None` if it is not (then the page stays
 /// general: the device may have a stale DNS answer).
-pub fn reason(engine: &crate::engine::Engine, name: &str, client: std::net::IpAddr) -> Option<Reason> {
+pub fn reason(
+    engine: &crate::engine::Engine,
+    name: &str,
+    client: std::net::IpAddr,
+) -> Option<Reason> {
     let who = engine.policy.who(client);
     let active = engine.policy.active_now(who.group);
     let verdict = engine.matcher.lookup(name, active);
@@ -182,7 +186,12 @@ mod tests {
                 "Samaritans: call 116 123".into(),
             )],
         };
-        let page = render(Some(&reason), "Hillside School", "Ms Patel, the e-safety lead").into_string();
+        let page = render(
+            Some(&reason),
+            "Hillside School",
+            "Ms Patel, the e-safety lead",
+        )
+        .into_string();
         for expected in [
             "harm.test",
             "Hillside School's e-safety policy",

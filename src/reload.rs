@@ -213,6 +213,9 @@ fn check_shrink(old: &Engine, new: &Engine) -> Result<(), ReloadError> {
         if list.missing && had_none {
             continue; // a download still awaited: nothing to shrink from
         }
+        if list.name == crate::engine::DASHBOARD_ALLOW {
+            continue; // edited only by the dashboard, one entry at a time, on purpose
+        }
         let now = list.report.accepted;
         let own_minimum = minimums.get(list.name.as_str()).copied().unwrap_or(0);
         let ratio_minimum = before

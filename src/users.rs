@@ -77,14 +77,18 @@ fn load(path: &Path) -> Result<(String, DocumentMut), UserError> {
     Ok((text, doc))
 }
 
-fn users_mut<'a>(doc: &'a mut DocumentMut, path: &Path) -> Result<&'a mut ArrayOfTables, UserError> {
+fn users_mut<'a>(
+    doc: &'a mut DocumentMut,
+    path: &Path,
+) -> Result<&'a mut ArrayOfTables, UserError> {
     let item = doc
         .entry("users")
         .or_insert(Item::ArrayOfTables(ArrayOfTables::new()));
-    item.as_array_of_tables_mut().ok_or_else(|| UserError::Toml {
-        path: path.to_path_buf(),
-        message: "`users` must be written as [[users]] tables".into(),
-    })
+    item.as_array_of_tables_mut()
+        .ok_or_else(|| UserError::Toml {
+            path: path.to_path_buf(),
+            message: "`users` must be written as [[users]] tables".into(),
+        })
 }
 
 /// Validate `text` as a config, then replace the file with it.
@@ -168,18 +172,26 @@ mod tests {
         let config = Config::load(&path).unwrap();
         assert_eq!(config.users.len(), 2);
         let lead = &config.users[0];
-        assert!(auth::verify_password("a long password", lead.password_hash.get_ref()));
+        assert!(auth::verify_password(
+            "a long password",
+            lead.password_hash.get_ref()
+        ));
         // Reset: same user, new role and password.
         assert!(!add(&path, "lead", Role::Admin, "a new password!").unwrap());
         let config = Config::load(&path).unwrap();
         assert_eq!(config.users.len(), 2);
         assert_eq!(config.users[0].role, Role::Admin);
-        assert!(auth::verify_password("a new password!", config.users[0].password_hash.get_ref()));
+        assert!(auth::verify_password(
+            "a new password!",
+            config.users[0].password_hash.get_ref()
+        ));
         remove(&path, "lead").unwrap();
         assert_eq!(Config::load(&path).unwrap().users.len(), 1);
         let err = remove(&path, "lead").unwrap_err().to_string();
         assert!(err.contains("no user \"lead\""), "{err}");
-        let err = add(&path, "bad name", Role::Lead, "a long password").unwrap_err().to_string();
+        let err = add(&path, "bad name", Role::Lead, "a long password")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("must be 1 to 64"), "{err}");
     }
 
@@ -189,7 +201,9 @@ mod tests {
         let path = dir.path().join("warden.toml");
         let broken = "[server]\nlisten = [\"127.0.0.1:5353\"]\nnot_a_field = 1\n";
         std::fs::write(&path, broken).unwrap();
-        let err = add(&path, "lead", Role::Lead, "a long password").unwrap_err().to_string();
+        let err = add(&path, "lead", Role::Lead, "a long password")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("not_a_field"), "{err}");
         assert_eq!(std::fs::read_to_string(&path).unwrap(), broken);
     }

@@ -71,7 +71,13 @@ pub fn record_allow_change(store: &Store, change: &AllowChange) -> Result<(), Au
         .conn()
         .execute(
             "INSERT INTO allow_changes (at, by, action, name, reason) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![change.at, change.by, change.action, change.name, change.reason],
+            params![
+                change.at,
+                change.by,
+                change.action,
+                change.name,
+                change.reason
+            ],
         )
         .map(|_| ())
         .map_err(|e| store.wrap(e))
@@ -81,9 +87,7 @@ pub fn recent_allow_changes(store: &Store, limit: u32) -> Result<Vec<AllowChange
     let err = |e| store.wrap(e);
     let mut stmt = store
         .conn()
-        .prepare(
-            "SELECT at, by, action, name, reason FROM allow_changes ORDER BY id DESC LIMIT ?1",
-        )
+        .prepare("SELECT at, by, action, name, reason FROM allow_changes ORDER BY id DESC LIMIT ?1")
         .map_err(err)?;
     let rows = stmt
         .query_map([limit], |r| {

@@ -105,7 +105,10 @@ mod tests {
         assert_eq!(
             entries(&text),
             vec![
-                ("a.test".to_string(), "2026-11-22 by admin: lessons".to_string()),
+                (
+                    "a.test".to_string(),
+                    "2026-11-22 by admin: lessons".to_string()
+                ),
                 ("b.test".to_string(), "evil c.test".to_string()),
             ]
         );

@@ -42,15 +42,14 @@ impl Series {
     }
 
     fn day_total(&self, day: &str) -> i64 {
-        self.counts.values().filter_map(|by_day| by_day.get(day)).sum()
+        self.counts
+            .values()
+            .filter_map(|by_day| by_day.get(day))
+            .sum()
     }
 
     fn colour(&self, category: &str) -> &'static str {
-        let i = self
-            .counts
-            .keys()
-            .position(|c| c == category)
-            .unwrap_or(0);
+        let i = self.counts.keys().position(|c| c == category).unwrap_or(0);
         PALETTE[i % PALETTE.len()]
     }
 }

@@ -197,9 +197,9 @@ fn redirect(to: &str) -> Response {
 }
 
 fn form<T>(parsed: Result<Form<T>, FormRejection>) -> Result<T, PageError> {
-    parsed
-        .map(|Form(v)| v)
-        .map_err(|e| PageError::BadRequest(format!("The form could not be read: {}", e.body_text())))
+    parsed.map(|Form(v)| v).map_err(|e| {
+        PageError::BadRequest(format!("The form could not be read: {}", e.body_text()))
+    })
 }
 
 fn check_csrf(session: &Session, presented: &str) -> Result<(), PageError> {
@@ -281,7 +281,13 @@ async fn login_form(State(d): State<Arc<Dashboard>>, headers: HeaderMap) -> Page
 fn login_page(d: &Dashboard, error: Option<&str>, user: &str, status: StatusCode) -> PageResult {
     let token = auth::random_token().map_err(|e| PageError::Internal(e.to_string()))?;
     let secure = d.engine().config.dashboard.secure_cookie;
-    let cookie = auth::set_cookie(LOGIN_COOKIE, &token, "/login", Duration::from_secs(3600), secure);
+    let cookie = auth::set_cookie(
+        LOGIN_COOKIE,
+        &token,
+        "/login",
+        Duration::from_secs(3600),
+        secure,
+    );
     let org = d.engine().config.dashboard.organisation.clone();
     let mut response = html(pages::login(&org, &token, error, user));
     *response.status_mut() = status;
@@ -345,7 +351,13 @@ async fn login_submit(
                 .sessions
                 .start(&user, role, config.session_ttl)
                 .map_err(|e| PageError::Internal(e.to_string()))?;
-            let cookie = auth::set_cookie(SESSION_COOKIE, &token, "/", config.session_ttl, config.secure_cookie);
+            let cookie = auth::set_cookie(
+                SESSION_COOKIE,
+                &token,
+                "/",
+                config.session_ttl,
+                config.secure_cookie,
+            );
             let mut response = redirect("/");
             if let Ok(value) = HeaderValue::from_str(&cookie) {
                 response.headers_mut().insert(header::SET_COOKIE, value);
@@ -354,7 +366,11 @@ async fn login_submit(
         }
         _ => {
             d.limiter.failed(client, &user, now);
-            let result = if role.is_some() { "wrong-password" } else { "unknown-user" };
+            let result = if role.is_some() {
+                "wrong-password"
+            } else {
+                "unknown-user"
+            };
             record_signin(&d, &user, client, result).await;
             tracing::warn!(user = %user, client = %client, result, "dashboard sign-in refused");
             login_page(
@@ -477,7 +493,9 @@ async fn overview(State(d): State<Arc<Dashboard>>, headers: HeaderMap) -> PageRe
 fn list_health(engine: &Engine, metrics: &Metrics, now: SystemTime) -> Vec<pages::ListHealth> {
     let config = &engine.config;
     let stale: std::collections::HashMap<String, Option<crate::sources::Stale>> =
-        crate::sources::stale_lists(config, now).into_iter().collect();
+        crate::sources::stale_lists(config, now)
+            .into_iter()
+            .collect();
     engine
         .lists
         .iter()
@@ -502,14 +520,19 @@ fn list_health(engine: &Engine, metrics: &Metrics, now: SystemTime) -> Vec<pages
             } else if let Some(Some(s)) = stale.get(&list.name) {
                 Some(format!(
                     "out of date: last updated {} ago",
-                    humantime::format_duration(Duration::from_secs(s.age.as_secs().min(u32::MAX as u64)))
+                    humantime::format_duration(Duration::from_secs(
+                        s.age.as_secs().min(u32::MAX as u64)
+                    ))
                 ))
             } else {
                 None
             };
             pages::ListHealth {
                 name: list.name.clone(),
-                category: list.category.clone().unwrap_or_else(|| "allow list".to_string()),
+                category: list
+                    .category
+                    .clone()
+                    .unwrap_or_else(|| "allow list".to_string()),
                 entries: list.report.accepted,
                 refreshed: refreshed
                     .map(|t| rfc3339(t)[..16].replace('T', " ") + " UTC")
@@ -530,9 +553,9 @@ fn to_filter(f: &pages::FilterForm, config: &Config) -> Result<Filter, PageError
         if text.is_empty() {
             return Ok(None);
         }
-        review::parse_time(text, now)
-            .map(Some)
-            .map_err(|_| PageError::BadRequest(format!("{what} {text:?} is not a date like 2026-11-01.")))
+        review::parse_time(text, now).map(Some).map_err(|_| {
+            PageError::BadRequest(format!("{what} {text:?} is not a date like 2026-11-01."))
+        })
     };
     let since = date(&f.since, "From")?;
     // "Until" a date includes that whole day.
@@ -540,7 +563,10 @@ fn to_filter(f: &pages::FilterForm, config: &Config) -> Result<Filter, PageError
         .and_then(|t| humantime::parse_rfc3339_weak(&t).ok())
         .map(|t| rfc3339(t + Duration::from_secs(86_400)));
     if !f.category.is_empty() && !config.categories.contains_key(&f.category) {
-        return Err(PageError::BadRequest(format!("There is no category {:?}.", f.category)));
+        return Err(PageError::BadRequest(format!(
+            "There is no category {:?}.",
+            f.category
+        )));
     }
     let (unreviewed, reviewed) = match f.state.as_str() {
         "" | "any" => (false, false),
@@ -566,9 +592,9 @@ fn to_filter(f: &pages::FilterForm, config: &Config) -> Result<Filter, PageError
 }
 
 fn query<T>(parsed: Result<Query<T>, QueryRejection>) -> Result<T, PageError> {
-    parsed
-        .map(|Query(v)| v)
-        .map_err(|e| PageError::BadRequest(format!("The address could not be read: {}", e.body_text())))
+    parsed.map(|Query(v)| v).map_err(|e| {
+        PageError::BadRequest(format!("The address could not be read: {}", e.body_text()))
+    })
 }
 
 async fn events(
@@ -603,7 +629,11 @@ async fn events(
         groups: &groups,
         serious: &serious,
     };
-    Ok(html(pages::events(&view, &engine.config.dashboard.organisation, &session)))
+    Ok(html(pages::events(
+        &view,
+        &engine.config.dashboard.organisation,
+        &session,
+    )))
 }
 
 fn event_id(parsed: Result<Path<i64>, PathRejection>) -> Result<i64, PageError> {
@@ -653,7 +683,11 @@ async fn event_detail(
         serious: &serious,
         saved,
     };
-    Ok(html(pages::event_detail(&view, &engine.config.dashboard.organisation, &session)))
+    Ok(html(pages::event_detail(
+        &view,
+        &engine.config.dashboard.organisation,
+        &session,
+    )))
 }
 
 #[derive(serde::Deserialize)]
@@ -675,11 +709,20 @@ async fn review_submit(
     let review_form = form(parsed)?;
     check_csrf(&session, &review_form.csrf)?;
     if review_form.note.chars().count() > MAX_NOTE {
-        return Err(PageError::BadRequest(format!("A note can be at most {MAX_NOTE} characters.")));
+        return Err(PageError::BadRequest(format!(
+            "A note can be at most {MAX_NOTE} characters."
+        )));
     }
     let by = session.user.clone();
     d.db(move |s| {
-        review::add_review(s, id, &review_form.outcome, review_form.note.trim(), &by, SystemTime::now())
+        review::add_review(
+            s,
+            id,
+            &review_form.outcome,
+            review_form.note.trim(),
+            &by,
+            SystemTime::now(),
+        )
     })
     .await?;
     tracing::info!(user = %session.user, event = id, "event reviewed in the dashboard");
@@ -707,7 +750,9 @@ async fn export_csv(
     let disposition = format!("attachment; filename=\"warden-events-{day}.csv\"");
     let mut response = ([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], body).into_response();
     if let Ok(value) = HeaderValue::from_str(&disposition) {
-        response.headers_mut().insert(header::CONTENT_DISPOSITION, value);
+        response
+            .headers_mut()
+            .insert(header::CONTENT_DISPOSITION, value);
     }
     Ok(response)
 }
@@ -743,10 +788,16 @@ async fn admin_page(
     require_admin(&session)?;
     let notice = query(parsed)?.done;
     let engine = d.engine();
-    let text = allow::read(&allow_file(&engine.config)).map_err(|e| PageError::Internal(e.to_string()))?;
+    let text =
+        allow::read(&allow_file(&engine.config)).map_err(|e| PageError::Internal(e.to_string()))?;
     let entries = allow::entries(&text);
     let (changes, signins) = d
-        .db(|s| Ok((records::recent_allow_changes(s, 20)?, records::recent_signins(s, 20)?)))
+        .db(|s| {
+            Ok((
+                records::recent_allow_changes(s, 20)?,
+                records::recent_signins(s, 20)?,
+            ))
+        })
         .await?;
     let users: Vec<(String, Role)> = engine
         .config
@@ -761,7 +812,11 @@ async fn admin_page(
         signins: &signins,
         notice,
     };
-    Ok(html(pages::admin(&view, &engine.config.dashboard.organisation, &session)))
+    Ok(html(pages::admin(
+        &view,
+        &engine.config.dashboard.organisation,
+        &session,
+    )))
 }
 
 #[derive(serde::Deserialize)]
@@ -776,14 +831,19 @@ struct AllowForm {
 fn check_allow_form(session: &Session, f: &AllowForm) -> Result<(String, String), PageError> {
     check_csrf(session, &f.csrf)?;
     require_admin(session)?;
-    let name = crate::name::normalize(&f.name)
-        .map_err(|e| PageError::BadRequest(format!("{:?} is not a domain name: {e}.", f.name.trim())))?;
+    let name = crate::name::normalize(&f.name).map_err(|e| {
+        PageError::BadRequest(format!("{:?} is not a domain name: {e}.", f.name.trim()))
+    })?;
     let reason = f.reason.trim().to_string();
     if reason.is_empty() {
-        return Err(PageError::BadRequest("Please give a reason: it is recorded with your name.".into()));
+        return Err(PageError::BadRequest(
+            "Please give a reason: it is recorded with your name.".into(),
+        ));
     }
     if reason.chars().count() > MAX_REASON {
-        return Err(PageError::BadRequest(format!("A reason can be at most {MAX_REASON} characters.")));
+        return Err(PageError::BadRequest(format!(
+            "A reason can be at most {MAX_REASON} characters."
+        )));
     }
     Ok((name, reason))
 }
@@ -798,7 +858,11 @@ async fn allow_add(
     let (name, reason) = check_allow_form(&session, &f)?;
     let engine = d.engine();
     // A locked (statutory) list always wins over an allow entry: refuse to pretend.
-    if let Some(block) = engine.matcher.lookup(&name, engine.matcher.all_categories()).block() {
+    if let Some(block) = engine
+        .matcher
+        .lookup(&name, engine.matcher.all_categories())
+        .block()
+    {
         if block.locked {
             let categories = engine.matcher.category_names(block.categories);
             return Err(PageError::Conflict(format!(
@@ -807,7 +871,11 @@ async fn allow_add(
             )));
         }
     }
-    let comment = format!("{} by {}: {reason}", rfc3339(SystemTime::now()), session.user);
+    let comment = format!(
+        "{} by {}: {reason}",
+        rfc3339(SystemTime::now()),
+        session.user
+    );
     change_allow_file(&d, &session, "add", &name, &reason, |text| {
         if allow::entries(text).iter().any(|(n, _)| *n == name) {
             return Err(PageError::Conflict(format!("{name} is already allowed.")));
@@ -815,7 +883,10 @@ async fn allow_add(
         Ok(allow::with_entry(text, &name, &comment))
     })
     .await?;
-    Ok(redirect(&format!("/admin?done={}", pages::urlencode(&format!("{name} is now allowed.")))))
+    Ok(redirect(&format!(
+        "/admin?done={}",
+        pages::urlencode(&format!("{name} is now allowed."))
+    )))
 }
 
 async fn allow_remove(
@@ -827,11 +898,15 @@ async fn allow_remove(
     let f = form(parsed)?;
     let (name, reason) = check_allow_form(&session, &f)?;
     change_allow_file(&d, &session, "remove", &name, &reason, |text| {
-        allow::without_entry(text, &name)
-            .ok_or_else(|| PageError::NotFound(format!("{name} is not in the dashboard's allow list.")))
+        allow::without_entry(text, &name).ok_or_else(|| {
+            PageError::NotFound(format!("{name} is not in the dashboard's allow list."))
+        })
     })
     .await?;
-    Ok(redirect(&format!("/admin?done={}", pages::urlencode(&format!("{name} is blocked again as its lists say.")))))
+    Ok(redirect(&format!(
+        "/admin?done={}",
+        pages::urlencode(&format!("{name} is blocked again as its lists say."))
+    )))
 }
 
 /// Edit the allow file with `edit`, reload, and record the change. If the reload fails
@@ -865,5 +940,6 @@ async fn change_allow_file(
         reason: reason.to_string(),
     };
     tracing::info!(user = %session.user, action, name, reason, "allow list changed in the dashboard");
-    d.db(move |s| records::record_allow_change(s, &change)).await
+    d.db(move |s| records::record_allow_change(s, &change))
+        .await
 }

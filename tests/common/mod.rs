@@ -2,6 +2,8 @@
 //! a config writer, a Warden harness on 127.0.0.1:0, and a tiny DNS client.
 #![allow(dead_code)] // each test binary uses a different part
 
+pub mod web;
+
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
