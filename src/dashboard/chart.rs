@@ -69,7 +69,7 @@ pub fn render(series: &Series, title: &str) -> Markup {
     let scale = |n: i64| n as f64 / max as f64 * plot_h;
     html! {
         figure.chart {
-            svg viewBox=(format!("0 0 {WIDTH} {HEIGHT}")) role="img" aria-labelledby="chart-title" {
+            svg.plot viewBox=(format!("0 0 {WIDTH} {HEIGHT}")) role="img" aria-labelledby="chart-title" {
                 title id="chart-title" { (title) }
                 // Axis: zero and the maximum.
                 line x1=(LEFT) y1=(HEIGHT - BOTTOM) x2=(WIDTH) y2=(HEIGHT - BOTTOM) stroke="#555" {}

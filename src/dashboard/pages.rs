@@ -40,7 +40,7 @@ textarea { width: 100%; min-height: 5em; }
 .error { background: #fde8e8; border-left: 4px solid var(--bad); padding: 8px 12px; }
 dl.fields { display: grid; grid-template-columns: max-content 1fr; gap: 4px 16px; }
 dl.fields dt { font-weight: 600; } dl.fields dd { margin: 0; word-break: break-word; }
-.chart svg { width: 100%; height: auto; max-height: 260px; }
+.chart svg.plot { width: 100%; height: auto; max-height: 260px; }
 ul.legend { list-style: none; padding: 0; display: flex; flex-wrap: wrap; gap: 4px 14px; }
 .pager { display: flex; gap: 16px; align-items: center; }
 .login { max-width: 360px; margin: 40px auto; }

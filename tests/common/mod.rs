@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each test binary uses a different part
 
 pub mod web;
+pub mod webdriver;
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};

@@ -1,0 +1,199 @@
+//! The dashboard in headless Chromium (Debian `chromium` + `chromium-driver`, which
+//! `.ci/run` installs), against the real binary: a wrong password is refused; the lead
+//! signs in, sees a block the test caused over DNS, filters by category, opens it, reviews
+//! it with a note and exports the CSV; a lead cannot reach the admin pages; an admin adds
+//! an allow entry and the next DNS query for that name is forwarded.
+//!
+//! Screenshots of the overview and an event page are written to `target/screenshots/`,
+//! and to `docs/screenshots/` with `UPDATE_SCREENSHOTS=1` (how the README's were made).
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::web::{add_user, request};
+use common::webdriver::Browser;
+use common::*;
+use hickory_proto::rr::RecordType;
+
+const LEAD_PASSWORD: &str = "lead password 1";
+const ADMIN_PASSWORD: &str = "admin password 1";
+
+/// Wait (bounded) until the audit log holds a row for `name`.
+fn wait_for_row(db: &Path, name: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let found = rusqlite::Connection::open(db)
+            .and_then(|c| {
+                c.query_row("SELECT count(*) FROM events WHERE name = ?1", [name], |r| {
+                    r.get::<_, i64>(0)
+                })
+            })
+            .unwrap_or(0);
+        if found > 0 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "no audit row for {name}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn save_screenshot(name: &str, png: &[u8]) {
+    assert!(png.starts_with(b"\x89PNG"), "a PNG screenshot");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut dirs = vec![root.join("target/screenshots")];
+    if std::env::var_os("UPDATE_SCREENSHOTS").is_some() {
+        dirs.push(root.join("docs/screenshots"));
+    }
+    for dir in dirs {
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(name), png).unwrap();
+    }
+}
+
+async fn sign_in(browser: &Browser, admin: SocketAddr, user: &str, password: &str) -> String {
+    browser.open(admin, "/login").await;
+    browser.type_into("#user", user).await;
+    browser.type_into("#password", password).await;
+    browser.click("form[action='/login'] button").await;
+    browser.text().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lead_reviews_a_block_and_an_admin_allows_a_site_in_a_browser() {
+    let (upstream, upstream_addr, _token) = start_upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), upstream_addr, "");
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text.push_str(
+        "[audit]\nflush_interval = \"100ms\"\n[dashboard]\norganisation = \"Hillside School\"\n",
+    );
+    std::fs::write(&path, text).unwrap();
+    add_user(&path, "lead", "lead", LEAD_PASSWORD);
+    add_user(&path, "admin", "admin", ADMIN_PASSWORD);
+    let warden = spawn_warden_full(&path, &[]);
+    let admin = warden.admin.expect("admin address logged");
+    let db = dir.path().join("data/audit.sqlite");
+
+    // Blocks caused over DNS: one adult, one on the statutory (locked) list.
+    udp(warden.dns, "pupil.tracker.test.", RecordType::A, true).await;
+    udp(warden.dns, "locked.test.", RecordType::A, true).await;
+    wait_for_row(&db, "pupil.tracker.test");
+    wait_for_row(&db, "locked.test");
+
+    let browser = Browser::start().await;
+
+    // A wrong password is refused.
+    let page = sign_in(&browser, admin, "lead", "not my password").await;
+    assert!(page.contains("do not match"), "{page}");
+    assert!(browser.url().await.ends_with("/login"));
+
+    // The lead signs in and sees the serious block waiting on the overview.
+    let page = sign_in(&browser, admin, "lead", LEAD_PASSWORD).await;
+    assert!(page.contains("Overview"), "{page}");
+    assert!(
+        page.contains("Serious blocks to review") && page.contains("locked.test"),
+        "{page}"
+    );
+    save_screenshot("overview.png", &browser.screenshot().await);
+
+    // Events: both blocks, then only the adult one when filtered by category.
+    browser.open(admin, "/events").await;
+    let page = browser.text().await;
+    assert!(
+        page.contains("pupil.tracker.test") && page.contains("locked.test"),
+        "{page}"
+    );
+    browser.click("#category option[value='adult']").await;
+    browser.click("form.filters button").await;
+    let page = browser.text().await;
+    assert!(browser.url().await.contains("category=adult"));
+    assert!(
+        page.contains("pupil.tracker.test") && !page.contains("locked.test"),
+        "{page}"
+    );
+
+    // Open it and review it with a note.
+    browser.click("table.events tbody a").await;
+    let page = browser.text().await;
+    assert!(page.contains("Blocked: pupil.tracker.test"), "{page}");
+    assert!(page.contains("Not yet reviewed"));
+    browser.click("#outcome option[value='incident']").await;
+    browser
+        .type_into("#note", "Talked to the pupil; parents informed.")
+        .await;
+    browser.click("form[action$='/review'] button").await;
+    let page = browser.text().await;
+    assert!(page.contains("Your review was saved"), "{page}");
+    assert!(
+        page.contains("incident by lead") && page.contains("parents informed"),
+        "{page}"
+    );
+    save_screenshot("event.png", &browser.screenshot().await);
+
+    // Export the filtered events: the CSV link keeps the filter; its rows are right.
+    browser.open(admin, "/events?category=adult").await;
+    let href = browser
+        .attribute("a[download]", "href")
+        .await
+        .expect("an export link");
+    assert!(href.contains("/export.csv?category=adult"), "{href}");
+    let session = browser
+        .cookie("warden_session")
+        .await
+        .expect("a session cookie");
+    let path = href.trim_start_matches(&format!("http://{admin}"));
+    let csv = request(
+        "GET",
+        admin,
+        path,
+        Some(&format!("warden_session={session}")),
+        None,
+    );
+    assert_eq!(csv.status, 200);
+    let rows: Vec<&str> = csv.body.lines().skip(1).collect();
+    assert_eq!(rows.len(), 1, "{}", csv.body);
+    assert!(
+        rows[0].contains("pupil.tracker.test") && rows[0].contains("incident"),
+        "{}",
+        rows[0]
+    );
+    assert!(rows[0].contains("parents informed"));
+
+    // A lead cannot reach the admin pages.
+    browser.open(admin, "/admin").await;
+    assert!(browser.text().await.contains("Only an admin"));
+
+    // Sign out; the admin allows a site; the next DNS query for it is forwarded.
+    browser.open(admin, "/").await;
+    browser.click("header form button").await;
+    assert!(browser.url().await.ends_with("/login"));
+    let page = sign_in(&browser, admin, "admin", ADMIN_PASSWORD).await;
+    assert!(page.contains("Admin"), "{page}");
+    let before = upstream.count("blocked.test.");
+    udp(warden.dns, "blocked.test.", RecordType::A, true).await;
+    assert_eq!(
+        upstream.count("blocked.test."),
+        before,
+        "blocked before the entry"
+    );
+    browser.open(admin, "/admin").await;
+    browser.type_into("#name", "blocked.test").await;
+    browser
+        .type_into("#reason", "Needed for the online-safety lesson")
+        .await;
+    browser.click("form[action='/admin/allow'] button").await;
+    let page = browser.text().await;
+    assert!(page.contains("blocked.test is now allowed"), "{page}");
+    let reply = udp(warden.dns, "blocked.test.", RecordType::A, true).await;
+    assert_eq!(
+        upstream.count("blocked.test."),
+        before + 1,
+        "forwarded after: {reply:?}"
+    );
+
+    browser.quit().await;
+    stop_warden(warden.child);
+}
