@@ -746,10 +746,17 @@ mod tests {
         assert_eq!(version, SCHEMA_VERSION);
         let count: i64 = store
             .conn()
-            .query_row("SELECT count FROM events WHERE name = 'a.test'", [], |r| r.get(0))
+            .query_row("SELECT count FROM events WHERE name = 'a.test'", [], |r| {
+                r.get(0)
+            })
             .unwrap();
         assert_eq!(count, 3);
-        for table in ["signins", "allow_changes", "alert_deliveries", "alert_cursor"] {
+        for table in [
+            "signins",
+            "allow_changes",
+            "alert_deliveries",
+            "alert_cursor",
+        ] {
             let n: i64 = store
                 .conn()
                 .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
