@@ -217,3 +217,65 @@ pub fn parse_ids(text: &str) -> Vec<i64> {
         .filter_map(|id| id.trim().parse().ok())
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    fn attempt(at: SystemTime, category: &str) -> Attempt {
+        Attempt {
+            at: rfc3339(at),
+            channel: "email".into(),
+            kind: "alert".into(),
+            category: category.into(),
+            client_ip: "10.0.0.7".into(),
+            event_ids: "3,5".into(),
+            attempt: 1,
+            result: "ok".into(),
+            error: None,
+        }
+    }
+
+    #[test]
+    fn cursor_attempts_and_retention_of_the_delivery_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("audit.sqlite")).unwrap();
+        assert_eq!(cursor(&store).unwrap(), None);
+        save_cursor(&store, 7).unwrap();
+        save_cursor(&store, 9).unwrap();
+        assert_eq!(cursor(&store).unwrap(), Some(9));
+
+        let now = SystemTime::now();
+        let days = |n: u64| now - Duration::from_secs(n * 86_400);
+        record(&store, &attempt(days(40), "self-harm")).unwrap();
+        record(&store, &attempt(days(40), "terrorism")).unwrap();
+        record(&store, &attempt(days(1), "self-harm")).unwrap();
+        let recent = attempts_since(&store, &rfc3339(days(2))).unwrap();
+        assert_eq!(recent.len(), 1);
+        assert_eq!(parse_ids(&recent[0].event_ids), [3, 5]);
+
+        // Thirty days by default, terrorism kept for seven years: only the old
+        // self-harm record loses its address.
+        let policy = Retention {
+            default_days: 30,
+            by_category: BTreeMap::from([("terrorism".to_string(), 2555)]),
+        };
+        assert_eq!(purge(&store, &policy, now).unwrap(), 1);
+        let addresses: Vec<(String, String)> = deliveries(&store)
+            .unwrap()
+            .into_iter()
+            .map(|a| (a.category, a.client_ip))
+            .collect();
+        assert_eq!(
+            addresses,
+            [
+                ("self-harm".to_string(), String::new()),
+                ("terrorism".to_string(), "10.0.0.7".to_string()),
+                ("self-harm".to_string(), "10.0.0.7".to_string()),
+            ]
+        );
+        assert_eq!(purge(&store, &policy, now).unwrap(), 0);
+    }
+}

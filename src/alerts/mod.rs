@@ -15,7 +15,8 @@
 //! Each message goes to every channel ([`channel`]) as its own delivery, retried after
 //! `retry_backoff`, doubling (at most 10 minutes apart), for up to `retry_for`. Every
 //! attempt is a row in `alert_deliveries` ([`db`]) and a count in
-//! `warden_alert_deliveries_total{channel,result}`; failures are logged at WARN.
+//! `warden_alert_deliveries_total{channel,result}`; failures are logged at WARN. A
+//! record's client address is deleted when the audit retention of its category ends.
 //!
 //! ## Stopping and starting again
 //! `alert_cursor` holds the last event dealt with. It never passes an event held for a
