@@ -70,6 +70,9 @@ pub struct Config {
     /// `[[users]]`: who may sign in to the dashboard (`warden user add` writes these).
     #[serde(default)]
     pub users: Vec<UserConfig>,
+    /// `[alerts]`: tell the e-safety lead at once about blocks in alerting categories.
+    #[serde(default)]
+    pub alerts: AlertsConfig,
     /// Folder of the config file: relative list paths start here. Not part of the file.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -721,6 +724,126 @@ pub struct AllowConfig {
     pub groups: Vec<Spanned<String>>,
 }
 
+/// `[alerts]`: a webhook and/or an email to the e-safety lead for each block in a
+/// category that alerts (`[categories.NAME] alert`), rate-limited per device and category.
+/// No channel, no alerts. Read once at start-up: a change here needs a restart.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsConfig {
+    /// An `https://` (or `http://`) URL that gets each alert as a JSON POST.
+    #[serde(default)]
+    pub webhook: Option<Spanned<String>>,
+    /// A file holding the webhook's `Authorization` header value (or one `Name: value`
+    /// header line), read at each delivery and never logged.
+    #[serde(default)]
+    pub webhook_auth_header_file: Option<PathBuf>,
+    /// `[alerts.email]`: SMTP delivery.
+    #[serde(default)]
+    pub email: Option<EmailConfig>,
+    /// Where the dashboard is (`https://warden.school.lan`): messages then link to
+    /// `{dashboard_url}/events/ID`; without it they name the path `/events/ID`.
+    #[serde(default)]
+    pub dashboard_url: Option<Spanned<String>>,
+    /// How often the audit log is checked for new blocks (50ms to 1m).
+    #[serde(default = "default_alert_poll", with = "humantime_serde")]
+    pub poll_interval: Duration,
+    /// After an alert for a (device, category), further blocks of that pair within this
+    /// window are sent together as one digest when it ends (0s: every block alerts).
+    #[serde(default = "default_alert_window", with = "humantime_serde")]
+    pub rate_window: Duration,
+    /// The wait before the first retry of a failed delivery; it doubles each time (to
+    /// at most 10 minutes).
+    #[serde(default = "default_alert_backoff", with = "humantime_serde")]
+    pub retry_backoff: Duration,
+    /// How long a failed delivery is retried before it is given up (and recorded so).
+    #[serde(default = "default_alert_retry_for", with = "humantime_serde")]
+    pub retry_for: Duration,
+    /// (device, category) pairs tracked for rate limiting at once; blocks of further
+    /// pairs go into one shared digest (see the alerts module).
+    #[serde(default = "default_alert_max_keys")]
+    pub max_keys: usize,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        AlertsConfig {
+            webhook: None,
+            webhook_auth_header_file: None,
+            email: None,
+            dashboard_url: None,
+            poll_interval: default_alert_poll(),
+            rate_window: default_alert_window(),
+            retry_backoff: default_alert_backoff(),
+            retry_for: default_alert_retry_for(),
+            max_keys: default_alert_max_keys(),
+        }
+    }
+}
+
+impl AlertsConfig {
+    /// Whether any channel is configured (else alerts are off).
+    pub fn enabled(&self) -> bool {
+        self.webhook.is_some() || self.email.is_some()
+    }
+}
+
+fn default_alert_poll() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_alert_window() -> Duration {
+    Duration::from_secs(3600)
+}
+fn default_alert_backoff() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_alert_retry_for() -> Duration {
+    Duration::from_secs(3600)
+}
+/// Far more devices than a school's network has, each with a few alerting categories.
+fn default_alert_max_keys() -> usize {
+    1_000
+}
+
+/// `[alerts.email]`: an SMTP server to send alerts through.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmailConfig {
+    pub host: Spanned<String>,
+    /// 587, the submission port, by default.
+    #[serde(default = "default_smtp_port")]
+    pub port: u16,
+    #[serde(default)]
+    pub starttls: StartTls,
+    /// Sign in with this user name and the password in `password_file`.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// A file holding the SMTP password (one line), read at each delivery.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// The sender, e.g. `"Warden <warden@school.example>"`.
+    pub from: Spanned<String>,
+    /// The recipients (the e-safety lead, a deputy).
+    #[serde(default)]
+    pub to: Vec<Spanned<String>>,
+}
+
+fn default_smtp_port() -> u16 {
+    587
+}
+
+/// Whether the SMTP connection must be encrypted (STARTTLS).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StartTls {
+    /// Upgrade with STARTTLS or fail (the server's certificate is checked).
+    #[default]
+    Required,
+    /// Upgrade when the server offers STARTTLS, else send in clear.
+    Opportunistic,
+    /// Never encrypt: only for a relay on this machine (loopback), e.g. a test sink.
+    None,
+}
+
 impl Config {
     /// Read, parse and validate the config at `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -1076,6 +1199,110 @@ impl Validator<'_> {
         Ok(())
     }
 
+    /// `[alerts]`: channels that can work, and settings in range.
+    fn check_alerts(&self, config: &Config) -> Result<(), ConfigError> {
+        let alerts = &config.alerts;
+        let http_url = |url: &str| {
+            reqwest::Url::parse(url)
+                .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.has_host())
+        };
+        if let Some(url) = &alerts.webhook {
+            if !http_url(url.get_ref()) {
+                return self.error(
+                    url.span(),
+                    "[alerts] webhook must be an https:// (or http://) URL".into(),
+                );
+            }
+        } else if alerts.webhook_auth_header_file.is_some() {
+            return self.error(
+                0..0,
+                "[alerts] webhook_auth_header_file needs a webhook".into(),
+            );
+        }
+        if let Some(url) = &alerts.dashboard_url {
+            if !http_url(url.get_ref()) {
+                return self.error(
+                    url.span(),
+                    "[alerts] dashboard_url must be an https:// (or http://) URL".into(),
+                );
+            }
+        }
+        if let Some(email) = &alerts.email {
+            let host = email.host.get_ref();
+            if host.is_empty() {
+                return self.error(email.host.span(), "[alerts.email] host is empty".into());
+            }
+            let loopback =
+                host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
+            if email.starttls == StartTls::None && !loopback {
+                return self.error(
+                    email.host.span(),
+                    format!(
+                        "[alerts.email] starttls = \"none\" is only for a relay on this machine \
+                         (localhost), not {host:?}: use \"required\" (or \"opportunistic\")"
+                    ),
+                );
+            }
+            if email.username.is_some() != email.password_file.is_some() {
+                return self.error(
+                    email.host.span(),
+                    "[alerts.email] username and password_file go together: give both or neither"
+                        .into(),
+                );
+            }
+            if email.to.is_empty() {
+                return self.error(
+                    email.from.span(),
+                    "[alerts.email] to must name at least one recipient".into(),
+                );
+            }
+            let addresses =
+                std::iter::once(("from", &email.from)).chain(email.to.iter().map(|t| ("to", t)));
+            for (field, address) in addresses {
+                if address
+                    .get_ref()
+                    .parse::<lettre::message::Mailbox>()
+                    .is_err()
+                {
+                    return self.error(
+                        address.span(),
+                        format!(
+                            "[alerts.email] {field}: {:?} is not an email address",
+                            address.get_ref()
+                        ),
+                    );
+                }
+            }
+        }
+        if alerts.enabled() && !config.audit.enabled {
+            return self.error(
+                0..0,
+                "[alerts] needs the audit log ([audit] enabled = true): alerts are read from it"
+                    .into(),
+            );
+        }
+        let poll = alerts.poll_interval;
+        if poll < Duration::from_millis(50) || poll > Duration::from_secs(60) {
+            return self.error(
+                0..0,
+                format!("[alerts] poll_interval must be between 50ms and 1m, not {poll:?}"),
+            );
+        }
+        if alerts.retry_backoff < Duration::from_millis(10) {
+            return self.error(
+                0..0,
+                format!(
+                    "[alerts] retry_backoff must be at least 10ms, not {:?}",
+                    alerts.retry_backoff
+                ),
+            );
+        }
+        if alerts.max_keys == 0 {
+            return self.error(0..0, "[alerts] max_keys must be at least 1".into());
+        }
+        Ok(())
+    }
+
     fn check(&self, config: &Config) -> Result<(), ConfigError> {
         if config.categories.len() > crate::filter::MAX_CATEGORIES {
             return self.error(
@@ -1201,6 +1428,7 @@ impl Validator<'_> {
                 format!("[audit] flush_interval must be between 1ms and 1s, not {flush:?}"),
             );
         }
+        self.check_alerts(config)?;
         if config.upstream.servers.is_empty() {
             return self.error(
                 0..0,

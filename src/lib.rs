@@ -19,6 +19,9 @@
 //!   listeners; [`upstream`] forwards allowed queries through `hickory-resolver`.
 //! - [`audit`] records every block for the e-safety lead: coalesced in memory on the
 //!   query path, written to SQLite by its own thread, hash-chained, purged on schedule.
+//! - [`alerts`] tells the e-safety lead at once (webhook, email) about blocks in the
+//!   categories that alert, reading the audit log off the query path, rate-limited per
+//!   device and category, retried until delivered.
 //! - [`policy`] says who is asking and what applies to them: client address → group and
 //!   device name, the group's categories at this minute (schedules), safe-search
 //!   rewrites and the built-in circumvention answers.
@@ -50,6 +53,7 @@
 //!    behind an allowed alias.
 
 pub mod admin;
+pub mod alerts;
 pub mod audit;
 pub mod blockpage;
 pub mod cli;

@@ -116,6 +116,10 @@ pub struct Metrics {
     audit_rows_written: IntCounter,
     audit_write_errors: IntCounter,
     audit_folded: IntCounter,
+    alerts_raised: IntCounterVec,
+    alert_deliveries: IntCounterVec,
+    alerts_pending: IntGauge,
+    alerts_held: IntGauge,
     /// Where the audit figures are read from at scrape time, if auditing is on.
     audit: Mutex<Option<(Sink, Arc<WriterStats>)>>,
     names: Vec<String>,
@@ -244,6 +248,25 @@ impl Metrics {
                 "warden_audit_folded_total",
                 "Audit events folded into per-client or overflow rows under a flood",
             ),
+            alerts_raised: r.counter_vec(
+                "warden_alerts_total",
+                "Alert messages raised for blocks in alerting categories, by kind (alert, digest)",
+                &["kind"],
+            ),
+            alert_deliveries: r.counter_vec(
+                "warden_alert_deliveries_total",
+                "Alert delivery attempts, by channel (webhook, email) and result (ok; failed, \
+                 to be retried; gave-up, the last attempt failed)",
+                &["channel", "result"],
+            ),
+            alerts_pending: r.gauge(
+                "warden_alerts_pending",
+                "Alert deliveries not yet done: being sent or waiting to be retried",
+            ),
+            alerts_held: r.gauge(
+                "warden_alerts_held",
+                "Blocks held for a digest (repeats within a device and category's rate window)",
+            ),
             audit: Mutex::new(None),
             names: r.1.take(),
             registry,
@@ -330,6 +353,28 @@ impl Metrics {
         self.list_stale
             .with_label_values(&[list])
             .set(i64::from(stale));
+    }
+
+    /// An alert message (`alert` or `digest`) was raised.
+    pub fn alert_raised(&self, kind: &str) {
+        self.alerts_raised.with_label_values(&[kind]).inc();
+    }
+
+    /// One delivery attempt on `channel` ended with `result` (`ok`, `failed`, `gave-up`).
+    pub fn alert_delivery(&self, channel: &str, result: &str) {
+        self.alert_deliveries
+            .with_label_values(&[channel, result])
+            .inc();
+    }
+
+    /// A delivery started (+1) or ended (-1).
+    pub fn alerts_pending_add(&self, delta: i64) {
+        self.alerts_pending.add(delta);
+    }
+
+    /// Blocks now held for digests.
+    pub fn alerts_held(&self, held: usize) {
+        self.alerts_held.set(held as i64);
     }
 
     /// Read the audit figures from `sink` and `writer` at each scrape.
@@ -539,6 +584,7 @@ mod tests {
         m.upstream_error("timeout");
         m.list_refresh_failed("ctiru");
         m.list_stale("ctiru", true);
+        m.alert_delivery("webhook", "failed");
         let text = m.render();
         assert!(
             text.contains(r#"warden_queries_total{outcome="blocked",qtype="A"} 2"#),
@@ -548,6 +594,9 @@ mod tests {
         assert!(text.contains(r#"warden_blocks_total{category="gambling",group="default"} 1"#));
         assert!(text.contains(r#"warden_list_refresh_failures_total{list="ctiru"} 1"#));
         assert!(text.contains(r#"warden_list_stale{list="ctiru"} 1"#));
+        assert!(
+            text.contains(r#"warden_alert_deliveries_total{channel="webhook",result="failed"} 1"#)
+        );
         for name in [
             "warden_reloads_total",
             "warden_reload_failures_total",
@@ -555,6 +604,7 @@ mod tests {
             "warden_cache_hits_total",
             "warden_upstream_duration_seconds_bucket",
             "warden_audit_queue_depth",
+            "warden_alerts_pending",
         ] {
             assert!(text.contains(name), "{name} missing from:\n{text}");
         }

@@ -3,11 +3,13 @@
 //! 1. download any `url` list that has no cached copy yet (first start only);
 //! 2. load and validate the config and every list into the first snapshot (any error
 //!    stops here, before a socket is bound);
-//! 3. open the audit log and start its writer;
+//! 3. open the audit log and start its writer, then the alerts that read it (if
+//!    `[alerts]` has a channel);
 //! 4. bind DNS (UDP and TCP) and the admin listener;
 //! 5. install the reload triggers (SIGHUP, file watcher, list refresh timers, stale-list
 //!    watch) and the shutdown signals, then announce that we serve;
-//! 6. on SIGTERM/SIGINT: stop answering, then flush and seal the audit log.
+//! 6. on SIGTERM/SIGINT: stop answering, stop the alerts (saving their cursor), then
+//!    flush and seal the audit log.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -23,7 +25,7 @@ use crate::engine::Engine;
 use crate::metrics::Metrics;
 use crate::reload::Reloader;
 use crate::upstream::Forwarder;
-use crate::{admin, audit, dns, sources};
+use crate::{admin, alerts, audit, dns, sources};
 
 /// Serve until SIGINT or SIGTERM.
 pub fn run(path: &Path) -> Result<ExitCode> {
@@ -58,6 +60,12 @@ pub fn run(path: &Path) -> Result<ExitCode> {
         let forwarder = Forwarder::instrumented(&config.upstream, &metrics)?;
         let shared = Arc::new(ArcSwap::from_pointee(engine));
         let reloader = Arc::new(Reloader::new(path, shared.clone()).with_metrics(metrics.clone()));
+        // Alerts read what the audit writer commits; they stop after DNS does.
+        let alerts_stop = CancellationToken::new();
+        let alerts = match &audit {
+            Some(_) => alerts::start(shared.clone(), metrics.clone(), alerts_stop.clone()).await?,
+            None => None,
+        };
 
         // 4. Listeners.
         let mut handler = dns::Handler::new(shared, forwarder).with_metrics(metrics.clone());
@@ -90,6 +98,10 @@ pub fn run(path: &Path) -> Result<ExitCode> {
             tracing::info!("shutting down");
         });
         server.wait().await?;
+        alerts_stop.cancel();
+        if let Some(alerts) = alerts {
+            alerts.wait().await;
+        }
         if let Some(admin) = admin {
             admin.wait().await;
         }

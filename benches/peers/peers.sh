@@ -117,6 +117,8 @@ if [[ " $PEERS " == *" hickory "* ]]; then
     [ -x "$HICKORY_BIN" ] || die "hickory-dns not found at $HICKORY_BIN"
 fi
 
+WARDEN_SOURCE="built from the repo"
+[ -n "${WARDEN_BIN:-}" ] && WARDEN_SOURCE="given by WARDEN_BIN, so not necessarily built from that commit"
 if [ -z "${WARDEN_BIN:-}" ] || [ -z "${STUB_BIN:-}" ]; then
     say "building warden and the stub upstream (release)"
     (cd "$ROOT" && cargo build --release --bin warden --example stub_upstream)
@@ -493,6 +495,7 @@ run_dnsperf() {
     cpu=$(awk -v w=$((w1 - w0)) -v c=$((c1 - c0)) -v s=$((s1 - s0)) -v hz="$HZ" -v t0="$t0" -v t1="$t1" \
         'BEGIN { f = 100 / hz / (t1 - t0); o = (s - w - c) * f; if (o < 0) o = 0
             printf "server %.0f%%, dnsperf %.0f%%, other %.0f%%", w * f, c * f, o }')
+    OTHER=$(sed 's/.*other \([0-9]*\)%.*/\1/' <<<"$cpu")
     printf '  %-9s %-22s %8s q/s, CPU %6s µs/query; lost %s; %s; %s\n' \
         "$srv" "$case:" "$QPS" "$CPU_US" "$lost" "$codes" "$cpu"
     CODES=$codes
@@ -539,6 +542,7 @@ measure() { # NAME
         run_dnsperf echo "$pid" "$port" "echo" "$WORK/blocked.queries" "$DURATION"
         record echo qps_echo "$QPS"
         record echo cpu_echo "$CPU_US"
+        record echo other "$OTHER"
         stop "$pid"
         l1=$(loadavg) b1=$(builds)
         record echo load "$l0 → $l1 (rustc processes $b0 → $b1)"
@@ -573,18 +577,23 @@ measure() { # NAME
     run_dnsperf "$srv" "$pid" "$port" blocked "$WORK/blocked.queries" "$DURATION"
     check_codes "$srv" blocked "$bcode"
     record "$srv" qps_blocked "$QPS"
+    record "$srv" other "$OTHER"
     run_dnsperf "$srv" "$pid" "$port" subdomains "$WORK/subdomain.queries" "$DURATION"
     check_codes "$srv" subdomains "$bcode"
     record "$srv" qps_subdomain "$QPS"
+    record "$srv" other "$OTHER"
     run_dnsperf "$srv" "$pid" "$port" warm-up "$WORK/allowed.queries" 30 -n 2 -Q 10000
     run_dnsperf "$srv" "$pid" "$port" allowed-cached "$WORK/allowed.queries" "$DURATION"
     check_codes "$srv" allowed-cached NOERROR
     record "$srv" qps_allowed "$QPS"
+    record "$srv" other "$OTHER"
 
     run_dnsperf "$srv" "$pid" "$port" "blocked@$RATE" "$WORK/blocked.queries" "$FIXED_DURATION" -Q "$RATE" -v
     lat=$(percentiles "$OUT" "$SENT")
     printf '  %-9s %-22s p50 %s ms, p99 %s ms\n' "" "" ${lat}
     record "$srv" cpu_blocked "$CPU_US"
+    record "$srv" rate_blocked "$QPS"
+    record "$srv" other "$OTHER"
     record "$srv" p50_blocked "${lat% *}"
     record "$srv" p99_blocked "${lat#* }"
     record "$srv" loss_blocked "$(awk -v s="$SENT" -v d="$DONE" 'BEGIN { printf "%.2f", 100 * (s - d) / s }')"
@@ -593,6 +602,8 @@ measure() { # NAME
     lat=$(percentiles "$OUT" "$SENT")
     printf '  %-9s %-22s p50 %s ms, p99 %s ms\n' "" "" ${lat}
     record "$srv" cpu_allowed "$CPU_US"
+    record "$srv" rate_allowed "$QPS"
+    record "$srv" other "$OTHER"
     record "$srv" p50_allowed "${lat% *}"
     record "$srv" p99_allowed "${lat#* }"
     record "$srv" loss_allowed "$(awk -v s="$SENT" -v d="$DONE" 'BEGIN { printf "%.2f", 100 * (s - d) / s }')"
@@ -646,11 +657,12 @@ fmt() { # METRIC VALUE
     case $1 in
     startup) printf '%.2f s' "$2" ;;
     rss_*) printf '%.1f MiB' "$(awk -v k="$2" 'BEGIN { print k / 1024 }')" ;;
-    qps_*) awk -v q="$2" 'BEGIN { s = sprintf("%.0f", q); o = ""
+    qps_* | rate_*) awk -v q="$2" 'BEGIN { s = sprintf("%.0f", q); o = ""
         while (length(s) > 3) { o = "," substr(s, length(s) - 2) o; s = substr(s, 1, length(s) - 3) }; print s o }' ;;
     cpu_*) printf '%.2f µs' "$2" ;;
     p50_* | p99_*) printf '%.3f ms' "$2" ;;
     loss_*) printf '%.2f%%' "$2" ;;
+    other) printf '%.0f%%' "$2" ;;
     esac
 }
 ratio() { # WARDEN PEER
@@ -677,9 +689,11 @@ declare -A LABEL=([startup]="start-up with the list (until it blocks a listed na
     [p50_blocked]="blocked @$RATE q/s: p50 latency" [p99_blocked]="blocked @$RATE q/s: p99 latency"
     [p50_allowed]="cached @$RATE q/s: p50 latency" [p99_allowed]="cached @$RATE q/s: p99 latency"
     [loss_blocked]="blocked @$RATE q/s: lost" [loss_allowed]="cached @$RATE q/s: lost"
+    [rate_blocked]="blocked @$RATE q/s: rate achieved" [rate_allowed]="cached @$RATE q/s: rate achieved"
+    [other]="other load during the runs (% of one CPU, median)"
     [cpu_blocked]="blocked @$RATE q/s: server CPU per query" [cpu_allowed]="cached @$RATE q/s: server CPU per query")
-METRICS=(startup rss_loaded rss_after rss_peak qps_blocked qps_subdomain qps_allowed p50_blocked p99_blocked
-    p50_allowed p99_allowed loss_blocked loss_allowed cpu_blocked cpu_allowed)
+METRICS=(startup rss_loaded rss_after rss_peak qps_blocked qps_subdomain qps_allowed rate_blocked p50_blocked
+    p99_blocked rate_allowed p50_allowed p99_allowed loss_blocked loss_allowed cpu_blocked cpu_allowed other)
 
 echo
 echo "## Results: median of $REPEATS; a peer's cell is its figure (Warden's ÷ the peer's)"
@@ -696,7 +710,7 @@ for m in "${METRICS[@]}"; do
     for c in "${COLS[@]}"; do
         v=$(median "$c" "$m")
         cell=$(fmt "$m" "$v")
-        if [[ $c != warden* ]] && [ -n "$w" ]; then
+        if [[ $c != warden* ]] && [ -n "$w" ] && [ "$m" != other ]; then
             r=$(ratio "$w" "$v")
             [ -n "$r" ] && cell="$cell ($r)"
         fi
@@ -705,6 +719,7 @@ for m in "${METRICS[@]}"; do
     case $m in
     qps_blocked) e=$(median echo qps_echo); row="$row $(fmt qps_x "$e") |" ;;
     cpu_blocked) e=$(median echo cpu_echo); row="$row $(fmt cpu_x "$e") (saturated) |" ;;
+    other) e=$(median echo other); row="$row $(fmt other "$e") |" ;;
     *) row="$row |" ;;
     esac
     echo "$row"
@@ -769,6 +784,12 @@ echo "## Load averages (1/5/15 min) before → after each server's turn"
 for ((REP = 1; REP <= REPEATS; REP++)); do
     awk -F'\t' -v r="$REP" '$3 == r && $2 == "load" { printf "%s%s %s", (n++ ? "; " : "- repeat " r ": "), $1, $4 } END { print "" }' "$RESULTS"
 done
+for c in "${COLS[@]}" echo; do
+    o=$(median "$c" other)
+    if [ -n "$o" ] && awk -v o="$o" 'BEGIN { exit !(o > 25) }'; then
+        NOTES+=("$c: other processes used a median $(fmt other "$o") of a CPU during its runs: its figures are bounded by the CPU share it got (compare CPU per query rather than queries/s)")
+    fi
+done
 if [ ${#NOTES[@]} -gt 0 ]; then
     echo
     echo "## Warnings"
@@ -778,7 +799,7 @@ fi
 echo
 COMMIT=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
 if [ -n "$(git -C "$ROOT" status --porcelain --untracked-files=no 2>/dev/null)" ]; then COMMIT="$COMMIT + local changes"; fi
-echo "Warden: $WARDEN_BIN (repo at $COMMIT); audit log on for 'warden' (as shipped), off for 'warden-noaudit'"
+echo "Warden: $WARDEN_BIN ($WARDEN_SOURCE; repo at $COMMIT); audit log on for 'warden' (as shipped), off for 'warden-noaudit'"
 echo "Peers: $(unbound -V 2>/dev/null | awk 'NR == 1 { print "unbound " $2 }'), $(dnsmasq --version 2>/dev/null | awk 'NR == 1 { print "dnsmasq " $3 }'), $(dnsdist --version 2>/dev/null | awk 'NR == 1 { print "dnsdist " $2 }')${HICKORY_BIN:+, $("$HICKORY_BIN" --version 2>/dev/null | head -n1)}; echo: $ECHO_KIND"
 echo "dnsperf $(dnsperf -h 2>&1 | awk '/^Version/ { print $2; exit }'); $(nproc) CPUs, $(awk -F': *' '/^model name/ { print $2; exit }' /proc/cpuinfo); kernel $(uname -r)"
 echo "Block list: $REAL names from the shared lists + $SYNTH synthetic; probe name $PROBE_NAME"
