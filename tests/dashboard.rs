@@ -457,3 +457,70 @@ fn export_is_the_filtered_events_as_csv() {
     assert!(lines[1].contains(",one.blocked.test,") && lines[1].contains(",adult,"));
     stop_warden(s.warden.child);
 }
+
+#[test]
+fn the_block_page_says_why_and_whom_to_ask() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (_upstream, upstream_addr, _token) = runtime.block_on(start_upstream());
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(
+        dir.path(),
+        upstream_addr,
+        "response = \"ip\"\nblock_ip = [\"127.0.0.1\"]",
+    );
+    let text = std::fs::read_to_string(&path).unwrap().replace(
+        "[categories.adult]\n",
+        "[categories.adult]\ndescription = \"Adult content\"\nsignpost = \"Worried? Talk to Childline on 0800 1111.\"\n",
+    ) + "[dashboard]\norganisation = \"Hillside School\"\ncontact = \"Ms Patel\"\nblock_page = \"127.0.0.1:0\"\n";
+    std::fs::write(&path, text).unwrap();
+    let warden = spawn_warden_full(&path, &[]);
+    let log = warden.log_text();
+    let addr: SocketAddr = log
+        .split("block page on http://")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("block page address logged:\n{log}"));
+
+    // The DNS answer points the browser at the block page.
+    let reply = runtime.block_on(udp(warden.dns, "www.blocked.test.", RecordType::A, true));
+    assert_eq!(reply.metadata.response_code, ResponseCode::NoError);
+    assert!(
+        format!("{:?}", reply.answers).contains("127.0.0.1"),
+        "{reply:?}"
+    );
+
+    let page = common::web::raw(
+        addr,
+        "GET /some/page HTTP/1.1\r\nHost: www.blocked.test\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(page.status, 403);
+    for expected in [
+        "www.blocked.test</strong> is blocked under Hillside School's e-safety policy",
+        "Category: adult",
+        "Adult content",
+        "Worried? Talk to Childline on 0800 1111.",
+        "ask Ms Patel",
+    ] {
+        assert!(
+            page.body.contains(expected),
+            "{expected:?} in {}",
+            page.body
+        );
+    }
+    assert!(page
+        .header("content-security-policy")
+        .is_some_and(|c| c.contains("frame-ancestors 'none'")));
+    // A name that is not blocked (a stale answer on the device) gets the general page.
+    let general = common::web::raw(
+        addr,
+        "GET / HTTP/1.1\r\nHost: fine.test:80\r\nConnection: close\r\n\r\n",
+    );
+    assert!(
+        general.body.contains("The site you asked for is blocked"),
+        "{}",
+        general.body
+    );
+    assert!(!general.body.contains("Category:"));
+    stop_warden(warden.child);
+}
