@@ -524,3 +524,32 @@ fn the_block_page_says_why_and_whom_to_ask() {
     assert!(!general.body.contains("Category:"));
     stop_warden(warden.child);
 }
+
+#[test]
+fn a_reset_password_ends_the_users_sessions() {
+    let s = setup();
+    let lead = sign_in(s.admin, "lead", LEAD_PASSWORD).unwrap();
+    let admin = sign_in(s.admin, "admin", ADMIN_PASSWORD).unwrap();
+    assert_eq!(request("GET", s.admin, "/", Some(&lead), None).status, 200);
+    // `warden user add` on an existing user resets the password; the config watcher
+    // reloads it within seconds.
+    add_user(
+        &s.dir.path().join("warden.toml"),
+        "lead",
+        "lead",
+        "a brand new password",
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while request("GET", s.admin, "/", Some(&lead), None).status == 200 {
+        assert!(Instant::now() < deadline, "the old session still works");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(
+        request("GET", s.admin, "/", Some(&admin), None).status,
+        200,
+        "others stay signed in"
+    );
+    assert!(sign_in(s.admin, "lead", LEAD_PASSWORD).is_err());
+    assert!(sign_in(s.admin, "lead", "a brand new password").is_ok());
+    stop_warden(s.warden.child);
+}

@@ -531,6 +531,13 @@ impl Store {
             .map_err(err)?;
             purged += 1;
         }
+        // Sign-in records hold staff members' addresses: kept as long as the default
+        // retention, then deleted (they are not part of the chain).
+        tx.execute(
+            "DELETE FROM signins WHERE at < ?1",
+            [rfc3339(policy.expiry("", now))],
+        )
+        .map_err(err)?;
         tx.commit().map_err(err)?;
         Ok(purged)
     }

@@ -95,6 +95,8 @@ pub struct Session {
     pub role: Role,
     /// The token every form of this session must return.
     pub csrf: String,
+    /// The password hash signed in with: a reset password (a new hash) ends the session.
+    hash: String,
     created: Instant,
     expires: Instant,
 }
@@ -106,8 +108,15 @@ pub struct Sessions {
 }
 
 impl Sessions {
-    /// Start a session; returns its cookie token.
-    pub fn start(&self, user: &str, role: Role, ttl: Duration) -> Result<String, AuthError> {
+    /// Start a session for `user`, who signed in against password `hash`; returns its
+    /// cookie token.
+    pub fn start(
+        &self,
+        user: &str,
+        role: Role,
+        hash: &str,
+        ttl: Duration,
+    ) -> Result<String, AuthError> {
         if self.map.len() >= MAX_SESSIONS {
             self.sweep(Instant::now());
             if self.map.len() >= MAX_SESSIONS {
@@ -129,6 +138,7 @@ impl Sessions {
                 user: user.to_string(),
                 role,
                 csrf: random_token()?,
+                hash: hash.to_string(),
                 created: now,
                 expires: now + ttl,
             },
@@ -137,14 +147,15 @@ impl Sessions {
     }
 
     /// The live session for `token`, checked against the current config: a user who
-    /// has been removed, or whose role changed, is signed out.
+    /// has been removed, or whose role or password changed, is signed out.
     pub fn get(&self, token: &str, config: &Config) -> Option<Session> {
         let session = self.map.get(token)?.clone();
         let still_valid = session.expires > Instant::now()
-            && config
-                .users
-                .iter()
-                .any(|u| *u.name.get_ref() == session.user && u.role == session.role);
+            && config.users.iter().any(|u| {
+                *u.name.get_ref() == session.user
+                    && u.role == session.role
+                    && *u.password_hash.get_ref() == session.hash
+            });
         if !still_valid {
             self.map.remove(token);
             return None;
@@ -209,6 +220,19 @@ impl LoginLimiter {
 
     /// A successful sign-in clears the user's count (not the address's: one device
     /// guessing several accounts stays limited).
+    /// Whether a refusal of `client` should be recorded: the first in each minute only,
+    /// so a device hammering the form cannot fill the audit database.
+    pub fn record_refusal(&self, client: IpAddr, now: Instant) -> bool {
+        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        let times = failures.entry(format!("refused:{client}")).or_default();
+        times.retain(|t| now.duration_since(*t) < Duration::from_secs(60));
+        let first = times.is_empty();
+        if first {
+            times.push(now);
+        }
+        first
+    }
+
     pub fn succeeded(&self, user: &str) {
         let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
         failures.remove(&user_key(user));
@@ -270,6 +294,11 @@ mod tests {
         assert!(limiter.blocked(a, "admin", t0).is_some());
         // A fresh address and name are not.
         assert!(limiter.blocked(b, "admin", t0).is_none());
+        // Refusals are recorded once a minute per address.
+        assert!(limiter.record_refusal(a, t0));
+        assert!(!limiter.record_refusal(a, t0 + Duration::from_secs(30)));
+        assert!(limiter.record_refusal(b, t0));
+        assert!(limiter.record_refusal(a, t0 + Duration::from_secs(61)));
         // The window passes.
         let later = t0 + FAILURE_WINDOW + Duration::from_secs(1);
         assert!(limiter.blocked(a, "lead", later).is_none());

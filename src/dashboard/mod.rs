@@ -317,7 +317,9 @@ async fn login_submit(
     let user = login.user.trim().to_string();
     let now = Instant::now();
     if let Some(wait) = d.limiter.blocked(client, &user, now) {
-        record_signin(&d, &user, client, "limited").await;
+        if d.limiter.record_refusal(client, now) {
+            record_signin(&d, &user, client, "limited").await;
+        }
         let minutes = wait.as_secs().div_ceil(60).max(1);
         let text = format!(
             "Too many failed sign-ins. Try again in {minutes} minute{}.",
@@ -343,13 +345,14 @@ async fn login_submit(
         .unwrap_or(false);
     match role {
         Some(role) if matches => {
+            let hash = account.map(|(hash, _)| hash).unwrap_or_default();
             d.limiter.succeeded(&user);
             record_signin(&d, &user, client, "ok").await;
             tracing::info!(user = %user, client = %client, "dashboard sign-in");
             let config = &engine.config.dashboard;
             let token = d
                 .sessions
-                .start(&user, role, config.session_ttl)
+                .start(&user, role, &hash, config.session_ttl)
                 .map_err(|e| PageError::Internal(e.to_string()))?;
             let cookie = auth::set_cookie(
                 SESSION_COOKIE,
