@@ -314,7 +314,9 @@ async fn login_submit(
         );
     }
     let client = peer.ip();
-    let user = login.user.trim().to_string();
+    // User names are at most 64 characters (config validation): a longer one cannot
+    // match, and is cut so it cannot grow the limiter or the sign-in records.
+    let user: String = login.user.trim().chars().take(64).collect();
     let now = Instant::now();
     if let Some(wait) = d.limiter.blocked(client, &user, now) {
         if d.limiter.record_refusal(client, now) {
