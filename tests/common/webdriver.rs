@@ -38,7 +38,11 @@ impl Browser {
             let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             probe.local_addr().unwrap().port()
         };
+        use std::os::unix::process::CommandExt;
         let driver = Command::new(driver_bin)
+            // Its own process group: Chromium inherits it, so dropping the Browser (even
+            // when a test panics before `quit`) kills the browser too.
+            .process_group(0)
             .arg(format!("--port={port}"))
             .arg("--allowed-ips=127.0.0.1")
             .stdout(Stdio::null())
@@ -242,6 +246,10 @@ impl Browser {
 
 impl Drop for Browser {
     fn drop(&mut self) {
+        // The driver's whole process group: chromedriver and every Chromium process.
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.driver.id())])
+            .status();
         let _ = self.driver.kill();
         let _ = self.driver.wait();
     }
