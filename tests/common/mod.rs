@@ -433,6 +433,15 @@ pub fn spawn_warden_full(config: &Path, env: &[(&str, &str)]) -> Spawned {
     for (k, v) in env {
         command.env(k, v);
     }
+    // If the test's thread ends without stopping it (a failed assertion), the kernel
+    // sends it SIGTERM: a failing test leaves no daemon behind.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        command.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+            Ok(())
+        });
+    }
     let mut child = command.spawn().unwrap();
     let (dns, admin, log) = read_log(&mut child);
     Spawned {
