@@ -13,13 +13,10 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::web::{add_user, request};
+use common::web::{dashboard_config, request, ADMIN_PASSWORD, LEAD_PASSWORD};
 use common::webdriver::Browser;
 use common::*;
 use hickory_proto::rr::RecordType;
-
-const LEAD_PASSWORD: &str = "lead password 1";
-const ADMIN_PASSWORD: &str = "admin password 1";
 
 /// Wait (bounded) until the audit log holds a row for `name`.
 fn wait_for_row(db: &Path, name: &str) {
@@ -65,14 +62,7 @@ async fn sign_in(browser: &Browser, admin: SocketAddr, user: &str, password: &st
 async fn the_lead_reviews_a_block_and_an_admin_allows_a_site_in_a_browser() {
     let (upstream, upstream_addr, _token) = start_upstream().await;
     let dir = tempfile::tempdir().unwrap();
-    let path = write_config(dir.path(), upstream_addr, "");
-    let mut text = std::fs::read_to_string(&path).unwrap();
-    text.push_str(
-        "[audit]\nflush_interval = \"100ms\"\n[dashboard]\norganisation = \"Hillside School\"\n",
-    );
-    std::fs::write(&path, text).unwrap();
-    add_user(&path, "lead", "lead", LEAD_PASSWORD);
-    add_user(&path, "admin", "admin", ADMIN_PASSWORD);
+    let path = dashboard_config(dir.path(), upstream_addr);
     let warden = spawn_warden_full(&path, &[]);
     let admin = warden.admin.expect("admin address logged");
     let db = dir.path().join("data/audit.sqlite");

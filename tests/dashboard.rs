@@ -10,13 +10,12 @@ mod common;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::web::{add_user, request, sign_in, Reply};
+use common::web::{
+    add_user, dashboard_config, request, sign_in, Reply, ADMIN_PASSWORD, LEAD_PASSWORD,
+};
 use common::*;
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
-
-const LEAD_PASSWORD: &str = "lead password 1";
-const ADMIN_PASSWORD: &str = "admin password 1";
 
 struct Setup {
     warden: Spawned,
@@ -30,14 +29,7 @@ fn setup() -> Setup {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let (upstream, upstream_addr, token) = runtime.block_on(start_upstream());
     let dir = tempfile::tempdir().unwrap();
-    let path = write_config(dir.path(), upstream_addr, "");
-    let mut text = std::fs::read_to_string(&path).unwrap();
-    text.push_str(
-        "[audit]\nflush_interval = \"100ms\"\n[dashboard]\norganisation = \"Hillside School\"\n",
-    );
-    std::fs::write(&path, text).unwrap();
-    add_user(&path, "lead", "lead", LEAD_PASSWORD);
-    add_user(&path, "admin", "admin", ADMIN_PASSWORD);
+    let path = dashboard_config(dir.path(), upstream_addr);
     let warden = spawn_warden_full(&path, &[]);
     let admin = warden.admin.expect("admin address logged");
     Setup {

@@ -487,7 +487,8 @@ pub fn http(method: &str, addr: SocketAddr, path: &str, headers: &[(&str, &str)]
     (status, body)
 }
 
-fn dechunk(mut body: &str) -> String {
+/// The body of a `Transfer-Encoding: chunked` response.
+pub fn dechunk(mut body: &str) -> String {
     let mut out = String::new();
     while let Some((size, rest)) = body.split_once("\r\n") {
         let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);

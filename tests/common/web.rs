@@ -90,7 +90,7 @@ pub fn raw(addr: SocketAddr, text: &str) -> Reply {
         .iter()
         .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
     let body = if chunked {
-        dechunk(body)
+        super::dechunk(body)
     } else {
         body.to_string()
     };
@@ -99,19 +99,6 @@ pub fn raw(addr: SocketAddr, text: &str) -> Reply {
         headers,
         body,
     }
-}
-
-fn dechunk(mut body: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = body.split_once("\r\n") {
-        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        if n == 0 || rest.len() < n {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        body = rest[n..].trim_start_matches("\r\n");
-    }
-    out
 }
 
 fn encode(pairs: &[(&str, &str)]) -> String {
@@ -133,6 +120,24 @@ fn escape(value: &str) -> String {
             }
         })
         .collect()
+}
+
+/// The lead's and the admin's passwords in [`dashboard_config`].
+pub const LEAD_PASSWORD: &str = "lead password 1";
+pub const ADMIN_PASSWORD: &str = "admin password 1";
+
+/// [`super::write_config`] plus a fast audit flush, an organisation name, and two users
+/// (`lead` and `admin`) made with the real `warden user add`.
+pub fn dashboard_config(dir: &std::path::Path, upstream: SocketAddr) -> std::path::PathBuf {
+    let path = super::write_config(dir, upstream, "");
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text.push_str(
+        "[audit]\nflush_interval = \"100ms\"\n[dashboard]\norganisation = \"Hillside School\"\n",
+    );
+    std::fs::write(&path, text).unwrap();
+    add_user(&path, "lead", "lead", LEAD_PASSWORD);
+    add_user(&path, "admin", "admin", ADMIN_PASSWORD);
+    path
 }
 
 /// Add a dashboard user with the real `warden user add`, the password on stdin.
