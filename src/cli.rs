@@ -702,10 +702,7 @@ fn check(args: CheckArgs) -> Result<ExitCode> {
     };
     let who = match args.client {
         Some(ip) => policy.who(ip),
-        None => crate::policy::Who {
-            group: policy.default_group(),
-            device: None,
-        },
+        None => policy.default_who(),
     };
     let (active, open) = policy.active_at(who.group, at);
     let context =

@@ -53,7 +53,13 @@ pub struct Engine {
     pub policy: Policy,
     /// Time to read every list and compile the matcher.
     pub build_time: Duration,
+    /// Unique to this snapshot within the process: what the DNS answer cache checks, so
+    /// an answer allowed under an older snapshot is never served under this one.
+    pub id: u64,
 }
+
+/// The next [`Engine::id`].
+static NEXT_ENGINE_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 impl Engine {
     /// Read the config at `path` and build a snapshot from it.
@@ -95,6 +101,7 @@ impl Engine {
             lists,
             policy,
             build_time: started.elapsed(),
+            id: NEXT_ENGINE_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         })
     }
 

@@ -12,10 +12,11 @@ use hickory_server::server::{Request, RequestHandler};
 
 use crate::config::Config;
 use crate::dns::answer::EncodeAndDrop;
-use crate::dns::Handler;
+use crate::dns::{wire, Handler, Now};
 use crate::engine::Engine;
 use crate::lists::{self, Format};
 use crate::upstream::Forwarder;
+use hickory_server::proto::op::Message;
 
 /// Parse `data` as a list in every format; every accepted name must normalise to itself.
 pub fn list(data: &[u8]) {
@@ -52,14 +53,30 @@ pub fn config(data: &[u8]) {
     }
 }
 
-/// Hand `data` to the real query handler as a UDP packet from a LAN client.
+/// Hand `data` to the real query handler as a UDP packet from a LAN client, the way
+/// the UDP listener does: the fast path for an ordinary query (whose answer must then
+/// decode as DNS, with the query's ID), hickory's decoder for anything else.
 pub fn packet(data: &[u8]) {
     let (runtime, handler) = harness();
-    let Ok(request) = Request::from_bytes(
-        data.to_vec(),
-        std::net::SocketAddr::from(([10, 0, 0, 7], 53000)),
-        Protocol::Udp,
-    ) else {
+    let client = std::net::SocketAddr::from(([10, 0, 0, 7], 53000));
+    if let Some(query) = wire::Query::parse(data) {
+        let mut out = Vec::new();
+        let sent = match handler.answer_now(&query, client, &mut out) {
+            Now::Send => true,
+            Now::Drop => false,
+            Now::Later => {
+                runtime.block_on(handler.answer_later(&query, client, &mut out));
+                true
+            }
+        };
+        if sent {
+            let answer = Message::from_vec(&out).unwrap_or_else(|e| panic!("{e}: {out:?}"));
+            assert_eq!(answer.metadata.id, query.id);
+            assert!(out.len() <= usize::from(query.max_udp_payload()));
+        }
+        return;
+    }
+    let Ok(request) = Request::from_bytes(data.to_vec(), client, Protocol::Udp) else {
         return; // hickory refused to parse it: nothing reaches Warden
     };
     runtime.block_on(async {

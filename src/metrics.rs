@@ -295,6 +295,12 @@ impl Metrics {
         }
     }
 
+    /// An allowed query answered from the DNS answer cache (counted with the
+    /// resolver's own cache hits).
+    pub fn answer_cache_hit(&self) {
+        self.cache_hits.inc();
+    }
+
     pub fn upstream_error(&self, kind: &str) {
         self.upstream_errors.with_label_values(&[kind]).inc();
     }

@@ -373,3 +373,52 @@ fn a_closed_stderr_does_not_stop_serving_or_shutdown() {
     let status = stop_warden(child);
     assert!(status.success(), "{status:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeats_come_from_the_answer_cache_until_a_reload_changes_the_verdict() {
+    let (upstream, upstream_addr, stop) = start_upstream().await;
+    let _stop = stop.drop_guard();
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), upstream_addr, "");
+    let engine = Arc::new(ArcSwap::from_pointee(Engine::load(&path).unwrap()));
+    let forwarder = Forwarder::new(&engine.load().config.upstream).unwrap();
+    let listen = engine.load().config.server.listen.clone();
+    let server = dns::start(&listen, dns::Handler::new(engine.clone(), forwarder), WAIT)
+        .await
+        .unwrap();
+    let warden = server.addrs[0];
+
+    let first = udp(warden, "alias.test.", RecordType::A, true).await;
+    assert_eq!(first.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(first.answers.len(), 2, "the CNAME and the address");
+    // Another asker, other case, no EDNS: the same records, its own ID and question.
+    let again = udp(warden, "ALIAS.Test.", RecordType::A, false).await;
+    assert_eq!(again.queries[0].name().to_string(), "ALIAS.Test.");
+    assert!(again.edns.is_none(), "no OPT for a client that sent none");
+    assert_eq!(again.answers.len(), 2);
+    let third = udp(warden, "alias.test.", RecordType::A, true).await;
+    assert_eq!(
+        third.answers.iter().map(|r| &r.data).collect::<Vec<_>>(),
+        first.answers.iter().map(|r| &r.data).collect::<Vec<_>>()
+    );
+    for (kept, fresh) in third.answers.iter().zip(&first.answers) {
+        assert!(kept.ttl <= fresh.ttl, "TTLs count down, never up");
+    }
+    assert_eq!(
+        upstream.count("alias.test."),
+        1,
+        "repeats never reach upstream"
+    );
+
+    // The CNAME's target is listed by a reload: the kept answer must not be served.
+    std::fs::write(dir.path().join("adult.txt"), format!("{ADULT}real.test\n")).unwrap();
+    engine.store(Arc::new(Engine::load(&path).unwrap()));
+    let after = udp(warden, "alias.test.", RecordType::A, true).await;
+    assert_eq!(after.metadata.response_code, ResponseCode::NXDomain);
+    assert_eq!(
+        ede(&after).map(|e| e.0),
+        Some(15),
+        "blocked through its CNAME"
+    );
+    server.shutdown().await.unwrap();
+}

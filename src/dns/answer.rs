@@ -28,7 +28,7 @@ pub const EDE_FILTERED: u16 = 17;
 pub const EDE_NO_REACHABLE_AUTHORITY: u16 = 22;
 
 /// Largest UDP answer we offer, whatever the client advertises (DNS flag day 2020).
-const MAX_UDP_PAYLOAD: u16 = 1232;
+pub const MAX_UDP_PAYLOAD: u16 = 1232;
 
 /// What to answer, before it is written out.
 #[derive(Debug, Clone)]

@@ -1,19 +1,31 @@
-//! Serving DNS: the hickory `RequestHandler` whose [`Handler::resolve`] is the whole
-//! query path, read top to bottom; answer building lives in [`answer`], the UDP/TCP
-//! listeners in [`server`].
+//! Serving DNS: the [`Handler`] whose query path reads top to bottom, stage by stage:
+//! admit ([`Handler::admit`]: networks, rate), check the question, decide
+//! ([`Handler::decide`]: who is asking, built-in answers, the matcher, safe search),
+//! then forward ([`Handler::forward`]: upstream, CNAME chain).
+//!
+//! Two ways in share those stages:
+//! - UDP, the hot path ([`udp`]): an ordinary query is read straight from the packet
+//!   ([`wire`]) and [`Handler::answer_now`] answers at once whatever needs no waiting:
+//!   refusals, blocks, and allowed answers kept as bytes in the [`cache`]. Only a cache
+//!   miss goes on to [`Handler::answer_later`], in a task of its own.
+//! - TCP ([`tcp`]) and odd UDP packets: hickory decodes them, and
+//!   [`Handler::resolve`] runs the same stages; [`answer`] builds and writes the reply.
 //!
 //! The handler reads one immutable [`Engine`] snapshot per query (one atomic load from
 //! an `ArcSwap`), so a reload never pauses or half-changes a query in flight.
 
 pub mod answer;
+pub mod cache;
 pub mod limit;
 pub mod server;
 pub mod tcp;
+pub mod udp;
+pub mod wire;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 use chrono::{DateTime, Utc};
@@ -31,6 +43,7 @@ use crate::name;
 use crate::policy::{self, safe_search, Who};
 use crate::upstream::{Answer, Forwarder};
 use answer::Reply;
+use cache::AnswerCache;
 
 pub use server::{start, start_with, RunningServer, ServeError};
 
@@ -44,6 +57,8 @@ pub struct Handler {
     metrics: Arc<Metrics>,
     clock: Clock,
     limiter: limit::RateLimiter,
+    /// Allowed answers as sent, for UDP's fast path.
+    cache: AnswerCache,
 }
 
 /// Where the handler reads the time for schedules (tests inject their own).
@@ -51,7 +66,9 @@ pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
 
 impl Handler {
     pub fn new(engine: Arc<ArcSwap<Engine>>, forwarder: Forwarder) -> Handler {
+        let capacity = engine.load().config.upstream.cache_size;
         Handler {
+            cache: AnswerCache::new(usize::try_from(capacity).unwrap_or(usize::MAX)),
             engine,
             forwarder,
             audit: None,
@@ -85,131 +102,237 @@ impl Handler {
         self.blocked.clone()
     }
 
-    /// One query's path. Each stage returns early with its reply; `None` means "send
-    /// nothing" (an over-limit query with `action = "drop"`).
+    /// One query's path, for a query decoded by hickory (TCP, and UDP packets the
+    /// fast path declines). `None` means "send nothing" (an over-limit query with
+    /// `action = "drop"`).
     pub async fn resolve(&self, request: &Request) -> Option<Reply> {
-        // 0. Only clients on our networks, each within its rate: a query from outside is
-        //    never forwarded (no open resolver), and a looping device cannot starve the
-        //    others or flood the audit log.
+        // 0. Only clients on our networks, each within its rate.
         let engine = self.engine.load_full();
-        let client = request.src().ip();
-        if !engine.policy.admits(client) {
+        if let Err(refusal) = self.admit(&engine, request.src().ip()) {
+            return refusal;
+        }
+        // 1. Only standard queries with exactly one IN question are served; anything
+        //    else gets the error a resolver would give, before any work is done.
+        if request.metadata.op_code != OpCode::Query {
+            return Some(Reply::error(ResponseCode::NotImp));
+        }
+        if request.edns.as_ref().is_some_and(|e| e.version() > 0) {
+            return Some(Reply::error(ResponseCode::BADVERS));
+        }
+        let Ok(info) = request.request_info() else {
+            return Some(Reply::error(ResponseCode::FormErr)); // zero or several questions
+        };
+        let query = info.query;
+        if query.query_class() != DNSClass::IN {
             return Some(Reply::error(ResponseCode::Refused));
+        }
+        let asking = Asking::new(&engine, request.src(), query.query_type(), &self.clock);
+        Some(
+            self.answer(&engine, &asking, query.original().name())
+                .await
+                .0,
+        )
+    }
+
+    /// UDP's fast path, for an ordinary query read straight from the packet (see
+    /// [`wire`]): answer now, into `out`, whatever needs no waiting (a refusal, a block,
+    /// an answer from the answer cache). [`Now::Later`] means it must go upstream: call
+    /// [`Handler::answer_later`] (admission is done; it must not be done twice).
+    pub fn answer_now(
+        &self,
+        query: &wire::Query<'_>,
+        client: SocketAddr,
+        out: &mut Vec<u8>,
+    ) -> Now {
+        let engine = self.engine.load();
+        let qtype = query.record_type();
+        if let Err(refusal) = self.admit(&engine, client.ip()) {
+            return self.send_now(query, refusal, out);
+        }
+        let Some(qname) = query.name() else {
+            return Now::Later;
+        };
+        let asking = Asking::new(&engine, client, qtype, &self.clock);
+        match self.decide(&engine, &asking, &qname) {
+            Step::Reply(reply) => self.send_now(query, Some(reply), out),
+            Step::SafeSearch { .. } => Now::Later,
+            Step::Forward { name } => {
+                let key = cache::key(asking.who.group_id, asking.active, query);
+                if !self
+                    .cache
+                    .answer(&key, query, engine.id, Instant::now(), out)
+                {
+                    return Now::Later;
+                }
+                self.metrics.answer_cache_hit();
+                self.record_allowed(&engine, &asking, &name, "forwarded");
+                self.metrics.query(QueryOutcome::Allowed, Some(qtype));
+                Now::Send
+            }
+        }
+    }
+
+    /// Write `reply` (`None`: nothing to send) for the fast path, and count it.
+    fn send_now(&self, query: &wire::Query<'_>, reply: Option<Reply>, out: &mut Vec<u8>) -> Now {
+        let qtype = Some(query.record_type());
+        let Some(reply) = reply else {
+            self.metrics.query(QueryOutcome::RateLimited, qtype);
+            return Now::Drop;
+        };
+        self.metrics.query(reply.outcome, qtype);
+        wire::write_reply(query, &reply, query.max_udp_payload(), out);
+        Now::Send
+    }
+
+    /// UDP's slow path, for a query [`Handler::answer_now`] left for later: decide again
+    /// (a reload may have come in between), ask upstream, write the answer into `out`,
+    /// and keep an allowed answer in the answer cache for the next asker.
+    pub async fn answer_later(
+        &self,
+        query: &wire::Query<'_>,
+        client: SocketAddr,
+        out: &mut Vec<u8>,
+    ) {
+        let engine = self.engine.load_full();
+        let qtype = query.record_type();
+        let asking = Asking::new(&engine, client, qtype, &self.clock);
+        let (reply, keep) = match query.name() {
+            Some(qname) => self.answer(&engine, &asking, &qname).await,
+            None => (Reply::error(ResponseCode::FormErr), false),
+        };
+        self.metrics.query(reply.outcome, Some(qtype));
+        let written = wire::write_reply(query, &reply, query.max_udp_payload(), out);
+        if keep && !written.truncated {
+            let key = cache::key(asking.who.group_id, asking.active, query);
+            self.cache
+                .insert(&key, out, reply.authentic, engine.id, Instant::now());
+        }
+    }
+
+    /// Stage 0: only clients on our networks, each within its rate. A query from outside
+    /// is never forwarded (no open resolver), and a looping device cannot starve the
+    /// others or flood the audit log. `Err` holds the answer to give instead (`None`:
+    /// send nothing).
+    fn admit(&self, engine: &Engine, client: IpAddr) -> Result<(), Option<Reply>> {
+        if !engine.policy.admits(client) {
+            return Err(Some(Reply::error(ResponseCode::Refused)));
         }
         let limit = &engine.config.server.rate_limit;
         if limit.qps > 0.0
             && !self
                 .limiter
-                .allow(client, limit.qps, limit.burst, std::time::Instant::now())
+                .allow(client, limit.qps, limit.burst, Instant::now())
         {
-            return match limit.action {
+            return Err(match limit.action {
                 LimitAction::Refuse => Some(Reply {
                     outcome: QueryOutcome::RateLimited,
                     ..Reply::error(ResponseCode::Refused)
                 }),
                 LimitAction::Drop => None,
-            };
+            });
         }
-        Some(self.resolve_admitted(request, engine).await)
+        Ok(())
     }
 
-    async fn resolve_admitted(&self, request: &Request, engine: Arc<Engine>) -> Reply {
-        // 1. Only standard queries with exactly one IN question are served; anything
-        //    else gets the error a resolver would give, before any work is done.
-        if request.metadata.op_code != OpCode::Query {
-            return Reply::error(ResponseCode::NotImp);
+    /// The answer to an admitted IN question, asking upstream if allowed; and whether
+    /// it may be kept in the answer cache (an allowed upstream answer, not a block, not
+    /// an error, not safe search's composed answer).
+    async fn answer(&self, engine: &Engine, asking: &Asking<'_>, qname: &Name) -> (Reply, bool) {
+        match self.decide(engine, asking, qname) {
+            Step::Reply(reply) => (reply, false),
+            Step::SafeSearch { target, name } => {
+                let reply = self.safe_search(qname, target, engine, asking, &name).await;
+                (reply, false)
+            }
+            Step::Forward { name } => {
+                // 7. Allowed: ask upstream, then 8. check its CNAME chain (inside forward).
+                let reply = self.forward(qname, engine, asking, &name).await;
+                let keep =
+                    reply.outcome == QueryOutcome::Allowed && wire::cacheable_rcode(reply.rcode);
+                (reply, keep)
+            }
         }
-        if request.edns.as_ref().is_some_and(|e| e.version() > 0) {
-            return Reply::error(ResponseCode::BADVERS);
-        }
-        let Ok(info) = request.request_info() else {
-            return Reply::error(ResponseCode::FormErr); // zero or several questions
-        };
-        let query = info.query;
-        if query.query_class() != DNSClass::IN {
-            return Reply::error(ResponseCode::Refused);
-        }
-        let qtype = query.query_type();
-        let qname = query.original().name();
-        let client = request.src();
+    }
 
+    /// Stages 2 to 6, which never wait: what applies to this client, and whether the
+    /// name is blocked (then reported and answered here), rewritten for safe search, or
+    /// to be forwarded.
+    fn decide(&self, engine: &Engine, asking: &Asking<'_>, qname: &Name) -> Step {
         // 2. Normalise the name once; everything after compares this form. A name with
         //    octets no list entry can hold cannot match a rule itself, but its answer's
-        //    CNAME chain is still checked below.
-        let name = normalised(query.name());
-
-        // 3. Who is asking decides what applies: their group (by address), its
-        //    categories at this minute (schedules; locked ones always), its safe search.
-        let who = engine.policy.who(client.ip());
-        let asking = Asking {
-            client,
-            who,
-            active: engine.policy.active(who.group, (self.clock)()),
-            qtype,
+        //    CNAME chain is still checked (in forward).
+        let Some(name) = name::normalize_labels(qname.iter()) else {
+            return Step::Forward {
+                name: LowerName::from(qname).to_string(),
+            };
         };
+        // 3. Who is asking decides what applies (see Asking::new): their group, its
+        //    categories at this minute (schedules; locked ones always), its safe search.
+        let who = &asking.who;
 
-        if let Some(name) = &name {
-            // 4. The built-in answers to the ways round the filter (DoH canary, Private
-            //    Relay, DDR), when the group blocks circumvention.
-            if let Some(kind) = policy::special(name).filter(|_| circumvention_on(&engine, &asking))
-            {
-                self.report_special(&engine, &asking, name, kind);
-                return answer::special(kind, qname, engine.config.blocking.ttl);
-            }
-            // 5. The matcher decides before anything leaves the building: a blocked
-            //    name never reaches upstream, whatever the query type.
-            let verdict = engine.matcher.lookup(name, asking.active);
-            if let Some(b) = verdict
-                .block()
-                .filter(|b| !asking.who.group.allows(name, b))
-            {
-                let categories = engine.matcher.category_names(b.categories);
-                return self.block(&engine, &asking, name, qname, b, &categories, None);
-            }
-            // …and the group's own deny lists, unless an allow entry outranks them.
-            if let Some(b) = who.group.denies(name, &verdict) {
-                return self.block(&engine, &asking, name, qname, &b, policy::GROUP_DENY, None);
-            }
-            // 6. Safe search: the search engine's enforced-safe host, as a CNAME.
-            if let Some(target) =
-                safe_search::target(name, who.group.safe_search, who.group.youtube)
-            {
-                return self
-                    .safe_search(qname, target, &engine, &asking, name)
-                    .await;
-            }
+        // 4. The built-in answers to the ways round the filter (DoH canary, Private
+        //    Relay, DDR), when the group blocks circumvention.
+        if let Some(kind) = policy::special(&name).filter(|_| circumvention_on(engine, asking)) {
+            self.report_special(engine, asking, &name, kind);
+            return Step::Reply(answer::special(kind, qname, engine.config.blocking.ttl));
         }
-
-        // 7. Allowed: ask upstream, then 8. check its CNAME chain (inside forward).
-        let shown = name.unwrap_or_else(|| query.name().to_string());
-        self.forward(query.name(), &engine, &asking, &shown).await
+        // 5. The matcher decides before anything leaves the building: a blocked name
+        //    never reaches upstream, whatever the query type.
+        let verdict = engine.matcher.lookup(&name, asking.active);
+        if let Some(b) = verdict.block().filter(|b| !who.group.allows(&name, b)) {
+            let categories = engine.matcher.category_names(b.categories);
+            return Step::Reply(self.block(engine, asking, &name, qname, b, &categories, None));
+        }
+        // …and the group's own deny lists, unless an allow entry outranks them.
+        if let Some(b) = who.group.denies(&name, &verdict) {
+            return Step::Reply(self.block(
+                engine,
+                asking,
+                &name,
+                qname,
+                &b,
+                policy::GROUP_DENY,
+                None,
+            ));
+        }
+        // 6. Safe search: the search engine's enforced-safe host, as a CNAME.
+        if let Some(target) = safe_search::target(&name, who.group.safe_search, who.group.youtube) {
+            return Step::SafeSearch { target, name };
+        }
+        Step::Forward { name }
     }
 
     /// Forward to upstream, and refuse an answer whose CNAME chain runs through a blocked
     /// name (no "CNAME cloaking" around the lists). `name` is the query as logged.
     async fn forward(
         &self,
-        qname: &LowerName,
+        qname: &Name,
         engine: &Engine,
         asking: &Asking<'_>,
         name: &str,
     ) -> Reply {
-        let answer = self.ask_upstream(Name::from(qname), asking.qtype).await;
+        let answer = self.ask_upstream(qname.to_lowercase(), asking.qtype).await;
         if let Answer::Records { answers, .. } = &answer {
             if let Some(reply) = self.check_chain(answers, qname, engine, asking, name) {
                 return reply;
             }
         }
+        self.record_allowed(engine, asking, name, "forwarded");
+        Reply::from_upstream(answer)
+    }
+
+    /// Record an allowed query, if `[audit] log_allowed` asks for that.
+    fn record_allowed(&self, engine: &Engine, asking: &Asking<'_>, name: &str, response: &str) {
         if let Some(sink) = self
             .audit
             .as_ref()
             .filter(|_| engine.config.audit.log_allowed)
         {
-            sink.record(asking.client.ip(), Outcome::Allowed, "", name, || {
-                allowed_event(asking, name)
+            sink.record(asking.client.ip(), Outcome::Allowed, "", name, || Event {
+                response: response.to_string(),
+                ..allowed_event(asking, name)
             });
         }
-        Reply::from_upstream(answer)
     }
 
     async fn ask_upstream(&self, name: Name, qtype: RecordType) -> Answer {
@@ -228,7 +351,7 @@ impl Handler {
     fn check_chain(
         &self,
         answers: &[hickory_server::proto::rr::Record],
-        qname: &LowerName,
+        qname: &Name,
         engine: &Engine,
         asking: &Asking<'_>,
         name: &str,
@@ -237,7 +360,7 @@ impl Handler {
             let RData::CNAME(target) = &record.data else {
                 continue;
             };
-            let Some(target_name) = normalised(&LowerName::from(&target.0)) else {
+            let Some(target_name) = name::normalize_labels(target.0.iter()) else {
                 continue;
             };
             let verdict = engine.matcher.lookup(&target_name, asking.active);
@@ -247,12 +370,10 @@ impl Handler {
                 .filter(|b| !asking.who.group.allows(&target_name, b))
             {
                 let categories = engine.matcher.category_names(b.categories);
-                let qname = Name::from(qname);
-                return Some(self.block(engine, asking, name, &qname, b, &categories, via));
+                return Some(self.block(engine, asking, name, qname, b, &categories, via));
             }
             if let Some(b) = asking.who.group.denies(&target_name, &verdict) {
-                let qname = Name::from(qname);
-                return Some(self.block(engine, asking, name, &qname, &b, policy::GROUP_DENY, via));
+                return Some(self.block(engine, asking, name, qname, &b, policy::GROUP_DENY, via));
             }
         }
         None
@@ -302,16 +423,7 @@ impl Handler {
         };
         let answer = self.ask_upstream(target_name.clone(), asking.qtype).await;
         tracing::debug!(target: "warden::safe_search", name, target, group = asking.who.group.name, "safe search");
-        if let Some(sink) = self
-            .audit
-            .as_ref()
-            .filter(|_| engine.config.audit.log_allowed)
-        {
-            sink.record(asking.client.ip(), Outcome::Allowed, "", name, || Event {
-                response: format!("safe-search:{target}"),
-                ..allowed_event(asking, name)
-            });
-        }
+        self.record_allowed(engine, asking, name, &format!("safe-search:{target}"));
         answer::with_cname(qname, target_name, answer)
     }
 
@@ -420,6 +532,41 @@ struct Asking<'a> {
     qtype: RecordType,
 }
 
+impl<'a> Asking<'a> {
+    /// Stage 3: the client's group and device (by address), and the categories blocked
+    /// for that group at `clock`'s time.
+    fn new(engine: &'a Engine, client: SocketAddr, qtype: RecordType, clock: &Clock) -> Asking<'a> {
+        let who = engine.policy.who(client.ip());
+        Asking {
+            client,
+            who,
+            active: engine.policy.active(who.group, clock()),
+            qtype,
+        }
+    }
+}
+
+/// What [`Handler::answer_now`] did with a UDP query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Now {
+    /// The answer is in the buffer: send it.
+    Send,
+    /// Send nothing (over the client's rate, `action = "drop"`).
+    Drop,
+    /// It needs upstream: hand it to [`Handler::answer_later`].
+    Later,
+}
+
+/// Where [`Handler::decide`] leaves a question.
+enum Step {
+    /// Answered here: a block or a built-in answer (already reported).
+    Reply(Reply),
+    /// Safe search: answer with a CNAME to `target` and the target's records.
+    SafeSearch { target: &'static str, name: String },
+    /// Allowed: ask upstream. `name` is the query as logged.
+    Forward { name: String },
+}
+
 /// Is the built-in circumvention category active for this client?
 fn circumvention_on(engine: &Engine, asking: &Asking<'_>) -> bool {
     engine
@@ -466,25 +613,5 @@ impl RequestHandler for Handler {
             Some(reply) => answer::send(request, reply, responder).await,
             None => answer::unsent(request),
         }
-    }
-}
-
-/// A query name in the matcher's form (see [`name::normalize_labels`]).
-fn normalised(name: &LowerName) -> Option<String> {
-    name::normalize_labels(name.iter())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn normalises_wire_names() {
-        let n = |s: &str| normalised(&LowerName::from(Name::from_ascii(s).unwrap()));
-        assert_eq!(n("WwW.ExAmPlE.TeSt.").as_deref(), Some("www.example.test"));
-        assert_eq!(n("_dmarc.a.test.").as_deref(), Some("_dmarc.a.test"));
-        assert_eq!(n(".").as_deref(), Some(""));
-        let spaced = Name::from_labels([&b"a b"[..], b"test"]).unwrap();
-        assert_eq!(normalised(&LowerName::from(spaced)), None);
     }
 }

@@ -1,4 +1,4 @@
-//! The listeners: UDP (hickory's) and TCP (ours, see [`super::tcp`]) on every configured
+//! The listeners: UDP ([`super::udp`]) and TCP ([`super::tcp`]) on every configured
 //! address, stopped by one cancellation token. Binding happens after the snapshot is built (start-up order: load and validate
 //! everything, then bind, then serve), and a port of 0 picks one free port shared by the
 //! address's UDP and TCP sockets (tests use this).
@@ -6,32 +6,14 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use hickory_server::Server;
+use std::sync::Arc;
+
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use std::sync::Arc;
-
-use hickory_server::net::runtime::Time;
-use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
-
 use super::tcp::{self, TcpLimits};
-use super::Handler;
-
-/// The handler shared by hickory's UDP server and our TCP listener.
-struct Shared(Arc<Handler>);
-
-#[async_trait::async_trait]
-impl RequestHandler for Shared {
-    async fn handle_request<R: ResponseHandler, T: Time>(
-        &self,
-        request: &Request,
-        responder: R,
-    ) -> ResponseInfo {
-        self.0.handle_request::<R, T>(request, responder).await
-    }
-}
+use super::{udp, Handler};
 
 /// Why serving could not start or ended badly.
 #[derive(Debug, thiserror::Error)]
@@ -99,9 +81,7 @@ pub async fn start_with(
     limits: TcpLimits,
 ) -> Result<RunningServer, ServeError> {
     let handler = Arc::new(handler);
-    let mut server = Server::new(Shared(handler.clone()));
-    let mut tcp_listeners = Vec::new();
-    let mut addrs = Vec::with_capacity(listen.len());
+    let mut sockets = Vec::with_capacity(listen.len());
     for &addr in listen {
         let udp = UdpSocket::bind(addr)
             .await
@@ -123,24 +103,29 @@ pub async fn start_with(
                 proto: "tcp",
                 source,
             })?;
-        server.register_socket(udp);
-        tcp_listeners.push(tcp);
-        addrs.push(bound);
+        sockets.push((bound, udp, tcp));
     }
-    let token = server.shutdown_token().clone();
-    let tcp_tasks: Vec<_> = tcp_listeners
-        .into_iter()
-        .map(|l| tokio::spawn(tcp::serve(l, handler.clone(), limits, token.clone())))
-        .collect();
+    let token = CancellationToken::new();
+    let addrs = sockets.iter().map(|(addr, _, _)| *addr).collect();
+    let mut tasks = Vec::with_capacity(2 * sockets.len());
+    for (_, udp, tcp) in sockets {
+        tasks.push(tokio::spawn(udp::serve(
+            udp,
+            handler.clone(),
+            token.clone(),
+        )));
+        tasks.push(tokio::spawn(tcp::serve(
+            tcp,
+            handler.clone(),
+            limits,
+            token.clone(),
+        )));
+    }
     let task = tokio::spawn(async move {
-        let udp = server
-            .block_until_done()
-            .await
-            .map_err(|e| ServeError::Stopped(e.to_string()));
-        for tcp in tcp_tasks {
-            let _ = tcp.await;
+        for task in tasks {
+            task.await.map_err(|e| ServeError::Stopped(e.to_string()))?;
         }
-        udp
+        Ok(())
     });
     Ok(RunningServer { addrs, token, task })
 }

@@ -123,6 +123,8 @@ pub struct Policy {
 #[derive(Debug, Clone, Copy)]
 pub struct Who<'a> {
     pub group: &'a Group,
+    /// The group's number in this snapshot (for cache keys).
+    pub group_id: usize,
     pub device: Option<&'a str>,
 }
 
@@ -240,6 +242,7 @@ impl Policy {
             .or_else(|| self.leases.get(&client.to_canonical()).map(String::as_str));
         Who {
             group: &self.groups[group],
+            group_id: group,
             device,
         }
     }
@@ -250,6 +253,15 @@ impl Policy {
 
     pub fn default_group(&self) -> &Group {
         &self.groups[self.default_group]
+    }
+
+    /// An unnamed client of the default group.
+    pub fn default_who(&self) -> Who<'_> {
+        Who {
+            group: self.default_group(),
+            group_id: self.default_group,
+            device: None,
+        }
     }
 
     /// The categories `group` blocks now.
