@@ -592,17 +592,19 @@ fn seal_row(
     prev_hash: &str,
 ) -> rusqlite::Result<String> {
     // Cached statements: a flood of distinct names seals thousands of rows a second,
-    // and parsing these three statements each time cost more than running them.
-    static SELECT_CHAIN: std::sync::LazyLock<String> =
-        std::sync::LazyLock::new(|| format!("SELECT {CHAIN_SELECT} FROM events WHERE id = ?1"));
-    tx.prepare_cached("UPDATE events SET seq = ?1 WHERE id = ?2")?
-        .execute(params![seq, id])?;
+    // and parsing these statements each time cost more than running them. The row is
+    // read with its new `seq` given as a parameter (the canonical form includes it), so
+    // one UPDATE writes both the position and the hash.
+    static SELECT_CHAIN: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        let columns = CHAIN_SELECT.replacen(" seq,", " ?2 AS seq,", 1);
+        format!("SELECT {columns} FROM events WHERE id = ?1")
+    });
     let canonical = tx
         .prepare_cached(&SELECT_CHAIN)?
-        .query_row([id], |row| canonical_from_row(row, 0))?;
+        .query_row(params![id, seq], |row| canonical_from_row(row, 0))?;
     let hash = chain_hash(prev_hash, &canonical);
-    tx.prepare_cached("UPDATE events SET hash = ?1 WHERE id = ?2")?
-        .execute(params![hash, id])?;
+    tx.prepare_cached("UPDATE events SET seq = ?1, hash = ?2 WHERE id = ?3")?
+        .execute(params![seq, hash, id])?;
     Ok(hash)
 }
 
