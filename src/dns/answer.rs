@@ -120,7 +120,7 @@ pub fn blocked(
 ) -> Reply {
     let ttl = config.ttl;
     let ede = Some((EDE_BLOCKED, format!("blocked by Warden: {categories}")));
-    let soa = || negative_soa(block.rule.matched, ttl);
+    let soa = || negative_soa(zone_name(qname, block.rule.matched), ttl);
     let addresses: Vec<IpAddr> = match (mode, qtype) {
         (BlockResponse::Nxdomain, _) => {
             return Reply {
@@ -178,9 +178,8 @@ pub fn special(kind: Special, qname: &Name, ttl: u32) -> Reply {
         Special::NxDomain => ResponseCode::NXDomain,
         Special::NoData => ResponseCode::NoError,
     };
-    let zone = qname.to_ascii();
     Reply {
-        authorities: vec![negative_soa(zone.trim_end_matches('.'), ttl)],
+        authorities: vec![negative_soa(qname.clone(), ttl)],
         ede: Some((EDE_FILTERED, "blocked by Warden: circumvention".into())),
         ..Reply::block(rcode)
     }
@@ -227,14 +226,35 @@ fn soa_names() -> &'static (Name, Name) {
     })
 }
 
-/// A SOA owned by the blocked zone, so resolvers cache the negative answer for `ttl`.
-fn negative_soa(zone: &str, ttl: u32) -> Record {
-    let owner = Name::from_ascii(zone)
+/// The blocked zone `zone` (as the matcher wrote it) as a name. Usually it is a suffix
+/// of the question's name, which is then cut to it (no text to parse: this runs for
+/// every block); a zone matched through a CNAME target is parsed.
+fn zone_name(qname: &Name, zone: &str) -> Name {
+    let labels = if zone.is_empty() {
+        0
+    } else {
+        zone.split('.').count()
+    };
+    if usize::from(qname.num_labels()) >= labels {
+        let suffix = qname.trim_to(labels);
+        let same = suffix
+            .iter()
+            .zip(zone.split('.'))
+            .all(|(ours, theirs)| ours.eq_ignore_ascii_case(theirs.as_bytes()));
+        if same {
+            return suffix;
+        }
+    }
+    Name::from_ascii(zone)
         .map(|mut n| {
             n.set_fqdn(true);
             n
         })
-        .unwrap_or_else(|_| Name::root());
+        .unwrap_or_else(|_| Name::root())
+}
+
+/// A SOA owned by the blocked zone, so resolvers cache the negative answer for `ttl`.
+fn negative_soa(owner: Name, ttl: u32) -> Record {
     let (mname, rname) = soa_names();
     let soa = SOA::new(mname.clone(), rname.clone(), 1, 3600, 600, 86400, ttl);
     Record::from_rdata(owner, ttl, RData::SOA(soa))
@@ -326,5 +346,28 @@ impl ResponseHandler for EncodeAndDrop {
         let mut buf = Vec::with_capacity(512);
         let mut encoder = BinEncoder::new(&mut buf);
         Ok(response.destructive_emit(&mut encoder)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_blocked_zone_is_cut_from_the_question_or_parsed() {
+        let name = |s: &str| Name::from_ascii(s).unwrap();
+        let q = name("WWW.Blocked.Test.");
+        assert_eq!(zone_name(&q, "blocked.test").to_ascii(), "Blocked.Test.");
+        assert_eq!(
+            zone_name(&q, "www.blocked.test").to_ascii(),
+            "WWW.Blocked.Test."
+        );
+        // Through a CNAME: the matched zone is not under the question's name.
+        assert_eq!(zone_name(&q, "tracker.test").to_ascii(), "tracker.test.");
+        assert_eq!(
+            zone_name(&q, "a.www.blocked.test").to_ascii(),
+            "a.www.blocked.test."
+        );
+        assert_eq!(zone_name(&q, "").to_ascii(), ".");
     }
 }
