@@ -15,8 +15,10 @@
 //! - [`engine`] bundles config + matcher + per-group category sets into one snapshot.
 //!   Everything a query reads lives in that snapshot; a reload builds a new one off the
 //!   query path and swaps it in atomically.
-//! - [`dns`] is the hickory request handler (the query path below) and the UDP/TCP
-//!   listeners; [`upstream`] forwards allowed queries through `hickory-resolver`.
+//! - [`dns`] is the query handler (the query path below) and the UDP/TCP listeners: UDP
+//!   reads ordinary queries straight from the packet and answers refusals, blocks and
+//!   cached answers inside its receive loop; [`upstream`] forwards allowed queries
+//!   through `hickory-resolver`.
 //! - [`audit`] records every block for the e-safety lead: coalesced in memory on the
 //!   query path, written to SQLite by its own thread, hash-chained, purged on schedule.
 //! - [`alerts`] tells the e-safety lead at once (webhook, email) about blocks in the
@@ -37,7 +39,7 @@
 //!   `audit verify|list|summary|export|review`, `user add|remove|list`); [`users`]
 //!   edits the dashboard's `[[users]]` in the config file.
 //!
-//! ## One query's path ([`dns::Handler::resolve`])
+//! ## One query's path ([`dns::Handler::answer_now`] over UDP, [`dns::Handler::resolve`] otherwise)
 //! 0. the client must be in `[server] allow_networks` and within its rate limit;
 //! 1. check the request: a standard query, one IN question (else NOTIMP/FORMERR/REFUSED);
 //! 2. normalise the name once (lower case, no trailing dot);
@@ -47,9 +49,12 @@
 //!    answer locally in the configured mode, with an Extended DNS Error saying why, and
 //!    record the block for the audit log;
 //! 6. safe search: the search engine's safe host, as a CNAME;
-//! 7. allowed → forward upstream ([`upstream::Forwarder`]: cache, in-flight sharing,
+//! 7. over UDP, an allowed answer kept in the answer cache ([`dns::cache`]) is sent as
+//!    stored, patched for this asker; otherwise a task takes over
+//!    ([`dns::Handler::answer_later`]);
+//! 8. allowed → forward upstream ([`upstream::Forwarder`]: cache, in-flight sharing,
 //!    failover, timeout, serve-stale);
-//! 8. check the answer's CNAME chain against the matcher, so no listed name hides
+//! 9. check the answer's CNAME chain against the matcher, so no listed name hides
 //!    behind an allowed alias.
 
 pub mod admin;
