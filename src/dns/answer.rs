@@ -29,6 +29,36 @@ pub const EDE_NO_REACHABLE_AUTHORITY: u16 = 22;
 
 /// Largest UDP answer we offer, whatever the client advertises (DNS flag day 2020).
 pub const MAX_UDP_PAYLOAD: u16 = 1232;
+/// Smallest UDP answer every client accepts (RFC 1035 section 4.2.1).
+pub const MIN_UDP_PAYLOAD: u16 = 512;
+
+/// The UDP answer size we offer a client that advertised `offered` in its OPT record
+/// (`None`: no EDNS, so 512).
+pub fn udp_payload(offered: Option<u16>) -> u16 {
+    offered.map_or(MIN_UDP_PAYLOAD, |o| {
+        o.clamp(MIN_UDP_PAYLOAD, MAX_UDP_PAYLOAD)
+    })
+}
+
+/// Encode hickory's response in at most `max` octets (UDP: records that do not fit are
+/// left out and TC is set). What every `ResponseHandler` of ours does before sending.
+pub fn encode<'a>(
+    response: MessageResponse<
+        '_,
+        'a,
+        impl Iterator<Item = &'a Record> + Send + 'a,
+        impl Iterator<Item = &'a Record> + Send + 'a,
+        impl Iterator<Item = &'a Record> + Send + 'a,
+        impl Iterator<Item = &'a Record> + Send + 'a,
+    >,
+    max: u16,
+) -> Result<(ResponseInfo, Vec<u8>), NetError> {
+    let mut bytes = Vec::with_capacity(512);
+    let mut encoder = BinEncoder::new(&mut bytes);
+    encoder.set_max_size(max);
+    let info = response.destructive_emit(&mut encoder)?;
+    Ok((info, bytes))
+}
 
 /// What to answer, before it is written out.
 #[derive(Debug, Clone)]
@@ -264,7 +294,7 @@ fn negative_soa(owner: Name, ttl: u32) -> Record {
 /// bit, offering at most what it offered, carrying the EDE if there is one.
 fn response_edns(request: &Edns, ede: Option<&(u16, String)>) -> Edns {
     let mut edns = Edns::new();
-    edns.set_max_payload(request.max_payload().clamp(512, MAX_UDP_PAYLOAD));
+    edns.set_max_payload(udp_payload(Some(request.max_payload())));
     edns.set_dnssec_ok(request.flags().dnssec_ok);
     edns.set_version(0);
     if let Some((code, text)) = ede {
@@ -343,9 +373,7 @@ impl ResponseHandler for EncodeAndDrop {
             impl Iterator<Item = &'a Record> + Send + 'a,
         >,
     ) -> Result<ResponseInfo, NetError> {
-        let mut buf = Vec::with_capacity(512);
-        let mut encoder = BinEncoder::new(&mut buf);
-        Ok(response.destructive_emit(&mut encoder)?)
+        Ok(encode(response, u16::MAX)?.0)
     }
 }
 

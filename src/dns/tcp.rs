@@ -19,7 +19,6 @@ use hickory_server::net::runtime::TokioTime;
 use hickory_server::net::xfer::Protocol;
 use hickory_server::net::NetError;
 use hickory_server::proto::rr::Record;
-use hickory_server::proto::serialize::binary::BinEncoder;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponse;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -146,12 +145,7 @@ impl ResponseHandler for Answer {
             impl Iterator<Item = &'a Record> + Send + 'a,
         >,
     ) -> Result<ResponseInfo, NetError> {
-        let mut bytes = Vec::with_capacity(512);
-        let info = {
-            let mut encoder = BinEncoder::new(&mut bytes);
-            encoder.set_max_size(u16::MAX);
-            response.destructive_emit(&mut encoder)?
-        };
+        let (info, bytes) = super::answer::encode(response, u16::MAX)?;
         // A closed connection just drops the answer.
         let _ = self.tx.send(bytes).await;
         Ok(info)

@@ -26,14 +26,13 @@ use hickory_server::net::xfer::Protocol;
 use hickory_server::net::NetError;
 use hickory_server::proto::op::MessageType;
 use hickory_server::proto::rr::Record;
-use hickory_server::proto::serialize::binary::BinEncoder;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponse;
 use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 
-use super::answer::MAX_UDP_PAYLOAD;
-use super::wire::{self, MIN_UDP_PAYLOAD};
+use super::answer::{self, MAX_UDP_PAYLOAD};
+use super::wire;
 use super::{Handler, Now};
 
 /// Packets handled before the loop lets other tasks run.
@@ -146,9 +145,7 @@ async fn general(socket: &Arc<UdpSocket>, handler: &Handler, packet: Vec<u8>, cl
     if request.metadata.message_type == MessageType::Response {
         return; // never answer a response: that is how reflection loops start
     }
-    let max = request.edns.as_ref().map_or(MIN_UDP_PAYLOAD, |e| {
-        e.max_payload().clamp(MIN_UDP_PAYLOAD, MAX_UDP_PAYLOAD)
-    });
+    let max = answer::udp_payload(request.edns.as_ref().map(|e| e.max_payload()));
     let responder = UdpAnswer {
         socket: socket.clone(),
         client,
@@ -181,12 +178,7 @@ impl ResponseHandler for UdpAnswer {
             impl Iterator<Item = &'a Record> + Send + 'a,
         >,
     ) -> Result<ResponseInfo, NetError> {
-        let mut bytes = Vec::with_capacity(512);
-        let info = {
-            let mut encoder = BinEncoder::new(&mut bytes);
-            encoder.set_max_size(self.max);
-            response.destructive_emit(&mut encoder)?
-        };
+        let (info, bytes) = answer::encode(response, self.max)?;
         send(&self.socket, &bytes, self.client).await;
         Ok(info)
     }

@@ -18,12 +18,10 @@ use hickory_server::proto::serialize::binary::{
     BinDecodable, BinDecoder, BinEncodable, BinEncoder,
 };
 
-use super::answer::{Reply, EDE_OPTION, MAX_UDP_PAYLOAD};
+use super::answer::{self, Reply, EDE_OPTION};
 
 /// Length of the DNS header.
 pub const HEADER_LEN: usize = 12;
-/// Smallest UDP answer every client accepts (RFC 1035 section 4.2.1).
-pub const MIN_UDP_PAYLOAD: u16 = 512;
 
 const TYPE_OPT: u16 = 41;
 const CLASS_IN: u16 = 1;
@@ -132,11 +130,9 @@ impl<'a> Query<'a> {
     }
 
     /// The largest answer this client takes over UDP, and that we offer: its EDNS buffer
-    /// (at least 512, at most [`MAX_UDP_PAYLOAD`]), or 512 without EDNS.
+    /// (at least 512, at most [`answer::MAX_UDP_PAYLOAD`]), or 512 without EDNS.
     pub fn max_udp_payload(&self) -> u16 {
-        self.edns.map_or(MIN_UDP_PAYLOAD, |e| {
-            e.payload.clamp(MIN_UDP_PAYLOAD, MAX_UDP_PAYLOAD)
-        })
+        answer::udp_payload(self.edns.map(|e| e.payload))
     }
 
     /// The header, question and (if any) OPT bytes of the query.
@@ -481,7 +477,7 @@ mod tests {
             [&b"WwW"[..], b"Example", b"TEST"]
         );
         assert_eq!(q.name().unwrap().to_ascii(), "WwW.Example.TEST.");
-        assert_eq!(q.max_udp_payload(), MAX_UDP_PAYLOAD);
+        assert_eq!(q.max_udp_payload(), answer::MAX_UDP_PAYLOAD);
         assert!(q.dnssec_ok());
         let plain = query_bytes("a.test.", RecordType::A, None);
         assert_eq!(Query::parse(&plain).unwrap().max_udp_payload(), 512);
