@@ -692,7 +692,7 @@ fn check(args: CheckArgs) -> Result<ExitCode> {
     let names = args
         .names
         .iter()
-        .map(|n| name::normalize(n).with_context(|| format!("invalid name {n:?}")))
+        .map(|n| name::key_from_text(n).with_context(|| format!("invalid name {n:?}")))
         .collect::<Result<Vec<_>>>()?;
     let engine = load_engine(&args.config.config)?;
     let policy = &engine.policy;

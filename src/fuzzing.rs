@@ -16,7 +16,7 @@ use crate::dns::{wire, Handler, Now};
 use crate::engine::Engine;
 use crate::lists::{self, Format};
 use crate::upstream::Forwarder;
-use hickory_server::proto::op::Message;
+use hickory_server::proto::op::{Message, ResponseCode};
 
 /// Parse `data` as a list in every format; every accepted name must normalise to itself.
 pub fn list(data: &[u8]) {
@@ -73,6 +73,15 @@ pub fn packet(data: &[u8]) {
             let answer = Message::from_vec(&out).unwrap_or_else(|e| panic!("{e}: {out:?}"));
             assert_eq!(answer.metadata.id, query.id);
             assert!(out.len() <= usize::from(query.max_udp_payload()));
+            // No subdomain of a listed name is ever forwarded, whatever bytes its labels
+            // hold: a forwarded query gets NOERROR or (nothing listens upstream) SERVFAIL.
+            let code = answer.metadata.response_code;
+            let forwarded = code == ResponseCode::NoError || code == ResponseCode::ServFail;
+            assert!(
+                !(forwarded && listed(&query)),
+                "{code:?} for a listed name: {:?}",
+                query.name()
+            );
         }
         return;
     }
@@ -84,6 +93,25 @@ pub fn packet(data: &[u8]) {
             .handle_request::<_, TokioTime>(&request, EncodeAndDrop)
             .await;
     });
+}
+
+/// Is the query's name under a name the harness's lists block for its group? Decided
+/// from the raw wire labels, independently of the matcher's key form.
+fn listed(query: &wire::Query<'_>) -> bool {
+    let labels: Vec<Vec<u8>> = query.labels().map(<[u8]>::to_ascii_lowercase).collect();
+    let under = |parent: &[&[u8]], strictly: bool| {
+        labels.len() >= parent.len() + usize::from(strictly)
+            && labels[labels.len() - parent.len()..]
+                .iter()
+                .zip(parent)
+                .all(|(a, b)| a.as_slice() == *b)
+    };
+    let locked = under(&[b"locked", b"test"], false);
+    let adult = (under(&[b"blocked", b"test"], false)
+        && !under(&[b"ok", b"blocked", b"test"], false))
+        || under(&[b"tracker", b"test"], false)
+        || under(&[b"wild", b"test"], true);
+    locked || adult
 }
 
 /// One engine and handler for every fuzz input: a few lists, a group with schedules and

@@ -95,24 +95,107 @@ fn is_name_char(c: char) -> bool {
     c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_'
 }
 
-/// Normalise a query name given as its wire labels (from a DNS packet): lower case,
-/// joined with dots, no trailing dot. Returns `None` when a label holds octets that no
-/// list entry can contain (so the name can never match).
-pub fn normalize_labels<'a>(labels: impl IntoIterator<Item = &'a [u8]>) -> Option<String> {
+/// A query name in the matcher's key form, from its wire labels (as a DNS packet carries
+/// them: any bytes, 1–63 per label). Never fails: every name has a key, so no name can
+/// slip past the matcher by holding a byte a list entry cannot.
+///
+/// Letters are folded to lower case; digits, `-`, `_` and the other printable ASCII
+/// characters stay as they are, except `.`, `\` and the few a zone file gives meaning
+/// to (`"();@$`); those, the space, control characters and bytes ≥ 0x80 are written
+/// `\DDD` (the byte in decimal, as in RFC 1035's presentation form). So `.` only ever separates labels, the key is ASCII, and a label
+/// no list entry can equal (`a+b`, `*`, `www\032`) still sits under its parents: the
+/// suffix match covers it like any other label. For a name of ordinary labels the key is
+/// exactly what [`normalize`] gives, so list entries and keys compare directly.
+pub fn key<'a>(labels: impl IntoIterator<Item = &'a [u8]>) -> String {
     let mut text = String::with_capacity(64);
     for (i, label) in labels.into_iter().enumerate() {
         if i > 0 {
             text.push('.');
         }
-        for &b in label {
-            let c = b.to_ascii_lowercase() as char;
-            if !is_name_char(c) {
-                return None;
-            }
-            text.push(c);
+        push_label(&mut text, label);
+    }
+    text
+}
+
+/// Printable characters a key still escapes: `.` and `\` (so labels stay apart and
+/// escapes unambiguous) and those a zone file gives meaning to, as `dig` escapes them.
+const PRESENTATION_SPECIAL: &[u8] = b".\\\"();@$";
+
+/// Append one label in key form (see [`key`]).
+fn push_label(text: &mut String, label: &[u8]) {
+    for &b in label {
+        let c = b.to_ascii_lowercase();
+        if c.is_ascii_graphic() && !PRESENTATION_SPECIAL.contains(&c) {
+            text.push(char::from(c));
+        } else {
+            text.push('\\');
+            text.push(char::from(b'0' + b / 100));
+            text.push(char::from(b'0' + b / 10 % 10));
+            text.push(char::from(b'0' + b % 10));
         }
     }
-    Some(text)
+}
+
+/// A name a person typed (`warden check`) in the matcher's key form: a list-style name
+/// (Unicode allowed) as [`normalize`] reads it, or ASCII presentation form with any
+/// bytes, escaped as `\DDD` or `\X` (`a+b.site.test`, `*.site.test`,
+/// `www\032.site.test`), read label by label into [`key`].
+pub fn key_from_text(input: &str) -> Result<String, NameError> {
+    let trimmed = input.trim();
+    if !trimmed.is_ascii() {
+        return normalize(trimmed);
+    }
+    let trimmed = trimmed.strip_suffix('.').unwrap_or(trimmed);
+    if trimmed.is_empty() {
+        return Err(NameError::Empty);
+    }
+    let labels = presentation_labels(trimmed)?;
+    let wire_len: usize = labels.iter().map(|l| l.len() + 1).sum::<usize>() + 1;
+    if wire_len > MAX_NAME_LEN + 2 {
+        return Err(NameError::NameTooLong(wire_len - 2));
+    }
+    Ok(key(labels.iter().map(Vec::as_slice)))
+}
+
+/// Split presentation text into labels of raw bytes, undoing `\DDD` and `\X` escapes.
+fn presentation_labels(text: &str) -> Result<Vec<Vec<u8>>, NameError> {
+    let mut labels = vec![Vec::new()];
+    let mut bytes = text.bytes();
+    while let Some(b) = bytes.next() {
+        let label = labels.last_mut().ok_or(NameError::Empty)?;
+        match b {
+            b'.' => labels.push(Vec::new()),
+            b'\\' => label.push(unescape(&mut bytes)?),
+            b if b.is_ascii_graphic() => label.push(b),
+            b => return Err(NameError::BadChar(char::from(b))),
+        }
+    }
+    for label in &labels {
+        if label.is_empty() {
+            return Err(NameError::EmptyLabel);
+        }
+        if label.len() > MAX_LABEL_LEN {
+            return Err(NameError::LabelTooLong(label.len()));
+        }
+    }
+    Ok(labels)
+}
+
+/// The byte an escape stands for, after its backslash: `DDD` (decimal, ≤ 255) or one
+/// character taken as itself.
+fn unescape(rest: &mut impl Iterator<Item = u8>) -> Result<u8, NameError> {
+    let first = rest.next().ok_or(NameError::BadChar('\\'))?;
+    if !first.is_ascii_digit() {
+        return Ok(first);
+    }
+    let mut value = u32::from(first - b'0');
+    for _ in 0..2 {
+        match rest.next() {
+            Some(d) if d.is_ascii_digit() => value = value * 10 + u32::from(d - b'0'),
+            _ => return Err(NameError::BadChar('\\')),
+        }
+    }
+    u8::try_from(value).map_err(|_| NameError::BadChar('\\'))
 }
 
 /// Is `text` an IPv4 or IPv6 address (as found by mistake in domain lists)?
@@ -172,15 +255,48 @@ mod tests {
     }
 
     #[test]
-    fn wire_labels_normalise() {
+    fn wire_labels_become_keys() {
         let labels: [&[u8]; 3] = [b"WWW", b"Example", b"TEST"];
+        assert_eq!(key(labels), "www.example.test");
+        let odd: [&[u8]; 2] = [b"a b", b"test"];
+        assert_eq!(key(odd), "a\\032b.test");
+        let odd: [&[u8]; 3] = [b"A+B", b"*", b"test"];
+        assert_eq!(key(odd), "a+b.*.test");
+        let dotted: [&[u8]; 2] = [b"a.b\\", b"test"];
+        assert_eq!(key(dotted), "a\\046b\\092.test");
+        let high: [&[u8]; 2] = [&[0xff, 0x00, 0x80], b"test"];
+        assert_eq!(key(high), "\\255\\000\\128.test");
+        assert_eq!(key([]), "");
+    }
+
+    #[test]
+    fn typed_names_read_escapes() {
         assert_eq!(
-            normalize_labels(labels).as_deref(),
-            Some("www.example.test")
+            key_from_text("WWW.Example.test.").unwrap(),
+            "www.example.test"
         );
-        let bad: [&[u8]; 2] = [b"a b", b"test"];
-        assert_eq!(normalize_labels(bad), None);
-        assert_eq!(normalize_labels([]).as_deref(), Some(""));
+        assert_eq!(key_from_text("a+b.x.test").unwrap(), "a+b.x.test");
+        assert_eq!(key_from_text("*.x.test").unwrap(), "*.x.test");
+        assert_eq!(key_from_text("www\\032.x.test").unwrap(), "www\\032.x.test");
+        assert_eq!(key_from_text("a\\.b.x.test").unwrap(), "a\\046b.x.test");
+        assert_eq!(key_from_text("bücher.test").unwrap(), "xn--bcher-kva.test");
+        assert_eq!(key_from_text("a..test"), Err(NameError::EmptyLabel));
+        assert_eq!(key_from_text("a\\999.test"), Err(NameError::BadChar('\\')));
+        assert_eq!(key_from_text("a\\"), Err(NameError::BadChar('\\')));
+    }
+
+    proptest::proptest! {
+        /// Keys are ASCII, split into exactly the name's labels, and read back (as
+        /// typed text) to themselves.
+        #[test]
+        fn keys_keep_label_boundaries(
+            labels in proptest::collection::vec(proptest::collection::vec(proptest::num::u8::ANY, 1..20), 1..5)
+        ) {
+            let k = key(labels.iter().map(Vec::as_slice));
+            proptest::prop_assert!(k.is_ascii());
+            proptest::prop_assert_eq!(k.split('.').count(), labels.len());
+            proptest::prop_assert_eq!(key_from_text(&k).ok(), Some(k.clone()));
+        }
     }
 
     #[test]

@@ -57,6 +57,22 @@ fn check_blocks_a_name_from_a_shipped_list_and_its_subdomains() {
 }
 
 #[test]
+fn check_answers_for_names_with_any_bytes_in_their_labels() {
+    let (name, line) = first_entry("blocklists/adult/shadowwhisperer-adult.domains.txt.gz");
+    let plus = format!("a+b.{name}");
+    let star = format!("*.{name}");
+    let space = format!("www\\032.{name}");
+    let out = warden(&["check", &plus, &star, &space]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    let rule = format!("blocked\tadult\tadult-shadowwhisperer:{line}\t{name}");
+    assert_eq!(lines[0], format!("a+b.{name}\t{rule}"));
+    assert_eq!(lines[1], format!("*.{name}\t{rule}"));
+    assert_eq!(lines[2], format!("www\\032.{name}\t{rule}"));
+}
+
+#[test]
 fn check_exits_zero_when_all_allowed_and_speaks_json() {
     let out = warden(&["check", "--json", "warden-allowed.test", "another.test"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));

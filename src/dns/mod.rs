@@ -31,7 +31,7 @@ use arc_swap::ArcSwap;
 use chrono::{DateTime, Utc};
 use hickory_server::net::runtime::Time;
 use hickory_server::proto::op::{OpCode, ResponseCode};
-use hickory_server::proto::rr::{DNSClass, LowerName, Name, RData, RecordType};
+use hickory_server::proto::rr::{DNSClass, Name, RData, RecordType};
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 
 use crate::audit::{Event, Outcome, Sink};
@@ -40,7 +40,7 @@ use crate::engine::Engine;
 use crate::filter::{Block, CategorySet};
 use crate::metrics::{Metrics, QueryOutcome};
 use crate::name;
-use crate::policy::{self, safe_search, Who};
+use crate::policy::{self, rebinding, safe_search, Who};
 use crate::upstream::{Answer, Forwarder};
 use answer::Reply;
 use cache::AnswerCache;
@@ -258,14 +258,11 @@ impl Handler {
     /// name is blocked (then reported and answered here), rewritten for safe search, or
     /// to be forwarded.
     fn decide(&self, engine: &Engine, asking: &Asking<'_>, qname: &Name) -> Step {
-        // 2. Normalise the name once; everything after compares this form. A name with
-        //    octets no list entry can hold cannot match a rule itself, but its answer's
-        //    CNAME chain is still checked (in forward).
-        let Some(name) = name::normalize_labels(qname.iter()) else {
-            return Step::Forward {
-                name: LowerName::from(qname).to_string(),
-            };
-        };
+        // 2. Normalise the name once into the matcher's key form; everything after
+        //    compares this form. Every name has one, whatever bytes its labels hold, so
+        //    `a+b.listed.test` or `*.listed.test` is matched under `listed.test` like
+        //    any other subdomain.
+        let name = name::key(qname.iter());
         // 3. Who is asking decides what applies (see Asking::new): their group, its
         //    categories at this minute (schedules; locked ones always), its safe search.
         let who = &asking.who;
@@ -316,6 +313,9 @@ impl Handler {
             if let Some(reply) = self.check_chain(answers, qname, engine, asking, name) {
                 return reply;
             }
+            if let Some(reply) = self.check_rebinding(answers, qname, engine, asking, name) {
+                return reply;
+            }
         }
         self.record_allowed(engine, asking, name, "forwarded");
         Reply::from_upstream(answer)
@@ -360,9 +360,7 @@ impl Handler {
             let RData::CNAME(target) = &record.data else {
                 continue;
             };
-            let Some(target_name) = name::normalize_labels(target.0.iter()) else {
-                continue;
-            };
+            let target_name = name::key(target.0.iter());
             let verdict = engine.matcher.lookup(&target_name, asking.active);
             let via = Some(target_name.as_str());
             if let Some(b) = verdict
@@ -377,6 +375,49 @@ impl Handler {
             }
         }
         None
+    }
+
+    /// A block answer if upstream put this public name on an internal address (DNS
+    /// rebinding, see [`rebinding`]). The query's own name decides the exemptions: a
+    /// public name aliased to `router.lan` is still a public name in the browser.
+    fn check_rebinding(
+        &self,
+        answers: &[hickory_server::proto::rr::Record],
+        qname: &Name,
+        engine: &Engine,
+        asking: &Asking<'_>,
+        name: &str,
+    ) -> Option<Reply> {
+        if !rebinding::applies(&engine.config.rebinding, name) {
+            return None;
+        }
+        let internal = answers.iter().find_map(|record| {
+            let ip = match &record.data {
+                RData::A(a) => IpAddr::V4(a.0),
+                RData::AAAA(aaaa) => IpAddr::V6(aaaa.0),
+                _ => return None,
+            };
+            rebinding::is_internal(ip).then_some(ip)
+        })?;
+        let mode = asking
+            .who
+            .group
+            .block_response
+            .unwrap_or(engine.config.blocking.response);
+        let builtin = Builtin {
+            category: policy::REBINDING,
+            rule: format!("{name} -> {internal}"),
+            response: mode.as_str(),
+        };
+        self.report_builtin(engine, asking, name, builtin);
+        Some(answer::blocked(
+            &engine.config.blocking,
+            mode,
+            policy::REBINDING,
+            qname,
+            asking.qtype,
+            name,
+        ))
     }
 
     /// Report a block and build its answer. `categories` names the block's categories,
@@ -404,7 +445,7 @@ impl Handler {
             categories,
             qname,
             asking.qtype,
-            block,
+            block.rule.matched,
         )
     }
 
@@ -488,32 +529,42 @@ impl Handler {
         name: &str,
         kind: policy::Special,
     ) {
+        let response = match kind {
+            policy::Special::NxDomain => "nxdomain",
+            policy::Special::NoData => "nodata",
+        };
+        let builtin = Builtin {
+            category: policy::CIRCUMVENTION,
+            rule: name.to_string(),
+            response,
+        };
+        self.report_builtin(engine, asking, name, builtin);
+    }
+
+    /// Count and record a block that no list made (a built-in answer or rebinding
+    /// protection), in its own category, for the lead like any other.
+    fn report_builtin(&self, engine: &Engine, asking: &Asking<'_>, name: &str, b: Builtin) {
         self.blocked.fetch_add(1, Ordering::Relaxed);
-        self.metrics
-            .block(policy::CIRCUMVENTION, &asking.who.group.name);
-        tracing::debug!(target: "warden::block", client = %asking.client.ip(), name, "circumvention attempt");
+        self.metrics.block(b.category, &asking.who.group.name);
+        tracing::debug!(target: "warden::block", client = %asking.client.ip(), name, category = b.category, "built-in block");
         let locked = engine
             .config
             .categories
-            .get(policy::CIRCUMVENTION)
+            .get(b.category)
             .is_some_and(|c| c.locked);
         if let Some(sink) = &self.audit {
             sink.record(
                 asking.client.ip(),
                 Outcome::Blocked,
-                policy::CIRCUMVENTION,
+                b.category,
                 name,
                 || Event {
-                    categories: policy::CIRCUMVENTION.to_string(),
+                    categories: b.category.to_string(),
                     locked,
                     list: "built-in".to_string(),
                     line: 0,
-                    rule: name.to_string(),
-                    response: match kind {
-                        policy::Special::NxDomain => "nxdomain",
-                        policy::Special::NoData => "nodata",
-                    }
-                    .to_string(),
+                    rule: b.rule,
+                    response: b.response.to_string(),
                     cname: None,
                     outcome: Outcome::Blocked,
                     ..allowed_event(asking, name)
@@ -521,6 +572,14 @@ impl Handler {
             );
         }
     }
+}
+
+/// A block that no list made: its category, what it is recorded as having matched, and
+/// the answer given.
+struct Builtin {
+    category: &'static str,
+    rule: String,
+    response: &'static str,
 }
 
 /// Who asked what: the client, their group and device, the categories active for them
