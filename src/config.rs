@@ -44,6 +44,9 @@ pub struct Config {
     pub upstream: UpstreamConfig,
     #[serde(default)]
     pub blocking: BlockingConfig,
+    /// `[rebinding]`: upstream answers that put a public name on a private address.
+    #[serde(default)]
+    pub rebinding: RebindingConfig,
     #[serde(default)]
     pub audit: AuditConfig,
     #[serde(default)]
@@ -297,6 +300,49 @@ impl Default for BlockingConfig {
 
 fn default_block_ttl() -> u32 {
     300
+}
+
+/// `[rebinding]`: DNS rebinding protection. An upstream answer that puts a public name
+/// on a private, loopback or link-local address is blocked (a web page could otherwise
+/// use such a name to reach the school's own devices from a pupil's browser), except
+/// for single-label names, names under the usual LAN zones (`lan`, `home.arpa`, …) and
+/// names under `allow` (the organisation's own internal domains).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RebindingConfig {
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Domains whose names may resolve to private addresses (with all their subdomains),
+    /// besides the usual LAN zones, which always may.
+    #[serde(default)]
+    pub allow: Vec<Spanned<Domain>>,
+}
+
+impl Default for RebindingConfig {
+    fn default() -> Self {
+        RebindingConfig {
+            enabled: true,
+            allow: Vec::new(),
+        }
+    }
+}
+
+/// A domain name from the config, normalised while loading (lower case, punycode, no
+/// trailing dot) by [`Config::parse`], which refuses one that is not valid with its line.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Domain(String);
+
+impl Domain {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Normalise in place; the error says why the text is not a domain name.
+    fn normalize(&mut self) -> Result<(), crate::name::NameError> {
+        self.0 = crate::name::normalize(&self.0)?;
+        Ok(())
+    }
 }
 
 /// `[audit]`: the audit log of blocks for the e-safety lead.
@@ -878,7 +924,15 @@ impl Config {
             .filter(|p| !p.as_os_str().is_empty())
             .map(Path::to_path_buf)
             .unwrap_or_else(|| PathBuf::from("."));
-        Validator { text, path }.check(&config)?;
+        let validator = Validator { text, path };
+        for domain in &mut config.rebinding.allow {
+            let span = domain.span();
+            if let Err(e) = domain.get_mut().normalize() {
+                let text = domain.get_ref().as_str();
+                return validator.error(span, format!("[rebinding] allow: {text:?}: {e}"));
+            }
+        }
+        validator.check(&config)?;
         Ok(config)
     }
 

@@ -42,7 +42,8 @@
 //! ## One query's path ([`dns::Handler::answer_now`] over UDP, [`dns::Handler::resolve`] otherwise)
 //! 0. the client must be in `[server] allow_networks` and within its rate limit;
 //! 1. check the request: a standard query, one IN question (else NOTIMP/FORMERR/REFUSED);
-//! 2. normalise the name once (lower case, no trailing dot);
+//! 2. normalise the name once into the matcher's key form ([`name::key`]: lower case,
+//!    any bytes kept, so an odd label still sits under its listed parents);
 //! 3. find the client's group and its active categories (locked ones always on);
 //! 4. the built-in circumvention names (DoH canary, Private Relay, DDR) get their answers;
 //! 5. [`filter::Matcher::lookup`] (then the group's own allow and deny lists): blocked →
@@ -55,7 +56,9 @@
 //! 8. allowed → forward upstream ([`upstream::Forwarder`]: cache, in-flight sharing,
 //!    failover, timeout, serve-stale);
 //! 9. check the answer's CNAME chain against the matcher, so no listed name hides
-//!    behind an allowed alias.
+//!    behind an allowed alias;
+//! 10. DNS rebinding protection ([`policy::rebinding`]): a public name answered with a
+//!    private, loopback or link-local address is blocked.
 
 pub mod admin;
 pub mod alerts;

@@ -13,7 +13,6 @@ use hickory_server::server::{Request, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::{MessageResponse, MessageResponseBuilder};
 
 use crate::config::{BlockResponse, BlockingConfig};
-use crate::filter::Block;
 use crate::metrics::QueryOutcome;
 use crate::policy::Special;
 use crate::upstream::Answer;
@@ -139,18 +138,19 @@ impl Reply {
 }
 
 /// The answer for a blocked name, in the configured mode. Every query type is answered
-/// here, so none (HTTPS/SVCB hints included) can leak the real addresses.
+/// here, so none (HTTPS/SVCB hints included) can leak the real addresses. `zone` is the
+/// blocked name as the matcher wrote it (the listed suffix), owner of the negative SOA.
 pub fn blocked(
     config: &BlockingConfig,
     mode: BlockResponse,
     categories: &str,
     qname: &Name,
     qtype: RecordType,
-    block: &Block<'_>,
+    zone: &str,
 ) -> Reply {
     let ttl = config.ttl;
     let ede = Some((EDE_BLOCKED, format!("blocked by Warden: {categories}")));
-    let soa = || negative_soa(zone_name(qname, block.rule.matched), ttl);
+    let soa = || negative_soa(zone_name(qname, zone), ttl);
     let addresses: Vec<IpAddr> = match (mode, qtype) {
         (BlockResponse::Nxdomain, _) => {
             return Reply {

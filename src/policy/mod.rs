@@ -1,6 +1,7 @@
 //! Who is asking, and what applies to them now: client → group and device name
 //! ([`clients`]), group → categories blocked at this moment ([`schedule`]), safe-search
-//! rewrites ([`safe_search`]) and the built-in circumvention answers.
+//! rewrites ([`safe_search`]), DNS rebinding protection ([`rebinding`]) and the built-in
+//! circumvention answers.
 //!
 //! Compiled once per snapshot from the config. The query path only looks things up:
 //! one longest-prefix lookup for the client, and the group's category set for the
@@ -8,6 +9,7 @@
 //! once a minute per group, never per query).
 
 pub mod clients;
+pub mod rebinding;
 pub mod safe_search;
 pub mod schedule;
 
@@ -25,6 +27,9 @@ use schedule::Window;
 
 /// The built-in category of ways round the filter; defined even if the config does not.
 pub const CIRCUMVENTION: &str = "circumvention";
+
+/// The category of answers blocked by DNS rebinding protection ([`rebinding`]).
+pub const REBINDING: &str = "rebinding";
 
 /// The category of every `[[deny]]` list's blocks.
 pub const GROUP_DENY: &str = "group-deny";

@@ -91,6 +91,27 @@ impl RequestHandler for Upstream {
                 record("odd\\032name.test.", cname("x.tracker.test.")),
                 record("x.tracker.test.", a([192, 0, 2, 67])),
             ],
+            // An alias whose target holds a byte no list entry can (a space) under a
+            // locked name: the chain check must see through it.
+            ("hidden-alias.test.", _) => vec![
+                record(
+                    "hidden-alias.test.",
+                    RData::CNAME(CNAME(dns_name("www\\032.locked.test."))),
+                ),
+                record("www\\032.locked.test.", a([192, 0, 2, 68])),
+            ],
+            // Public names on internal addresses (DNS rebinding), and the LAN's own.
+            ("rebind.test.", RecordType::A) => vec![record(&name, a([192, 168, 1, 1]))],
+            ("rebind.test.", RecordType::AAAA) => {
+                vec![record(&name, RData::AAAA(AAAA("fd00::1".parse().unwrap())))]
+            }
+            ("router.lan.", RecordType::A) | ("nas.school.example.", RecordType::A) => {
+                vec![record(&name, a([10, 0, 0, 2]))]
+            }
+            ("via-lan.test.", _) => vec![
+                record("via-lan.test.", cname("router.lan.")),
+                record("router.lan.", a([10, 0, 0, 2])),
+            ],
             // The safe-search hosts (addresses as their operators publish them).
             ("forcesafesearch.google.com.", RecordType::A) => {
                 vec![record(&name, a([216, 239, 38, 120]))]
