@@ -1,5 +1,6 @@
 //! The `warden` binary: parse arguments, start logging, run one command, map its outcome
-//! to an exit code (0 ok/allowed, 1 blocked, 2 error). Everything else lives in the library.
+//! to an exit code (0 ok/allowed, 1 blocked, 2 error, 3 `serve` stopped with blocks it
+//! could not write to the audit log). Everything else lives in the library.
 
 use std::process::ExitCode;
 

@@ -116,6 +116,7 @@ pub struct Metrics {
     audit_rows_written: IntCounter,
     audit_write_errors: IntCounter,
     audit_folded: IntCounter,
+    audit_pending: IntGauge,
     alerts_raised: IntCounterVec,
     alert_deliveries: IntCounterVec,
     alerts_pending: IntGauge,
@@ -247,6 +248,11 @@ impl Metrics {
             audit_folded: r.counter(
                 "warden_audit_folded_total",
                 "Audit events folded into per-client or overflow rows under a flood",
+            ),
+            audit_pending: r.gauge(
+                "warden_audit_pending",
+                "Audit events answered but not yet committed to the log (queued, or held \
+                 for a retry after a failed write)",
             ),
             alerts_raised: r.counter_vec(
                 "warden_alerts_total",
@@ -414,8 +420,13 @@ impl Metrics {
         };
         use std::sync::atomic::Ordering::Relaxed;
         self.audit_queue_depth.set(sink.queue_depth() as i64);
+        self.audit_pending
+            .set(i64::try_from(writer.pending(sink)).unwrap_or(i64::MAX));
         catch_up(&self.audit_events, sink.received());
-        catch_up(&self.audit_folded, sink.folded());
+        catch_up(
+            &self.audit_folded,
+            sink.folded() + writer.events_folded.load(Relaxed),
+        );
         catch_up(
             &self.audit_rows_written,
             writer.rows_inserted.load(Relaxed) + writer.rows_updated.load(Relaxed),
@@ -610,6 +621,7 @@ mod tests {
             "warden_cache_hits_total",
             "warden_upstream_duration_seconds_bucket",
             "warden_audit_queue_depth",
+            "warden_audit_pending",
             "warden_alerts_pending",
         ] {
             assert!(text.contains(name), "{name} missing from:\n{text}");

@@ -9,7 +9,9 @@
 //! 5. install the reload triggers (SIGHUP, file watcher, list refresh timers, stale-list
 //!    watch) and the shutdown signals, then announce that we serve;
 //! 6. on SIGTERM/SIGINT: stop answering, stop the alerts (saving their cursor), then
-//!    flush and seal the audit log.
+//!    flush and seal the audit log. If the audit log still cannot be written (disk
+//!    full), the log says how many blocks are missing from it and the process exits
+//!    with [`EXIT_AUDIT_UNWRITTEN`].
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -26,6 +28,10 @@ use crate::metrics::Metrics;
 use crate::reload::Reloader;
 use crate::upstream::Forwarder;
 use crate::{admin, alerts, audit, dns, sources};
+
+/// Exit status of a `warden serve` that stopped with blocks it could not write to the
+/// audit log (0 is a clean stop, 2 an error).
+pub const EXIT_AUDIT_UNWRITTEN: u8 = 3;
 
 /// Serve until SIGINT or SIGTERM.
 pub fn run(path: &Path) -> Result<ExitCode> {
@@ -110,8 +116,18 @@ pub fn run(path: &Path) -> Result<ExitCode> {
 
     // 6. The server has stopped answering: now flush and seal every recorded block.
     if let Some((sink, writer)) = audit {
-        writer.stop().context("flushing the audit log")?;
-        tracing::info!(events = sink.received(), "audit log flushed");
+        match writer.stop() {
+            Ok(()) => tracing::info!(events = sink.received(), "audit log flushed"),
+            Err(audit::AuditError::Unwritten { events, source }) => {
+                tracing::error!(
+                    events,
+                    error = %source,
+                    "stopped with {events} events not written to the audit log"
+                );
+                return Ok(ExitCode::from(EXIT_AUDIT_UNWRITTEN));
+            }
+            Err(error) => return Err(error).context("flushing the audit log"),
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -278,4 +278,55 @@ mod tests {
         );
         assert_eq!(purge(&store, &policy, now).unwrap(), 0);
     }
+    /// One device's blocks in one flush of the audit writer come back in the order
+    /// they were seen, so an instant alert names the device's first block (the
+    /// writer used to insert a batch in hash-map order).
+    #[test]
+    fn new_blocks_are_read_in_the_order_they_were_seen() {
+        use crate::audit::writer::{Writer, WriterSettings};
+        use crate::audit::{Event, Outcome, Sink};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.sqlite");
+        let sink = Sink::new(1000);
+        let writer = Writer::start(
+            Store::open(&path).unwrap(),
+            sink.clone(),
+            WriterSettings {
+                window: Duration::from_secs(60),
+                flush_interval: Duration::from_secs(1),
+                retention_days: 30,
+                retention_by_category: BTreeMap::new(),
+            },
+        )
+        .unwrap();
+        let client = std::net::IpAddr::from([10, 0, 0, 9]);
+        // Zero-padded, so names seen in the same instant tie-break in the same order.
+        let names: Vec<String> = (0..64).map(|i| format!("n{i:03}.terror.test")).collect();
+        for name in &names {
+            sink.record(client, Outcome::Blocked, "terrorism", name, || Event {
+                time: SystemTime::now(),
+                client,
+                device: None,
+                group: "pupils".into(),
+                name: name.clone(),
+                qtype: "A".into(),
+                categories: "terrorism".into(),
+                locked: true,
+                list: "ctiru".into(),
+                line: 1,
+                rule: name.clone(),
+                response: "nxdomain".into(),
+                cname: None,
+                outcome: Outcome::Blocked,
+            });
+        }
+        writer.stop().unwrap();
+        let store = Store::open(&path).unwrap();
+        let read: Vec<String> = blocked_after(&store, 0, 1000)
+            .unwrap()
+            .into_iter()
+            .map(|s| s.name)
+            .collect();
+        assert_eq!(read, names);
+    }
 }

@@ -20,6 +20,10 @@
 //! `0.0.0.0`). So memory is bounded by about 2 × `max_pending` entries whatever the
 //! flood, and every block is still counted: the sum of `count` over all rows equals the
 //! number of blocked answers; only the per-name detail of a flood's excess is folded.
+//!
+//! The same holds while the disk is full or failing: the writer keeps a failed batch
+//! (to the same bound, folding the same way) and retries it with backoff until a commit
+//! succeeds; only then are its events counted as written ([`writer`]).
 
 pub mod records;
 pub mod review;
@@ -80,7 +84,7 @@ pub struct Event {
 
 /// The coalescing key: repeats of the same (client, outcome, categories, name) are counted
 /// into one row. Raw bytes: address octets, outcome, categories, U+001F, name.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub(crate) struct Key(Vec<u8>);
 
 /// Longest key: 16 address octets, outcome, categories (≤ 63 names of ≤ 64 bytes would be
@@ -103,6 +107,11 @@ impl Key {
         out.try_push(0x1f).ok()?; // categories never contain it
         out.try_extend_from_slice(name.as_bytes()).ok()?;
         Some(out)
+    }
+
+    /// The key of `client`'s overflow entry for `outcome` and `categories`.
+    pub(crate) fn overflow(client: IpAddr, outcome: Outcome, categories: &str) -> Key {
+        Key::new(client, outcome, categories, OVERFLOW_NAME)
     }
 
     fn new(client: IpAddr, outcome: Outcome, categories: &str, name: &str) -> Key {
@@ -220,9 +229,7 @@ impl Sink {
                 let mut event = make();
                 event.time = time;
                 if let Some(overflow_client) = fold {
-                    event.name = OVERFLOW_NAME.to_string();
-                    event.client = overflow_client;
-                    event.rule = "(flood: names folded)".to_string();
+                    fold_event(&mut event, overflow_client, "(flood: names folded)");
                 }
                 Pending {
                     count: 1,
@@ -254,6 +261,18 @@ impl Sink {
     pub fn queue_depth(&self) -> usize {
         self.inner.pending.len()
     }
+    /// The bound on distinct keys (the writer holds failed writes to the same bound).
+    pub fn max_pending(&self) -> usize {
+        self.inner.max_pending
+    }
+}
+
+/// Turn `event` into its overflow entry's: the name folded, under `client` (the
+/// event's own, or [`OVERFLOW_CLIENT`]), the rule column saying `why`.
+pub(crate) fn fold_event(event: &mut Event, client: IpAddr, why: &str) {
+    event.name = OVERFLOW_NAME.to_string();
+    event.client = client;
+    event.rule = why.to_string();
 }
 
 /// `SystemTime` as RFC 3339 UTC with milliseconds (`2026-11-22T06:58:00.123Z`). Times

@@ -16,7 +16,7 @@
 //! (A chain cannot show that its newest rows were cut off; keep exports of the chain
 //! hashes for that, as `audit export` includes them.)
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -40,6 +40,13 @@ pub enum AuditError {
     },
     #[error("no audit event with id {0}")]
     NoSuchEvent(i64),
+    /// A stop found the database still failing: these events were answered but are not
+    /// in the log.
+    #[error("{events} audit events could not be written before the stop")]
+    Unwritten {
+        events: u64,
+        source: Box<AuditError>,
+    },
     #[error("{0}")]
     Invalid(String),
 }
@@ -309,6 +316,13 @@ impl Store {
     /// Write one drained batch in one transaction: add to open rows within their
     /// window, open new rows otherwise; then seal the rows whose window has closed
     /// (all open rows when `seal_all`, as at shutdown).
+    ///
+    /// `open` describes the rows open in the database, and is changed only once the
+    /// transaction has committed: a failed write (disk full) rolls the rows back, and
+    /// the map must not keep ids of rows that do not exist (their later updates would
+    /// change nothing and lose the counts). New rows are inserted in order of first
+    /// sighting, so ids follow time: alerts read new rows by id and alert on a device's
+    /// first block.
     pub(crate) fn write_batch(
         &mut self,
         batch: &[(Key, Pending)],
@@ -317,83 +331,36 @@ impl Store {
         now: SystemTime,
         seal_all: bool,
     ) -> Result<BatchStats, AuditError> {
-        let mut stats = BatchStats::default();
+        let mut order: Vec<&(Key, Pending)> = batch.iter().collect();
+        order.sort_by(|a, b| a.1.first.cmp(&b.1.first).then_with(|| a.0.cmp(&b.0)));
         let path = self.path.clone();
         let err = |source| AuditError::Sqlite {
             path: path.clone(),
             source,
         };
         let tx = self.conn.transaction().map_err(err)?;
-        for (key, pending) in batch {
-            let within = open
-                .get(key)
-                .filter(|row| pending.last.duration_since(row.first).unwrap_or_default() < window);
-            if let Some(row) = within {
-                // Cached statements: the writer runs these thousands of times a second.
-                tx.prepare_cached(
-                    "UPDATE events SET count = count + ?1, last_seen = max(last_seen, ?2) WHERE id = ?3",
-                )
-                .and_then(|mut stmt| {
-                    stmt.execute(params![pending.count as i64, rfc3339(pending.last), row.id])
-                })
-                .map_err(err)?;
-                stats.updated += 1;
-                continue;
-            }
-            let e = &pending.event;
-            tx.prepare_cached(
-                "INSERT INTO events (first_seen, last_seen, count, client_ip, device, grp, name, qtype, \
-                 categories, locked, list, line, rule, response, cname, outcome, salt) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
-            )
-            .and_then(|mut stmt| {
-                stmt.execute(params![
-                    rfc3339(pending.first),
-                    rfc3339(pending.last),
-                    pending.count as i64,
-                    e.client.to_string(),
-                    e.device,
-                    e.group,
-                    e.name,
-                    e.qtype,
-                    e.categories,
-                    e.locked,
-                    e.list,
-                    e.line,
-                    e.rule,
-                    e.response,
-                    e.cname,
-                    e.outcome.as_str(),
-                    new_salt(),
-                ])
-            })
-            .map_err(err)?;
-            open.insert(
-                key.clone(),
-                OpenRow {
-                    id: tx.last_insert_rowid(),
-                    first: pending.first,
-                },
-            );
-            stats.inserted += 1;
-        }
+        let (mut stats, mut changes) = write_rows(&tx, &order, open, window).map_err(err)?;
         // Seal in insertion order, so the chain follows the order events were opened.
+        let reopened: HashSet<&Key> = changes.opened.iter().map(|(k, _)| k).collect();
+        let due =
+            |row: &OpenRow| seal_all || now.duration_since(row.first).unwrap_or_default() >= window;
         let mut closing: Vec<(Key, OpenRow)> = open
             .iter()
-            .filter(|(_, row)| {
-                seal_all || now.duration_since(row.first).unwrap_or_default() >= window
-            })
+            .filter(|(key, row)| !reopened.contains(key) && due(row))
             .map(|(k, r)| (k.clone(), *r))
+            .chain(changes.opened.iter().filter(|(_, row)| due(row)).cloned())
+            .chain(changes.replaced.iter().cloned())
             .collect();
         closing.sort_by_key(|(_, r)| r.id);
         let (mut seq, mut hash) = (self.head_seq, self.head_hash.clone());
-        for (key, row) in &closing {
+        for (key, row) in closing {
             seq += 1;
             hash = seal_row(&tx, row.id, seq, &hash).map_err(err)?;
-            open.remove(key);
+            changes.closed.push((key, row.id));
             stats.sealed += 1;
         }
         tx.commit().map_err(err)?;
+        changes.apply(open);
         self.head_seq = seq;
         self.head_hash = hash;
         Ok(stats)
@@ -582,6 +549,115 @@ impl Retention {
             .unwrap_or(self.default_days);
         super::before(now, Duration::from_secs(86_400) * shortest)
     }
+}
+
+/// What a batch changes in the writer's map of open rows, applied only after its
+/// transaction has committed.
+#[derive(Default)]
+struct OpenChanges {
+    /// Rows inserted by the batch.
+    opened: Vec<(Key, OpenRow)>,
+    /// Open rows whose key got a new row because an event fell outside their window:
+    /// their window has closed, so they are sealed in the same batch.
+    replaced: Vec<(Key, OpenRow)>,
+    /// Rows sealed by the batch, by id.
+    closed: Vec<(Key, i64)>,
+}
+
+impl OpenChanges {
+    fn apply(self, open: &mut HashMap<Key, OpenRow>) {
+        for (key, row) in self.opened {
+            open.insert(key, row);
+        }
+        // By id: a key whose old row was sealed keeps its new one.
+        for (key, id) in self.closed {
+            if open.get(&key).is_some_and(|row| row.id == id) {
+                open.remove(&key);
+            }
+        }
+    }
+}
+
+/// Add each pending entry to its open row, or insert a new row. Reads `open`, never
+/// changes it (see [`Store::write_batch`]).
+fn write_rows(
+    tx: &rusqlite::Transaction<'_>,
+    order: &[&(Key, Pending)],
+    open: &HashMap<Key, OpenRow>,
+    window: Duration,
+) -> rusqlite::Result<(BatchStats, OpenChanges)> {
+    let mut stats = BatchStats::default();
+    let mut changes = OpenChanges::default();
+    for (key, pending) in order.iter().copied() {
+        if let Some(row) = open.get(key) {
+            if pending.last.duration_since(row.first).unwrap_or_default() >= window {
+                changes.replaced.push((key.clone(), *row));
+            } else if add_to_row(tx, row.id, pending)? {
+                stats.updated += 1;
+                continue;
+            } else {
+                // The open row is gone (deleted outside Warden): a new row keeps the
+                // count rather than an update that changes nothing.
+                tracing::warn!(
+                    id = row.id,
+                    "an open audit row is missing; opening a new one"
+                );
+            }
+        }
+        let id = insert_row(tx, pending)?;
+        let row = OpenRow {
+            id,
+            first: pending.first,
+        };
+        changes.opened.push((key.clone(), row));
+        stats.inserted += 1;
+    }
+    Ok((stats, changes))
+}
+
+/// Add a pending entry's count to open row `id`; false if there is no such row.
+fn add_to_row(
+    tx: &rusqlite::Transaction<'_>,
+    id: i64,
+    pending: &Pending,
+) -> rusqlite::Result<bool> {
+    // Cached statements: the writer runs these thousands of times a second.
+    let changed = tx
+        .prepare_cached(
+            "UPDATE events SET count = count + ?1, last_seen = max(last_seen, ?2) WHERE id = ?3",
+        )?
+        .execute(params![pending.count as i64, rfc3339(pending.last), id])?;
+    Ok(changed == 1)
+}
+
+/// Insert a new open row for a pending entry; returns its id.
+fn insert_row(tx: &rusqlite::Transaction<'_>, pending: &Pending) -> rusqlite::Result<i64> {
+    let e = &pending.event;
+    tx.prepare_cached(
+        "INSERT INTO events (first_seen, last_seen, count, client_ip, device, grp, name, qtype, \
+         categories, locked, list, line, rule, response, cname, outcome, salt) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+    )?
+    .execute(params![
+        rfc3339(pending.first),
+        rfc3339(pending.last),
+        pending.count as i64,
+        e.client.to_string(),
+        e.device,
+        e.group,
+        e.name,
+        e.qtype,
+        e.categories,
+        e.locked,
+        e.list,
+        e.line,
+        e.rule,
+        e.response,
+        e.cname,
+        e.outcome.as_str(),
+        new_salt(),
+    ])?;
+    Ok(tx.last_insert_rowid())
 }
 
 /// Compute and store a row's chain position and hash; returns the hash.
@@ -775,5 +851,135 @@ mod tests {
         }
         drop(store);
         assert!(Store::open(&path).is_ok(), "a migrated log opens again");
+    }
+    fn entry(name: &str, first: SystemTime, count: u64) -> (Key, Pending) {
+        let client = std::net::IpAddr::from([10, 0, 0, 3]);
+        let event = super::super::Event {
+            time: first,
+            client,
+            device: None,
+            group: "default".into(),
+            name: name.into(),
+            qtype: "A".into(),
+            categories: "terrorism".into(),
+            locked: true,
+            list: "ctiru".into(),
+            line: 1,
+            rule: name.into(),
+            response: "nxdomain".into(),
+            cname: None,
+            outcome: super::super::Outcome::Blocked,
+        };
+        let key = Key::new(client, event.outcome, &event.categories, name);
+        let pending = Pending {
+            count,
+            first,
+            last: first,
+            event,
+        };
+        (key, pending)
+    }
+
+    fn column<T: rusqlite::types::FromSql>(store: &Store, sql: &str) -> Vec<T> {
+        let mut stmt = store.conn().prepare(sql).unwrap();
+        let rows = stmt.query_map([], |r| r.get(0)).unwrap();
+        rows.collect::<rusqlite::Result<_>>().unwrap()
+    }
+
+    const WINDOW: Duration = Duration::from_secs(60);
+
+    proptest::proptest! {
+        // Each case creates a database: a few dozen cases cover the orders.
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(32))]
+
+        /// Row ids follow the time of first sighting, within a batch and across
+        /// batches: alerts read new rows by id and alert on a device's first block.
+        #[test]
+        fn row_ids_follow_first_sighting(
+            batches in proptest::collection::vec(
+                proptest::collection::btree_map(0u16..500, 0u32..1000, 1..40), 1..4),
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let mut store = Store::open(&dir.path().join("a.sqlite")).unwrap();
+            let mut open = HashMap::new();
+            let base = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+            for (round, names) in batches.iter().enumerate() {
+                // Each batch's sightings are later than the previous batch's.
+                let start = base + Duration::from_secs(round as u64);
+                let batch: Vec<(Key, Pending)> = names
+                    .iter()
+                    .map(|(name, ms)| {
+                        let first = start + Duration::from_millis(u64::from(*ms));
+                        entry(&format!("r{round}-n{name}.test"), first, 1)
+                    })
+                    .collect();
+                store.write_batch(&batch, &mut open, WINDOW, start, false).unwrap();
+            }
+            let firsts: Vec<String> = column(&store, "SELECT first_seen FROM events ORDER BY id");
+            proptest::prop_assert!(firsts.windows(2).all(|w| w[0] <= w[1]), "{firsts:?}");
+            let total: usize = batches.iter().map(|b| b.len()).sum();
+            proptest::prop_assert_eq!(firsts.len(), total);
+        }
+    }
+
+    #[test]
+    fn a_repeat_after_the_window_opens_a_new_row_and_seals_the_old_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("a.sqlite")).unwrap();
+        let mut open = HashMap::new();
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let batch = [entry("x.test", t0, 2)];
+        store
+            .write_batch(&batch, &mut open, WINDOW, t0, false)
+            .unwrap();
+        let later = t0 + WINDOW + Duration::from_secs(1);
+        let batch = [entry("x.test", later, 3)];
+        let stats = store
+            .write_batch(&batch, &mut open, WINDOW, later, false)
+            .unwrap();
+        assert_eq!((stats.inserted, stats.updated, stats.sealed), (1, 0, 1));
+        let seqs: Vec<Option<i64>> = column(&store, "SELECT seq FROM events ORDER BY id");
+        assert_eq!(
+            seqs,
+            [Some(1), None],
+            "the old row is sealed, the new one open"
+        );
+        assert_eq!(open.len(), 1);
+        store
+            .write_batch(&[], &mut open, WINDOW, later, true)
+            .unwrap();
+        assert!(open.is_empty());
+        assert!(matches!(
+            store.verify(None, later).unwrap(),
+            Verification::Intact {
+                rows: 2,
+                open: 0,
+                ..
+            }
+        ));
+        let counts: Vec<i64> = column(&store, "SELECT count FROM events ORDER BY id");
+        assert_eq!(counts, [2, 3]);
+    }
+
+    /// An open row deleted behind the writer's back: the next repeat opens a new row
+    /// instead of an update that changes nothing, and sealing does not trip on it.
+    #[test]
+    fn a_vanished_open_row_gets_a_new_row_not_a_lost_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("a.sqlite")).unwrap();
+        let mut open = HashMap::new();
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        store
+            .write_batch(&[entry("y.test", t0, 1)], &mut open, WINDOW, t0, false)
+            .unwrap();
+        store.conn().execute("DELETE FROM events", []).unwrap();
+        let t1 = t0 + Duration::from_secs(1);
+        let stats = store
+            .write_batch(&[entry("y.test", t1, 4)], &mut open, WINDOW, t1, true)
+            .unwrap();
+        assert_eq!((stats.inserted, stats.updated, stats.sealed), (1, 0, 1));
+        let counts: Vec<i64> = column(&store, "SELECT count FROM events");
+        assert_eq!(counts, [4]);
+        assert!(open.is_empty());
     }
 }
