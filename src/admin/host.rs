@@ -92,7 +92,10 @@ pub fn parse_authority(text: &str) -> Result<RequestHost, HostError> {
         None => normalise_name(host).ok_or_else(malformed)?,
     };
     // What follows the host is nothing, `:` (an empty port) or `:` and a port number.
-    let rest = authority.as_str().get(authority.host().len()..).unwrap_or("");
+    let rest = authority
+        .as_str()
+        .get(authority.host().len()..)
+        .unwrap_or("");
     let port = authority.port_u16();
     if rest.len() > 1 && port.is_none() {
         return Err(malformed());
