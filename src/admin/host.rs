@@ -156,7 +156,7 @@ pub struct Listener {
 /// Whether `host` names this listener (see the module's rules). `hosts` are
 /// `[dashboard] hosts` entries in their matching form ([`parse_entry`]).
 pub fn is_ours(host: &RequestHost, listener: Listener, hosts: &[String]) -> bool {
-    if hosts.iter().any(|h| *h == host.host) {
+    if hosts.contains(&host.host) {
         return true;
     }
     // Without a port a browser means HTTP's default.

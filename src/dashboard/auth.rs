@@ -9,7 +9,9 @@
 //! - The sign-in form, before any session exists, is protected by a double-submit
 //!   token: a random value in a cookie scoped to `/login` and in the form.
 //! - Failed sign-ins are limited per client address and per user name, so a password
-//!   cannot be guessed at speed from one device or against one account from many.
+//!   cannot be guessed at speed from one device or against one account from many. Each
+//!   attempt is counted before its password is checked, so parallel requests cannot
+//!   race past the limit, and checks run a few at a time ([`PasswordChecker`]).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
