@@ -9,14 +9,20 @@
 //!   TOKEN`, the token in `[admin] token_file`; answers with the result as JSON.
 //!
 //! The token is compared in constant time and never logged.
+//!
+//! Every route, the dashboard's included, answers only requests that name this
+//! listener in `Host` ([`host`]): a web page cannot reach them by DNS rebinding.
+
+pub mod host;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
@@ -54,6 +60,14 @@ struct AdminState {
     reloader: Arc<Reloader>,
     serving: Arc<AtomicBool>,
     token: Arc<str>,
+    dashboard: Option<Arc<crate::dashboard::Dashboard>>,
+}
+
+/// What the `Host` check needs: the bound port, and the current config's `hosts`.
+#[derive(Clone)]
+struct HostGuard {
+    port: u16,
+    reloader: Arc<Reloader>,
 }
 
 /// A running admin listener.
@@ -82,19 +96,29 @@ pub async fn start(
     let bound = listener
         .local_addr()
         .map_err(|source| AdminError::Bind { addr, source })?;
+    let guard = HostGuard {
+        port: bound.port(),
+        reloader: shared.reloader.clone(),
+    };
     let state = AdminState {
         metrics: shared.metrics,
         reloader: shared.reloader,
         serving: shared.serving,
         token: Arc::from(token),
+        dashboard: shared.dashboard.clone(),
     };
     let mut app = router(state);
     if let Some(dashboard) = shared.dashboard {
         app = app.merge(crate::dashboard::routes(dashboard));
     }
+    // The fallback first, so unknown paths pass the Host check too.
+    let app = app
+        .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(guard, check_host));
     let task = tokio::spawn(async move {
-        // The dashboard needs each request's peer address (sign-in limits and records).
-        let app = app.into_make_service_with_connect_info::<SocketAddr>();
+        // Each request's addresses: the Host check needs the local one, the dashboard
+        // the peer's (sign-in limits and records).
+        let app = app.into_make_service_with_connect_info::<host::Connection>();
         let served = axum::serve(listener, app)
             .with_graceful_shutdown(async move { stop.cancelled().await })
             .await;
@@ -103,6 +127,46 @@ pub async fn start(
         }
     });
     Ok(AdminServer { addr: bound, task })
+}
+
+/// Refuse a request that does not name this listener; pass the rest on with the peer's
+/// address (`ConnectInfo<SocketAddr>`) for the handlers.
+async fn check_host(State(guard): State<HostGuard>, mut request: Request, next: Next) -> Response {
+    let connection = request
+        .extensions()
+        .get::<ConnectInfo<host::Connection>>()
+        .map(|ConnectInfo(c)| *c);
+    let listener = host::Listener {
+        port: guard.port,
+        local: connection.and_then(|c| c.local).map(|a| a.ip()),
+    };
+    let engine = guard.reloader.current();
+    // Entries were checked at load; one that no longer parses matches nothing.
+    let hosts: Vec<String> = engine
+        .config
+        .dashboard
+        .hosts
+        .iter()
+        .filter_map(|h| host::parse_entry(h.get_ref()).ok())
+        .collect();
+    if let Err(refused) = host::check(&request, listener, &hosts) {
+        tracing::debug!(
+            peer = ?connection.map(|c| c.peer),
+            error = %refused,
+            "admin request refused"
+        );
+        return refused.into_response();
+    }
+    if let Some(connection) = connection {
+        request
+            .extensions_mut()
+            .insert(ConnectInfo(connection.peer));
+    }
+    next.run(request).await
+}
+
+async fn not_found() -> Response {
+    (StatusCode::NOT_FOUND, "not found\n").into_response()
 }
 
 fn router(state: AdminState) -> Router {
@@ -115,12 +179,16 @@ fn router(state: AdminState) -> Router {
 }
 
 async fn metrics(State(state): State<AdminState>) -> Response {
+    let mut text = state.metrics.render();
+    if let Some(dashboard) = &state.dashboard {
+        text.push_str(&dashboard.render_metrics());
+    }
     (
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        state.metrics.render(),
+        text,
     )
         .into_response()
 }

@@ -501,6 +501,11 @@ pub struct DashboardConfig {
     /// Unset: no block page.
     #[serde(default)]
     pub block_page: Option<SocketAddr>,
+    /// More names (or addresses) the admin listener answers to, on any port, besides its
+    /// own address and `localhost`: e.g. the name a TLS reverse proxy forwards. Any other
+    /// `Host` is refused (421), so a web page cannot reach it by DNS rebinding.
+    #[serde(default)]
+    pub hosts: Vec<Spanned<String>>,
 }
 
 impl Default for DashboardConfig {
@@ -513,6 +518,7 @@ impl Default for DashboardConfig {
             contact: default_contact(),
             organisation: String::new(),
             block_page: None,
+            hosts: Vec::new(),
         }
     }
 }
@@ -1253,6 +1259,16 @@ impl Validator<'_> {
         Ok(())
     }
 
+    /// `[dashboard] hosts`: each a host name or address, with no port, scheme or path.
+    fn check_dashboard_hosts(&self, config: &Config) -> Result<(), ConfigError> {
+        for entry in &config.dashboard.hosts {
+            if let Err(reason) = crate::admin::host::parse_entry(entry.get_ref()) {
+                return self.error(entry.span(), format!("[dashboard] hosts: {reason}"));
+            }
+        }
+        Ok(())
+    }
+
     /// `[alerts]`: channels that can work, and settings in range.
     fn check_alerts(&self, config: &Config) -> Result<(), ConfigError> {
         let alerts = &config.alerts;
@@ -1401,6 +1417,7 @@ impl Validator<'_> {
             self.check_source(config, list)?;
         }
         self.check_users(config)?;
+        self.check_dashboard_hosts(config)?;
         for list in &config.lists {
             let category = list.category.get_ref();
             if !config.categories.contains_key(category) {
@@ -1571,6 +1588,20 @@ mod tests {
         );
         let err = parse("[upstream]\nservers = []\n").unwrap_err().to_string();
         assert!(err.contains("at least one resolver"), "{err}");
+    }
+
+    #[test]
+    fn dashboard_hosts_are_names_without_ports() {
+        let c = parse("[dashboard]\nhosts = [\"warden.school.lan\", \"192.168.1.2\"]\n").unwrap();
+        assert_eq!(c.dashboard.hosts.len(), 2);
+        assert!(parse("").unwrap().dashboard.hosts.is_empty());
+        let err = parse("[dashboard]\nhosts = [\n  \"ok.lan\",\n  \"warden.lan:8053\",\n]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("conf/w.toml:4:") && err.contains("without a port"),
+            "{err}"
+        );
     }
 
     #[test]

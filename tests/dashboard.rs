@@ -312,8 +312,9 @@ fn malformed_input_gets_a_4xx_that_says_why() {
     let garbage = common::web::raw(
         s.admin,
         &format!(
-            "POST {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nCookie: {session}\r\n\
-             Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{{}}"
+            "POST {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nCookie: {session}\r\n\
+             Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{{}}",
+            s.admin
         ),
     );
     assert!((400..500).contains(&garbage.status), "{}", garbage.status);

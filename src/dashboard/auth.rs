@@ -9,11 +9,13 @@
 //! - The sign-in form, before any session exists, is protected by a double-submit
 //!   token: a random value in a cookie scoped to `/login` and in the form.
 //! - Failed sign-ins are limited per client address and per user name, so a password
-//!   cannot be guessed at speed from one device or against one account from many.
+//!   cannot be guessed at speed from one device or against one account from many. Each
+//!   attempt is counted before its password is checked, so parallel requests cannot
+//!   race past the limit, and checks run a few at a time ([`PasswordChecker`]).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
@@ -70,6 +72,63 @@ pub fn verify_password(password: &str, hash: &str) -> bool {
                 .is_ok()
         })
         .unwrap_or(false)
+}
+
+/// Passwords checked at once. Each Argon2 check takes tens of milliseconds of CPU and
+/// 19 MiB of memory: more at once would let a crowd of sign-ins starve DNS of its cores.
+pub const CONCURRENT_CHECKS: usize = 2;
+/// How long a sign-in waits for its turn before it is told to try again.
+pub const CHECK_QUEUE_WAIT: Duration = Duration::from_secs(10);
+
+/// Why a password could not be checked.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    #[error("every password check slot stayed busy for {0:?}")]
+    Busy(Duration),
+    #[error("the password check did not finish: {0}")]
+    Failed(String),
+}
+
+/// Checks passwords on blocking threads, [`CONCURRENT_CHECKS`] at a time, and counts
+/// every check it runs (the count is what `/metrics` shows and tests observe).
+pub struct PasswordChecker {
+    permits: Arc<tokio::sync::Semaphore>,
+    wait: Duration,
+    checks: prometheus::IntCounter,
+}
+
+impl PasswordChecker {
+    /// Run at most `concurrent` checks at once; a check waits at most `wait` for its
+    /// turn. Each check run adds one to `checks`.
+    pub fn new(concurrent: usize, wait: Duration, checks: prometheus::IntCounter) -> Self {
+        PasswordChecker {
+            permits: Arc::new(tokio::sync::Semaphore::new(concurrent.max(1))),
+            wait,
+            checks,
+        }
+    }
+
+    /// Whether `password` matches `hash`; `None` checks against [`decoy_hash`], so an
+    /// unknown user takes as long to refuse. The check holds its slot until it ends,
+    /// even if the request is dropped meanwhile.
+    pub async fn verify(&self, password: String, hash: Option<String>) -> Result<bool, CheckError> {
+        let permit = tokio::time::timeout(self.wait, self.permits.clone().acquire_owned())
+            .await
+            .map_err(|_| CheckError::Busy(self.wait))?
+            .map_err(|e| CheckError::Failed(e.to_string()))?;
+        let checks = self.checks.clone();
+        tokio::task::spawn_blocking(move || {
+            let _slot = permit;
+            let hash = match hash.as_deref() {
+                Some(hash) => hash,
+                None => decoy_hash(),
+            };
+            checks.inc();
+            verify_password(&password, hash)
+        })
+        .await
+        .map_err(|e| CheckError::Failed(e.to_string()))
+    }
 }
 
 /// A hash to verify against when the user does not exist, so an unknown name takes
@@ -172,70 +231,182 @@ impl Sessions {
     }
 }
 
-/// Failed sign-ins per address and per user name, each a list of recent failure times.
+/// Sign-in attempts per address and per user name within [`FAILURE_WINDOW`].
+///
+/// An attempt is *reserved* against both its address and its user name, under one lock,
+/// before its password is checked: a crowd of parallel requests cannot all pass the check
+/// before the first of them is counted. A reservation counts as a failure until the
+/// password is found right ([`LoginLimiter::succeeded`]) or was never checked
+/// ([`LoginLimiter::release`]); a request dropped mid-check stays counted, as its hash ran.
 #[derive(Default)]
 pub struct LoginLimiter {
-    failures: Mutex<HashMap<String, Vec<Instant>>>,
+    state: Mutex<LimiterState>,
 }
 
-/// Most keys the limiter tracks; past it, keys with no recent failure are dropped first.
+#[derive(Default)]
+struct LimiterState {
+    next_id: u64,
+    /// Per `addr:` / `user:` key, the attempts inside the window, oldest first.
+    attempts: HashMap<String, Vec<Counted>>,
+    /// Per address, when a refusal was last recorded.
+    refusals: HashMap<IpAddr, Instant>,
+}
+
+/// One attempt counted against a key.
+#[derive(Debug, Clone, Copy)]
+struct Counted {
+    id: u64,
+    at: Instant,
+    /// Its password was checked and was wrong (an in-flight attempt is not yet settled).
+    settled: bool,
+}
+
+/// A reserved sign-in attempt: hand it back to [`LoginLimiter::failed`],
+/// [`LoginLimiter::succeeded`] or [`LoginLimiter::release`].
+#[derive(Debug)]
+#[must_use = "an attempt is counted until it is settled"]
+pub struct Attempt {
+    id: u64,
+    client: IpAddr,
+    user: String,
+}
+
+impl Attempt {
+    /// The user name the attempt was for.
+    pub fn user(&self) -> &str {
+        &self.user
+    }
+}
+
+/// Most keys the limiter tracks; past it, keys with no recent attempt are dropped first.
 const MAX_LIMITER_KEYS: usize = 10_000;
 
-impl LoginLimiter {
-    /// `Some(wait)` if `client` or `user` has used up its failures: refuse without
-    /// checking the password.
-    pub fn blocked(&self, client: IpAddr, user: &str, now: Instant) -> Option<Duration> {
-        let failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        [addr_key(client), user_key(user)]
-            .iter()
-            .filter_map(|key| {
-                let times = failures.get(key)?;
-                let recent: Vec<&Instant> = times
-                    .iter()
-                    .filter(|t| now.duration_since(**t) < FAILURE_WINDOW)
-                    .collect();
-                if recent.len() < MAX_FAILURES {
-                    return None;
-                }
-                let oldest = recent.iter().min()?;
-                Some(FAILURE_WINDOW.saturating_sub(now.duration_since(**oldest)))
-            })
-            .max()
+impl LimiterState {
+    /// The attempts on `key` still inside the window (older ones are forgotten).
+    fn recent(&mut self, key: &str, now: Instant) -> usize {
+        match self.attempts.get_mut(key) {
+            Some(list) => {
+                list.retain(|c| now.saturating_duration_since(c.at) < FAILURE_WINDOW);
+                list.len()
+            }
+            None => 0,
+        }
     }
 
-    pub fn failed(&self, client: IpAddr, user: &str, now: Instant) {
-        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        if failures.len() >= MAX_LIMITER_KEYS {
-            failures.retain(|_, times| {
-                times.retain(|t| now.duration_since(*t) < FAILURE_WINDOW);
-                !times.is_empty()
+    /// How long until the oldest attempt on `key` leaves the window.
+    fn wait(&self, key: &str, now: Instant) -> Duration {
+        self.attempts
+            .get(key)
+            .and_then(|list| list.first())
+            .map(|oldest| FAILURE_WINDOW.saturating_sub(now.saturating_duration_since(oldest.at)))
+            .unwrap_or(FAILURE_WINDOW)
+    }
+
+    fn make_room(&mut self, now: Instant) {
+        if self.attempts.len() >= MAX_LIMITER_KEYS {
+            self.attempts.retain(|_, list| {
+                list.retain(|c| now.saturating_duration_since(c.at) < FAILURE_WINDOW);
+                !list.is_empty()
             });
         }
-        for key in [addr_key(client), user_key(user)] {
-            let times = failures.entry(key).or_default();
-            times.retain(|t| now.duration_since(*t) < FAILURE_WINDOW);
-            times.push(now);
+        if self.refusals.len() >= MAX_LIMITER_KEYS {
+            self.refusals
+                .retain(|_, at| now.saturating_duration_since(*at) < Duration::from_secs(60));
         }
     }
 
-    /// A successful sign-in clears the user's count (not the address's: one device
-    /// guessing several accounts stays limited).
+    /// Apply `edit` to `key`'s attempts, forgetting the key once it has none.
+    fn edit(&mut self, key: &str, edit: impl FnOnce(&mut Vec<Counted>)) {
+        if let Some(list) = self.attempts.get_mut(key) {
+            edit(list);
+            if list.is_empty() {
+                self.attempts.remove(key);
+            }
+        }
+    }
+}
+
+impl LoginLimiter {
+    fn lock(&self) -> std::sync::MutexGuard<'_, LimiterState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Count an attempt from `client` for `user` now, or `Err(wait)` if either has used
+    /// up its [`MAX_FAILURES`] attempts: then refuse without checking the password.
+    pub fn reserve(&self, client: IpAddr, user: &str, now: Instant) -> Result<Attempt, Duration> {
+        let mut state = self.lock();
+        let keys = [addr_key(client), user_key(user)];
+        let full: Vec<&String> = keys
+            .iter()
+            .filter(|key| state.recent(key, now) >= MAX_FAILURES)
+            .collect();
+        if !full.is_empty() {
+            let wait = full.iter().map(|k| state.wait(k, now)).max();
+            return Err(wait.unwrap_or(FAILURE_WINDOW));
+        }
+        state.make_room(now);
+        let id = state.next_id;
+        state.next_id += 1;
+        for key in keys {
+            state.attempts.entry(key).or_default().push(Counted {
+                id,
+                at: now,
+                settled: false,
+            });
+        }
+        Ok(Attempt {
+            id,
+            client,
+            user: user.to_string(),
+        })
+    }
+
+    /// The password was wrong: the attempt stays counted against both keys.
+    pub fn failed(&self, attempt: Attempt) {
+        let mut state = self.lock();
+        for key in [addr_key(attempt.client), user_key(&attempt.user)] {
+            state.edit(&key, |list| {
+                list.iter_mut()
+                    .filter(|c| c.id == attempt.id)
+                    .for_each(|c| c.settled = true)
+            });
+        }
+    }
+
+    /// The password was right: the attempt no longer counts, and neither do the user's
+    /// earlier wrong passwords (their own typos). The address's other failures stay (one
+    /// device guessing several accounts stays limited), and so do attempts still being
+    /// checked, so a crowd racing a real sign-in gains nothing.
+    pub fn succeeded(&self, attempt: Attempt) {
+        let mut state = self.lock();
+        state.edit(&addr_key(attempt.client), |list| {
+            list.retain(|c| c.id != attempt.id)
+        });
+        state.edit(&user_key(&attempt.user), |list| {
+            list.retain(|c| c.id != attempt.id && !c.settled)
+        });
+    }
+
+    /// The password was never checked (the server was too busy): give the attempt back.
+    pub fn release(&self, attempt: Attempt) {
+        let mut state = self.lock();
+        for key in [addr_key(attempt.client), user_key(&attempt.user)] {
+            state.edit(&key, |list| list.retain(|c| c.id != attempt.id));
+        }
+    }
+
     /// Whether a refusal of `client` should be recorded: the first in each minute only,
     /// so a device hammering the form cannot fill the audit database.
     pub fn record_refusal(&self, client: IpAddr, now: Instant) -> bool {
-        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        let times = failures.entry(format!("refused:{client}")).or_default();
-        times.retain(|t| now.duration_since(*t) < Duration::from_secs(60));
-        let first = times.is_empty();
+        let mut state = self.lock();
+        state.make_room(now);
+        let last = state.refusals.get(&client).copied();
+        let first =
+            last.is_none_or(|at| now.saturating_duration_since(at) >= Duration::from_secs(60));
         if first {
-            times.push(now);
+            state.refusals.insert(client, now);
         }
         first
-    }
-
-    pub fn succeeded(&self, user: &str) {
-        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        failures.remove(&user_key(user));
     }
 }
 
@@ -278,22 +449,27 @@ mod tests {
         assert_ne!(hash, hash_password("correct horse").unwrap());
     }
 
+    fn ip(n: u32) -> IpAddr {
+        IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + n))
+    }
+
     #[test]
     fn limiter_blocks_after_five_failures_per_address_or_name() {
         let limiter = LoginLimiter::default();
         let t0 = Instant::now();
-        let a: IpAddr = "10.0.0.1".parse().unwrap();
-        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        let (a, b) = (ip(1), ip(2));
         for _ in 0..MAX_FAILURES {
-            assert!(limiter.blocked(a, "lead", t0).is_none());
-            limiter.failed(a, "lead", t0);
+            let attempt = limiter.reserve(a, "lead", t0).expect("under the limit");
+            limiter.failed(attempt);
         }
-        assert!(limiter.blocked(a, "lead", t0).is_some());
-        // The same account from elsewhere is limited too, another account from `a` too.
-        assert!(limiter.blocked(b, "lead", t0).is_some());
-        assert!(limiter.blocked(a, "admin", t0).is_some());
+        let wait = limiter.reserve(a, "lead", t0).unwrap_err();
+        assert_eq!(wait, FAILURE_WINDOW);
+        // The same account from elsewhere is limited too, another account from `a` too;
+        // the name's count ignores case, as sign-in does not.
+        assert!(limiter.reserve(b, "LEAD", t0).is_err());
+        assert!(limiter.reserve(a, "admin", t0).is_err());
         // A fresh address and name are not.
-        assert!(limiter.blocked(b, "admin", t0).is_none());
+        limiter.failed(limiter.reserve(b, "admin", t0).expect("fresh"));
         // Refusals are recorded once a minute per address.
         assert!(limiter.record_refusal(a, t0));
         assert!(!limiter.record_refusal(a, t0 + Duration::from_secs(30)));
@@ -301,7 +477,162 @@ mod tests {
         assert!(limiter.record_refusal(a, t0 + Duration::from_secs(61)));
         // The window passes.
         let later = t0 + FAILURE_WINDOW + Duration::from_secs(1);
-        assert!(limiter.blocked(a, "lead", later).is_none());
+        assert!(limiter.reserve(a, "lead", later).is_ok());
+    }
+
+    #[test]
+    fn attempts_in_flight_count_before_their_password_is_checked() {
+        let limiter = LoginLimiter::default();
+        let t0 = Instant::now();
+        // Five reserved, none settled: the sixth is refused all the same.
+        let held: Vec<Attempt> = (0..MAX_FAILURES)
+            .map(|i| limiter.reserve(ip(i as u32), "lead", t0).unwrap())
+            .collect();
+        assert!(limiter.reserve(ip(99), "lead", t0).is_err());
+        // One never checked (busy) is given back; a dropped one would not be.
+        let mut held = held.into_iter();
+        limiter.release(held.next().unwrap());
+        let again = limiter
+            .reserve(ip(99), "lead", t0)
+            .expect("a slot was given back");
+        assert!(limiter.reserve(ip(98), "lead", t0).is_err());
+        // The right password frees its own slot and the user's settled failures, but not
+        // the attempts still in flight.
+        limiter.failed(held.next().unwrap());
+        limiter.failed(held.next().unwrap());
+        limiter.succeeded(again);
+        let still_running = 2; // held[3], held[4]
+        for i in 0..(MAX_FAILURES - still_running) {
+            let attempt = limiter.reserve(ip(200 + i as u32), "lead", t0).unwrap();
+            limiter.failed(attempt);
+        }
+        assert!(limiter.reserve(ip(300), "lead", t0).is_err());
+    }
+
+    #[test]
+    fn a_right_password_keeps_the_devices_failures() {
+        let limiter = LoginLimiter::default();
+        let t0 = Instant::now();
+        for user in ["a", "b", "c", "d"] {
+            limiter.failed(limiter.reserve(ip(1), user, t0).unwrap());
+        }
+        let ok = limiter.reserve(ip(1), "lead", t0).unwrap();
+        limiter.succeeded(ok);
+        // The success did not count, the four failures still do: one more is allowed.
+        limiter.failed(limiter.reserve(ip(1), "e", t0).unwrap());
+        assert!(limiter.reserve(ip(1), "lead", t0).is_err());
+    }
+
+    /// Threads racing to reserve: per address and per name, at most MAX_FAILURES are
+    /// let through, whatever the interleaving.
+    fn race(pairs: &[(u32, u8)]) -> (HashMap<u32, usize>, HashMap<u8, usize>) {
+        let limiter = LoginLimiter::default();
+        let t0 = Instant::now();
+        let granted = Mutex::new(Vec::new());
+        std::thread::scope(|scope| {
+            for chunk in pairs.chunks(pairs.len().div_ceil(8).max(1)) {
+                let (limiter, granted) = (&limiter, &granted);
+                scope.spawn(move || {
+                    for &(addr, user) in chunk {
+                        if let Ok(attempt) = limiter.reserve(ip(addr), &format!("u{user}"), t0) {
+                            limiter.failed(attempt);
+                            granted.lock().unwrap().push((addr, user));
+                        }
+                    }
+                });
+            }
+        });
+        let mut by_addr = HashMap::new();
+        let mut by_user = HashMap::new();
+        for (addr, user) in granted.into_inner().unwrap() {
+            *by_addr.entry(addr).or_default() += 1;
+            *by_user.entry(user).or_default() += 1;
+        }
+        (by_addr, by_user)
+    }
+
+    #[test]
+    fn a_crowd_for_one_name_gets_five_checks() {
+        // One address, one name; then forty addresses, one name.
+        let (addr, user) = race(&[(1, 0); 100]);
+        assert_eq!((addr[&1], user[&0]), (MAX_FAILURES, MAX_FAILURES));
+        let many: Vec<(u32, u8)> = (0..100).map(|i| (i % 40, 0)).collect();
+        let (_, user) = race(&many);
+        assert_eq!(user[&0], MAX_FAILURES);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        #[test]
+        fn no_key_gets_more_than_its_attempts(
+            pairs in proptest::collection::vec((0u32..6, 0u8..6), 1..200)
+        ) {
+            let (by_addr, by_user) = race(&pairs);
+            for (addr, n) in &by_addr {
+                proptest::prop_assert!(*n <= MAX_FAILURES, "address {addr}: {n}");
+            }
+            for (user, n) in &by_user {
+                proptest::prop_assert!(*n <= MAX_FAILURES, "user {user}: {n}");
+            }
+            // And nobody is refused early: every pair whose address and name both had
+            // room got through, so a key with fewer than MAX_FAILURES grants saw no
+            // refusal caused by itself alone. Checked sequentially against a model:
+            let limiter = LoginLimiter::default();
+            let t0 = Instant::now();
+            let mut model_a: HashMap<u32, usize> = HashMap::new();
+            let mut model_u: HashMap<u8, usize> = HashMap::new();
+            for &(addr, user) in &pairs {
+                let room = model_a.get(&addr).copied().unwrap_or(0) < MAX_FAILURES
+                    && model_u.get(&user).copied().unwrap_or(0) < MAX_FAILURES;
+                let got = limiter.reserve(ip(addr), &format!("u{user}"), t0);
+                proptest::prop_assert_eq!(got.is_ok(), room);
+                if let Ok(attempt) = got {
+                    limiter.failed(attempt);
+                    *model_a.entry(addr).or_default() += 1;
+                    *model_u.entry(user).or_default() += 1;
+                }
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn checks_run_a_few_at_a_time_and_are_counted() {
+        let checks = prometheus::IntCounter::new("checks", "checks").unwrap();
+        let checker = Arc::new(PasswordChecker::new(
+            2,
+            Duration::from_secs(60),
+            checks.clone(),
+        ));
+        let hash = hash_password("right").unwrap();
+        let tasks: Vec<_> = (0..6)
+            .map(|i| {
+                let (checker, hash) = (checker.clone(), hash.clone());
+                let password = if i == 0 { "right" } else { "wrong" };
+                tokio::spawn(async move { checker.verify(password.into(), Some(hash)).await })
+            })
+            .collect();
+        let mut right = 0;
+        for task in tasks {
+            if task.await.unwrap().unwrap() {
+                right += 1;
+            }
+        }
+        assert_eq!((right, checks.get()), (1, 6));
+        // An unknown user is checked against the decoy, and counted.
+        assert!(!checker.verify("x".into(), None).await.unwrap());
+        assert_eq!(checks.get(), 7);
+    }
+
+    #[tokio::test]
+    async fn a_check_that_never_gets_a_slot_is_busy_and_not_counted() {
+        let checks = prometheus::IntCounter::new("checks", "checks").unwrap();
+        let checker = PasswordChecker::new(1, Duration::from_millis(50), checks.clone());
+        let slot = checker.permits.clone().acquire_owned().await.unwrap();
+        let hash = hash_password("right").unwrap();
+        let result = checker.verify("right".into(), Some(hash)).await;
+        assert!(matches!(result, Err(CheckError::Busy(_))), "{result:?}");
+        assert_eq!(checks.get(), 0);
+        drop(slot);
     }
 
     #[test]

@@ -19,14 +19,14 @@ pub mod allow;
 pub mod auth;
 pub mod chart;
 pub mod pages;
+pub mod signin;
 
-use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use axum::extract::rejection::{FormRejection, PathRejection, QueryRejection};
-use axum::extract::{ConnectInfo, Form, Path, Query, State};
+use axum::extract::{Form, Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -48,6 +48,15 @@ const PAGE_SIZE: u32 = 50;
 const MAX_NOTE: usize = 2000;
 const MAX_REASON: usize = 500;
 
+/// Why the dashboard cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum DashboardError {
+    #[error(transparent)]
+    Audit(#[from] AuditError),
+    #[error("registering the sign-in metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+}
+
 /// What the dashboard's handlers share.
 pub struct Dashboard {
     reloader: Arc<Reloader>,
@@ -55,6 +64,9 @@ pub struct Dashboard {
     store: Arc<Mutex<Store>>,
     sessions: auth::Sessions,
     limiter: auth::LoginLimiter,
+    /// Runs the Argon2 checks, a few at a time.
+    checker: auth::PasswordChecker,
+    signin_metrics: signin::SigninMetrics,
     /// One allow-file edit (and its reload) at a time.
     allow_edit: tokio::sync::Mutex<()>,
 }
@@ -65,15 +77,28 @@ impl Dashboard {
         audit_path: &std::path::Path,
         reloader: Arc<Reloader>,
         metrics: Arc<Metrics>,
-    ) -> Result<Dashboard, AuditError> {
+    ) -> Result<Dashboard, DashboardError> {
+        let signin_metrics = signin::SigninMetrics::new()?;
+        let checker = auth::PasswordChecker::new(
+            auth::CONCURRENT_CHECKS,
+            auth::CHECK_QUEUE_WAIT,
+            signin_metrics.checks.clone(),
+        );
         Ok(Dashboard {
             reloader,
             metrics,
             store: Arc::new(Mutex::new(Store::open_existing(audit_path)?)),
             sessions: auth::Sessions::default(),
             limiter: auth::LoginLimiter::default(),
+            checker,
+            signin_metrics,
             allow_edit: tokio::sync::Mutex::new(()),
         })
+    }
+
+    /// The dashboard's own counters (sign-ins), in Prometheus text format.
+    pub fn render_metrics(&self) -> String {
+        self.signin_metrics.render()
     }
 
     fn engine(&self) -> Arc<Engine> {
@@ -214,7 +239,7 @@ fn check_csrf(session: &Session, presented: &str) -> Result<(), PageError> {
 pub fn routes(dashboard: Arc<Dashboard>) -> Router {
     Router::new()
         .route("/", get(overview))
-        .route("/login", get(login_form).post(login_submit))
+        .route("/login", get(login_form).post(signin::login_submit))
         .route("/logout", post(logout))
         .route("/events", get(events))
         .route("/events/{id}", get(event_detail))
@@ -263,13 +288,6 @@ async fn stylesheet() -> Response {
 
 // ---- Sign-in ----
 
-#[derive(serde::Deserialize)]
-struct LoginForm {
-    csrf: String,
-    user: String,
-    password: String,
-}
-
 async fn login_form(State(d): State<Arc<Dashboard>>, headers: HeaderMap) -> PageResult {
     if d.session(&headers).is_some() {
         return Ok(redirect("/"));
@@ -295,110 +313,6 @@ fn login_page(d: &Dashboard, error: Option<&str>, user: &str, status: StatusCode
         response.headers_mut().insert(header::SET_COOKIE, value);
     }
     Ok(response)
-}
-
-async fn login_submit(
-    State(d): State<Arc<Dashboard>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    parsed: Result<Form<LoginForm>, FormRejection>,
-) -> PageResult {
-    let login = form(parsed)?;
-    let expected = cookie(&headers, LOGIN_COOKIE).unwrap_or("");
-    if !auth::tokens_equal(&login.csrf, expected) {
-        return login_page(
-            &d,
-            Some("The sign-in form had expired. Please try again."),
-            &login.user,
-            StatusCode::FORBIDDEN,
-        );
-    }
-    let client = peer.ip();
-    // User names are at most 64 characters (config validation): a longer one cannot
-    // match, and is cut so it cannot grow the limiter or the sign-in records.
-    let user: String = login.user.trim().chars().take(64).collect();
-    let now = Instant::now();
-    if let Some(wait) = d.limiter.blocked(client, &user, now) {
-        if d.limiter.record_refusal(client, now) {
-            record_signin(&d, &user, client, "limited").await;
-        }
-        let minutes = wait.as_secs().div_ceil(60).max(1);
-        let text = format!(
-            "Too many failed sign-ins. Try again in {minutes} minute{}.",
-            if minutes == 1 { "" } else { "s" }
-        );
-        return login_page(&d, Some(&text), &user, StatusCode::TOO_MANY_REQUESTS);
-    }
-    let engine = d.engine();
-    let account = engine
-        .config
-        .users
-        .iter()
-        .find(|u| *u.name.get_ref() == user)
-        .map(|u| (u.password_hash.get_ref().clone(), u.role));
-    // Hash checks take tens of milliseconds: off the async threads.
-    let password = login.password;
-    let (hash, role) = match &account {
-        Some((hash, role)) => (hash.clone(), Some(*role)),
-        None => (auth::decoy_hash().to_string(), None),
-    };
-    let matches = tokio::task::spawn_blocking(move || auth::verify_password(&password, &hash))
-        .await
-        .unwrap_or(false);
-    match role {
-        Some(role) if matches => {
-            let hash = account.map(|(hash, _)| hash).unwrap_or_default();
-            d.limiter.succeeded(&user);
-            record_signin(&d, &user, client, "ok").await;
-            tracing::info!(user = %user, client = %client, "dashboard sign-in");
-            let config = &engine.config.dashboard;
-            let token = d
-                .sessions
-                .start(&user, role, &hash, config.session_ttl)
-                .map_err(|e| PageError::Internal(e.to_string()))?;
-            let cookie = auth::set_cookie(
-                SESSION_COOKIE,
-                &token,
-                "/",
-                config.session_ttl,
-                config.secure_cookie,
-            );
-            let mut response = redirect("/");
-            if let Ok(value) = HeaderValue::from_str(&cookie) {
-                response.headers_mut().insert(header::SET_COOKIE, value);
-            }
-            Ok(response)
-        }
-        _ => {
-            d.limiter.failed(client, &user, now);
-            let result = if role.is_some() {
-                "wrong-password"
-            } else {
-                "unknown-user"
-            };
-            record_signin(&d, &user, client, result).await;
-            tracing::warn!(user = %user, client = %client, result, "dashboard sign-in refused");
-            login_page(
-                &d,
-                Some("That user name and password do not match."),
-                &user,
-                StatusCode::UNAUTHORIZED,
-            )
-        }
-    }
-}
-
-async fn record_signin(d: &Dashboard, user: &str, client: IpAddr, result: &'static str) {
-    // The user name is as typed: cap it, so the record cannot be used to fill the disk.
-    let user: String = user.chars().take(64).collect();
-    let at = SystemTime::now();
-    let client = client.to_string();
-    let written = d
-        .db(move |s| records::record_signin(s, at, &user, &client, result))
-        .await;
-    if let Err(error) = written {
-        tracing::error!(?error, "could not record a sign-in");
-    }
 }
 
 #[derive(serde::Deserialize)]

@@ -1,0 +1,239 @@
+//! `POST /login`: one sign-in attempt, in the order that keeps the limits true under a
+//! crowd of parallel requests.
+//!
+//! 1. The form's double-submit token is checked (no password is looked at without it).
+//! 2. The attempt is reserved against the device's address and the user name at once
+//!    ([`auth::LoginLimiter::reserve`]); past [`auth::MAX_FAILURES`] on either, the
+//!    request is refused without checking anything.
+//! 3. Only then is the password checked, on a blocking thread, a few at a time
+//!    ([`auth::PasswordChecker`]); a check that never got its turn gives the
+//!    attempt back.
+//!
+//! Every password check is counted (`warden_dashboard_password_checks_total`) and every
+//! outcome too (`warden_dashboard_signins_total{result}`), beside the sign-in records
+//! kept in the audit database.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use axum::extract::rejection::FormRejection;
+use axum::extract::{ConnectInfo, Form, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
+
+use super::auth::{self, Attempt, CheckError, LOGIN_COOKIE, SESSION_COOKIE};
+use super::{cookie, form, login_page, redirect, Dashboard, PageError, PageResult};
+use crate::audit::records;
+use crate::config::Role;
+
+/// The sign-in counters `/metrics` shows after the daemon's own.
+pub struct SigninMetrics {
+    registry: Registry,
+    /// Argon2 verifications run (a decoy check for an unknown user included).
+    pub checks: IntCounter,
+    /// Sign-in attempts by result: ok, wrong-password, unknown-user, limited, busy.
+    results: IntCounterVec,
+}
+
+impl SigninMetrics {
+    pub fn new() -> Result<SigninMetrics, prometheus::Error> {
+        let registry = Registry::new();
+        let checks = IntCounter::new(
+            "warden_dashboard_password_checks_total",
+            "Passwords checked (Argon2 verifications) by the dashboard's sign-in form.",
+        )?;
+        let results = IntCounterVec::new(
+            Opts::new(
+                "warden_dashboard_signins_total",
+                "Dashboard sign-in attempts, by result (limited: refused without a check).",
+            ),
+            &["result"],
+        )?;
+        registry.register(Box::new(checks.clone()))?;
+        registry.register(Box::new(results.clone()))?;
+        Ok(SigninMetrics {
+            registry,
+            checks,
+            results,
+        })
+    }
+
+    /// The counters in Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        let encoder = prometheus::TextEncoder::new();
+        if let Err(error) = prometheus::Encoder::encode(&encoder, &self.registry.gather(), &mut out)
+        {
+            tracing::error!(%error, "cannot encode the sign-in metrics");
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    fn count(&self, result: &str) {
+        self.results.with_label_values(&[result]).inc();
+    }
+}
+
+#[derive(serde::Deserialize)]
+pub(super) struct LoginForm {
+    csrf: String,
+    user: String,
+    password: String,
+}
+
+pub(super) async fn login_submit(
+    State(d): State<Arc<Dashboard>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    parsed: Result<Form<LoginForm>, FormRejection>,
+) -> PageResult {
+    let login = form(parsed)?;
+    let expected = cookie(&headers, LOGIN_COOKIE).unwrap_or("");
+    if !auth::tokens_equal(&login.csrf, expected) {
+        return login_page(
+            &d,
+            Some("The sign-in form had expired. Please try again."),
+            &login.user,
+            StatusCode::FORBIDDEN,
+        );
+    }
+    let client = peer.ip();
+    // User names are at most 64 characters (config validation): a longer one cannot
+    // match, and is cut so it cannot grow the limiter or the sign-in records.
+    let user: String = login.user.trim().chars().take(64).collect();
+    let now = Instant::now();
+    let attempt = match d.limiter.reserve(client, &user, now) {
+        Ok(attempt) => attempt,
+        Err(wait) => return refuse_limited(&d, &user, client, wait, now).await,
+    };
+    let engine = d.engine();
+    let account = engine
+        .config
+        .users
+        .iter()
+        .find(|u| *u.name.get_ref() == user)
+        .map(|u| (u.password_hash.get_ref().clone(), u.role));
+    let hash = account.as_ref().map(|(hash, _)| hash.clone());
+    match d.checker.verify(login.password, hash).await {
+        Ok(true) => match account {
+            Some((hash, role)) => signed_in(&d, attempt, client, &hash, role).await,
+            // The decoy hash matched a password: no account, so still a refusal.
+            None => refuse_wrong(&d, attempt, client, "unknown-user").await,
+        },
+        Ok(false) => {
+            let result = if account.is_some() {
+                "wrong-password"
+            } else {
+                "unknown-user"
+            };
+            refuse_wrong(&d, attempt, client, result).await
+        }
+        Err(error) => refuse_busy(&d, attempt, client, error).await,
+    }
+}
+
+/// Too many attempts from this device or for this name: say for how long.
+async fn refuse_limited(
+    d: &Dashboard,
+    user: &str,
+    client: IpAddr,
+    wait: std::time::Duration,
+    now: Instant,
+) -> PageResult {
+    d.signin_metrics.count("limited");
+    if d.limiter.record_refusal(client, now) {
+        record_signin(d, user, client, "limited").await;
+    }
+    let minutes = wait.as_secs().div_ceil(60).max(1);
+    let text = format!(
+        "Too many failed sign-ins. Try again in {minutes} minute{}.",
+        if minutes == 1 { "" } else { "s" }
+    );
+    login_page(d, Some(&text), user, StatusCode::TOO_MANY_REQUESTS)
+}
+
+async fn refuse_wrong(
+    d: &Dashboard,
+    attempt: Attempt,
+    client: IpAddr,
+    result: &'static str,
+) -> PageResult {
+    let user = attempt.user().to_string();
+    d.limiter.failed(attempt);
+    d.signin_metrics.count(result);
+    record_signin(d, &user, client, result).await;
+    tracing::warn!(user = %user, client = %client, result, "dashboard sign-in refused");
+    login_page(
+        d,
+        Some("That user name and password do not match."),
+        &user,
+        StatusCode::UNAUTHORIZED,
+    )
+}
+
+/// The password could not be checked: the attempt is given back (nothing was learnt).
+async fn refuse_busy(
+    d: &Dashboard,
+    attempt: Attempt,
+    client: IpAddr,
+    error: CheckError,
+) -> PageResult {
+    let user = attempt.user().to_string();
+    d.limiter.release(attempt);
+    d.signin_metrics.count("busy");
+    record_signin(d, &user, client, "busy").await;
+    tracing::warn!(user = %user, client = %client, %error, "dashboard sign-in not checked");
+    login_page(
+        d,
+        Some("Warden is busy checking other sign-ins. Please try again in a moment."),
+        &user,
+        StatusCode::SERVICE_UNAVAILABLE,
+    )
+}
+
+/// The password was right: start a session and send the user to the overview.
+async fn signed_in(
+    d: &Dashboard,
+    attempt: Attempt,
+    client: IpAddr,
+    hash: &str,
+    role: Role,
+) -> PageResult {
+    let user = attempt.user().to_string();
+    d.limiter.succeeded(attempt);
+    d.signin_metrics.count("ok");
+    record_signin(d, &user, client, "ok").await;
+    tracing::info!(user = %user, client = %client, "dashboard sign-in");
+    let engine = d.engine();
+    let config = &engine.config.dashboard;
+    let token = d
+        .sessions
+        .start(&user, role, hash, config.session_ttl)
+        .map_err(|e| PageError::Internal(e.to_string()))?;
+    let cookie = auth::set_cookie(
+        SESSION_COOKIE,
+        &token,
+        "/",
+        config.session_ttl,
+        config.secure_cookie,
+    );
+    let mut response = redirect("/");
+    if let Ok(value) = HeaderValue::from_str(&cookie) {
+        response.headers_mut().insert(header::SET_COOKIE, value);
+    }
+    Ok(response)
+}
+
+async fn record_signin(d: &Dashboard, user: &str, client: IpAddr, result: &'static str) {
+    // The user name is as typed: cap it, so the record cannot be used to fill the disk.
+    let user: String = user.chars().take(64).collect();
+    let at = SystemTime::now();
+    let client = client.to_string();
+    let written = d
+        .db(move |s| records::record_signin(s, at, &user, &client, result))
+        .await;
+    if let Err(error) = written {
+        tracing::error!(?error, "could not record a sign-in");
+    }
+}
