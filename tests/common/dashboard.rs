@@ -159,8 +159,9 @@ pub fn add_user(config: &std::path::Path, name: &str, role: &str, password: &str
     );
 }
 
-/// Sign in through the form; returns the session cookie (`warden_session=…`).
-pub fn sign_in(admin: SocketAddr, user: &str, password: &str) -> Result<String, Reply> {
+/// Sign in through the form; returns the session cookie (`warden_session=…`), or the
+/// reply that refused it.
+pub fn sign_in(admin: SocketAddr, user: &str, password: &str) -> Result<String, Box<Reply>> {
     let form = request("GET", admin, "/login", None, None);
     let login_cookie = form.cookie("warden_login").expect("login cookie");
     let csrf = form.hidden("csrf").expect("csrf field");
@@ -173,6 +174,6 @@ pub fn sign_in(admin: SocketAddr, user: &str, password: &str) -> Result<String, 
     );
     match reply.cookie("warden_session") {
         Some(token) if reply.status == 303 => Ok(format!("warden_session={token}")),
-        _ => Err(reply),
+        _ => Err(Box::new(reply)),
     }
 }
