@@ -34,6 +34,11 @@ struct Hook {
 impl Hook {
     fn start(runtime: &Runtime, addr: SocketAddr) -> (Hook, SocketAddr) {
         let listener = runtime.block_on(TcpListener::bind(addr)).unwrap();
+        Hook::serve(runtime, listener)
+    }
+
+    /// Answer on `listener` (already bound, perhaps long before).
+    fn serve(runtime: &Runtime, listener: TcpListener) -> (Hook, SocketAddr) {
         let addr = listener.local_addr().unwrap();
         let hook = Hook::default();
         let served = hook.clone();
@@ -363,11 +368,11 @@ fn a_terrorism_block_alerts_by_webhook_and_email_and_repeats_wait_for_one_digest
 fn a_receiver_that_is_down_is_retried_and_counted_until_it_is_back() {
     let runtime = Runtime::new().unwrap();
     let (_upstream, upstream_addr, _stop) = runtime.block_on(start_upstream());
-    // A port nobody listens on (for now).
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    // A port nobody listens on (for now): bound but not listening, so connections to it
+    // are refused, yet no other process can take it before the receiver comes back.
+    let reserved = tokio::net::TcpSocket::new_v4().unwrap();
+    reserved.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let closed = reserved.local_addr().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let alerts = format!("webhook = \"http://{closed}/hooks/T0K3N-in-path\"\n");
     let path = config(dir.path(), upstream_addr, &alerts);
@@ -380,7 +385,8 @@ fn a_receiver_that_is_down_is_retried_and_counted_until_it_is_back() {
     });
     assert_eq!(metric(&warden, "warden_alerts_pending"), 1.0);
 
-    let (hook, _) = Hook::start(&runtime, closed);
+    let listener = runtime.block_on(async { reserved.listen(64) }).unwrap();
+    let (hook, _) = Hook::serve(&runtime, listener);
     let body = wait_for(&warden, "the retried delivery", LIMIT, || {
         hook.bodies().first().cloned()
     });

@@ -13,13 +13,13 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::web::{dashboard_config, request, ADMIN_PASSWORD, LEAD_PASSWORD};
-use common::webdriver::Browser;
+use common::browser::Browser;
+use common::dashboard::{dashboard_config, ADMIN_PASSWORD, LEAD_PASSWORD};
 use common::*;
 use hickory_proto::rr::RecordType;
 
 /// Wait (bounded) until the audit log holds a row for `name`.
-fn wait_for_row(db: &Path, name: &str) {
+async fn wait_for_row(db: &Path, name: &str) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let found = rusqlite::Connection::open(db)
@@ -33,7 +33,7 @@ fn wait_for_row(db: &Path, name: &str) {
             return;
         }
         assert!(Instant::now() < deadline, "no audit row for {name}");
-        std::thread::sleep(Duration::from_millis(100));
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -54,7 +54,7 @@ async fn sign_in(browser: &Browser, admin: SocketAddr, user: &str, password: &st
     browser.open(admin, "/login").await;
     browser.type_into("#user", user).await;
     browser.type_into("#password", password).await;
-    browser.click("form[action='/login'] button").await;
+    browser.click_and_wait("form[action='/login'] button").await;
     browser.text().await
 }
 
@@ -70,8 +70,8 @@ async fn the_lead_reviews_a_block_and_an_admin_allows_a_site_in_a_browser() {
     // Blocks caused over DNS: one adult, one on the statutory (locked) list.
     udp(warden.dns, "pupil.tracker.test.", RecordType::A, true).await;
     udp(warden.dns, "locked.test.", RecordType::A, true).await;
-    wait_for_row(&db, "pupil.tracker.test");
-    wait_for_row(&db, "locked.test");
+    wait_for_row(&db, "pupil.tracker.test").await;
+    wait_for_row(&db, "locked.test").await;
 
     let browser = Browser::start().await;
 
@@ -96,8 +96,8 @@ async fn the_lead_reviews_a_block_and_an_admin_allows_a_site_in_a_browser() {
         page.contains("pupil.tracker.test") && page.contains("locked.test"),
         "{page}"
     );
-    browser.click("#category option[value='adult']").await;
-    browser.click("form.filters button").await;
+    browser.select("#category", "adult").await;
+    browser.click_and_wait("form.filters button").await;
     let page = browser.text().await;
     assert!(browser.url().await.contains("category=adult"));
     assert!(
@@ -106,15 +106,17 @@ async fn the_lead_reviews_a_block_and_an_admin_allows_a_site_in_a_browser() {
     );
 
     // Open it and review it with a note.
-    browser.click("table.events tbody a").await;
+    browser.click_and_wait("table.events tbody a").await;
     let page = browser.text().await;
     assert!(page.contains("Blocked: pupil.tracker.test"), "{page}");
     assert!(page.contains("Not yet reviewed"));
-    browser.click("#outcome option[value='incident']").await;
+    browser.select("#outcome", "incident").await;
     browser
         .type_into("#note", "Talked to the pupil; parents informed.")
         .await;
-    browser.click("form[action$='/review'] button").await;
+    browser
+        .click_and_wait("form[action$='/review'] button")
+        .await;
     let page = browser.text().await;
     assert!(page.contains("Your review was saved"), "{page}");
     assert!(
@@ -134,17 +136,26 @@ async fn the_lead_reviews_a_block_and_an_admin_allows_a_site_in_a_browser() {
         .cookie("warden_session")
         .await
         .expect("a session cookie");
-    let path = href.trim_start_matches(&format!("http://{admin}"));
-    let csv = request(
-        "GET",
-        admin,
-        path,
-        Some(&format!("warden_session={session}")),
-        None,
-    );
-    assert_eq!(csv.status, 200);
-    let rows: Vec<&str> = csv.body.lines().skip(1).collect();
-    assert_eq!(rows.len(), 1, "{}", csv.body);
+    let url = if href.starts_with("http") {
+        href.clone()
+    } else {
+        format!("http://{admin}{href}")
+    };
+    let csv = reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap()
+        .get(&url)
+        .header(reqwest::header::COOKIE, format!("warden_session={session}"))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    assert_eq!(csv.status(), 200);
+    let csv = csv.text().await.expect("the CSV's body");
+    let rows: Vec<&str> = csv.lines().skip(1).collect();
+    assert_eq!(rows.len(), 1, "{csv}");
     assert!(
         rows[0].contains("pupil.tracker.test") && rows[0].contains("incident"),
         "{}",
@@ -158,7 +169,7 @@ async fn the_lead_reviews_a_block_and_an_admin_allows_a_site_in_a_browser() {
 
     // Sign out; the admin allows a site; the next DNS query for it is forwarded.
     browser.open(admin, "/").await;
-    browser.click("header form button").await;
+    browser.click_and_wait("header form button").await;
     assert!(browser.url().await.ends_with("/login"));
     let page = sign_in(&browser, admin, "admin", ADMIN_PASSWORD).await;
     assert!(page.contains("Admin"), "{page}");
@@ -174,7 +185,9 @@ async fn the_lead_reviews_a_block_and_an_admin_allows_a_site_in_a_browser() {
     browser
         .type_into("#reason", "Needed for the online-safety lesson")
         .await;
-    browser.click("form[action='/admin/allow'] button").await;
+    browser
+        .click_and_wait("form[action='/admin/allow'] button")
+        .await;
     let page = browser.text().await;
     assert!(page.contains("blocked.test is now allowed"), "{page}");
     let reply = udp(warden.dns, "blocked.test.", RecordType::A, true).await;

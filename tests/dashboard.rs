@@ -10,8 +10,8 @@ mod common;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::web::{
-    add_user, dashboard_config, request, sign_in, Reply, ADMIN_PASSWORD, LEAD_PASSWORD,
+use common::dashboard::{
+    add_user, dashboard_config, request, send, sign_in, Reply, ADMIN_PASSWORD, LEAD_PASSWORD,
 };
 use common::*;
 use hickory_proto::op::ResponseCode;
@@ -124,11 +124,10 @@ fn sign_in_checks_password_form_token_and_attempts_and_is_recorded() {
     // The form sets its own token cookie, HttpOnly and SameSite=Strict.
     let form = request("GET", s.admin, "/login", None, None);
     assert_eq!(form.status, 200);
-    let set = form.header("set-cookie").unwrap();
-    assert!(
-        set.contains("HttpOnly") && set.contains("SameSite=Strict"),
-        "{set}"
-    );
+    let set = form
+        .set_cookie("warden_login")
+        .expect("the form sets its token cookie");
+    assert!(set.http_only && set.same_site_strict, "{set:?}");
     // Without the matching cookie the form is refused, whatever the password.
     let form_token = form.hidden("csrf").unwrap();
     let forged = request(
@@ -309,14 +308,12 @@ fn malformed_input_gets_a_4xx_that_says_why() {
     );
     assert_message(&too_long, 400, "at most 2000");
     // Not a form at all.
-    let garbage = common::web::raw(
-        s.admin,
-        &format!(
-            "POST {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nCookie: {session}\r\n\
-             Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{{}}",
-            s.admin
-        ),
-    );
+    let garbage = send("POST", s.admin, &path, |request| {
+        request
+            .header(reqwest::header::COOKIE, &session)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body("{}")
+    });
     assert!((400..500).contains(&garbage.status), "{}", garbage.status);
     stop_warden(s.warden.child);
 }
@@ -483,10 +480,10 @@ fn the_block_page_says_why_and_whom_to_ask() {
         "{reply:?}"
     );
 
-    let page = common::web::raw(
-        addr,
-        "GET /some/page HTTP/1.1\r\nHost: www.blocked.test\r\nConnection: close\r\n\r\n",
-    );
+    // The browser asks the block page's address for the blocked site's page.
+    let page = send("GET", addr, "/some/page", |request| {
+        request.header(reqwest::header::HOST, "www.blocked.test")
+    });
     assert_eq!(page.status, 403);
     for expected in [
         "www.blocked.test</strong> is blocked under Hillside School's e-safety policy",
@@ -505,10 +502,9 @@ fn the_block_page_says_why_and_whom_to_ask() {
         .header("content-security-policy")
         .is_some_and(|c| c.contains("frame-ancestors 'none'")));
     // A name that is not blocked (a stale answer on the device) gets the general page.
-    let general = common::web::raw(
-        addr,
-        "GET / HTTP/1.1\r\nHost: fine.test:80\r\nConnection: close\r\n\r\n",
-    );
+    let general = send("GET", addr, "/", |request| {
+        request.header(reqwest::header::HOST, "fine.test:80")
+    });
     assert!(
         general.body.contains("The site you asked for is blocked"),
         "{}",

@@ -83,27 +83,7 @@ pub async fn start_with(
     let handler = Arc::new(handler);
     let mut sockets = Vec::with_capacity(listen.len());
     for &addr in listen {
-        let udp = UdpSocket::bind(addr)
-            .await
-            .map_err(|source| ServeError::Bind {
-                addr,
-                proto: "udp",
-                source,
-            })?;
-        // TCP on the port UDP got, so "port 0" yields one port for both.
-        let bound = udp.local_addr().map_err(|source| ServeError::Bind {
-            addr,
-            proto: "udp",
-            source,
-        })?;
-        let tcp = TcpListener::bind(bound)
-            .await
-            .map_err(|source| ServeError::Bind {
-                addr: bound,
-                proto: "tcp",
-                source,
-            })?;
-        sockets.push((bound, udp, tcp));
+        sockets.push(bind_pair(addr).await?);
     }
     let token = CancellationToken::new();
     let addrs = sockets.iter().map(|(addr, _, _)| *addr).collect();
@@ -128,4 +108,89 @@ pub async fn start_with(
         Ok(())
     });
     Ok(RunningServer { addrs, token, task })
+}
+
+/// How many ports "port 0" tries before giving up on one free for both UDP and TCP.
+const FRESH_PORT_ATTEMPTS: usize = 16;
+
+/// Whether binding `requested` should start again on a fresh port after TCP failed with
+/// `err` on attempt `attempt` (counted from 1). Only for port 0: the kernel picks a port
+/// free for UDP, which another socket may hold for TCP (a busy machine's outgoing
+/// connections use the same range); a fixed port that is taken stays an error.
+fn fresh_port_helps(requested: SocketAddr, err: &std::io::Error, attempt: usize) -> bool {
+    requested.port() == 0
+        && err.kind() == std::io::ErrorKind::AddrInUse
+        && attempt < FRESH_PORT_ATTEMPTS
+}
+
+/// UDP and TCP on `addr`: TCP on the port UDP got, so "port 0" yields one port for
+/// both, trying a fresh one (bounded) when that port is taken for TCP.
+async fn bind_pair(addr: SocketAddr) -> Result<(SocketAddr, UdpSocket, TcpListener), ServeError> {
+    let udp_error = |source| ServeError::Bind {
+        addr,
+        proto: "udp",
+        source,
+    };
+    let mut attempt = 1;
+    loop {
+        let udp = UdpSocket::bind(addr).await.map_err(udp_error)?;
+        let bound = udp.local_addr().map_err(udp_error)?;
+        match TcpListener::bind(bound).await {
+            Ok(tcp) => return Ok((bound, udp, tcp)),
+            Err(e) if fresh_port_helps(addr, &e, attempt) => attempt += 1,
+            Err(source) => {
+                return Err(ServeError::Bind {
+                    addr: bound,
+                    proto: "tcp",
+                    source,
+                })
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::io::{Error, ErrorKind};
+
+    proptest! {
+        /// A fresh port is tried only for port 0, only when TCP's port was in use, and
+        /// at most FRESH_PORT_ATTEMPTS times in all.
+        #[test]
+        fn only_port_0_in_use_is_retried_and_boundedly(
+            port in 0u16..4,
+            in_use in any::<bool>(),
+            attempt in 1usize..40,
+        ) {
+            let requested = SocketAddr::from(([127, 0, 0, 1], port));
+            let kind = if in_use { ErrorKind::AddrInUse } else { ErrorKind::PermissionDenied };
+            let retried = fresh_port_helps(requested, &Error::from(kind), attempt);
+            prop_assert_eq!(
+                retried,
+                port == 0 && in_use && attempt < FRESH_PORT_ATTEMPTS
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn port_0_gives_one_port_for_udp_and_tcp() {
+        let (bound, udp, tcp) = bind_pair("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        assert_ne!(bound.port(), 0);
+        assert_eq!(udp.local_addr().unwrap(), bound);
+        assert_eq!(tcp.local_addr().unwrap(), bound);
+    }
+
+    #[tokio::test]
+    async fn a_fixed_port_taken_for_tcp_is_an_error_naming_it() {
+        let taken = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = taken.local_addr().unwrap();
+        // UDP on that port may be free or not; either way the bind fails, saying where.
+        match bind_pair(addr).await {
+            Err(ServeError::Bind { addr: at, .. }) => assert_eq!(at, addr),
+            Ok(_) => panic!("bound {addr} twice for TCP"),
+            Err(e) => panic!("{e}"),
+        }
+    }
 }

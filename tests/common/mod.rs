@@ -2,8 +2,8 @@
 //! a config writer, a Warden harness on 127.0.0.1:0, and a tiny DNS client.
 #![allow(dead_code)] // each test binary uses a different part
 
-pub mod web;
-pub mod webdriver;
+pub mod browser;
+pub mod dashboard;
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -172,13 +172,32 @@ impl RequestHandler for Upstream {
     }
 }
 
+/// How many fresh ports a helper tries before giving up on binding UDP and TCP together.
+pub const BIND_ATTEMPTS: usize = 20;
+
+/// A UDP socket and a TCP listener on the same ephemeral 127.0.0.1 port. The kernel
+/// picks a port free for UDP; another process may hold it for TCP, so on `AddrInUse`
+/// this tries a fresh port (at most [`BIND_ATTEMPTS`] times).
+pub async fn bind_udp_and_tcp() -> (UdpSocket, tokio::net::TcpListener) {
+    let mut last = None;
+    for _ in 0..BIND_ATTEMPTS {
+        let udp = UdpSocket::bind("127.0.0.1:0").await.expect("a UDP port");
+        let addr = udp.local_addr().expect("the UDP socket's address");
+        match tokio::net::TcpListener::bind(addr).await {
+            Ok(tcp) => return (udp, tcp),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => last = Some(e),
+            Err(e) => panic!("TCP on {addr}: {e}"),
+        }
+    }
+    panic!("no port free for both UDP and TCP in {BIND_ATTEMPTS} tries: {last:?}")
+}
+
 /// Start the upstream on 127.0.0.1:0 (UDP and TCP); cancel the token to stop it.
 pub async fn start_upstream() -> (Upstream, SocketAddr, CancellationToken) {
     let upstream = Upstream::default();
     let mut server = hickory_server::Server::new(upstream.clone());
-    let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let (udp, tcp) = bind_udp_and_tcp().await;
     let addr = udp.local_addr().unwrap();
-    let tcp = tokio::net::TcpListener::bind(addr).await.unwrap();
     server.register_socket(udp);
     server.register_listener(tcp, WAIT, 16);
     let token = server.shutdown_token().clone();
@@ -473,62 +492,55 @@ pub fn spawn_warden_full(config: &Path, env: &[(&str, &str)]) -> Spawned {
     }
 }
 
-/// GET or POST over plain HTTP/1.1 on loopback (bounded in time); status and body.
-pub fn http(method: &str, addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(60)))
-        .unwrap();
-    let mut request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: 0\r\n"
-    );
-    for (k, v) in headers {
-        request.push_str(&format!("{k}: {v}\r\n"));
-    }
-    request.push_str("\r\n");
-    stream.write_all(request.as_bytes()).unwrap();
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).unwrap();
-    let text = String::from_utf8_lossy(&response).into_owned();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let body = if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        dechunk(body)
-    } else {
-        body.to_string()
-    };
-    (status, body)
+/// One HTTP client for the tests (reqwest, blocking: call it from sync code): loopback
+/// only, no proxy, redirects not followed (tests assert them), bounded in time. No idle
+/// connections are kept: a request on a kept connection that the server is just closing
+/// fails, and each test's server is gone (its port perhaps reused) when the next starts.
+pub fn http_client() -> &'static reqwest::blocking::Client {
+    static CLIENT: std::sync::OnceLock<reqwest::blocking::Client> = std::sync::OnceLock::new();
+    CLIENT.get_or_init(|| {
+        reqwest::blocking::Client::builder()
+            .no_proxy()
+            .pool_max_idle_per_host(0)
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(60))
+            .build()
+            .expect("an HTTP client")
+    })
 }
 
-/// The body of a `Transfer-Encoding: chunked` response.
-pub fn dechunk(mut body: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = body.split_once("\r\n") {
-        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        if n == 0 || rest.len() < n {
-            break;
+/// GET or POST over plain HTTP on loopback (bounded in time); status and body.
+pub fn http(method: &str, addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    let reply = dashboard::send(method, addr, path, |mut request| {
+        for (k, v) in headers {
+            request = request.header(*k, *v);
         }
-        out.push_str(&rest[..n]);
-        body = rest[n..].trim_start_matches("\r\n");
-    }
-    out
+        request
+    });
+    (reply.status, reply.body)
 }
 
 /// Send `signal` (e.g. "-HUP") to the child.
+/// Sent with kill(2), not the `kill` program, which a minimal machine may not have.
 pub fn signal(child: &std::process::Child, signal: &str) {
-    let status = std::process::Command::new("kill")
-        .args([signal, &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success(), "kill {signal}");
+    let number = match signal {
+        "-HUP" => libc::SIGHUP,
+        "-INT" => libc::SIGINT,
+        "-TERM" => libc::SIGTERM,
+        "-KILL" => libc::SIGKILL,
+        "-USR1" => libc::SIGUSR1,
+        other => panic!("signal {other}: not one the tests send"),
+    };
+    let pid = libc::pid_t::try_from(child.id()).expect("a pid");
+    // SAFETY: kill(2) with a pid we spawned and a valid signal number.
+    let sent = unsafe { libc::kill(pid, number) };
+    assert_eq!(
+        sent,
+        0,
+        "kill {signal} {pid}: {}",
+        std::io::Error::last_os_error()
+    );
 }
 
 /// SIGTERM the child and wait (at most 10 s) for it to exit; returns its status.
