@@ -380,6 +380,14 @@ pub struct ReloadConfig {
     /// Reload when the config or a local list file changes.
     #[serde(default = "default_true")]
     pub watch_files: bool,
+    /// The most bytes read from one list file (and decompressed from a gzip one); a
+    /// bigger list is refused, naming it. Lists are also always regular files.
+    #[serde(default = "default_max_list_bytes")]
+    pub max_list_bytes: u64,
+    /// A reload that has not finished in this time (a list on a stuck network mount) is
+    /// abandoned and counted as failed; the rules in force stay.
+    #[serde(default = "default_reload_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
 }
 
 impl Default for ReloadConfig {
@@ -387,8 +395,17 @@ impl Default for ReloadConfig {
         ReloadConfig {
             min_ratio: default_min_ratio(),
             watch_files: true,
+            max_list_bytes: default_max_list_bytes(),
+            timeout: default_reload_timeout(),
         }
     }
+}
+
+fn default_max_list_bytes() -> u64 {
+    crate::lists::DEFAULT_MAX_LIST_BYTES
+}
+fn default_reload_timeout() -> Duration {
+    Duration::from_secs(300)
 }
 
 fn default_min_ratio() -> f64 {
@@ -697,6 +714,11 @@ pub struct ListConfig {
     /// A reload or download that leaves this list with fewer entries is refused.
     #[serde(default)]
     pub min_entries: u64,
+    /// Origins (`https://cdn.example`, `https://cdn.example:8443`) a download may be
+    /// redirected to. A redirect to any other origin is refused; credentials are sent
+    /// only to the origin of `url`, never to these.
+    #[serde(default)]
+    pub allow_redirect_to: Vec<Spanned<String>>,
 }
 
 impl ListConfig {
@@ -912,6 +934,26 @@ pub fn check_user_name(name: &str) -> Result<(), String> {
         return Err(format!(
             "{name:?} must be 1 to 64 letters, digits, '.', '_', '-' or '@'"
         ));
+    }
+    Ok(())
+}
+
+/// An origin as `allow_redirect_to` takes it: `http(s)://host[:port]`, nothing more.
+/// The reason it is not one, if it is not.
+fn check_origin(text: &str) -> Result<(), &'static str> {
+    let url = reqwest::Url::parse(text).map_err(|_| "is not a URL")?;
+    if !matches!(url.scheme(), "http" | "https") || !url.has_host() {
+        return Err("must be an http:// or https:// origin, e.g. \"https://cdn.example\"");
+    }
+    let bare = url.username().is_empty()
+        && url.password().is_none()
+        && url.path() == "/"
+        && url.query().is_none()
+        && url.fragment().is_none();
+    if !bare {
+        return Err(
+            "must be an origin only (scheme, host and port), without a path, query or user",
+        );
     }
     Ok(())
 }
@@ -1154,6 +1196,12 @@ impl Validator<'_> {
                         format!("list {name:?}: auth_header_file and auth_header_env need a url"),
                     );
                 }
+                if let Some(origin) = list.allow_redirect_to.first() {
+                    return self.error(
+                        origin.span(),
+                        format!("list {name:?}: allow_redirect_to needs a url"),
+                    );
+                }
             }
             (None, Some(url)) => {
                 let text = url.get_ref();
@@ -1170,6 +1218,17 @@ impl Validator<'_> {
                             "list {name:?}: give auth_header_file or auth_header_env, not both"
                         ),
                     );
+                }
+                for origin in &list.allow_redirect_to {
+                    if let Err(why) = check_origin(origin.get_ref()) {
+                        return self.error(
+                            origin.span(),
+                            format!(
+                                "list {name:?}: allow_redirect_to {:?} {why}",
+                                origin.get_ref()
+                            ),
+                        );
+                    }
                 }
                 if list.refresh < Duration::from_secs(60) {
                     return self.error(
@@ -1402,6 +1461,22 @@ impl Validator<'_> {
                     "[reload] min_ratio must be between 0 and 1, not {}",
                     config.reload.min_ratio
                 ),
+            );
+        }
+        if config.reload.max_list_bytes < 1024 {
+            return self.error(
+                0..0,
+                format!(
+                    "[reload] max_list_bytes must be at least 1024, not {}",
+                    config.reload.max_list_bytes
+                ),
+            );
+        }
+        let timeout = config.reload.timeout;
+        if timeout < Duration::from_secs(1) || timeout > Duration::from_secs(3600) {
+            return self.error(
+                0..0,
+                format!("[reload] timeout must be between 1s and 1h, not {timeout:?}"),
             );
         }
         // A century is plenty, and keeps every retention date after 1970.

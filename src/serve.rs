@@ -54,7 +54,7 @@ pub fn run(path: &Path) -> Result<ExitCode> {
         metrics.watch_audit(sink.clone(), writer.stats_handle());
     }
 
-    runtime.block_on(async {
+    let served = runtime.block_on(async {
         let signal = shutdown_signal()?;
         let config = engine.config.clone();
         let forwarder = Forwarder::instrumented(&config.upstream, &metrics)?;
@@ -86,6 +86,7 @@ pub fn run(path: &Path) -> Result<ExitCode> {
         }
 
         // 5. Triggers, then the announcement.
+        let reload_stop = reloader.stop_token();
         spawn_reload_triggers(&config, reloader, metrics.clone(), stop.clone())?;
         serving.store(true, Ordering::Relaxed);
         for addr in &server.addrs {
@@ -94,7 +95,9 @@ pub fn run(path: &Path) -> Result<ExitCode> {
         tokio::spawn(async move {
             signal.await;
             // Stop first, log second: nothing may stand between a signal and the stop.
+            // A reload in progress ends too (its build is left to the blocking thread).
             stop.cancel();
+            reload_stop.cancel();
             tracing::info!("shutting down");
         });
         server.wait().await?;
@@ -106,7 +109,11 @@ pub fn run(path: &Path) -> Result<ExitCode> {
             admin.wait().await;
         }
         Ok::<_, anyhow::Error>(())
-    })?;
+    });
+    // A reload's build stuck reading a file (abandoned, see `reload`) must not hold the
+    // process: dropping the runtime would wait for its thread for ever.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(500));
+    served?;
 
     // 6. The server has stopped answering: now flush and seal every recorded block.
     if let Some((sink, writer)) = audit {
