@@ -59,6 +59,10 @@ pub fn run(path: &Path) -> Result<ExitCode> {
         let config = engine.config.clone();
         let forwarder = Forwarder::instrumented(&config.upstream, &metrics)?;
         let shared = Arc::new(ArcSwap::from_pointee(engine));
+        let serving_rules = shared.clone();
+        metrics.watch_list_freshness(move || {
+            sources::freshness(&serving_rules.load().config, std::time::SystemTime::now())
+        });
         let reloader = Arc::new(Reloader::new(path, shared.clone()).with_metrics(metrics.clone()));
         // Alerts read what the audit writer commits; they stop after DNS does.
         let alerts_stop = CancellationToken::new();
