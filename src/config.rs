@@ -1175,6 +1175,50 @@ impl Validator<'_> {
         Ok(())
     }
 
+    /// `allow_redirect_to`: only with a url, and each entry an origin.
+    fn check_redirects(&self, list: &ListConfig) -> Result<(), ConfigError> {
+        let name = list.name.get_ref();
+        for origin in &list.allow_redirect_to {
+            if list.url.is_none() {
+                return self.error(
+                    origin.span(),
+                    format!("list {name:?}: allow_redirect_to needs a url"),
+                );
+            }
+            if let Err(why) = check_origin(origin.get_ref()) {
+                return self.error(
+                    origin.span(),
+                    format!(
+                        "list {name:?}: allow_redirect_to {:?} {why}",
+                        origin.get_ref()
+                    ),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// `[reload]`'s limits on reading lists.
+    fn check_reload(&self, config: &Config) -> Result<(), ConfigError> {
+        if config.reload.max_list_bytes < 1024 {
+            return self.error(
+                0..0,
+                format!(
+                    "[reload] max_list_bytes must be at least 1024, not {}",
+                    config.reload.max_list_bytes
+                ),
+            );
+        }
+        let timeout = config.reload.timeout;
+        if timeout < Duration::from_secs(1) || timeout > Duration::from_secs(3600) {
+            return self.error(
+                0..0,
+                format!("[reload] timeout must be between 1s and 1h, not {timeout:?}"),
+            );
+        }
+        Ok(())
+    }
+
     /// A list has exactly one of `path` and `url`, and URL options only with a URL.
     fn check_source(&self, config: &Config, list: &ListConfig) -> Result<(), ConfigError> {
         let name = list.name.get_ref();
@@ -1196,12 +1240,6 @@ impl Validator<'_> {
                         format!("list {name:?}: auth_header_file and auth_header_env need a url"),
                     );
                 }
-                if let Some(origin) = list.allow_redirect_to.first() {
-                    return self.error(
-                        origin.span(),
-                        format!("list {name:?}: allow_redirect_to needs a url"),
-                    );
-                }
             }
             (None, Some(url)) => {
                 let text = url.get_ref();
@@ -1218,17 +1256,6 @@ impl Validator<'_> {
                             "list {name:?}: give auth_header_file or auth_header_env, not both"
                         ),
                     );
-                }
-                for origin in &list.allow_redirect_to {
-                    if let Err(why) = check_origin(origin.get_ref()) {
-                        return self.error(
-                            origin.span(),
-                            format!(
-                                "list {name:?}: allow_redirect_to {:?} {why}",
-                                origin.get_ref()
-                            ),
-                        );
-                    }
                 }
                 if list.refresh < Duration::from_secs(60) {
                     return self.error(
@@ -1404,6 +1431,7 @@ impl Validator<'_> {
         }
         for list in &config.lists {
             self.check_source(config, list)?;
+            self.check_redirects(list)?;
         }
         self.check_users(config)?;
         for list in &config.lists {
@@ -1463,22 +1491,7 @@ impl Validator<'_> {
                 ),
             );
         }
-        if config.reload.max_list_bytes < 1024 {
-            return self.error(
-                0..0,
-                format!(
-                    "[reload] max_list_bytes must be at least 1024, not {}",
-                    config.reload.max_list_bytes
-                ),
-            );
-        }
-        let timeout = config.reload.timeout;
-        if timeout < Duration::from_secs(1) || timeout > Duration::from_secs(3600) {
-            return self.error(
-                0..0,
-                format!("[reload] timeout must be between 1s and 1h, not {timeout:?}"),
-            );
-        }
+        self.check_reload(config)?;
         // A century is plenty, and keeps every retention date after 1970.
         const MAX_RETENTION_DAYS: u32 = 36_500;
         let too_long = std::iter::once(config.audit.retention_days)

@@ -283,3 +283,36 @@ fn sigterm_stops_the_daemon_at_once_while_a_reload_is_stuck() {
         "the waiting reload ends with the stop: {response}"
     );
 }
+
+#[test]
+fn the_reading_limits_are_validated_with_clear_errors() {
+    let parse = |text: &str| warden::config::Config::parse(text, Path::new("w.toml"));
+    let defaults = parse("").unwrap();
+    assert_eq!(defaults.reload.max_list_bytes, 512 * 1024 * 1024);
+    assert_eq!(defaults.reload.timeout, Duration::from_secs(300));
+    let set = parse("[reload]\nmax_list_bytes = 2048\ntimeout = \"90s\"\n").unwrap();
+    assert_eq!(set.reload.max_list_bytes, 2048);
+    assert_eq!(set.reload.timeout, Duration::from_secs(90));
+    for (text, expect) in [
+        (
+            "[reload]\nmax_list_bytes = 0\n",
+            "[reload] max_list_bytes must be at least 1024",
+        ),
+        (
+            "[reload]\ntimeout = \"0s\"\n",
+            "[reload] timeout must be between 1s and 1h",
+        ),
+        (
+            "[reload]\ntimeout = \"2h\"\n",
+            "[reload] timeout must be between 1s and 1h",
+        ),
+        (
+            "[categories.a]\n[[lists]]\nname = \"l\"\ncategory = \"a\"\npath = \"l.txt\"\n\
+             allow_redirect_to = [\"https://cdn.example\"]\n",
+            "w.toml:6: list \"l\": allow_redirect_to needs a url",
+        ),
+    ] {
+        let err = parse(text).unwrap_err().to_string();
+        assert!(err.contains(expect), "{text}: {err}");
+    }
+}
