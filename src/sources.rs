@@ -162,10 +162,7 @@ impl Source {
 
     /// The last good download's metadata (default if none or unreadable).
     pub fn meta(&self) -> Meta {
-        std::fs::read(self.meta_file())
-            .ok()
-            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
-            .unwrap_or_default()
+        read_meta(&self.meta_file()).unwrap_or_default()
     }
 
     /// The extra header for this source, read now (so a rotated token is used at once).
@@ -198,6 +195,17 @@ impl Source {
         value.set_sensitive(true);
         Ok(Some((name, value)))
     }
+}
+
+/// A list's download metadata, if there is a readable one. Read like a list file (a
+/// regular file only, opened without blocking, at most 64 KiB): it is read at each
+/// metrics scrape, which a FIFO put in its place must not hang.
+fn read_meta(path: &Path) -> Option<Meta> {
+    use std::io::Read;
+    let file = lists::open_regular(path).ok()?;
+    let mut bytes = Vec::new();
+    file.take(64 * 1024).read_to_end(&mut bytes).ok()?;
+    serde_json::from_slice(&bytes).ok()
 }
 
 /// Strip user info, query and fragment from a URL for logs and errors.
@@ -713,9 +721,7 @@ pub fn stale_lists(config: &Config, now: SystemTime) -> Vec<(String, Option<Stal
             let max_age = list.max_age?;
             let file = list.file(config);
             let refreshed = if list.url.is_some() {
-                let meta = std::fs::read(file.with_extension("meta.json"))
-                    .ok()
-                    .and_then(|b| serde_json::from_slice::<Meta>(&b).ok());
+                let meta = read_meta(&file.with_extension("meta.json"));
                 meta.map(|m| SystemTime::UNIX_EPOCH + Duration::from_secs(m.checked_at))
             } else {
                 std::fs::metadata(&file).and_then(|m| m.modified()).ok()
@@ -749,9 +755,7 @@ pub fn freshness(config: &Config, now: SystemTime) -> Vec<crate::metrics::ListFr
         .filter(|list| list.url.is_some())
         .map(|list| {
             let name = list.name.get_ref();
-            let meta = std::fs::read(list.file(config).with_extension("meta.json"))
-                .ok()
-                .and_then(|b| serde_json::from_slice::<Meta>(&b).ok());
+            let meta = read_meta(&list.file(config).with_extension("meta.json"));
             crate::metrics::ListFreshness {
                 list: name.clone(),
                 checked_at: meta
@@ -866,6 +870,24 @@ mod tests {
             auth_file: None,
             auth_env: None,
         }
+    }
+
+    #[test]
+    fn metadata_is_read_only_from_a_regular_file_and_never_blocks() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = source(dir.path());
+        let meta = Meta {
+            entries: 7,
+            checked_at: 42,
+            ..Meta::default()
+        };
+        write_meta(&s, &meta).unwrap();
+        assert_eq!(s.meta().checked_at, 42);
+        std::fs::remove_file(s.meta_file()).unwrap();
+        let c_path = std::ffi::CString::new(s.meta_file().to_str().unwrap()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+        // No writer: a blocking read would wait for ever.
+        assert_eq!(s.meta().checked_at, 0);
     }
 
     #[test]

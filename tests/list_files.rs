@@ -40,8 +40,11 @@ fn gzip(bytes: &[u8]) -> Vec<u8> {
     enc.finish().unwrap()
 }
 
-/// The bad list files, each put in place of `path` by its function: (what, how).
-fn bad_lists() -> Vec<(&'static str, &'static str, fn(&Path))> {
+/// A bad list file: what it is, what the refusal says, and how to put it at a path.
+type BadList = (&'static str, &'static str, fn(&Path));
+
+/// The bad list files.
+fn bad_lists() -> Vec<BadList> {
     vec![
         ("a FIFO", "FIFO", |p| mkfifo(p)),
         ("a link to /dev/zero", "character device", |p| {
