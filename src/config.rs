@@ -426,6 +426,14 @@ pub struct ReloadConfig {
     /// Reload when the config or a local list file changes.
     #[serde(default = "default_true")]
     pub watch_files: bool,
+    /// The most bytes read from one list file (and decompressed from a gzip one); a
+    /// bigger list is refused, naming it. Lists are also always regular files.
+    #[serde(default = "default_max_list_bytes")]
+    pub max_list_bytes: u64,
+    /// A reload that has not finished in this time (a list on a stuck network mount) is
+    /// abandoned and counted as failed; the rules in force stay.
+    #[serde(default = "default_reload_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
 }
 
 impl Default for ReloadConfig {
@@ -433,8 +441,17 @@ impl Default for ReloadConfig {
         ReloadConfig {
             min_ratio: default_min_ratio(),
             watch_files: true,
+            max_list_bytes: default_max_list_bytes(),
+            timeout: default_reload_timeout(),
         }
     }
+}
+
+fn default_max_list_bytes() -> u64 {
+    crate::lists::DEFAULT_MAX_LIST_BYTES
+}
+fn default_reload_timeout() -> Duration {
+    Duration::from_secs(300)
 }
 
 fn default_min_ratio() -> f64 {
@@ -749,6 +766,11 @@ pub struct ListConfig {
     /// A reload or download that leaves this list with fewer entries is refused.
     #[serde(default)]
     pub min_entries: u64,
+    /// Origins (`https://cdn.example`, `https://cdn.example:8443`) a download may be
+    /// redirected to. A redirect to any other origin is refused; credentials are sent
+    /// only to the origin of `url`, never to these.
+    #[serde(default)]
+    pub allow_redirect_to: Vec<Spanned<String>>,
 }
 
 impl ListConfig {
@@ -976,6 +998,26 @@ pub fn check_user_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// An origin as `allow_redirect_to` takes it: `http(s)://host[:port]`, nothing more.
+/// The reason it is not one, if it is not.
+fn check_origin(text: &str) -> Result<(), &'static str> {
+    let url = reqwest::Url::parse(text).map_err(|_| "is not a URL")?;
+    if !matches!(url.scheme(), "http" | "https") || !url.has_host() {
+        return Err("must be an http:// or https:// origin, e.g. \"https://cdn.example\"");
+    }
+    let bare = url.username().is_empty()
+        && url.password().is_none()
+        && url.path() == "/"
+        && url.query().is_none()
+        && url.fragment().is_none();
+    if !bare {
+        return Err(
+            "must be an origin only (scheme, host and port), without a path, query or user",
+        );
+    }
+    Ok(())
+}
+
 /// Whole-file checks, with the source text at hand to turn spans into line numbers.
 struct Validator<'a> {
     text: &'a str,
@@ -1189,6 +1231,50 @@ impl Validator<'_> {
                     return self.error(span, format!("{what}: {error}"));
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// `allow_redirect_to`: only with a url, and each entry an origin.
+    fn check_redirects(&self, list: &ListConfig) -> Result<(), ConfigError> {
+        let name = list.name.get_ref();
+        for origin in &list.allow_redirect_to {
+            if list.url.is_none() {
+                return self.error(
+                    origin.span(),
+                    format!("list {name:?}: allow_redirect_to needs a url"),
+                );
+            }
+            if let Err(why) = check_origin(origin.get_ref()) {
+                return self.error(
+                    origin.span(),
+                    format!(
+                        "list {name:?}: allow_redirect_to {:?} {why}",
+                        origin.get_ref()
+                    ),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// `[reload]`'s limits on reading lists.
+    fn check_reload(&self, config: &Config) -> Result<(), ConfigError> {
+        if config.reload.max_list_bytes < 1024 {
+            return self.error(
+                0..0,
+                format!(
+                    "[reload] max_list_bytes must be at least 1024, not {}",
+                    config.reload.max_list_bytes
+                ),
+            );
+        }
+        let timeout = config.reload.timeout;
+        if timeout < Duration::from_secs(1) || timeout > Duration::from_secs(3600) {
+            return self.error(
+                0..0,
+                format!("[reload] timeout must be between 1s and 1h, not {timeout:?}"),
+            );
         }
         Ok(())
     }
@@ -1415,6 +1501,7 @@ impl Validator<'_> {
         }
         for list in &config.lists {
             self.check_source(config, list)?;
+            self.check_redirects(list)?;
         }
         self.check_users(config)?;
         self.check_dashboard_hosts(config)?;
@@ -1475,6 +1562,7 @@ impl Validator<'_> {
                 ),
             );
         }
+        self.check_reload(config)?;
         // A century is plenty, and keeps every retention date after 1970.
         const MAX_RETENTION_DAYS: u32 = 36_500;
         let too_long = std::iter::once(config.audit.retention_days)

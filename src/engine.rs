@@ -143,7 +143,8 @@ impl Engine {
                 // held whole (the largest would cost ~50 MiB during a reload). The builder
                 // tells duplicates within the list apart, as the parser's own set would.
                 let mut failed = None;
-                let report = lists::load_file_with(&file, list.format, |rule| {
+                let max = config.reload.max_list_bytes;
+                let report = lists::load_file_with(&file, list.format, max, |rule| {
                     builder.add_rule(rule).unwrap_or_else(|e| {
                         failed.get_or_insert(e);
                         true
@@ -171,7 +172,7 @@ impl Engine {
         let mut group_allow: BTreeMap<String, MatcherBuilder> = BTreeMap::new();
         for allow in &config.allow {
             let name = allow.name.get_ref();
-            let parsed = load(name, &config.resolve(&allow.path), allow.format)?;
+            let parsed = load(config, name, &config.resolve(&allow.path), allow.format)?;
             if allow.groups.is_empty() {
                 builder
                     .add_list(name, ListKind::Allow, &parsed.rules)
@@ -195,7 +196,12 @@ impl Engine {
         // the first one has been added.
         let dashboard_file = config.resolve(&config.dashboard.allow_file);
         if dashboard_file.exists() {
-            let parsed = load(DASHBOARD_ALLOW, &dashboard_file, lists::Format::Domains)?;
+            let parsed = load(
+                config,
+                DASHBOARD_ALLOW,
+                &dashboard_file,
+                lists::Format::Domains,
+            )?;
             builder
                 .add_list(DASHBOARD_ALLOW, ListKind::Allow, &parsed.rules)
                 .map_err(filter_err)?;
@@ -211,7 +217,7 @@ impl Engine {
             BTreeMap::new();
         for deny in &config.deny {
             let name = deny.name.get_ref();
-            let parsed = load(name, &config.resolve(&deny.path), deny.format)?;
+            let parsed = load(config, name, &config.resolve(&deny.path), deny.format)?;
             for group in &deny.groups {
                 let (b, id) = match group_deny.entry(group.get_ref().clone()) {
                     std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
@@ -294,8 +300,14 @@ fn builder_category(config: &Config, name: &str) -> Option<crate::filter::Catego
         .map(|i| crate::filter::CategoryId(i as u8))
 }
 
-fn load(name: &str, path: &Path, format: lists::Format) -> Result<lists::ParsedList, EngineError> {
-    lists::load_file(path, format).map_err(|source| EngineError::List {
+fn load(
+    config: &Config,
+    name: &str,
+    path: &Path,
+    format: lists::Format,
+) -> Result<lists::ParsedList, EngineError> {
+    let max = config.reload.max_list_bytes;
+    lists::load_file_capped(path, format, max).map_err(|source| EngineError::List {
         list: name.to_string(),
         source,
     })

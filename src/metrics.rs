@@ -9,7 +9,9 @@
 //! - the reloader and the list sources record what they did as they do it;
 //! - counters kept elsewhere (the audit writer's, hickory's cache) are read or bridged:
 //!   the audit figures are copied in when `/metrics` is scraped, and hickory-resolver's
-//!   own `metrics`-crate counters are routed into this registry by [`ResolverBridge`].
+//!   own `metrics`-crate counters are routed into this registry by [`ResolverBridge`];
+//!   the lists' freshness is read from their copies on disk at each scrape too, since a
+//!   `warden lists update` run as another process refreshes them.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -23,6 +25,19 @@ use prometheus::{
 use crate::audit::writer::WriterStats;
 use crate::audit::Sink;
 use crate::engine::Engine;
+
+/// Reads the lists' freshness for [`Metrics::watch_list_freshness`].
+pub type FreshnessFn = dyn Fn() -> Vec<ListFreshness> + Send + Sync;
+
+/// One list's freshness as its copy on disk records it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListFreshness {
+    pub list: String,
+    /// The last successful check of its source, by whichever process made it.
+    pub checked_at: Option<SystemTime>,
+    /// For a list with a `max_age`: whether it is stale now.
+    pub stale: Option<bool>,
+}
 
 /// How a query ended, as counted in `warden_queries_total{outcome}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,6 +120,9 @@ pub struct Metrics {
     list_refreshes: IntCounterVec,
     list_last_success: GaugeVec,
     list_stale: IntGaugeVec,
+    list_missing: IntGaugeVec,
+    /// Read at each scrape: list freshness as the copies on disk record it.
+    list_freshness: Mutex<Option<Box<FreshnessFn>>>,
     reloads: IntCounter,
     reload_failures: IntCounter,
     reload_duration: Histogram,
@@ -207,9 +225,16 @@ impl Metrics {
             ),
             list_stale: r.gauge_vec(
                 "warden_list_stale",
-                "1 when a locked list has not refreshed within its max_age (it keeps blocking)",
+                "1 when a locked list has not refreshed within its max_age (it keeps blocking \
+                 if it has a copy; see warden_list_missing)",
                 &["list"],
             ),
+            list_missing: r.gauge_vec(
+                "warden_list_missing",
+                "1 when a url list has no downloaded copy in the serving rules: it blocks nothing",
+                &["list"],
+            ),
+            list_freshness: Mutex::new(None),
             reloads: r.counter("warden_reloads_total", "Snapshot reloads attempted"),
             reload_failures: r.counter(
                 "warden_reload_failures_total",
@@ -327,6 +352,7 @@ impl Metrics {
         self.snapshot_loaded.set(unix_seconds(SystemTime::now()));
         self.rules_per_list.reset();
         self.rules_per_category.reset();
+        self.list_missing.reset();
         for list in &engine.lists {
             let category = list.category.as_deref().unwrap_or("allow");
             let rules = list.report.accepted as i64;
@@ -336,6 +362,11 @@ impl Metrics {
             self.rules_per_category
                 .with_label_values(&[category])
                 .add(rules);
+            if list.category.is_some() {
+                self.list_missing
+                    .with_label_values(&[&list.name])
+                    .set(i64::from(list.missing));
+            }
         }
     }
 
@@ -389,6 +420,14 @@ impl Metrics {
         self.alerts_held.set(held as i64);
     }
 
+    /// At each scrape, bring the lists' freshness up to what `read` finds on disk.
+    pub fn watch_list_freshness(
+        &self,
+        read: impl Fn() -> Vec<ListFreshness> + Send + Sync + 'static,
+    ) {
+        *lock(&self.list_freshness) = Some(Box::new(read));
+    }
+
     /// Read the audit figures from `sink` and `writer` at each scrape.
     pub fn watch_audit(&self, sink: Sink, writer: Arc<WriterStats>) {
         *lock(&self.audit) = Some((sink, writer));
@@ -414,6 +453,7 @@ impl Metrics {
             self.snapshot_age
                 .set((unix_seconds(SystemTime::now()) - loaded).max(0.0));
         }
+        self.refresh_list_freshness();
         let guard = lock(&self.audit);
         let Some((sink, writer)) = guard.as_ref() else {
             return;
@@ -432,6 +472,23 @@ impl Metrics {
             writer.rows_inserted.load(Relaxed) + writer.rows_updated.load(Relaxed),
         );
         catch_up(&self.audit_write_errors, writer.write_errors.load(Relaxed));
+    }
+
+    fn refresh_list_freshness(&self) {
+        let guard = lock(&self.list_freshness);
+        let Some(read) = guard.as_ref() else {
+            return;
+        };
+        for list in read() {
+            if let Some(at) = list.checked_at {
+                // Later of what this process saw and what another one recorded.
+                let gauge = self.list_last_success.with_label_values(&[&list.list]);
+                gauge.set(gauge.get().max(unix_seconds(at)));
+            }
+            if let Some(stale) = list.stale {
+                self.list_stale(&list.list, stale);
+            }
+        }
     }
 
     /// A recorder that routes hickory-resolver's cache counters into this registry; use

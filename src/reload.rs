@@ -12,6 +12,15 @@
 //! A list replaced by garbage, an empty file or a truncated download therefore never
 //! empties a category. On rejection the serving snapshot stays, the error (naming the
 //! list) is logged, and the failure is counted.
+//!
+//! Bounded in time: a build that has not finished within `[reload] timeout` (a list on a
+//! stuck network mount) is abandoned. Its thread cannot be interrupted, so it is left to
+//! finish on its own and its result is thrown away; the reload counts as failed and the
+//! next one may start. At most [`MAX_ABANDONED`] such builds may be running before new
+//! reloads are refused, so a mount that stays stuck cannot use up the blocking threads.
+//! A reload never delays shutdown: once the reloader's stop token fires, a reload in
+//! progress returns at once ([`ReloadError::Stopping`]), and `serve` does not wait for
+//! the abandoned thread.
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -20,12 +29,20 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
+use tokio_util::sync::CancellationToken;
 
 use crate::engine::{Engine, EngineError};
 use crate::metrics::Metrics;
 
 /// Quiet time after the last file change before reloading.
 pub const DEBOUNCE: Duration = Duration::from_millis(500);
+
+/// Abandoned builds that may still be running before new reloads are refused.
+pub const MAX_ABANDONED: usize = 4;
+
+/// What builds a snapshot from the config at a path, given the serving snapshot's count
+/// of names: [`Engine::reload`], unless a test stands in for a stuck file system.
+pub type BuildFn = dyn Fn(&Path, usize) -> Result<Engine, EngineError> + Send + Sync;
 
 /// Why a reload was rejected.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +61,18 @@ pub enum ReloadError {
     },
     #[error("the reload task failed: {0}")]
     Task(String),
+    #[error(
+        "the reload did not finish within {0:?} ([reload] timeout) and was abandoned; the \
+         rules in force stay (is a list on a slow or stuck network mount?)"
+    )]
+    TimedOut(Duration),
+    #[error(
+        "{0} abandoned reloads are still stuck reading their files; no new reload starts \
+         until one of them ends (is a list on a stuck network mount?)"
+    )]
+    Stuck(usize),
+    #[error("the server is stopping; reload not done")]
+    Stopping,
 }
 
 impl ReloadError {
@@ -79,6 +108,10 @@ pub struct Reloader {
     stats: Arc<ReloadStats>,
     metrics: Arc<Metrics>,
     one_at_a_time: tokio::sync::Mutex<()>,
+    build: Arc<BuildFn>,
+    /// Builds given up on after `[reload] timeout` (see the module doc).
+    abandoned: Mutex<Vec<tokio::task::JoinHandle<Result<Engine, EngineError>>>>,
+    stop: CancellationToken,
 }
 
 impl Reloader {
@@ -93,7 +126,26 @@ impl Reloader {
             stats: Arc::new(stats),
             metrics: Arc::new(Metrics::new()),
             one_at_a_time: tokio::sync::Mutex::new(()),
+            build: Arc::new(Engine::reload),
+            abandoned: Mutex::new(Vec::new()),
+            stop: CancellationToken::new(),
         }
+    }
+
+    /// Build snapshots with `build` instead of [`Engine::reload`]. Tests use this to
+    /// stand in for a list whose reads never return.
+    pub fn with_builder(
+        mut self,
+        build: impl Fn(&Path, usize) -> Result<Engine, EngineError> + Send + Sync + 'static,
+    ) -> Reloader {
+        self.build = Arc::new(build);
+        self
+    }
+
+    /// Cancelling this ends any reload in progress at once ([`ReloadError::Stopping`])
+    /// and refuses later ones: for shutdown, which must never wait on a reload.
+    pub fn stop_token(&self) -> CancellationToken {
+        self.stop.clone()
     }
 
     /// Record reloads in `metrics` (and describe the serving snapshot there now).
@@ -115,39 +167,28 @@ impl Reloader {
         self.shared.load_full()
     }
 
-    /// Build a new snapshot on a blocking thread, check it, and swap it in. On error the
-    /// serving snapshot is untouched.
+    /// Build a new snapshot on a blocking thread (within `[reload] timeout`), check it,
+    /// and swap it in. On error the serving snapshot is untouched.
     pub async fn reload(&self, reason: &str) -> Result<(), ReloadError> {
+        tracing::debug!(reason, "reloading");
+        tokio::select! {
+            biased;
+            _ = self.stop.cancelled() => Err(ReloadError::Stopping),
+            result = self.reload_now(reason) => result,
+        }
+    }
+
+    async fn reload_now(&self, reason: &str) -> Result<(), ReloadError> {
         let _one = self.one_at_a_time.lock().await;
         let started = Instant::now();
-        let path = self.config_path.clone();
-        // The new table is sized from the serving one (the rule set rarely changes much).
-        let names = self.shared.load().matcher.stats().names as usize;
-        let built = tokio::task::spawn_blocking(move || Engine::reload(&path, names))
-            .await
-            .map_err(|e| ReloadError::Task(e.to_string()))
-            .and_then(|r| r.map_err(ReloadError::from))
-            .and_then(|engine| {
-                check_shrink(&self.shared.load(), &engine)?;
-                Ok(engine)
-            });
+        let built = self.build_within_limit().await.and_then(|engine| {
+            check_shrink(&self.shared.load(), &engine)?;
+            Ok(engine)
+        });
         self.stats.reloads.fetch_add(1, Ordering::Relaxed);
         match built {
             Ok(engine) => {
-                let rules = engine.matcher.stats().rules;
-                let engine = Arc::new(engine);
-                // The previous snapshot is freed when its last query finishes; give the
-                // build's scratch memory back now.
-                self.shared.store(engine.clone());
-                crate::memory::return_freed_memory();
-                let generation = self.stats.generation.fetch_add(1, Ordering::Relaxed) + 1;
-                self.metrics
-                    .reload_done(started.elapsed(), generation, Some(&engine));
-                let ms = started.elapsed().as_millis() as u64;
-                self.stats.last_duration_ms.store(ms, Ordering::Relaxed);
-                self.stats.loaded_at.store(unix_now(), Ordering::Relaxed);
-                *lock(&self.stats.last_error) = None;
-                tracing::info!(reason, generation, rules, ms, "reloaded the rules");
+                self.swap_in(engine, started, reason);
                 Ok(())
             }
             Err(error) => {
@@ -163,6 +204,53 @@ impl Reloader {
                 Err(error)
             }
         }
+    }
+
+    /// Build on a blocking thread; give up on it after `[reload] timeout` (of the
+    /// snapshot serving now: the new config is what is being read).
+    async fn build_within_limit(&self) -> Result<Engine, ReloadError> {
+        let still_running = {
+            let mut abandoned = lock(&self.abandoned);
+            abandoned.retain(|build| !build.is_finished());
+            abandoned.len()
+        };
+        if still_running >= MAX_ABANDONED {
+            return Err(ReloadError::Stuck(still_running));
+        }
+        let current = self.shared.load();
+        let limit = current.config.reload.timeout;
+        // The new table is sized from the serving one (the rule set rarely changes much).
+        let names = current.matcher.stats().names as usize;
+        drop(current);
+        let (build, path) = (self.build.clone(), self.config_path.clone());
+        let mut task = tokio::task::spawn_blocking(move || build(&path, names));
+        match tokio::time::timeout(limit, &mut task).await {
+            Ok(joined) => joined
+                .map_err(|e| ReloadError::Task(e.to_string()))?
+                .map_err(ReloadError::from),
+            Err(_) => {
+                // Kept only to count it while it runs; its result is never used.
+                lock(&self.abandoned).push(task);
+                Err(ReloadError::TimedOut(limit))
+            }
+        }
+    }
+
+    fn swap_in(&self, engine: Engine, started: Instant, reason: &str) {
+        let rules = engine.matcher.stats().rules;
+        let engine = Arc::new(engine);
+        // The previous snapshot is freed when its last query finishes; give the
+        // build's scratch memory back now.
+        self.shared.store(engine.clone());
+        crate::memory::return_freed_memory();
+        let generation = self.stats.generation.fetch_add(1, Ordering::Relaxed) + 1;
+        self.metrics
+            .reload_done(started.elapsed(), generation, Some(&engine));
+        let ms = started.elapsed().as_millis() as u64;
+        self.stats.last_duration_ms.store(ms, Ordering::Relaxed);
+        self.stats.loaded_at.store(unix_now(), Ordering::Relaxed);
+        *lock(&self.stats.last_error) = None;
+        tracing::info!(reason, generation, rules, ms, "reloaded the rules");
     }
 
     /// The files whose change should trigger a reload: the config and its local lists.

@@ -60,11 +60,15 @@ pub fn run(path: &Path) -> Result<ExitCode> {
         metrics.watch_audit(sink.clone(), writer.stats_handle());
     }
 
-    runtime.block_on(async {
+    let served = runtime.block_on(async {
         let signal = shutdown_signal()?;
         let config = engine.config.clone();
         let forwarder = Forwarder::instrumented(&config.upstream, &metrics)?;
         let shared = Arc::new(ArcSwap::from_pointee(engine));
+        let serving_rules = shared.clone();
+        metrics.watch_list_freshness(move || {
+            sources::freshness(&serving_rules.load().config, std::time::SystemTime::now())
+        });
         let reloader = Arc::new(Reloader::new(path, shared.clone()).with_metrics(metrics.clone()));
         // Alerts read what the audit writer commits; they stop after DNS does.
         let alerts_stop = CancellationToken::new();
@@ -92,6 +96,7 @@ pub fn run(path: &Path) -> Result<ExitCode> {
         }
 
         // 5. Triggers, then the announcement.
+        let reload_stop = reloader.stop_token();
         spawn_reload_triggers(&config, reloader, metrics.clone(), stop.clone())?;
         serving.store(true, Ordering::Relaxed);
         for addr in &server.addrs {
@@ -100,7 +105,9 @@ pub fn run(path: &Path) -> Result<ExitCode> {
         tokio::spawn(async move {
             signal.await;
             // Stop first, log second: nothing may stand between a signal and the stop.
+            // A reload in progress ends too (its build is left to the blocking thread).
             stop.cancel();
+            reload_stop.cancel();
             tracing::info!("shutting down");
         });
         server.wait().await?;
@@ -112,7 +119,11 @@ pub fn run(path: &Path) -> Result<ExitCode> {
             admin.wait().await;
         }
         Ok::<_, anyhow::Error>(())
-    })?;
+    });
+    // A reload's build stuck reading a file (abandoned, see `reload`) must not hold the
+    // process: dropping the runtime would wait for its thread for ever.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(500));
+    served?;
 
     // 6. The server has stopped answering: now flush and seal every recorded block.
     if let Some((sink, writer)) = audit {

@@ -15,6 +15,15 @@
 //! rotated without a restart), are marked sensitive, and never appear in a log line, an
 //! error or a metric; URLs are logged without their query string or user info.
 //!
+//! Credentials go only to the origin (scheme, host and port) of the configured `url`.
+//! Redirects are followed here, not by the HTTP client, so that each hop is checked: a
+//! redirect within that origin keeps the credentials; one to another origin is refused
+//! unless the list names that origin in `allow_redirect_to`, and even then the request
+//! there carries no auth header. No request carries a `Referer` (it would repeat a token
+//! in the URL's query string to the next host). The cached copy and its metadata are
+//! created readable by Warden's user only (0600) in a folder only it can enter (0700): a
+//! restricted list is as confidential as the audit log.
+//!
 //! [`refresh_forever`] runs one source's timer (`refresh`, with backoff after failures);
 //! [`stale_lists`] flags locked lists whose source has not refreshed within `max_age`.
 
@@ -51,6 +60,8 @@ pub enum SourceError {
     Rejected { list: String, reason: String },
     #[error("list {list:?}: credentials: {reason}")]
     Auth { list: String, reason: String },
+    #[error("list {list:?}: {reason}; keeping the last good copy")]
+    Redirect { list: String, reason: String },
     #[error("list {list:?}: {path}: {source}")]
     Io {
         list: String,
@@ -99,6 +110,11 @@ pub struct Source {
     pub refresh: Duration,
     /// The cached copy engines read.
     pub file: PathBuf,
+    /// Most bytes a download may hold once decompressed (`[reload] max_list_bytes`).
+    pub max_list_bytes: u64,
+    /// Origins other than the url's that a redirect may lead to, each as
+    /// `scheme://host[:port]` (how `Url::origin` writes them).
+    pub allow_redirect_to: Vec<String>,
     auth_file: Option<PathBuf>,
     auth_env: Option<String>,
 }
@@ -123,6 +139,13 @@ impl Source {
             min_ratio: config.reload.min_ratio,
             refresh: list.refresh,
             file: list.file(config),
+            max_list_bytes: config.reload.max_list_bytes,
+            allow_redirect_to: list
+                .allow_redirect_to
+                .iter()
+                .filter_map(|o| reqwest::Url::parse(o.get_ref()).ok())
+                .map(|u| u.origin().ascii_serialization())
+                .collect(),
             auth_file: list.auth_header_file.as_ref().map(|p| config.resolve(p)),
             auth_env: list.auth_header_env.clone(),
         })
@@ -139,10 +162,7 @@ impl Source {
 
     /// The last good download's metadata (default if none or unreadable).
     pub fn meta(&self) -> Meta {
-        std::fs::read(self.meta_file())
-            .ok()
-            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
-            .unwrap_or_default()
+        read_meta(&self.meta_file()).unwrap_or_default()
     }
 
     /// The extra header for this source, read now (so a rotated token is used at once).
@@ -177,6 +197,17 @@ impl Source {
     }
 }
 
+/// A list's download metadata, if there is a readable one. Read like a list file (a
+/// regular file only, opened without blocking, at most 64 KiB): it is read at each
+/// metrics scrape, which a FIFO put in its place must not hang.
+fn read_meta(path: &Path) -> Option<Meta> {
+    use std::io::Read;
+    let file = lists::open_regular(path).ok()?;
+    let mut bytes = Vec::new();
+    file.take(64 * 1024).read_to_end(&mut bytes).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
 /// Strip user info, query and fragment from a URL for logs and errors.
 fn redact(url: &str) -> String {
     match reqwest::Url::parse(url) {
@@ -201,6 +232,10 @@ pub struct Fetcher {
 impl Fetcher {
     pub fn new(config: &Config) -> Result<Fetcher, SourceError> {
         let client = reqwest::Client::builder()
+            // Redirects are followed (and checked) by `send`, and nothing says where a
+            // request came from: see the module doc.
+            .redirect(reqwest::redirect::Policy::none())
+            .referer(false)
             .timeout(config.sources.timeout)
             .connect_timeout(config.sources.timeout.min(Duration::from_secs(15)))
             .user_agent(concat!("warden/", env!("CARGO_PKG_VERSION")))
@@ -237,31 +272,7 @@ impl Fetcher {
         } else {
             Meta::default()
         };
-        let mut headers = HeaderMap::new();
-        if let Some((name, value)) = source.auth_header()? {
-            headers.insert(name, value);
-        }
-        if let Some(etag) = meta
-            .etag
-            .as_deref()
-            .and_then(|e| HeaderValue::from_str(e).ok())
-        {
-            headers.insert(reqwest::header::IF_NONE_MATCH, etag);
-        }
-        if let Some(date) = meta
-            .last_modified
-            .as_deref()
-            .and_then(|d| HeaderValue::from_str(d).ok())
-        {
-            headers.insert(reqwest::header::IF_MODIFIED_SINCE, date);
-        }
-        let mut response = self
-            .client
-            .get(&source.url)
-            .headers(headers)
-            .send()
-            .await
-            .map_err(transport)?;
+        let mut response = self.send(source, &conditional(&meta), &transport).await?;
         let status = response.status();
         if status == reqwest::StatusCode::NOT_MODIFIED && have_copy {
             let meta = Meta {
@@ -269,6 +280,7 @@ impl Fetcher {
                 ..meta
             };
             write_meta(source, &meta)?;
+            tighten(&source.file);
             return Ok(Fetched::NotModified {
                 entries: meta.entries,
             });
@@ -298,43 +310,9 @@ impl Fetcher {
         let etag = header(reqwest::header::ETAG);
         let last_modified = header(reqwest::header::LAST_MODIFIED);
 
-        // Stream into a temporary file beside the cache (same folder: the final rename
-        // is atomic), never holding the whole list in memory.
-        let dir = source.file.parent().unwrap_or(Path::new("."));
-        tokio::fs::create_dir_all(dir)
-            .await
-            .map_err(SourceError::io(list, dir))?;
-        let partial = source.file.with_extension("partial");
-        let result = async {
-            let mut out = tokio::fs::File::create(&partial)
-                .await
-                .map_err(SourceError::io(list, &partial))?;
-            let mut bytes = 0u64;
-            while let Some(chunk) = response.chunk().await.map_err(transport)? {
-                bytes += chunk.len() as u64;
-                if bytes > self.max_size {
-                    return Err(too_large());
-                }
-                out.write_all(&chunk)
-                    .await
-                    .map_err(SourceError::io(list, &partial))?;
-                progress(bytes, expected);
-            }
-            out.sync_all()
-                .await
-                .map_err(SourceError::io(list, &partial))?;
-            let entries = validate(source, &partial, meta.entries)?;
-            std::fs::rename(&partial, &source.file).map_err(SourceError::io(list, &source.file))?;
-            Ok((entries, bytes))
-        }
-        .await;
-        let (entries, bytes) = match result {
-            Ok(done) => done,
-            Err(error) => {
-                let _ = std::fs::remove_file(&partial);
-                return Err(error);
-            }
-        };
+        let (entries, bytes) = self
+            .store(source, &mut response, meta.entries, &transport, progress)
+            .await?;
         let now = unix_now();
         write_meta(
             source,
@@ -350,6 +328,201 @@ impl Fetcher {
     }
 }
 
+/// Conditional-request headers from the last good download.
+fn conditional(meta: &Meta) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    if let Some(etag) = meta
+        .etag
+        .as_deref()
+        .and_then(|e| HeaderValue::from_str(e).ok())
+    {
+        headers.insert(reqwest::header::IF_NONE_MATCH, etag);
+    }
+    if let Some(date) = meta
+        .last_modified
+        .as_deref()
+        .and_then(|d| HeaderValue::from_str(d).ok())
+    {
+        headers.insert(reqwest::header::IF_MODIFIED_SINCE, date);
+    }
+    headers
+}
+
+/// Redirects followed per download.
+pub const MAX_REDIRECTS: usize = 5;
+
+impl Fetcher {
+    /// GET the source's url, following redirects by the rules in the module doc. Returns
+    /// the first response that is not a redirect (a 304 included).
+    async fn send(
+        &self,
+        source: &Source,
+        conditional: &HeaderMap,
+        transport: &(dyn Fn(reqwest::Error) -> SourceError + Sync),
+    ) -> Result<reqwest::Response, SourceError> {
+        let refused = |reason: String| SourceError::Redirect {
+            list: source.name.clone(),
+            reason,
+        };
+        let configured = reqwest::Url::parse(&source.url)
+            .map_err(|_| refused(format!("{} is not a valid URL", source.shown_url())))?;
+        let origin = configured.origin().ascii_serialization();
+        let auth = source.auth_header()?;
+        let mut url = configured.clone();
+        for _ in 0..=MAX_REDIRECTS {
+            let mut request = self.client.get(url.clone()).headers(conditional.clone());
+            if url.origin().ascii_serialization() == origin {
+                if let Some((name, value)) = &auth {
+                    request = request.header(name.clone(), value.clone());
+                }
+            }
+            let response = request.send().await.map_err(transport)?;
+            let status = response.status();
+            if !status.is_redirection() || status == reqwest::StatusCode::NOT_MODIFIED {
+                return Ok(response);
+            }
+            let next = response
+                .headers()
+                .get(reqwest::header::LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|location| url.join(location).ok())
+                .ok_or_else(|| {
+                    refused(format!(
+                        "{} answered HTTP {} without a usable Location",
+                        redact(url.as_str()),
+                        status.as_u16()
+                    ))
+                })?;
+            let target = next.origin().ascii_serialization();
+            if target != origin && !source.allow_redirect_to.contains(&target) {
+                return Err(refused(format!(
+                    "{} redirects to {target}, another origin; refused (to accept it, name \
+                     {target:?} in the list's allow_redirect_to; credentials are never sent there)",
+                    redact(url.as_str())
+                )));
+            }
+            url = same_origin_user(next, &configured, target == origin);
+        }
+        Err(refused(format!(
+            "more than {MAX_REDIRECTS} redirects from {}",
+            source.shown_url()
+        )))
+    }
+
+    /// Stream the body into a temporary file beside the cache (same folder: the final
+    /// rename is atomic), never holding the whole list in memory; validate it against
+    /// the last good copy's `previous` entries and rename it over that copy.
+    async fn store(
+        &self,
+        source: &Source,
+        response: &mut reqwest::Response,
+        previous: u64,
+        transport: &(dyn Fn(reqwest::Error) -> SourceError + Sync),
+        progress: &(dyn Fn(u64, Option<u64>) + Sync),
+    ) -> Result<(u64, u64), SourceError> {
+        let list = source.name.as_str();
+        let expected = response.content_length();
+        let dir = source.file.parent().unwrap_or(Path::new("."));
+        private_dir(dir).map_err(SourceError::io(list, dir))?;
+        let partial = source.file.with_extension("partial");
+        let result = async {
+            let file = create_private(&partial).map_err(SourceError::io(list, &partial))?;
+            let mut out = tokio::fs::File::from_std(file);
+            let mut bytes = 0u64;
+            while let Some(chunk) = response.chunk().await.map_err(transport)? {
+                bytes += chunk.len() as u64;
+                if bytes > self.max_size {
+                    return Err(SourceError::TooLarge {
+                        list: list.to_string(),
+                        limit: self.max_size,
+                    });
+                }
+                out.write_all(&chunk)
+                    .await
+                    .map_err(SourceError::io(list, &partial))?;
+                progress(bytes, expected);
+            }
+            out.sync_all()
+                .await
+                .map_err(SourceError::io(list, &partial))?;
+            let entries = validate(source, &partial, previous)?;
+            std::fs::rename(&partial, &source.file).map_err(SourceError::io(list, &source.file))?;
+            Ok((entries, bytes))
+        }
+        .await;
+        if result.is_err() {
+            let _ = std::fs::remove_file(&partial);
+        }
+        result
+    }
+}
+
+/// The next hop's URL; within the configured origin, with the configured URL's user
+/// info if the redirect gave none (it is the origin's credential too).
+fn same_origin_user(mut next: reqwest::Url, configured: &reqwest::Url, same: bool) -> reqwest::Url {
+    if same && next.username().is_empty() && !configured.username().is_empty() {
+        let _ = next.set_username(configured.username());
+        let _ = next.set_password(configured.password());
+    }
+    next
+}
+
+/// Create `dir` (and its parents) readable by Warden's user only. A cache folder left
+/// more open by an older version is tightened: it may hold restricted lists.
+fn private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        builder.mode(0o700);
+        builder.create(dir)?;
+        let mode = std::fs::metadata(dir)?.permissions().mode();
+        if mode & 0o077 != 0 {
+            tracing::info!(dir = %dir.display(), "making the list cache folder private (0700)");
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+        }
+        Ok(())
+    }
+    #[cfg(not(unix))]
+    builder.create(dir)
+}
+
+/// Create `path` afresh, readable and writable by Warden's user only (0600) from the
+/// moment it exists. A leftover file is removed first: opening an existing file would
+/// keep its mode.
+fn create_private(path: &Path) -> std::io::Result<std::fs::File> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    options.open(path)
+}
+
+/// Make a cached copy written by an older version (0644) private; it is otherwise only
+/// replaced when its content changes. Best effort: the copy is still used if this fails.
+fn tighten(path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let open = std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o077 != 0);
+        if open {
+            if let Err(error) =
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            {
+                tracing::warn!(path = %path.display(), %error, "cannot make the cached list private");
+            }
+        }
+    }
+}
+
 /// Parse the downloaded file and decide whether it may replace the last good copy
 /// (which had `previous` entries). Returns its entry count.
 fn validate(source: &Source, file: &Path, previous: u64) -> Result<u64, SourceError> {
@@ -357,7 +530,8 @@ fn validate(source: &Source, file: &Path, previous: u64) -> Result<u64, SourceEr
         list: source.name.clone(),
         reason,
     };
-    let parsed = lists::load_file(file, source.format).map_err(|e| rejected(e.to_string()))?;
+    let parsed = lists::load_file_capped(file, source.format, source.max_list_bytes)
+        .map_err(|e| rejected(e.to_string()))?;
     let entries = parsed.report.accepted;
     if let Some(warning) = parsed.report.warning() {
         return Err(rejected(format!(
@@ -383,7 +557,14 @@ fn write_meta(source: &Source, meta: &Meta) -> Result<(), SourceError> {
     let path = source.meta_file();
     let temp = path.with_extension("json.partial");
     let bytes = serde_json::to_vec_pretty(meta).unwrap_or_default();
-    std::fs::write(&temp, bytes).map_err(SourceError::io(&source.name, &temp))?;
+    let write = |mut file: std::fs::File| {
+        use std::io::Write;
+        file.write_all(&bytes)?;
+        file.sync_all()
+    };
+    create_private(&temp)
+        .and_then(write)
+        .map_err(SourceError::io(&source.name, &temp))?;
     std::fs::rename(&temp, &path).map_err(SourceError::io(&source.name, &path))
 }
 
@@ -540,9 +721,7 @@ pub fn stale_lists(config: &Config, now: SystemTime) -> Vec<(String, Option<Stal
             let max_age = list.max_age?;
             let file = list.file(config);
             let refreshed = if list.url.is_some() {
-                let meta = std::fs::read(file.with_extension("meta.json"))
-                    .ok()
-                    .and_then(|b| serde_json::from_slice::<Meta>(&b).ok());
+                let meta = read_meta(&file.with_extension("meta.json"));
                 meta.map(|m| SystemTime::UNIX_EPOCH + Duration::from_secs(m.checked_at))
             } else {
                 std::fs::metadata(&file).and_then(|m| m.modified()).ok()
@@ -562,8 +741,61 @@ pub fn stale_lists(config: &Config, now: SystemTime) -> Vec<(String, Option<Stal
         .collect()
 }
 
-/// Every minute, flag (metric and WARN log) locked lists older than their `max_age`.
-/// They keep blocking: a stale statutory list is far better than none.
+/// What the list copies on disk say about each `url` list's freshness, for the metrics
+/// at each scrape: a `warden lists update` run as another process refreshes the cache
+/// without telling the daemon. Reads one small metadata file per list.
+pub fn freshness(config: &Config, now: SystemTime) -> Vec<crate::metrics::ListFreshness> {
+    let stale: std::collections::HashMap<String, bool> = stale_lists(config, now)
+        .into_iter()
+        .map(|(list, stale)| (list, stale.is_some()))
+        .collect();
+    config
+        .lists
+        .iter()
+        .filter(|list| list.url.is_some())
+        .map(|list| {
+            let name = list.name.get_ref();
+            let meta = read_meta(&list.file(config).with_extension("meta.json"));
+            crate::metrics::ListFreshness {
+                list: name.clone(),
+                checked_at: meta
+                    .filter(|m| m.checked_at > 0)
+                    .map(|m| SystemTime::UNIX_EPOCH + Duration::from_secs(m.checked_at)),
+                stale: stale.get(name).copied(),
+            }
+        })
+        .collect()
+}
+
+/// Log a stale locked list: at ERROR, saying so plainly, if the serving rules have no
+/// copy of it at all (it is not in force); else at WARN (it keeps blocking).
+fn warn_stale(list: &str, stale: &Stale, in_force: bool) {
+    let max_age = humantime::format_duration(stale.max_age).to_string();
+    if !in_force {
+        tracing::error!(
+            list,
+            max_age,
+            "locked list is NOT in force: no copy of it exists (it has never been downloaded), \
+             so it blocks nothing; check the feed's url and credentials"
+        );
+        return;
+    }
+    let age = if stale.age == Duration::MAX {
+        "never refreshed".to_string()
+    } else {
+        humantime::format_duration(Duration::from_secs(stale.age.as_secs())).to_string()
+    };
+    tracing::warn!(
+        list,
+        age,
+        max_age,
+        "locked list is stale: its source has not refreshed within max_age; it keeps blocking"
+    );
+}
+
+/// Every minute, flag (metric and log) locked lists older than their `max_age`. Those
+/// with a copy keep blocking: a stale statutory list is far better than none. One with
+/// no copy at all is not in force, and the log says so at ERROR.
 pub async fn watch_staleness(
     reloader: Arc<Reloader>,
     metrics: Arc<Metrics>,
@@ -581,18 +813,8 @@ pub async fn watch_staleness(
                         t.elapsed().unwrap_or_default() > Duration::from_secs(3600)
                     });
                     if due {
-                        let age = if stale.age == Duration::MAX {
-                            "never refreshed".to_string()
-                        } else {
-                            humantime::format_duration(Duration::from_secs(stale.age.as_secs()))
-                                .to_string()
-                        };
-                        tracing::warn!(
-                            list,
-                            age,
-                            max_age = %humantime::format_duration(stale.max_age),
-                            "locked list is stale: its source has not refreshed within max_age; it keeps blocking"
-                        );
+                        let in_force = engine.lists.iter().any(|l| l.name == list && !l.missing);
+                        warn_stale(&list, &stale, in_force);
                         warned.insert(list, SystemTime::now());
                     }
                 }
@@ -643,9 +865,29 @@ mod tests {
             min_ratio: 0.5,
             refresh: Duration::from_secs(3600),
             file: dir.join("feed.list"),
+            max_list_bytes: lists::DEFAULT_MAX_LIST_BYTES,
+            allow_redirect_to: Vec::new(),
             auth_file: None,
             auth_env: None,
         }
+    }
+
+    #[test]
+    fn metadata_is_read_only_from_a_regular_file_and_never_blocks() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = source(dir.path());
+        let meta = Meta {
+            entries: 7,
+            checked_at: 42,
+            ..Meta::default()
+        };
+        write_meta(&s, &meta).unwrap();
+        assert_eq!(s.meta().checked_at, 42);
+        std::fs::remove_file(s.meta_file()).unwrap();
+        let c_path = std::ffi::CString::new(s.meta_file().to_str().unwrap()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+        // No writer: a blocking read would wait for ever.
+        assert_eq!(s.meta().checked_at, 0);
     }
 
     #[test]

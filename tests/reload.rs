@@ -1,6 +1,8 @@
 //! Hot reload: new rules swap in; garbage, empty or shrunken lists and broken configs are
 //! refused with the old rules still serving; reloads under a steady query load fail no
-//! query; file changes and SIGHUP trigger reloads.
+//! query; file changes and SIGHUP trigger reloads; a reload stuck past `[reload]
+//! timeout` is abandoned (the next one applies, its late result never does), and a stop
+//! ends a stuck reload at once.
 
 mod common;
 
@@ -28,17 +30,23 @@ struct Served {
 }
 
 async fn served() -> Served {
+    served_with("", |reloader| reloader).await
+}
+
+/// [`served`] with `extra` appended to the config and the reloader set up by `setup`.
+async fn served_with(extra: &str, setup: impl FnOnce(Reloader) -> Reloader) -> Served {
     let (_upstream, upstream_addr, token) = start_upstream().await;
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), upstream_addr, "");
     // The steady load comes from one loopback address: no rate limit here.
     let mut text = std::fs::read_to_string(&config).unwrap();
     text.push_str("[server.rate_limit]\nqps = 0\n");
+    text.push_str(extra);
     std::fs::write(&config, text).unwrap();
     let engine = Engine::load(&config).unwrap();
     let forwarder = Forwarder::new(&engine.config.upstream).unwrap();
     let shared = Arc::new(ArcSwap::from_pointee(engine));
-    let reloader = Arc::new(Reloader::new(&config, shared.clone()));
+    let reloader = Arc::new(setup(Reloader::new(&config, shared.clone())));
     let server = dns::start(
         &["127.0.0.1:0".parse().unwrap()],
         dns::Handler::new(shared, forwarder),
@@ -295,4 +303,162 @@ fn sighup_reloads_the_real_binary() {
         }
     });
     assert!(stop_warden(child).success());
+}
+
+/// A build that stands in for a list on a stuck mount: while `hang` is set, each build
+/// waits (at most a minute, so a failing test still ends) until the test releases it,
+/// then reads the files as a real one does. `done` hears of each build that ends.
+#[derive(Clone)]
+struct StuckBuilds {
+    hang: Arc<std::sync::atomic::AtomicBool>,
+    release: Arc<std::sync::Mutex<std::sync::mpsc::Receiver<()>>>,
+    released: std::sync::mpsc::Sender<()>,
+    done: Arc<std::sync::Mutex<std::sync::mpsc::Sender<()>>>,
+    calls: Arc<AtomicU64>,
+}
+
+impl StuckBuilds {
+    fn new() -> (StuckBuilds, std::sync::mpsc::Receiver<()>) {
+        let (released, release) = std::sync::mpsc::channel();
+        let (done, finished) = std::sync::mpsc::channel();
+        let builds = StuckBuilds {
+            hang: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            release: Arc::new(std::sync::Mutex::new(release)),
+            released,
+            done: Arc::new(std::sync::Mutex::new(done)),
+            calls: Arc::new(AtomicU64::new(0)),
+        };
+        (builds, finished)
+    }
+
+    fn install(&self, reloader: Reloader) -> Reloader {
+        let builds = self.clone();
+        reloader.with_builder(move |path, names| {
+            builds.calls.fetch_add(1, Ordering::SeqCst);
+            if builds.hang.load(Ordering::SeqCst) {
+                let _ = builds
+                    .release
+                    .lock()
+                    .unwrap()
+                    .recv_timeout(Duration::from_secs(60));
+            }
+            let built = Engine::reload(path, names);
+            let _ = builds.done.lock().unwrap().send(());
+            built
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_stuck_past_its_timeout_is_abandoned_and_the_next_one_applies() {
+    let (builds, finished) = StuckBuilds::new();
+    let s = served_with("[reload]\ntimeout = \"1s\"\n", |r| builds.install(r)).await;
+    let list = s.dir.path().join("adult.txt");
+    replace(&list, format!("{ADULT}allowed.test\n").as_bytes());
+
+    // Stuck: abandoned after the timeout, counted, and the rules in force stay.
+    builds.hang.store(true, Ordering::SeqCst);
+    let started = Instant::now();
+    let err = s.reloader.reload("test").await.unwrap_err();
+    assert!(
+        matches!(err, ReloadError::TimedOut(t) if t == Duration::from_secs(1)),
+        "{err}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(30));
+    assert!(err.to_string().contains("[reload] timeout"), "{err}");
+    let stats = s.reloader.stats();
+    assert_eq!(stats.failures.load(Ordering::Relaxed), 1);
+    assert_eq!(stats.generation.load(Ordering::Relaxed), 1);
+    assert_eq!(
+        rcode(s.warden, "allowed.test.").await,
+        ResponseCode::NoError
+    );
+    assert_eq!(
+        rcode(s.warden, "blocked.test.").await,
+        ResponseCode::NXDomain
+    );
+
+    // The next reload does not wait for the stuck one, and applies.
+    builds.hang.store(false, Ordering::SeqCst);
+    s.reloader.reload("test").await.unwrap();
+    assert_eq!(stats.generation.load(Ordering::Relaxed), 2);
+    assert_eq!(
+        rcode(s.warden, "allowed.test.").await,
+        ResponseCode::NXDomain
+    );
+    finished.recv_timeout(Duration::from_secs(30)).unwrap();
+
+    // The stuck build ends late: its result is thrown away, not swapped in.
+    replace(&list, ADULT.as_bytes());
+    builds.released.send(()).unwrap();
+    finished.recv_timeout(Duration::from_secs(30)).unwrap();
+    tokio::task::yield_now().await;
+    assert_eq!(stats.generation.load(Ordering::Relaxed), 2);
+    assert_eq!(
+        rcode(s.warden, "allowed.test.").await,
+        ResponseCode::NXDomain
+    );
+
+    // A mount that stays stuck: after MAX_ABANDONED stuck builds, reloads are refused
+    // without starting another thread, until one ends.
+    builds.hang.store(true, Ordering::SeqCst);
+    for _ in 0..warden::reload::MAX_ABANDONED {
+        let err = s.reloader.reload("test").await.unwrap_err();
+        assert!(matches!(err, ReloadError::TimedOut(_)), "{err}");
+    }
+    let calls = builds.calls.load(Ordering::SeqCst);
+    let err = s.reloader.reload("test").await.unwrap_err();
+    assert!(
+        matches!(err, ReloadError::Stuck(n) if n == warden::reload::MAX_ABANDONED),
+        "{err}"
+    );
+    assert_eq!(builds.calls.load(Ordering::SeqCst), calls, "no new build");
+    builds.hang.store(false, Ordering::SeqCst);
+    for _ in 0..warden::reload::MAX_ABANDONED {
+        builds.released.send(()).unwrap();
+        finished.recv_timeout(Duration::from_secs(30)).unwrap();
+    }
+    // A finished thread is counted as finished once the runtime has seen it end.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match s.reloader.reload("test").await {
+            Ok(()) => break,
+            Err(ReloadError::Stuck(_)) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(other) => panic!("the reload after the mount recovers: {other}"),
+        }
+    }
+    assert_eq!(
+        rcode(s.warden, "allowed.test.").await,
+        ResponseCode::NoError
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_ends_a_stuck_reload_at_once() {
+    let (builds, finished) = StuckBuilds::new();
+    let s = served_with("[reload]\ntimeout = \"1h\"\n", |r| builds.install(r)).await;
+    builds.hang.store(true, Ordering::SeqCst);
+    let reloader = s.reloader.clone();
+    let stuck = tokio::spawn(async move { reloader.reload("test").await });
+    // The build has started (it counts its call first) before the stop.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while builds.calls.load(Ordering::SeqCst) == 0 {
+        assert!(Instant::now() < deadline, "the build starts");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    s.reloader.stop_token().cancel();
+    let result = tokio::time::timeout(Duration::from_secs(5), stuck)
+        .await
+        .expect("the stop ends the reload at once")
+        .unwrap();
+    assert!(matches!(result, Err(ReloadError::Stopping)), "{result:?}");
+    assert!(matches!(
+        s.reloader.reload("after the stop").await,
+        Err(ReloadError::Stopping)
+    ));
+    assert_eq!(s.reloader.stats().generation.load(Ordering::Relaxed), 1);
+    builds.released.send(()).unwrap();
+    finished.recv_timeout(Duration::from_secs(30)).unwrap();
 }

@@ -127,6 +127,9 @@ pub enum SkipReason {
     WrongFormat,
     Unrecognised,
     NotUtf8,
+    /// Longer than [`crate::lists::MAX_LINE_BYTES`]: no list entry is that long, and
+    /// keeping such a line whole would let one endless line take any amount of memory.
+    LineTooLong,
 }
 
 impl SkipReason {
@@ -146,6 +149,7 @@ impl SkipReason {
             SkipReason::WrongFormat => "line does not fit the list's declared format",
             SkipReason::Unrecognised => "unrecognised line",
             SkipReason::NotUtf8 => "not valid UTF-8",
+            SkipReason::LineTooLong => "line longer than 64 KiB",
         }
     }
 }
