@@ -58,21 +58,23 @@ impl RunningServer {
 
 /// Bind UDP and TCP on every address in `listen` and start serving with `handler`;
 /// TCP connections idle for `tcp_timeout` are closed. At most
-/// [`DEFAULT_TCP_CONNECTIONS`] TCP connections at once (see [`start_with`]).
+/// [`DEFAULT_TCP_CONNECTIONS`] TCP connections at once, and
+/// [`DEFAULT_TCP_CONNECTIONS_PER_CLIENT`] from one client (see [`start_with`]).
 pub async fn start(
     listen: &[SocketAddr],
     handler: Handler,
     tcp_timeout: Duration,
 ) -> Result<RunningServer, ServeError> {
-    let limits = TcpLimits {
-        max_connections: DEFAULT_TCP_CONNECTIONS,
-        idle: tcp_timeout,
-    };
-    start_with(listen, handler, limits).await
+    start_with(listen, handler, TcpLimits::with_idle(tcp_timeout)).await
 }
 
 /// Open TCP connections allowed at once unless configured otherwise.
 pub const DEFAULT_TCP_CONNECTIONS: usize = 512;
+/// Open TCP connections allowed at once from one client address unless configured
+/// otherwise: far more than a stub resolver uses (one or two, reused), and at most a
+/// sixteenth of the default cap, so it takes many addresses to put the cap under
+/// pressure.
+pub const DEFAULT_TCP_CONNECTIONS_PER_CLIENT: usize = 32;
 
 /// [`start`] with explicit TCP limits.
 pub async fn start_with(
@@ -107,6 +109,8 @@ pub async fn start_with(
     }
     let token = CancellationToken::new();
     let addrs = sockets.iter().map(|(addr, _, _)| *addr).collect();
+    // One connection table for every listener: the caps count all TCP connections.
+    let table = tcp::Table::new(limits);
     let mut tasks = Vec::with_capacity(2 * sockets.len());
     for (_, udp, tcp) in sockets {
         tasks.push(tokio::spawn(udp::serve(
@@ -117,7 +121,7 @@ pub async fn start_with(
         tasks.push(tokio::spawn(tcp::serve(
             tcp,
             handler.clone(),
-            limits,
+            table.clone(),
             token.clone(),
         )));
     }
