@@ -3,6 +3,7 @@
 //! everything, then bind, then serve), and a port of 0 picks one free port shared by the
 //! address's UDP and TCP sockets (tests use this).
 
+use std::io::ErrorKind;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -85,27 +86,7 @@ pub async fn start_with(
     let handler = Arc::new(handler);
     let mut sockets = Vec::with_capacity(listen.len());
     for &addr in listen {
-        let udp = UdpSocket::bind(addr)
-            .await
-            .map_err(|source| ServeError::Bind {
-                addr,
-                proto: "udp",
-                source,
-            })?;
-        // TCP on the port UDP got, so "port 0" yields one port for both.
-        let bound = udp.local_addr().map_err(|source| ServeError::Bind {
-            addr,
-            proto: "udp",
-            source,
-        })?;
-        let tcp = TcpListener::bind(bound)
-            .await
-            .map_err(|source| ServeError::Bind {
-                addr: bound,
-                proto: "tcp",
-                source,
-            })?;
-        sockets.push((bound, udp, tcp));
+        sockets.push(bind_pair(addr).await?);
     }
     let token = CancellationToken::new();
     let addrs = sockets.iter().map(|(addr, _, _)| *addr).collect();
@@ -132,4 +113,42 @@ pub async fn start_with(
         Ok(())
     });
     Ok(RunningServer { addrs, token, task })
+}
+
+/// Tries at a fresh port when "port 0" gave UDP a port whose TCP side is taken.
+const PORT_ZERO_ATTEMPTS: usize = 16;
+
+/// UDP and TCP sockets on `addr`, TCP on the port UDP got, so "port 0" yields one port
+/// for both. That port may be taken for TCP (by any client socket's ephemeral port, on
+/// a busy machine): with port 0, try again at another port rather than fail.
+async fn bind_pair(addr: SocketAddr) -> Result<(SocketAddr, UdpSocket, TcpListener), ServeError> {
+    let attempts = if addr.port() == 0 {
+        PORT_ZERO_ATTEMPTS
+    } else {
+        1
+    };
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let udp_error = |source| ServeError::Bind {
+            addr,
+            proto: "udp",
+            source,
+        };
+        let udp = UdpSocket::bind(addr).await.map_err(udp_error)?;
+        let bound = udp.local_addr().map_err(udp_error)?;
+        match TcpListener::bind(bound).await {
+            Ok(tcp) => return Ok((bound, udp, tcp)),
+            Err(error) if error.kind() == ErrorKind::AddrInUse && attempt < attempts => {
+                tracing::debug!(%bound, "TCP port taken; binding both again at another port");
+            }
+            Err(source) => {
+                return Err(ServeError::Bind {
+                    addr: bound,
+                    proto: "tcp",
+                    source,
+                })
+            }
+        }
+    }
 }
