@@ -174,8 +174,7 @@ struct Conn {
 
 impl Conn {
     /// Read length-prefixed messages until idle, closed or stopped; answer each query in
-    /// its own task; one writer task sends the answers. The slot is freed when all is
-    /// done.
+    /// its own task; one writer task sends the answers.
     async fn serve(self, stream: TcpStream, handler: Arc<Handler>) {
         let _ = stream.set_nodelay(true);
         let (mut reader, writer) = stream.into_split();
@@ -203,8 +202,8 @@ impl Conn {
         }
         drop(tx);
         // Queries still in flight hold their own sender; the writer ends after the last.
+        // Then `self` drops, which frees the slot.
         let _ = write.await;
-        self.table.lock().close(self.id);
     }
 
     /// The next whole message, and the mark that keeps the connection busy (not idle)
@@ -247,6 +246,13 @@ impl Conn {
                 None
             }
         }
+    }
+}
+
+impl Drop for Conn {
+    /// The slot is freed however the connection ends, even by a panic in its task.
+    fn drop(&mut self) {
+        self.table.lock().close(self.id);
     }
 }
 
