@@ -100,6 +100,10 @@ pub struct ServerConfig {
     /// Open TCP connections allowed at once; more are closed on arrival.
     #[serde(default = "default_tcp_connections")]
     pub tcp_max_connections: usize,
+    /// Open TCP connections allowed at once from one client address; more are closed on
+    /// arrival (at least 1).
+    #[serde(default = "default_tcp_connections_per_client")]
+    pub tcp_connections_per_client: Spanned<usize>,
     /// The IANA time zone schedules are written in.
     #[serde(default = "default_timezone")]
     pub timezone: Spanned<String>,
@@ -181,6 +185,7 @@ impl Default for ServerConfig {
             default_group: default_group(),
             tcp_timeout: default_tcp_timeout(),
             tcp_max_connections: default_tcp_connections(),
+            tcp_connections_per_client: default_tcp_connections_per_client(),
             timezone: default_timezone(),
             dhcp_leases: None,
             allow_networks: default_allow_networks(),
@@ -200,6 +205,9 @@ fn default_timezone() -> Spanned<String> {
 }
 fn default_tcp_connections() -> usize {
     crate::dns::server::DEFAULT_TCP_CONNECTIONS
+}
+fn default_tcp_connections_per_client() -> Spanned<usize> {
+    Spanned::new(0..0, crate::dns::server::DEFAULT_TCP_CONNECTIONS_PER_CLIENT)
 }
 fn default_tcp_timeout() -> Duration {
     Duration::from_secs(10)
@@ -1603,6 +1611,13 @@ impl Validator<'_> {
             return self.error(
                 0..0,
                 "[server] listen must name at least one address".into(),
+            );
+        }
+        let per_client = &config.server.tcp_connections_per_client;
+        if *per_client.get_ref() == 0 {
+            return self.error(
+                per_client.span(),
+                "[server] tcp_connections_per_client must be at least 1 (0 would refuse every TCP client)".into(),
             );
         }
         if config.blocking.response == BlockResponse::Ip && config.blocking.block_ip.is_empty() {

@@ -82,10 +82,7 @@ pub fn run(path: &Path) -> Result<ExitCode> {
         if let Some((sink, _)) = &audit {
             handler = handler.with_audit(sink.clone());
         }
-        let limits = dns::tcp::TcpLimits {
-            max_connections: config.server.tcp_max_connections.max(1),
-            idle: config.server.tcp_timeout,
-        };
+        let limits = dns::tcp::TcpLimits::from_config(&config.server);
         let server = dns::start_with(&config.server.listen, handler, limits).await?;
         let stop = server.token();
         let serving = Arc::new(AtomicBool::new(false));

@@ -3,6 +3,7 @@
 //! everything, then bind, then serve), and a port of 0 picks one free port shared by the
 //! address's UDP and TCP sockets (tests use this).
 
+use std::io::ErrorKind;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -58,21 +59,23 @@ impl RunningServer {
 
 /// Bind UDP and TCP on every address in `listen` and start serving with `handler`;
 /// TCP connections idle for `tcp_timeout` are closed. At most
-/// [`DEFAULT_TCP_CONNECTIONS`] TCP connections at once (see [`start_with`]).
+/// [`DEFAULT_TCP_CONNECTIONS`] TCP connections at once, and
+/// [`DEFAULT_TCP_CONNECTIONS_PER_CLIENT`] from one client (see [`start_with`]).
 pub async fn start(
     listen: &[SocketAddr],
     handler: Handler,
     tcp_timeout: Duration,
 ) -> Result<RunningServer, ServeError> {
-    let limits = TcpLimits {
-        max_connections: DEFAULT_TCP_CONNECTIONS,
-        idle: tcp_timeout,
-    };
-    start_with(listen, handler, limits).await
+    start_with(listen, handler, TcpLimits::with_idle(tcp_timeout)).await
 }
 
 /// Open TCP connections allowed at once unless configured otherwise.
 pub const DEFAULT_TCP_CONNECTIONS: usize = 512;
+/// Open TCP connections allowed at once from one client address unless configured
+/// otherwise: far more than a stub resolver uses (one or two, reused), and at most a
+/// sixteenth of the default cap, so it takes many addresses to put the cap under
+/// pressure.
+pub const DEFAULT_TCP_CONNECTIONS_PER_CLIENT: usize = 32;
 
 /// [`start`] with explicit TCP limits.
 pub async fn start_with(
@@ -87,6 +90,8 @@ pub async fn start_with(
     }
     let token = CancellationToken::new();
     let addrs = sockets.iter().map(|(addr, _, _)| *addr).collect();
+    // One connection table for every listener: the caps count all TCP connections.
+    let table = tcp::Table::new(limits);
     let mut tasks = Vec::with_capacity(2 * sockets.len());
     for (_, udp, tcp) in sockets {
         tasks.push(tokio::spawn(udp::serve(
@@ -97,7 +102,7 @@ pub async fn start_with(
         tasks.push(tokio::spawn(tcp::serve(
             tcp,
             handler.clone(),
-            limits,
+            table.clone(),
             token.clone(),
         )));
     }
@@ -119,7 +124,7 @@ const FRESH_PORT_ATTEMPTS: usize = 16;
 /// connections use the same range); a fixed port that is taken stays an error.
 fn fresh_port_helps(requested: SocketAddr, err: &std::io::Error, attempt: usize) -> bool {
     requested.port() == 0
-        && err.kind() == std::io::ErrorKind::AddrInUse
+        && err.kind() == ErrorKind::AddrInUse
         && attempt < FRESH_PORT_ATTEMPTS
 }
 
@@ -153,7 +158,7 @@ async fn bind_pair(addr: SocketAddr) -> Result<(SocketAddr, UdpSocket, TcpListen
 mod tests {
     use super::*;
     use proptest::prelude::*;
-    use std::io::{Error, ErrorKind};
+    use std::io::Error;
 
     proptest! {
         /// A fresh port is tried only for port 0, only when TCP's port was in use, and

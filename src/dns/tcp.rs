@@ -1,54 +1,126 @@
 //! DNS over TCP (RFC 7766), served by Warden itself rather than by hickory's listener,
-//! for the limits a LAN resolver needs and that listener lacks:
-//! - a cap on open connections (`[server] tcp_max_connections`): beyond it, a new
-//!   connection is closed at once, so a flood of idle connections cannot exhaust file
-//!   descriptors and starve the real clients;
-//! - an idle timeout (`[server] tcp_timeout`) and a per-message timeout: a client that
-//!   starts a message must finish it promptly;
-//! - pipelining: every query on a connection is handled as soon as it arrives, and each
-//!   answer is written as soon as it is ready (possibly out of order, as RFC 7766 allows;
-//!   clients match answers by ID).
+//! for the limits a LAN resolver needs and that listener lacks. TCP is how a client
+//! fetches an answer too big for UDP, so no client may be able to lock the others out:
+//! - a cap on open connections (`[server] tcp_max_connections`), so a flood cannot
+//!   exhaust file descriptors, and a cap per client address
+//!   (`[server] tcp_connections_per_client`): a client at its cap has its new
+//!   connection closed at once;
+//! - at the cap, the connection idle longest is closed to make room (as unbound and
+//!   dnsdist do): a newcomer is refused only when every open connection is busy with a
+//!   query. Above three quarters of the cap the idle timeout drops to
+//!   [`PRESSURE_IDLE`], so a crowd of idle connections drains within seconds (the
+//!   bookkeeping is [`super::limit::ConnectionTable`]);
+//! - an idle timeout (`[server] tcp_timeout`), counted from the last answer, and a
+//!   per-message timeout: a client that starts a message must finish it promptly, and
+//!   one that does not read its answers is dropped;
+//! - pipelining: every query on a connection is handled as soon as it arrives (up to
+//!   [`IN_FLIGHT`] at once), and each answer is written as soon as it is ready
+//!   (possibly out of order, as RFC 7766 allows; clients match answers by ID);
+//! - what is not a query gets what it gets over UDP: a response (QR=1) is dropped
+//!   unanswered (answering responses is how reflection loops start), and a message
+//!   that cannot be decoded gets FORMERR if it has a header.
 //!
 //! Each query goes through the same [`Handler`] as UDP queries.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use hickory_server::net::runtime::TokioTime;
 use hickory_server::net::xfer::Protocol;
 use hickory_server::net::NetError;
+use hickory_server::proto::op::MessageType;
 use hickory_server::proto::rr::Record;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponse;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
+use tokio::net::tcp::OwnedReadHalf;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use super::Handler;
+use super::limit::{ConnectionId, ConnectionLimits, ConnectionTable, IdleCheck};
+use super::server::{DEFAULT_TCP_CONNECTIONS, DEFAULT_TCP_CONNECTIONS_PER_CLIENT};
+use super::{wire, Handler};
+use crate::config::ServerConfig;
 
-/// Longest a client may take to send the rest of a message it has started.
+/// Longest a client may take to send the rest of a message it has started, or to take
+/// one answer off our hands.
 pub const MESSAGE_TIMEOUT: Duration = Duration::from_secs(5);
+/// The idle timeout while more than three quarters of `tcp_max_connections` are open.
+pub const PRESSURE_IDLE: Duration = Duration::from_secs(2);
+/// Queries one connection may have in flight; beyond it, reading waits (TCP's own flow
+/// control then holds the client back), so a pipelining client costs bounded memory.
+pub const IN_FLIGHT: usize = 64;
 /// Answers queued for one connection's writer.
-const WRITE_QUEUE: usize = 64;
+const WRITE_QUEUE: usize = IN_FLIGHT;
 
 /// Limits for the TCP listener.
 #[derive(Debug, Clone, Copy)]
 pub struct TcpLimits {
+    /// Open connections at once, all clients together.
     pub max_connections: usize,
+    /// Open connections at once from one client address.
+    pub per_client: usize,
+    /// How long a connection may sit idle (when not under pressure).
     pub idle: Duration,
 }
 
-/// Accept connections on `listener` until `stop`, at most `limits.max_connections` at a
-/// time.
+impl TcpLimits {
+    /// The defaults, with the idle timeout `idle`.
+    pub fn with_idle(idle: Duration) -> TcpLimits {
+        TcpLimits {
+            max_connections: DEFAULT_TCP_CONNECTIONS,
+            per_client: DEFAULT_TCP_CONNECTIONS_PER_CLIENT,
+            idle,
+        }
+    }
+
+    /// The limits `[server]` configures.
+    pub fn from_config(server: &ServerConfig) -> TcpLimits {
+        TcpLimits {
+            max_connections: server.tcp_max_connections.max(1),
+            per_client: (*server.tcp_connections_per_client.get_ref()).max(1),
+            idle: server.tcp_timeout,
+        }
+    }
+
+    fn table(&self) -> ConnectionLimits {
+        ConnectionLimits {
+            max: self.max_connections,
+            per_client: self.per_client,
+            idle: self.idle,
+            pressure_idle: PRESSURE_IDLE,
+        }
+    }
+}
+
+/// The open connections of every TCP listener of one server, so the caps count them
+/// all together. Each lock is held for a few map operations, never across an await.
+#[derive(Debug)]
+pub struct Table(Mutex<ConnectionTable>);
+
+impl Table {
+    pub fn new(limits: TcpLimits) -> Arc<Table> {
+        Arc::new(Table(Mutex::new(ConnectionTable::new(limits.table()))))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, ConnectionTable> {
+        // A panic elsewhere while holding the lock leaves the table consistent (every
+        // method finishes its updates before returning), so keep serving.
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Accept connections on `listener` until `stop`, within the limits of `table`.
 pub async fn serve(
     listener: TcpListener,
     handler: Arc<Handler>,
-    limits: TcpLimits,
+    table: Arc<Table>,
     stop: CancellationToken,
 ) {
-    let slots = Arc::new(Semaphore::new(limits.max_connections));
     loop {
         let (stream, peer) = tokio::select! {
             _ = stop.cancelled() => return,
@@ -62,68 +134,183 @@ pub async fn serve(
                 }
             },
         };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            tracing::debug!(client = %peer.ip(), "TCP connection refused: at tcp_max_connections");
-            drop(stream);
-            continue;
+        let close = stop.child_token();
+        let client = client_of(peer);
+        let admitted = table.lock().admit(client, close.clone(), Instant::now());
+        let id = match admitted {
+            Ok(admitted) => {
+                if admitted.evicted > 0 {
+                    tracing::debug!(%client, closed = admitted.evicted, "idle TCP connections closed to make room");
+                }
+                admitted.id
+            }
+            Err(refusal) => {
+                tracing::debug!(%client, %refusal, "TCP connection refused");
+                drop(stream);
+                continue;
+            }
         };
-        let (handler, stop) = (handler.clone(), stop.clone());
+        let conn = Conn {
+            table: table.clone(),
+            id,
+            peer,
+            close,
+        };
+        let handler = handler.clone();
         tokio::spawn(async move {
-            connection(stream, peer, handler, limits.idle, stop).await;
-            drop(slot);
+            conn.serve(stream, handler).await;
         });
     }
 }
 
-/// One connection: read length-prefixed messages until idle, closed or stopped; answer
-/// each in its own task; one writer task sends the answers.
-async fn connection(
-    stream: tokio::net::TcpStream,
+/// One admitted connection: its place in the table, and the token that closes it
+/// (cancelled by the table's eviction, by the server's stop, or by its own writer).
+struct Conn {
+    table: Arc<Table>,
+    id: ConnectionId,
     peer: SocketAddr,
-    handler: Arc<Handler>,
-    idle: Duration,
-    stop: CancellationToken,
-) {
-    let _ = stream.set_nodelay(true);
-    let (mut reader, mut writer) = stream.into_split();
-    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(WRITE_QUEUE);
-    let write = tokio::spawn(async move {
-        while let Some(bytes) = rx.recv().await {
-            let mut framed = Vec::with_capacity(bytes.len() + 2);
-            framed.extend_from_slice(&(bytes.len() as u16).to_be_bytes());
-            framed.extend_from_slice(&bytes);
-            if writer.write_all(&framed).await.is_err() {
-                return;
+    close: CancellationToken,
+}
+
+impl Conn {
+    /// Read length-prefixed messages until idle, closed or stopped; answer each query in
+    /// its own task; one writer task sends the answers.
+    async fn serve(self, stream: TcpStream, handler: Arc<Handler>) {
+        let _ = stream.set_nodelay(true);
+        let (mut reader, writer) = stream.into_split();
+        let (tx, rx) = mpsc::channel::<Vec<u8>>(WRITE_QUEUE);
+        let write = tokio::spawn(write_answers(writer, rx, self.close.clone()));
+        let in_flight = Arc::new(Semaphore::new(IN_FLIGHT));
+        while let Some((message, busy)) = self.next_message(&mut reader).await {
+            let Some(request) = self.request(message, &tx).await else {
+                continue; // not a query: nothing (or FORMERR) sent, `busy` ends here
+            };
+            let permit = tokio::select! {
+                _ = self.close.cancelled() => break,
+                permit = in_flight.clone().acquire_owned() => match permit {
+                    Ok(permit) => permit,
+                    Err(_) => break, // never closed; leave rather than spin
+                },
+            };
+            let (handler, tx) = (handler.clone(), tx.clone());
+            tokio::spawn(async move {
+                handler
+                    .handle_request::<_, TokioTime>(&request, Answer { tx })
+                    .await;
+                drop((permit, busy));
+            });
+        }
+        drop(tx);
+        // Queries still in flight hold their own sender; the writer ends after the last.
+        // Then `self` drops, which frees the slot.
+        let _ = write.await;
+    }
+
+    /// The next whole message, and the mark that keeps the connection busy (not idle)
+    /// until it is dealt with; `None` when the connection should close.
+    async fn next_message(&self, reader: &mut OwnedReadHalf) -> Option<(Vec<u8>, Busy)> {
+        // A read cut short by close or idleness loses bytes, which is fine: the
+        // connection closes.
+        let length = tokio::select! {
+            biased;
+            _ = self.close.cancelled() => return None,
+            read = reader.read_u16() => usize::from(read.ok()?),
+            _ = idle_expired(&self.table, self.id) => return None,
+        };
+        let busy = Busy::begin(&self.table, self.id)?;
+        let mut message = vec![0u8; length];
+        tokio::select! {
+            _ = self.close.cancelled() => None,
+            read = tokio::time::timeout(MESSAGE_TIMEOUT, reader.read_exact(&mut message)) => {
+                // A message started and not finished: drop the connection.
+                matches!(read, Ok(Ok(_))).then_some((message, busy))
             }
         }
-        let _ = writer.shutdown().await;
-    });
-    loop {
-        let length = tokio::select! {
-            _ = stop.cancelled() => break,
-            read = tokio::time::timeout(idle, reader.read_u16()) => match read {
-                Ok(Ok(length)) => length as usize,
-                _ => break, // idle too long, closed, or reset
-            },
-        };
-        let mut message = vec![0u8; length];
-        match tokio::time::timeout(MESSAGE_TIMEOUT, reader.read_exact(&mut message)).await {
-            Ok(Ok(_)) => {}
-            _ => break, // a message started and not finished: drop the connection
-        }
-        let Ok(request) = Request::from_bytes(message, peer, Protocol::Tcp) else {
-            continue; // not a DNS message: nothing to answer
-        };
-        let (handler, tx) = (handler.clone(), tx.clone());
-        tokio::spawn(async move {
-            handler
-                .handle_request::<_, TokioTime>(&request, Answer { tx })
-                .await;
-        });
     }
-    drop(tx);
-    // Queries still in flight hold their own sender; the writer ends after the last.
-    let _ = write.await;
+
+    /// The query in `message`, or `None` for a message that gets no query handling: a
+    /// response is dropped, and an undecodable message with a header gets FORMERR.
+    async fn request(&self, message: Vec<u8>, tx: &mpsc::Sender<Vec<u8>>) -> Option<Request> {
+        let header = message.get(..12).map(<[u8]>::to_vec);
+        match Request::from_bytes(message, self.peer, Protocol::Tcp) {
+            Ok(request) if request.metadata.message_type == MessageType::Response => {
+                tracing::debug!(client = %self.peer.ip(), "TCP message with QR=1 dropped");
+                None
+            }
+            Ok(request) => Some(request),
+            Err(_) => {
+                // wire::format_error gives nothing for a response, as over UDP.
+                if let Some(error) = header.as_deref().and_then(wire::format_error) {
+                    let _ = tx.send(error.to_vec()).await;
+                }
+                None
+            }
+        }
+    }
+}
+
+impl Drop for Conn {
+    /// The slot is freed however the connection ends, even by a panic in its task.
+    fn drop(&mut self) {
+        self.table.lock().close(self.id);
+    }
+}
+
+/// Resolves when connection `id` has been idle too long (or the table closed it).
+async fn idle_expired(table: &Table, id: ConnectionId) {
+    loop {
+        let check = table.lock().idle_check(id, Instant::now());
+        match check {
+            IdleCheck::Close => return,
+            IdleCheck::At(at) => tokio::time::sleep_until(at.into()).await,
+        }
+    }
+}
+
+/// The writer: frames and sends each answer. A client that does not take an answer
+/// within [`MESSAGE_TIMEOUT`] is closed, so it cannot pin a busy connection.
+async fn write_answers(
+    mut writer: tokio::net::tcp::OwnedWriteHalf,
+    mut rx: mpsc::Receiver<Vec<u8>>,
+    close: CancellationToken,
+) {
+    while let Some(bytes) = rx.recv().await {
+        let Ok(length) = u16::try_from(bytes.len()) else {
+            continue; // encode() keeps answers within u16::MAX; never frame a lie
+        };
+        let mut framed = Vec::with_capacity(bytes.len() + 2);
+        framed.extend_from_slice(&length.to_be_bytes());
+        framed.extend_from_slice(&bytes);
+        let written = tokio::time::timeout(MESSAGE_TIMEOUT, writer.write_all(&framed)).await;
+        if !matches!(written, Ok(Ok(()))) {
+            close.cancel();
+            return;
+        }
+    }
+    let _ = writer.shutdown().await;
+}
+
+/// A message being read or answered on a connection: the connection is busy while any
+/// exists, and idle from when the last one is dropped.
+struct Busy {
+    table: Arc<Table>,
+    id: ConnectionId,
+}
+
+impl Busy {
+    /// `None` if the table has closed the connection meanwhile.
+    fn begin(table: &Arc<Table>, id: ConnectionId) -> Option<Busy> {
+        table.lock().begin(id).then(|| Busy {
+            table: table.clone(),
+            id,
+        })
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.table.lock().end(self.id, Instant::now());
+    }
 }
 
 /// Encodes an answer and hands it to the connection's writer.
@@ -150,4 +337,10 @@ impl ResponseHandler for Answer {
         let _ = self.tx.send(bytes).await;
         Ok(info)
     }
+}
+
+/// The client a connection counts against: its address, with an IPv4-mapped IPv6
+/// address (a v4 client on a dual-stack socket) counted as the IPv4 address it is.
+fn client_of(peer: SocketAddr) -> IpAddr {
+    peer.ip().to_canonical()
 }
