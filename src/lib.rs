@@ -58,7 +58,7 @@
 //! 9. check the answer's CNAME chain against the matcher, so no listed name hides
 //!    behind an allowed alias;
 //! 10. DNS rebinding protection ([`policy::rebinding`]): a public name answered with a
-//!    private, loopback or link-local address is blocked.
+//!     private, loopback or link-local address is blocked.
 
 pub mod admin;
 pub mod alerts;
