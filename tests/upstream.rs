@@ -96,9 +96,10 @@ async fn with_upstream_down_a_known_name_is_served_stale_and_an_unknown_one_fail
     );
     let unknown = udp(warden, "allowed.test.", RecordType::A, true).await;
     assert_eq!(unknown.metadata.response_code, ResponseCode::ServFail);
-    // Each waited at most the 1 s upstream timeout (plus scheduling slack).
+    // Each waited about the 1 s upstream timeout, not a resolver's usual retries over
+    // tens of seconds; the bound leaves room for a machine busy with builds.
     assert!(
-        started.elapsed() < Duration::from_secs(4),
+        started.elapsed() < Duration::from_secs(10),
         "{:?}",
         started.elapsed()
     );
