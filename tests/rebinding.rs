@@ -73,6 +73,11 @@ fn public_names_on_internal_addresses_are_blocked_and_recorded() {
             "AAAA",
         );
         assert_rebinding_block(&tcp(addr, "Rebind.Test.", RecordType::A).await, "TCP");
+        // Browsers connect to an HTTPS record's address hints too.
+        assert_rebinding_block(
+            &udp(addr, "rebind.test.", RecordType::HTTPS, true).await,
+            "HTTPS hint",
+        );
         // A public name aliased to a LAN name is still a public name in the browser.
         assert_rebinding_block(
             &udp(addr, "via-lan.test.", RecordType::A, true).await,
@@ -98,7 +103,7 @@ fn public_names_on_internal_addresses_are_blocked_and_recorded() {
         .filter(|r| r["categories"] == "rebinding")
         .collect();
     let count: i64 = rebinding.iter().filter_map(|r| r["count"].as_i64()).sum();
-    assert_eq!(count, 4, "every rebinding block is recorded: {rows:?}");
+    assert_eq!(count, 5, "every rebinding block is recorded: {rows:?}");
     assert!(
         rebinding.iter().any(|r| r["name"] == "rebind.test"
             && r["rule"]

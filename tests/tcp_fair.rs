@@ -183,6 +183,32 @@ async fn one_address_holding_more_than_the_cap_cannot_keep_another_from_tcp() {
     s.stop().await;
 }
 
+/// A message trickled in (its length sent, its body never finished) does not make a
+/// connection busy: at the cap such connections are closed to make room like idle ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_trickling_a_message_cannot_keep_another_from_tcp() {
+    const CAP: usize = 8;
+    let s = served(CAP, 64, LONG_IDLE).await;
+    let mut held = Vec::with_capacity(CAP);
+    for _ in 0..CAP {
+        let mut stream = connect_from(HOLDER, s.addr).await;
+        // A 40-byte message announced, one byte of it sent, the rest held back.
+        stream.write_all(&[0, 40, 0x12]).await.expect("write");
+        held.push(stream);
+    }
+    let mut stream = connect_from(OTHER, s.addr).await;
+    let answer = ask(&mut stream, "www.blocked.test.")
+        .await
+        .expect("the other address is answered while the cap is held by tricklers");
+    assert_eq!(answer.metadata.response_code, ResponseCode::NXDomain);
+    assert!(
+        closed_by_server(&mut held[0], WAIT).await,
+        "the oldest trickler made room"
+    );
+    drop(held);
+    s.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_at_its_connection_limit_is_refused_and_another_is_not() {
     const PER_CLIENT: usize = 4;

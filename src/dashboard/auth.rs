@@ -23,6 +23,7 @@ use argon2::Argon2;
 use dashmap::DashMap;
 
 use crate::config::{Config, Role};
+use crate::policy::clients::device_key;
 
 /// The session cookie's name.
 pub const SESSION_COOKIE: &str = "warden_session";
@@ -410,8 +411,10 @@ impl LoginLimiter {
     }
 }
 
+/// A device's attempts are counted by its IPv4 address or IPv6 /64 (see
+/// [`device_key`]), so one device cannot multiply its allowance by changing address.
 fn addr_key(client: IpAddr) -> String {
-    format!("addr:{client}")
+    format!("addr:{}", device_key(client))
 }
 fn user_key(user: &str) -> String {
     format!("user:{}", user.to_ascii_lowercase())

@@ -391,14 +391,10 @@ impl Handler {
         if !rebinding::applies(&engine.config.rebinding, name) {
             return None;
         }
-        let internal = answers.iter().find_map(|record| {
-            let ip = match &record.data {
-                RData::A(a) => IpAddr::V4(a.0),
-                RData::AAAA(aaaa) => IpAddr::V6(aaaa.0),
-                _ => return None,
-            };
-            rebinding::is_internal(ip).then_some(ip)
-        })?;
+        let internal = answers
+            .iter()
+            .flat_map(|record| addresses(&record.data))
+            .find(|ip| rebinding::is_internal(*ip))?;
         let mode = asking
             .who
             .group
@@ -571,6 +567,29 @@ impl Handler {
                 },
             );
         }
+    }
+}
+
+/// The addresses a record hands a client: an A or AAAA record's, and the address hints
+/// of an HTTPS or SVCB record (browsers connect to those too).
+fn addresses(data: &RData) -> Vec<IpAddr> {
+    use hickory_server::proto::rr::rdata::svcb::{SvcParamValue, SVCB};
+    let hints = |svcb: &SVCB| -> Vec<IpAddr> {
+        svcb.svc_params
+            .iter()
+            .flat_map(|(_, value)| match value {
+                SvcParamValue::Ipv4Hint(h) => h.0.iter().map(|a| IpAddr::V4(a.0)).collect(),
+                SvcParamValue::Ipv6Hint(h) => h.0.iter().map(|a| IpAddr::V6(a.0)).collect(),
+                _ => Vec::new(),
+            })
+            .collect()
+    };
+    match data {
+        RData::A(a) => vec![IpAddr::V4(a.0)],
+        RData::AAAA(aaaa) => vec![IpAddr::V6(aaaa.0)],
+        RData::HTTPS(https) => hints(&https.0),
+        RData::SVCB(svcb) => hints(svcb),
+        _ => Vec::new(),
     }
 }
 

@@ -123,9 +123,7 @@ const FRESH_PORT_ATTEMPTS: usize = 16;
 /// free for UDP, which another socket may hold for TCP (a busy machine's outgoing
 /// connections use the same range); a fixed port that is taken stays an error.
 fn fresh_port_helps(requested: SocketAddr, err: &std::io::Error, attempt: usize) -> bool {
-    requested.port() == 0
-        && err.kind() == ErrorKind::AddrInUse
-        && attempt < FRESH_PORT_ATTEMPTS
+    requested.port() == 0 && err.kind() == ErrorKind::AddrInUse && attempt < FRESH_PORT_ATTEMPTS
 }
 
 /// UDP and TCP on `addr`: TCP on the port UDP got, so "port 0" yields one port for

@@ -43,6 +43,7 @@ use super::limit::{ConnectionId, ConnectionLimits, ConnectionTable, IdleCheck};
 use super::server::{DEFAULT_TCP_CONNECTIONS, DEFAULT_TCP_CONNECTIONS_PER_CLIENT};
 use super::{wire, Handler};
 use crate::config::ServerConfig;
+use crate::policy::clients::device_key;
 
 /// Longest a client may take to send the rest of a message it has started, or to take
 /// one answer off our hands.
@@ -217,15 +218,19 @@ impl Conn {
             read = reader.read_u16() => usize::from(read.ok()?),
             _ = idle_expired(&self.table, self.id) => return None,
         };
-        let busy = Busy::begin(&self.table, self.id)?;
+        // Busy only once the whole message is in: a client trickling its bytes must not
+        // shield its connection from being closed to make room at the cap.
         let mut message = vec![0u8; length];
-        tokio::select! {
-            _ = self.close.cancelled() => None,
-            read = tokio::time::timeout(MESSAGE_TIMEOUT, reader.read_exact(&mut message)) => {
-                // A message started and not finished: drop the connection.
-                matches!(read, Ok(Ok(_))).then_some((message, busy))
-            }
+        let read = tokio::select! {
+            _ = self.close.cancelled() => return None,
+            read = tokio::time::timeout(MESSAGE_TIMEOUT, reader.read_exact(&mut message)) => read,
+        };
+        // A message started and not finished: drop the connection.
+        if !matches!(read, Ok(Ok(_))) {
+            return None;
         }
+        let busy = Busy::begin(&self.table, self.id)?;
+        Some((message, busy))
     }
 
     /// The query in `message`, or `None` for a message that gets no query handling: a
@@ -339,8 +344,8 @@ impl ResponseHandler for Answer {
     }
 }
 
-/// The client a connection counts against: its address, with an IPv4-mapped IPv6
-/// address (a v4 client on a dual-stack socket) counted as the IPv4 address it is.
+/// The client a connection counts against: its IPv4 address (a v4 client on a
+/// dual-stack socket unwrapped), or its IPv6 /64 ([`device_key`]).
 fn client_of(peer: SocketAddr) -> IpAddr {
-    peer.ip().to_canonical()
+    device_key(peer.ip())
 }

@@ -12,6 +12,17 @@ use std::path::Path;
 
 use ipnet::IpNet;
 
+/// The address a device is counted as by per-client limits (TCP connections, sign-in
+/// attempts): an IPv4 address as it is (an IPv4-mapped one unwrapped), an IPv6 address
+/// by its /64. One IPv6 device holds many addresses in its /64 (privacy addresses,
+/// SLAAC, containers), so counting each would multiply its allowance.
+pub fn device_key(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => IpAddr::V6((u128::from(v6) & !u128::from(u64::MAX)).into()),
+        v4 => v4,
+    }
+}
+
 /// Where a client belongs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Membership {
@@ -143,6 +154,22 @@ fn isc_leases(text: &str) -> HashMap<IpAddr, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn devices_are_counted_by_ipv4_address_or_ipv6_slash_64() {
+        let key = |t: &str| device_key(t.parse().expect("test address"));
+        assert_eq!(key("10.0.0.5"), key("::ffff:10.0.0.5"));
+        assert_ne!(key("10.0.0.5"), key("10.0.0.6"));
+        assert_eq!(
+            key("2001:db8:1:2::1"),
+            key("2001:db8:1:2:ffff:1234:5678:9abc")
+        );
+        assert_eq!(
+            key("2001:db8:1:2::1"),
+            "2001:db8:1:2::".parse::<IpAddr>().expect("net")
+        );
+        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
+    }
 
     fn member(group: usize, name: Option<&str>) -> Membership {
         Membership {

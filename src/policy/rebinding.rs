@@ -45,8 +45,8 @@ fn under(name: &str, domain: &str) -> bool {
 
 /// Is `ip` inside a network a public name has no business pointing at: private
 /// (RFC 1918, unique-local), shared (CGNAT), loopback, link-local, or "this network"
-/// (0.0.0.0/8, which Linux routes to the machine itself)? IPv4-mapped IPv6 addresses
-/// are judged as the IPv4 address they carry.
+/// (0.0.0.0/8, which Linux routes to the machine itself)? IPv4-mapped and NAT64
+/// (64:ff9b::/96) IPv6 addresses are judged as the IPv4 address they carry.
 pub fn is_internal(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => internal_v4(v4),
@@ -67,7 +67,13 @@ fn internal_v4(ip: Ipv4Addr) -> bool {
 }
 
 fn internal_v6(ip: Ipv6Addr) -> bool {
-    let first = ip.segments()[0];
+    let segments = ip.segments();
+    let first = segments[0];
+    // 64:ff9b::/96 (NAT64) carries an IPv4 address in its last 32 bits.
+    if segments[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+        let [.., a, b, c, d] = ip.octets();
+        return internal_v4(Ipv4Addr::new(a, b, c, d));
+    }
     ip.is_loopback()
         || ip.is_unspecified()
         || (first & 0xfe00) == 0xfc00 // fc00::/7, unique local
@@ -102,6 +108,7 @@ mod tests {
             "fe80::1",
             "::ffff:192.168.0.1",
             "::ffff:127.0.0.1",
+            "64:ff9b::192.168.1.1",
         ] {
             assert!(is_internal(ip(inside)), "{inside} is internal");
         }
@@ -113,6 +120,7 @@ mod tests {
             "2001:db8::1",
             "2606:4700::1111",
             "::ffff:8.8.8.8",
+            "64:ff9b::8.8.8.8",
         ] {
             assert!(!is_internal(ip(outside)), "{outside} is public");
         }

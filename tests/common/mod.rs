@@ -105,6 +105,19 @@ impl RequestHandler for Upstream {
             ("rebind.test.", RecordType::AAAA) => {
                 vec![record(&name, RData::AAAA(AAAA("fd00::1".parse().unwrap())))]
             }
+            ("rebind.test.", RecordType::HTTPS) => {
+                use hickory_proto::rr::rdata::svcb::{IpHint, SvcParamKey, SvcParamValue, SVCB};
+                let hint = IpHint(vec![A(Ipv4Addr::new(192, 168, 1, 1))]);
+                let svcb = SVCB::new(
+                    1,
+                    Name::root(),
+                    vec![(SvcParamKey::Ipv4Hint, SvcParamValue::Ipv4Hint(hint))],
+                );
+                vec![record(
+                    &name,
+                    RData::HTTPS(hickory_proto::rr::rdata::HTTPS(svcb)),
+                )]
+            }
             ("router.lan.", RecordType::A) | ("nas.school.example.", RecordType::A) => {
                 vec![record(&name, a([10, 0, 0, 2]))]
             }
