@@ -15,6 +15,7 @@ use crate::dns::answer::EncodeAndDrop;
 use crate::dns::{wire, Handler, Now};
 use crate::engine::Engine;
 use crate::lists::{self, Format};
+use crate::metrics::QueryOutcome;
 use crate::upstream::Forwarder;
 use hickory_server::proto::op::{Message, ResponseCode};
 
@@ -78,7 +79,7 @@ pub fn packet(data: &[u8]) {
             let code = answer.metadata.response_code;
             let forwarded = code == ResponseCode::NoError || code == ResponseCode::ServFail;
             assert!(
-                !(forwarded && listed(&query)),
+                !(forwarded && listed(query.labels())),
                 "{code:?} for a listed name: {:?}",
                 query.name()
             );
@@ -92,13 +93,29 @@ pub fn packet(data: &[u8]) {
         handler
             .handle_request::<_, TokioTime>(&request, EncodeAndDrop)
             .await;
+        // The same invariant on this path: a listed name is never forwarded.
+        let Ok(info) = request.request_info() else {
+            return;
+        };
+        let labels: Vec<&[u8]> = info.query.name().iter().collect();
+        if listed(labels) {
+            let outcome = handler.resolve(&request).await.map(|r| r.outcome);
+            assert!(
+                !matches!(
+                    outcome,
+                    Some(QueryOutcome::Allowed | QueryOutcome::UpstreamFailed)
+                ),
+                "{outcome:?} for a listed name: {:?}",
+                info.query.name()
+            );
+        }
     });
 }
 
-/// Is the query's name under a name the harness's lists block for its group? Decided
-/// from the raw wire labels, independently of the matcher's key form.
-fn listed(query: &wire::Query<'_>) -> bool {
-    let labels: Vec<Vec<u8>> = query.labels().map(<[u8]>::to_ascii_lowercase).collect();
+/// Is a query name (its raw labels) under a name the harness's lists block for its
+/// group? Decided from the raw bytes, independently of the matcher's key form.
+fn listed<'a>(labels: impl IntoIterator<Item = &'a [u8]>) -> bool {
+    let labels: Vec<Vec<u8>> = labels.into_iter().map(<[u8]>::to_ascii_lowercase).collect();
     let under = |parent: &[&[u8]], strictly: bool| {
         labels.len() >= parent.len() + usize::from(strictly)
             && labels[labels.len() - parent.len()..]
