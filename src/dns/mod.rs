@@ -406,6 +406,17 @@ impl Handler {
             response: mode.as_str(),
         };
         self.report_builtin(engine, asking, name, builtin);
+        // An internal name served by the upstream (split-horizon DNS, Active Directory)
+        // is blocked until the admin names its domain: say how, once, where they look.
+        static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+        if !WARNED.swap(true, Ordering::Relaxed) {
+            // The name stays in the audit log (personal data), not in the system log.
+            tracing::warn!(
+                "DNS rebinding protection blocked a public name answered with an internal \
+                 address (`warden audit list --category rebinding` shows which); if it is \
+                 one of your own names, add its domain to [rebinding] allow"
+            );
+        }
         Some(answer::blocked(
             &engine.config.blocking,
             mode,
