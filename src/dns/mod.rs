@@ -35,7 +35,7 @@ use hickory_server::proto::rr::{DNSClass, Name, RData, RecordType};
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 
 use crate::audit::{Event, Outcome, Sink};
-use crate::config::LimitAction;
+use crate::config::{BlockResponse, LimitAction};
 use crate::engine::Engine;
 use crate::filter::{Block, CategorySet};
 use crate::metrics::{Metrics, QueryOutcome};
@@ -395,11 +395,7 @@ impl Handler {
             .iter()
             .flat_map(|record| addresses(&record.data))
             .find(|ip| rebinding::is_internal(*ip))?;
-        let mode = asking
-            .who
-            .group
-            .block_response
-            .unwrap_or(engine.config.blocking.response);
+        let mode = asking.block_mode(engine);
         let builtin = Builtin {
             category: policy::REBINDING,
             rule: format!("{name} -> {internal}"),
@@ -441,11 +437,7 @@ impl Handler {
         via_cname: Option<&str>,
     ) -> Reply {
         self.report_block(engine, asking, name, block, categories, via_cname);
-        let mode = asking
-            .who
-            .group
-            .block_response
-            .unwrap_or(engine.config.blocking.response);
+        let mode = asking.block_mode(engine);
         answer::blocked(
             &engine.config.blocking,
             mode,
@@ -502,11 +494,7 @@ impl Handler {
             "blocked"
         );
         if let Some(sink) = &self.audit {
-            let mode = asking
-                .who
-                .group
-                .block_response
-                .unwrap_or(engine.config.blocking.response);
+            let mode = asking.block_mode(engine);
             sink.record(
                 asking.client.ip(),
                 Outcome::Blocked,
@@ -632,6 +620,16 @@ impl<'a> Asking<'a> {
             active: engine.policy.active(who.group, clock()),
             qtype,
         }
+    }
+}
+
+impl Asking<'_> {
+    /// How this client's blocks are answered: its group's mode, else `[blocking]`'s.
+    fn block_mode(&self, engine: &Engine) -> BlockResponse {
+        self.who
+            .group
+            .block_response
+            .unwrap_or(engine.config.blocking.response)
     }
 }
 
