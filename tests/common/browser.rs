@@ -79,15 +79,6 @@ fn start_driver() -> (Child, u16) {
 /// Whether `err` says the element belongs to a document that has been replaced.
 /// Chromedriver says "stale element reference"; some versions say "no such element"
 /// for a reference from a previous document.
-fn is_gone(err: &CmdError) -> bool {
-    matches!(
-        err,
-        CmdError::Standard(e)
-            if e.error == ErrorStatus::StaleElementReference
-                || e.error == ErrorStatus::NoSuchElement
-    )
-}
-
 impl Browser {
     /// Start chromedriver and a headless Chromium session.
     pub async fn start() -> Browser {
@@ -159,10 +150,16 @@ impl Browser {
     }
 
     /// Click what matches `selector` (a submit button or a link) and wait, bounded,
-    /// for the page it causes: first until the current document is gone, then until
-    /// the new one has finished loading.
+    /// for the page it causes: first until the current document is gone (a mark set
+    /// on its `window` before the click is no longer there), then until the new one
+    /// has finished loading. While a document is being replaced the browser may answer
+    /// with any WebDriver error (a stale element, "node does not belong to the
+    /// document"); those mean "not yet", never "failed".
     pub async fn click_and_wait(&self, selector: &str) {
-        let old_page = self.element("html").await;
+        self.client
+            .execute("window.__wardenOldPage = true; return true", Vec::new())
+            .await
+            .unwrap_or_else(|e| panic!("marking the page before clicking {selector}: {e}"));
         self.element(selector)
             .await
             .click()
@@ -170,10 +167,14 @@ impl Browser {
             .unwrap_or_else(|e| panic!("click {selector}: {e}"));
         let deadline = Instant::now() + PATIENCE;
         loop {
-            match old_page.tag_name().await {
-                Err(e) if is_gone(&e) => break,
+            let still_old = self
+                .client
+                .execute("return window.__wardenOldPage === true", Vec::new())
+                .await;
+            match still_old {
+                Ok(Value::Bool(false)) => break,
+                Ok(_) | Err(CmdError::Standard(_)) => {}
                 Err(e) => panic!("waiting for the page after clicking {selector}: {e}"),
-                Ok(_) => {}
             }
             assert!(
                 Instant::now() < deadline,
