@@ -375,17 +375,8 @@ impl Origin {
     }
 
     fn answer(&self, mut stream: std::net::TcpStream) {
-        use std::io::{BufRead, Write};
-        let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-        let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
-        let mut head = String::new();
-        loop {
-            let mut line = String::new();
-            if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                break;
-            }
-            head.push_str(&line);
-        }
+        use std::io::Write;
+        let head = read_request_head(&stream);
         self.requests.lock().unwrap().push(head.clone());
         let path = head.split_whitespace().nth(1).unwrap_or("");
         let path = path.split('?').next().unwrap_or("");

@@ -617,17 +617,8 @@ impl Feed {
     }
 
     fn answer(&self, mut stream: std::net::TcpStream) {
-        use std::io::{BufRead, Write};
-        let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-        let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
-        let mut head = String::new();
-        loop {
-            let mut line = String::new();
-            if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                break;
-            }
-            head.push_str(&line);
-        }
+        use std::io::Write;
+        let head = read_request_head(&stream);
         let lower = head.to_ascii_lowercase();
         let mut state = self.state.lock().unwrap();
         state.requests.push(head.clone());
@@ -656,4 +647,21 @@ impl Feed {
         let _ = stream.write_all(response.as_bytes());
         let _ = stream.write_all(&body);
     }
+}
+
+/// An HTTP request's head (request line and headers, up to the blank line), read from a
+/// test server's accepted `stream` with a bounded wait; the body is left unread.
+pub fn read_request_head(stream: &std::net::TcpStream) -> String {
+    use std::io::BufRead;
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let mut reader = std::io::BufReader::new(stream.try_clone().expect("clone the stream"));
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+            break;
+        }
+        head.push_str(&line);
+    }
+    head
 }
