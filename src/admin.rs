@@ -141,15 +141,7 @@ async fn check_host(State(guard): State<HostGuard>, mut request: Request, next: 
         local: connection.and_then(|c| c.local).map(|a| a.ip()),
     };
     let engine = guard.reloader.current();
-    // Entries were checked at load; one that no longer parses matches nothing.
-    let hosts: Vec<String> = engine
-        .config
-        .dashboard
-        .hosts
-        .iter()
-        .filter_map(|h| host::parse_entry(h.get_ref()).ok())
-        .collect();
-    if let Err(refused) = host::check(&request, listener, &hosts) {
+    if let Err(refused) = host::check(&request, listener, &engine.config.dashboard.hosts) {
         tracing::debug!(
             peer = ?connection.map(|c| c.peer),
             error = %refused,

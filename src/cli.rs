@@ -370,7 +370,7 @@ fn audit_command(command: AuditCommand) -> Result<ExitCode> {
                     .audit
                     .retention_days_by_category
                     .iter()
-                    .map(|(c, d)| (c.clone(), *d.get_ref()))
+                    .map(|(c, d)| (c.clone(), d.get_ref().0))
                     .collect(),
             };
             match store.verify(Some(&policy), std::time::SystemTime::now())? {

@@ -30,7 +30,7 @@ pub enum EngineError {
 }
 
 /// The list name of the allow entries added in the dashboard.
-pub const DASHBOARD_ALLOW: &str = "dashboard";
+pub use crate::config::DASHBOARD_ALLOW;
 
 /// How one configured list loaded.
 #[derive(Debug, Clone, serde::Serialize)]

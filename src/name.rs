@@ -216,6 +216,23 @@ impl fmt::Display for DisplayName<'_> {
     }
 }
 
+/// A host name or address, lower case and without a trailing dot; `None` if it is
+/// neither an IP address nor a DNS name of letters, digits, `-` and `_` (how the admin
+/// listener compares `Host` headers with its own names).
+pub fn host_name(text: &str) -> Option<String> {
+    if let Ok(ip) = text.parse::<std::net::IpAddr>() {
+        return Some(ip.to_string());
+    }
+    let name = text.strip_suffix('.').unwrap_or(text).to_ascii_lowercase();
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    (!name.is_empty() && name.len() <= 253 && name.split('.').all(label_ok)).then_some(name)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -301,7 +301,7 @@ fn check_shrink(old: &Engine, new: &Engine) -> Result<(), ReloadError> {
         if list.missing && had_none {
             continue; // a download still awaited: nothing to shrink from
         }
-        if list.name == crate::engine::DASHBOARD_ALLOW {
+        if list.name == crate::config::DASHBOARD_ALLOW {
             continue; // edited only by the dashboard, one entry at a time, on purpose
         }
         let now = list.report.accepted;

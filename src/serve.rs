@@ -164,7 +164,7 @@ fn log_loaded(engine: &Engine, path: &Path) {
 /// Open the audit store and start its writer, unless `[audit] enabled = false`.
 fn start_audit(config: &Config) -> Result<Option<(audit::Sink, audit::Writer)>> {
     let settings = &config.audit;
-    if !settings.enabled {
+    if !settings.enabled() {
         tracing::warn!("[audit] enabled = false: blocks are not recorded");
         return Ok(None);
     }
@@ -181,7 +181,7 @@ fn start_audit(config: &Config) -> Result<Option<(audit::Sink, audit::Writer)>> 
             retention_by_category: settings
                 .retention_days_by_category
                 .iter()
-                .map(|(c, d)| (c.clone(), *d.get_ref()))
+                .map(|(c, d)| (c.clone(), d.get_ref().0))
                 .collect(),
         },
     )?;
@@ -241,7 +241,7 @@ fn open_dashboard(
     if !config.dashboard.enabled {
         return Ok(None);
     }
-    if !config.audit.enabled {
+    if !config.audit.enabled() {
         tracing::warn!("[audit] enabled = false: the dashboard is off (it shows the audit log)");
         return Ok(None);
     }

@@ -103,7 +103,7 @@ pub struct Meta {
 #[derive(Debug, Clone)]
 pub struct Source {
     pub name: String,
-    pub url: String,
+    pub url: reqwest::Url,
     pub format: Format,
     pub min_entries: u64,
     pub min_ratio: f64,
@@ -130,7 +130,7 @@ impl Source {
     }
 
     fn from_config(config: &Config, list: &ListConfig) -> Option<Source> {
-        let url = list.url.as_ref()?.get_ref().clone();
+        let url = list.url.as_ref()?.0.clone();
         Some(Source {
             name: list.name.get_ref().clone(),
             url,
@@ -143,8 +143,7 @@ impl Source {
             allow_redirect_to: list
                 .allow_redirect_to
                 .iter()
-                .filter_map(|o| reqwest::Url::parse(o.get_ref()).ok())
-                .map(|u| u.origin().ascii_serialization())
+                .map(|o| o.get_ref().0.clone())
                 .collect(),
             auth_file: list.auth_header_file.as_ref().map(|p| config.resolve(p)),
             auth_env: list.auth_header_env.clone(),
@@ -209,17 +208,13 @@ fn read_meta(path: &Path) -> Option<Meta> {
 }
 
 /// Strip user info, query and fragment from a URL for logs and errors.
-fn redact(url: &str) -> String {
-    match reqwest::Url::parse(url) {
-        Ok(mut parsed) => {
-            let _ = parsed.set_username("");
-            let _ = parsed.set_password(None);
-            parsed.set_query(None);
-            parsed.set_fragment(None);
-            parsed.to_string()
-        }
-        Err(_) => "(invalid url)".to_string(),
-    }
+fn redact(url: &reqwest::Url) -> String {
+    let mut shown = url.clone();
+    let _ = shown.set_username("");
+    let _ = shown.set_password(None);
+    shown.set_query(None);
+    shown.set_fragment(None);
+    shown.to_string()
 }
 
 /// The HTTP client shared by every download.
@@ -364,8 +359,7 @@ impl Fetcher {
             list: source.name.clone(),
             reason,
         };
-        let configured = reqwest::Url::parse(&source.url)
-            .map_err(|_| refused(format!("{} is not a valid URL", source.shown_url())))?;
+        let configured = source.url.clone();
         let origin = configured.origin().ascii_serialization();
         let auth = source.auth_header()?;
         let mut url = configured.clone();
@@ -389,7 +383,7 @@ impl Fetcher {
                 .ok_or_else(|| {
                     refused(format!(
                         "{} answered HTTP {} without a usable Location",
-                        redact(url.as_str()),
+                        redact(&url),
                         status.as_u16()
                     ))
                 })?;
@@ -398,7 +392,7 @@ impl Fetcher {
                 return Err(refused(format!(
                     "{} redirects to {target}, another origin; refused (to accept it, name \
                      {target:?} in the list's allow_redirect_to; credentials are never sent there)",
-                    redact(url.as_str())
+                    redact(&url)
                 )));
             }
             url = same_origin_user(next, &configured, target == origin);
@@ -837,10 +831,12 @@ mod tests {
     #[test]
     fn urls_are_logged_without_secrets() {
         assert_eq!(
-            redact("https://user:pw@feeds.example/ctiru.txt?key=SECRET#x"),
+            redact(
+                &reqwest::Url::parse("https://user:pw@feeds.example/ctiru.txt?key=SECRET#x")
+                    .unwrap()
+            ),
             "https://feeds.example/ctiru.txt"
         );
-        assert_eq!(redact("not a url"), "(invalid url)");
     }
 
     #[test]
@@ -859,7 +855,7 @@ mod tests {
     fn source(dir: &Path) -> Source {
         Source {
             name: "feed".into(),
-            url: "http://127.0.0.1:9/feed".into(),
+            url: reqwest::Url::parse("http://127.0.0.1:9/feed").unwrap(),
             format: Format::Auto,
             min_entries: 0,
             min_ratio: 0.5,

@@ -6,7 +6,6 @@
 //! round of waiting). Every lookup is also bounded here by the configured timeout, so a
 //! client gets SERVFAIL in bounded time, never a hang.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,95 +21,46 @@ use hickory_resolver::proto::op::ResponseCode;
 use hickory_resolver::proto::rr::{Name, Record, RecordType};
 use hickory_resolver::{Resolver, TokioResolver};
 
-use crate::config::UpstreamConfig;
+use crate::config::{ServerSpec, UpstreamConfig};
 use crate::metrics::Metrics;
 
 /// A configured upstream that cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
-    #[error("[upstream] servers: {server:?}: {reason}")]
-    BadServer { server: String, reason: String },
     #[error("[upstream] servers is empty: name at least one resolver")]
     NoServers,
     #[error("cannot start the upstream resolver: {0}")]
     Resolver(String),
 }
 
-/// One upstream server as written in the config.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ServerSpec {
-    /// `IP:port`: UDP, with TCP when an answer is truncated.
-    Udp(SocketAddr),
-    /// `tcp://IP:port`.
-    Tcp(SocketAddr),
-    /// `tls://IP:port@server.name` (port 853 if omitted): DNS over TLS.
-    Tls(SocketAddr, String),
-}
-
-impl ServerSpec {
-    /// Parse one `[upstream] servers` entry. A bare IP means port 53.
-    pub fn parse(text: &str) -> Result<ServerSpec, UpstreamError> {
-        let bad = |reason: &str| UpstreamError::BadServer {
-            server: text.to_string(),
-            reason: reason.to_string(),
-        };
-        let addr = |s: &str, default_port: u16| -> Result<SocketAddr, UpstreamError> {
-            s.parse::<SocketAddr>()
-                .or_else(|_| {
-                    s.trim_matches(['[', ']'])
-                        .parse::<std::net::IpAddr>()
-                        .map(|ip| SocketAddr::new(ip, default_port))
-                })
-                .map_err(|_| bad("expected an IP address with an optional port, e.g. 9.9.9.9:53"))
-        };
-        if let Some(rest) = text.strip_prefix("tls://") {
-            let (host, server_name) = rest
-                .split_once('@')
-                .ok_or_else(|| bad("DNS over TLS needs the certificate name: tls://IP@name"))?;
-            if server_name.is_empty() {
-                return Err(bad("empty certificate name after '@'"));
-            }
-            return Ok(ServerSpec::Tls(addr(host, 853)?, server_name.to_string()));
-        }
-        if let Some(rest) = text.strip_prefix("tcp://") {
-            return Ok(ServerSpec::Tcp(addr(rest, 53)?));
-        }
-        if text.contains("://") {
-            return Err(bad(
-                "unsupported scheme: use IP:port, tcp://IP:port or tls://IP@name",
-            ));
-        }
-        Ok(ServerSpec::Udp(addr(text, 53)?))
-    }
-
-    fn name_server(&self) -> NameServerConfig {
-        let with_port = |mut c: ConnectionConfig, port| {
-            c.port = port;
-            c
-        };
-        match self {
-            ServerSpec::Udp(a) => NameServerConfig::new(
-                a.ip(),
-                true,
-                vec![
-                    with_port(ConnectionConfig::udp(), a.port()),
-                    with_port(ConnectionConfig::tcp(), a.port()),
-                ],
-            ),
-            ServerSpec::Tcp(a) => NameServerConfig::new(
-                a.ip(),
-                true,
-                vec![with_port(ConnectionConfig::tcp(), a.port())],
-            ),
-            ServerSpec::Tls(a, name) => NameServerConfig::new(
-                a.ip(),
-                true,
-                vec![with_port(
-                    ConnectionConfig::tls(Arc::from(name.as_str())),
-                    a.port(),
-                )],
-            ),
-        }
+/// The resolver's description of one configured upstream server.
+fn name_server(spec: &ServerSpec) -> NameServerConfig {
+    let with_port = |mut c: ConnectionConfig, port| {
+        c.port = port;
+        c
+    };
+    match spec {
+        ServerSpec::Udp(a) => NameServerConfig::new(
+            a.ip(),
+            true,
+            vec![
+                with_port(ConnectionConfig::udp(), a.port()),
+                with_port(ConnectionConfig::tcp(), a.port()),
+            ],
+        ),
+        ServerSpec::Tcp(a) => NameServerConfig::new(
+            a.ip(),
+            true,
+            vec![with_port(ConnectionConfig::tcp(), a.port())],
+        ),
+        ServerSpec::Tls(a, name) => NameServerConfig::new(
+            a.ip(),
+            true,
+            vec![with_port(
+                ConnectionConfig::tls(Arc::from(name.as_str())),
+                a.port(),
+            )],
+        ),
     }
 }
 
@@ -180,11 +130,7 @@ impl Forwarder {
         if config.servers.is_empty() {
             return Err(UpstreamError::NoServers);
         }
-        let servers = config
-            .servers
-            .iter()
-            .map(|s| ServerSpec::parse(s.get_ref()).map(|spec| spec.name_server()))
-            .collect::<Result<Vec<_>, _>>()?;
+        let servers = config.servers.iter().map(name_server).collect::<Vec<_>>();
         let mut builder = Resolver::builder_with_config(
             ResolverConfig::from_parts(None, Vec::new(), servers),
             TokioRuntimeProvider::default(),
@@ -353,30 +299,6 @@ fn with_ttl(answer: Answer, ttl: u32) -> Answer {
 mod tests {
     use super::*;
 
-    #[test]
-    fn parses_server_forms() {
-        assert_eq!(
-            ServerSpec::parse("9.9.9.9:53").unwrap(),
-            ServerSpec::Udp("9.9.9.9:53".parse().unwrap())
-        );
-        assert_eq!(
-            ServerSpec::parse("9.9.9.9").unwrap(),
-            ServerSpec::Udp("9.9.9.9:53".parse().unwrap())
-        );
-        assert_eq!(
-            ServerSpec::parse("[2620:fe::fe]:53").unwrap(),
-            ServerSpec::Udp("[2620:fe::fe]:53".parse().unwrap())
-        );
-        assert_eq!(
-            ServerSpec::parse("tcp://127.0.0.1:5300").unwrap(),
-            ServerSpec::Tcp("127.0.0.1:5300".parse().unwrap())
-        );
-        assert_eq!(
-            ServerSpec::parse("tls://9.9.9.9@dns.quad9.net").unwrap(),
-            ServerSpec::Tls("9.9.9.9:853".parse().unwrap(), "dns.quad9.net".into())
-        );
-    }
-
     #[tokio::test]
     async fn builds_a_resolver_for_every_server_form() {
         let text = "[upstream]\nservers = [\"127.0.0.1:5300\", \"tcp://[::1]:5300\", \
@@ -384,18 +306,5 @@ mod tests {
         let config = crate::config::Config::parse(text, std::path::Path::new("w.toml")).unwrap();
         let forwarder = Forwarder::new(&config.upstream).unwrap();
         assert_eq!(forwarder.timeout, Duration::from_millis(500));
-    }
-
-    #[test]
-    fn rejects_bad_servers_naming_them() {
-        for bad in [
-            "dns.quad9.net",
-            "tls://9.9.9.9",
-            "https://1.1.1.1/dns-query",
-            "1.2.3.4:99999",
-        ] {
-            let err = ServerSpec::parse(bad).unwrap_err().to_string();
-            assert!(err.contains(bad), "{err}");
-        }
     }
 }

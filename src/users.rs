@@ -110,7 +110,7 @@ fn save(path: &Path, text: &str) -> Result<(), UserError> {
 /// Add user `name` with `role` and `password`, or reset an existing one's role and
 /// password. Returns whether the user was new.
 pub fn add(path: &Path, name: &str, role: Role, password: &str) -> Result<bool, UserError> {
-    check_user_name(name).map_err(UserError::Invalid)?;
+    check_user_name(name).map_err(|e| UserError::Invalid(e.to_string()))?;
     let (_, mut doc) = load(path)?;
     let hash = auth::hash_password(password)?;
     let users = users_mut(&mut doc, path)?;

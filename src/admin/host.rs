@@ -23,6 +23,8 @@ use std::net::{IpAddr, SocketAddr};
 use axum::http::{header, uri::Authority, HeaderMap, Request, StatusCode, Uri, Version};
 use axum::response::{IntoResponse, Response};
 
+use crate::config::HostName;
+
 /// Why a request's `Host` is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HostError {
@@ -89,7 +91,7 @@ pub fn parse_authority(text: &str) -> Result<RequestHost, HostError> {
                 .map_err(|_| malformed())?
                 .to_string()
         }
-        None => normalise_name(host).ok_or_else(malformed)?,
+        None => crate::name::host_name(host).ok_or_else(malformed)?,
     };
     // What follows the host is nothing, `:` (an empty port) or `:` and a port number.
     let rest = authority
@@ -103,47 +105,6 @@ pub fn parse_authority(text: &str) -> Result<RequestHost, HostError> {
     Ok(RequestHost { host, port })
 }
 
-/// A host name or address, lower case and without a trailing dot; `None` if it is
-/// neither an IP address nor a DNS name of letters, digits, `-` and `_`.
-pub fn normalise_name(text: &str) -> Option<String> {
-    if let Ok(ip) = text.parse::<IpAddr>() {
-        return Some(ip.to_string());
-    }
-    let name = text.strip_suffix('.').unwrap_or(text).to_ascii_lowercase();
-    let label_ok = |l: &str| {
-        !l.is_empty()
-            && l.len() <= 63
-            && l.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    };
-    (!name.is_empty() && name.len() <= 253 && name.split('.').all(label_ok)).then_some(name)
-}
-
-/// One `[dashboard] hosts` entry in its matching form, or why it cannot be one.
-pub fn parse_entry(entry: &str) -> Result<String, String> {
-    let trimmed = entry.trim();
-    if trimmed.contains("://") || trimmed.contains('/') {
-        return Err(format!(
-            "{entry:?} must be a host name or address only, without a scheme or path"
-        ));
-    }
-    let bare = trimmed
-        .strip_prefix('[')
-        .and_then(|t| t.strip_suffix(']'))
-        .unwrap_or(trimmed);
-    if let Some(name) = normalise_name(bare) {
-        return Ok(name);
-    }
-    if parse_authority(trimmed).is_ok_and(|h| h.port.is_some()) {
-        return Err(format!(
-            "{entry:?}: give the name without a port (a name listed here is answered on any port)"
-        ));
-    }
-    Err(format!(
-        "{entry:?} is not a host name (letters, digits, '-', '_', dots) or an IP address"
-    ))
-}
-
 /// What the listener knows about itself and the connection.
 #[derive(Debug, Clone, Copy)]
 pub struct Listener {
@@ -154,9 +115,9 @@ pub struct Listener {
 }
 
 /// Whether `host` names this listener (see the module's rules). `hosts` are
-/// `[dashboard] hosts` entries in their matching form ([`parse_entry`]).
-pub fn is_ours(host: &RequestHost, listener: Listener, hosts: &[String]) -> bool {
-    if hosts.contains(&host.host) {
+/// `[dashboard] hosts` entries.
+pub fn is_ours(host: &RequestHost, listener: Listener, hosts: &[HostName]) -> bool {
+    if hosts.iter().any(|h| h.0 == host.host) {
         return true;
     }
     // Without a port a browser means HTTP's default.
@@ -175,7 +136,7 @@ pub fn is_ours(host: &RequestHost, listener: Listener, hosts: &[String]) -> bool
 pub fn check<B>(
     request: &Request<B>,
     listener: Listener,
-    hosts: &[String],
+    hosts: &[HostName],
 ) -> Result<(), HostError> {
     let named = names(request.headers(), request.uri(), request.version())?;
     for text in named {
@@ -283,7 +244,10 @@ mod tests {
 
     #[test]
     fn the_listener_answers_its_own_names_only() {
-        let hosts = vec!["warden.school.lan".to_string(), "192.168.1.9".to_string()];
+        let hosts = vec![
+            HostName("warden.school.lan".into()),
+            HostName("192.168.1.9".into()),
+        ];
         let lan = on("192.168.1.2");
         let ours = |text: &str, l: Listener| is_ours(&host(text), l, &hosts);
         for yes in [
@@ -319,22 +283,6 @@ mod tests {
             local: None,
         };
         assert!(ours("localhost", port_80));
-    }
-
-    #[test]
-    fn hosts_entries_are_names_or_addresses_without_port_or_scheme() {
-        assert_eq!(
-            parse_entry("Warden.School.Lan").unwrap(),
-            "warden.school.lan"
-        );
-        assert_eq!(parse_entry("[fd00::2]").unwrap(), "fd00::2");
-        assert_eq!(parse_entry("192.168.1.2").unwrap(), "192.168.1.2");
-        let port = parse_entry("warden.lan:8053").unwrap_err();
-        assert!(port.contains("without a port"), "{port}");
-        let scheme = parse_entry("https://warden.lan/").unwrap_err();
-        assert!(scheme.contains("without a scheme"), "{scheme}");
-        assert!(parse_entry("").is_err());
-        assert!(parse_entry("two words").is_err());
     }
 
     fn request(head: &[(&str, &str)], uri: &str, version: Version) -> Request<()> {
@@ -376,7 +324,7 @@ mod tests {
             name in "[a-z][a-z0-9-]{0,20}(\\.[a-z][a-z0-9-]{0,20}){0,3}",
             port in proptest::option::of(1u16..),
         ) {
-            let hosts = vec!["warden.school.lan".to_string()];
+            let hosts = vec![HostName("warden.school.lan".into())];
             let text = match port { Some(p) => format!("{name}:{p}"), None => name.clone() };
             let parsed = parse_authority(&text).unwrap();
             let expected = name == "localhost" && port.unwrap_or(80) == PORT

@@ -60,30 +60,22 @@ impl Channel {
                 .map_err(|e| AlertError::Setup(format!("webhook client: {e}")))?;
             channels.push(Channel::Webhook(Webhook {
                 client,
-                url: url.get_ref().clone(),
+                url: url.as_str().to_string(),
                 auth_file: alerts
                     .webhook_auth_header_file
                     .as_ref()
-                    .map(|p| config.resolve(p)),
+                    .map(|p| config.resolve(p.get_ref())),
             }));
         }
         if let Some(email) = &alerts.email {
-            let mailbox = |text: &str| {
-                text.parse::<Mailbox>()
-                    .map_err(|e| AlertError::Setup(format!("[alerts.email] {text:?}: {e}")))
-            };
             channels.push(Channel::Email(Email {
                 host: email.host.get_ref().clone(),
                 port: email.port,
                 starttls: email.starttls,
                 username: email.username.clone(),
                 password_file: email.password_file.as_ref().map(|p| config.resolve(p)),
-                from: mailbox(email.from.get_ref())?,
-                to: email
-                    .to
-                    .iter()
-                    .map(|t| mailbox(t.get_ref()))
-                    .collect::<Result<_, _>>()?,
+                from: email.from.get_ref().0.clone(),
+                to: email.to.iter().map(|t| t.0.clone()).collect(),
             }));
         }
         Ok(channels)

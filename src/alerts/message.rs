@@ -302,14 +302,8 @@ impl Wording {
                 .alerts
                 .dashboard_url
                 .as_ref()
-                .map(|u| u.get_ref().trim_end_matches('/').to_string()),
-            // Validated at load; London (the default) if it somehow is not.
-            timezone: config
-                .server
-                .timezone
-                .get_ref()
-                .parse()
-                .unwrap_or(chrono_tz::Europe::London),
+                .map(|u| u.as_str().trim_end_matches('/').to_string()),
+            timezone: config.server.tz(),
             descriptions: config
                 .categories
                 .iter()

@@ -117,7 +117,7 @@ pub async fn start(
                 .audit
                 .retention_days_by_category
                 .iter()
-                .map(|(c, d)| (c.clone(), *d.get_ref()))
+                .map(|(c, d)| (c.clone(), d.get_ref().0))
                 .collect(),
         },
         shared,
@@ -618,18 +618,18 @@ mod tests {
             ),
             (
                 "[alerts]\nwebhook_auth_header_file = \"x\"\n".to_string(),
-                ":1:",
+                ":2:",
                 "needs a webhook",
             ),
             (
                 "[alerts]\nwebhook = \"https://h.example/\"\npoll_interval = \"5m\"\n".to_string(),
-                ":1:",
+                ":3:",
                 "poll_interval",
             ),
             (
                 "[audit]\nenabled = false\n[alerts]\nwebhook = \"https://h.example/\"\n"
                     .to_string(),
-                ":1:",
+                ":2:",
                 "needs the audit log",
             ),
             (

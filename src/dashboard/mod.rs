@@ -535,7 +535,7 @@ async fn events(
     let categories: Vec<String> = engine.config.categories.keys().cloned().collect();
     let mut groups: Vec<String> = engine.config.groups.keys().cloned().collect();
     if groups.is_empty() {
-        groups.push(engine.config.server.default_group.clone());
+        groups.push(engine.config.default_group().to_string());
     }
     let serious = serious_categories(&engine.config);
     let view = pages::EventsPage {

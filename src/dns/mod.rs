@@ -629,7 +629,7 @@ impl Asking<'_> {
         self.who
             .group
             .block_response
-            .unwrap_or(engine.config.blocking.response)
+            .unwrap_or(*engine.config.blocking.response.get_ref())
     }
 }
 

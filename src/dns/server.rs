@@ -69,13 +69,7 @@ pub async fn start(
     start_with(listen, handler, TcpLimits::with_idle(tcp_timeout)).await
 }
 
-/// Open TCP connections allowed at once unless configured otherwise.
-pub const DEFAULT_TCP_CONNECTIONS: usize = 512;
-/// Open TCP connections allowed at once from one client address unless configured
-/// otherwise: far more than a stub resolver uses (one or two, reused), and at most a
-/// sixteenth of the default cap, so it takes many addresses to put the cap under
-/// pressure.
-pub const DEFAULT_TCP_CONNECTIONS_PER_CLIENT: usize = 32;
+pub use crate::config::{DEFAULT_TCP_CONNECTIONS, DEFAULT_TCP_CONNECTIONS_PER_CLIENT};
 
 /// [`start`] with explicit TCP limits.
 pub async fn start_with(

@@ -40,9 +40,9 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use super::limit::{ConnectionId, ConnectionLimits, ConnectionTable, IdleCheck};
-use super::server::{DEFAULT_TCP_CONNECTIONS, DEFAULT_TCP_CONNECTIONS_PER_CLIENT};
 use super::{wire, Handler};
 use crate::config::ServerConfig;
+use crate::config::{DEFAULT_TCP_CONNECTIONS, DEFAULT_TCP_CONNECTIONS_PER_CLIENT};
 use crate::policy::clients::device_key;
 
 /// Longest a client may take to send the rest of a message it has started, or to take
@@ -81,7 +81,7 @@ impl TcpLimits {
     pub fn from_config(server: &ServerConfig) -> TcpLimits {
         TcpLimits {
             max_connections: server.tcp_max_connections.max(1),
-            per_client: (*server.tcp_connections_per_client.get_ref()).max(1),
+            per_client: server.tcp_connections_per_client,
             idle: server.tcp_timeout,
         }
     }

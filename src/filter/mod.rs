@@ -85,7 +85,7 @@ use std::hash::BuildHasher;
 use arrayvec::ArrayVec;
 
 /// Highest number of categories (one bit each; the top bit of an entry marks "allow").
-pub const MAX_CATEGORIES: usize = 63;
+pub const MAX_CATEGORIES: usize = crate::config::MAX_CATEGORIES;
 const ALLOW_BIT: u64 = 1 << 63;
 
 /// A set of categories as a bit mask (bit `i` = category number `i` of the matcher).

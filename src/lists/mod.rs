@@ -32,7 +32,7 @@ const SUSPICIOUS_SKIP_RATIO: f64 = 0.5;
 
 /// The most bytes read from one list file (and, for gzip, decompressed from it) unless
 /// `[reload] max_list_bytes` says otherwise: the largest public lists are under 100 MiB.
-pub const DEFAULT_MAX_LIST_BYTES: u64 = 512 * 1024 * 1024;
+pub use crate::config::DEFAULT_MAX_LIST_BYTES;
 
 /// The longest line kept: longer lines are skipped ([`SkipReason::LineTooLong`]) without
 /// being held whole. The longest DNS name is 253 bytes; a hosts line with many names on

@@ -23,20 +23,8 @@
 
 use crate::name::{self, NameError};
 
-/// How a list file is written. `Auto` sniffs each line on its own.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Format {
-    #[default]
-    Auto,
-    Hosts,
-    Domains,
-    Adblock,
-    Dnsmasq,
-    Unbound,
-    Rpz,
-    Hashed,
-}
+/// How a list file is written (the `format` of a configured list).
+pub use crate::config::Format;
 
 /// The syntax a rule was written in: kept so the verdict can show the rule in the form
 /// its list used, and because it decides whether the rule blocks or allows.

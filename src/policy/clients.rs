@@ -82,23 +82,25 @@ impl ClientIndex {
     }
 }
 
-/// Parse `10.0.1.0/24`, `2001:db8::/64` or a single address (a /32 or /128).
-pub fn parse_net(text: &str) -> Result<IpNet, String> {
-    let text = text.trim();
-    if let Ok(net) = text.parse::<IpNet>() {
-        return Ok(net);
-    }
-    text.parse::<IpAddr>()
-        .map(IpNet::from)
-        .map_err(|_| format!("{text:?} is neither an address nor a network like 10.0.1.0/24"))
-}
+/// The most of a lease file read: tens of thousands of leases, far beyond a site's.
+const MAX_LEASE_BYTES: u64 = 16 * 1024 * 1024;
 
 /// Device names from a DHCP lease file: dnsmasq's (`expiry mac ip name clientid` per
 /// line) or ISC dhcpd's (`lease IP { … client-hostname "name"; … }`), detected from the
 /// content. Unreadable or unnamed entries are skipped: names are labels for the audit
-/// log, so a bad lease file must never stop DNS.
-pub fn read_leases(path: &Path) -> Result<HashMap<IpAddr, String>, std::io::Error> {
-    let text = std::fs::read_to_string(path)?;
+/// log, so a bad lease file must never stop DNS. Read like a list: a regular file only
+/// (a FIFO or device in its place cannot hang a reload), at most [`MAX_LEASE_BYTES`].
+pub fn read_leases(path: &Path) -> Result<HashMap<IpAddr, String>, crate::lists::ListError> {
+    use std::io::Read;
+    let file = crate::lists::open_regular(path)?;
+    let mut bytes = Vec::new();
+    file.take(MAX_LEASE_BYTES)
+        .read_to_end(&mut bytes)
+        .map_err(|source| crate::lists::ListError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    let text = String::from_utf8_lossy(&bytes);
     Ok(if text.contains("lease ") && text.contains('{') {
         isc_leases(&text)
     } else {
@@ -188,11 +190,12 @@ mod tests {
             ("2001:db8:1::/48", 5, None),
             ("0.0.0.0/0", 6, None),
         ];
-        let index = ClientIndex::new(
-            entries
-                .iter()
-                .map(|(n, g, name)| (parse_net(n).unwrap(), member(*g, *name))),
-        );
+        let index = ClientIndex::new(entries.iter().map(|(n, g, name)| {
+            (
+                n.parse::<crate::config::Net>().unwrap().0,
+                member(*g, *name),
+            )
+        }));
         let cases: [(&str, Option<usize>); 9] = [
             ("10.0.1.23", Some(3)),
             ("10.0.1.24", Some(2)),
@@ -224,12 +227,21 @@ mod tests {
     #[test]
     fn networks_parse_and_host_bits_are_ignored() {
         assert_eq!(
-            parse_net("10.0.1.7/24").unwrap().trunc().to_string(),
+            "10.0.1.7/24"
+                .parse::<crate::config::Net>()
+                .unwrap()
+                .0
+                .trunc()
+                .to_string(),
             "10.0.1.0/24"
         );
-        assert_eq!(parse_net("fe80::1").unwrap().to_string(), "fe80::1/128");
-        assert!(parse_net("10.0.1.0/33").is_err());
-        assert!(parse_net("reception").unwrap_err().contains("reception"));
+        let net = |t: &str| t.parse::<crate::config::Net>();
+        assert_eq!(net("fe80::1").unwrap().0.to_string(), "fe80::1/128");
+        assert!(net("10.0.1.0/33").is_err());
+        assert!(net("reception")
+            .unwrap_err()
+            .to_string()
+            .contains("reception"));
     }
 
     #[test]

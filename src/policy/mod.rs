@@ -26,7 +26,7 @@ use clients::{ClientIndex, Membership};
 use schedule::Window;
 
 /// The built-in category of ways round the filter; defined even if the config does not.
-pub const CIRCUMVENTION: &str = "circumvention";
+pub use crate::config::CIRCUMVENTION;
 
 /// The category of answers blocked by DNS rebinding protection ([`rebinding`]).
 pub const REBINDING: &str = "rebinding";
@@ -151,9 +151,9 @@ impl Policy {
                 .filter_map(|c| matcher.category_id(c))
                 .fold(CategorySet::EMPTY, |s, id| s.with(id))
         };
-        let tz: Tz = config.server.timezone.get_ref().parse().unwrap_or(Tz::UTC);
+        let tz = config.server.tz();
         let group_names: Vec<String> = if config.groups.is_empty() {
-            vec![config.server.default_group.clone()]
+            vec![config.default_group().to_string()]
         } else {
             config.groups.keys().cloned().collect()
         };
@@ -172,12 +172,10 @@ impl Policy {
                 .map(|g| {
                     g.schedule
                         .iter()
-                        .filter_map(|w| {
-                            let days: Vec<&str> =
-                                w.days.iter().map(|d| d.get_ref().as_str()).collect();
+                        .map(|w| {
                             let block = ids(&mut w.block.iter().map(|c| c.get_ref().as_str()));
                             let allow = ids(&mut w.allow.iter().map(|c| c.get_ref().as_str()));
-                            Window::new(&days, w.from.get_ref(), w.to.get_ref(), block, allow).ok()
+                            Window::new(w, block, allow)
                         })
                         .collect()
                 })
@@ -199,15 +197,11 @@ impl Policy {
             .enumerate()
             .map(|(i, g)| (g.name.clone(), i))
             .collect();
-        let default_group = by_name
-            .get(&config.server.default_group)
-            .copied()
-            .unwrap_or(0);
+        let default_group = by_name.get(config.default_group()).copied().unwrap_or(0);
         let clients = ClientIndex::new(config.clients.iter().filter_map(|c| {
-            let net = clients::parse_net(c.cidr.get_ref()).ok()?;
             let group = *by_name.get(c.group.get_ref())?;
             Some((
-                net,
+                c.cidr.0,
                 Membership {
                     group,
                     name: c.name.clone(),
@@ -222,12 +216,7 @@ impl Policy {
             leases: parts.leases,
             locked,
             tz,
-            allowed: config
-                .server
-                .allow_networks
-                .iter()
-                .filter_map(|n| clients::parse_net(n.get_ref()).ok())
-                .collect(),
+            allowed: config.server.allow_networks.iter().map(|n| n.0).collect(),
         }
     }
 

@@ -31,10 +31,7 @@ pub fn applies(config: &RebindingConfig, name: &str) -> bool {
     config.enabled
         && name.contains('.')
         && !LOCAL_ZONES.iter().any(|zone| under(name, zone))
-        && !config
-            .allow
-            .iter()
-            .any(|d| under(name, d.get_ref().as_str()))
+        && !config.allow.iter().any(|d| under(name, d.as_str()))
 }
 
 /// Is `name` `domain` or one of its subdomains?

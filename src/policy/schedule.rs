@@ -10,20 +10,8 @@
 use chrono::{DateTime, Datelike, Timelike, Utc};
 use chrono_tz::Tz;
 
+use crate::config::ScheduleConfig;
 use crate::filter::CategorySet;
-
-/// Why a schedule entry cannot be used (the config turns this into `file:line`).
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum ScheduleError {
-    #[error(
-        "day {0:?} is not one of mon, tue, wed, thu, fri, sat, sun, weekdays, weekends, daily"
-    )]
-    Day(String),
-    #[error("time {0:?} is not HH:MM (00:00 to 24:00)")]
-    Time(String),
-    #[error("the window starts and ends at the same time ({0})")]
-    Empty(String),
-}
 
 /// One window of one group.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,29 +28,17 @@ pub struct Window {
 }
 
 impl Window {
-    pub fn new(
-        days: &[&str],
-        from: &str,
-        to: &str,
-        block: CategorySet,
-        allow: CategorySet,
-    ) -> Result<Window, ScheduleError> {
-        let mut mask = 0u8;
-        for day in days {
-            mask |= day_mask(day)?;
-        }
-        let (from_m, to_m) = (minutes(from)?, minutes(to)?);
-        if from_m == to_m {
-            return Err(ScheduleError::Empty(from.to_string()));
-        }
-        Ok(Window {
-            days: mask,
-            from: from_m,
-            to: to_m,
+    /// The window `schedule` describes (validated while the config loaded), with its
+    /// categories as the matcher numbers them.
+    pub fn new(schedule: &ScheduleConfig, block: CategorySet, allow: CategorySet) -> Window {
+        Window {
+            days: schedule.day_mask(),
+            from: schedule.from.get_ref().0,
+            to: schedule.to.0,
             block,
             allow,
-            label: format!("{} {from}-{to}", days.join(",")),
-        })
+            label: schedule.label(),
+        }
     }
 
     /// Is the window open at local `weekday` (Monday = 0) and `minute` of the day?
@@ -78,35 +54,6 @@ impl Window {
                 || (starts_on(yesterday) && minute < self.to)
         }
     }
-}
-
-fn day_mask(day: &str) -> Result<u8, ScheduleError> {
-    Ok(match day.to_ascii_lowercase().as_str() {
-        "mon" | "monday" => 1,
-        "tue" | "tuesday" => 1 << 1,
-        "wed" | "wednesday" => 1 << 2,
-        "thu" | "thursday" => 1 << 3,
-        "fri" | "friday" => 1 << 4,
-        "sat" | "saturday" => 1 << 5,
-        "sun" | "sunday" => 1 << 6,
-        "weekdays" => 0b001_1111,
-        "weekends" => 0b110_0000,
-        "daily" | "everyday" => 0b111_1111,
-        _ => return Err(ScheduleError::Day(day.to_string())),
-    })
-}
-
-fn minutes(text: &str) -> Result<u16, ScheduleError> {
-    let bad = || ScheduleError::Time(text.to_string());
-    let (h, m) = text.split_once(':').ok_or_else(bad)?;
-    if h.is_empty() || h.len() > 2 || m.len() != 2 {
-        return Err(bad());
-    }
-    let (h, m): (u16, u16) = (h.parse().map_err(|_| bad())?, m.parse().map_err(|_| bad())?);
-    if m > 59 || h > 24 || (h == 24 && m != 0) {
-        return Err(bad());
-    }
-    Ok(h * 60 + m)
 }
 
 /// Local weekday (Monday = 0) and minute of the day of `at` in `tz`.
@@ -151,6 +98,23 @@ mod tests {
         CategorySet(bits)
     }
 
+    /// A window as the config would give it.
+    fn window(
+        days: &[&str],
+        from: &str,
+        to: &str,
+        block: CategorySet,
+        allow: CategorySet,
+    ) -> Window {
+        let days: Vec<String> = days.iter().map(|d| format!("{d:?}")).collect();
+        let text = format!(
+            "days = [{}]\nfrom = {from:?}\nto = {to:?}\nblock = [\"x\"]\n",
+            days.join(", ")
+        );
+        let schedule: ScheduleConfig = toml::from_str(&text).unwrap();
+        Window::new(&schedule, block, allow)
+    }
+
     fn london(y: i32, mo: u32, d: u32, h: u32, mi: u32) -> DateTime<Utc> {
         chrono_tz::Europe::London
             .with_ymd_and_hms(y, mo, d, h, mi, 0)
@@ -160,33 +124,11 @@ mod tests {
     }
 
     #[test]
-    fn parses_days_and_times_and_refuses_nonsense() {
-        assert!(Window::new(&["weekdays"], "09:00", "17:00", set(1), set(0)).is_ok());
-        assert!(Window::new(&["sat", "Sunday"], "0:30", "24:00", set(1), set(0)).is_ok());
-        let err = |d: &[&str], f, t| Window::new(d, f, t, set(1), set(0)).unwrap_err();
-        assert_eq!(
-            err(&["funday"], "09:00", "10:00"),
-            ScheduleError::Day("funday".into())
-        );
-        for bad in ["9", "09:60", "25:00", "24:01", "aa:bb", "09:5", ""] {
-            assert_eq!(
-                err(&["mon"], bad, "10:00"),
-                ScheduleError::Time(bad.into()),
-                "{bad}"
-            );
-        }
-        assert_eq!(
-            err(&["mon"], "10:00", "10:00"),
-            ScheduleError::Empty("10:00".into())
-        );
-    }
-
-    #[test]
     fn table_of_windows_and_instants() {
         let tz = chrono_tz::Europe::London;
-        let school = Window::new(&["weekdays"], "09:00", "17:00", set(0b10), set(0)).unwrap();
-        let night = Window::new(&["fri", "sat"], "22:00", "06:00", set(0b100), set(0)).unwrap();
-        let lunch = Window::new(&["weekdays"], "12:00", "13:00", set(0), set(0b10)).unwrap();
+        let school = window(&["weekdays"], "09:00", "17:00", set(0b10), set(0));
+        let night = window(&["fri", "sat"], "22:00", "06:00", set(0b100), set(0));
+        let lunch = window(&["weekdays"], "12:00", "13:00", set(0), set(0b10));
         let windows = [school, night, lunch];
         let base = set(0b1);
         let locked = set(1 << 40);
@@ -237,7 +179,7 @@ mod tests {
     #[test]
     fn local_time_follows_daylight_saving() {
         let tz = chrono_tz::Europe::London;
-        let school = Window::new(&["daily"], "09:00", "17:00", set(0b10), set(0)).unwrap();
+        let school = window(&["daily"], "09:00", "17:00", set(0b10), set(0));
         let windows = [school];
         // 09:30 local is 09:30 UTC in winter and 08:30 UTC in summer.
         let winter = Utc.with_ymd_and_hms(2026, 1, 15, 9, 30, 0).unwrap();
@@ -283,7 +225,7 @@ mod tests {
         .is_empty());
         // The night the clocks go forward (2026-03-29, 01:00 UTC → 02:00 BST) and back
         // (2026-10-25, 02:00 BST → 01:00 GMT): a 00:30–01:30 window.
-        let small = [Window::new(&["sun"], "00:30", "01:30", set(0b10), set(0)).unwrap()];
+        let small = [window(&["sun"], "00:30", "01:30", set(0b10), set(0))];
         let at = |h, m| Utc.with_ymd_and_hms(2026, 3, 29, h, m, 0).unwrap();
         assert_eq!(
             active(
@@ -341,7 +283,7 @@ mod tests {
     fn a_window_cannot_unblock_a_locked_category() {
         let tz = chrono_tz::Europe::London;
         let locked = set(0b1000);
-        let w = [Window::new(&["daily"], "00:00", "24:00", set(0), set(0b1001)).unwrap()];
+        let w = [window(&["daily"], "00:00", "24:00", set(0), set(0b1001))];
         let (got, _) = active(set(0b1), locked, &w, Utc::now(), tz);
         assert_eq!(
             got, locked,

@@ -1,0 +1,245 @@
+//! The TOML configuration as typed data: one file per section, each value parsed once
+//! into its real type while the file is read (addresses, networks, time zones, times of
+//! day, upstream servers, URLs, durations within their bounds), so the domain modules
+//! take typed values and never parse a string from the config again.
+//!
+//! This module sits at the bottom of the crate: it imports nothing from the domain
+//! modules, and the constants that describe defaults (TCP limits, the largest list, the
+//! reserved list name, the built-in category) live here.
+//!
+//! Errors name `file:line` and the field. A value that does not parse, or is out of its
+//! range, fails at its own position (the TOML parser keeps every value's span); the
+//! checks that need the whole file (a list naming an undefined category, two lists with
+//! one name, …) are in [`check`] and use the spans kept for those fields. Unknown fields
+//! are refused: a typo must not silently disable a list. Relative paths are relative to
+//! the config file's folder.
+
+mod alerts;
+mod audit;
+mod blocking;
+mod check;
+mod dashboard;
+mod lists;
+mod policy;
+mod server;
+mod upstream;
+mod value;
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+pub use alerts::{AlertsConfig, EmailConfig, StartTls};
+pub use audit::{AuditConfig, RetentionDays, MAX_RETENTION_DAYS};
+pub use blocking::{BlockResponse, BlockingConfig, RebindingConfig};
+pub use dashboard::{check_user_name, AdminConfig, DashboardConfig, Role, UserConfig};
+pub use lists::{
+    AllowConfig, DenyConfig, Format, ListConfig, ReloadConfig, SourcesConfig, DASHBOARD_ALLOW,
+    DEFAULT_MAX_LIST_BYTES,
+};
+pub use policy::{
+    CategoryConfig, ClientConfig, GroupConfig, ScheduleConfig, YouTubeMode, ALERT_BY_DEFAULT,
+    CIRCUMVENTION, MAX_CATEGORIES,
+};
+pub use server::{
+    LimitAction, RateLimitConfig, ServerConfig, DEFAULT_TCP_CONNECTIONS,
+    DEFAULT_TCP_CONNECTIONS_PER_CLIENT,
+};
+pub use upstream::{ServerSpec, UpstreamConfig};
+pub use value::{
+    Days, Domain, HostName, HttpUrl, Mailbox, Net, Origin, TimeOfDay, TimeZone, ValueError,
+};
+
+/// The largest config file read: far above any real one (a big trust's is tens of KiB),
+/// and a bound if the path names something endless.
+const MAX_CONFIG_BYTES: u64 = 16 * 1024 * 1024;
+
+/// Why a configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Syntax { path: PathBuf, message: String },
+    #[error("{path}:{line}: {message}")]
+    Invalid {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
+}
+
+impl ConfigError {
+    /// The line an error names, if it names one.
+    pub fn line(&self) -> Option<usize> {
+        match self {
+            ConfigError::Invalid { line, .. } => Some(*line),
+            _ => None,
+        }
+    }
+}
+
+/// The whole configuration file.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub upstream: UpstreamConfig,
+    #[serde(default)]
+    pub blocking: BlockingConfig,
+    /// `[rebinding]`: upstream answers that put a public name on a private address.
+    #[serde(default)]
+    pub rebinding: RebindingConfig,
+    #[serde(default)]
+    pub audit: AuditConfig,
+    #[serde(default)]
+    pub reload: ReloadConfig,
+    #[serde(default)]
+    pub admin: AdminConfig,
+    #[serde(default)]
+    pub sources: SourcesConfig,
+    #[serde(default)]
+    pub categories: BTreeMap<String, CategoryConfig>,
+    #[serde(default)]
+    pub groups: BTreeMap<String, GroupConfig>,
+    #[serde(default)]
+    pub lists: Vec<ListConfig>,
+    #[serde(default)]
+    pub allow: Vec<AllowConfig>,
+    /// `[[deny]]`: lists that block only for the groups they name.
+    #[serde(default)]
+    pub deny: Vec<DenyConfig>,
+    #[serde(default)]
+    pub clients: Vec<ClientConfig>,
+    #[serde(default)]
+    pub dashboard: DashboardConfig,
+    /// `[[users]]`: who may sign in to the dashboard (`warden user add` writes these).
+    #[serde(default)]
+    pub users: Vec<UserConfig>,
+    /// `[alerts]`: tell the e-safety lead at once about blocks in alerting categories.
+    #[serde(default)]
+    pub alerts: AlertsConfig,
+    /// Folder of the config file: relative list paths start here. Not part of the file.
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+    /// Where the config was read from. Not part of the file.
+    #[serde(skip)]
+    pub path: PathBuf,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+impl Config {
+    /// Read, parse and validate the config at `path`. Only a regular file is read (a FIFO
+    /// or a device would block or never end), and at most [`MAX_CONFIG_BYTES`].
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = read_text(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// Parse and validate `text`; `path` names it in errors and anchors relative paths.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let mut config: Config =
+            toml::from_str(text).map_err(|e| check::parse_error(text, path, &e))?;
+        config.path = path.to_path_buf();
+        // The built-in category of ways round the filter exists whether or not the file
+        // defines it (its DoH-canary, Private Relay and DDR answers need it).
+        config
+            .categories
+            .entry(CIRCUMVENTION.to_string())
+            .or_insert_with(CategoryConfig::circumvention);
+        config.base_dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        check::Validator::new(text, path).check(&config)?;
+        Ok(config)
+    }
+
+    /// A path as given, resolved against the config file's folder.
+    pub fn resolve(&self, path: &Path) -> PathBuf {
+        if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            self.base_dir.join(path)
+        }
+    }
+
+    /// The file list `list` is read from: its `path`, or the cached copy of its `url`.
+    pub fn list_file(&self, list: &ListConfig) -> PathBuf {
+        match &list.path {
+            Some(path) => self.resolve(path),
+            None => self
+                .resolve(&self.sources.cache_dir)
+                .join(format!("{}.list", list.name.get_ref())),
+        }
+    }
+
+    /// The categories the group `name` blocks (locked ones are added by the matcher).
+    /// With no `[groups]` at all, every category is active.
+    pub fn group_blocks(&self, name: &str) -> Option<Vec<&str>> {
+        if self.groups.is_empty() {
+            return Some(self.categories.keys().map(String::as_str).collect());
+        }
+        self.groups
+            .get(name)
+            .map(|g| g.block.iter().map(|c| c.get_ref().as_str()).collect())
+    }
+
+    /// The default group's name (`[server] default_group`).
+    pub fn default_group(&self) -> &str {
+        self.server.default_group.get_ref()
+    }
+}
+
+impl ListConfig {
+    /// The file this list is read from: its `path`, or the cached copy of its `url`.
+    pub fn file(&self, config: &Config) -> PathBuf {
+        config.list_file(self)
+    }
+}
+
+/// The config file's text: a regular file (checked on the open handle, opened without
+/// blocking so a FIFO cannot hang the caller), at most [`MAX_CONFIG_BYTES`].
+fn read_text(path: &Path) -> std::io::Result<String> {
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(libc::O_NONBLOCK);
+    }
+    let file = options.open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    if meta.len() > MAX_CONFIG_BYTES {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("larger than {MAX_CONFIG_BYTES} bytes"),
+        ));
+    }
+    let mut text = String::new();
+    file.take(MAX_CONFIG_BYTES + 1).read_to_string(&mut text)?;
+    Ok(text)
+}
+
+#[cfg(test)]
+mod tests;
