@@ -161,7 +161,7 @@ fn bad_networks_and_limits_are_refused_with_their_line() {
     assert!(err.contains("qps"), "{err}");
     std::fs::write(&path, "[server.rate_limit]\naction = \"ignore\"\n").unwrap();
     let err = warden::config::Config::load(&path).unwrap_err().to_string();
-    assert!(err.contains("ignore") && err.contains("line 2"), "{err}");
+    assert!(err.contains("ignore") && err.contains("w.toml:2:"), "{err}");
 }
 
 async fn tcp_served(

@@ -393,5 +393,5 @@ fn the_per_client_limit_is_configured_and_checked_with_its_line() {
     );
     std::fs::write(&path, "[server]\ntcp_connections_per_client = -1\n").unwrap();
     let err = warden::config::Config::load(&path).unwrap_err().to_string();
-    assert!(err.contains("line 2"), "{err}");
+    assert!(err.contains("w.toml:2:"), "{err}");
 }
