@@ -25,6 +25,7 @@ use prometheus::{
 use crate::audit::writer::WriterStats;
 use crate::audit::Sink;
 use crate::engine::Engine;
+use crate::sync::lock;
 
 /// Reads the lists' freshness for [`Metrics::watch_list_freshness`].
 pub type FreshnessFn = dyn Fn() -> Vec<ListFreshness> + Send + Sync;
@@ -513,10 +514,6 @@ fn catch_up(counter: &IntCounter, total: u64) {
 fn unix_seconds(t: SystemTime) -> f64 {
     t.duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64())
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Creates and registers metrics. Registration only fails on a duplicate name or a bad

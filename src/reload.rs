@@ -33,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::engine::{Engine, EngineError};
 use crate::metrics::Metrics;
+use crate::sync::lock;
 
 /// Quiet time after the last file change before reloading.
 pub const DEBOUNCE: Duration = Duration::from_millis(500);
@@ -269,10 +270,6 @@ impl Reloader {
         files.extend(config.allow.iter().map(|a| config.resolve(&a.path)));
         files
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn unix_now() -> u64 {

@@ -49,6 +49,7 @@ use crate::audit::{before, rfc3339, AuditError, Store};
 use crate::config::AlertsConfig;
 use crate::engine::Engine;
 use crate::metrics::Metrics;
+use crate::sync::lock;
 
 /// Retries never wait longer than this between two attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(600);
@@ -177,10 +178,6 @@ where
         .await
         .map_err(|e| AlertError::Task(e.to_string()))?
         .map_err(AlertError::from)
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Reads new events, rate-limits them and raises messages.
