@@ -364,15 +364,7 @@ fn audit_command(command: AuditCommand) -> Result<ExitCode> {
     match command {
         AuditCommand::Verify { config } => {
             let (config, store) = open_audit(&config.config)?;
-            let policy = audit::store::Retention {
-                default_days: config.audit.retention_days,
-                by_category: config
-                    .audit
-                    .retention_days_by_category
-                    .iter()
-                    .map(|(c, d)| (c.clone(), *d.get_ref()))
-                    .collect(),
-            };
+            let policy = audit::store::Retention::from_config(&config.audit);
             match store.verify(Some(&policy), std::time::SystemTime::now())? {
                 audit::store::Verification::Intact { rows, purged, open } => {
                     writeln!(

@@ -112,15 +112,7 @@ pub async fn start(
     });
     let mut poller = Poller {
         limiter: Limiter::new(settings.rate_window, settings.max_keys),
-        retention: Retention {
-            default_days: config.audit.retention_days,
-            by_category: config
-                .audit
-                .retention_days_by_category
-                .iter()
-                .map(|(c, d)| (c.clone(), *d.get_ref()))
-                .collect(),
-        },
+        retention: Retention::from_config(&config.audit),
         shared,
         engine: engine.clone(),
         settings,
