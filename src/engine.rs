@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::{Config, ConfigError};
 use crate::filter::{CategorySet, FilterError, ListKind, Matcher, MatcherBuilder};
-use crate::lists::{self, ListError, ListReport};
+use crate::lists::{self, ListError, ListReport, LoadedList};
 use crate::policy::{Parts, Policy};
 
 /// Why a snapshot could not be built.
@@ -31,17 +31,6 @@ pub enum EngineError {
 
 /// The list name of the allow entries added in the dashboard.
 pub const DASHBOARD_ALLOW: &str = "dashboard";
-
-/// How one configured list loaded.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct LoadedList {
-    pub name: String,
-    /// The category, or `None` for an allow list.
-    pub category: Option<String>,
-    pub report: ListReport,
-    /// A `url` list with no downloaded copy yet: it blocks nothing until one arrives.
-    pub missing: bool,
-}
 
 /// Everything a query needs, immutable once built.
 #[derive(Debug)]

@@ -24,7 +24,7 @@ use prometheus::{
 
 use crate::audit::writer::WriterStats;
 use crate::audit::Sink;
-use crate::engine::Engine;
+use crate::lists::LoadedList;
 use crate::sync::lock;
 
 /// Reads the lists' freshness for [`Metrics::watch_list_freshness`].
@@ -337,24 +337,25 @@ impl Metrics {
         self.upstream_errors.with_label_values(&[kind]).inc();
     }
 
-    /// A reload attempt ended; on success `engine` is the new serving snapshot.
-    pub fn reload_done(&self, elapsed: Duration, generation: u64, engine: Option<&Engine>) {
+    /// A reload attempt ended; on success `lists` are those of the new serving snapshot.
+    pub fn reload_done(&self, elapsed: Duration, generation: u64, lists: Option<&[LoadedList]>) {
         self.reloads.inc();
         self.reload_duration.observe(elapsed.as_secs_f64());
-        match engine {
-            Some(engine) => self.snapshot_swapped(generation, engine),
+        match lists {
+            Some(lists) => self.snapshot_swapped(generation, lists),
             None => self.reload_failures.inc(),
         }
     }
 
-    /// Describe the snapshot now serving: generation, time, rules per list and category.
-    pub fn snapshot_swapped(&self, generation: u64, engine: &Engine) {
+    /// Describe the snapshot now serving (its generation and `lists`, as loaded): time,
+    /// rules per list and category.
+    pub fn snapshot_swapped(&self, generation: u64, lists: &[LoadedList]) {
         self.snapshot_generation.set(generation as i64);
         self.snapshot_loaded.set(unix_seconds(SystemTime::now()));
         self.rules_per_list.reset();
         self.rules_per_category.reset();
         self.list_missing.reset();
-        for list in &engine.lists {
+        for list in lists {
             let category = list.category.as_deref().unwrap_or("allow");
             let rules = list.report.accepted as i64;
             self.rules_per_list

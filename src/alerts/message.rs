@@ -10,26 +10,9 @@ use std::time::Duration;
 use chrono_tz::Tz;
 use serde_json::json;
 
-use super::limit::{Held, Key};
+use super::limit::Held;
+use super::sighting::{Key, Sighting};
 use crate::config::Config;
-
-/// One audit event an alert is about.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Sighting {
-    /// The audit event's id (`warden audit list`, the dashboard's `/events/ID`).
-    pub id: i64,
-    /// When it was first seen, RFC 3339 UTC.
-    pub time: String,
-    pub client: String,
-    pub device: Option<String>,
-    pub group: String,
-    pub name: String,
-    pub categories: String,
-    pub list: String,
-    pub rule: String,
-    /// Blocks counted into the event when it was read.
-    pub count: i64,
-}
 
 /// An immediate alert or a digest of the blocks held after it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -30,8 +30,12 @@
 
 pub mod channel;
 pub mod db;
+mod error;
 pub mod limit;
 pub mod message;
+pub mod sighting;
+
+pub use self::error::AlertError;
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -42,8 +46,9 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use self::channel::Channel;
-use self::limit::{Key, Limiter, Offer};
+use self::limit::{Limiter, Offer};
 use self::message::{Kind, Message, Wording};
+use self::sighting::Key;
 use crate::audit::store::Retention;
 use crate::audit::{before, rfc3339, AuditError, Store};
 use crate::config::AlertsConfig;
@@ -59,17 +64,6 @@ const STALE: Duration = Duration::from_secs(24 * 3600);
 const BATCH: u32 = 1000;
 /// How often delivery records past retention lose their client address.
 const PURGE_EVERY: Duration = Duration::from_secs(24 * 3600);
-
-/// Why alerts cannot run.
-#[derive(Debug, thiserror::Error)]
-pub enum AlertError {
-    #[error(transparent)]
-    Audit(#[from] AuditError),
-    #[error("[alerts] {0}")]
-    Setup(String),
-    #[error("alerts: a database task failed: {0}")]
-    Task(String),
-}
 
 /// The running alerts task.
 pub struct Alerts {
