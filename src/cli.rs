@@ -359,145 +359,173 @@ fn audit_rows(path: &Path, args: AuditFilterArgs) -> Result<Vec<audit::review::E
 }
 
 fn audit_command(command: AuditCommand) -> Result<ExitCode> {
-    use audit::review;
     let mut out = std::io::stdout().lock();
     match command {
-        AuditCommand::Verify { config } => {
-            let (config, store) = open_audit(&config.config)?;
-            let policy = audit::store::Retention {
-                default_days: config.audit.retention_days,
-                by_category: config
-                    .audit
-                    .retention_days_by_category
-                    .iter()
-                    .map(|(c, d)| (c.clone(), d.get_ref().0))
-                    .collect(),
-            };
-            match store.verify(Some(&policy), std::time::SystemTime::now())? {
-                audit::store::Verification::Intact { rows, purged, open } => {
-                    writeln!(
-                        out,
-                        "OK: {rows} sealed rows ({purged} purged by retention), chain intact; {open} rows still open"
-                    )?;
-                    Ok(ExitCode::SUCCESS)
-                }
-                audit::store::Verification::Broken { id, seq, reason } => {
-                    writeln!(out, "TAMPERED: row {id} (seq {seq}): {reason}")?;
-                    Ok(ExitCode::from(1))
-                }
-            }
-        }
+        AuditCommand::Verify { config } => audit_verify(&config.config, &mut out),
         AuditCommand::List {
             config,
             filter,
             json,
-        } => {
-            let rows = audit_rows(&config.config, filter)?;
-            if json {
-                for row in &rows {
-                    writeln!(out, "{}", serde_json::to_string(row)?)?;
-                }
-                return Ok(ExitCode::SUCCESS);
-            }
-            if rows.is_empty() {
-                writeln!(out, "No events match.")?;
-            }
-            for r in &rows {
-                let who = r.device.as_deref().unwrap_or(&r.client_ip);
-                let review = r
-                    .review
-                    .as_ref()
-                    .map(|v| format!("reviewed: {} by {}", v.outcome, v.by))
-                    .unwrap_or_else(|| "not reviewed".to_string());
-                let locked = if r.locked { " [STATUTORY]" } else { "" };
-                let via = r
-                    .cname
-                    .as_deref()
-                    .map(|c| format!(" via {c}"))
-                    .unwrap_or_default();
-                writeln!(
-                    out,
-                    "#{:<6} {}  {:<15} {} ({}){via}  {}{locked}  ×{}  {}",
-                    r.id, r.first_seen, who, r.name, r.qtype, r.categories, r.count, review
-                )?;
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        } => audit_list(&config.config, filter, json, &mut out),
         AuditCommand::Summary {
             config,
             filter,
             json,
-        } => {
-            let (config, store) = open_audit(&config.config)?;
-            let filter = audit_filter(&config, filter, Some(review::SUMMARY_DEFAULT_SINCE))?;
-            let summary = review::summary(&store, &filter)?;
-            if json {
-                writeln!(out, "{}", serde_json::to_string_pretty(&summary)?)?;
-                return Ok(ExitCode::SUCCESS);
-            }
-            writeln!(out, "{} blocks", summary.total)?;
-            let sections = [
-                ("By category", &summary.by_category),
-                ("By day", &summary.by_day),
-                ("By group", &summary.by_group),
-                ("Top devices", &summary.top_devices),
-                ("Top names", &summary.top_names),
-            ];
-            for (title, rows) in sections {
-                writeln!(out, "\n{title}:")?;
-                for (key, n) in rows.iter() {
-                    writeln!(out, "  {n:>8}  {key}")?;
-                }
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        } => audit_summary(&config.config, filter, json, &mut out),
         AuditCommand::Export {
             config,
             filter,
             format,
-        } => {
-            let rows = audit_rows(&config.config, filter)?;
-            match format {
-                ExportFormat::Csv => {
-                    writeln!(out, "{}", review::CSV_HEADER)?;
-                    for row in &rows {
-                        writeln!(out, "{}", row.csv())?;
-                    }
-                }
-                ExportFormat::Jsonl => {
-                    for row in &rows {
-                        writeln!(out, "{}", serde_json::to_string(row)?)?;
-                    }
-                }
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        } => audit_export(&config.config, filter, format, &mut out),
         AuditCommand::Review {
             config,
             id,
             outcome,
             note,
             by,
-        } => {
-            let (_, store) = open_audit(&config.config)?;
-            let by = by
-                .or_else(|| std::env::var("USER").ok())
-                .unwrap_or_else(|| "unknown".to_string());
-            let review_id = review::add_review(
-                &store,
-                id,
-                &outcome,
-                &note,
-                &by,
-                std::time::SystemTime::now(),
-            )?;
+        } => audit_review(&config.config, id, &outcome, &note, by, &mut out),
+    }
+}
+
+/// `warden audit verify`: exit 0 if the chain is intact, 1 naming the first bad row.
+fn audit_verify(path: &Path, out: &mut impl Write) -> Result<ExitCode> {
+    let (config, store) = open_audit(path)?;
+    let policy = audit::store::Retention::from_config(&config.audit);
+    match store.verify(Some(&policy), std::time::SystemTime::now())? {
+        audit::store::Verification::Intact { rows, purged, open } => {
             writeln!(
                 out,
-                "Recorded review {review_id} of event {id}: {outcome} by {by}."
+                "OK: {rows} sealed rows ({purged} purged by retention), chain intact; {open} rows still open"
             )?;
             Ok(ExitCode::SUCCESS)
         }
+        audit::store::Verification::Broken { id, seq, reason } => {
+            writeln!(out, "TAMPERED: row {id} (seq {seq}): {reason}")?;
+            Ok(ExitCode::from(1))
+        }
     }
+}
+
+/// `warden audit list`: one line (or JSON object) per event, newest first.
+fn audit_list(
+    path: &Path,
+    filter: AuditFilterArgs,
+    json: bool,
+    out: &mut impl Write,
+) -> Result<ExitCode> {
+    let rows = audit_rows(path, filter)?;
+    if json {
+        for row in &rows {
+            writeln!(out, "{}", serde_json::to_string(row)?)?;
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    if rows.is_empty() {
+        writeln!(out, "No events match.")?;
+    }
+    for r in &rows {
+        writeln!(out, "{}", event_line(r))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One event as `audit list` shows it.
+fn event_line(r: &audit::review::EventRow) -> String {
+    let who = r.device.as_deref().unwrap_or(&r.client_ip);
+    let review = r
+        .review
+        .as_ref()
+        .map(|v| format!("reviewed: {} by {}", v.outcome, v.by))
+        .unwrap_or_else(|| "not reviewed".to_string());
+    let locked = if r.locked { " [STATUTORY]" } else { "" };
+    let via = r
+        .cname
+        .as_deref()
+        .map(|c| format!(" via {c}"))
+        .unwrap_or_default();
+    format!(
+        "#{:<6} {}  {:<15} {} ({}){via}  {}{locked}  ×{}  {}",
+        r.id, r.first_seen, who, r.name, r.qtype, r.categories, r.count, review
+    )
+}
+
+/// `warden audit summary`: blocks per category, day and group; top devices and names.
+fn audit_summary(
+    path: &Path,
+    filter: AuditFilterArgs,
+    json: bool,
+    out: &mut impl Write,
+) -> Result<ExitCode> {
+    use audit::review;
+    let (config, store) = open_audit(path)?;
+    let filter = audit_filter(&config, filter, Some(review::SUMMARY_DEFAULT_SINCE))?;
+    let summary = review::summary(&store, &filter)?;
+    if json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&summary)?)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    writeln!(out, "{} blocks", summary.total)?;
+    let sections = [
+        ("By category", &summary.by_category),
+        ("By day", &summary.by_day),
+        ("By group", &summary.by_group),
+        ("Top devices", &summary.top_devices),
+        ("Top names", &summary.top_names),
+    ];
+    for (title, rows) in sections {
+        writeln!(out, "\n{title}:")?;
+        for (key, n) in rows.iter() {
+            writeln!(out, "  {n:>8}  {key}")?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `warden audit export`: the events with their chain hashes, as CSV or JSON lines.
+fn audit_export(
+    path: &Path,
+    filter: AuditFilterArgs,
+    format: ExportFormat,
+    out: &mut impl Write,
+) -> Result<ExitCode> {
+    let rows = audit_rows(path, filter)?;
+    match format {
+        ExportFormat::Csv => {
+            writeln!(out, "{}", audit::review::CSV_HEADER)?;
+            for row in &rows {
+                writeln!(out, "{}", row.csv())?;
+            }
+        }
+        ExportFormat::Jsonl => {
+            for row in &rows {
+                writeln!(out, "{}", serde_json::to_string(row)?)?;
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `warden audit review`: record a review (`outcome`, `note`) of event `id` by `by`,
+/// or by the login name.
+fn audit_review(
+    path: &Path,
+    id: i64,
+    outcome: &str,
+    note: &str,
+    by: Option<String>,
+    out: &mut impl Write,
+) -> Result<ExitCode> {
+    let (_, store) = open_audit(path)?;
+    let by = by
+        .or_else(|| std::env::var("USER").ok())
+        .unwrap_or_else(|| "unknown".to_string());
+    let review_id =
+        audit::review::add_review(&store, id, outcome, note, &by, std::time::SystemTime::now())?;
+    writeln!(
+        out,
+        "Recorded review {review_id} of event {id}: {outcome} by {by}."
+    )?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `warden reload`: POST /reload to the admin listener named in the config.
@@ -564,112 +592,148 @@ async fn ask_daemon_to_reload(config: &crate::config::Config) -> Result<serde_js
 
 /// `warden lists update`: fetch every URL list now, with progress and a result table.
 fn lists_update(path: &Path) -> Result<ExitCode> {
-    use crate::sources::{Fetched, Fetcher, Source};
     use std::io::IsTerminal;
     let config = crate::config::Config::load(path)?;
-    let list_sources = Source::all(&config);
+    let list_sources = crate::sources::Source::all(&config);
     if list_sources.is_empty() {
         println!("no list in {} has a url", path.display());
         return Ok(ExitCode::SUCCESS);
     }
-    let fetcher = Fetcher::new(&config)?;
+    let fetcher = crate::sources::Fetcher::new(&config)?;
     let runtime = current_thread_runtime()?;
     let terminal = std::io::stderr().is_terminal();
-    let mut rows = Vec::new();
-    let mut failed = false;
-    let mut changed = false;
-    for source in &list_sources {
-        let bar = progress_bar(terminal, &source.name);
-        if !terminal {
-            eprintln!("{}: fetching {}", source.name, source.shown_url());
-        }
-        let started = std::time::Instant::now();
-        let result = runtime.block_on(fetcher.fetch(source, &|bytes, total| {
-            if let Some(total) = total {
-                bar.set_length(total);
-            }
-            bar.set_position(bytes);
-        }));
-        bar.finish_and_clear();
-        let secs = format!("{:.1}s", started.elapsed().as_secs_f64());
-        let row = match result {
-            Ok(Fetched::Updated { entries, bytes }) => {
-                changed = true;
-                [
-                    source.name.clone(),
-                    "updated".into(),
-                    entries.to_string(),
-                    bytes.to_string(),
-                    secs,
-                    String::new(),
-                ]
-            }
-            Ok(Fetched::NotModified { entries }) => [
-                source.name.clone(),
-                "not modified".into(),
-                entries.to_string(),
-                "0".into(),
-                secs,
-                String::new(),
-            ],
-            Err(error) => {
-                failed = true;
-                let kept = source.meta().entries;
-                [
-                    source.name.clone(),
-                    "FAILED".into(),
-                    kept.to_string(),
-                    "0".into(),
-                    secs,
-                    error.to_string(),
-                ]
-            }
-        };
-        if !terminal {
-            eprintln!("{}: {}", row[0], row[1]);
-        }
-        rows.push(row);
-    }
+    let rows: Vec<UpdateRow> = list_sources
+        .iter()
+        .map(|source| update_list(&runtime, &fetcher, source, terminal))
+        .collect();
+    let failed = rows.iter().any(|r| r.failed);
     let mut out = std::io::stdout().lock();
-    writeln!(
-        out,
-        "{:<20} {:<13} {:>10} {:>12} {:>7}  note",
-        "list", "result", "entries", "bytes", "time"
-    )?;
-    for [name, result, entries, bytes, secs, note] in &rows {
-        writeln!(
-            out,
-            "{name:<20} {result:<13} {entries:>10} {bytes:>12} {secs:>7}  {note}"
-        )?;
-    }
+    write_update_table(&mut out, &rows)?;
     if failed {
         writeln!(out, "failed lists keep their last good copy")?;
     }
-    if changed {
-        match runtime.block_on(ask_daemon_to_reload(&config)) {
-            Ok(reply) if reply["ok"].as_bool() == Some(true) => {
-                writeln!(
-                    out,
-                    "the running Warden reloaded (snapshot {})",
-                    reply["generation"]
-                )?;
-            }
-            Ok(reply) => writeln!(
-                out,
-                "the running Warden refused the reload: {}",
-                reply["error"]
-            )?,
-            Err(error) => writeln!(
-                out,
-                "not reloaded ({error:#}); a running Warden uses the new copies at its next reload"
-            )?,
-        }
+    if rows.iter().any(|r| r.updated) {
+        let reply = runtime.block_on(ask_daemon_to_reload(&config));
+        write_reload_reply(&mut out, reply)?;
     }
     Ok(if failed {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// One list's line in the `lists update` table.
+struct UpdateRow {
+    /// List, result, entries, bytes, time, note.
+    cells: [String; 6],
+    /// New content was accepted.
+    updated: bool,
+    failed: bool,
+}
+
+/// Fetch one list's source, with a progress bar on a terminal and a line before and
+/// after otherwise.
+fn update_list(
+    runtime: &tokio::runtime::Runtime,
+    fetcher: &crate::sources::Fetcher,
+    source: &crate::sources::Source,
+    terminal: bool,
+) -> UpdateRow {
+    use crate::sources::Fetched;
+    let bar = progress_bar(terminal, &source.name);
+    if !terminal {
+        eprintln!("{}: fetching {}", source.name, source.shown_url());
+    }
+    let started = std::time::Instant::now();
+    let result = runtime.block_on(fetcher.fetch(source, &|bytes, total| {
+        if let Some(total) = total {
+            bar.set_length(total);
+        }
+        bar.set_position(bytes);
+    }));
+    bar.finish_and_clear();
+    let secs = format!("{:.1}s", started.elapsed().as_secs_f64());
+    let name = source.name.clone();
+    let row = match result {
+        Ok(Fetched::Updated { entries, bytes }) => UpdateRow {
+            cells: [
+                name,
+                "updated".into(),
+                entries.to_string(),
+                bytes.to_string(),
+                secs,
+                String::new(),
+            ],
+            updated: true,
+            failed: false,
+        },
+        Ok(Fetched::NotModified { entries }) => UpdateRow {
+            cells: [
+                name,
+                "not modified".into(),
+                entries.to_string(),
+                "0".into(),
+                secs,
+                String::new(),
+            ],
+            updated: false,
+            failed: false,
+        },
+        Err(error) => UpdateRow {
+            cells: [
+                name,
+                "FAILED".into(),
+                source.meta().entries.to_string(),
+                "0".into(),
+                secs,
+                error.to_string(),
+            ],
+            updated: false,
+            failed: true,
+        },
+    };
+    if !terminal {
+        eprintln!("{}: {}", row.cells[0], row.cells[1]);
+    }
+    row
+}
+
+fn write_update_table(out: &mut impl Write, rows: &[UpdateRow]) -> Result<()> {
+    writeln!(
+        out,
+        "{:<20} {:<13} {:>10} {:>12} {:>7}  note",
+        "list", "result", "entries", "bytes", "time"
+    )?;
+    for UpdateRow { cells, .. } in rows {
+        let [name, result, entries, bytes, secs, note] = cells;
+        writeln!(
+            out,
+            "{name:<20} {result:<13} {entries:>10} {bytes:>12} {secs:>7}  {note}"
+        )?;
+    }
+    Ok(())
+}
+
+/// What the running Warden said to the reload after an update (or that none answered).
+fn write_reload_reply(out: &mut impl Write, reply: Result<serde_json::Value>) -> Result<()> {
+    match reply {
+        Ok(reply) if reply["ok"].as_bool() == Some(true) => writeln!(
+            out,
+            "the running Warden reloaded (snapshot {})",
+            reply["generation"]
+        )?,
+        Ok(reply) => writeln!(
+            out,
+            "the running Warden refused the reload: {}",
+            reply["error"]
+        )?,
+        Err(error) => writeln!(
+            out,
+            "not reloaded ({error:#}); a running Warden uses the new copies at its next reload"
+        )?,
+    }
+    Ok(())
 }
 
 fn progress_bar(terminal: bool, name: &str) -> indicatif::ProgressBar {
@@ -707,88 +771,139 @@ fn check(args: CheckArgs) -> Result<ExitCode> {
     let (active, open) = policy.active_at(who.group, at);
     let context =
         (args.client.is_some() || args.at.is_some()).then_some(CheckContext { who, open: &open });
+    let checker = Checker {
+        engine: &engine,
+        who,
+        active,
+        open: &open,
+        context,
+        json: args.json,
+    };
     let mut out = std::io::stdout().lock();
     let mut any_blocked = false;
     for name in &names {
-        let verdict = engine.matcher.lookup(name, active);
-        let verdict = match verdict {
-            Verdict::Blocked(b) if who.group.allows(name, &b) => {
+        let (line, blocked) = checker.line(name);
+        any_blocked |= blocked;
+        writeln!(out, "{line}")?;
+    }
+    Ok(ExitCode::from(u8::from(any_blocked)))
+}
+
+/// What `check` decides names by: the snapshot, who asks, and what applies to them then.
+struct Checker<'a> {
+    engine: &'a Engine,
+    who: crate::policy::Who<'a>,
+    active: crate::filter::CategorySet,
+    open: &'a [&'a crate::policy::schedule::Window],
+    /// For `--client/--at`, said after each text line.
+    context: Option<CheckContext<'a>>,
+    json: bool,
+}
+
+impl Checker<'_> {
+    /// The line `check` prints for `name`, and whether `name` is blocked.
+    fn line(&self, name: &str) -> (String, bool) {
+        let verdict = match self.engine.matcher.lookup(name, self.active) {
+            Verdict::Blocked(b) if self.who.group.allows(name, &b) => {
                 Verdict::Allowed { exception: None }
             }
             other => other,
         };
         // The group's own deny lists, named by their own category.
-        if let Some(b) = who.group.denies(name, &verdict) {
-            any_blocked = true;
-            let mut line = if args.json {
-                serde_json::json!({
-                    "name": name, "verdict": "blocked", "categories": [crate::policy::GROUP_DENY],
-                    "locked": false, "list": b.rule.list_name(), "line": b.rule.line(),
-                    "rule": b.rule.text(), "group": who.group.name,
-                })
-                .to_string()
-            } else {
-                format!(
-                    "{name}\tblocked\t{}\t{}:{}\t{}",
-                    crate::policy::GROUP_DENY,
-                    b.rule.list_name(),
-                    b.rule.line(),
-                    b.rule.text()
-                )
-            };
-            if let Some(ctx) = context.as_ref().filter(|_| !args.json) {
-                line.push_str(&ctx.suffix(None));
-            }
-            writeln!(out, "{line}")?;
-            continue;
+        if let Some(b) = self.who.group.denies(name, &verdict) {
+            return (self.group_deny_line(name, &b), true);
         }
         let special = crate::policy::special(name).filter(|_| {
-            engine
+            self.engine
                 .matcher
                 .category_id(crate::policy::CIRCUMVENTION)
-                .is_some_and(|id| active.contains(id))
+                .is_some_and(|id| self.active.contains(id))
         });
-        any_blocked |= verdict.is_blocked() || special.is_some();
-        let line = if args.json {
-            let mut value = check_json(&engine, name, &verdict);
-            value["group"] = who.group.name.clone().into();
-            if let Some(kind) = special {
-                value["verdict"] = "blocked".into();
-                value["categories"] = serde_json::json!([crate::policy::CIRCUMVENTION]);
-                value["list"] = "built-in".into();
-                value["answer"] = format!("{kind:?}").into();
-            }
-            value["schedule"] = open
-                .iter()
-                .map(|w| w.label.clone())
-                .collect::<Vec<_>>()
-                .into();
-            value.to_string()
+        let blocked = verdict.is_blocked() || special.is_some();
+        let line = if self.json {
+            self.json_line(name, &verdict, special)
         } else if let Some(kind) = special {
-            let mut line = format!(
-                "{name}\tblocked\t{}\tbuilt-in\t{kind:?}",
-                crate::policy::CIRCUMVENTION
-            );
-            if let Some(ctx) = &context {
-                line.push_str(&ctx.suffix(None));
-            }
-            line
+            self.special_line(name, kind)
         } else {
-            let mut line = check_text(&engine, name, &verdict);
-            if let Some(target) =
-                crate::policy::safe_search::target(name, who.group.safe_search, who.group.youtube)
-                    .filter(|_| !verdict.is_blocked())
-            {
-                line = format!("{name}\tsafe-search\t{target}");
-            }
-            if let Some(ctx) = &context {
-                line.push_str(&ctx.suffix(verdict.block().map(|b| b.categories)));
-            }
-            line
+            self.verdict_line(name, &verdict)
         };
-        writeln!(out, "{line}")?;
+        (line, blocked)
     }
-    Ok(ExitCode::from(u8::from(any_blocked)))
+
+    /// `name` is on one of the group's own deny lists.
+    fn group_deny_line(&self, name: &str, b: &crate::filter::Block<'_>) -> String {
+        if self.json {
+            return serde_json::json!({
+                "name": name, "verdict": "blocked", "categories": [crate::policy::GROUP_DENY],
+                "locked": false, "list": b.rule.list_name(), "line": b.rule.line(),
+                "rule": b.rule.text(), "group": self.who.group.name,
+            })
+            .to_string();
+        }
+        let mut line = format!(
+            "{name}\tblocked\t{}\t{}:{}\t{}",
+            crate::policy::GROUP_DENY,
+            b.rule.list_name(),
+            b.rule.line(),
+            b.rule.text()
+        );
+        if let Some(ctx) = &self.context {
+            line.push_str(&ctx.suffix(None));
+        }
+        line
+    }
+
+    /// The JSON line of `name`: its verdict, or the built-in `special` answer.
+    fn json_line(
+        &self,
+        name: &str,
+        verdict: &Verdict<'_>,
+        special: Option<crate::policy::Special>,
+    ) -> String {
+        let mut value = check_json(self.engine, name, verdict);
+        value["group"] = self.who.group.name.clone().into();
+        if let Some(kind) = special {
+            value["verdict"] = "blocked".into();
+            value["categories"] = serde_json::json!([crate::policy::CIRCUMVENTION]);
+            value["list"] = "built-in".into();
+            value["answer"] = format!("{kind:?}").into();
+        }
+        value["schedule"] = self
+            .open
+            .iter()
+            .map(|w| w.label.clone())
+            .collect::<Vec<_>>()
+            .into();
+        value.to_string()
+    }
+
+    /// `name` is a built-in circumvention name answered by Warden itself.
+    fn special_line(&self, name: &str, kind: crate::policy::Special) -> String {
+        let mut line = format!(
+            "{name}\tblocked\t{}\tbuilt-in\t{kind:?}",
+            crate::policy::CIRCUMVENTION
+        );
+        if let Some(ctx) = &self.context {
+            line.push_str(&ctx.suffix(None));
+        }
+        line
+    }
+
+    /// The text line of `name`'s verdict (or its safe-search rewrite).
+    fn verdict_line(&self, name: &str, verdict: &Verdict<'_>) -> String {
+        let group = self.who.group;
+        let mut line = check_text(self.engine, name, verdict);
+        if let Some(target) =
+            crate::policy::safe_search::target(name, group.safe_search, group.youtube)
+                .filter(|_| !verdict.is_blocked())
+        {
+            line = format!("{name}\tsafe-search\t{target}");
+        }
+        if let Some(ctx) = &self.context {
+            line.push_str(&ctx.suffix(verdict.block().map(|b| b.categories)));
+        }
+        line
+    }
 }
 
 /// For `check --client/--at`: the group, and the schedule windows that decided.

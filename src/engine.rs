@@ -13,9 +13,9 @@ use std::net::IpAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, ListConfig};
 use crate::filter::{CategorySet, FilterError, ListKind, Matcher, MatcherBuilder};
-use crate::lists::{self, ListError, ListReport};
+use crate::lists::{self, ListError, ListReport, LoadedList};
 use crate::policy::{Parts, Policy};
 
 /// Why a snapshot could not be built.
@@ -31,17 +31,6 @@ pub enum EngineError {
 
 /// The list name of the allow entries added in the dashboard.
 pub use crate::config::DASHBOARD_ALLOW;
-
-/// How one configured list loaded.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct LoadedList {
-    pub name: String,
-    /// The category, or `None` for an allow list.
-    pub category: Option<String>,
-    pub report: ListReport,
-    /// A `url` list with no downloaded copy yet: it blocks nothing until one arrives.
-    pub missing: bool,
-}
 
 /// Everything a query needs, immutable once built.
 #[derive(Debug)]
@@ -105,116 +94,189 @@ impl Engine {
         })
     }
 
+    /// Read every list into the matcher (and the groups' own matchers), then compile
+    /// them and the policy.
     fn build_parts(
         config: &Config,
         names: usize,
     ) -> Result<(Matcher, Vec<LoadedList>, Policy), EngineError> {
-        let filter_err = |source| EngineError::Filter {
-            path: config.path.display().to_string(),
-            source,
-        };
+        let mut parts = PartsBuilder::new(config, names)?;
+        for list in &config.lists {
+            parts.add_block_list(list)?;
+        }
+        let group_allow = parts.add_allow_lists()?;
+        parts.add_dashboard_allow()?;
+        let group_deny = parts.add_deny_lists()?;
+        parts.finish(group_allow, group_deny)
+    }
+
+    /// The categories active now for `group` (locked ones always included). An unknown
+    /// group gets every category: failing closed is the safe default for a filter.
+    pub fn active_for(&self, group: &str) -> CategorySet {
+        match self.policy.group(group) {
+            Some(g) => self.policy.active_now(g),
+            None => self.matcher.all_categories(),
+        }
+    }
+
+    /// The categories active now for clients of the default group.
+    pub fn default_active(&self) -> CategorySet {
+        self.policy.active_now(self.policy.default_group())
+    }
+}
+
+/// A group's own deny matcher, with the number of its one category.
+type GroupDeny = (MatcherBuilder, crate::filter::CategoryId);
+
+/// The snapshot's matcher and list reports while they are being built.
+struct PartsBuilder<'a> {
+    config: &'a Config,
+    /// The main matcher: every block list, and the allow lists of every group.
+    builder: MatcherBuilder,
+    lists: Vec<LoadedList>,
+}
+
+impl<'a> PartsBuilder<'a> {
+    /// A builder sized for about `names` distinct names, with the config's categories.
+    fn new(config: &'a Config, names: usize) -> Result<PartsBuilder<'a>, EngineError> {
         let mut builder = MatcherBuilder::with_capacity(names);
         for (name, category) in &config.categories {
             builder
                 .add_category(name, category.locked)
-                .map_err(filter_err)?;
+                .map_err(|e| filter_error(config, e))?;
         }
-        let mut lists = Vec::with_capacity(config.lists.len() + config.allow.len());
-        for list in &config.lists {
-            let name = list.name.get_ref();
-            let category = list.category.get_ref();
-            // Validation guarantees the category exists.
-            let kind = match builder_category(config, category) {
-                Some(id) => ListKind::Block(id),
-                None => continue,
-            };
-            let file = list.file(config);
-            // A download that has never succeeded leaves its list empty (and the
-            // daemon not ready), rather than stopping every other list from serving.
-            let missing = list.url.is_some() && !file.exists();
-            builder.begin_list(name, kind).map_err(filter_err)?;
-            let report = if missing {
-                ListReport {
-                    path: file,
-                    ..ListReport::default()
-                }
-            } else {
-                // Rules go straight into the matcher as they are read: the list is never
-                // held whole (the largest would cost ~50 MiB during a reload). The builder
-                // tells duplicates within the list apart, as the parser's own set would.
-                let mut failed = None;
-                let max = config.reload.max_list_bytes;
-                let report = lists::load_file_with(&file, list.format, max, |rule| {
-                    builder.add_rule(rule).unwrap_or_else(|e| {
-                        failed.get_or_insert(e);
-                        true
-                    })
-                })
-                .map_err(|source| EngineError::List {
-                    list: name.to_string(),
-                    source,
-                })?;
-                if let Some(e) = failed {
-                    return Err(filter_err(e));
-                }
-                report
-            };
-            builder.end_list().map_err(filter_err)?;
-            lists.push(LoadedList {
-                name: name.clone(),
-                category: Some(category.clone()),
-                report,
-                missing,
-            });
+        Ok(PartsBuilder {
+            config,
+            builder,
+            lists: Vec::with_capacity(config.lists.len() + config.allow.len()),
+        })
+    }
+
+    fn filter_err(&self, source: FilterError) -> EngineError {
+        filter_error(self.config, source)
+    }
+
+    /// One block list, read straight into the matcher.
+    fn add_block_list(&mut self, list: &ListConfig) -> Result<(), EngineError> {
+        let name = list.name.get_ref();
+        let category = list.category.get_ref();
+        // Validation guarantees the category exists.
+        let Some(id) = builder_category(self.config, category) else {
+            return Ok(());
+        };
+        let file = list.file(self.config);
+        // A download that has never succeeded leaves its list empty (and the daemon not
+        // ready), rather than stopping every other list from serving.
+        let missing = list.url.is_some() && !file.exists();
+        self.builder
+            .begin_list(name, ListKind::Block(id))
+            .map_err(|e| self.filter_err(e))?;
+        let report = if missing {
+            ListReport {
+                path: file,
+                ..ListReport::default()
+            }
+        } else {
+            self.read_rules(name, &file, list.format)?
+        };
+        self.builder.end_list().map_err(|e| self.filter_err(e))?;
+        self.lists.push(LoadedList {
+            name: name.clone(),
+            category: Some(category.clone()),
+            report,
+            missing,
+        });
+        Ok(())
+    }
+
+    /// Read the block list `name` from `file` into the list begun in the matcher.
+    fn read_rules(
+        &mut self,
+        name: &str,
+        file: &Path,
+        format: lists::Format,
+    ) -> Result<ListReport, EngineError> {
+        // Rules go straight into the matcher as they are read: the list is never held
+        // whole (the largest would cost ~50 MiB during a reload). The builder tells
+        // duplicates within the list apart, as the parser's own set would.
+        let mut failed = None;
+        let max = self.config.reload.max_list_bytes;
+        let builder = &mut self.builder;
+        let report = lists::load_file_with(file, format, max, |rule| {
+            builder.add_rule(rule).unwrap_or_else(|e| {
+                failed.get_or_insert(e);
+                true
+            })
+        })
+        .map_err(|source| EngineError::List {
+            list: name.to_string(),
+            source,
+        })?;
+        match failed {
+            Some(e) => Err(self.filter_err(e)),
+            None => Ok(report),
         }
-        // Allow lists for every group go into the main matcher; a group's own allow
-        // lists into a small matcher of that group's (consulted after the main one).
+    }
+
+    /// Allow lists for every group go into the main matcher; a group's own allow lists
+    /// into a small matcher of that group's (consulted after the main one), returned.
+    fn add_allow_lists(&mut self) -> Result<BTreeMap<String, MatcherBuilder>, EngineError> {
+        let config = self.config;
         let mut group_allow: BTreeMap<String, MatcherBuilder> = BTreeMap::new();
         for allow in &config.allow {
             let name = allow.name.get_ref();
             let parsed = load(config, name, &config.resolve(&allow.path), allow.format)?;
             if allow.groups.is_empty() {
-                builder
+                self.builder
                     .add_list(name, ListKind::Allow, &parsed.rules)
-                    .map_err(filter_err)?;
+                    .map_err(|e| self.filter_err(e))?;
             }
             for group in &allow.groups {
                 group_allow
                     .entry(group.get_ref().clone())
                     .or_default()
                     .add_list(name, ListKind::Allow, &parsed.rules)
-                    .map_err(filter_err)?;
+                    .map_err(|e| self.filter_err(e))?;
             }
-            lists.push(LoadedList {
+            self.lists.push(LoadedList {
                 name: name.clone(),
                 category: None,
                 report: parsed.report,
                 missing: false,
             });
         }
-        // The dashboard's allow entries (`[dashboard] allow_file`), for every group, once
-        // the first one has been added.
-        let dashboard_file = config.resolve(&config.dashboard.allow_file);
-        if dashboard_file.exists() {
-            let parsed = load(
-                config,
-                DASHBOARD_ALLOW,
-                &dashboard_file,
-                lists::Format::Domains,
-            )?;
-            builder
-                .add_list(DASHBOARD_ALLOW, ListKind::Allow, &parsed.rules)
-                .map_err(filter_err)?;
-            lists.push(LoadedList {
-                name: DASHBOARD_ALLOW.to_string(),
-                category: None,
-                report: parsed.report,
-                missing: false,
-            });
+        Ok(group_allow)
+    }
+
+    /// The dashboard's allow entries (`[dashboard] allow_file`), for every group, once
+    /// the first one has been added.
+    fn add_dashboard_allow(&mut self) -> Result<(), EngineError> {
+        let dashboard_file = self.config.resolve(&self.config.dashboard.allow_file);
+        if !dashboard_file.exists() {
+            return Ok(());
         }
-        // A group's own deny lists, under one category of their own.
-        let mut group_deny: BTreeMap<String, (MatcherBuilder, crate::filter::CategoryId)> =
-            BTreeMap::new();
+        let parsed = load(
+            self.config,
+            DASHBOARD_ALLOW,
+            &dashboard_file,
+            lists::Format::Domains,
+        )?;
+        self.builder
+            .add_list(DASHBOARD_ALLOW, ListKind::Allow, &parsed.rules)
+            .map_err(|e| self.filter_err(e))?;
+        self.lists.push(LoadedList {
+            name: DASHBOARD_ALLOW.to_string(),
+            category: None,
+            report: parsed.report,
+            missing: false,
+        });
+        Ok(())
+    }
+
+    /// A group's own deny lists, under one category of their own, in a matcher per group.
+    fn add_deny_lists(&mut self) -> Result<BTreeMap<String, GroupDeny>, EngineError> {
+        let config = self.config;
+        let mut group_deny: BTreeMap<String, GroupDeny> = BTreeMap::new();
         for deny in &config.deny {
             let name = deny.name.get_ref();
             let parsed = load(config, name, &config.resolve(&deny.path), deny.format)?;
@@ -225,21 +287,32 @@ impl Engine {
                         let mut b = MatcherBuilder::new();
                         let id = b
                             .add_category(crate::policy::GROUP_DENY, false)
-                            .map_err(filter_err)?;
+                            .map_err(|e| self.filter_err(e))?;
                         e.insert((b, id))
                     }
                 };
                 b.add_list(name, ListKind::Block(*id), &parsed.rules)
-                    .map_err(filter_err)?;
+                    .map_err(|e| self.filter_err(e))?;
             }
-            lists.push(LoadedList {
+            self.lists.push(LoadedList {
                 name: name.clone(),
                 category: Some(crate::policy::GROUP_DENY.to_string()),
                 report: parsed.report,
                 missing: false,
             });
         }
-        let matcher = builder.build().map_err(filter_err)?;
+        Ok(group_deny)
+    }
+
+    /// Compile the matchers and the policy.
+    fn finish(
+        self,
+        group_allow: BTreeMap<String, MatcherBuilder>,
+        group_deny: BTreeMap<String, GroupDeny>,
+    ) -> Result<(Matcher, Vec<LoadedList>, Policy), EngineError> {
+        let config = self.config;
+        let filter_err = |e| filter_error(config, e);
+        let matcher = self.builder.build().map_err(filter_err)?;
         let deny = group_deny
             .into_iter()
             .map(|(group, (b, _))| b.build().map(|m| (group, m)))
@@ -260,21 +333,15 @@ impl Engine {
                 leases,
             },
         );
-        Ok((matcher, lists, policy))
+        Ok((matcher, self.lists, policy))
     }
+}
 
-    /// The categories active now for `group` (locked ones always included). An unknown
-    /// group gets every category: failing closed is the safe default for a filter.
-    pub fn active_for(&self, group: &str) -> CategorySet {
-        match self.policy.group(group) {
-            Some(g) => self.policy.active_now(g),
-            None => self.matcher.all_categories(),
-        }
-    }
-
-    /// The categories active now for clients of the default group.
-    pub fn default_active(&self) -> CategorySet {
-        self.policy.active_now(self.policy.default_group())
+/// A matcher that would not build, named by the config file it was built from.
+fn filter_error(config: &Config, source: FilterError) -> EngineError {
+    EngineError::Filter {
+        path: config.path.display().to_string(),
+        source,
     }
 }
 

@@ -80,5 +80,6 @@ pub mod policy;
 pub mod reload;
 pub mod serve;
 pub mod sources;
+pub(crate) mod sync;
 pub mod upstream;
 pub mod users;

@@ -24,7 +24,8 @@ use prometheus::{
 
 use crate::audit::writer::WriterStats;
 use crate::audit::Sink;
-use crate::engine::Engine;
+use crate::lists::LoadedList;
+use crate::sync::lock;
 
 /// Reads the lists' freshness for [`Metrics::watch_list_freshness`].
 pub type FreshnessFn = dyn Fn() -> Vec<ListFreshness> + Send + Sync;
@@ -103,44 +104,18 @@ fn qtype_class(qtype: Option<RecordType>) -> usize {
         .unwrap_or(QTYPE_CLASSES.len() - 1)
 }
 
-/// Every metric Warden exports.
+/// Every metric Warden exports, by family.
 pub struct Metrics {
     registry: Registry,
-    /// `[outcome][qtype class]`, resolved once so a query costs one atomic add.
-    queries: Vec<Vec<IntCounter>>,
-    blocks: IntCounterVec,
-    upstream_errors: IntCounterVec,
-    upstream_responses: IntCounterVec,
-    upstream_duration: Histogram,
-    cache_hits: IntCounter,
-    cache_misses: IntCounter,
-    rules_per_list: IntGaugeVec,
-    rules_per_category: IntGaugeVec,
-    list_refresh_failures: IntCounterVec,
-    list_refreshes: IntCounterVec,
-    list_last_success: GaugeVec,
-    list_stale: IntGaugeVec,
-    list_missing: IntGaugeVec,
+    query: QueryMetrics,
+    lists: ListMetrics,
+    reload: ReloadMetrics,
+    audit: AuditMetrics,
+    alerts: AlertMetrics,
     /// Read at each scrape: list freshness as the copies on disk record it.
     list_freshness: Mutex<Option<Box<FreshnessFn>>>,
-    reloads: IntCounter,
-    reload_failures: IntCounter,
-    reload_duration: Histogram,
-    snapshot_generation: IntGauge,
-    snapshot_loaded: Gauge,
-    snapshot_age: Gauge,
-    audit_queue_depth: IntGauge,
-    audit_events: IntCounter,
-    audit_rows_written: IntCounter,
-    audit_write_errors: IntCounter,
-    audit_folded: IntCounter,
-    audit_pending: IntGauge,
-    alerts_raised: IntCounterVec,
-    alert_deliveries: IntCounterVec,
-    alerts_pending: IntGauge,
-    alerts_held: IntGauge,
     /// Where the audit figures are read from at scrape time, if auditing is on.
-    audit: Mutex<Option<(Sink, Arc<WriterStats>)>>,
+    audit_source: Mutex<Option<(Sink, Arc<WriterStats>)>>,
     names: Vec<String>,
 }
 
@@ -150,10 +125,20 @@ impl Default for Metrics {
     }
 }
 
-impl Metrics {
-    pub fn new() -> Metrics {
-        let registry = Registry::new();
-        let r = Registrar(&registry, Default::default());
+/// Queries answered, blocks, and the upstream servers and cache behind the answers.
+struct QueryMetrics {
+    /// `[outcome][qtype class]`, resolved once so a query costs one atomic add.
+    queries: Vec<Vec<IntCounter>>,
+    blocks: IntCounterVec,
+    upstream_errors: IntCounterVec,
+    upstream_responses: IntCounterVec,
+    upstream_duration: Histogram,
+    cache_hits: IntCounter,
+    cache_misses: IntCounter,
+}
+
+impl QueryMetrics {
+    fn register(r: &Registrar<'_>) -> QueryMetrics {
         let query_vec = r.counter_vec(
             "warden_queries_total",
             "DNS queries answered, by outcome and query type",
@@ -168,10 +153,7 @@ impl Metrics {
                     .collect()
             })
             .collect();
-        let seconds = |name: &str, help: &str, buckets: Vec<f64>| {
-            r.histogram(HistogramOpts::new(name, help).buckets(buckets))
-        };
-        Metrics {
+        QueryMetrics {
             queries,
             blocks: r.counter_vec(
                 "warden_blocks_total",
@@ -188,7 +170,7 @@ impl Metrics {
                 "Responses (or failures) from each upstream server, by status: its health",
                 &["server", "status"],
             ),
-            upstream_duration: seconds(
+            upstream_duration: r.seconds(
                 "warden_upstream_duration_seconds",
                 "Time upstream took to answer queries not in the cache",
                 vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0],
@@ -198,6 +180,24 @@ impl Metrics {
                 "warden_cache_misses_total",
                 "Allowed queries that had to ask upstream",
             ),
+        }
+    }
+}
+
+/// The lists: rules serving, and how their sources are refreshing.
+struct ListMetrics {
+    rules_per_list: IntGaugeVec,
+    rules_per_category: IntGaugeVec,
+    list_refresh_failures: IntCounterVec,
+    list_refreshes: IntCounterVec,
+    list_last_success: GaugeVec,
+    list_stale: IntGaugeVec,
+    list_missing: IntGaugeVec,
+}
+
+impl ListMetrics {
+    fn register(r: &Registrar<'_>) -> ListMetrics {
+        ListMetrics {
             rules_per_list: r.gauge_vec(
                 "warden_list_rules",
                 "Rules loaded from each list in the serving snapshot",
@@ -234,13 +234,29 @@ impl Metrics {
                 "1 when a url list has no downloaded copy in the serving rules: it blocks nothing",
                 &["list"],
             ),
-            list_freshness: Mutex::new(None),
+        }
+    }
+}
+
+/// Reloads, and the snapshot serving.
+struct ReloadMetrics {
+    reloads: IntCounter,
+    reload_failures: IntCounter,
+    reload_duration: Histogram,
+    snapshot_generation: IntGauge,
+    snapshot_loaded: Gauge,
+    snapshot_age: Gauge,
+}
+
+impl ReloadMetrics {
+    fn register(r: &Registrar<'_>) -> ReloadMetrics {
+        ReloadMetrics {
             reloads: r.counter("warden_reloads_total", "Snapshot reloads attempted"),
             reload_failures: r.counter(
                 "warden_reload_failures_total",
                 "Snapshot reloads rejected (the previous rules stayed in force)",
             ),
-            reload_duration: seconds(
+            reload_duration: r.seconds(
                 "warden_reload_duration_seconds",
                 "Time to build and swap in a new snapshot",
                 vec![0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0],
@@ -257,11 +273,31 @@ impl Metrics {
                 "warden_snapshot_age_seconds",
                 "Seconds since the serving snapshot was swapped in",
             ),
+        }
+    }
+}
+
+/// The audit log's queue and writer (copied in at each scrape).
+struct AuditMetrics {
+    audit_queue_depth: IntGauge,
+    audit_events: IntCounter,
+    audit_rows_written: IntCounter,
+    audit_write_errors: IntCounter,
+    audit_folded: IntCounter,
+    audit_pending: IntGauge,
+}
+
+impl AuditMetrics {
+    fn register(r: &Registrar<'_>) -> AuditMetrics {
+        AuditMetrics {
             audit_queue_depth: r.gauge(
                 "warden_audit_queue_depth",
                 "Audit events waiting for the writer",
             ),
-            audit_events: r.counter("warden_audit_events_total", "Events offered to the audit log"),
+            audit_events: r.counter(
+                "warden_audit_events_total",
+                "Events offered to the audit log",
+            ),
             audit_rows_written: r.counter(
                 "warden_audit_rows_written_total",
                 "Audit rows inserted or updated in the store",
@@ -279,6 +315,21 @@ impl Metrics {
                 "Audit events answered but not yet committed to the log (queued, or held \
                  for a retry after a failed write)",
             ),
+        }
+    }
+}
+
+/// Alert messages and their deliveries.
+struct AlertMetrics {
+    alerts_raised: IntCounterVec,
+    alert_deliveries: IntCounterVec,
+    alerts_pending: IntGauge,
+    alerts_held: IntGauge,
+}
+
+impl AlertMetrics {
+    fn register(r: &Registrar<'_>) -> AlertMetrics {
+        AlertMetrics {
             alerts_raised: r.counter_vec(
                 "warden_alerts_total",
                 "Alert messages raised for blocks in alerting categories, by kind (alert, digest)",
@@ -298,7 +349,28 @@ impl Metrics {
                 "warden_alerts_held",
                 "Blocks held for a digest (repeats within a device and category's rate window)",
             ),
-            audit: Mutex::new(None),
+        }
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let r = Registrar(&registry, Default::default());
+        // Registered family by family, in this order (see `names`).
+        let query = QueryMetrics::register(&r);
+        let lists = ListMetrics::register(&r);
+        let reload = ReloadMetrics::register(&r);
+        let audit = AuditMetrics::register(&r);
+        let alerts = AlertMetrics::register(&r);
+        Metrics {
+            query,
+            lists,
+            reload,
+            audit,
+            alerts,
+            list_freshness: Mutex::new(None),
+            audit_source: Mutex::new(None),
             names: r.1.take(),
             registry,
         }
@@ -316,54 +388,63 @@ impl Metrics {
             .iter()
             .position(|o| *o == outcome)
             .unwrap_or(0);
-        self.queries[row][qtype_class(qtype)].inc();
+        self.query.queries[row][qtype_class(qtype)].inc();
     }
 
     /// Count one block under each of its categories.
     pub fn block(&self, categories: &str, group: &str) {
         for category in categories.split(',').filter(|c| !c.is_empty()) {
-            self.blocks.with_label_values(&[category, group]).inc();
+            self.query
+                .blocks
+                .with_label_values(&[category, group])
+                .inc();
         }
     }
 
     /// An allowed query answered from the DNS answer cache (counted with the
     /// resolver's own cache hits).
     pub fn answer_cache_hit(&self) {
-        self.cache_hits.inc();
+        self.query.cache_hits.inc();
     }
 
     pub fn upstream_error(&self, kind: &str) {
-        self.upstream_errors.with_label_values(&[kind]).inc();
+        self.query.upstream_errors.with_label_values(&[kind]).inc();
     }
 
-    /// A reload attempt ended; on success `engine` is the new serving snapshot.
-    pub fn reload_done(&self, elapsed: Duration, generation: u64, engine: Option<&Engine>) {
-        self.reloads.inc();
-        self.reload_duration.observe(elapsed.as_secs_f64());
-        match engine {
-            Some(engine) => self.snapshot_swapped(generation, engine),
-            None => self.reload_failures.inc(),
+    /// A reload attempt ended; on success `lists` are those of the new serving snapshot.
+    pub fn reload_done(&self, elapsed: Duration, generation: u64, lists: Option<&[LoadedList]>) {
+        self.reload.reloads.inc();
+        self.reload.reload_duration.observe(elapsed.as_secs_f64());
+        match lists {
+            Some(lists) => self.snapshot_swapped(generation, lists),
+            None => self.reload.reload_failures.inc(),
         }
     }
 
-    /// Describe the snapshot now serving: generation, time, rules per list and category.
-    pub fn snapshot_swapped(&self, generation: u64, engine: &Engine) {
-        self.snapshot_generation.set(generation as i64);
-        self.snapshot_loaded.set(unix_seconds(SystemTime::now()));
-        self.rules_per_list.reset();
-        self.rules_per_category.reset();
-        self.list_missing.reset();
-        for list in &engine.lists {
+    /// Describe the snapshot now serving (its generation and `lists`, as loaded): time,
+    /// rules per list and category.
+    pub fn snapshot_swapped(&self, generation: u64, lists: &[LoadedList]) {
+        self.reload.snapshot_generation.set(generation as i64);
+        self.reload
+            .snapshot_loaded
+            .set(unix_seconds(SystemTime::now()));
+        self.lists.rules_per_list.reset();
+        self.lists.rules_per_category.reset();
+        self.lists.list_missing.reset();
+        for list in lists {
             let category = list.category.as_deref().unwrap_or("allow");
             let rules = list.report.accepted as i64;
-            self.rules_per_list
+            self.lists
+                .rules_per_list
                 .with_label_values(&[&list.name, category])
                 .set(rules);
-            self.rules_per_category
+            self.lists
+                .rules_per_category
                 .with_label_values(&[category])
                 .add(rules);
             if list.category.is_some() {
-                self.list_missing
+                self.lists
+                    .list_missing
                     .with_label_values(&[&list.name])
                     .set(i64::from(list.missing));
             }
@@ -372,20 +453,28 @@ impl Metrics {
 
     /// A list source was checked: `updated` (new content accepted) or `not_modified`.
     pub fn list_refreshed(&self, list: &str, result: &str, at: SystemTime) {
-        self.list_refreshes.with_label_values(&[list, result]).inc();
-        self.list_last_success
+        self.lists
+            .list_refreshes
+            .with_label_values(&[list, result])
+            .inc();
+        self.lists
+            .list_last_success
             .with_label_values(&[list])
             .set(unix_seconds(at));
     }
 
     /// A list update failed or was rejected; the last good copy stays in force.
     pub fn list_refresh_failed(&self, list: &str) {
-        self.list_refresh_failures.with_label_values(&[list]).inc();
+        self.lists
+            .list_refresh_failures
+            .with_label_values(&[list])
+            .inc();
     }
 
     /// Failed or rejected updates of `list` since start-up (for the dashboard).
     pub fn list_refresh_failure_count(&self, list: &str) -> u64 {
-        self.list_refresh_failures
+        self.lists
+            .list_refresh_failures
             .get_metric_with_label_values(&[list])
             .map(|c| c.get())
             .unwrap_or(0)
@@ -393,31 +482,33 @@ impl Metrics {
 
     /// Mark a locked list stale (true) or fresh (false).
     pub fn list_stale(&self, list: &str, stale: bool) {
-        self.list_stale
+        self.lists
+            .list_stale
             .with_label_values(&[list])
             .set(i64::from(stale));
     }
 
     /// An alert message (`alert` or `digest`) was raised.
     pub fn alert_raised(&self, kind: &str) {
-        self.alerts_raised.with_label_values(&[kind]).inc();
+        self.alerts.alerts_raised.with_label_values(&[kind]).inc();
     }
 
     /// One delivery attempt on `channel` ended with `result` (`ok`, `failed`, `gave-up`).
     pub fn alert_delivery(&self, channel: &str, result: &str) {
-        self.alert_deliveries
+        self.alerts
+            .alert_deliveries
             .with_label_values(&[channel, result])
             .inc();
     }
 
     /// A delivery started (+1) or ended (-1).
     pub fn alerts_pending_add(&self, delta: i64) {
-        self.alerts_pending.add(delta);
+        self.alerts.alerts_pending.add(delta);
     }
 
     /// Blocks now held for digests.
     pub fn alerts_held(&self, held: usize) {
-        self.alerts_held.set(held as i64);
+        self.alerts.alerts_held.set(held as i64);
     }
 
     /// At each scrape, bring the lists' freshness up to what `read` finds on disk.
@@ -430,7 +521,7 @@ impl Metrics {
 
     /// Read the audit figures from `sink` and `writer` at each scrape.
     pub fn watch_audit(&self, sink: Sink, writer: Arc<WriterStats>) {
-        *lock(&self.audit) = Some((sink, writer));
+        *lock(&self.audit_source) = Some((sink, writer));
     }
 
     /// The Prometheus text exposition of every metric, current as of this call.
@@ -448,30 +539,35 @@ impl Metrics {
     /// Copy in the figures kept elsewhere. Counters only ever move up by the difference,
     /// under the lock, so two scrapes at once cannot count twice.
     fn refresh_derived(&self) {
-        let loaded = self.snapshot_loaded.get();
+        let loaded = self.reload.snapshot_loaded.get();
         if loaded > 0.0 {
-            self.snapshot_age
+            self.reload
+                .snapshot_age
                 .set((unix_seconds(SystemTime::now()) - loaded).max(0.0));
         }
         self.refresh_list_freshness();
-        let guard = lock(&self.audit);
+        let guard = lock(&self.audit_source);
         let Some((sink, writer)) = guard.as_ref() else {
             return;
         };
         use std::sync::atomic::Ordering::Relaxed;
-        self.audit_queue_depth.set(sink.queue_depth() as i64);
-        self.audit_pending
+        self.audit.audit_queue_depth.set(sink.queue_depth() as i64);
+        self.audit
+            .audit_pending
             .set(i64::try_from(writer.pending(sink)).unwrap_or(i64::MAX));
-        catch_up(&self.audit_events, sink.received());
+        catch_up(&self.audit.audit_events, sink.received());
         catch_up(
-            &self.audit_folded,
+            &self.audit.audit_folded,
             sink.folded() + writer.events_folded.load(Relaxed),
         );
         catch_up(
-            &self.audit_rows_written,
+            &self.audit.audit_rows_written,
             writer.rows_inserted.load(Relaxed) + writer.rows_updated.load(Relaxed),
         );
-        catch_up(&self.audit_write_errors, writer.write_errors.load(Relaxed));
+        catch_up(
+            &self.audit.audit_write_errors,
+            writer.write_errors.load(Relaxed),
+        );
     }
 
     fn refresh_list_freshness(&self) {
@@ -482,7 +578,10 @@ impl Metrics {
         for list in read() {
             if let Some(at) = list.checked_at {
                 // Later of what this process saw and what another one recorded.
-                let gauge = self.list_last_success.with_label_values(&[&list.list]);
+                let gauge = self
+                    .lists
+                    .list_last_success
+                    .with_label_values(&[&list.list]);
                 gauge.set(gauge.get().max(unix_seconds(at)));
             }
             if let Some(stale) = list.stale {
@@ -495,10 +594,10 @@ impl Metrics {
     /// it (with `metrics::with_local_recorder`) while building the resolver.
     pub fn resolver_bridge(&self) -> ResolverBridge {
         ResolverBridge {
-            cache_hits: self.cache_hits.clone(),
-            cache_misses: self.cache_misses.clone(),
-            upstream_duration: self.upstream_duration.clone(),
-            upstream_responses: self.upstream_responses.clone(),
+            cache_hits: self.query.cache_hits.clone(),
+            cache_misses: self.query.cache_misses.clone(),
+            upstream_duration: self.query.upstream_duration.clone(),
+            upstream_responses: self.query.upstream_responses.clone(),
         }
     }
 }
@@ -513,10 +612,6 @@ fn catch_up(counter: &IntCounter, total: u64) {
 fn unix_seconds(t: SystemTime) -> f64 {
     t.duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64())
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Creates and registers metrics. Registration only fails on a duplicate name or a bad
@@ -551,7 +646,8 @@ impl Registrar<'_> {
     fn float_gauge_vec(&self, name: &str, help: &str, labels: &[&str]) -> GaugeVec {
         self.register(GaugeVec::new(Opts::new(name, help), labels).expect("valid metric name"))
     }
-    fn histogram(&self, opts: HistogramOpts) -> Histogram {
+    fn seconds(&self, name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
+        let opts = HistogramOpts::new(name, help).buckets(buckets);
         self.register(Histogram::with_opts(opts).expect("valid histogram"))
     }
 }

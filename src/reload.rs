@@ -33,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::engine::{Engine, EngineError};
 use crate::metrics::Metrics;
+use crate::sync::lock;
 
 /// Quiet time after the last file change before reloading.
 pub const DEBOUNCE: Duration = Duration::from_millis(500);
@@ -152,7 +153,7 @@ impl Reloader {
     pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Reloader {
         metrics.snapshot_swapped(
             self.stats.generation.load(Ordering::Relaxed),
-            &self.shared.load(),
+            &self.shared.load().lists,
         );
         self.metrics = metrics;
         self
@@ -245,7 +246,7 @@ impl Reloader {
         crate::memory::return_freed_memory();
         let generation = self.stats.generation.fetch_add(1, Ordering::Relaxed) + 1;
         self.metrics
-            .reload_done(started.elapsed(), generation, Some(&engine));
+            .reload_done(started.elapsed(), generation, Some(&engine.lists));
         let ms = started.elapsed().as_millis() as u64;
         self.stats.last_duration_ms.store(ms, Ordering::Relaxed);
         self.stats.loaded_at.store(unix_now(), Ordering::Relaxed);
@@ -269,10 +270,6 @@ impl Reloader {
         files.extend(config.allow.iter().map(|a| config.resolve(&a.path)));
         files
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn unix_now() -> u64 {

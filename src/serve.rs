@@ -174,16 +174,7 @@ fn start_audit(config: &Config) -> Result<Option<(audit::Sink, audit::Writer)>> 
     let writer = audit::Writer::start(
         store,
         sink.clone(),
-        audit::writer::WriterSettings {
-            window: settings.window,
-            flush_interval: settings.flush_interval,
-            retention_days: settings.retention_days,
-            retention_by_category: settings
-                .retention_days_by_category
-                .iter()
-                .map(|(c, d)| (c.clone(), d.get_ref().0))
-                .collect(),
-        },
+        audit::writer::WriterSettings::from_config(settings),
     )?;
     Ok(Some((sink, writer)))
 }

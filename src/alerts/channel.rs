@@ -16,8 +16,8 @@ use lettre::transport::smtp::client::{Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 use reqwest::header::{HeaderName, HeaderValue};
 
+use super::error::AlertError;
 use super::message::{Message, Wording};
-use super::AlertError;
 use crate::config::{Config, StartTls};
 
 /// How long one delivery attempt may take, connection included.

@@ -9,7 +9,7 @@ use std::time::SystemTime;
 
 use rusqlite::{params, OptionalExtension};
 
-use super::message::Sighting;
+use super::sighting::Sighting;
 use crate::audit::store::Retention;
 use crate::audit::{rfc3339, AuditError, Store};
 

@@ -19,35 +19,10 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use super::message::Sighting;
+use super::sighting::{Key, Sighting};
 
 /// Blocks held in detail per key; more are counted in [`Held::more`].
 pub const DETAIL: usize = 100;
-
-/// Whom a rate limit applies to: a client address and an alerting category.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Key {
-    pub client: String,
-    pub category: String,
-}
-
-impl Key {
-    pub fn new(client: &str, category: &str) -> Key {
-        Key {
-            client: client.to_string(),
-            category: category.to_string(),
-        }
-    }
-
-    /// The key of the shared digest of blocks past `max_keys`.
-    pub fn overflow() -> Key {
-        Key::new("*", "*")
-    }
-
-    pub fn is_overflow(&self) -> bool {
-        *self == Key::overflow()
-    }
-}
 
 /// What to do with a block offered to the limiter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -10,26 +10,9 @@ use std::time::Duration;
 use chrono_tz::Tz;
 use serde_json::json;
 
-use super::limit::{Held, Key};
+use super::limit::Held;
+use super::sighting::{Key, Sighting};
 use crate::config::Config;
-
-/// One audit event an alert is about.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Sighting {
-    /// The audit event's id (`warden audit list`, the dashboard's `/events/ID`).
-    pub id: i64,
-    /// When it was first seen, RFC 3339 UTC.
-    pub time: String,
-    pub client: String,
-    pub device: Option<String>,
-    pub group: String,
-    pub name: String,
-    pub categories: String,
-    pub list: String,
-    pub rule: String,
-    /// Blocks counted into the event when it was read.
-    pub count: i64,
-}
 
 /// An immediate alert or a digest of the blocks held after it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,107 +118,121 @@ impl Message {
 
     /// The email body (and the webhook's `text`).
     pub fn text(&self, wording: &Wording) -> String {
-        let mut out = String::new();
-        let first = &self.sightings[..self.sightings.len().min(1)];
-        let category = &self.key.category;
-        let about = wording
-            .descriptions
-            .get(category)
-            .filter(|d| !d.is_empty())
-            .map(|d| format!(" ({d})"))
-            .unwrap_or_default();
-        match (self.kind, first) {
-            (Kind::Alert, [s]) => {
-                out.push_str(&format!(
-                    "Warden has blocked a website in the category \"{category}\"{about}.\n\n"
-                ));
-                out.push_str(&format!("What was blocked:  {}\n", s.name));
-                out.push_str(&format!("When:              {}\n", wording.time(&s.time)));
-                out.push_str(&format!(
-                    "Which device:      {}, group \"{}\"\n",
-                    self.device_words(s),
-                    s.group
-                ));
-                // A hashed list's entry says nothing to a reader (and is hashed so the
-                // list's contents stay unreadable): name the list only.
-                let entry = if s.rule.starts_with("sha256:") || s.rule == s.name {
-                    String::new()
-                } else {
-                    format!(" (entry {})", s.rule)
-                };
-                out.push_str(&format!(
-                    "Why:               it is on the list \"{}\"{entry}\n\n",
-                    s.list
-                ));
-                out.push_str(
-                    "The device could not open it. A block does not by itself mean that\n\
-                     anyone did anything wrong: apps and pages sometimes load addresses in\n\
-                     the background.\n\n",
-                );
-                out.push_str(&format!(
-                    "What to do now: look at this event (number {}) in the Warden\n\
-                     dashboard:\n    {}\n\
-                     decide whether it needs action under your safeguarding policy, and\n\
-                     record your review there.\n\n",
-                    s.id,
-                    wording.link(s.id)
-                ));
-                if !wording.window.is_zero() {
-                    out.push_str(&format!(
-                        "If this device is blocked again in this category within {}, Warden\n\
-                         will not send a message for each block: it sends one summary when\n\
-                         that time is over.\n",
-                        humantime::format_duration(wording.window)
-                    ));
-                }
-            }
-            _ => {
-                let n = self.blocks();
-                if self.key.is_overflow() {
-                    out.push_str(&format!(
-                        "Warden blocked {n} more websites in categories that alert, on more\n\
-                         devices than it tracks one by one, so they are listed together here.\n\n"
-                    ));
-                } else if let Some(s) = self.sightings.first() {
-                    out.push_str(&format!(
-                        "Warden blocked {n} more website{} in the category \"{category}\"{about}\n\
-                         on {}, group \"{}\", after its last alert.\n\n",
-                        if n == 1 { "" } else { "s" },
-                        self.device_words(s),
-                        s.group
-                    ));
-                }
-                for s in &self.sightings {
-                    let times = if s.count > 1 {
-                        format!(" ({} times)", s.count)
-                    } else {
-                        String::new()
-                    };
-                    let device = if self.key.is_overflow() {
-                        format!(" on {}", self.device_words(s))
-                    } else {
-                        String::new()
-                    };
-                    out.push_str(&format!(
-                        "  {}  {}{times}{device}, event {}\n",
-                        wording.time(&s.time),
-                        s.name,
-                        s.id
-                    ));
-                }
-                if self.more > 0 {
-                    out.push_str(&format!("  and {} more not listed here.\n", self.more));
-                }
-                out.push_str(&format!(
-                    "\nWhat to do now: review these events in the Warden dashboard, starting\n\
-                     with:\n    {}\n\
-                     and record your reviews there.\n",
-                    wording.link(self.sightings.first().map_or(0, |s| s.id))
-                ));
-            }
-        }
+        let about = wording.about(&self.key.category);
+        let mut out = match (self.kind, self.sightings.first()) {
+            (Kind::Alert, Some(s)) => self.alert_text(s, &about, wording),
+            _ => self.digest_text(&about, wording),
+        };
         out.push_str("\n-- \nSent by Warden, the web filter.\n");
         out
+    }
+
+    /// The body of an immediate alert about `s`; `about` is the category's description.
+    fn alert_text(&self, s: &Sighting, about: &str, wording: &Wording) -> String {
+        let category = &self.key.category;
+        let mut out =
+            format!("Warden has blocked a website in the category \"{category}\"{about}.\n\n");
+        out.push_str(&format!("What was blocked:  {}\n", s.name));
+        out.push_str(&format!("When:              {}\n", wording.time(&s.time)));
+        out.push_str(&format!(
+            "Which device:      {}, group \"{}\"\n",
+            self.device_words(s),
+            s.group
+        ));
+        // A hashed list's entry says nothing to a reader (and is hashed so the list's
+        // contents stay unreadable): name the list only.
+        let entry = if s.rule.starts_with("sha256:") || s.rule == s.name {
+            String::new()
+        } else {
+            format!(" (entry {})", s.rule)
+        };
+        out.push_str(&format!(
+            "Why:               it is on the list \"{}\"{entry}\n\n",
+            s.list
+        ));
+        out.push_str(
+            "The device could not open it. A block does not by itself mean that\n\
+             anyone did anything wrong: apps and pages sometimes load addresses in\n\
+             the background.\n\n",
+        );
+        out.push_str(&format!(
+            "What to do now: look at this event (number {}) in the Warden\n\
+             dashboard:\n    {}\n\
+             decide whether it needs action under your safeguarding policy, and\n\
+             record your review there.\n\n",
+            s.id,
+            wording.link(s.id)
+        ));
+        if !wording.window.is_zero() {
+            out.push_str(&format!(
+                "If this device is blocked again in this category within {}, Warden\n\
+                 will not send a message for each block: it sends one summary when\n\
+                 that time is over.\n",
+                humantime::format_duration(wording.window)
+            ));
+        }
+        out
+    }
+
+    /// The body of a digest: what it is about, then one line per block held.
+    fn digest_text(&self, about: &str, wording: &Wording) -> String {
+        let mut out = self.digest_opening(about);
+        for s in &self.sightings {
+            out.push_str(&self.digest_line(s, wording));
+        }
+        if self.more > 0 {
+            out.push_str(&format!("  and {} more not listed here.\n", self.more));
+        }
+        out.push_str(&format!(
+            "\nWhat to do now: review these events in the Warden dashboard, starting\n\
+             with:\n    {}\n\
+             and record your reviews there.\n",
+            wording.link(self.sightings.first().map_or(0, |s| s.id))
+        ));
+        out
+    }
+
+    /// The digest's first paragraph: how many blocks, of which device and category.
+    fn digest_opening(&self, about: &str) -> String {
+        let n = self.blocks();
+        let category = &self.key.category;
+        if self.key.is_overflow() {
+            format!(
+                "Warden blocked {n} more websites in categories that alert, on more\n\
+                 devices than it tracks one by one, so they are listed together here.\n\n"
+            )
+        } else if let Some(s) = self.sightings.first() {
+            format!(
+                "Warden blocked {n} more website{} in the category \"{category}\"{about}\n\
+                 on {}, group \"{}\", after its last alert.\n\n",
+                if n == 1 { "" } else { "s" },
+                self.device_words(s),
+                s.group
+            )
+        } else {
+            String::new()
+        }
+    }
+
+    /// One block of a digest: when, what, how often (and on which device, in the
+    /// overflow digest).
+    fn digest_line(&self, s: &Sighting, wording: &Wording) -> String {
+        let times = if s.count > 1 {
+            format!(" ({} times)", s.count)
+        } else {
+            String::new()
+        };
+        let device = if self.key.is_overflow() {
+            format!(" on {}", self.device_words(s))
+        } else {
+            String::new()
+        };
+        format!(
+            "  {}  {}{times}{device}, event {}\n",
+            wording.time(&s.time),
+            s.name,
+            s.id
+        )
     }
 
     /// `ipad-3 (address 10.0.0.7)`, or `the device at 10.0.0.7`.
@@ -311,6 +308,15 @@ impl Wording {
                 .collect(),
             window: config.alerts.rate_window,
         }
+    }
+
+    /// ` (Unlawful terrorist content)`: the description of `category`, if it has one.
+    fn about(&self, category: &str) -> String {
+        self.descriptions
+            .get(category)
+            .filter(|d| !d.is_empty())
+            .map(|d| format!(" ({d})"))
+            .unwrap_or_default()
     }
 
     /// The dashboard page of event `id` (its path when no dashboard URL is configured).

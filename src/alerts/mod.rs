@@ -30,8 +30,12 @@
 
 pub mod channel;
 pub mod db;
+mod error;
 pub mod limit;
 pub mod message;
+pub mod sighting;
+
+pub use self::error::AlertError;
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -42,13 +46,15 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use self::channel::Channel;
-use self::limit::{Key, Limiter, Offer};
+use self::limit::{Limiter, Offer};
 use self::message::{Kind, Message, Wording};
+use self::sighting::Key;
 use crate::audit::store::Retention;
 use crate::audit::{before, rfc3339, AuditError, Store};
 use crate::config::AlertsConfig;
 use crate::engine::Engine;
 use crate::metrics::Metrics;
+use crate::sync::lock;
 
 /// Retries never wait longer than this between two attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(600);
@@ -58,17 +64,6 @@ const STALE: Duration = Duration::from_secs(24 * 3600);
 const BATCH: u32 = 1000;
 /// How often delivery records past retention lose their client address.
 const PURGE_EVERY: Duration = Duration::from_secs(24 * 3600);
-
-/// Why alerts cannot run.
-#[derive(Debug, thiserror::Error)]
-pub enum AlertError {
-    #[error(transparent)]
-    Audit(#[from] AuditError),
-    #[error("[alerts] {0}")]
-    Setup(String),
-    #[error("alerts: a database task failed: {0}")]
-    Task(String),
-}
 
 /// The running alerts task.
 pub struct Alerts {
@@ -111,15 +106,7 @@ pub async fn start(
     });
     let mut poller = Poller {
         limiter: Limiter::new(settings.rate_window, settings.max_keys),
-        retention: Retention {
-            default_days: config.audit.retention_days,
-            by_category: config
-                .audit
-                .retention_days_by_category
-                .iter()
-                .map(|(c, d)| (c.clone(), d.get_ref().0))
-                .collect(),
-        },
+        retention: Retention::from_config(&config.audit),
         shared,
         engine: engine.clone(),
         settings,
@@ -177,10 +164,6 @@ where
         .await
         .map_err(|e| AlertError::Task(e.to_string()))?
         .map_err(AlertError::from)
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Reads new events, rate-limits them and raises messages.

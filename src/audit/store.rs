@@ -24,6 +24,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use sha2::{Digest, Sha256};
 
 use super::{rfc3339, Key, Pending};
+use crate::config::AuditConfig;
 
 /// Problems with the audit database.
 #[derive(Debug, thiserror::Error)]
@@ -519,6 +520,14 @@ pub struct Retention {
 }
 
 impl Retention {
+    /// The retention `[audit]` configures (`retention_days`, `retention_days_by_category`).
+    pub fn from_config(audit: &AuditConfig) -> Retention {
+        Retention {
+            default_days: audit.retention_days,
+            by_category: audit.retention_by_category(),
+        }
+    }
+
     fn days(&self, categories: &str) -> u32 {
         categories
             .split(',')
@@ -786,6 +795,31 @@ fn restrict(path: &Path) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retention_is_read_from_the_audit_section() {
+        let audit: AuditConfig = toml::from_str(
+            "retention_days = 10\nretention_days_by_category = { terrorism = 2555, adult = 3 }",
+        )
+        .unwrap();
+        assert_eq!(
+            Retention::from_config(&audit),
+            Retention {
+                default_days: 10,
+                by_category: BTreeMap::from([
+                    ("adult".to_string(), 3),
+                    ("terrorism".to_string(), 2555)
+                ]),
+            }
+        );
+        // A row in both categories is kept for the longer of the two.
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(10_000 * 86_400);
+        let kept = Retention::from_config(&audit).expiry("adult,terrorism", now);
+        assert_eq!(
+            kept,
+            crate::audit::before(now, Duration::from_secs(2555 * 86_400))
+        );
+    }
 
     #[test]
     fn a_database_of_another_layout_is_refused_at_open() {

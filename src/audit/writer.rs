@@ -27,6 +27,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use super::store::{AuditError, BatchStats, OpenRow, Retention, Store};
 use super::{fold_event, Key, Pending, Sink, OVERFLOW_CLIENT, OVERFLOW_NAME};
+use crate::config::AuditConfig;
 
 /// How often retention purges run.
 const PURGE_EVERY: Duration = Duration::from_secs(24 * 3600);
@@ -47,6 +48,30 @@ pub struct WriterSettings {
     pub flush_interval: Duration,
     pub retention_days: u32,
     pub retention_by_category: BTreeMap<String, u32>,
+}
+
+impl WriterSettings {
+    /// The settings `[audit]` configures.
+    pub fn from_config(audit: &AuditConfig) -> WriterSettings {
+        let Retention {
+            default_days,
+            by_category,
+        } = Retention::from_config(audit);
+        WriterSettings {
+            window: audit.window,
+            flush_interval: audit.flush_interval,
+            retention_days: default_days,
+            retention_by_category: by_category,
+        }
+    }
+
+    /// The retention the daily purge applies.
+    pub fn retention(&self) -> Retention {
+        Retention {
+            default_days: self.retention_days,
+            by_category: self.retention_by_category.clone(),
+        }
+    }
 }
 
 /// Counters for logs and metrics.
@@ -205,11 +230,7 @@ fn finish(
 
 /// The daily retention purge (a failure is logged and retried the next day).
 fn purge(store: &mut Store, settings: &WriterSettings, stats: &WriterStats) {
-    let policy = Retention {
-        default_days: settings.retention_days,
-        by_category: settings.retention_by_category.clone(),
-    };
-    match store.purge(SystemTime::now(), &policy) {
+    match store.purge(SystemTime::now(), &settings.retention()) {
         Ok(n) => {
             stats.purged.fetch_add(n, Ordering::Relaxed);
             if n > 0 {

@@ -329,7 +329,7 @@ impl LimiterState {
 
 impl LoginLimiter {
     fn lock(&self) -> std::sync::MutexGuard<'_, LimiterState> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        crate::sync::lock(&self.state)
     }
 
     /// Count an attempt from `client` for `user` now, or `Err(wait)` if either has used

@@ -112,7 +112,7 @@ impl Dashboard {
     ) -> Result<T, PageError> {
         let store = self.store.clone();
         tokio::task::spawn_blocking(move || {
-            let store = store.lock().unwrap_or_else(|p| p.into_inner());
+            let store = crate::sync::lock(&store);
             f(&store)
         })
         .await

@@ -152,9 +152,7 @@ impl AnswerCache {
     /// Drop expired entries and those of older snapshots, at most once a second.
     fn sweep(&self, now: Instant, generation: u64) {
         {
-            let Ok(mut last) = self.last_sweep.lock() else {
-                return;
-            };
+            let mut last = crate::sync::lock(&self.last_sweep);
             if last.is_some_and(|t| now.saturating_duration_since(t) < SWEEP_EVERY) {
                 return;
             }

@@ -109,9 +109,7 @@ impl Table {
     fn lock(&self) -> MutexGuard<'_, ConnectionTable> {
         // A panic elsewhere while holding the lock leaves the table consistent (every
         // method finishes its updates before returning), so keep serving.
-        self.0
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        crate::sync::lock(&self.0)
     }
 }
 

@@ -105,6 +105,17 @@ pub struct ListReport {
     pub load_time: Duration,
 }
 
+/// How one configured list loaded.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LoadedList {
+    pub name: String,
+    /// The category, or `None` for an allow list.
+    pub category: Option<String>,
+    pub report: ListReport,
+    /// A `url` list with no downloaded copy yet: it blocks nothing until one arrives.
+    pub missing: bool,
+}
+
 fn serialize_ms<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_f64(d.as_secs_f64() * 1000.0)
 }

@@ -249,26 +249,16 @@ impl LineParser {
             out.ignorable = true;
             return;
         };
-        if owner.eq_ignore_ascii_case("$ORIGIN") {
-            self.origin = tokens
-                .get(1)
-                .map(|o| o.trim_end_matches('.').to_ascii_lowercase());
+        if owner.starts_with('$') {
+            self.rpz_directive(&tokens);
             out.ignorable = true;
             return;
         }
-        if owner.starts_with('$') {
-            out.ignorable = true; // $TTL, $INCLUDE (not followed): directives
-            return;
-        }
         // owner [ttl] [class] type rdata...
-        let mut rest = tokens[1..].iter().copied().peekable();
-        while let Some(tok) = rest.peek() {
-            if tok.chars().all(|c| c.is_ascii_digit()) || is_class(tok) {
-                rest.next();
-            } else {
-                break;
-            }
-        }
+        let mut rest = tokens[1..]
+            .iter()
+            .copied()
+            .skip_while(|tok| tok.chars().all(|c| c.is_ascii_digit()) || is_class(tok));
         let Some(rtype) = rest.next() else {
             out.skip(SkipReason::WrongFormat);
             return;
@@ -289,32 +279,14 @@ impl LineParser {
             out.skip(SkipReason::WrongFormat);
             return;
         }
-        let rdata = rest.next().unwrap_or("");
-        let syntax = if rtype != "CNAME" {
-            Syntax::Rpz // local data: the name is answered locally, i.e. redirected
-        } else {
-            match rdata.to_ascii_lowercase().as_str() {
-                "." | "*." | "rpz-drop." => Syntax::Rpz,
-                "rpz-passthru." => Syntax::RpzPassthru,
-                "rpz-tcp-only." => {
-                    out.skip(SkipReason::NotBlocking);
-                    return;
-                }
-                _ => Syntax::Rpz, // a walled-garden redirect is still a block
+        let syntax = match rpz_action(&rtype, rest.next().unwrap_or("")) {
+            Ok(syntax) => syntax,
+            Err(reason) => {
+                out.skip(reason);
+                return;
             }
         };
-        let owner = owner.to_ascii_lowercase();
-        let relative = match owner.strip_suffix('.') {
-            Some(absolute) => match &self.origin {
-                Some(origin) => absolute
-                    .strip_suffix(origin.as_str())
-                    .and_then(|s| s.strip_suffix('.'))
-                    .unwrap_or(absolute)
-                    .to_string(),
-                None => absolute.to_string(),
-            },
-            None => owner,
-        };
+        let relative = self.relative_owner(owner);
         if [".rpz-ip", ".rpz-nsdname", ".rpz-nsip", ".rpz-client-ip"]
             .iter()
             .any(|t| relative.ends_with(t))
@@ -326,6 +298,47 @@ impl LineParser {
             Ok((name, _)) => out.push(Target::Name(name), syntax),
             Err(reason) => out.skip(reason),
         }
+    }
+
+    /// A zone file directive: `$ORIGIN` sets the origin of the owners that follow;
+    /// the others (`$TTL`, `$INCLUDE`, which is not followed) change nothing here.
+    fn rpz_directive(&mut self, tokens: &[&str]) {
+        if tokens[0].eq_ignore_ascii_case("$ORIGIN") {
+            self.origin = tokens
+                .get(1)
+                .map(|o| o.trim_end_matches('.').to_ascii_lowercase());
+        }
+    }
+
+    /// An RPZ owner name relative to the zone: an absolute owner loses the `$ORIGIN`.
+    fn relative_owner(&self, owner: &str) -> String {
+        let owner = owner.to_ascii_lowercase();
+        match owner.strip_suffix('.') {
+            Some(absolute) => match &self.origin {
+                Some(origin) => absolute
+                    .strip_suffix(origin.as_str())
+                    .and_then(|s| s.strip_suffix('.'))
+                    .unwrap_or(absolute)
+                    .to_string(),
+                None => absolute.to_string(),
+            },
+            None => owner,
+        }
+    }
+}
+
+/// What an RPZ record of type `rtype` (upper case) with `rdata` does to its owner: a
+/// block (any local data redirects the name, and so does a walled-garden CNAME), an
+/// exception (`rpz-passthru.`), or nothing a DNS filter can do (`rpz-tcp-only.`).
+fn rpz_action(rtype: &str, rdata: &str) -> Result<Syntax, SkipReason> {
+    if rtype != "CNAME" {
+        return Ok(Syntax::Rpz); // local data: the name is answered locally, i.e. redirected
+    }
+    match rdata.to_ascii_lowercase().as_str() {
+        "." | "*." | "rpz-drop." => Ok(Syntax::Rpz),
+        "rpz-passthru." => Ok(Syntax::RpzPassthru),
+        "rpz-tcp-only." => Err(SkipReason::NotBlocking),
+        _ => Ok(Syntax::Rpz), // a walled-garden redirect is still a block
     }
 }
 
