@@ -9,8 +9,8 @@
 //! | `GET /export.csv` | lead, admin | the current filter's events as CSV, for the incident log |
 //! | `GET /admin`, `POST /admin/allow`, `POST /admin/allow/remove` | admin | allow entries, users, sign-ins |
 //!
-//! Every page needs a session ([`auth`]); every form carries the session's CSRF token;
-//! every response carries a strict Content-Security-Policy and no-sniff/no-frame headers.
+//! Every page needs a session ([`auth`]) and every form POST the session's CSRF token,
+//! checked by the handlers' extractors (`extract.rs`) before they run; every response carries a strict Content-Security-Policy and no-sniff/no-frame headers.
 //! Bad input (a malformed form, an unknown event, a bad date) is answered with a 4xx page
 //! that says what was wrong, never a 500. Database work runs on blocking threads, on a
 //! connection of the dashboard's own beside the audit writer's.
@@ -18,6 +18,7 @@
 pub mod allow;
 pub mod auth;
 pub mod chart;
+mod extract;
 pub mod pages;
 pub mod signin;
 
@@ -34,6 +35,7 @@ use axum::Router;
 use maud::Markup;
 
 use self::auth::{Session, LOGIN_COOKIE, SESSION_COOKIE};
+use self::extract::{require_admin, Admin, CarriesCsrf, Signed, SignedForm};
 use crate::audit::records::{self, AllowChange};
 use crate::audit::review::{self, EventRow, Filter};
 use crate::audit::{rfc3339, AuditError, Store};
@@ -124,15 +126,6 @@ impl Dashboard {
     fn session(&self, headers: &HeaderMap) -> Option<Session> {
         let token = cookie(headers, SESSION_COOKIE)?;
         self.sessions.get(token, &self.engine().config)
-    }
-
-    /// The session, or the reason to refuse: for a page (GET), a trip to the sign-in form.
-    fn require(&self, headers: &HeaderMap, form_post: bool) -> Result<Session, PageError> {
-        match self.session(headers) {
-            Some(s) => Ok(s),
-            None if form_post => Err(PageError::NotSignedIn),
-            None => Err(PageError::SignInFirst),
-        }
     }
 }
 
@@ -227,14 +220,6 @@ fn form<T>(parsed: Result<Form<T>, FormRejection>) -> Result<T, PageError> {
     })
 }
 
-fn check_csrf(session: &Session, presented: &str) -> Result<(), PageError> {
-    if auth::tokens_equal(presented, &session.csrf) {
-        Ok(())
-    } else {
-        Err(PageError::BadToken)
-    }
-}
-
 /// The dashboard's routes, with security headers on every response.
 pub fn routes(dashboard: Arc<Dashboard>) -> Router {
     Router::new()
@@ -320,13 +305,17 @@ struct CsrfForm {
     csrf: String,
 }
 
+impl CarriesCsrf for CsrfForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
 async fn logout(
     State(d): State<Arc<Dashboard>>,
     headers: HeaderMap,
-    parsed: Result<Form<CsrfForm>, FormRejection>,
+    _: SignedForm<CsrfForm>,
 ) -> PageResult {
-    let session = d.require(&headers, true)?;
-    check_csrf(&session, &form(parsed)?.csrf)?;
     if let Some(token) = cookie(&headers, SESSION_COOKIE) {
         d.sessions.end(token);
     }
@@ -350,8 +339,7 @@ fn serious_categories(config: &Config) -> Vec<String> {
         .collect()
 }
 
-async fn overview(State(d): State<Arc<Dashboard>>, headers: HeaderMap) -> PageResult {
-    let session = d.require(&headers, false)?;
+async fn overview(State(d): State<Arc<Dashboard>>, Signed(session): Signed) -> PageResult {
     let engine = d.engine();
     let serious = serious_categories(&engine.config);
     let now = SystemTime::now();
@@ -518,10 +506,9 @@ fn query<T>(parsed: Result<Query<T>, QueryRejection>) -> Result<T, PageError> {
 
 async fn events(
     State(d): State<Arc<Dashboard>>,
-    headers: HeaderMap,
+    Signed(session): Signed,
     parsed: Result<Query<pages::FilterForm>, QueryRejection>,
 ) -> PageResult {
-    let session = d.require(&headers, false)?;
     let form = query(parsed)?;
     let engine = d.engine();
     let mut filter = to_filter(&form, &engine.config)?;
@@ -569,11 +556,10 @@ struct DetailQuery {
 
 async fn event_detail(
     State(d): State<Arc<Dashboard>>,
-    headers: HeaderMap,
+    Signed(session): Signed,
     id: Result<Path<i64>, PathRejection>,
     parsed: Result<Query<DetailQuery>, QueryRejection>,
 ) -> PageResult {
-    let session = d.require(&headers, false)?;
     let id = event_id(id)?;
     let saved = query(parsed)?.saved.is_some();
     let (event, reviews, others) = d
@@ -617,16 +603,18 @@ struct ReviewForm {
     note: String,
 }
 
+impl CarriesCsrf for ReviewForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
 async fn review_submit(
     State(d): State<Arc<Dashboard>>,
-    headers: HeaderMap,
     id: Result<Path<i64>, PathRejection>,
-    parsed: Result<Form<ReviewForm>, FormRejection>,
+    SignedForm(session, review_form): SignedForm<ReviewForm>,
 ) -> PageResult {
-    let session = d.require(&headers, true)?;
     let id = event_id(id)?;
-    let review_form = form(parsed)?;
-    check_csrf(&session, &review_form.csrf)?;
     if review_form.note.chars().count() > MAX_NOTE {
         return Err(PageError::BadRequest(format!(
             "A note can be at most {MAX_NOTE} characters."
@@ -650,10 +638,9 @@ async fn review_submit(
 
 async fn export_csv(
     State(d): State<Arc<Dashboard>>,
-    headers: HeaderMap,
+    Signed(session): Signed,
     parsed: Result<Query<pages::FilterForm>, QueryRejection>,
 ) -> PageResult {
-    let session = d.require(&headers, false)?;
     let form = query(parsed)?;
     let filter = to_filter(&form, &d.engine().config)?;
     let rows = d.db(move |s| review::list(s, &filter)).await?;
@@ -678,16 +665,6 @@ async fn export_csv(
 
 // ---- Admin ----
 
-fn require_admin(session: &Session) -> Result<(), PageError> {
-    if session.role == Role::Admin {
-        Ok(())
-    } else {
-        Err(PageError::Forbidden(
-            "Only an admin can change the allow list. Ask your Warden admin.".to_string(),
-        ))
-    }
-}
-
 fn allow_file(config: &Config) -> PathBuf {
     config.resolve(&config.dashboard.allow_file)
 }
@@ -700,11 +677,9 @@ struct AdminQuery {
 
 async fn admin_page(
     State(d): State<Arc<Dashboard>>,
-    headers: HeaderMap,
+    Admin(session): Admin,
     parsed: Result<Query<AdminQuery>, QueryRejection>,
 ) -> PageResult {
-    let session = d.require(&headers, false)?;
-    require_admin(&session)?;
     let notice = query(parsed)?.done;
     let engine = d.engine();
     let text =
@@ -746,9 +721,15 @@ struct AllowForm {
     reason: String,
 }
 
-/// The checks every allow-list change needs; returns the normalised name and reason.
+impl CarriesCsrf for AllowForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
+/// The checks every allow-list change needs after its CSRF token; returns the normalised
+/// name and reason.
 fn check_allow_form(session: &Session, f: &AllowForm) -> Result<(String, String), PageError> {
-    check_csrf(session, &f.csrf)?;
     require_admin(session)?;
     let name = crate::name::normalize(&f.name).map_err(|e| {
         PageError::BadRequest(format!("{:?} is not a domain name: {e}.", f.name.trim()))
@@ -769,11 +750,8 @@ fn check_allow_form(session: &Session, f: &AllowForm) -> Result<(String, String)
 
 async fn allow_add(
     State(d): State<Arc<Dashboard>>,
-    headers: HeaderMap,
-    parsed: Result<Form<AllowForm>, FormRejection>,
+    SignedForm(session, f): SignedForm<AllowForm>,
 ) -> PageResult {
-    let session = d.require(&headers, true)?;
-    let f = form(parsed)?;
     let (name, reason) = check_allow_form(&session, &f)?;
     let engine = d.engine();
     // A locked (statutory) list always wins over an allow entry: refuse to pretend.
@@ -810,11 +788,8 @@ async fn allow_add(
 
 async fn allow_remove(
     State(d): State<Arc<Dashboard>>,
-    headers: HeaderMap,
-    parsed: Result<Form<AllowForm>, FormRejection>,
+    SignedForm(session, f): SignedForm<AllowForm>,
 ) -> PageResult {
-    let session = d.require(&headers, true)?;
-    let f = form(parsed)?;
     let (name, reason) = check_allow_form(&session, &f)?;
     change_allow_file(&d, &session, "remove", &name, &reason, |text| {
         allow::without_entry(text, &name).ok_or_else(|| {
