@@ -32,6 +32,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
+use chrono_tz::Tz;
 use maud::Markup;
 
 use self::auth::{Session, LOGIN_COOKIE, SESSION_COOKIE};
@@ -41,6 +42,7 @@ use crate::audit::review::{self, EventRow, Filter};
 use crate::audit::{rfc3339, AuditError, Store};
 use crate::config::{Config, Role};
 use crate::engine::Engine;
+use crate::localtime;
 use crate::metrics::Metrics;
 use crate::reload::Reloader;
 
@@ -343,12 +345,8 @@ async fn overview(State(d): State<Arc<Dashboard>>, Signed(session): Signed) -> P
     let engine = d.engine();
     let serious = serious_categories(&engine.config);
     let now = SystemTime::now();
-    let since_time = crate::audit::before(now, Duration::from_secs(29 * 86_400));
-    let since_day = rfc3339(since_time)[..10].to_string();
-    let since = format!("{since_day}T00:00:00.000Z");
-    let days: Vec<String> = (0..30)
-        .map(|i| rfc3339(since_time + Duration::from_secs(i * 86_400))[..10].to_string())
-        .collect();
+    let tz = localtime::zone(&engine.config);
+    let (days, since) = last_30_days(now, tz);
     let serious_filter = Filter {
         unreviewed: true,
         any_category: serious.clone(),
@@ -358,7 +356,7 @@ async fn overview(State(d): State<Arc<Dashboard>>, Signed(session): Signed) -> P
     let since_db = since.clone();
     let (daily, serious_rows, unreviewed_total, summary) = d
         .db(move |s| {
-            let daily = review::daily_by_category(s, &since_db)?;
+            let daily = review::daily_by_category(s, &since_db, tz)?;
             let serious_rows = review::list(s, &serious_filter)?;
             let unreviewed = review::count(
                 s,
@@ -387,6 +385,7 @@ async fn overview(State(d): State<Arc<Dashboard>>, Signed(session): Signed) -> P
         top_devices: &summary.top_devices,
         lists: &lists,
         total_30d: summary.total,
+        tz,
     };
     Ok(html(pages::overview(
         &page,
@@ -396,9 +395,24 @@ async fn overview(State(d): State<Arc<Dashboard>>, Signed(session): Signed) -> P
     )))
 }
 
+/// The last 30 days in `tz` (`YYYY-MM-DD`, oldest first, today last), and the start of
+/// the first of them as stored (RFC 3339 UTC).
+fn last_30_days(now: SystemTime, tz: Tz) -> (Vec<String>, String) {
+    let today = localtime::day_of(now.into(), tz);
+    let first = today - chrono::Days::new(29);
+    let days = first
+        .iter_days()
+        .take(30)
+        .map(|d| d.format("%Y-%m-%d").to_string())
+        .collect();
+    let since = rfc3339(localtime::start_of_day(first, tz).into());
+    (days, since)
+}
+
 /// Each list's entries, last update, failed updates and any problem.
 fn list_health(engine: &Engine, metrics: &Metrics, now: SystemTime) -> Vec<pages::ListHealth> {
     let config = &engine.config;
+    let tz = localtime::zone(config);
     let stale: std::collections::HashMap<String, Option<crate::sources::Stale>> =
         crate::sources::stale_lists(config, now)
             .into_iter()
@@ -442,7 +456,7 @@ fn list_health(engine: &Engine, metrics: &Metrics, now: SystemTime) -> Vec<pages
                     .unwrap_or_else(|| "allow list".to_string()),
                 entries: list.report.accepted,
                 refreshed: refreshed
-                    .map(|t| rfc3339(t)[..16].replace('T', " ") + " UTC")
+                    .map(|t| localtime::show_system(t, tz))
                     .unwrap_or_else(|| "never".to_string()),
                 failures: metrics.list_refresh_failure_count(&list.name),
                 problem,
@@ -456,19 +470,26 @@ fn list_health(engine: &Engine, metrics: &Metrics, now: SystemTime) -> Vec<pages
 /// The audit filter for the form's values, or a message saying which value is wrong.
 fn to_filter(f: &pages::FilterForm, config: &Config) -> Result<Filter, PageError> {
     let now = SystemTime::now();
+    let tz = localtime::zone(config);
+    // A date is a day in the zone the pages show times in.
     let date = |text: &str, what: &str| -> Result<Option<String>, PageError> {
         if text.is_empty() {
             return Ok(None);
         }
-        review::parse_time(text, now).map(Some).map_err(|_| {
-            PageError::BadRequest(format!("{what} {text:?} is not a date like 2026-11-01."))
-        })
+        review::parse_time(&localtime::local_dates(text, tz), now)
+            .map(Some)
+            .map_err(|_| {
+                PageError::BadRequest(format!("{what} {text:?} is not a date like 2026-11-01."))
+            })
     };
     let since = date(&f.since, "From")?;
-    // "Until" a date includes that whole day.
-    let until = date(&f.until, "Until")?
-        .and_then(|t| humantime::parse_rfc3339_weak(&t).ok())
-        .map(|t| rfc3339(t + Duration::from_secs(86_400)));
+    // "Until" a date includes that whole day: up to the start of the next one.
+    let until = match next_day(&f.until) {
+        Some(next) => date(&next, "Until")?,
+        None => date(&f.until, "Until")?
+            .and_then(|t| humantime::parse_rfc3339_weak(&t).ok())
+            .map(|t| rfc3339(t + Duration::from_secs(86_400))),
+    };
     if !f.category.is_empty() && !config.categories.contains_key(&f.category) {
         return Err(PageError::BadRequest(format!(
             "There is no category {:?}.",
@@ -496,6 +517,13 @@ fn to_filter(f: &pages::FilterForm, config: &Config) -> Result<Filter, PageError
         reviewed,
         ..Filter::default()
     })
+}
+
+/// The day after the date `text` (`2026-11-01`), if it is one.
+fn next_day(text: &str) -> Option<String> {
+    let day = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d").ok()?;
+    let next = day.succ_opt().filter(|_| text.len() == 10)?;
+    Some(next.format("%Y-%m-%d").to_string())
 }
 
 fn query<T>(parsed: Result<Query<T>, QueryRejection>) -> Result<T, PageError> {
@@ -534,6 +562,7 @@ async fn events(
         categories: &categories,
         groups: &groups,
         serious: &serious,
+        tz: localtime::zone(&engine.config),
     };
     Ok(html(pages::events(
         &view,
@@ -587,6 +616,7 @@ async fn event_detail(
         others: &others,
         serious: &serious,
         saved,
+        tz: localtime::zone(&engine.config),
     };
     Ok(html(pages::event_detail(
         &view,
@@ -705,6 +735,7 @@ async fn admin_page(
         users: &users,
         signins: &signins,
         notice,
+        tz: localtime::zone(&engine.config),
     };
     Ok(html(pages::admin(
         &view,
