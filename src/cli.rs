@@ -89,7 +89,8 @@ pub enum RoleArg {
 /// Which audit events a command looks at.
 #[derive(Debug, Args)]
 pub struct AuditFilterArgs {
-    /// Only events seen since: a duration (7d, 12h) or a date (2026-11-01) or RFC 3339 time.
+    /// Only events seen since: a duration (7d, 12h), a date (2026-11-01, from midnight in
+    /// `[server] timezone`) or an RFC 3339 time.
     #[arg(long)]
     pub since: Option<String>,
     /// Only events first seen before this time (same forms as --since).
@@ -329,16 +330,16 @@ fn audit_filter(
             );
         }
     }
+    // A date is a day in the zone the times are shown in.
+    let tz = crate::localtime::zone(config);
+    let parse =
+        |text: &str| audit::review::parse_time(&crate::localtime::local_dates(text, tz), now);
     let since = match (&args.since, default_since) {
-        (Some(text), _) => Some(audit::review::parse_time(text, now)?),
+        (Some(text), _) => Some(parse(text)?),
         (None, Some(ago)) => Some(audit::rfc3339(audit::before(now, ago))),
         (None, None) => None,
     };
-    let until = args
-        .until
-        .as_deref()
-        .map(|t| audit::review::parse_time(t, now))
-        .transpose()?;
+    let until = args.until.as_deref().map(parse).transpose()?;
     Ok(audit::review::Filter {
         since,
         until,
@@ -351,11 +352,56 @@ fn audit_filter(
     })
 }
 
-/// The audit events matching command-line filters, newest first (for `list`, `export`).
-fn audit_rows(path: &Path, args: AuditFilterArgs) -> Result<Vec<audit::review::EventRow>> {
+/// The audit events matching command-line filters, newest first (for `list`, `export`),
+/// and the zone their times are shown in.
+fn audit_rows(
+    path: &Path,
+    args: AuditFilterArgs,
+) -> Result<(Vec<audit::review::EventRow>, chrono_tz::Tz)> {
     let (config, store) = open_audit(path)?;
     let filter = audit_filter(&config, args, None)?;
-    Ok(audit::review::list(&store, &filter)?)
+    let rows = audit::review::list(&store, &filter)?;
+    Ok((rows, crate::localtime::zone(&config)))
+}
+
+/// One line of `audit list`: when (in `tz`, with its offset), who, what, why, how often,
+/// and whether it has been reviewed.
+fn list_line(r: &audit::review::EventRow, tz: chrono_tz::Tz) -> String {
+    let who = r.device.as_deref().unwrap_or(&r.client_ip);
+    let review = r
+        .review
+        .as_ref()
+        .map(|v| format!("reviewed: {} by {}", v.outcome, v.by))
+        .unwrap_or_else(|| "not reviewed".to_string());
+    let locked = if r.locked { " [STATUTORY]" } else { "" };
+    let via = r
+        .cname
+        .as_deref()
+        .map(|c| format!(" via {c}"))
+        .unwrap_or_default();
+    format!(
+        "#{:<6} {}  {:<15} {} ({}){via}  {}{locked}  ×{}  {}",
+        r.id,
+        crate::localtime::show(&r.first_seen, tz),
+        who,
+        r.name,
+        r.qtype,
+        r.categories,
+        r.count,
+        review
+    )
+}
+
+/// The summary for a reader: its days are days in `[server] timezone` (the JSON keeps
+/// UTC days).
+fn summary_in_zone(
+    summary: audit::review::Summary,
+    store: &audit::Store,
+    filter: &audit::review::Filter,
+    config: &crate::config::Config,
+) -> Result<audit::review::Summary> {
+    let by_day = audit::review::by_local_day(store, filter, crate::localtime::zone(config))?;
+    Ok(audit::review::Summary { by_day, ..summary })
 }
 
 fn audit_command(command: AuditCommand) -> Result<ExitCode> {
@@ -413,7 +459,7 @@ fn audit_list(
     json: bool,
     out: &mut impl Write,
 ) -> Result<ExitCode> {
-    let rows = audit_rows(path, filter)?;
+    let (rows, tz) = audit_rows(path, filter)?;
     if json {
         for row in &rows {
             writeln!(out, "{}", serde_json::to_string(row)?)?;
@@ -424,29 +470,9 @@ fn audit_list(
         writeln!(out, "No events match.")?;
     }
     for r in &rows {
-        writeln!(out, "{}", event_line(r))?;
+        writeln!(out, "{}", list_line(r, tz))?;
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// One event as `audit list` shows it.
-fn event_line(r: &audit::review::EventRow) -> String {
-    let who = r.device.as_deref().unwrap_or(&r.client_ip);
-    let review = r
-        .review
-        .as_ref()
-        .map(|v| format!("reviewed: {} by {}", v.outcome, v.by))
-        .unwrap_or_else(|| "not reviewed".to_string());
-    let locked = if r.locked { " [STATUTORY]" } else { "" };
-    let via = r
-        .cname
-        .as_deref()
-        .map(|c| format!(" via {c}"))
-        .unwrap_or_default();
-    format!(
-        "#{:<6} {}  {:<15} {} ({}){via}  {}{locked}  ×{}  {}",
-        r.id, r.first_seen, who, r.name, r.qtype, r.categories, r.count, review
-    )
 }
 
 /// `warden audit summary`: blocks per category, day and group; top devices and names.
@@ -464,6 +490,7 @@ fn audit_summary(
         writeln!(out, "{}", serde_json::to_string_pretty(&summary)?)?;
         return Ok(ExitCode::SUCCESS);
     }
+    let summary = summary_in_zone(summary, &store, &filter, &config)?;
     writeln!(out, "{} blocks", summary.total)?;
     let sections = [
         ("By category", &summary.by_category),
@@ -488,7 +515,7 @@ fn audit_export(
     format: ExportFormat,
     out: &mut impl Write,
 ) -> Result<ExitCode> {
-    let rows = audit_rows(path, filter)?;
+    let (rows, _) = audit_rows(path, filter)?;
     match format {
         ExportFormat::Csv => {
             writeln!(out, "{}", audit::review::CSV_HEADER)?;

@@ -73,6 +73,7 @@ pub mod filter;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod lists;
+pub(crate) mod localtime;
 pub mod memory;
 pub mod metrics;
 pub mod name;

@@ -202,6 +202,13 @@ impl Fixture {
         std::fs::write(&self.config, body).unwrap();
     }
 
+    /// Set `[server] timezone` (the config has no `[server]` section otherwise).
+    fn set_timezone(&self, tz: &str) {
+        let body = std::fs::read_to_string(&self.config).unwrap();
+        let body = format!("[server]\ntimezone = {tz:?}\n\n{body}");
+        std::fs::write(&self.config, body).unwrap();
+    }
+
     fn standard() -> (Fixture, SystemTime) {
         let now = SystemTime::now();
         let (past, live) = standard_events(now);
@@ -398,9 +405,18 @@ fn owned(pairs: &[(&str, i64)]) -> Vec<(String, i64)> {
     pairs.iter().map(|(k, n)| (k.to_string(), *n)).collect()
 }
 
-/// The day (UTC) of a time, as the summary keys it.
+/// The day (UTC) of a time, as the summary's JSON keys it.
 fn day_of(time: SystemTime) -> String {
     rfc3339(time)[..10].to_string()
+}
+
+/// A stored RFC 3339 time as the human output shows it in `tz`: `2026-07-01 14:03:22 +01:00`.
+fn shown_in(rfc3339: &str, tz: chrono_tz::Tz) -> String {
+    chrono::DateTime::parse_from_rfc3339(rfc3339)
+        .unwrap()
+        .with_timezone(&tz)
+        .format("%Y-%m-%d %H:%M:%S %:z")
+        .to_string()
 }
 
 // ---------------------------------------------------------------------------------------
@@ -521,7 +537,8 @@ fn list_filters_by_time_as_duration_or_date() {
         fx.names(&["--since", "7d"]),
         ["adult.example", "promo.example", "both.example"]
     );
-    // A date is midnight UTC: only old.example is before 2026.
+    // A date is midnight in the configured zone (London: +00:00 in winter): only
+    // old.example is before 2026.
     assert_eq!(
         fx.names(&["--since", "2026-01-01"]),
         [
@@ -599,9 +616,11 @@ fn list_text_is_one_readable_line_per_event() {
     assert_eq!(lines.len(), 5, "{text}");
     let adult = fx.list_json(&["--limit", "1"]).remove(0);
     let (id, first_seen) = (&adult["id"], adult["first_seen"].as_str().unwrap());
-    // Device name rather than IP when known; count; review state.
+    // The time in the configured zone (London by default), then the device name rather
+    // than IP when known; count; review state.
+    let shown = shown_in(first_seen, chrono_tz::Europe::London);
     assert!(
-        lines[0].starts_with(&format!("#{:<6} {first_seen}", id.to_string())),
+        lines[0].starts_with(&format!("#{:<6} {shown}  ", id.to_string())),
         "{text}"
     );
     assert!(lines[0].contains("lab-pc-1"), "{text}");
@@ -621,6 +640,128 @@ fn list_text_is_one_readable_line_per_event() {
 
     let out = fx.audit(&["list", "--client", "nobody"]);
     assert_eq!(stdout(&out), "No events match.\n");
+}
+
+/// Two rows at known times: a summer evening in UTC that is already the next day in
+/// India, and a winter morning.
+fn zone_fixture() -> Fixture {
+    let at = |t: &str| humantime::parse_rfc3339(t).unwrap();
+    let summer = block(
+        "summer.example",
+        "10.0.0.5",
+        "adult",
+        at("2026-07-01T20:00:00Z"),
+    );
+    let winter = block(
+        "winter.example",
+        "10.0.0.6",
+        "adult",
+        at("2026-01-15T09:30:05Z"),
+    );
+    Fixture::new(&seen_once(vec![winter, summer]), &[])
+}
+
+/// `audit list` text, as `(name, line)` pairs.
+fn list_lines(fx: &Fixture, filters: &[&str]) -> Vec<(String, String)> {
+    let mut args = vec!["list"];
+    args.extend_from_slice(filters);
+    let out = fx.audit(&args);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    stdout(&out)
+        .lines()
+        .map(|l| {
+            let name = l.split_whitespace().find(|w| w.ends_with(".example"));
+            (name.unwrap_or("").to_string(), l.to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn list_and_summary_show_times_and_days_in_the_configured_zone() {
+    let fx = zone_fixture();
+    fx.set_timezone("Asia/Kolkata");
+    let lines = list_lines(&fx, &[]);
+    let line = |name: &str| {
+        lines
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, l)| l.clone())
+            .unwrap_or_else(|| panic!("{name} in {lines:?}"))
+    };
+    // 20:00 UTC is 01:30 the next day in India (+05:30); 09:30:05 UTC is 15:00:05.
+    assert!(
+        line("summer.example").contains(" 2026-07-02 01:30:00 +05:30  "),
+        "{lines:?}"
+    );
+    assert!(
+        line("winter.example").contains(" 2026-01-15 15:00:05 +05:30  "),
+        "{lines:?}"
+    );
+    // A typed date is that day in India: from 18:30 UTC the day before.
+    let names = |filters: &[&str]| -> Vec<String> {
+        list_lines(&fx, filters)
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect()
+    };
+    assert_eq!(names(&["--since", "2026-07-02"]), ["summer.example"]);
+    assert_eq!(names(&["--until", "2026-07-02"]), ["winter.example"]);
+    // The summary counts the summer block on India's 2 July.
+    let out = fx.audit(&["summary", "--since", "2026-01-01"]);
+    let text = stdout(&out);
+    assert!(
+        text.contains("\nBy day:\n         1  2026-01-15\n         1  2026-07-02\n"),
+        "{text}"
+    );
+    // The machine-readable outputs keep RFC 3339 UTC (and UTC days).
+    let rows = fx.names(&[]);
+    assert_eq!(rows, ["summer.example", "winter.example"]);
+    let summer = fx.list_json(&["--limit", "1"]).remove(0);
+    assert_eq!(summer["first_seen"], "2026-07-01T20:00:00.000Z");
+    let json: Value = serde_json::from_str(&stdout(&fx.audit(&[
+        "summary",
+        "--json",
+        "--since",
+        "2026-01-01",
+    ])))
+    .unwrap();
+    assert_eq!(
+        pairs(&json["by_day"]),
+        owned(&[("2026-01-15", 1), ("2026-07-01", 1)])
+    );
+    let csv = stdout(&fx.audit(&["export", "--format", "csv"]));
+    assert!(csv.contains(",2026-07-01T20:00:00.000Z,"), "{csv}");
+
+    // New York is behind UTC: the same evening is still 1 July there.
+    let fx = zone_fixture();
+    fx.set_timezone("America/New_York");
+    let lines = list_lines(&fx, &[]);
+    assert!(
+        lines[0].1.contains(" 2026-07-01 16:00:00 -04:00  "),
+        "{lines:?}"
+    );
+    assert!(
+        lines[1].1.contains(" 2026-01-15 04:30:05 -05:00  "),
+        "{lines:?}"
+    );
+}
+
+#[test]
+fn london_is_gmt_in_winter_and_bst_in_summer() {
+    // No `[server] timezone`: Europe/London, the default.
+    let fx = zone_fixture();
+    let lines = list_lines(&fx, &[]);
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert_eq!(lines[0].0, "summer.example");
+    assert!(
+        lines[0].1.contains(" 2026-07-01 21:00:00 +01:00  "),
+        "{lines:?}"
+    );
+    assert_eq!(lines[1].0, "winter.example");
+    assert!(
+        lines[1].1.contains(" 2026-01-15 09:30:05 +00:00  "),
+        "{lines:?}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -720,9 +861,23 @@ fn summary_text_has_the_same_numbers_in_sections() {
             .collect();
         sections.insert(title, rows);
     }
+    // The text's days are London days (the JSON's are UTC days): worked out here from
+    // the rows the summary covers (its default: the last 30 days).
+    let mut days: BTreeMap<String, i64> = BTreeMap::new();
+    for row in fx.list_json(&["--since", "30d"]) {
+        let day = shown_in(
+            row["first_seen"].as_str().unwrap(),
+            chrono_tz::Europe::London,
+        );
+        *days.entry(day[..10].to_string()).or_default() += row["count"].as_i64().unwrap();
+    }
+    assert_eq!(
+        sections["By day"],
+        days.into_iter().collect::<Vec<_>>(),
+        "{text}"
+    );
     for (title, field) in [
         ("By category", "by_category"),
-        ("By day", "by_day"),
         ("By group", "by_group"),
         ("Top devices", "top_devices"),
         ("Top names", "top_names"),

@@ -26,10 +26,16 @@ struct Setup {
 }
 
 fn setup() -> Setup {
+    setup_with(|_, _| {})
+}
+
+/// [`setup`], with `prepare(folder, config)` run before Warden starts.
+fn setup_with(prepare: impl FnOnce(&std::path::Path, &std::path::Path)) -> Setup {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let (upstream, upstream_addr, token) = runtime.block_on(start_upstream());
     let dir = tempfile::tempdir().unwrap();
     let path = dashboard_config(dir.path(), upstream_addr);
+    prepare(dir.path(), &path);
     let warden = spawn_warden_full(&path, &[]);
     let admin = warden.admin.expect("admin address logged");
     Setup {
@@ -71,6 +77,12 @@ fn event_id(body: &str, name: &str) -> Option<i64> {
             let end = row[start..].find('"')?;
             row[start..start + end].parse().ok()
         })
+}
+
+/// The HTML of the first event row showing `name`.
+fn row_of<'a>(body: &'a str, name: &str) -> Option<&'a str> {
+    body.split("<tr>")
+        .find(|row| row.contains(&format!("<td>{name}</td>")))
 }
 
 fn csrf(s: &Setup, session: &str) -> String {
@@ -540,5 +552,113 @@ fn a_reset_password_ends_the_users_sessions() {
     );
     assert!(sign_in(s.admin, "lead", LEAD_PASSWORD).is_err());
     assert!(sign_in(s.admin, "lead", "a brand new password").is_ok());
+    stop_warden(s.warden.child);
+}
+
+/// Two blocks recorded before the start, at known times, in a category that alerts (so
+/// the overview lists them): a summer evening in UTC that is already the next day in
+/// India, and a winter morning. The audit log keeps them ten years.
+fn known_blocks(dir: &std::path::Path, config: &std::path::Path) {
+    let text = std::fs::read_to_string(config).unwrap();
+    let text = text
+        .replacen("[server]\n", "[server]\ntimezone = \"Asia/Kolkata\"\n", 1)
+        .replacen("[audit]\n", "[audit]\nretention_days = 3650\n", 1);
+    std::fs::write(config, text).unwrap();
+    let db = dir.join("data").join("audit.sqlite");
+    drop(warden::audit::Store::open(&db).unwrap()); // the schema
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    for (name, at) in [
+        ("summer.zone.test", "2026-07-01T20:00:00.000Z"),
+        ("winter.zone.test", "2026-01-15T09:30:05.000Z"),
+    ] {
+        conn.execute(
+            "INSERT INTO events (first_seen, last_seen, count, client_ip, grp, name, qtype, \
+             categories, locked, list, line, rule, response, outcome) \
+             VALUES (?1, ?1, 1, '10.0.0.9', 'default', ?2, 'A', 'terrorism', 1, 'ctiru', 1, \
+             'sha256:00ff', 'nxdomain', 'blocked')",
+            rusqlite::params![at, name],
+        )
+        .unwrap();
+    }
+}
+
+/// The review time an event page shows (`… by lead at 2026-07-02 01:30:00 +05:30: …`).
+fn review_time(body: &str) -> chrono::DateTime<chrono::FixedOffset> {
+    let start = body.find("by lead at ").expect("a review by lead") + "by lead at ".len();
+    let text = &body[start..start + "2026-07-02 01:30:00 +05:30".len()];
+    chrono::DateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S %:z")
+        .unwrap_or_else(|e| panic!("{text:?}: {e}"))
+}
+
+#[test]
+fn times_are_shown_in_the_configured_zone_with_their_offset() {
+    let s = setup_with(known_blocks);
+    let session = sign_in(s.admin, "lead", LEAD_PASSWORD).unwrap();
+    let get = |path: &str| {
+        let reply = request("GET", s.admin, path, Some(&session), None);
+        assert_eq!(reply.status, 200, "GET {path}: {}", reply.body);
+        reply.body
+    };
+    // The events list and the overview's blocks to review: 20:00 UTC is 01:30 the next
+    // day in India (+05:30), 09:30:05 UTC is 15:00:05.
+    let summer = "2026-07-02 01:30:00 +05:30";
+    let winter = "2026-01-15 15:00:05 +05:30";
+    for path in ["/events", "/"] {
+        let body = get(path);
+        let row = |name| row_of(&body, name).unwrap_or_else(|| panic!("{name} on {path}"));
+        assert!(row("summer.zone.test").contains(summer), "{path}: {body}");
+        assert!(row("winter.zone.test").contains(winter), "{path}: {body}");
+        assert!(!body.contains(" UTC"), "{path}: {body}");
+    }
+    // A date in the filter is that day in India (from 18:30 UTC the day before).
+    let body = get("/events?since=2026-07-02");
+    assert!(row_of(&body, "summer.zone.test").is_some(), "{body}");
+    assert!(row_of(&body, "winter.zone.test").is_none(), "{body}");
+    let body = get("/events?until=2026-07-01");
+    assert!(row_of(&body, "summer.zone.test").is_none(), "{body}");
+    assert!(row_of(&body, "winter.zone.test").is_some(), "{body}");
+
+    // The event page: first and last seen; then the review history.
+    let id = event_id(&get("/events"), "summer.zone.test").unwrap();
+    let page = get(&format!("/events/{id}"));
+    assert_eq!(
+        page.matches(&format!("<dd>{summer}</dd>")).count(),
+        2,
+        "{page}"
+    );
+    let token = csrf(&s, &session);
+    let before = chrono::Utc::now() - chrono::TimeDelta::seconds(1);
+    let saved = request(
+        "POST",
+        s.admin,
+        &format!("/events/{id}/review"),
+        Some(&session),
+        Some(&[("csrf", &token), ("outcome", "no-action"), ("note", "ok")]),
+    );
+    assert_eq!(saved.status, 303, "{}", saved.body);
+    let after = chrono::Utc::now() + chrono::TimeDelta::seconds(1);
+    let reviewed = review_time(&get(&format!("/events/{id}")));
+    assert_eq!(reviewed.offset().local_minus_utc(), 5 * 3600 + 30 * 60);
+    assert!(before <= reviewed && reviewed <= after, "{reviewed}");
+
+    // Without `[server] timezone` it is London: +01:00 in summer, +00:00 in winter. The
+    // config watcher reloads the edited file (bounded wait).
+    let config = s.dir.path().join("warden.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, text.replace("timezone = \"Asia/Kolkata\"\n", "")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let body = loop {
+        let body = get("/events");
+        if body.contains("2026-07-01 21:00:00 +01:00") {
+            break body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "London times never shown: {body}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let winter_row = row_of(&body, "winter.zone.test").unwrap();
+    assert!(winter_row.contains("2026-01-15 09:30:05 +00:00"), "{body}");
     stop_warden(s.warden.child);
 }

@@ -5,6 +5,7 @@
 
 use std::time::{Duration, SystemTime};
 
+use chrono_tz::Tz;
 use rusqlite::types::Value;
 use rusqlite::{params, params_from_iter, Row};
 
@@ -272,19 +273,22 @@ pub fn count(store: &Store, filter: &Filter) -> Result<i64, AuditError> {
         .map_err(|e| store.wrap(e))
 }
 
-/// Blocks per (UTC day, category) since `since` (RFC 3339), for the overview's chart.
+/// Blocks per (day in `tz`, category) since `since` (RFC 3339), for the overview's chart.
 /// A row with several categories counts under each.
 pub fn daily_by_category(
     store: &Store,
     since: &str,
+    tz: Tz,
 ) -> Result<Vec<(String, String, i64)>, AuditError> {
     let err = |e| store.wrap(e);
+    // Counted per UTC minute in SQL, then put on local days here: every zone's offset is
+    // whole minutes, and SQLite knows no zones.
     let mut stmt = store
         .conn()
         .prepare(
-            "SELECT substr(first_seen, 1, 10) AS d, categories, sum(count) FROM events \
+            "SELECT substr(first_seen, 1, 16) AS m, categories, sum(count) FROM events \
              WHERE purged = 0 AND outcome = 'blocked' AND last_seen >= ?1 \
-             GROUP BY d, categories ORDER BY d",
+             GROUP BY m, categories",
         )
         .map_err(err)?;
     let rows = stmt
@@ -298,12 +302,52 @@ pub fn daily_by_category(
         .map_err(err)?;
     let mut out: std::collections::BTreeMap<(String, String), i64> = Default::default();
     for row in rows {
-        let (day, categories, n) = row.map_err(err)?;
+        let (minute, categories, n) = row.map_err(err)?;
+        let day = local_day(&minute, tz);
         for category in categories.split(',').filter(|c| !c.is_empty()) {
             *out.entry((day.clone(), category.to_string())).or_default() += n;
         }
     }
     Ok(out.into_iter().map(|((d, c), n)| (d, c, n)).collect())
+}
+
+/// Blocks matching `filter` per day in `tz`, oldest first: [`Summary::by_day`] (which
+/// keeps UTC days, for machines) as a person in that zone counts days.
+pub fn by_local_day(
+    store: &Store,
+    filter: &Filter,
+    tz: Tz,
+) -> Result<Vec<(String, i64)>, AuditError> {
+    let (clause, values) = where_clause(filter);
+    let sql = format!(
+        "SELECT substr(e.first_seen, 1, 16) AS m, sum(e.count) FROM events e \
+         WHERE {clause} AND e.outcome = 'blocked' GROUP BY m"
+    );
+    let err = |e| store.wrap(e);
+    let mut stmt = store.conn().prepare(&sql).map_err(err)?;
+    let rows = stmt
+        .query_map(params_from_iter(values), |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+        })
+        .map_err(err)?;
+    let mut days: std::collections::BTreeMap<String, i64> = Default::default();
+    for row in rows {
+        let (minute, n) = row.map_err(err)?;
+        *days.entry(local_day(&minute, tz)).or_default() += n;
+    }
+    Ok(days.into_iter().collect())
+}
+
+/// The day in `tz` of the UTC minute `2026-07-01T20:30`; the UTC day if it cannot be read.
+fn local_day(minute: &str, tz: Tz) -> String {
+    match chrono::NaiveDateTime::parse_from_str(minute, "%Y-%m-%dT%H:%M") {
+        Ok(t) => t
+            .and_utc()
+            .with_timezone(&tz)
+            .format("%Y-%m-%d")
+            .to_string(),
+        Err(_) => minute.get(..10).unwrap_or(minute).to_string(),
+    }
 }
 
 /// Every review of event `id`, oldest first.
@@ -343,6 +387,7 @@ pub fn get(store: &Store, id: i64) -> Result<EventRow, AuditError> {
 pub struct Summary {
     pub total: i64,
     pub by_category: Vec<(String, i64)>,
+    /// Per UTC day (see [`by_local_day`] for a reader's days).
     pub by_day: Vec<(String, i64)>,
     pub by_group: Vec<(String, i64)>,
     pub top_devices: Vec<(String, i64)>,
@@ -439,6 +484,67 @@ mod tests {
         );
         assert!(parse_time("yesterday", now).is_err());
         assert!(parse_time("2026-13-01", now).is_err());
+    }
+
+    /// A store holding blocked rows of (first seen, categories, count).
+    fn store_with(rows: &[(&str, &str, i64)]) -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("audit.sqlite")).unwrap();
+        for (at, categories, count) in rows {
+            store
+                .conn()
+                .execute(
+                    "INSERT INTO events (first_seen, last_seen, count, client_ip, grp, name, \
+                     qtype, categories, locked, list, line, rule, response, outcome) \
+                     VALUES (?1, ?1, ?2, '10.0.0.1', 'g', 'n.test', 'A', ?3, 0, 'l', 1, 'r', \
+                     'nxdomain', 'blocked')",
+                    params![at, count, categories],
+                )
+                .unwrap();
+        }
+        (dir, store)
+    }
+
+    #[test]
+    fn days_are_counted_in_the_zone_asked_for() {
+        let (_dir, store) = store_with(&[
+            ("2026-07-01T17:00:00.000Z", "adult,gambling", 1),
+            ("2026-07-01T20:00:00.000Z", "adult", 2),
+            ("2026-07-02T01:00:00.000Z", "gambling", 4),
+        ]);
+        let all = Filter::default();
+        let owned = |v: &[(&str, i64)]| -> Vec<(String, i64)> {
+            v.iter().map(|(d, n)| (d.to_string(), *n)).collect()
+        };
+        // Kolkata (+05:30): 22:30 on the 1st, then 01:30 and 06:30 on the 2nd.
+        let kolkata = chrono_tz::Asia::Kolkata;
+        assert_eq!(
+            by_local_day(&store, &all, kolkata).unwrap(),
+            owned(&[("2026-07-01", 1), ("2026-07-02", 6)])
+        );
+        // New York (-04:00): all three on the 1st.
+        assert_eq!(
+            by_local_day(&store, &all, chrono_tz::America::New_York).unwrap(),
+            owned(&[("2026-07-01", 7)])
+        );
+        // The summary (and its JSON) keeps UTC days.
+        let utc = owned(&[("2026-07-01", 3), ("2026-07-02", 4)]);
+        assert_eq!(summary(&store, &all).unwrap().by_day, utc);
+        assert_eq!(by_local_day(&store, &all, chrono_tz::UTC).unwrap(), utc);
+        let chart = daily_by_category(&store, "2026-06-01T00:00:00.000Z", kolkata).unwrap();
+        let chart: Vec<(&str, &str, i64)> = chart
+            .iter()
+            .map(|(d, c, n)| (d.as_str(), c.as_str(), *n))
+            .collect();
+        assert_eq!(
+            chart,
+            [
+                ("2026-07-01", "adult", 1),
+                ("2026-07-01", "gambling", 1),
+                ("2026-07-02", "adult", 2),
+                ("2026-07-02", "gambling", 4),
+            ]
+        );
     }
 
     #[test]

@@ -9,8 +9,8 @@
 //! | `GET /export.csv` | lead, admin | the current filter's events as CSV, for the incident log |
 //! | `GET /admin`, `POST /admin/allow`, `POST /admin/allow/remove` | admin | allow entries, users, sign-ins |
 //!
-//! Every page needs a session ([`auth`]); every form carries the session's CSRF token;
-//! every response carries a strict Content-Security-Policy and no-sniff/no-frame headers.
+//! Every page needs a session ([`auth`]) and every form POST the session's CSRF token,
+//! checked by the handlers' extractors (`extract.rs`) before they run; every response carries a strict Content-Security-Policy and no-sniff/no-frame headers.
 //! Bad input (a malformed form, an unknown event, a bad date) is answered with a 4xx page
 //! that says what was wrong, never a 500. Database work runs on blocking threads, on a
 //! connection of the dashboard's own beside the audit writer's.
@@ -18,6 +18,7 @@
 pub mod allow;
 pub mod auth;
 pub mod chart;
+mod extract;
 pub mod pages;
 pub mod signin;
 
@@ -31,14 +32,17 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
+use chrono_tz::Tz;
 use maud::Markup;
 
 use self::auth::{Session, LOGIN_COOKIE, SESSION_COOKIE};
+use self::extract::{require_admin, Admin, CarriesCsrf, Signed, SignedForm};
 use crate::audit::records::{self, AllowChange};
 use crate::audit::review::{self, EventRow, Filter};
 use crate::audit::{rfc3339, AuditError, Store};
 use crate::config::{Config, Role};
 use crate::engine::Engine;
+use crate::localtime;
 use crate::metrics::Metrics;
 use crate::reload::Reloader;
 
@@ -124,15 +128,6 @@ impl Dashboard {
     fn session(&self, headers: &HeaderMap) -> Option<Session> {
         let token = cookie(headers, SESSION_COOKIE)?;
         self.sessions.get(token, &self.engine().config)
-    }
-
-    /// The session, or the reason to refuse: for a page (GET), a trip to the sign-in form.
-    fn require(&self, headers: &HeaderMap, form_post: bool) -> Result<Session, PageError> {
-        match self.session(headers) {
-            Some(s) => Ok(s),
-            None if form_post => Err(PageError::NotSignedIn),
-            None => Err(PageError::SignInFirst),
-        }
     }
 }
 
@@ -227,14 +222,6 @@ fn form<T>(parsed: Result<Form<T>, FormRejection>) -> Result<T, PageError> {
     })
 }
 
-fn check_csrf(session: &Session, presented: &str) -> Result<(), PageError> {
-    if auth::tokens_equal(presented, &session.csrf) {
-        Ok(())
-    } else {
-        Err(PageError::BadToken)
-    }
-}
-
 /// The dashboard's routes, with security headers on every response.
 pub fn routes(dashboard: Arc<Dashboard>) -> Router {
     Router::new()
@@ -320,13 +307,17 @@ struct CsrfForm {
     csrf: String,
 }
 
+impl CarriesCsrf for CsrfForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
 async fn logout(
     State(d): State<Arc<Dashboard>>,
     headers: HeaderMap,
-    parsed: Result<Form<CsrfForm>, FormRejection>,
+    _: SignedForm<CsrfForm>,
 ) -> PageResult {
-    let session = d.require(&headers, true)?;
-    check_csrf(&session, &form(parsed)?.csrf)?;
     if let Some(token) = cookie(&headers, SESSION_COOKIE) {
         d.sessions.end(token);
     }
@@ -350,17 +341,12 @@ fn serious_categories(config: &Config) -> Vec<String> {
         .collect()
 }
 
-async fn overview(State(d): State<Arc<Dashboard>>, headers: HeaderMap) -> PageResult {
-    let session = d.require(&headers, false)?;
+async fn overview(State(d): State<Arc<Dashboard>>, Signed(session): Signed) -> PageResult {
     let engine = d.engine();
     let serious = serious_categories(&engine.config);
     let now = SystemTime::now();
-    let since_time = crate::audit::before(now, Duration::from_secs(29 * 86_400));
-    let since_day = rfc3339(since_time)[..10].to_string();
-    let since = format!("{since_day}T00:00:00.000Z");
-    let days: Vec<String> = (0..30)
-        .map(|i| rfc3339(since_time + Duration::from_secs(i * 86_400))[..10].to_string())
-        .collect();
+    let tz = localtime::zone(&engine.config);
+    let (days, since) = last_30_days(now, tz);
     let serious_filter = Filter {
         unreviewed: true,
         any_category: serious.clone(),
@@ -370,7 +356,7 @@ async fn overview(State(d): State<Arc<Dashboard>>, headers: HeaderMap) -> PageRe
     let since_db = since.clone();
     let (daily, serious_rows, unreviewed_total, summary) = d
         .db(move |s| {
-            let daily = review::daily_by_category(s, &since_db)?;
+            let daily = review::daily_by_category(s, &since_db, tz)?;
             let serious_rows = review::list(s, &serious_filter)?;
             let unreviewed = review::count(
                 s,
@@ -399,6 +385,7 @@ async fn overview(State(d): State<Arc<Dashboard>>, headers: HeaderMap) -> PageRe
         top_devices: &summary.top_devices,
         lists: &lists,
         total_30d: summary.total,
+        tz,
     };
     Ok(html(pages::overview(
         &page,
@@ -408,9 +395,24 @@ async fn overview(State(d): State<Arc<Dashboard>>, headers: HeaderMap) -> PageRe
     )))
 }
 
+/// The last 30 days in `tz` (`YYYY-MM-DD`, oldest first, today last), and the start of
+/// the first of them as stored (RFC 3339 UTC).
+fn last_30_days(now: SystemTime, tz: Tz) -> (Vec<String>, String) {
+    let today = localtime::day_of(now.into(), tz);
+    let first = today - chrono::Days::new(29);
+    let days = first
+        .iter_days()
+        .take(30)
+        .map(|d| d.format("%Y-%m-%d").to_string())
+        .collect();
+    let since = rfc3339(localtime::start_of_day(first, tz).into());
+    (days, since)
+}
+
 /// Each list's entries, last update, failed updates and any problem.
 fn list_health(engine: &Engine, metrics: &Metrics, now: SystemTime) -> Vec<pages::ListHealth> {
     let config = &engine.config;
+    let tz = localtime::zone(config);
     let stale: std::collections::HashMap<String, Option<crate::sources::Stale>> =
         crate::sources::stale_lists(config, now)
             .into_iter()
@@ -454,7 +456,7 @@ fn list_health(engine: &Engine, metrics: &Metrics, now: SystemTime) -> Vec<pages
                     .unwrap_or_else(|| "allow list".to_string()),
                 entries: list.report.accepted,
                 refreshed: refreshed
-                    .map(|t| rfc3339(t)[..16].replace('T', " ") + " UTC")
+                    .map(|t| localtime::show_system(t, tz))
                     .unwrap_or_else(|| "never".to_string()),
                 failures: metrics.list_refresh_failure_count(&list.name),
                 problem,
@@ -468,19 +470,26 @@ fn list_health(engine: &Engine, metrics: &Metrics, now: SystemTime) -> Vec<pages
 /// The audit filter for the form's values, or a message saying which value is wrong.
 fn to_filter(f: &pages::FilterForm, config: &Config) -> Result<Filter, PageError> {
     let now = SystemTime::now();
+    let tz = localtime::zone(config);
+    // A date is a day in the zone the pages show times in.
     let date = |text: &str, what: &str| -> Result<Option<String>, PageError> {
         if text.is_empty() {
             return Ok(None);
         }
-        review::parse_time(text, now).map(Some).map_err(|_| {
-            PageError::BadRequest(format!("{what} {text:?} is not a date like 2026-11-01."))
-        })
+        review::parse_time(&localtime::local_dates(text, tz), now)
+            .map(Some)
+            .map_err(|_| {
+                PageError::BadRequest(format!("{what} {text:?} is not a date like 2026-11-01."))
+            })
     };
     let since = date(&f.since, "From")?;
-    // "Until" a date includes that whole day.
-    let until = date(&f.until, "Until")?
-        .and_then(|t| humantime::parse_rfc3339_weak(&t).ok())
-        .map(|t| rfc3339(t + Duration::from_secs(86_400)));
+    // "Until" a date includes that whole day: up to the start of the next one.
+    let until = match next_day(&f.until) {
+        Some(next) => date(&next, "Until")?,
+        None => date(&f.until, "Until")?
+            .and_then(|t| humantime::parse_rfc3339_weak(&t).ok())
+            .map(|t| rfc3339(t + Duration::from_secs(86_400))),
+    };
     if !f.category.is_empty() && !config.categories.contains_key(&f.category) {
         return Err(PageError::BadRequest(format!(
             "There is no category {:?}.",
@@ -510,6 +519,13 @@ fn to_filter(f: &pages::FilterForm, config: &Config) -> Result<Filter, PageError
     })
 }
 
+/// The day after the date `text` (`2026-11-01`), if it is one.
+fn next_day(text: &str) -> Option<String> {
+    let day = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d").ok()?;
+    let next = day.succ_opt().filter(|_| text.len() == 10)?;
+    Some(next.format("%Y-%m-%d").to_string())
+}
+
 fn query<T>(parsed: Result<Query<T>, QueryRejection>) -> Result<T, PageError> {
     parsed.map(|Query(v)| v).map_err(|e| {
         PageError::BadRequest(format!("The address could not be read: {}", e.body_text()))
@@ -518,10 +534,9 @@ fn query<T>(parsed: Result<Query<T>, QueryRejection>) -> Result<T, PageError> {
 
 async fn events(
     State(d): State<Arc<Dashboard>>,
-    headers: HeaderMap,
+    Signed(session): Signed,
     parsed: Result<Query<pages::FilterForm>, QueryRejection>,
 ) -> PageResult {
-    let session = d.require(&headers, false)?;
     let form = query(parsed)?;
     let engine = d.engine();
     let mut filter = to_filter(&form, &engine.config)?;
@@ -547,6 +562,7 @@ async fn events(
         categories: &categories,
         groups: &groups,
         serious: &serious,
+        tz: localtime::zone(&engine.config),
     };
     Ok(html(pages::events(
         &view,
@@ -569,11 +585,10 @@ struct DetailQuery {
 
 async fn event_detail(
     State(d): State<Arc<Dashboard>>,
-    headers: HeaderMap,
+    Signed(session): Signed,
     id: Result<Path<i64>, PathRejection>,
     parsed: Result<Query<DetailQuery>, QueryRejection>,
 ) -> PageResult {
-    let session = d.require(&headers, false)?;
     let id = event_id(id)?;
     let saved = query(parsed)?.saved.is_some();
     let (event, reviews, others) = d
@@ -601,6 +616,7 @@ async fn event_detail(
         others: &others,
         serious: &serious,
         saved,
+        tz: localtime::zone(&engine.config),
     };
     Ok(html(pages::event_detail(
         &view,
@@ -617,16 +633,18 @@ struct ReviewForm {
     note: String,
 }
 
+impl CarriesCsrf for ReviewForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
 async fn review_submit(
     State(d): State<Arc<Dashboard>>,
-    headers: HeaderMap,
     id: Result<Path<i64>, PathRejection>,
-    parsed: Result<Form<ReviewForm>, FormRejection>,
+    SignedForm(session, review_form): SignedForm<ReviewForm>,
 ) -> PageResult {
-    let session = d.require(&headers, true)?;
     let id = event_id(id)?;
-    let review_form = form(parsed)?;
-    check_csrf(&session, &review_form.csrf)?;
     if review_form.note.chars().count() > MAX_NOTE {
         return Err(PageError::BadRequest(format!(
             "A note can be at most {MAX_NOTE} characters."
@@ -650,10 +668,9 @@ async fn review_submit(
 
 async fn export_csv(
     State(d): State<Arc<Dashboard>>,
-    headers: HeaderMap,
+    Signed(session): Signed,
     parsed: Result<Query<pages::FilterForm>, QueryRejection>,
 ) -> PageResult {
-    let session = d.require(&headers, false)?;
     let form = query(parsed)?;
     let filter = to_filter(&form, &d.engine().config)?;
     let rows = d.db(move |s| review::list(s, &filter)).await?;
@@ -678,16 +695,6 @@ async fn export_csv(
 
 // ---- Admin ----
 
-fn require_admin(session: &Session) -> Result<(), PageError> {
-    if session.role == Role::Admin {
-        Ok(())
-    } else {
-        Err(PageError::Forbidden(
-            "Only an admin can change the allow list. Ask your Warden admin.".to_string(),
-        ))
-    }
-}
-
 fn allow_file(config: &Config) -> PathBuf {
     config.resolve(&config.dashboard.allow_file)
 }
@@ -700,11 +707,9 @@ struct AdminQuery {
 
 async fn admin_page(
     State(d): State<Arc<Dashboard>>,
-    headers: HeaderMap,
+    Admin(session): Admin,
     parsed: Result<Query<AdminQuery>, QueryRejection>,
 ) -> PageResult {
-    let session = d.require(&headers, false)?;
-    require_admin(&session)?;
     let notice = query(parsed)?.done;
     let engine = d.engine();
     let text =
@@ -730,6 +735,7 @@ async fn admin_page(
         users: &users,
         signins: &signins,
         notice,
+        tz: localtime::zone(&engine.config),
     };
     Ok(html(pages::admin(
         &view,
@@ -746,9 +752,15 @@ struct AllowForm {
     reason: String,
 }
 
-/// The checks every allow-list change needs; returns the normalised name and reason.
+impl CarriesCsrf for AllowForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
+/// The checks every allow-list change needs after its CSRF token; returns the normalised
+/// name and reason.
 fn check_allow_form(session: &Session, f: &AllowForm) -> Result<(String, String), PageError> {
-    check_csrf(session, &f.csrf)?;
     require_admin(session)?;
     let name = crate::name::normalize(&f.name).map_err(|e| {
         PageError::BadRequest(format!("{:?} is not a domain name: {e}.", f.name.trim()))
@@ -769,11 +781,8 @@ fn check_allow_form(session: &Session, f: &AllowForm) -> Result<(String, String)
 
 async fn allow_add(
     State(d): State<Arc<Dashboard>>,
-    headers: HeaderMap,
-    parsed: Result<Form<AllowForm>, FormRejection>,
+    SignedForm(session, f): SignedForm<AllowForm>,
 ) -> PageResult {
-    let session = d.require(&headers, true)?;
-    let f = form(parsed)?;
     let (name, reason) = check_allow_form(&session, &f)?;
     let engine = d.engine();
     // A locked (statutory) list always wins over an allow entry: refuse to pretend.
@@ -810,11 +819,8 @@ async fn allow_add(
 
 async fn allow_remove(
     State(d): State<Arc<Dashboard>>,
-    headers: HeaderMap,
-    parsed: Result<Form<AllowForm>, FormRejection>,
+    SignedForm(session, f): SignedForm<AllowForm>,
 ) -> PageResult {
-    let session = d.require(&headers, true)?;
-    let f = form(parsed)?;
     let (name, reason) = check_allow_form(&session, &f)?;
     change_allow_file(&d, &session, "remove", &name, &reason, |text| {
         allow::without_entry(text, &name).ok_or_else(|| {

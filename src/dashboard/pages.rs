@@ -3,6 +3,7 @@
 //! Written for a non-technical reader on a phone or a desktop: plain words, one column
 //! on narrow screens, a label on every field, visible focus, and no JavaScript.
 
+use chrono_tz::Tz;
 use maud::{html, Markup, PreEscaped, DOCTYPE};
 
 use super::auth::Session;
@@ -143,6 +144,8 @@ pub struct Overview<'a> {
     pub top_devices: &'a [(String, i64)],
     pub lists: &'a [ListHealth],
     pub total_30d: i64,
+    /// The zone every time on the page is shown in (`[server] timezone`).
+    pub tz: Tz,
 }
 
 pub fn overview(o: &Overview<'_>, org: &str, session: &Session, serious: &[String]) -> Markup {
@@ -157,7 +160,7 @@ pub fn overview(o: &Overview<'_>, org: &str, session: &Session, serious: &[Strin
                 p { "None waiting: every serious block has been reviewed." }
             } @else {
                 p { "Blocks in the categories you must act on (" (serious.join(", ")) "), newest first." }
-                (event_table(o.serious, serious))
+                (event_table(o.serious, serious, o.tz))
             }
             p { a href="/events?state=unreviewed" { "All unreviewed events (" (o.unreviewed_total) ")" } }
             h2 { "Blocks per category, last 30 days (" (o.total_30d) " in all)" }
@@ -237,6 +240,8 @@ pub struct EventsPage<'a> {
     pub categories: &'a [String],
     pub groups: &'a [String],
     pub serious: &'a [String],
+    /// The zone every time on the page is shown in (`[server] timezone`).
+    pub tz: Tz,
 }
 
 pub fn events(p: &EventsPage<'_>, org: &str, session: &Session) -> Markup {
@@ -289,7 +294,7 @@ pub fn events(p: &EventsPage<'_>, org: &str, session: &Session) -> Markup {
                 (p.total) " matching events. "
                 a href=(export) download { "Download these as CSV" }
             }
-            (event_table(p.rows, p.serious))
+            (event_table(p.rows, p.serious, p.tz))
             @if p.pages > 1 {
                 nav.pager aria-label="Pages" {
                     @if p.page > 1 { a href=(link(p.page - 1)) rel="prev" { "Newer" } }
@@ -301,7 +306,7 @@ pub fn events(p: &EventsPage<'_>, org: &str, session: &Session) -> Markup {
     )
 }
 
-fn event_table(rows: &[EventRow], serious: &[String]) -> Markup {
+fn event_table(rows: &[EventRow], serious: &[String], tz: Tz) -> Markup {
     html! {
         @if rows.is_empty() { p { "No events match." } } @else {
             div.scroll { table.events {
@@ -312,7 +317,7 @@ fn event_table(rows: &[EventRow], serious: &[String]) -> Markup {
                 } }
                 tbody { @for e in rows {
                     tr {
-                        td { a href=(format!("/events/{}", e.id)) { (short_time(&e.first_seen)) } }
+                        td { a href=(format!("/events/{}", e.id)) { (when(&e.first_seen, tz)) } }
                         td { (device(e)) }
                         td { (e.group) }
                         td { (e.name) }
@@ -350,12 +355,9 @@ fn device(e: &EventRow) -> String {
     }
 }
 
-/// `2026-11-22T10:15:02.123Z` → `2026-11-22 10:15:02 UTC`.
-fn short_time(rfc3339: &str) -> String {
-    match (rfc3339.get(..10), rfc3339.get(11..19)) {
-        (Some(d), Some(t)) => format!("{d} {t} UTC"),
-        _ => rfc3339.to_string(),
-    }
+/// A stored time as the reader's clock showed it: `2026-11-22 10:15:02 +00:00`.
+fn when(rfc3339: &str, tz: Tz) -> String {
+    crate::localtime::show(rfc3339, tz)
 }
 
 pub struct Detail<'a> {
@@ -364,6 +366,8 @@ pub struct Detail<'a> {
     pub others: &'a [EventRow],
     pub serious: &'a [String],
     pub saved: bool,
+    /// The zone every time on the page is shown in (`[server] timezone`).
+    pub tz: Tz,
 }
 
 pub fn event_detail(d: &Detail<'_>, org: &str, session: &Session) -> Markup {
@@ -378,8 +382,8 @@ pub fn event_detail(d: &Detail<'_>, org: &str, session: &Session) -> Markup {
             @if d.saved { p.notice role="status" { "Your review was saved." } }
             dl.fields {
                 dt { "Event" } dd { (e.id) }
-                dt { "First seen" } dd { (short_time(&e.first_seen)) }
-                dt { "Last seen" } dd { (short_time(&e.last_seen)) }
+                dt { "First seen" } dd { (when(&e.first_seen, d.tz)) }
+                dt { "Last seen" } dd { (when(&e.last_seen, d.tz)) }
                 dt { "Times" } dd { (e.count) }
                 dt { "Device" } dd { (opt(&e.device)) }
                 dt { "Address" } dd { (e.client_ip) }
@@ -399,7 +403,7 @@ pub fn event_detail(d: &Detail<'_>, org: &str, session: &Session) -> Markup {
             h2 { "Reviews" }
             @if d.reviews.is_empty() { p { "Not yet reviewed." } } @else {
                 ul { @for r in d.reviews {
-                    li { strong { (r.outcome) } " by " (r.by) " at " (short_time(&r.at)) ": " (r.note) }
+                    li { strong { (r.outcome) } " by " (r.by) " at " (when(&r.at, d.tz)) ": " (r.note) }
                 } }
             }
             h2 { "Record a review" }
@@ -418,7 +422,7 @@ pub fn event_detail(d: &Detail<'_>, org: &str, session: &Session) -> Markup {
                 button type="submit" { "Save review" }
             }
             h2 { "This device's other recent blocks" }
-            (event_table(d.others, d.serious))
+            (event_table(d.others, d.serious, d.tz))
         },
     )
 }
@@ -429,6 +433,8 @@ pub struct AdminPage<'a> {
     pub users: &'a [(String, Role)],
     pub signins: &'a [SignIn],
     pub notice: Option<String>,
+    /// The zone every time on the page is shown in (`[server] timezone`).
+    pub tz: Tz,
 }
 
 pub fn admin(a: &AdminPage<'_>, org: &str, session: &Session) -> Markup {
@@ -474,7 +480,7 @@ pub fn admin(a: &AdminPage<'_>, org: &str, session: &Session) -> Markup {
                 div.scroll { table {
                     thead { tr { th scope="col" { "When" } th scope="col" { "Who" } th scope="col" { "Change" } th scope="col" { "Site" } th scope="col" { "Reason" } } }
                     tbody { @for c in a.changes {
-                        tr { td { (short_time(&c.at)) } td { (c.by) } td { (c.action) } td { (c.name) } td { (c.reason) } }
+                        tr { td { (when(&c.at, a.tz)) } td { (c.by) } td { (c.action) } td { (c.name) } td { (c.reason) } }
                     } }
                 } }
             }
@@ -485,7 +491,7 @@ pub fn admin(a: &AdminPage<'_>, org: &str, session: &Session) -> Markup {
             div.scroll { table {
                 thead { tr { th scope="col" { "When" } th scope="col" { "User" } th scope="col" { "From" } th scope="col" { "Result" } } }
                 tbody { @for s in a.signins {
-                    tr { td { (short_time(&s.at)) } td { (s.user) } td { (s.client_ip) } td { (s.result) } }
+                    tr { td { (when(&s.at, a.tz)) } td { (s.user) } td { (s.client_ip) } td { (s.result) } }
                 } }
             } }
         },
