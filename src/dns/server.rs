@@ -265,6 +265,42 @@ mod tests {
         }
     }
 
+    /// The drain waits for the work in flight, and cuts off (drops, so it can record
+    /// nothing more) whatever outlives its bound, before it returns.
+    #[tokio::test]
+    async fn the_drain_waits_for_tasks_and_cuts_off_what_outlives_its_bound() {
+        use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+        struct Dropped(Arc<AtomicBool>);
+        impl Drop for Dropped {
+            fn drop(&mut self) {
+                self.0.store(true, SeqCst);
+            }
+        }
+
+        let tasks = Tasks::new();
+        let finished = Arc::new(AtomicBool::new(false));
+        let done = finished.clone();
+        tasks.spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            done.store(true, SeqCst);
+        });
+        assert_eq!(tasks.drain(Duration::from_secs(5)).await, 0);
+        assert!(finished.load(SeqCst), "the drain waited for the task");
+
+        let tasks = Tasks::new();
+        let dropped = Arc::new(AtomicBool::new(false));
+        let guard = Dropped(dropped.clone());
+        tasks.spawn(async move {
+            let _guard = guard;
+            std::future::pending::<()>().await;
+        });
+        assert_eq!(tasks.drain(Duration::from_millis(50)).await, 1);
+        assert!(
+            dropped.load(SeqCst),
+            "the task was cut off before the drain returned"
+        );
+    }
+
     #[tokio::test]
     async fn port_0_gives_one_port_for_udp_and_tcp() {
         let (bound, udp, tcp) = bind_pair("127.0.0.1:0".parse().unwrap()).await.unwrap();
