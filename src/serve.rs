@@ -8,15 +8,19 @@
 //! 4. bind DNS (UDP and TCP) and the admin listener;
 //! 5. install the reload triggers (SIGHUP, file watcher, list refresh timers, stale-list
 //!    watch) and the shutdown signals, then announce that we serve;
-//! 6. on SIGTERM/SIGINT: stop answering, stop the alerts (saving their cursor), then
-//!    flush and seal the audit log. If the audit log still cannot be written (disk
-//!    full), the log says how many blocks are missing from it and the process exits
-//!    with [`EXIT_AUDIT_UNWRITTEN`].
+//! 6. on SIGTERM/SIGINT, the stop drains: stop accepting (DNS, admin, block page), let
+//!    the queries in flight finish (those waiting for upstream, and TCP queries already
+//!    read; at most [`dns::server::DRAIN_TIMEOUT`], then the rest are cut off), stop the
+//!    alerts (saving their cursor), and only then flush and seal the audit log, when
+//!    nothing is left that could record a block. If the audit log still cannot be
+//!    written (disk full), the log says how many blocks are missing from it and the
+//!    process exits with [`EXIT_AUDIT_UNWRITTEN`].
 
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use arc_swap::ArcSwap;
@@ -33,6 +37,9 @@ use crate::{admin, alerts, audit, dns, sources};
 /// audit log (0 is a clean stop, 2 an error).
 pub const EXIT_AUDIT_UNWRITTEN: u8 = 3;
 
+/// How long the runtime's end waits for blocking threads (see [`run`]).
+const RUNTIME_SHUTDOWN: Duration = Duration::from_millis(500);
+
 /// Serve until SIGINT or SIGTERM.
 pub fn run(path: &Path) -> Result<ExitCode> {
     crate::memory::configure();
@@ -40,104 +47,174 @@ pub fn run(path: &Path) -> Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let metrics = Arc::new(Metrics::new());
-    // hickory counts each upstream response through the global `metrics` recorder at
-    // query time: route those into our registry too (one recorder per process).
-    if ::metrics::set_global_recorder(metrics.resolver_bridge()).is_err() {
-        tracing::debug!("a metrics recorder is already installed");
-    }
+    let metrics = start_metrics();
 
-    // 1–2. The first snapshot. A config error is reported before any download.
-    let config = Config::load(path)?;
-    runtime.block_on(sources::prime_missing(&config, &metrics));
-    let engine = Engine::build(config).with_context(|| format!("loading {}", path.display()))?;
-    crate::memory::return_freed_memory();
-    log_loaded(&engine, path);
+    // 1–2. The first snapshot.
+    let engine = first_snapshot(path, &runtime, &metrics)?;
 
-    // 3. The audit log.
+    // 3. The audit log (its writer is a thread of its own, outside the runtime).
     let audit = start_audit(&engine.config)?;
     if let Some((sink, writer)) = &audit {
         metrics.watch_audit(sink.clone(), writer.stats_handle());
     }
+    let sink = audit.as_ref().map(|(sink, _)| sink.clone());
 
-    let served = runtime.block_on(async {
-        let signal = shutdown_signal()?;
-        let config = engine.config.clone();
-        let forwarder = Forwarder::instrumented(&config.upstream, &metrics)?;
-        let shared = Arc::new(ArcSwap::from_pointee(engine));
-        let serving_rules = shared.clone();
-        metrics.watch_list_freshness(move || {
-            sources::freshness(&serving_rules.load().config, std::time::SystemTime::now())
-        });
-        let reloader = Arc::new(Reloader::new(path, shared.clone()).with_metrics(metrics.clone()));
-        // Alerts read what the audit writer commits; they stop after DNS does.
-        let alerts_stop = CancellationToken::new();
-        let alerts = match &audit {
-            Some(_) => alerts::start(shared.clone(), metrics.clone(), alerts_stop.clone()).await?,
-            None => None,
-        };
-
-        // 4. Listeners.
-        let mut handler = dns::Handler::new(shared, forwarder).with_metrics(metrics.clone());
-        if let Some((sink, _)) = &audit {
-            handler = handler.with_audit(sink.clone());
-        }
-        let limits = dns::tcp::TcpLimits::from_config(&config.server);
-        let server = dns::start_with(&config.server.listen, handler, limits).await?;
-        let stop = server.token();
-        let serving = Arc::new(AtomicBool::new(false));
-        let admin = start_admin(&config, &metrics, &reloader, &serving, &stop).await?;
-        if let Some(addr) = config.dashboard.block_page {
-            let bound = crate::blockpage::start(addr, reloader.clone(), stop.clone()).await?;
-            tracing::info!("block page on http://{bound}/");
-        }
-
-        // 5. Triggers, then the announcement.
-        let reload_stop = reloader.stop_token();
-        spawn_reload_triggers(&config, reloader, metrics.clone(), stop.clone())?;
-        serving.store(true, Ordering::Relaxed);
-        for addr in &server.addrs {
-            tracing::info!("serving DNS on {addr} (UDP and TCP)");
-        }
-        tokio::spawn(async move {
-            signal.await;
-            // Stop first, log second: nothing may stand between a signal and the stop.
-            // A reload in progress ends too (its build is left to the blocking thread).
-            stop.cancel();
-            reload_stop.cancel();
-            tracing::info!("shutting down");
-        });
-        server.wait().await?;
-        alerts_stop.cancel();
-        if let Some(alerts) = alerts {
-            alerts.wait().await;
-        }
-        if let Some(admin) = admin {
-            admin.wait().await;
-        }
-        Ok::<_, anyhow::Error>(())
-    });
+    // 3–6. Serve until a signal, then drain.
+    let served = runtime.block_on(serve_until_stopped(path, engine, &metrics, sink));
     // A reload's build stuck reading a file (abandoned, see `reload`) must not hold the
-    // process: dropping the runtime would wait for its thread for ever.
-    runtime.shutdown_timeout(std::time::Duration::from_millis(500));
+    // process: dropping the runtime would wait for its thread for ever. Every DNS task
+    // has drained or been cut off by now, and the runtime's end drops whatever else is
+    // left: nothing can record a block after this line.
+    runtime.shutdown_timeout(RUNTIME_SHUTDOWN);
     served?;
 
-    // 6. The server has stopped answering: now flush and seal every recorded block.
-    if let Some((sink, writer)) = audit {
-        match writer.stop() {
-            Ok(()) => tracing::info!(events = sink.received(), "audit log flushed"),
-            Err(audit::AuditError::Unwritten { events, source }) => {
-                tracing::error!(
-                    events,
-                    error = %source,
-                    "stopped with {events} events not written to the audit log"
-                );
-                return Ok(ExitCode::from(EXIT_AUDIT_UNWRITTEN));
-            }
-            Err(error) => return Err(error).context("flushing the audit log"),
-        }
+    // 6 (end). The server has stopped answering: now flush and seal every recorded block.
+    seal_audit(audit)
+}
+
+/// The metrics registry. hickory counts each upstream response through the global
+/// `metrics` recorder at query time: route those into our registry too (one recorder
+/// per process).
+fn start_metrics() -> Arc<Metrics> {
+    let metrics = Arc::new(Metrics::new());
+    if ::metrics::set_global_recorder(metrics.resolver_bridge()).is_err() {
+        tracing::debug!("a metrics recorder is already installed");
     }
-    Ok(ExitCode::SUCCESS)
+    metrics
+}
+
+/// Steps 1–2: the config, any list never downloaded yet, and the first snapshot built
+/// from them. A config error is reported before any download.
+fn first_snapshot(
+    path: &Path,
+    runtime: &tokio::runtime::Runtime,
+    metrics: &Arc<Metrics>,
+) -> Result<Engine> {
+    let config = Config::load(path)?;
+    runtime.block_on(sources::prime_missing(&config, metrics));
+    let engine = Engine::build(config).with_context(|| format!("loading {}", path.display()))?;
+    crate::memory::return_freed_memory();
+    log_loaded(&engine, path);
+    Ok(engine)
+}
+
+/// Steps 3 (alerts) to 6 (the stop, up to the audit log's seal): start everything that
+/// serves, announce it, and when a signal comes, stop it in order.
+async fn serve_until_stopped(
+    path: &Path,
+    engine: Engine,
+    metrics: &Arc<Metrics>,
+    sink: Option<audit::Sink>,
+) -> Result<()> {
+    let signal = shutdown_signal()?;
+    let config = engine.config.clone();
+    let forwarder = Forwarder::instrumented(&config.upstream, metrics)?;
+    let shared = Arc::new(ArcSwap::from_pointee(engine));
+    let reloader = start_reloader(path, &shared, metrics);
+    // Alerts read what the audit writer commits; they stop after DNS does.
+    let alerts_stop = CancellationToken::new();
+    let alerts = match &sink {
+        Some(_) => alerts::start(shared.clone(), metrics.clone(), alerts_stop.clone()).await?,
+        None => None,
+    };
+
+    // 4. Listeners.
+    let server = start_dns(&config, shared, forwarder, metrics, sink).await?;
+    let stop = server.token();
+    let serving = Arc::new(AtomicBool::new(false));
+    let admin = start_admin(&config, metrics, &reloader, &serving, &stop).await?;
+    if let Some(addr) = config.dashboard.block_page {
+        let bound = crate::blockpage::start(addr, reloader.clone(), stop.clone()).await?;
+        tracing::info!("block page on http://{bound}/");
+    }
+
+    // 5. Triggers, then the announcement.
+    let reload_stop = reloader.stop_token();
+    spawn_reload_triggers(&config, reloader, metrics.clone(), stop.clone())?;
+    serving.store(true, Ordering::Relaxed);
+    for addr in &server.addrs {
+        tracing::info!("serving DNS on {addr} (UDP and TCP)");
+    }
+    tokio::spawn(stop_on(signal, stop, reload_stop));
+
+    // 6. DNS drains (its queries in flight finish or are cut off), then the alerts save
+    //    their cursor, then the admin listener ends.
+    server.wait().await?;
+    alerts_stop.cancel();
+    if let Some(alerts) = alerts {
+        alerts.wait().await;
+    }
+    if let Some(admin) = admin {
+        admin.wait().await;
+    }
+    Ok(())
+}
+
+/// The reloader over the serving snapshot, and the list-freshness gauge that reads it.
+fn start_reloader(
+    path: &Path,
+    shared: &Arc<ArcSwap<Engine>>,
+    metrics: &Arc<Metrics>,
+) -> Arc<Reloader> {
+    let serving_rules = shared.clone();
+    metrics.watch_list_freshness(move || {
+        sources::freshness(&serving_rules.load().config, std::time::SystemTime::now())
+    });
+    Arc::new(Reloader::new(path, shared.clone()).with_metrics(metrics.clone()))
+}
+
+/// Bind DNS (UDP and TCP) on every `[server] listen` address, with the handler that
+/// records blocks in `sink`.
+async fn start_dns(
+    config: &Config,
+    shared: Arc<ArcSwap<Engine>>,
+    forwarder: Forwarder,
+    metrics: &Arc<Metrics>,
+    sink: Option<audit::Sink>,
+) -> Result<dns::RunningServer> {
+    let mut handler = dns::Handler::new(shared, forwarder).with_metrics(metrics.clone());
+    if let Some(sink) = sink {
+        handler = handler.with_audit(sink);
+    }
+    let limits = dns::tcp::TcpLimits::from_config(&config.server);
+    Ok(dns::start_with(&config.server.listen, handler, limits).await?)
+}
+
+/// On `signal`, stop every listener (DNS starts draining) and any reload in progress
+/// (its build is left to the blocking thread).
+async fn stop_on(
+    signal: impl std::future::Future<Output = ()>,
+    stop: CancellationToken,
+    reload_stop: CancellationToken,
+) {
+    signal.await;
+    // Stop first, log second: nothing may stand between a signal and the stop.
+    stop.cancel();
+    reload_stop.cancel();
+    tracing::info!("shutting down");
+}
+
+/// Flush and seal the audit log, once nothing can record a block any more: a clean
+/// stop, or [`EXIT_AUDIT_UNWRITTEN`] if blocks could not be written.
+fn seal_audit(audit: Option<(audit::Sink, audit::Writer)>) -> Result<ExitCode> {
+    let Some((sink, writer)) = audit else {
+        return Ok(ExitCode::SUCCESS);
+    };
+    match writer.stop() {
+        Ok(()) => {
+            tracing::info!(events = sink.received(), "audit log flushed");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(audit::AuditError::Unwritten { events, source }) => {
+            tracing::error!(
+                events,
+                error = %source,
+                "stopped with {events} events not written to the audit log"
+            );
+            Ok(ExitCode::from(EXIT_AUDIT_UNWRITTEN))
+        }
+        Err(error) => Err(error).context("flushing the audit log"),
+    }
 }
 
 fn log_loaded(engine: &Engine, path: &Path) {

@@ -18,6 +18,7 @@ pub mod answer;
 pub mod cache;
 pub mod limit;
 pub mod server;
+pub mod tasks;
 pub mod tcp;
 pub mod udp;
 pub mod wire;

@@ -1,7 +1,14 @@
 //! The listeners: UDP ([`super::udp`]) and TCP ([`super::tcp`]) on every configured
-//! address, stopped by one cancellation token. Binding happens after the snapshot is built (start-up order: load and validate
-//! everything, then bind, then serve), and a port of 0 picks one free port shared by the
-//! address's UDP and TCP sockets (tests use this).
+//! address, stopped by one cancellation token. Binding happens after the snapshot is
+//! built (start-up order: load and validate everything, then bind, then serve), and a
+//! port of 0 picks one free port shared by the address's UDP and TCP sockets (tests use
+//! this).
+//!
+//! The stop drains: every task a listener spawns (a UDP query waiting for upstream, a
+//! TCP connection and its queries) is tracked in [`Tasks`]; when the token is cancelled
+//! the listeners stop accepting, and [`RunningServer::wait`] returns only once those
+//! tasks have finished, or [`DRAIN_TIMEOUT`] has passed and the rest were cut off. So
+//! whoever stops the audit writer after `wait` knows no query can still record a block.
 
 use std::io::ErrorKind;
 use std::net::SocketAddr;
@@ -13,9 +20,14 @@ use tokio::net::{TcpListener, UdpSocket};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::tasks::Tasks;
 use super::tcp::{self, TcpLimits};
 use super::{udp, Handler};
 
+/// How long a stop waits for the queries in flight (upstream lookups, TCP queries
+/// already read) before cutting them off: longer than an upstream answer takes, short
+/// enough for systemd's stop timeout (90 s by default) and an impatient admin.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 /// Why serving could not start or ended badly.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -43,14 +55,15 @@ impl RunningServer {
         self.token.clone()
     }
 
-    /// Wait until the server stops (its token was cancelled, or it failed).
+    /// Wait until the server stops (its token was cancelled, or it failed) and the work
+    /// in flight has drained: finished, or cut off after [`DRAIN_TIMEOUT`].
     pub async fn wait(self) -> Result<(), ServeError> {
         self.task
             .await
             .map_err(|e| ServeError::Stopped(e.to_string()))?
     }
 
-    /// Stop accepting, let in-flight TCP work finish, and wait.
+    /// Stop accepting, let in-flight work finish (bounded), and wait.
     pub async fn shutdown(self) -> Result<(), ServeError> {
         self.token.cancel();
         self.wait().await
@@ -86,27 +99,45 @@ pub async fn start_with(
     let addrs = sockets.iter().map(|(addr, _, _)| *addr).collect();
     // One connection table for every listener: the caps count all TCP connections.
     let table = tcp::Table::new(limits);
-    let mut tasks = Vec::with_capacity(2 * sockets.len());
+    let tasks = Tasks::new();
+    let mut listeners = Vec::with_capacity(2 * sockets.len());
     for (_, udp, tcp) in sockets {
-        tasks.push(tokio::spawn(udp::serve(
+        listeners.push(tokio::spawn(udp::serve(
             udp,
             handler.clone(),
+            tasks.clone(),
             token.clone(),
         )));
-        tasks.push(tokio::spawn(tcp::serve(
+        listeners.push(tokio::spawn(tcp::serve(
             tcp,
             handler.clone(),
             table.clone(),
+            tasks.clone(),
             token.clone(),
         )));
     }
-    let task = tokio::spawn(async move {
-        for task in tasks {
-            task.await.map_err(|e| ServeError::Stopped(e.to_string()))?;
-        }
-        Ok(())
-    });
+    let task = tokio::spawn(stop_and_drain(listeners, tasks, token.clone()));
     Ok(RunningServer { addrs, token, task })
+}
+
+/// Wait for every listener to end (they end when `token` is cancelled; one that fails
+/// stops the others), then drain the work they spawned.
+async fn stop_and_drain(
+    listeners: Vec<JoinHandle<()>>,
+    tasks: Tasks,
+    token: CancellationToken,
+) -> Result<(), ServeError> {
+    let mut result = Ok(());
+    for listener in listeners {
+        if let Err(error) = listener.await {
+            token.cancel();
+            if result.is_ok() {
+                result = Err(ServeError::Stopped(error.to_string()));
+            }
+        }
+    }
+    tasks.drain(DRAIN_TIMEOUT).await;
+    result
 }
 
 /// How many ports "port 0" tries before giving up on one free for both UDP and TCP.

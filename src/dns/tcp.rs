@@ -21,6 +21,10 @@
 //!   that cannot be decoded gets FORMERR if it has a header.
 //!
 //! Each query goes through the same [`Handler`] as UDP queries.
+//!
+//! On stop the listener closes, and so does every connection: an idle one at once, one
+//! with queries already read once their answers are written. Connections and their
+//! queries run in the server's [`Tasks`], which the stop waits for (bounded).
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -40,6 +44,7 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use super::limit::{ConnectionId, ConnectionLimits, ConnectionTable, IdleCheck};
+use super::tasks::Tasks;
 use super::{wire, Handler};
 use crate::config::ServerConfig;
 use crate::config::{DEFAULT_TCP_CONNECTIONS, DEFAULT_TCP_CONNECTIONS_PER_CLIENT};
@@ -113,15 +118,18 @@ impl Table {
     }
 }
 
-/// Accept connections on `listener` until `stop`, within the limits of `table`.
+/// Accept connections on `listener` until `stop`, within the limits of `table`; each
+/// connection and its queries run in `tasks`.
 pub async fn serve(
     listener: TcpListener,
     handler: Arc<Handler>,
     table: Arc<Table>,
+    tasks: Tasks,
     stop: CancellationToken,
 ) {
     loop {
         let (stream, peer) = tokio::select! {
+            biased;
             _ = stop.cancelled() => return,
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
@@ -154,21 +162,24 @@ pub async fn serve(
             id,
             peer,
             close,
+            tasks: tasks.clone(),
         };
         let handler = handler.clone();
-        tokio::spawn(async move {
+        tasks.spawn(async move {
             conn.serve(stream, handler).await;
         });
     }
 }
 
-/// One admitted connection: its place in the table, and the token that closes it
-/// (cancelled by the table's eviction, by the server's stop, or by its own writer).
+/// One admitted connection: its place in the table, the token that closes it
+/// (cancelled by the table's eviction, by the server's stop, or by its own writer), and
+/// the server's tasks, where its queries run.
 struct Conn {
     table: Arc<Table>,
     id: ConnectionId,
     peer: SocketAddr,
     close: CancellationToken,
+    tasks: Tasks,
 }
 
 impl Conn {
@@ -184,20 +195,23 @@ impl Conn {
             let Some(request) = self.request(message, &tx).await else {
                 continue; // not a query: nothing (or FORMERR) sent, `busy` ends here
             };
+            // A query read is answered even if the connection is closing meanwhile (the
+            // server's stop): without waiting for a slot, and as its last.
             let permit = tokio::select! {
-                _ = self.close.cancelled() => break,
-                permit = in_flight.clone().acquire_owned() => match permit {
-                    Ok(permit) => permit,
-                    Err(_) => break, // never closed; leave rather than spin
-                },
+                _ = self.close.cancelled() => None,
+                permit = in_flight.clone().acquire_owned() => permit.ok(),
             };
+            let last = permit.is_none();
             let (handler, tx) = (handler.clone(), tx.clone());
-            tokio::spawn(async move {
+            self.tasks.spawn(async move {
                 handler
                     .handle_request::<_, TokioTime>(&request, Answer { tx })
                     .await;
                 drop((permit, busy));
             });
+            if last {
+                break;
+            }
         }
         drop(tx);
         // Queries still in flight hold their own sender; the writer ends after the last.

@@ -15,6 +15,10 @@
 //! The loop reads until the socket is empty, then waits for readiness; it yields to the
 //! runtime every [`BATCH`] packets so that, under a flood, upstream answers, TCP and
 //! timers still get their turn on a one-thread runtime.
+//!
+//! On stop the loop ends (datagrams not read yet are never answered, nor recorded); the
+//! tasks it spawned are [`Tasks`], which the server waits for, so a query already read
+//! is still answered.
 
 use std::io::ErrorKind;
 use std::net::SocketAddr;
@@ -32,6 +36,7 @@ use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 
 use super::answer::{self, MAX_UDP_PAYLOAD};
+use super::tasks::Tasks;
 use super::wire;
 use super::{Handler, Now};
 
@@ -40,13 +45,21 @@ const BATCH: usize = 64;
 /// Largest query read; a longer datagram is cut, fails to decode and gets FORMERR.
 const MAX_QUERY: usize = 4096;
 
-/// Serve queries arriving on `socket` until `stop`.
-pub async fn serve(socket: UdpSocket, handler: Arc<Handler>, stop: CancellationToken) {
+/// Serve queries arriving on `socket` until `stop`; queries that wait for upstream run
+/// in `tasks`.
+pub async fn serve(
+    socket: UdpSocket,
+    handler: Arc<Handler>,
+    tasks: Tasks,
+    stop: CancellationToken,
+) {
     let socket = Arc::new(socket);
     let mut packet = vec![0u8; MAX_QUERY];
     let mut out = Vec::with_capacity(usize::from(MAX_UDP_PAYLOAD));
     loop {
         tokio::select! {
+            // Under a flood the socket is always readable: the stop must still win.
+            biased;
             _ = stop.cancelled() => return,
             ready = socket.readable() => {
                 if let Err(error) = ready {
@@ -76,7 +89,7 @@ pub async fn serve(socket: UdpSocket, handler: Arc<Handler>, stop: CancellationT
             if client.port() == 0 {
                 continue;
             }
-            handle(&socket, &handler, &packet[..len], client, &mut out).await;
+            handle(&socket, &handler, &tasks, &packet[..len], client, &mut out).await;
         }
         // …but after a full batch, let other tasks run before reading on. (Not after
         // draining: waiting for readiness yields anyway, and an extra yield would cost
@@ -91,13 +104,14 @@ pub async fn serve(socket: UdpSocket, handler: Arc<Handler>, stop: CancellationT
 async fn handle(
     socket: &Arc<UdpSocket>,
     handler: &Arc<Handler>,
+    tasks: &Tasks,
     packet: &[u8],
     client: SocketAddr,
     out: &mut Vec<u8>,
 ) {
     let Some(query) = wire::Query::parse(packet) else {
         let (socket, handler, packet) = (socket.clone(), handler.clone(), packet.to_vec());
-        tokio::spawn(async move { general(&socket, &handler, packet, client).await });
+        tasks.spawn(async move { general(&socket, &handler, packet, client).await });
         return;
     };
     match handler.answer_now(&query, client, out) {
@@ -105,7 +119,7 @@ async fn handle(
         Now::Drop => {}
         Now::Later => {
             let (socket, handler, packet) = (socket.clone(), handler.clone(), packet.to_vec());
-            tokio::spawn(async move {
+            tasks.spawn(async move {
                 // The packet parsed once already; parsing is pure, so it parses again.
                 let Some(query) = wire::Query::parse(&packet) else {
                     return;
