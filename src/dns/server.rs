@@ -35,12 +35,20 @@ pub struct RunningServer {
     pub addrs: Vec<SocketAddr>,
     token: CancellationToken,
     task: JoinHandle<Result<(), ServeError>>,
+    /// The TCP connections of every listener, and the limits they are held to.
+    table: Arc<tcp::Table>,
 }
 
 impl RunningServer {
     /// A token that stops the server when cancelled (e.g. from a signal handler).
     pub fn token(&self) -> CancellationToken {
         self.token.clone()
+    }
+
+    /// The TCP connection table, whose limits a reload may change
+    /// ([`tcp::Table::set_limits`]).
+    pub fn tcp_table(&self) -> Arc<tcp::Table> {
+        self.table.clone()
     }
 
     /// Wait until the server stops (its token was cancelled, or it failed).
@@ -112,7 +120,12 @@ pub async fn start_with(
         }
         Ok(())
     });
-    Ok(RunningServer { addrs, token, task })
+    Ok(RunningServer {
+        addrs,
+        token,
+        task,
+        table,
+    })
 }
 
 /// How many ports "port 0" tries before giving up on one free for both UDP and TCP.
