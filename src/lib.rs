@@ -78,6 +78,7 @@ pub mod metrics;
 pub mod name;
 pub mod policy;
 pub mod reload;
+pub mod restart;
 pub mod serve;
 pub mod sources;
 pub mod upstream;

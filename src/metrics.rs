@@ -129,6 +129,7 @@ pub struct Metrics {
     snapshot_generation: IntGauge,
     snapshot_loaded: Gauge,
     snapshot_age: Gauge,
+    restart_needed: IntGaugeVec,
     audit_queue_depth: IntGauge,
     audit_events: IntCounter,
     audit_rows_written: IntCounter,
@@ -257,6 +258,12 @@ impl Metrics {
                 "warden_snapshot_age_seconds",
                 "Seconds since the serving snapshot was swapped in",
             ),
+            restart_needed: r.gauge_vec(
+                "warden_restart_needed",
+                "1 when the config file changes a setting the running process read only at \
+                 start-up (it keeps the old value until restarted); 0 once a reload puts it back",
+                &["setting"],
+            ),
             audit_queue_depth: r.gauge(
                 "warden_audit_queue_depth",
                 "Audit events waiting for the writer",
@@ -368,6 +375,14 @@ impl Metrics {
                     .set(i64::from(list.missing));
             }
         }
+    }
+
+    /// Whether `setting` (named as in the file: `[server] listen`) needs a restart to
+    /// take the config file's value.
+    pub fn restart_needed(&self, setting: &str, needed: bool) {
+        self.restart_needed
+            .with_label_values(&[setting])
+            .set(i64::from(needed));
     }
 
     /// A list source was checked: `updated` (new content accepted) or `not_modified`.

@@ -23,10 +23,11 @@ use arc_swap::ArcSwap;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::dns::tcp::TcpLimits;
 use crate::engine::Engine;
 use crate::metrics::Metrics;
 use crate::reload::Reloader;
-use crate::upstream::Forwarder;
+use crate::upstream::{Forwarder, LiveForwarder};
 use crate::{admin, alerts, audit, dns, sources};
 
 /// Exit status of a `warden serve` that stopped with blocks it could not write to the
@@ -64,12 +65,16 @@ pub fn run(path: &Path) -> Result<ExitCode> {
         let signal = shutdown_signal()?;
         let config = engine.config.clone();
         let forwarder = Forwarder::instrumented(&config.upstream, &metrics)?;
+        let upstream = Arc::new(LiveForwarder::new(forwarder));
         let shared = Arc::new(ArcSwap::from_pointee(engine));
         let serving_rules = shared.clone();
         metrics.watch_list_freshness(move || {
             sources::freshness(&serving_rules.load().config, std::time::SystemTime::now())
         });
-        let reloader = Arc::new(Reloader::new(path, shared.clone()).with_metrics(metrics.clone()));
+        let reloader = Reloader::new(path, shared.clone())
+            .with_metrics(metrics.clone())
+            .with_upstream(upstream.clone());
+        let reloader = Arc::new(reloader);
         // Alerts read what the audit writer commits; they stop after DNS does.
         let alerts_stop = CancellationToken::new();
         let alerts = match &audit {
@@ -78,12 +83,16 @@ pub fn run(path: &Path) -> Result<ExitCode> {
         };
 
         // 4. Listeners.
-        let mut handler = dns::Handler::new(shared, forwarder).with_metrics(metrics.clone());
+        let mut handler =
+            dns::Handler::with_upstream(shared, upstream).with_metrics(metrics.clone());
         if let Some((sink, _)) = &audit {
             handler = handler.with_audit(sink.clone());
         }
-        let limits = dns::tcp::TcpLimits::from_config(&config.server);
+        let limits = TcpLimits::from_config(&config.server);
         let server = dns::start_with(&config.server.listen, handler, limits).await?;
+        let tcp = server.tcp_table();
+        reloader
+            .on_swap(move |engine| tcp.set_limits(TcpLimits::from_config(&engine.config.server)));
         let stop = server.token();
         let serving = Arc::new(AtomicBool::new(false));
         let admin = start_admin(&config, &metrics, &reloader, &serving, &stop).await?;

@@ -17,7 +17,10 @@
 //! every later stage.
 //!
 //! The handler reads one immutable [`Engine`] snapshot per query (one atomic load from
-//! an `ArcSwap`), so a reload never pauses or half-changes a query in flight.
+//! an `ArcSwap`), so a reload never pauses or half-changes a query in flight. What a
+//! reload changes outside the snapshot follows it too: the forwarder is swapped when
+//! `[upstream]` changes ([`LiveForwarder`]), and the answer cache's size and the rate
+//! limits are read from the snapshot.
 
 pub mod answer;
 pub mod cache;
@@ -47,7 +50,7 @@ use crate::filter::{Block, CategorySet};
 use crate::metrics::{Metrics, QueryOutcome};
 use crate::name;
 use crate::policy::{self, rebinding, safe_search, Who};
-use crate::upstream::{Answer, Forwarder};
+use crate::upstream::{Answer, Forwarder, LiveForwarder};
 use answer::Reply;
 use cache::AnswerCache;
 
@@ -57,7 +60,8 @@ pub use server::{start, start_with, RunningServer, ServeError};
 /// the metrics.
 pub struct Handler {
     engine: Arc<ArcSwap<Engine>>,
-    forwarder: Forwarder,
+    /// Swapped by a reload that changes `[upstream]` (see [`LiveForwarder`]).
+    upstream: Arc<LiveForwarder>,
     audit: Option<Sink>,
     blocked: Arc<AtomicU64>,
     metrics: Arc<Metrics>,
@@ -72,11 +76,17 @@ pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
 
 impl Handler {
     pub fn new(engine: Arc<ArcSwap<Engine>>, forwarder: Forwarder) -> Handler {
+        Handler::with_upstream(engine, Arc::new(LiveForwarder::new(forwarder)))
+    }
+
+    /// A handler asking upstream through `upstream`, which a reload may swap (the
+    /// reloader holds it too: see `Reloader::with_upstream`).
+    pub fn with_upstream(engine: Arc<ArcSwap<Engine>>, upstream: Arc<LiveForwarder>) -> Handler {
         let capacity = engine.load().config.upstream.cache_size;
         Handler {
             cache: AnswerCache::new(cache_capacity(capacity)),
             engine,
-            forwarder,
+            upstream,
             audit: None,
             blocked: Arc::new(AtomicU64::new(0)),
             metrics: Arc::new(Metrics::new()),
@@ -212,6 +222,9 @@ impl Handler {
         self.metrics.query(reply.outcome, Some(cx.qtype));
         let written = wire::write_reply(query, &reply, query.max_udp_payload(), out);
         if keep && !written.truncated {
+            // `[upstream] cache_size` of the snapshot that allowed it: a reload applies.
+            self.cache
+                .set_capacity(cache_capacity(engine.config.upstream.cache_size));
             let key = cache::key(cx.who.group_id, cx.active, query);
             self.cache
                 .insert(&key, out, reply.authentic, engine.id, Instant::now());
@@ -221,7 +234,8 @@ impl Handler {
     /// Stage 0: only clients on our networks, each within its rate. A query from outside
     /// is never forwarded (no open resolver), and a looping device cannot starve the
     /// others or flood the audit log. `Err` holds the answer to give instead (`None`:
-    /// send nothing).
+    /// send nothing). Both read the snapshot, so a reload's networks and rate apply to
+    /// the next query (each client's bucket is kept across it).
     fn admit(&self, engine: &Engine, client: IpAddr) -> Result<(), Option<Reply>> {
         if !engine.policy.admits(client) {
             return Err(Some(Reply::error(ResponseCode::Refused)));
@@ -320,8 +334,10 @@ impl Handler {
         }
     }
 
+    /// Ask the forwarder serving now (the one a reload may have swapped in).
     async fn ask_upstream(&self, name: Name, qtype: RecordType) -> Answer {
-        let answer = self.forwarder.forward(name, qtype).await;
+        let forwarder = self.upstream.current();
+        let answer = forwarder.forward(name, qtype).await;
         match &answer {
             Answer::Unreachable => self.metrics.upstream_error("unreachable"),
             Answer::Refused(ResponseCode::ServFail) => self.metrics.upstream_error("servfail"),
