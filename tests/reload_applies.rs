@@ -118,10 +118,8 @@ fn a_changed_upstream_is_asked_from_the_next_query_and_an_unchanged_one_keeps_it
         &format!("servers = [\"{a_addr}\"]"),
         &format!("servers = [\"{b_addr}\"]"),
     );
-    let reply = daemon.reload();
-    assert_eq!(reply["upstream_rebuilt"], true, "{reply}");
-    assert_eq!(reply["restart_needed"], json!([]), "{reply}");
     let asked_a = a.total();
+    let reply = daemon.reload();
     // A name never asked before, and one A answered before (its answer is in A's
     // forwarder's cache, not in the new one's): both go to B now.
     let answer = runtime.block_on(udp(dns, "alias.test.", RecordType::A, true));
@@ -131,6 +129,8 @@ fn a_changed_upstream_is_asked_from_the_next_query_and_an_unchanged_one_keeps_it
     assert_eq!(b.count("alias.test."), 1);
     assert_eq!(b.count("allowed.test."), 1);
     assert_eq!(a.total(), asked_a, "A is asked no more");
+    assert_eq!(reply["upstream_rebuilt"], true, "{reply}");
+    assert_eq!(reply["restart_needed"], json!([]), "{reply}");
 
     // A reload that leaves [upstream] as it is keeps the forwarder, cache and all.
     daemon.edit("[blocking]\n", "[blocking]\nttl = 301\n");
