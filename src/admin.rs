@@ -6,7 +6,9 @@
 //! - `GET /readyz`: 200 when, also, every list has a copy to block from (a first-start
 //!   download may still be missing); 503 with the reasons otherwise.
 //! - `POST /reload`: rebuild and swap the rules now. Needs `Authorization: Bearer
-//!   TOKEN`, the token in `[admin] token_file`; answers with the result as JSON.
+//!   TOKEN`, the token in `[admin] token_file`; answers with the result as JSON,
+//!   including `restart_needed`: the settings the file changes that only a restart
+//!   applies (see [`crate::restart`]).
 //!
 //! The token is compared in constant time and never logged.
 //!
@@ -232,21 +234,20 @@ async fn reload(State(state): State<AdminState>, headers: HeaderMap) -> Response
         });
         return (StatusCode::UNAUTHORIZED, axum::Json(body)).into_response();
     }
-    let result = state.reloader.reload("POST /reload").await;
-    let stats = state.reloader.stats();
-    let generation = stats.generation.load(Ordering::Relaxed);
-    match result {
-        Ok(()) => {
-            let engine = state.reloader.current();
+    match state.reloader.reload("POST /reload").await {
+        Ok(done) => {
             let body = serde_json::json!({
                 "ok": true,
-                "generation": generation,
-                "rules": engine.matcher.stats().rules,
-                "duration_ms": stats.last_duration_ms.load(Ordering::Relaxed),
+                "generation": done.generation,
+                "rules": done.rules,
+                "duration_ms": done.duration_ms,
+                "upstream_rebuilt": done.upstream_rebuilt,
+                "restart_needed": done.restart_needed,
             });
             (StatusCode::OK, axum::Json(body)).into_response()
         }
         Err(error) => {
+            let generation = state.reloader.stats().generation.load(Ordering::Relaxed);
             let body = serde_json::json!({
                 "ok": false,
                 "generation": generation,

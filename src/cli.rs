@@ -566,6 +566,9 @@ fn reload(path: &Path) -> Result<ExitCode> {
             "reloaded: snapshot {} with {} rules in {} ms",
             reply["generation"], reply["rules"], reply["duration_ms"]
         );
+        for line in restart_lines(&reply) {
+            println!("{line}");
+        }
         Ok(ExitCode::SUCCESS)
     } else {
         let error = reply
@@ -575,6 +578,20 @@ fn reload(path: &Path) -> Result<ExitCode> {
         eprintln!("warden: reload rejected, the previous rules stay in force: {error}");
         Ok(ExitCode::from(2))
     }
+}
+
+/// A line for each setting a reload's answer says only a restart applies.
+fn restart_lines(reply: &serde_json::Value) -> Vec<String> {
+    let settings = reply["restart_needed"].as_array().into_iter().flatten();
+    settings
+        .filter_map(|s| s.as_str())
+        .map(|setting| {
+            format!(
+                "restart needed for {setting}: the running Warden keeps the value it started \
+                 with until it is restarted"
+            )
+        })
+        .collect()
 }
 
 fn current_thread_runtime() -> Result<tokio::runtime::Runtime> {

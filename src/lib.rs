@@ -29,7 +29,9 @@
 //!   rewrites and the built-in circumvention answers.
 //! - [`reload`] rebuilds the snapshot on SIGHUP, a file change or `POST /reload` and
 //!   swaps it in, refusing snapshots that fail to build or in which a list shrank
-//!   suspiciously; [`sources`] downloads `url` lists into a last-good cache;
+//!   suspiciously, and brings what was built from the config at start-up along (the
+//!   forwarder, the TCP limits); [`restart`] names the settings only a restart applies,
+//!   which a reload reports; [`sources`] downloads `url` lists into a last-good cache;
 //!   [`memory`] hands each build's scratch memory back to the operating system.
 //! - [`admin`] is the HTTP listener for [`metrics`] (Prometheus), health and reload;
 //!   [`dashboard`] adds the e-safety lead's pages to it (sign-in, overview, events,
@@ -44,7 +46,8 @@
 //! 1. check the request: a standard query, one IN question (else NOTIMP/FORMERR/REFUSED);
 //! 2. normalise the name once into the matcher's key form ([`name::key`]: lower case,
 //!    any bytes kept, so an odd label still sits under its listed parents);
-//! 3. find the client's group and its active categories (locked ones always on);
+//! 3. find the client's group and its active categories (locked ones always on): with
+//!    the name and the snapshot, one [`dns`] query context that the later stages share;
 //! 4. the built-in circumvention names (DoH canary, Private Relay, DDR) get their answers;
 //! 5. [`filter::Matcher::lookup`] (then the group's own allow and deny lists): blocked →
 //!    answer locally in the configured mode, with an Extended DNS Error saying why, and
@@ -79,6 +82,7 @@ pub mod metrics;
 pub mod name;
 pub mod policy;
 pub mod reload;
+pub mod restart;
 pub mod serve;
 pub mod sources;
 pub(crate) mod sync;

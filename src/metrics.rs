@@ -246,6 +246,7 @@ struct ReloadMetrics {
     snapshot_generation: IntGauge,
     snapshot_loaded: Gauge,
     snapshot_age: Gauge,
+    restart_needed: IntGaugeVec,
 }
 
 impl ReloadMetrics {
@@ -272,6 +273,12 @@ impl ReloadMetrics {
             snapshot_age: r.float_gauge(
                 "warden_snapshot_age_seconds",
                 "Seconds since the serving snapshot was swapped in",
+            ),
+            restart_needed: r.gauge_vec(
+                "warden_restart_needed",
+                "1 when the config file changes a setting the running process read only at \
+                 start-up (it keeps the old value until restarted); 0 once a reload puts it back",
+                &["setting"],
             ),
         }
     }
@@ -449,6 +456,15 @@ impl Metrics {
                     .set(i64::from(list.missing));
             }
         }
+    }
+
+    /// Whether `setting` (named as in the file: `[server] listen`) needs a restart to
+    /// take the config file's value.
+    pub fn restart_needed(&self, setting: &str, needed: bool) {
+        self.reload
+            .restart_needed
+            .with_label_values(&[setting])
+            .set(i64::from(needed));
     }
 
     /// A list source was checked: `updated` (new content accepted) or `not_modified`.

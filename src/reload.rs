@@ -21,8 +21,19 @@
 //! A reload never delays shutdown: once the reloader's stop token fires, a reload in
 //! progress returns at once ([`ReloadError::Stopping`]), and `serve` does not wait for
 //! the abandoned thread.
+//!
+//! What runs follows the file, or says why not. Besides the snapshot, a reload applies
+//! what was built from the config at start-up: a changed `[upstream]` gets a new
+//! forwarder ([`Reloader::with_upstream`]; built before the swap, so one that cannot be
+//! built rejects the reload), and whoever registered with [`Reloader::on_swap`] (the TCP
+//! limits) is handed the new snapshot. The rest is read from the snapshot as it is used.
+//! Settings only a restart applies (listen addresses, the audit log, …: see
+//! [`crate::restart`]) are compared with the config the process started with, and each
+//! one that differs is reported in the reload's result ([`Reloaded::restart_needed`]),
+//! as a warning in the log, and as `warden_restart_needed{setting}` in `/metrics` (back
+//! to 0 once a reload puts it back).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -31,9 +42,11 @@ use std::time::{Duration, Instant, SystemTime};
 use arc_swap::ArcSwap;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::Config;
 use crate::engine::{Engine, EngineError};
 use crate::metrics::Metrics;
 use crate::sync::lock;
+use crate::upstream::{Forwarder, LiveForwarder, UpstreamError};
 
 /// Quiet time after the last file change before reloading.
 pub const DEBOUNCE: Duration = Duration::from_millis(500);
@@ -44,6 +57,26 @@ pub const MAX_ABANDONED: usize = 4;
 /// What builds a snapshot from the config at a path, given the serving snapshot's count
 /// of names: [`Engine::reload`], unless a test stands in for a stuck file system.
 pub type BuildFn = dyn Fn(&Path, usize) -> Result<Engine, EngineError> + Send + Sync;
+
+/// Told of each snapshot swapped in (see [`Reloader::on_swap`]).
+pub type SwapFn = dyn Fn(&Engine) + Send + Sync;
+
+/// What a reload that was accepted did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reloaded {
+    /// The generation of the snapshot serving now.
+    pub generation: u64,
+    /// Rules in it.
+    pub rules: u64,
+    pub duration_ms: u64,
+    /// `[upstream]` changed: a forwarder built from the new section serves now (its
+    /// cache starts empty).
+    pub upstream_rebuilt: bool,
+    /// Settings whose value in the file differs from the one the process started with
+    /// and that only a restart applies, named as in the file (`[server] listen`); the
+    /// process keeps the old values. Empty when the file and the process agree.
+    pub restart_needed: Vec<String>,
+}
 
 /// Why a reload was rejected.
 #[derive(Debug, thiserror::Error)]
@@ -74,6 +107,8 @@ pub enum ReloadError {
     Stuck(usize),
     #[error("the server is stopping; reload not done")]
     Stopping,
+    #[error("cannot build the forwarder for the new [upstream]: {0}")]
+    Upstream(#[from] UpstreamError),
 }
 
 impl ReloadError {
@@ -113,6 +148,15 @@ pub struct Reloader {
     /// Builds given up on after `[reload] timeout` (see the module doc).
     abandoned: Mutex<Vec<tokio::task::JoinHandle<Result<Engine, EngineError>>>>,
     stop: CancellationToken,
+    /// The config the process started with: settings read only at start-up still run
+    /// with its values.
+    started: Config,
+    /// The forwarder queries ask, swapped when `[upstream]` changes.
+    upstream: Option<Arc<LiveForwarder>>,
+    /// Told of each new snapshot once it serves.
+    followers: Mutex<Vec<Box<SwapFn>>>,
+    /// Every setting ever reported as needing a restart (for the gauge's zeros).
+    restart_reported: Mutex<BTreeSet<String>>,
 }
 
 impl Reloader {
@@ -121,6 +165,7 @@ impl Reloader {
         let stats = ReloadStats::default();
         stats.generation.store(1, Ordering::Relaxed);
         stats.loaded_at.store(unix_now(), Ordering::Relaxed);
+        let started = shared.load().config.clone();
         Reloader {
             config_path: config_path.to_path_buf(),
             shared,
@@ -130,7 +175,24 @@ impl Reloader {
             build: Arc::new(Engine::reload),
             abandoned: Mutex::new(Vec::new()),
             stop: CancellationToken::new(),
+            started,
+            upstream: None,
+            followers: Mutex::new(Vec::new()),
+            restart_reported: Mutex::new(BTreeSet::new()),
         }
+    }
+
+    /// Swap `upstream`'s forwarder when a reload changes `[upstream]` (the handler asks
+    /// through the same one).
+    pub fn with_upstream(mut self, upstream: Arc<LiveForwarder>) -> Reloader {
+        self.upstream = Some(upstream);
+        self
+    }
+
+    /// Call `apply` with each new snapshot once it serves: for what was built from the
+    /// config at start-up and can be updated in place (the TCP limits).
+    pub fn on_swap(&self, apply: impl Fn(&Engine) + Send + Sync + 'static) {
+        lock(&self.followers).push(Box::new(apply));
     }
 
     /// Build snapshots with `build` instead of [`Engine::reload`]. Tests use this to
@@ -170,7 +232,7 @@ impl Reloader {
 
     /// Build a new snapshot on a blocking thread (within `[reload] timeout`), check it,
     /// and swap it in. On error the serving snapshot is untouched.
-    pub async fn reload(&self, reason: &str) -> Result<(), ReloadError> {
+    pub async fn reload(&self, reason: &str) -> Result<Reloaded, ReloadError> {
         tracing::debug!(reason, "reloading");
         tokio::select! {
             biased;
@@ -179,19 +241,17 @@ impl Reloader {
         }
     }
 
-    async fn reload_now(&self, reason: &str) -> Result<(), ReloadError> {
+    async fn reload_now(&self, reason: &str) -> Result<Reloaded, ReloadError> {
         let _one = self.one_at_a_time.lock().await;
         let started = Instant::now();
         let built = self.build_within_limit().await.and_then(|engine| {
             check_shrink(&self.shared.load(), &engine)?;
-            Ok(engine)
+            let forwarder = self.prepare_upstream(&engine)?;
+            Ok((engine, forwarder))
         });
         self.stats.reloads.fetch_add(1, Ordering::Relaxed);
         match built {
-            Ok(engine) => {
-                self.swap_in(engine, started, reason);
-                Ok(())
-            }
+            Ok((engine, forwarder)) => Ok(self.swap_in(engine, forwarder, started, reason)),
             Err(error) => {
                 self.stats.failures.fetch_add(1, Ordering::Relaxed);
                 let generation = self.stats.generation.load(Ordering::Relaxed);
@@ -237,12 +297,35 @@ impl Reloader {
         }
     }
 
-    fn swap_in(&self, engine: Engine, started: Instant, reason: &str) {
+    /// A new forwarder if the new snapshot's `[upstream]` differs from the serving
+    /// forwarder's (built now, so a failure rejects the reload with nothing changed).
+    fn prepare_upstream(&self, engine: &Engine) -> Result<Option<Forwarder>, ReloadError> {
+        match &self.upstream {
+            Some(upstream) => Ok(upstream.prepare(&engine.config.upstream)?),
+            None => Ok(None),
+        }
+    }
+
+    fn swap_in(
+        &self,
+        engine: Engine,
+        forwarder: Option<Forwarder>,
+        started: Instant,
+        reason: &str,
+    ) -> Reloaded {
         let rules = engine.matcher.stats().rules;
+        let restart_needed = crate::restart::needed(&self.started, &engine.config);
         let engine = Arc::new(engine);
+        let upstream_rebuilt = forwarder.is_some();
+        if let (Some(upstream), Some(forwarder)) = (&self.upstream, forwarder) {
+            upstream.install(forwarder);
+        }
         // The previous snapshot is freed when its last query finishes; give the
         // build's scratch memory back now.
         self.shared.store(engine.clone());
+        for apply in lock(&self.followers).iter() {
+            apply(&engine);
+        }
         crate::memory::return_freed_memory();
         let generation = self.stats.generation.fetch_add(1, Ordering::Relaxed) + 1;
         self.metrics
@@ -251,7 +334,40 @@ impl Reloader {
         self.stats.last_duration_ms.store(ms, Ordering::Relaxed);
         self.stats.loaded_at.store(unix_now(), Ordering::Relaxed);
         *lock(&self.stats.last_error) = None;
-        tracing::info!(reason, generation, rules, ms, "reloaded the rules");
+        tracing::info!(
+            reason,
+            generation,
+            rules,
+            ms,
+            upstream_rebuilt,
+            "reloaded the rules"
+        );
+        self.report_restart_needed(&restart_needed);
+        Reloaded {
+            generation,
+            rules,
+            duration_ms: ms,
+            upstream_rebuilt,
+            restart_needed,
+        }
+    }
+
+    /// Say which settings need a restart to apply: a warning for each, and the gauge
+    /// at 1 for each and at 0 for those reported before that agree again.
+    fn report_restart_needed(&self, needed: &[String]) {
+        for setting in needed {
+            tracing::warn!(
+                setting = setting.as_str(),
+                "restart needed for {setting}: the reloaded config changes it, and it is \
+                 read only at start-up; the value the process started with stays in force"
+            );
+        }
+        let mut reported = lock(&self.restart_reported);
+        reported.extend(needed.iter().cloned());
+        for setting in reported.iter() {
+            self.metrics
+                .restart_needed(setting, needed.contains(setting));
+        }
     }
 
     /// The files whose change should trigger a reload: the config and its local lists.

@@ -27,10 +27,11 @@ use arc_swap::ArcSwap;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::dns::tcp::TcpLimits;
 use crate::engine::Engine;
 use crate::metrics::Metrics;
 use crate::reload::Reloader;
-use crate::upstream::Forwarder;
+use crate::upstream::{Forwarder, LiveForwarder};
 use crate::{admin, alerts, audit, dns, sources};
 
 /// Exit status of a `warden serve` that stopped with blocks it could not write to the
@@ -109,8 +110,9 @@ async fn serve_until_stopped(
     let signal = shutdown_signal()?;
     let config = engine.config.clone();
     let forwarder = Forwarder::instrumented(&config.upstream, metrics)?;
+    let upstream = Arc::new(LiveForwarder::new(forwarder));
     let shared = Arc::new(ArcSwap::from_pointee(engine));
-    let reloader = start_reloader(path, &shared, metrics);
+    let reloader = start_reloader(path, &shared, metrics, &upstream);
     // Alerts read what the audit writer commits; they stop after DNS does.
     let alerts_stop = CancellationToken::new();
     let alerts = match &sink {
@@ -119,7 +121,10 @@ async fn serve_until_stopped(
     };
 
     // 4. Listeners.
-    let server = start_dns(&config, shared, forwarder, metrics, sink).await?;
+    let server = start_dns(&config, shared, upstream, metrics, sink).await?;
+    // A reload's TCP limits apply to the next connections.
+    let tcp = server.tcp_table();
+    reloader.on_swap(move |engine| tcp.set_limits(TcpLimits::from_config(&engine.config.server)));
     let stop = server.token();
     let serving = Arc::new(AtomicBool::new(false));
     let admin = start_admin(&config, metrics, &reloader, &serving, &stop).await?;
@@ -150,17 +155,22 @@ async fn serve_until_stopped(
     Ok(())
 }
 
-/// The reloader over the serving snapshot, and the list-freshness gauge that reads it.
+/// The reloader over the serving snapshot (and the forwarder a reload of `[upstream]`
+/// replaces), and the list-freshness gauge that reads it.
 fn start_reloader(
     path: &Path,
     shared: &Arc<ArcSwap<Engine>>,
     metrics: &Arc<Metrics>,
+    upstream: &Arc<LiveForwarder>,
 ) -> Arc<Reloader> {
     let serving_rules = shared.clone();
     metrics.watch_list_freshness(move || {
         sources::freshness(&serving_rules.load().config, std::time::SystemTime::now())
     });
-    Arc::new(Reloader::new(path, shared.clone()).with_metrics(metrics.clone()))
+    let reloader = Reloader::new(path, shared.clone())
+        .with_metrics(metrics.clone())
+        .with_upstream(upstream.clone());
+    Arc::new(reloader)
 }
 
 /// Bind DNS (UDP and TCP) on every `[server] listen` address, with the handler that
@@ -168,15 +178,15 @@ fn start_reloader(
 async fn start_dns(
     config: &Config,
     shared: Arc<ArcSwap<Engine>>,
-    forwarder: Forwarder,
+    upstream: Arc<LiveForwarder>,
     metrics: &Arc<Metrics>,
     sink: Option<audit::Sink>,
 ) -> Result<dns::RunningServer> {
-    let mut handler = dns::Handler::new(shared, forwarder).with_metrics(metrics.clone());
+    let mut handler = dns::Handler::with_upstream(shared, upstream).with_metrics(metrics.clone());
     if let Some(sink) = sink {
         handler = handler.with_audit(sink);
     }
-    let limits = dns::tcp::TcpLimits::from_config(&config.server);
+    let limits = TcpLimits::from_config(&config.server);
     Ok(dns::start_with(&config.server.listen, handler, limits).await?)
 }
 

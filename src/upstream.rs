@@ -5,10 +5,15 @@
 //! the configured servers (queried two at a time, so one dead server costs no extra
 //! round of waiting). Every lookup is also bounded here by the configured timeout, so a
 //! client gets SERVFAIL in bounded time, never a hang.
+//!
+//! A reload may change `[upstream]`: the [`LiveForwarder`] every query asks through
+//! then swaps in a forwarder built from the new section (with an empty cache), and one
+//! that leaves the section as it was keeps the forwarder serving, cache and all.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use dashmap::DashMap;
 use tokio::sync::OnceCell;
 
@@ -22,7 +27,7 @@ use hickory_resolver::proto::rr::{Name, Record, RecordType};
 use hickory_resolver::{Resolver, TokioResolver};
 
 use crate::config::{ServerSpec, UpstreamConfig};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, ResolverBridge};
 
 /// A configured upstream that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -100,6 +105,10 @@ struct Kept {
 /// The forwarder shared by every query.
 #[derive(Clone)]
 pub struct Forwarder {
+    /// The section it was built from, to tell whether a reload changes it.
+    config: UpstreamConfig,
+    /// Where its resolver's counters go (for a forwarder built to replace it).
+    bridge: Option<Arc<ResolverBridge>>,
     resolver: TokioResolver,
     timeout: Duration,
     serve_stale: Duration,
@@ -114,18 +123,28 @@ impl Forwarder {
         Forwarder::build(config, None)
     }
 
+    /// A forwarder for `config`, its counters going where this one's go.
+    pub fn rebuilt(&self, config: &UpstreamConfig) -> Result<Forwarder, UpstreamError> {
+        Forwarder::build(config, self.bridge.clone())
+    }
+
+    /// Was it built from this `[upstream]`?
+    pub fn built_from(&self, config: &UpstreamConfig) -> bool {
+        same_upstream(&self.config, config)
+    }
+
     /// As [`Forwarder::new`], with the resolver's cache hits, misses and upstream latency
     /// counted in `metrics`.
     pub fn instrumented(
         config: &UpstreamConfig,
         metrics: &Metrics,
     ) -> Result<Forwarder, UpstreamError> {
-        Forwarder::build(config, Some(metrics))
+        Forwarder::build(config, Some(Arc::new(metrics.resolver_bridge())))
     }
 
     fn build(
         config: &UpstreamConfig,
-        metrics: Option<&Metrics>,
+        bridge: Option<Arc<ResolverBridge>>,
     ) -> Result<Forwarder, UpstreamError> {
         if config.servers.is_empty() {
             return Err(UpstreamError::NoServers);
@@ -145,15 +164,17 @@ impl Forwarder {
         opts.server_ordering_strategy = ServerOrderingStrategy::QueryStatistics;
         opts.preserve_intermediates = true; // keep CNAME chains: they are checked for cloaking
                                             // Per-server response counts (with a global recorder, see `metrics`): upstream health.
-        opts.enable_per_name_server_metrics = metrics.is_some();
+        opts.enable_per_name_server_metrics = bridge.is_some();
         // hickory registers its counters while building, with whatever `metrics` recorder
         // is current: ours for this call only, so several forwarders can coexist.
-        let resolver = match metrics {
-            Some(m) => ::metrics::with_local_recorder(&m.resolver_bridge(), || builder.build()),
+        let resolver = match &bridge {
+            Some(b) => ::metrics::with_local_recorder(b.as_ref(), || builder.build()),
             None => builder.build(),
         }
         .map_err(|e| UpstreamError::Resolver(e.to_string()))?;
         Ok(Forwarder {
+            config: config.clone(),
+            bridge,
             resolver,
             timeout: config.timeout,
             serve_stale: config.serve_stale,
@@ -258,6 +279,59 @@ impl Forwarder {
     }
 }
 
+/// The forwarder serving now, behind an `ArcSwap` so a reload can replace it while
+/// queries run (each query asks the one it loaded; the old one is dropped after the
+/// last). Reloads call [`LiveForwarder::prepare`] before swapping the snapshot (a
+/// forwarder that cannot be built rejects the reload, nothing changed) and
+/// [`LiveForwarder::install`] after.
+pub struct LiveForwarder {
+    serving: ArcSwap<Forwarder>,
+}
+
+impl LiveForwarder {
+    pub fn new(forwarder: Forwarder) -> LiveForwarder {
+        LiveForwarder {
+            serving: ArcSwap::from_pointee(forwarder),
+        }
+    }
+
+    /// The forwarder to ask now.
+    pub fn current(&self) -> Arc<Forwarder> {
+        self.serving.load_full()
+    }
+
+    /// A forwarder for `config` if it differs from the serving one's `[upstream]`;
+    /// `None` if it is the same (the serving one stays, and its cache with it). Must
+    /// run inside a tokio runtime.
+    pub fn prepare(&self, config: &UpstreamConfig) -> Result<Option<Forwarder>, UpstreamError> {
+        let serving = self.serving.load();
+        if serving.built_from(config) {
+            return Ok(None);
+        }
+        serving.rebuilt(config).map(Some)
+    }
+
+    /// Serve with `forwarder` from the next query on.
+    pub fn install(&self, forwarder: Forwarder) {
+        self.serving.store(Arc::new(forwarder));
+    }
+}
+
+/// Do two `[upstream]` sections build the same forwarder? Every field is named, so a
+/// new one must be added here (or the build would silently ignore its reload).
+fn same_upstream(a: &UpstreamConfig, b: &UpstreamConfig) -> bool {
+    let UpstreamConfig {
+        servers,
+        timeout,
+        cache_size,
+        serve_stale,
+    } = a;
+    *servers == b.servers
+        && *timeout == b.timeout
+        && *cache_size == b.cache_size
+        && *serve_stale == b.serve_stale
+}
+
 /// The shortest TTL among an answer's records (how long it stays fresh).
 fn answer_ttl(answer: &Answer) -> u32 {
     match answer {
@@ -306,5 +380,33 @@ mod tests {
         let config = crate::config::Config::parse(text, std::path::Path::new("w.toml")).unwrap();
         let forwarder = Forwarder::new(&config.upstream).unwrap();
         assert_eq!(forwarder.timeout, Duration::from_millis(500));
+    }
+
+    #[tokio::test]
+    async fn a_changed_upstream_builds_a_new_forwarder_and_the_same_one_keeps_it() {
+        let parse = |text: &str| {
+            crate::config::Config::parse(text, std::path::Path::new("w.toml"))
+                .unwrap()
+                .upstream
+        };
+        let first = parse("[upstream]\nservers = [\"127.0.0.1:5300\"]\n");
+        let live = LiveForwarder::new(Forwarder::new(&first).unwrap());
+        // The same section (however written) keeps the serving forwarder.
+        let same = parse("[upstream]\nservers = [ \"127.0.0.1:5300\" ]\ncache_size = 8192\n");
+        assert!(live.prepare(&same).unwrap().is_none());
+        for changed in [
+            "[upstream]\nservers = [\"127.0.0.1:5301\"]\n",
+            "[upstream]\nservers = [\"127.0.0.1:5300\"]\ntimeout = \"700ms\"\n",
+            "[upstream]\nservers = [\"127.0.0.1:5300\"]\ncache_size = 7\n",
+            "[upstream]\nservers = [\"127.0.0.1:5300\"]\nserve_stale = \"0s\"\n",
+        ] {
+            let config = parse(changed);
+            let built = live.prepare(&config).unwrap().expect(changed);
+            assert!(built.built_from(&config), "{changed}");
+        }
+        let next = parse("[upstream]\nservers = [\"127.0.0.1:5301\"]\ntimeout = \"700ms\"\n");
+        live.install(live.prepare(&next).unwrap().unwrap());
+        assert_eq!(live.current().timeout, Duration::from_millis(700));
+        assert!(live.prepare(&next).unwrap().is_none());
     }
 }

@@ -422,7 +422,7 @@ async fn a_reload_stuck_past_its_timeout_is_abandoned_and_the_next_one_applies()
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         match s.reloader.reload("test").await {
-            Ok(()) => break,
+            Ok(_) => break,
             Err(ReloadError::Stuck(_)) if Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }

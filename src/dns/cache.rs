@@ -12,8 +12,11 @@
 //!
 //! Memory is bounded by `[upstream] cache_size` entries (each at most one 1232-octet
 //! answer and its key); when full, expired entries are swept out (at most once a
-//! second), and a new answer that still does not fit is simply not kept.
+//! second), and a new answer that still does not fit is simply not kept. A reload may
+//! change the bound ([`AnswerCache::set_capacity`]): a lower one applies as the
+//! entries of the old snapshot are swept out, which they are at the first sweep.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -72,7 +75,8 @@ impl Entry {
 /// Allowed answers by question and policy, as sent.
 pub struct AnswerCache {
     entries: DashMap<Box<[u8]>, Entry, foldhash::fast::RandomState>,
-    capacity: usize,
+    /// Most entries kept; a reload may change it while queries run.
+    capacity: AtomicUsize,
     last_sweep: Mutex<Option<Instant>>,
 }
 
@@ -81,8 +85,16 @@ impl AnswerCache {
     pub fn new(capacity: usize) -> AnswerCache {
         AnswerCache {
             entries: DashMap::with_hasher(foldhash::fast::RandomState::default()),
-            capacity,
+            capacity: AtomicUsize::new(capacity),
             last_sweep: Mutex::new(None),
+        }
+    }
+
+    /// Keep at most `capacity` answers from now on (0 keeps none). Cheap when it does
+    /// not change: the cache line is only written on a change.
+    pub fn set_capacity(&self, capacity: usize) {
+        if self.capacity.load(Ordering::Relaxed) != capacity {
+            self.capacity.store(capacity, Ordering::Relaxed);
         }
     }
 
@@ -120,7 +132,8 @@ impl AnswerCache {
         generation: u64,
         now: Instant,
     ) {
-        if self.capacity == 0 {
+        let capacity = self.capacity.load(Ordering::Relaxed);
+        if capacity == 0 {
             return;
         }
         let Some(layout) = Layout::of(response) else {
@@ -130,9 +143,9 @@ impl AnswerCache {
         if fresh_for == 0 {
             return; // nothing says how long it may be kept
         }
-        if self.entries.len() >= self.capacity && !self.entries.contains_key(key) {
+        if self.entries.len() >= capacity && !self.entries.contains_key(key) {
             self.sweep(now, generation);
-            if self.entries.len() >= self.capacity {
+            if self.entries.len() >= capacity {
                 return;
             }
         }
@@ -284,5 +297,32 @@ mod tests {
             later,
         );
         assert_eq!(cache.len(), 1);
+    }
+
+    #[test]
+    fn a_new_capacity_applies_to_the_next_snapshot_s_answers() {
+        let cache = AnswerCache::new(10);
+        let now = Instant::now();
+        let keep = |name: &str, generation: u64| {
+            let p = packet(name, 1, false);
+            let q = Query::parse(&p).unwrap();
+            let k = key(0, CategorySet::EMPTY, &q);
+            cache.insert(&k, &response(&q, 60), false, generation, now);
+        };
+        for name in ["a.test.", "b.test.", "c.test.", "d.test."] {
+            keep(name, 1);
+        }
+        assert_eq!(cache.len(), 4);
+        // A reload lowers the bound: the old snapshot's answers make way, and no more
+        // than two of the new one's are kept.
+        cache.set_capacity(2);
+        for name in ["e.test.", "f.test.", "g.test."] {
+            keep(name, 2);
+        }
+        assert_eq!(cache.len(), 2);
+        // 0 keeps nothing new.
+        cache.set_capacity(0);
+        keep("h.test.", 3);
+        assert_eq!(cache.len(), 2);
     }
 }

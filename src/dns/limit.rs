@@ -153,16 +153,26 @@ pub struct ConnectionTable {
 impl ConnectionTable {
     pub fn new(limits: ConnectionLimits) -> ConnectionTable {
         ConnectionTable {
-            limits: ConnectionLimits {
-                max: limits.max.max(1),
-                per_client: limits.per_client.max(1),
-                ..limits
-            },
+            limits: at_least_one(limits),
             next: 0,
             open: HashMap::new(),
             idle: BTreeSet::new(),
             per_client: HashMap::new(),
         }
+    }
+
+    /// Enforce `limits` from now on (a reload changed them). Open connections stay open:
+    /// above a lowered cap, idle ones are closed as newcomers need their slots (or by
+    /// the idle timeout); a client above its lowered own cap gets no new connection
+    /// until it is below it. A new idle timeout applies at each connection's next idle
+    /// check (at most [`ConnectionLimits::pressure_idle`] away).
+    pub fn set_limits(&mut self, limits: ConnectionLimits) {
+        self.limits = at_least_one(limits);
+    }
+
+    /// The limits enforced now.
+    pub fn limits(&self) -> ConnectionLimits {
+        self.limits
     }
 
     /// Let a new connection from `client` in at `now`, closing idle ones if needed:
@@ -321,6 +331,15 @@ impl ConnectionTable {
     }
 }
 
+/// `limits` with both caps at least 1 (a cap of 0 would refuse every connection).
+fn at_least_one(limits: ConnectionLimits) -> ConnectionLimits {
+    ConnectionLimits {
+        max: limits.max.max(1),
+        per_client: limits.per_client.max(1),
+        ..limits
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -450,6 +469,49 @@ mod tests {
         table.admit(ip(1), CancellationToken::new(), t0).unwrap();
         // An IPv4-mapped address is a different key here: the listener canonicalises.
         assert_eq!(table.open(), 3);
+    }
+
+    #[test]
+    fn new_limits_apply_to_the_next_connection_and_keep_the_open_ones() {
+        let mut table = ConnectionTable::new(limits(100, 3));
+        let t0 = t0();
+        let tokens: Vec<_> = (0..3).map(|_| CancellationToken::new()).collect();
+        let ids: Vec<_> = tokens
+            .iter()
+            .enumerate()
+            .map(|(i, t)| table.admit(ip(1), t.clone(), t0 + ms(i as u64)).unwrap().id)
+            .collect();
+        // A reload lowers the client's cap to 1: its three stay, a fourth is refused
+        // until it is below the new cap.
+        table.set_limits(limits(100, 1));
+        assert_eq!(table.limits().per_client, 1);
+        assert!(tokens.iter().all(|t| !t.is_cancelled()));
+        let over = table.admit(ip(1), CancellationToken::new(), t0 + ms(5));
+        assert_eq!(over, Err(Refusal::ClientLimit(3)));
+        table.close(ids[0]);
+        table.close(ids[1]);
+        let still = table.admit(ip(1), CancellationToken::new(), t0 + ms(6));
+        assert_eq!(still, Err(Refusal::ClientLimit(1)));
+        table.close(ids[2]);
+        table
+            .admit(ip(1), CancellationToken::new(), t0 + ms(7))
+            .unwrap();
+        // A lowered cap for everyone: a newcomer closes idle ones down to it.
+        for last in 2..6 {
+            table
+                .admit(ip(last), CancellationToken::new(), t0 + ms(10))
+                .unwrap();
+        }
+        assert_eq!(table.open(), 5);
+        table.set_limits(limits(2, 1));
+        let newcomer = table
+            .admit(ip(9), CancellationToken::new(), t0 + ms(20))
+            .unwrap();
+        assert_eq!(newcomer.evicted, 4);
+        assert_eq!(table.open(), 2);
+        // Caps of 0 mean 1, as at start.
+        table.set_limits(limits(0, 0));
+        assert_eq!((table.limits().max, table.limits().per_client), (1, 1));
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Serving DNS: the [`Handler`] whose query path reads top to bottom, stage by stage:
-//! admit ([`Handler::admit`]: networks, rate), check the question, decide
-//! ([`Handler::decide`]: who is asking, built-in answers, the matcher, safe search),
-//! then forward ([`Handler::forward`]: upstream, CNAME chain).
+//! admit ([`Handler::admit`]: networks, rate), check the question, know it
+//! ([`QueryContext::new`]: the name's key form, who is asking), decide
+//! ([`Handler::decide`]: built-in answers, the matcher, safe search), then forward
+//! ([`Handler::forward`]: upstream, CNAME chain).
 //!
 //! Two ways in share those stages:
 //! - UDP, the hot path ([`udp`]): an ordinary query is read straight from the packet
@@ -11,8 +12,15 @@
 //! - TCP ([`tcp`]) and odd UDP packets: hickory decodes them, and
 //!   [`Handler::resolve`] runs the same stages; [`answer`] builds and writes the reply.
 //!
+//! Once admitted, a question becomes one [`QueryContext`] (who asks, the question, the
+//! snapshot, the transport, the time), built once and passed by reference through
+//! every later stage.
+//!
 //! The handler reads one immutable [`Engine`] snapshot per query (one atomic load from
-//! an `ArcSwap`), so a reload never pauses or half-changes a query in flight.
+//! an `ArcSwap`), so a reload never pauses or half-changes a query in flight. What a
+//! reload changes outside the snapshot follows it too: the forwarder is swapped when
+//! `[upstream]` changes ([`LiveForwarder`]), and the answer cache's size and the rate
+//! limits are read from the snapshot.
 
 pub mod answer;
 pub mod cache;
@@ -31,8 +39,9 @@ use std::time::{Instant, SystemTime};
 use arc_swap::ArcSwap;
 use chrono::{DateTime, Utc};
 use hickory_server::net::runtime::Time;
+use hickory_server::net::xfer::Protocol;
 use hickory_server::proto::op::{OpCode, ResponseCode};
-use hickory_server::proto::rr::{DNSClass, Name, RData, RecordType};
+use hickory_server::proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 
 use crate::audit::{Event, Outcome, Sink};
@@ -42,7 +51,7 @@ use crate::filter::{Block, CategorySet};
 use crate::metrics::{Metrics, QueryOutcome};
 use crate::name;
 use crate::policy::{self, rebinding, safe_search, Who};
-use crate::upstream::{Answer, Forwarder};
+use crate::upstream::{Answer, Forwarder, LiveForwarder};
 use answer::Reply;
 use cache::AnswerCache;
 
@@ -52,7 +61,8 @@ pub use server::{start, start_with, RunningServer, ServeError};
 /// the metrics.
 pub struct Handler {
     engine: Arc<ArcSwap<Engine>>,
-    forwarder: Forwarder,
+    /// Swapped by a reload that changes `[upstream]` (see [`LiveForwarder`]).
+    upstream: Arc<LiveForwarder>,
     audit: Option<Sink>,
     blocked: Arc<AtomicU64>,
     metrics: Arc<Metrics>,
@@ -67,11 +77,17 @@ pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
 
 impl Handler {
     pub fn new(engine: Arc<ArcSwap<Engine>>, forwarder: Forwarder) -> Handler {
+        Handler::with_upstream(engine, Arc::new(LiveForwarder::new(forwarder)))
+    }
+
+    /// A handler asking upstream through `upstream`, which a reload may swap (the
+    /// reloader holds it too: see `Reloader::with_upstream`).
+    pub fn with_upstream(engine: Arc<ArcSwap<Engine>>, upstream: Arc<LiveForwarder>) -> Handler {
         let capacity = engine.load().config.upstream.cache_size;
         Handler {
-            cache: AnswerCache::new(usize::try_from(capacity).unwrap_or(usize::MAX)),
+            cache: AnswerCache::new(cache_capacity(capacity)),
             engine,
-            forwarder,
+            upstream,
             audit: None,
             blocked: Arc::new(AtomicU64::new(0)),
             metrics: Arc::new(Metrics::new()),
@@ -127,12 +143,14 @@ impl Handler {
         if query.query_class() != DNSClass::IN {
             return Some(Reply::error(ResponseCode::Refused));
         }
-        let asking = Asking::new(&engine, request.src(), query.query_type(), &self.clock);
-        Some(
-            self.answer(&engine, &asking, query.original().name())
-                .await
-                .0,
-        )
+        let asked = Asked {
+            client: request.src(),
+            qname: query.original().name(),
+            qtype: query.query_type(),
+            protocol: request.protocol(),
+        };
+        let cx = QueryContext::new(&engine, asked, &self.clock);
+        Some(self.answer(&cx).await.0)
     }
 
     /// UDP's fast path, for an ordinary query read straight from the packet (see
@@ -146,19 +164,18 @@ impl Handler {
         out: &mut Vec<u8>,
     ) -> Now {
         let engine = self.engine.load();
-        let qtype = query.record_type();
         if let Err(refusal) = self.admit(&engine, client.ip()) {
             return self.send_now(query, refusal, out);
         }
         let Some(qname) = query.name() else {
             return Now::Later;
         };
-        let asking = Asking::new(&engine, client, qtype, &self.clock);
-        match self.decide(&engine, &asking, &qname) {
+        let cx = QueryContext::new(&engine, Asked::udp(client, &qname, query), &self.clock);
+        match self.decide(&cx) {
             Step::Reply(reply) => self.send_now(query, Some(reply), out),
             Step::SafeSearch { .. } => Now::Later,
-            Step::Forward { name } => {
-                let key = cache::key(asking.who.group_id, asking.active, query);
+            Step::Forward => {
+                let key = cache::key(cx.who.group_id, cx.active, query);
                 if !self
                     .cache
                     .answer(&key, query, engine.id, Instant::now(), out)
@@ -166,8 +183,8 @@ impl Handler {
                     return Now::Later;
                 }
                 self.metrics.answer_cache_hit();
-                self.record_allowed(&engine, &asking, &name, "forwarded");
-                self.metrics.query(QueryOutcome::Allowed, Some(qtype));
+                self.record_allowed(&cx, "forwarded");
+                self.metrics.query(QueryOutcome::Allowed, Some(cx.qtype));
                 Now::Send
             }
         }
@@ -195,16 +212,21 @@ impl Handler {
         out: &mut Vec<u8>,
     ) {
         let engine = self.engine.load_full();
-        let qtype = query.record_type();
-        let asking = Asking::new(&engine, client, qtype, &self.clock);
-        let (reply, keep) = match query.name() {
-            Some(qname) => self.answer(&engine, &asking, &qname).await,
-            None => (Reply::error(ResponseCode::FormErr), false),
+        let Some(qname) = query.name() else {
+            let reply = Reply::error(ResponseCode::FormErr);
+            self.metrics.query(reply.outcome, Some(query.record_type()));
+            wire::write_reply(query, &reply, query.max_udp_payload(), out);
+            return;
         };
-        self.metrics.query(reply.outcome, Some(qtype));
+        let cx = QueryContext::new(&engine, Asked::udp(client, &qname, query), &self.clock);
+        let (reply, keep) = self.answer(&cx).await;
+        self.metrics.query(reply.outcome, Some(cx.qtype));
         let written = wire::write_reply(query, &reply, query.max_udp_payload(), out);
         if keep && !written.truncated {
-            let key = cache::key(asking.who.group_id, asking.active, query);
+            // `[upstream] cache_size` of the snapshot that allowed it: a reload applies.
+            self.cache
+                .set_capacity(cache_capacity(engine.config.upstream.cache_size));
+            let key = cache::key(cx.who.group_id, cx.active, query);
             self.cache
                 .insert(&key, out, reply.authentic, engine.id, Instant::now());
         }
@@ -213,7 +235,8 @@ impl Handler {
     /// Stage 0: only clients on our networks, each within its rate. A query from outside
     /// is never forwarded (no open resolver), and a looping device cannot starve the
     /// others or flood the audit log. `Err` holds the answer to give instead (`None`:
-    /// send nothing).
+    /// send nothing). Both read the snapshot, so a reload's networks and rate apply to
+    /// the next query (each client's bucket is kept across it).
     fn admit(&self, engine: &Engine, client: IpAddr) -> Result<(), Option<Reply>> {
         if !engine.policy.admits(client) {
             return Err(Some(Reply::error(ResponseCode::Refused)));
@@ -238,16 +261,13 @@ impl Handler {
     /// The answer to an admitted IN question, asking upstream if allowed; and whether
     /// it may be kept in the answer cache (an allowed upstream answer, not a block, not
     /// an error, not safe search's composed answer).
-    async fn answer(&self, engine: &Engine, asking: &Asking<'_>, qname: &Name) -> (Reply, bool) {
-        match self.decide(engine, asking, qname) {
+    async fn answer(&self, cx: &QueryContext<'_>) -> (Reply, bool) {
+        match self.decide(cx) {
             Step::Reply(reply) => (reply, false),
-            Step::SafeSearch { target, name } => {
-                let reply = self.safe_search(qname, target, engine, asking, &name).await;
-                (reply, false)
-            }
-            Step::Forward { name } => {
+            Step::SafeSearch { target } => (self.safe_search(cx, target).await, false),
+            Step::Forward => {
                 // 7. Allowed: ask upstream, then 8. check its CNAME chain (inside forward).
-                let reply = self.forward(qname, engine, asking, &name).await;
+                let reply = self.forward(cx).await;
                 let keep =
                     reply.outcome == QueryOutcome::Allowed && wire::cacheable_rcode(reply.rcode);
                 (reply, keep)
@@ -255,89 +275,70 @@ impl Handler {
         }
     }
 
-    /// Stages 2 to 6, which never wait: what applies to this client, and whether the
-    /// name is blocked (then reported and answered here), rewritten for safe search, or
-    /// to be forwarded.
-    fn decide(&self, engine: &Engine, asking: &Asking<'_>, qname: &Name) -> Step {
-        // 2. Normalise the name once into the matcher's key form; everything after
-        //    compares this form. Every name has one, whatever bytes its labels hold, so
-        //    `a+b.listed.test` or `*.listed.test` is matched under `listed.test` like
-        //    any other subdomain.
-        let name = name::key(qname.iter());
-        // 3. Who is asking decides what applies (see Asking::new): their group, its
-        //    categories at this minute (schedules; locked ones always), its safe search.
-        let who = &asking.who;
-
+    /// Stages 4 to 6, which never wait: whether the name is blocked for this client
+    /// (then reported and answered here), rewritten for safe search, or to be
+    /// forwarded. Stages 2 and 3 (the name's key form, who is asking) are done once,
+    /// in [`QueryContext::new`].
+    fn decide(&self, cx: &QueryContext<'_>) -> Step {
+        let (engine, name, group) = (cx.engine, cx.name.as_str(), cx.who.group);
         // 4. The built-in answers to the ways round the filter (DoH canary, Private
         //    Relay, DDR), when the group blocks circumvention.
-        if let Some(kind) = policy::special(&name).filter(|_| circumvention_on(engine, asking)) {
-            self.report_special(engine, asking, &name, kind);
-            return Step::Reply(answer::special(kind, qname, engine.config.blocking.ttl));
+        if let Some(kind) = policy::special(name).filter(|_| cx.circumvention_on()) {
+            self.report_special(cx, kind);
+            return Step::Reply(answer::special(kind, cx.qname, engine.config.blocking.ttl));
         }
         // 5. The matcher decides before anything leaves the building: a blocked name
         //    never reaches upstream, whatever the query type.
-        let verdict = engine.matcher.lookup(&name, asking.active);
-        if let Some(b) = verdict.block().filter(|b| !who.group.allows(&name, b)) {
+        let verdict = engine.matcher.lookup(name, cx.active);
+        if let Some(b) = verdict.block().filter(|b| !group.allows(name, b)) {
             let categories = engine.matcher.category_names(b.categories);
-            return Step::Reply(self.block(engine, asking, &name, qname, b, &categories, None));
+            return Step::Reply(self.block(cx, ListBlock::new(b, &categories, None)));
         }
         // …and the group's own deny lists, unless an allow entry outranks them.
-        if let Some(b) = who.group.denies(&name, &verdict) {
-            return Step::Reply(self.block(
-                engine,
-                asking,
-                &name,
-                qname,
-                &b,
-                policy::GROUP_DENY,
-                None,
-            ));
+        if let Some(b) = group.denies(name, &verdict) {
+            return Step::Reply(self.block(cx, ListBlock::new(&b, policy::GROUP_DENY, None)));
         }
         // 6. Safe search: the search engine's enforced-safe host, as a CNAME.
-        if let Some(target) = safe_search::target(&name, who.group.safe_search, who.group.youtube) {
-            return Step::SafeSearch { target, name };
+        if let Some(target) = safe_search::target(name, group.safe_search, group.youtube) {
+            return Step::SafeSearch { target };
         }
-        Step::Forward { name }
+        Step::Forward
     }
 
     /// Forward to upstream, and refuse an answer whose CNAME chain runs through a blocked
-    /// name (no "CNAME cloaking" around the lists). `name` is the query as logged.
-    async fn forward(
-        &self,
-        qname: &Name,
-        engine: &Engine,
-        asking: &Asking<'_>,
-        name: &str,
-    ) -> Reply {
-        let answer = self.ask_upstream(qname.to_lowercase(), asking.qtype).await;
+    /// name (no "CNAME cloaking" around the lists).
+    async fn forward(&self, cx: &QueryContext<'_>) -> Reply {
+        let answer = self.ask_upstream(cx.qname.to_lowercase(), cx.qtype).await;
         if let Answer::Records { answers, .. } = &answer {
-            if let Some(reply) = self.check_chain(answers, qname, engine, asking, name) {
+            if let Some(reply) = self.check_chain(cx, answers) {
                 return reply;
             }
-            if let Some(reply) = self.check_rebinding(answers, qname, engine, asking, name) {
+            if let Some(reply) = self.check_rebinding(cx, answers) {
                 return reply;
             }
         }
-        self.record_allowed(engine, asking, name, "forwarded");
+        self.record_allowed(cx, "forwarded");
         Reply::from_upstream(answer)
     }
 
     /// Record an allowed query, if `[audit] log_allowed` asks for that.
-    fn record_allowed(&self, engine: &Engine, asking: &Asking<'_>, name: &str, response: &str) {
+    fn record_allowed(&self, cx: &QueryContext<'_>, response: &str) {
         if let Some(sink) = self
             .audit
             .as_ref()
-            .filter(|_| engine.config.audit.log_allowed)
+            .filter(|_| cx.engine.config.audit.log_allowed)
         {
-            sink.record(asking.client.ip(), Outcome::Allowed, "", name, || Event {
+            sink.record(cx.client.ip(), Outcome::Allowed, "", &cx.name, || Event {
                 response: response.to_string(),
-                ..allowed_event(asking, name)
+                ..cx.allowed_event()
             });
         }
     }
 
+    /// Ask the forwarder serving now (the one a reload may have swapped in).
     async fn ask_upstream(&self, name: Name, qtype: RecordType) -> Answer {
-        let answer = self.forwarder.forward(name, qtype).await;
+        let forwarder = self.upstream.current();
+        let answer = forwarder.forward(name, qtype).await;
         match &answer {
             Answer::Unreachable => self.metrics.upstream_error("unreachable"),
             Answer::Refused(ResponseCode::ServFail) => self.metrics.upstream_error("servfail"),
@@ -349,30 +350,21 @@ impl Handler {
     }
 
     /// A block answer if any CNAME target in `answers` is blocked for this client.
-    fn check_chain(
-        &self,
-        answers: &[hickory_server::proto::rr::Record],
-        qname: &Name,
-        engine: &Engine,
-        asking: &Asking<'_>,
-        name: &str,
-    ) -> Option<Reply> {
+    fn check_chain(&self, cx: &QueryContext<'_>, answers: &[Record]) -> Option<Reply> {
+        let (matcher, group) = (&cx.engine.matcher, cx.who.group);
         for record in answers {
             let RData::CNAME(target) = &record.data else {
                 continue;
             };
             let target_name = name::key(target.0.iter());
-            let verdict = engine.matcher.lookup(&target_name, asking.active);
+            let verdict = matcher.lookup(&target_name, cx.active);
             let via = Some(target_name.as_str());
-            if let Some(b) = verdict
-                .block()
-                .filter(|b| !asking.who.group.allows(&target_name, b))
-            {
-                let categories = engine.matcher.category_names(b.categories);
-                return Some(self.block(engine, asking, name, qname, b, &categories, via));
+            if let Some(b) = verdict.block().filter(|b| !group.allows(&target_name, b)) {
+                let categories = matcher.category_names(b.categories);
+                return Some(self.block(cx, ListBlock::new(b, &categories, via)));
             }
-            if let Some(b) = asking.who.group.denies(&target_name, &verdict) {
-                return Some(self.block(engine, asking, name, qname, &b, policy::GROUP_DENY, via));
+            if let Some(b) = group.denies(&target_name, &verdict) {
+                return Some(self.block(cx, ListBlock::new(&b, policy::GROUP_DENY, via)));
             }
         }
         None
@@ -381,28 +373,22 @@ impl Handler {
     /// A block answer if upstream put this public name on an internal address (DNS
     /// rebinding, see [`rebinding`]). The query's own name decides the exemptions: a
     /// public name aliased to `router.lan` is still a public name in the browser.
-    fn check_rebinding(
-        &self,
-        answers: &[hickory_server::proto::rr::Record],
-        qname: &Name,
-        engine: &Engine,
-        asking: &Asking<'_>,
-        name: &str,
-    ) -> Option<Reply> {
-        if !rebinding::applies(&engine.config.rebinding, name) {
+    fn check_rebinding(&self, cx: &QueryContext<'_>, answers: &[Record]) -> Option<Reply> {
+        let config = &cx.engine.config;
+        if !rebinding::applies(&config.rebinding, &cx.name) {
             return None;
         }
         let internal = answers
             .iter()
             .flat_map(|record| addresses(&record.data))
             .find(|ip| rebinding::is_internal(*ip))?;
-        let mode = asking.block_mode(engine);
+        let mode = cx.block_mode();
         let builtin = Builtin {
             category: policy::REBINDING,
-            rule: format!("{name} -> {internal}"),
+            rule: format!("{} -> {internal}", cx.name),
             response: mode.as_str(),
         };
-        self.report_builtin(engine, asking, name, builtin);
+        self.report_builtin(cx, builtin);
         // An internal name served by the upstream (split-horizon DNS, Active Directory)
         // is blocked until the admin names its domain: say how, once, where they look.
         static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
@@ -415,92 +401,68 @@ impl Handler {
             );
         }
         Some(answer::blocked(
-            &engine.config.blocking,
+            &config.blocking,
             mode,
             policy::REBINDING,
-            qname,
-            asking.qtype,
-            name,
+            cx.qname,
+            cx.qtype,
+            &cx.name,
         ))
     }
 
-    /// Report a block and build its answer. `categories` names the block's categories,
-    /// as the matcher that decided numbers them.
-    #[allow(clippy::too_many_arguments)]
-    fn block(
-        &self,
-        engine: &Engine,
-        asking: &Asking<'_>,
-        name: &str,
-        qname: &Name,
-        block: &Block<'_>,
-        categories: &str,
-        via_cname: Option<&str>,
-    ) -> Reply {
-        self.report_block(engine, asking, name, block, categories, via_cname);
-        let mode = asking.block_mode(engine);
+    /// Report a block a list made and build its answer, both in the client's block
+    /// mode (looked up once, here).
+    fn block(&self, cx: &QueryContext<'_>, list: ListBlock<'_, '_>) -> Reply {
+        let mode = cx.block_mode();
+        self.report_block(cx, &list, mode);
         answer::blocked(
-            &engine.config.blocking,
+            &cx.engine.config.blocking,
             mode,
-            categories,
-            qname,
-            asking.qtype,
-            block.rule.matched,
+            list.categories,
+            cx.qname,
+            cx.qtype,
+            list.block.rule.matched,
         )
     }
 
-    /// Answer `qname` with a CNAME to the safe-search `target` and the target's own
+    /// Answer the question with a CNAME to the safe-search `target` and the target's own
     /// records, as resolved upstream.
-    async fn safe_search(
-        &self,
-        qname: &Name,
-        target: &str,
-        engine: &Engine,
-        asking: &Asking<'_>,
-        name: &str,
-    ) -> Reply {
+    async fn safe_search(&self, cx: &QueryContext<'_>, target: &str) -> Reply {
         let Ok(target_name) = Name::from_ascii(format!("{target}.")) else {
             return Reply::error(ResponseCode::ServFail);
         };
-        let answer = self.ask_upstream(target_name.clone(), asking.qtype).await;
-        tracing::debug!(target: "warden::safe_search", name, target, group = asking.who.group.name, "safe search");
-        self.record_allowed(engine, asking, name, &format!("safe-search:{target}"));
-        answer::with_cname(qname, target_name, answer)
+        let answer = self.ask_upstream(target_name.clone(), cx.qtype).await;
+        tracing::debug!(target: "warden::safe_search", name = cx.name, target, group = cx.who.group.name, "safe search");
+        self.record_allowed(cx, &format!("safe-search:{target}"));
+        answer::with_cname(cx.qname, target_name, answer)
     }
 
-    /// Count a block, record it for the audit log, and trace it (at DEBUG: names are
-    /// personal data, and the audit log is where they belong).
-    fn report_block(
-        &self,
-        engine: &Engine,
-        asking: &Asking<'_>,
-        name: &str,
-        block: &Block<'_>,
-        categories: &str,
-        via_cname: Option<&str>,
-    ) {
+    /// Count a block, record it for the audit log (answered as `mode`), and trace it (at
+    /// DEBUG: names are personal data, and the audit log is where they belong).
+    fn report_block(&self, cx: &QueryContext<'_>, list: &ListBlock<'_, '_>, mode: BlockResponse) {
+        let (block, categories) = (list.block, list.categories);
         self.blocked.fetch_add(1, Ordering::Relaxed);
-        self.metrics.block(categories, &asking.who.group.name);
+        self.metrics.block(categories, &cx.who.group.name);
         tracing::debug!(
             target: "warden::block",
-            client = %asking.client.ip(),
-            group = asking.who.group.name,
-            name,
-            qtype = %asking.qtype,
+            client = %cx.client.ip(),
+            group = cx.who.group.name,
+            name = cx.name,
+            qtype = %cx.qtype,
+            transport = %cx.protocol,
             categories = %categories,
             locked = block.locked,
             list = block.rule.list_name(),
             line = block.rule.line(),
-            cname = via_cname.unwrap_or(""),
+            cname = list.via_cname.unwrap_or(""),
             "blocked"
         );
         if let Some(sink) = &self.audit {
-            let mode = asking.block_mode(engine);
             sink.record(
-                asking.client.ip(),
+                cx.client.ip(),
                 Outcome::Blocked,
                 categories,
-                name,
+                &cx.name,
                 || Event {
                     categories: categories.to_string(),
                     locked: block.locked,
@@ -508,9 +470,9 @@ impl Handler {
                     line: block.rule.line(),
                     rule: block.rule.text(),
                     response: mode.as_str().to_string(),
-                    cname: via_cname.map(str::to_string),
+                    cname: list.via_cname.map(str::to_string),
                     outcome: Outcome::Blocked,
-                    ..allowed_event(asking, name)
+                    ..cx.allowed_event()
                 },
             );
         }
@@ -518,42 +480,37 @@ impl Handler {
 
     /// Count and record a built-in circumvention answer like any block, so the lead can
     /// see a device trying to get round the filter.
-    fn report_special(
-        &self,
-        engine: &Engine,
-        asking: &Asking<'_>,
-        name: &str,
-        kind: policy::Special,
-    ) {
+    fn report_special(&self, cx: &QueryContext<'_>, kind: policy::Special) {
         let response = match kind {
             policy::Special::NxDomain => "nxdomain",
             policy::Special::NoData => "nodata",
         };
         let builtin = Builtin {
             category: policy::CIRCUMVENTION,
-            rule: name.to_string(),
+            rule: cx.name.clone(),
             response,
         };
-        self.report_builtin(engine, asking, name, builtin);
+        self.report_builtin(cx, builtin);
     }
 
     /// Count and record a block that no list made (a built-in answer or rebinding
     /// protection), in its own category, for the lead like any other.
-    fn report_builtin(&self, engine: &Engine, asking: &Asking<'_>, name: &str, b: Builtin) {
+    fn report_builtin(&self, cx: &QueryContext<'_>, b: Builtin) {
         self.blocked.fetch_add(1, Ordering::Relaxed);
-        self.metrics.block(b.category, &asking.who.group.name);
-        tracing::debug!(target: "warden::block", client = %asking.client.ip(), name, category = b.category, "built-in block");
-        let locked = engine
+        self.metrics.block(b.category, &cx.who.group.name);
+        tracing::debug!(target: "warden::block", client = %cx.client.ip(), name = cx.name, category = b.category, transport = %cx.protocol, "built-in block");
+        let locked = cx
+            .engine
             .config
             .categories
             .get(b.category)
             .is_some_and(|c| c.locked);
         if let Some(sink) = &self.audit {
             sink.record(
-                asking.client.ip(),
+                cx.client.ip(),
                 Outcome::Blocked,
                 b.category,
-                name,
+                &cx.name,
                 || Event {
                     categories: b.category.to_string(),
                     locked,
@@ -563,11 +520,16 @@ impl Handler {
                     response: b.response.to_string(),
                     cname: None,
                     outcome: Outcome::Blocked,
-                    ..allowed_event(asking, name)
+                    ..cx.allowed_event()
                 },
             );
         }
     }
+}
+
+/// `[upstream] cache_size` as a count of answers.
+fn cache_capacity(size: u64) -> usize {
+    usize::try_from(size).unwrap_or(usize::MAX)
 }
 
 /// The addresses a record hands a client: an A or AAAA record's, and the address hints
@@ -601,36 +563,123 @@ struct Builtin {
     response: &'static str,
 }
 
-/// Who asked what: the client, their group and device, the categories active for them
-/// now, and the query type.
-struct Asking<'a> {
-    client: SocketAddr,
-    who: Who<'a>,
-    active: CategorySet,
-    qtype: RecordType,
+/// A block a list made: the rule that decided, its categories by name (as the matcher
+/// that decided numbers them), and the CNAME target it was found on, if not the name
+/// asked.
+struct ListBlock<'b, 'm> {
+    block: &'b Block<'m>,
+    categories: &'b str,
+    via_cname: Option<&'b str>,
 }
 
-impl<'a> Asking<'a> {
-    /// Stage 3: the client's group and device (by address), and the categories blocked
-    /// for that group at `clock`'s time.
-    fn new(engine: &'a Engine, client: SocketAddr, qtype: RecordType, clock: &Clock) -> Asking<'a> {
-        let who = engine.policy.who(client.ip());
-        Asking {
-            client,
-            who,
-            active: engine.policy.active(who.group, clock()),
-            qtype,
+impl<'b, 'm> ListBlock<'b, 'm> {
+    fn new(block: &'b Block<'m>, categories: &'b str, via_cname: Option<&'b str>) -> Self {
+        ListBlock {
+            block,
+            categories,
+            via_cname,
         }
     }
 }
 
-impl Asking<'_> {
+/// What a client asked, as it arrived: from where, the name as sent, the type, and
+/// over what.
+struct Asked<'a> {
+    client: SocketAddr,
+    qname: &'a Name,
+    qtype: RecordType,
+    protocol: Protocol,
+}
+
+impl<'a> Asked<'a> {
+    /// A question read straight from a UDP packet.
+    fn udp(client: SocketAddr, qname: &'a Name, query: &wire::Query<'_>) -> Asked<'a> {
+        Asked {
+            client,
+            qname,
+            qtype: query.record_type(),
+            protocol: Protocol::Udp,
+        }
+    }
+}
+
+/// One query as every stage sees it, built once per query and passed by reference:
+/// who asks (address, group, device, and the categories active for them now), the
+/// question (the name as asked and in key form, the type), how it came in, when, and
+/// the engine snapshot it is decided under (so every stage reads the same one).
+struct QueryContext<'a> {
+    engine: &'a Engine,
+    client: SocketAddr,
+    who: Who<'a>,
+    active: CategorySet,
+    qname: &'a Name,
+    /// The name in the matcher's key form: what is matched, and what is logged.
+    name: String,
+    qtype: RecordType,
+    protocol: Protocol,
+    /// When it was asked, by the handler's clock: the schedules' time and the audit's.
+    at: DateTime<Utc>,
+}
+
+impl<'a> QueryContext<'a> {
+    /// Stages 2 and 3 (the rest are the handler's): normalise the name once into the
+    /// matcher's key form (every name has one, whatever bytes its labels hold, so
+    /// `a+b.listed.test` or `*.listed.test` is matched under `listed.test` like any
+    /// other subdomain); then who is asking, which decides what applies: their group
+    /// and device (by address), and the group's categories at this minute (schedules;
+    /// locked ones always).
+    fn new(engine: &'a Engine, asked: Asked<'a>, clock: &Clock) -> QueryContext<'a> {
+        let who = engine.policy.who(asked.client.ip());
+        let at = clock();
+        QueryContext {
+            engine,
+            client: asked.client,
+            active: engine.policy.active(who.group, at),
+            who,
+            qname: asked.qname,
+            name: name::key(asked.qname.iter()),
+            qtype: asked.qtype,
+            protocol: asked.protocol,
+            at,
+        }
+    }
+
     /// How this client's blocks are answered: its group's mode, else `[blocking]`'s.
-    fn block_mode(&self, engine: &Engine) -> BlockResponse {
+    fn block_mode(&self) -> BlockResponse {
         self.who
             .group
             .block_response
-            .unwrap_or(*engine.config.blocking.response.get_ref())
+            .unwrap_or(*self.engine.config.blocking.response.get_ref())
+    }
+
+    /// Is the built-in circumvention category active for this client?
+    fn circumvention_on(&self) -> bool {
+        self.engine
+            .matcher
+            .category_id(policy::CIRCUMVENTION)
+            .is_some_and(|id| self.active.contains(id))
+    }
+
+    /// The audit event of an allowed query (recorded only with `[audit] log_allowed`);
+    /// a block's event is this one with the rule's details.
+    fn allowed_event(&self) -> Event {
+        Event {
+            // The sink stamps the time it records at; this is when it was asked.
+            time: SystemTime::from(self.at),
+            client: self.client.ip(),
+            device: self.who.device.map(str::to_string),
+            group: self.who.group.name.clone(),
+            name: self.name.clone(),
+            qtype: self.qtype.to_string(),
+            categories: String::new(),
+            locked: false,
+            list: String::new(),
+            line: 0,
+            rule: String::new(),
+            response: "forwarded".to_string(),
+            cname: None,
+            outcome: Outcome::Allowed,
+        }
     }
 }
 
@@ -650,38 +699,9 @@ enum Step {
     /// Answered here: a block or a built-in answer (already reported).
     Reply(Reply),
     /// Safe search: answer with a CNAME to `target` and the target's records.
-    SafeSearch { target: &'static str, name: String },
-    /// Allowed: ask upstream. `name` is the query as logged.
-    Forward { name: String },
-}
-
-/// Is the built-in circumvention category active for this client?
-fn circumvention_on(engine: &Engine, asking: &Asking<'_>) -> bool {
-    engine
-        .matcher
-        .category_id(policy::CIRCUMVENTION)
-        .is_some_and(|id| asking.active.contains(id))
-}
-
-/// The audit event of an allowed query (recorded only with `[audit] log_allowed`); a
-/// block's event is this one with the rule's details.
-fn allowed_event(asking: &Asking<'_>, name: &str) -> Event {
-    Event {
-        time: SystemTime::now(),
-        client: asking.client.ip(),
-        device: asking.who.device.map(str::to_string),
-        group: asking.who.group.name.clone(),
-        name: name.to_string(),
-        qtype: asking.qtype.to_string(),
-        categories: String::new(),
-        locked: false,
-        list: String::new(),
-        line: 0,
-        rule: String::new(),
-        response: "forwarded".to_string(),
-        cname: None,
-        outcome: Outcome::Allowed,
-    }
+    SafeSearch { target: &'static str },
+    /// Allowed: ask upstream.
+    Forward,
 }
 
 #[async_trait::async_trait]

@@ -47,12 +47,20 @@ pub struct RunningServer {
     pub addrs: Vec<SocketAddr>,
     token: CancellationToken,
     task: JoinHandle<Result<(), ServeError>>,
+    /// The TCP connections of every listener, and the limits they are held to.
+    table: Arc<tcp::Table>,
 }
 
 impl RunningServer {
     /// A token that stops the server when cancelled (e.g. from a signal handler).
     pub fn token(&self) -> CancellationToken {
         self.token.clone()
+    }
+
+    /// The TCP connection table, whose limits a reload may change
+    /// ([`tcp::Table::set_limits`]).
+    pub fn tcp_table(&self) -> Arc<tcp::Table> {
+        self.table.clone()
     }
 
     /// Wait until the server stops (its token was cancelled, or it failed) and the work
@@ -117,7 +125,12 @@ pub async fn start_with(
         )));
     }
     let task = tokio::spawn(stop_and_drain(listeners, tasks, token.clone()));
-    Ok(RunningServer { addrs, token, task })
+    Ok(RunningServer {
+        addrs,
+        token,
+        task,
+        table,
+    })
 }
 
 /// Wait for every listener to end (they end when `token` is cancelled; one that fails

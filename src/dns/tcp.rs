@@ -111,6 +111,12 @@ impl Table {
         Arc::new(Table(Mutex::new(ConnectionTable::new(limits.table()))))
     }
 
+    /// Enforce `limits` from the next connection on (a reload changed them; see
+    /// [`ConnectionTable::set_limits`] for the connections already open).
+    pub fn set_limits(&self, limits: TcpLimits) {
+        self.lock().set_limits(limits.table());
+    }
+
     fn lock(&self) -> MutexGuard<'_, ConnectionTable> {
         // A panic elsewhere while holding the lock leaves the table consistent (every
         // method finishes its updates before returning), so keep serving.
