@@ -15,7 +15,7 @@ use axum::Form;
 use serde::de::DeserializeOwned;
 
 use super::auth::{self, Session};
-use super::{form, Dashboard, PageError};
+use super::state::{form, Dashboard, PageError};
 use crate::config::Role;
 
 /// A signed-in user asking for a page.

@@ -20,60 +20,11 @@ use std::time::{Instant, SystemTime};
 use axum::extract::rejection::FormRejection;
 use axum::extract::{ConnectInfo, Form, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
-use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
 
 use super::auth::{self, Attempt, CheckError, LOGIN_COOKIE, SESSION_COOKIE};
-use super::{cookie, form, login_page, redirect, Dashboard, PageError, PageResult};
+use super::state::{cookie, form, login_page, redirect, Dashboard, PageError, PageResult};
 use crate::audit::records;
 use crate::config::Role;
-
-/// The sign-in counters `/metrics` shows after the daemon's own.
-pub struct SigninMetrics {
-    registry: Registry,
-    /// Argon2 verifications run (a decoy check for an unknown user included).
-    pub checks: IntCounter,
-    /// Sign-in attempts by result: ok, wrong-password, unknown-user, limited, busy.
-    results: IntCounterVec,
-}
-
-impl SigninMetrics {
-    pub fn new() -> Result<SigninMetrics, prometheus::Error> {
-        let registry = Registry::new();
-        let checks = IntCounter::new(
-            "warden_dashboard_password_checks_total",
-            "Passwords checked (Argon2 verifications) by the dashboard's sign-in form.",
-        )?;
-        let results = IntCounterVec::new(
-            Opts::new(
-                "warden_dashboard_signins_total",
-                "Dashboard sign-in attempts, by result (limited: refused without a check).",
-            ),
-            &["result"],
-        )?;
-        registry.register(Box::new(checks.clone()))?;
-        registry.register(Box::new(results.clone()))?;
-        Ok(SigninMetrics {
-            registry,
-            checks,
-            results,
-        })
-    }
-
-    /// The counters in Prometheus text format.
-    pub fn render(&self) -> String {
-        let mut out = Vec::new();
-        let encoder = prometheus::TextEncoder::new();
-        if let Err(error) = prometheus::Encoder::encode(&encoder, &self.registry.gather(), &mut out)
-        {
-            tracing::error!(%error, "cannot encode the sign-in metrics");
-        }
-        String::from_utf8_lossy(&out).into_owned()
-    }
-
-    fn count(&self, result: &str) {
-        self.results.with_label_values(&[result]).inc();
-    }
-}
 
 #[derive(serde::Deserialize)]
 pub(super) struct LoginForm {
