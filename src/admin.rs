@@ -34,7 +34,7 @@ use crate::reload::Reloader;
 
 /// Why the admin listener cannot start.
 #[derive(Debug, thiserror::Error)]
-pub enum AdminError {
+pub(crate) enum AdminError {
     #[error("[admin] listen {addr}: cannot bind: {source}")]
     Bind {
         addr: SocketAddr,
@@ -73,7 +73,7 @@ struct HostGuard {
 }
 
 /// A running admin listener.
-pub struct AdminServer {
+pub(crate) struct AdminServer {
     pub addr: SocketAddr,
     task: tokio::task::JoinHandle<()>,
 }
@@ -267,7 +267,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 /// The admin token from `path`; if the file does not exist, a new random one is written
 /// there (owner-only), so `warden reload` works out of the box on this machine.
-pub fn load_or_create_token(path: &Path) -> Result<String, AdminError> {
+pub(crate) fn load_or_create_token(path: &Path) -> Result<String, AdminError> {
     let err = |reason: String| AdminError::Token {
         path: path.to_path_buf(),
         reason,
@@ -298,7 +298,7 @@ pub fn load_or_create_token(path: &Path) -> Result<String, AdminError> {
 }
 
 /// Read the token for a client (`warden reload`): the file must exist.
-pub fn read_token(path: &Path) -> Result<String, AdminError> {
+pub(crate) fn read_token(path: &Path) -> Result<String, AdminError> {
     let text = std::fs::read_to_string(path).map_err(|e| AdminError::Token {
         path: path.to_path_buf(),
         reason: format!("{e} (the running Warden creates it at start-up)"),

@@ -23,7 +23,7 @@ use crate::reload::Reloader;
 /// Why the block page cannot start.
 #[derive(Debug, thiserror::Error)]
 #[error("[dashboard] block_page {addr}: cannot bind: {source}")]
-pub struct BlockPageError {
+pub(crate) struct BlockPageError {
     addr: SocketAddr,
     source: std::io::Error,
 }
@@ -60,7 +60,7 @@ pub async fn start(
 
 /// What the page says about one blocked name.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Reason {
+pub(crate) struct Reason {
     pub name: String,
     /// (category, description, signpost) for each category of the deciding rule.
     pub categories: Vec<(String, String, String)>,

@@ -16,7 +16,7 @@ use crate::filter::Verdict;
 use crate::name;
 
 /// Default config path, relative to the working directory (the repository root).
-pub const DEFAULT_CONFIG: &str = "config/warden.toml";
+pub(crate) const DEFAULT_CONFIG: &str = "config/warden.toml";
 
 #[derive(Debug, Parser)]
 #[command(

@@ -14,7 +14,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::config::{Config, ConfigError, ListConfig};
-use crate::filter::{CategorySet, FilterError, ListKind, Matcher, MatcherBuilder};
+use crate::filter::{FilterError, ListKind, Matcher, MatcherBuilder};
 use crate::lists::{self, ListError, ListReport, LoadedList};
 use crate::policy::{Parts, Policy};
 
@@ -71,7 +71,7 @@ impl Engine {
     /// [`Engine::build`] expecting about `names` distinct names (0: unknown). A seed the
     /// matcher cannot use (about one build in 10^8, see `filter::builder`) is replaced by
     /// reading the lists again with a new one.
-    pub fn build_expecting(config: Config, names: usize) -> Result<Engine, EngineError> {
+    pub(crate) fn build_expecting(config: Config, names: usize) -> Result<Engine, EngineError> {
         let started = Instant::now();
         let mut attempt = 0;
         let (matcher, lists, policy) = loop {
@@ -108,20 +108,6 @@ impl Engine {
         parts.add_dashboard_allow()?;
         let group_deny = parts.add_deny_lists()?;
         parts.finish(group_allow, group_deny)
-    }
-
-    /// The categories active now for `group` (locked ones always included). An unknown
-    /// group gets every category: failing closed is the safe default for a filter.
-    pub fn active_for(&self, group: &str) -> CategorySet {
-        match self.policy.group(group) {
-            Some(g) => self.policy.active_now(g),
-            None => self.matcher.all_categories(),
-        }
-    }
-
-    /// The categories active now for clients of the default group.
-    pub fn default_active(&self) -> CategorySet {
-        self.policy.active_now(self.policy.default_group())
     }
 }
 

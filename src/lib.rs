@@ -5,7 +5,12 @@
 //! else is resolved upstream, and every block is recorded for the e-safety lead.
 //!
 //! ## How the pieces fit
-//! - [`config`] reads the TOML file and validates it (errors name `file:line`).
+//! The modules form a graph without cycles (`tests/module_graph.rs` checks it), with
+//! [`config`] at the bottom.
+//! - [`config`] reads the TOML file into typed data, one file per section: each value is
+//!   parsed once into its real type (networks, time zone, times of day, upstream servers,
+//!   URLs, bounded durations) and every error names `file:line` and the field. It imports
+//!   nothing from the modules below, which take its typed values as they are.
 //! - [`lists`] reads list files (hosts, plain, adblock, dnsmasq, unbound, RPZ, hashed;
 //!   gzip or not) into rules, reporting every skipped line with its position.
 //! - [`filter`] compiles the rules of all lists into one immutable [`filter::Matcher`]:
@@ -17,8 +22,9 @@
 //!   query path and swaps it in atomically.
 //! - [`dns`] is the query handler (the query path below) and the UDP/TCP listeners: UDP
 //!   reads ordinary queries straight from the packet and answers refusals, blocks and
-//!   cached answers inside its receive loop; [`upstream`] forwards allowed queries
-//!   through `hickory-resolver`.
+//!   cached answers inside its receive loop; the work they spawn is tracked
+//!   ([`dns::tasks`]) so that a stop drains it (at most 2 s) before the audit log is
+//!   sealed; [`upstream`] forwards allowed queries through `hickory-resolver`.
 //! - [`audit`] records every block for the e-safety lead: coalesced in memory on the
 //!   query path, written to SQLite by its own thread, hash-chained, purged on schedule.
 //! - [`alerts`] tells the e-safety lead at once (webhook, email) about blocks in the
@@ -36,7 +42,10 @@
 //! - [`admin`] is the HTTP listener for [`metrics`] (Prometheus), health and reload;
 //!   [`dashboard`] adds the e-safety lead's pages to it (sign-in, overview, events,
 //!   reviews, CSV export, allow entries); [`blockpage`] tells a blocked user why.
-//! - [`serve`] wires a running daemon together in start-up order; [`cli`] is the
+//! - `localtime` shows stored UTC times in `[server] timezone` with their offset;
+//!   `sync` holds the one poison-tolerant lock helper.
+//! - [`serve`] wires a running daemon together in start-up order (and stops it in
+//!   order: DNS drains, alerts save their cursor, the audit log is flushed); [`cli`] is the
 //!   command line (`serve`, `check`, `lists stats|update`, `config check`, `reload`,
 //!   `audit verify|list|summary|export|review`, `user add|remove|list`); [`users`]
 //!   edits the dashboard's `[[users]]` in the config file.
@@ -63,10 +72,14 @@
 //! 10. DNS rebinding protection ([`policy::rebinding`]): a public name answered with a
 //!     private, loopback or link-local address is blocked.
 
-pub mod admin;
+// The tour above links the crate's private modules too: read it with
+// `cargo doc --document-private-items`.
+#![allow(rustdoc::private_intra_doc_links)]
+
+mod admin;
 pub mod alerts;
 pub mod audit;
-pub mod blockpage;
+mod blockpage;
 pub mod cli;
 pub mod config;
 pub mod dashboard;
@@ -80,11 +93,11 @@ pub(crate) mod localtime;
 pub mod memory;
 pub mod metrics;
 pub mod name;
-pub mod policy;
+pub(crate) mod policy;
 pub mod reload;
-pub mod restart;
-pub mod serve;
-pub mod sources;
+mod restart;
+mod serve;
+mod sources;
 pub(crate) mod sync;
 pub mod upstream;
-pub mod users;
+mod users;

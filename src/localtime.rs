@@ -19,7 +19,7 @@ pub fn zone(config: &Config) -> Tz {
 }
 
 /// An instant in `tz`, with its offset: `2026-07-01 14:03:22 +01:00`.
-pub fn show_instant(at: DateTime<Utc>, tz: Tz) -> String {
+pub(crate) fn show_instant(at: DateTime<Utc>, tz: Tz) -> String {
     at.with_timezone(&tz)
         .format("%Y-%m-%d %H:%M:%S %:z")
         .to_string()
@@ -35,7 +35,7 @@ pub fn show(rfc3339: &str, tz: Tz) -> String {
 }
 
 /// A system time in `tz`, with its offset.
-pub fn show_system(at: SystemTime, tz: Tz) -> String {
+pub(crate) fn show_system(at: SystemTime, tz: Tz) -> String {
     show_instant(DateTime::<Utc>::from(at), tz)
 }
 
@@ -46,7 +46,7 @@ pub fn day_of(at: DateTime<Utc>, tz: Tz) -> NaiveDate {
 
 /// The first instant of `day` in `tz`: its midnight, the earlier one if the clocks go
 /// back over midnight, or the first hour that exists if they skip it.
-pub fn start_of_day(day: NaiveDate, tz: Tz) -> DateTime<Utc> {
+pub(crate) fn start_of_day(day: NaiveDate, tz: Tz) -> DateTime<Utc> {
     // A zone skips at most a few hours; bounded, and UTC midnight if all else fails.
     for hour in 0..24 {
         let local = day.and_time(NaiveTime::MIN) + TimeDelta::hours(hour);
@@ -60,7 +60,7 @@ pub fn start_of_day(day: NaiveDate, tz: Tz) -> DateTime<Utc> {
 /// A time as a person typed it, with a bare date (`2026-07-01`) made the start of that
 /// day in `tz` (as RFC 3339 UTC); anything else (`7d`, a full RFC 3339 time, a typo) is
 /// passed on unchanged for the audit filter's parser to take or refuse.
-pub fn local_dates(text: &str, tz: Tz) -> Cow<'_, str> {
+pub(crate) fn local_dates(text: &str, tz: Tz) -> Cow<'_, str> {
     match NaiveDate::parse_from_str(text, "%Y-%m-%d") {
         Ok(day) if text.len() == 10 => Cow::Owned(
             start_of_day(day, tz)

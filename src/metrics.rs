@@ -28,11 +28,11 @@ use crate::lists::LoadedList;
 use crate::sync::lock;
 
 /// Reads the lists' freshness for [`Metrics::watch_list_freshness`].
-pub type FreshnessFn = dyn Fn() -> Vec<ListFreshness> + Send + Sync;
+pub(crate) type FreshnessFn = dyn Fn() -> Vec<ListFreshness> + Send + Sync;
 
 /// One list's freshness as its copy on disk records it.
 #[derive(Debug, Clone, PartialEq)]
-pub struct ListFreshness {
+pub(crate) struct ListFreshness {
     pub list: String,
     /// The last successful check of its source, by whichever process made it.
     pub checked_at: Option<SystemTime>,
@@ -410,16 +410,21 @@ impl Metrics {
 
     /// An allowed query answered from the DNS answer cache (counted with the
     /// resolver's own cache hits).
-    pub fn answer_cache_hit(&self) {
+    pub(crate) fn answer_cache_hit(&self) {
         self.query.cache_hits.inc();
     }
 
-    pub fn upstream_error(&self, kind: &str) {
+    pub(crate) fn upstream_error(&self, kind: &str) {
         self.query.upstream_errors.with_label_values(&[kind]).inc();
     }
 
     /// A reload attempt ended; on success `lists` are those of the new serving snapshot.
-    pub fn reload_done(&self, elapsed: Duration, generation: u64, lists: Option<&[LoadedList]>) {
+    pub(crate) fn reload_done(
+        &self,
+        elapsed: Duration,
+        generation: u64,
+        lists: Option<&[LoadedList]>,
+    ) {
         self.reload.reloads.inc();
         self.reload.reload_duration.observe(elapsed.as_secs_f64());
         match lists {
@@ -430,7 +435,7 @@ impl Metrics {
 
     /// Describe the snapshot now serving (its generation and `lists`, as loaded): time,
     /// rules per list and category.
-    pub fn snapshot_swapped(&self, generation: u64, lists: &[LoadedList]) {
+    pub(crate) fn snapshot_swapped(&self, generation: u64, lists: &[LoadedList]) {
         self.reload.snapshot_generation.set(generation as i64);
         self.reload
             .snapshot_loaded
@@ -468,7 +473,7 @@ impl Metrics {
     }
 
     /// A list source was checked: `updated` (new content accepted) or `not_modified`.
-    pub fn list_refreshed(&self, list: &str, result: &str, at: SystemTime) {
+    pub(crate) fn list_refreshed(&self, list: &str, result: &str, at: SystemTime) {
         self.lists
             .list_refreshes
             .with_label_values(&[list, result])
@@ -480,7 +485,7 @@ impl Metrics {
     }
 
     /// A list update failed or was rejected; the last good copy stays in force.
-    pub fn list_refresh_failed(&self, list: &str) {
+    pub(crate) fn list_refresh_failed(&self, list: &str) {
         self.lists
             .list_refresh_failures
             .with_label_values(&[list])
@@ -488,7 +493,7 @@ impl Metrics {
     }
 
     /// Failed or rejected updates of `list` since start-up (for the dashboard).
-    pub fn list_refresh_failure_count(&self, list: &str) -> u64 {
+    pub(crate) fn list_refresh_failure_count(&self, list: &str) -> u64 {
         self.lists
             .list_refresh_failures
             .get_metric_with_label_values(&[list])
@@ -497,7 +502,7 @@ impl Metrics {
     }
 
     /// Mark a locked list stale (true) or fresh (false).
-    pub fn list_stale(&self, list: &str, stale: bool) {
+    pub(crate) fn list_stale(&self, list: &str, stale: bool) {
         self.lists
             .list_stale
             .with_label_values(&[list])
@@ -505,12 +510,12 @@ impl Metrics {
     }
 
     /// An alert message (`alert` or `digest`) was raised.
-    pub fn alert_raised(&self, kind: &str) {
+    pub(crate) fn alert_raised(&self, kind: &str) {
         self.alerts.alerts_raised.with_label_values(&[kind]).inc();
     }
 
     /// One delivery attempt on `channel` ended with `result` (`ok`, `failed`, `gave-up`).
-    pub fn alert_delivery(&self, channel: &str, result: &str) {
+    pub(crate) fn alert_delivery(&self, channel: &str, result: &str) {
         self.alerts
             .alert_deliveries
             .with_label_values(&[channel, result])
@@ -518,17 +523,17 @@ impl Metrics {
     }
 
     /// A delivery started (+1) or ended (-1).
-    pub fn alerts_pending_add(&self, delta: i64) {
+    pub(crate) fn alerts_pending_add(&self, delta: i64) {
         self.alerts.alerts_pending.add(delta);
     }
 
     /// Blocks now held for digests.
-    pub fn alerts_held(&self, held: usize) {
+    pub(crate) fn alerts_held(&self, held: usize) {
         self.alerts.alerts_held.set(held as i64);
     }
 
     /// At each scrape, bring the lists' freshness up to what `read` finds on disk.
-    pub fn watch_list_freshness(
+    pub(crate) fn watch_list_freshness(
         &self,
         read: impl Fn() -> Vec<ListFreshness> + Send + Sync + 'static,
     ) {
@@ -536,7 +541,7 @@ impl Metrics {
     }
 
     /// Read the audit figures from `sink` and `writer` at each scrape.
-    pub fn watch_audit(&self, sink: Sink, writer: Arc<WriterStats>) {
+    pub(crate) fn watch_audit(&self, sink: Sink, writer: Arc<WriterStats>) {
         *lock(&self.audit_source) = Some((sink, writer));
     }
 
@@ -608,7 +613,7 @@ impl Metrics {
 
     /// A recorder that routes hickory-resolver's cache counters into this registry; use
     /// it (with `metrics::with_local_recorder`) while building the resolver.
-    pub fn resolver_bridge(&self) -> ResolverBridge {
+    pub(crate) fn resolver_bridge(&self) -> ResolverBridge {
         ResolverBridge {
             cache_hits: self.query.cache_hits.clone(),
             cache_misses: self.query.cache_misses.clone(),
@@ -670,7 +675,7 @@ impl Registrar<'_> {
 
 /// Routes the few hickory-resolver metrics we export into our registry; the rest (per
 /// name server, per protocol) are dropped.
-pub struct ResolverBridge {
+pub(crate) struct ResolverBridge {
     cache_hits: IntCounter,
     cache_misses: IntCounter,
     upstream_duration: Histogram,

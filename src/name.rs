@@ -1,7 +1,7 @@
 //! Domain-name normalisation: the one place that decides what a valid name looks like.
 //!
 //! Every name that enters Warden (a list line, a `warden check` argument, a DNS query)
-//! goes through [`normalize`] (or, for a query's wire labels, [`normalize_labels`]), so
+//! goes through [`normalize`] (or, for a query's wire labels, [`key`]), so
 //! the matcher only ever compares one canonical form:
 //! lower-case ASCII, no trailing dot, Unicode labels converted to punycode (IDNA/UTS 46),
 //! labels of 1–63 octets, at most 253 octets in all.
@@ -11,13 +11,11 @@
 //! because strict IDNA rejects labels such as `ab--cd` that real lists contain and
 //! real resolvers answer.
 
-use std::fmt;
-
 /// Longest name in presentation form without the trailing dot (RFC 1035: 255 octets on
 /// the wire, which is 253 characters of text).
-pub const MAX_NAME_LEN: usize = 253;
+pub(crate) const MAX_NAME_LEN: usize = 253;
 /// Longest label (RFC 1035).
-pub const MAX_LABEL_LEN: usize = 63;
+pub(crate) const MAX_LABEL_LEN: usize = 63;
 
 /// Why a piece of text is not a usable domain name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -38,7 +36,7 @@ pub enum NameError {
 
 impl NameError {
     /// A short, stable key for grouping list diagnostics by reason.
-    pub fn reason_key(&self) -> &'static str {
+    pub(crate) fn reason_key(&self) -> &'static str {
         match self {
             NameError::Empty => "empty name",
             NameError::EmptyLabel => "empty label",
@@ -70,7 +68,7 @@ pub fn normalize(input: &str) -> Result<String, NameError> {
 }
 
 /// Check that an already lower-cased ASCII name obeys the length and character rules.
-pub fn validate(name: &str) -> Result<(), NameError> {
+pub(crate) fn validate(name: &str) -> Result<(), NameError> {
     if name.is_empty() {
         return Err(NameError::Empty);
     }
@@ -140,7 +138,7 @@ fn push_label(text: &mut String, label: &[u8]) {
 /// (Unicode allowed) as [`normalize`] reads it, or ASCII presentation form with any
 /// bytes, escaped as `\DDD` or `\X` (`a+b.site.test`, `*.site.test`,
 /// `www\032.site.test`), read label by label into [`key`].
-pub fn key_from_text(input: &str) -> Result<String, NameError> {
+pub(crate) fn key_from_text(input: &str) -> Result<String, NameError> {
     let trimmed = input.trim();
     if !trimmed.is_ascii() {
         return normalize(trimmed);
@@ -199,27 +197,14 @@ fn unescape(rest: &mut impl Iterator<Item = u8>) -> Result<u8, NameError> {
 }
 
 /// Is `text` an IPv4 or IPv6 address (as found by mistake in domain lists)?
-pub fn is_ip_address(text: &str) -> bool {
+pub(crate) fn is_ip_address(text: &str) -> bool {
     text.parse::<std::net::IpAddr>().is_ok()
-}
-
-/// Display helper that prints a name or `.` for the root.
-pub struct DisplayName<'a>(pub &'a str);
-
-impl fmt::Display for DisplayName<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.0.is_empty() {
-            f.write_str(".")
-        } else {
-            f.write_str(self.0)
-        }
-    }
 }
 
 /// A host name or address, lower case and without a trailing dot; `None` if it is
 /// neither an IP address nor a DNS name of letters, digits, `-` and `_` (how the admin
 /// listener compares `Host` headers with its own names).
-pub fn host_name(text: &str) -> Option<String> {
+pub(crate) fn host_name(text: &str) -> Option<String> {
     if let Ok(ip) = text.parse::<std::net::IpAddr>() {
         return Some(ip.to_string());
     }

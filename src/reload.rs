@@ -56,10 +56,10 @@ pub const MAX_ABANDONED: usize = 4;
 
 /// What builds a snapshot from the config at a path, given the serving snapshot's count
 /// of names: [`Engine::reload`], unless a test stands in for a stuck file system.
-pub type BuildFn = dyn Fn(&Path, usize) -> Result<Engine, EngineError> + Send + Sync;
+pub(crate) type BuildFn = dyn Fn(&Path, usize) -> Result<Engine, EngineError> + Send + Sync;
 
 /// Told of each snapshot swapped in (see [`Reloader::on_swap`]).
-pub type SwapFn = dyn Fn(&Engine) + Send + Sync;
+pub(crate) type SwapFn = dyn Fn(&Engine) + Send + Sync;
 
 /// What a reload that was accepted did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -184,14 +184,14 @@ impl Reloader {
 
     /// Swap `upstream`'s forwarder when a reload changes `[upstream]` (the handler asks
     /// through the same one).
-    pub fn with_upstream(mut self, upstream: Arc<LiveForwarder>) -> Reloader {
+    pub(crate) fn with_upstream(mut self, upstream: Arc<LiveForwarder>) -> Reloader {
         self.upstream = Some(upstream);
         self
     }
 
     /// Call `apply` with each new snapshot once it serves: for what was built from the
     /// config at start-up and can be updated in place (the TCP limits).
-    pub fn on_swap(&self, apply: impl Fn(&Engine) + Send + Sync + 'static) {
+    pub(crate) fn on_swap(&self, apply: impl Fn(&Engine) + Send + Sync + 'static) {
         lock(&self.followers).push(Box::new(apply));
     }
 
@@ -372,7 +372,7 @@ impl Reloader {
 
     /// The files whose change should trigger a reload: the config and its local lists.
     /// (Downloaded lists are reloaded by their refresher, once per accepted download.)
-    pub fn watched_files(&self) -> Vec<PathBuf> {
+    pub(crate) fn watched_files(&self) -> Vec<PathBuf> {
         let engine = self.shared.load();
         let config = &engine.config;
         let mut files = vec![self.config_path.clone()];

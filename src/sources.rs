@@ -41,7 +41,7 @@ use crate::reload::Reloader;
 
 /// Why a download did not replace the cached copy.
 #[derive(Debug, thiserror::Error)]
-pub enum SourceError {
+pub(crate) enum SourceError {
     #[error("list {list:?}: cannot reach {url}: {reason}")]
     Transport {
         list: String,
@@ -79,7 +79,7 @@ impl SourceError {
 
 /// What a successful check found.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Fetched {
+pub(crate) enum Fetched {
     /// New content, validated and cached.
     Updated { entries: u64, bytes: u64 },
     /// The server said 304: the cached copy is current.
@@ -88,7 +88,7 @@ pub enum Fetched {
 
 /// What is remembered about the last good download, beside the cached copy.
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
-pub struct Meta {
+pub(crate) struct Meta {
     pub etag: Option<String>,
     pub last_modified: Option<String>,
     /// Entries in the cached copy.
@@ -101,7 +101,7 @@ pub struct Meta {
 
 /// One `[[lists]]` entry with a `url`, resolved against the config.
 #[derive(Debug, Clone)]
-pub struct Source {
+pub(crate) struct Source {
     pub name: String,
     pub url: reqwest::Url,
     pub format: Format,
@@ -151,7 +151,7 @@ impl Source {
     }
 
     /// The URL as it may be logged: no user info, query string or fragment.
-    pub fn shown_url(&self) -> String {
+    pub(crate) fn shown_url(&self) -> String {
         redact(&self.url)
     }
 
@@ -219,7 +219,7 @@ fn redact(url: &reqwest::Url) -> String {
 
 /// The HTTP client shared by every download.
 #[derive(Clone)]
-pub struct Fetcher {
+pub(crate) struct Fetcher {
     client: reqwest::Client,
     max_size: u64,
 }
@@ -248,7 +248,7 @@ impl Fetcher {
 
     /// Check `source` once: a conditional GET, then validate and cache new content.
     /// `progress` is told the bytes received so far and the expected total, if known.
-    pub async fn fetch(
+    pub(crate) async fn fetch(
         &self,
         source: &Source,
         progress: &(dyn Fn(u64, Option<u64>) + Sync),
@@ -344,7 +344,7 @@ fn conditional(meta: &Meta) -> HeaderMap {
 }
 
 /// Redirects followed per download.
-pub const MAX_REDIRECTS: usize = 5;
+pub(crate) const MAX_REDIRECTS: usize = 5;
 
 impl Fetcher {
     /// GET the source's url, following redirects by the rules in the module doc. Returns
@@ -570,8 +570,8 @@ fn unix_now() -> u64 {
 
 /// First retry after a failure; doubled per further failure, up to [`MAX_BACKOFF`]
 /// (or the source's own refresh interval, if shorter).
-pub const FIRST_BACKOFF: Duration = Duration::from_secs(30);
-pub const MAX_BACKOFF: Duration = Duration::from_secs(3600);
+pub(crate) const FIRST_BACKOFF: Duration = Duration::from_secs(30);
+pub(crate) const MAX_BACKOFF: Duration = Duration::from_secs(3600);
 
 fn backoff(failures: u32, refresh: Duration) -> Duration {
     let doubled = FIRST_BACKOFF.saturating_mul(1u32 << failures.saturating_sub(1).min(16));
@@ -590,7 +590,7 @@ fn first_wait(source: &Source) -> Duration {
 
 /// Check `source` every `refresh` (backing off after failures) until `stop`; after
 /// each download that changes the list, reload the rules.
-pub async fn refresh_forever(
+pub(crate) async fn refresh_forever(
     source: Source,
     fetcher: Fetcher,
     reloader: Arc<Reloader>,
@@ -644,7 +644,7 @@ pub async fn refresh_forever(
 /// Download, before the first engine is built, every list that has no cached copy yet
 /// (a first start), all at once and each within `[sources] timeout`. Failures are
 /// logged; those lists start empty and their refresher keeps trying.
-pub async fn prime_missing(config: &Config, metrics: &Metrics) {
+pub(crate) async fn prime_missing(config: &Config, metrics: &Metrics) {
     let missing: Vec<Source> = Source::all(config)
         .into_iter()
         .filter(|s| !s.file.exists())
@@ -699,7 +699,7 @@ where
 
 /// A locked list whose source is older than its `max_age`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Stale {
+pub(crate) struct Stale {
     pub list: String,
     pub age: Duration,
     pub max_age: Duration,
@@ -707,7 +707,7 @@ pub struct Stale {
 
 /// The lists with a `max_age` and whether each is stale now: a `url` list by its last
 /// successful check, a local file by its modification time.
-pub fn stale_lists(config: &Config, now: SystemTime) -> Vec<(String, Option<Stale>)> {
+pub(crate) fn stale_lists(config: &Config, now: SystemTime) -> Vec<(String, Option<Stale>)> {
     config
         .lists
         .iter()
@@ -790,7 +790,7 @@ fn warn_stale(list: &str, stale: &Stale, in_force: bool) {
 /// Every minute, flag (metric and log) locked lists older than their `max_age`. Those
 /// with a copy keep blocking: a stale statutory list is far better than none. One with
 /// no copy at all is not in force, and the log says so at ERROR.
-pub async fn watch_staleness(
+pub(crate) async fn watch_staleness(
     reloader: Arc<Reloader>,
     metrics: Arc<Metrics>,
     stop: tokio_util::sync::CancellationToken,

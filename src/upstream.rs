@@ -124,18 +124,18 @@ impl Forwarder {
     }
 
     /// A forwarder for `config`, its counters going where this one's go.
-    pub fn rebuilt(&self, config: &UpstreamConfig) -> Result<Forwarder, UpstreamError> {
+    pub(crate) fn rebuilt(&self, config: &UpstreamConfig) -> Result<Forwarder, UpstreamError> {
         Forwarder::build(config, self.bridge.clone())
     }
 
     /// Was it built from this `[upstream]`?
-    pub fn built_from(&self, config: &UpstreamConfig) -> bool {
+    pub(crate) fn built_from(&self, config: &UpstreamConfig) -> bool {
         same_upstream(&self.config, config)
     }
 
     /// As [`Forwarder::new`], with the resolver's cache hits, misses and upstream latency
     /// counted in `metrics`.
-    pub fn instrumented(
+    pub(crate) fn instrumented(
         config: &UpstreamConfig,
         metrics: &Metrics,
     ) -> Result<Forwarder, UpstreamError> {
@@ -187,7 +187,7 @@ impl Forwarder {
     /// Resolve `name` (fully qualified) for `qtype`, within the configured timeout,
     /// sharing the lookup with identical questions in flight, and falling back to a
     /// stale answer when upstream fails.
-    pub async fn forward(&self, name: Name, qtype: RecordType) -> Answer {
+    pub(crate) async fn forward(&self, name: Name, qtype: RecordType) -> Answer {
         let key = (name, qtype);
         let cell = self.inflight.entry(key.clone()).or_default().clone();
         let answer = cell
@@ -284,7 +284,7 @@ impl Forwarder {
 /// last). Reloads call [`LiveForwarder::prepare`] before swapping the snapshot (a
 /// forwarder that cannot be built rejects the reload, nothing changed) and
 /// [`LiveForwarder::install`] after.
-pub struct LiveForwarder {
+pub(crate) struct LiveForwarder {
     serving: ArcSwap<Forwarder>,
 }
 

@@ -13,7 +13,7 @@ use crate::dashboard::auth;
 
 /// Why a user could not be added or removed.
 #[derive(Debug, thiserror::Error)]
-pub enum UserError {
+pub(crate) enum UserError {
     #[error("cannot read {path}: {source}")]
     Read {
         path: PathBuf,
@@ -35,11 +35,11 @@ pub enum UserError {
 }
 
 /// Shortest password accepted.
-pub const MIN_PASSWORD: usize = 10;
+pub(crate) const MIN_PASSWORD: usize = 10;
 
 /// Read a new password: twice, without echo, on a terminal; one line from standard input
 /// otherwise (for scripts and tests).
-pub fn read_password(name: &str) -> Result<String, UserError> {
+pub(crate) fn read_password(name: &str) -> Result<String, UserError> {
     let password = if std::io::stdin().is_terminal() {
         let first = rpassword::prompt_password(format!("New password for {name}: "))
             .map_err(|e| UserError::Invalid(format!("cannot read the password: {e}")))?;

@@ -53,8 +53,8 @@ fn strip(code: &str) -> String {
             i + rest.find('\n').unwrap_or(rest.len())
         } else if rest.starts_with("/*") {
             i + rest.find("*/").map_or(rest.len(), |e| e + 2)
-        } else if rest.starts_with("r#\"") {
-            i + rest[3..].find("\"#").map_or(rest.len(), |e| e + 5)
+        } else if let Some(raw) = rest.strip_prefix("r#\"") {
+            i + raw.find("\"#").map_or(rest.len(), |e| e + 5)
         } else if rest.starts_with('"') {
             let mut j = i + 1;
             while j < bytes.len() && bytes[j] != b'"' {
@@ -239,7 +239,7 @@ fn edges(modules: &Modules) -> BTreeMap<Vec<String>, BTreeSet<Vec<String>>> {
         let targets: BTreeSet<Vec<String>> = use_paths(code)
             .iter()
             .chain(&inline_paths(code))
-            .filter_map(|p| resolve(module, &p, modules))
+            .filter_map(|p| resolve(module, p, modules))
             .filter(|t| t != module)
             .collect();
         edges.insert(module.clone(), targets);

@@ -27,7 +27,7 @@ use crate::config::HostName;
 
 /// Why a request's `Host` is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum HostError {
+pub(crate) enum HostError {
     #[error("a Host header is required")]
     Missing,
     #[error("more than one Host header")]
@@ -62,7 +62,7 @@ impl IntoResponse for HostError {
 /// A host as a request names it: lower case, no trailing dot, an IPv6 address without
 /// its brackets; with the port, if one was given.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RequestHost {
+pub(crate) struct RequestHost {
     pub host: String,
     pub port: Option<u16>,
 }
@@ -74,7 +74,7 @@ impl RequestHost {
 }
 
 /// `host[:port]` as it appears in `Host` or a request target's authority.
-pub fn parse_authority(text: &str) -> Result<RequestHost, HostError> {
+pub(crate) fn parse_authority(text: &str) -> Result<RequestHost, HostError> {
     let malformed = || HostError::Malformed(shorten(text));
     // An authority may carry user information (`user@host`); a Host header may not.
     if text.is_empty() || text.contains('@') {
@@ -107,7 +107,7 @@ pub fn parse_authority(text: &str) -> Result<RequestHost, HostError> {
 
 /// What the listener knows about itself and the connection.
 #[derive(Debug, Clone, Copy)]
-pub struct Listener {
+pub(crate) struct Listener {
     /// The port it is bound to.
     pub port: u16,
     /// The address this connection arrived on, if known.
@@ -116,7 +116,7 @@ pub struct Listener {
 
 /// Whether `host` names this listener (see the module's rules). `hosts` are
 /// `[dashboard] hosts` entries.
-pub fn is_ours(host: &RequestHost, listener: Listener, hosts: &[HostName]) -> bool {
+pub(crate) fn is_ours(host: &RequestHost, listener: Listener, hosts: &[HostName]) -> bool {
     if hosts.iter().any(|h| h.0 == host.host) {
         return true;
     }

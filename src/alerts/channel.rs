@@ -21,12 +21,12 @@ use super::message::{Message, Wording};
 use crate::config::{Config, StartTls};
 
 /// How long one delivery attempt may take, connection included.
-pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Why one delivery attempt failed. The text is recorded with the attempt and logged:
 /// it never holds a secret.
 #[derive(Debug, thiserror::Error)]
-pub enum DeliveryError {
+pub(crate) enum DeliveryError {
     #[error("webhook {url}: {reason}")]
     Webhook { url: String, reason: String },
     #[error("webhook {url}: the receiver answered HTTP {status}")]
@@ -40,7 +40,7 @@ pub enum DeliveryError {
 }
 
 /// Where messages go.
-pub enum Channel {
+pub(crate) enum Channel {
     Webhook(Webhook),
     Email(Email),
 }
@@ -104,7 +104,7 @@ impl Channel {
 }
 
 /// `webhook = "https://…"`.
-pub struct Webhook {
+pub(crate) struct Webhook {
     client: reqwest::Client,
     url: String,
     auth_file: Option<PathBuf>,
@@ -162,7 +162,7 @@ impl Webhook {
 }
 
 /// `[alerts.email]`.
-pub struct Email {
+pub(crate) struct Email {
     host: String,
     port: u16,
     starttls: StartTls,
@@ -235,7 +235,7 @@ fn causes(error: &dyn std::error::Error) -> String {
 }
 
 /// A URL as it may be logged: scheme, host and port, nothing that could be a token.
-pub fn shown_url(url: &str) -> String {
+pub(crate) fn shown_url(url: &str) -> String {
     match reqwest::Url::parse(url) {
         Ok(u) => match (u.host_str(), u.port()) {
             (Some(host), Some(port)) => format!("{}://{host}:{port}/…", u.scheme()),

@@ -33,7 +33,7 @@ fn sighting(row: &rusqlite::Row<'_>) -> rusqlite::Result<Sighting> {
 }
 
 /// The last event id alerts have dealt with, if alerts ever ran on this log.
-pub fn cursor(store: &Store) -> Result<Option<i64>, AuditError> {
+pub(crate) fn cursor(store: &Store) -> Result<Option<i64>, AuditError> {
     store
         .conn()
         .query_row(
@@ -45,7 +45,7 @@ pub fn cursor(store: &Store) -> Result<Option<i64>, AuditError> {
         .map_err(|e| store.wrap(e))
 }
 
-pub fn save_cursor(store: &Store, last_event: i64) -> Result<(), AuditError> {
+pub(crate) fn save_cursor(store: &Store, last_event: i64) -> Result<(), AuditError> {
     store
         .conn()
         .execute(
@@ -58,7 +58,7 @@ pub fn save_cursor(store: &Store, last_event: i64) -> Result<(), AuditError> {
 }
 
 /// The newest event's id (0 for an empty log).
-pub fn last_event(store: &Store) -> Result<i64, AuditError> {
+pub(crate) fn last_event(store: &Store) -> Result<i64, AuditError> {
     store
         .conn()
         .query_row("SELECT coalesce(max(id), 0) FROM events", [], |r| r.get(0))
@@ -66,7 +66,11 @@ pub fn last_event(store: &Store) -> Result<i64, AuditError> {
 }
 
 /// Up to `limit` blocked, unpurged events after `after`, oldest first.
-pub fn blocked_after(store: &Store, after: i64, limit: u32) -> Result<Vec<Sighting>, AuditError> {
+pub(crate) fn blocked_after(
+    store: &Store,
+    after: i64,
+    limit: u32,
+) -> Result<Vec<Sighting>, AuditError> {
     let mut stmt = store
         .conn()
         .prepare_cached(&format!(
@@ -150,7 +154,7 @@ pub fn record(store: &Store, a: &Attempt) -> Result<(), AuditError> {
 }
 
 /// Every attempt recorded at or after `since` (RFC 3339), oldest first.
-pub fn attempts_since(store: &Store, since: &str) -> Result<Vec<Attempt>, AuditError> {
+pub(crate) fn attempts_since(store: &Store, since: &str) -> Result<Vec<Attempt>, AuditError> {
     let mut stmt = store
         .conn()
         .prepare(
@@ -212,7 +216,7 @@ pub fn purge(store: &Store, policy: &Retention, now: SystemTime) -> Result<u64, 
 }
 
 /// Parse `event_ids` back into ids (unreadable parts are skipped).
-pub fn parse_ids(text: &str) -> Vec<i64> {
+pub(crate) fn parse_ids(text: &str) -> Vec<i64> {
     text.split(',')
         .filter_map(|id| id.trim().parse().ok())
         .collect()

@@ -22,11 +22,11 @@ use std::time::{Duration, Instant};
 use super::sighting::{Key, Sighting};
 
 /// Blocks held in detail per key; more are counted in [`Held::more`].
-pub const DETAIL: usize = 100;
+pub(crate) const DETAIL: usize = 100;
 
 /// What to do with a block offered to the limiter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Offer {
+pub(crate) enum Offer {
     /// Send an alert now.
     Alert,
     /// Held for the key's digest.
@@ -81,7 +81,7 @@ impl Slot {
 
 /// Per-key windows and the blocks held in them.
 #[derive(Debug)]
-pub struct Limiter {
+pub(crate) struct Limiter {
     window: Duration,
     max_keys: usize,
     slots: HashMap<Key, Slot>,
@@ -101,7 +101,7 @@ impl Limiter {
     }
 
     /// Decide about one block of `key` seen at `now`.
-    pub fn offer(&mut self, key: Key, sighting: Sighting, now: Instant) -> Offer {
+    pub(crate) fn offer(&mut self, key: Key, sighting: Sighting, now: Instant) -> Offer {
         if self.window.is_zero() {
             return Offer::Alert;
         }
@@ -127,7 +127,7 @@ impl Limiter {
 
     /// An alert for `key` went out at `opened` (before a restart): hold the key's next
     /// blocks until that window ends, as if it had never stopped.
-    pub fn restore(&mut self, key: Key, opened: Instant) {
+    pub(crate) fn restore(&mut self, key: Key, opened: Instant) {
         if self.window.is_zero() || key.is_overflow() {
             return;
         }
@@ -165,8 +165,9 @@ impl Limiter {
         out
     }
 
+    #[cfg(test)]
     /// When the next digest is due, if any block is held.
-    pub fn next_due(&self) -> Option<Instant> {
+    pub(crate) fn next_due(&self) -> Option<Instant> {
         self.slots
             .values()
             .chain(&self.overflow)
@@ -185,7 +186,7 @@ impl Limiter {
     }
 
     /// The oldest audit event held (not yet sent in any message).
-    pub fn first_held_id(&self) -> Option<i64> {
+    pub(crate) fn first_held_id(&self) -> Option<i64> {
         self.slots
             .values()
             .chain(&self.overflow)
@@ -193,6 +194,7 @@ impl Limiter {
             .min()
     }
 
+    #[cfg(test)]
     /// Keys tracked (the overflow digest not included).
     pub fn keys(&self) -> usize {
         self.slots.len()

@@ -73,13 +73,13 @@ impl Message {
     }
 
     /// The audit event ids, comma-separated (as recorded with each delivery).
-    pub fn event_ids(&self) -> String {
+    pub(crate) fn event_ids(&self) -> String {
         let ids: Vec<String> = self.sightings.iter().map(|s| s.id.to_string()).collect();
         ids.join(",")
     }
 
     /// The lowest event id in the message.
-    pub fn first_id(&self) -> i64 {
+    pub(crate) fn first_id(&self) -> i64 {
         self.sightings.iter().map(|s| s.id).min().unwrap_or(0)
     }
 
@@ -96,7 +96,7 @@ impl Message {
         }
     }
 
-    pub fn subject(&self) -> String {
+    pub(crate) fn subject(&self) -> String {
         let n = self.blocks();
         let plural = if n == 1 { "" } else { "s" };
         match (self.kind, self.key.is_overflow()) {

@@ -41,7 +41,7 @@ impl Key {
         Key::new("*", "*")
     }
 
-    pub fn is_overflow(&self) -> bool {
+    pub(crate) fn is_overflow(&self) -> bool {
         *self == Key::overflow()
     }
 }

@@ -151,9 +151,9 @@ pub(crate) struct Pending {
 }
 
 /// Name used for a client's overflow entry (per-name detail folded under a flood).
-pub const OVERFLOW_NAME: &str = "*";
+pub(crate) const OVERFLOW_NAME: &str = "*";
 /// Client of the global overflow entry.
-pub const OVERFLOW_CLIENT: IpAddr = IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED);
+pub(crate) const OVERFLOW_CLIENT: IpAddr = IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED);
 
 /// The query path's handle on the audit log. Cheap to clone.
 #[derive(Clone)]
@@ -258,7 +258,7 @@ impl Sink {
         self.inner.folded.load(Ordering::Relaxed)
     }
     /// Distinct keys waiting for the writer.
-    pub fn queue_depth(&self) -> usize {
+    pub(crate) fn queue_depth(&self) -> usize {
         self.inner.pending.len()
     }
     /// The bound on distinct keys (the writer holds failed writes to the same bound).

@@ -30,7 +30,7 @@ pub struct AllowChange {
     pub reason: String,
 }
 
-pub fn record_signin(
+pub(crate) fn record_signin(
     store: &Store,
     at: SystemTime,
     user: &str,
@@ -47,7 +47,7 @@ pub fn record_signin(
         .map_err(|e| store.wrap(e))
 }
 
-pub fn recent_signins(store: &Store, limit: u32) -> Result<Vec<SignIn>, AuditError> {
+pub(crate) fn recent_signins(store: &Store, limit: u32) -> Result<Vec<SignIn>, AuditError> {
     let err = |e| store.wrap(e);
     let mut stmt = store
         .conn()
@@ -66,7 +66,7 @@ pub fn recent_signins(store: &Store, limit: u32) -> Result<Vec<SignIn>, AuditErr
     rows.collect::<rusqlite::Result<Vec<_>>>().map_err(err)
 }
 
-pub fn record_allow_change(store: &Store, change: &AllowChange) -> Result<(), AuditError> {
+pub(crate) fn record_allow_change(store: &Store, change: &AllowChange) -> Result<(), AuditError> {
     store
         .conn()
         .execute(
@@ -83,7 +83,10 @@ pub fn record_allow_change(store: &Store, change: &AllowChange) -> Result<(), Au
         .map_err(|e| store.wrap(e))
 }
 
-pub fn recent_allow_changes(store: &Store, limit: u32) -> Result<Vec<AllowChange>, AuditError> {
+pub(crate) fn recent_allow_changes(
+    store: &Store,
+    limit: u32,
+) -> Result<Vec<AllowChange>, AuditError> {
     let err = |e| store.wrap(e);
     let mut stmt = store
         .conn()

@@ -275,7 +275,7 @@ pub fn count(store: &Store, filter: &Filter) -> Result<i64, AuditError> {
 
 /// Blocks per (day in `tz`, category) since `since` (RFC 3339), for the overview's chart.
 /// A row with several categories counts under each.
-pub fn daily_by_category(
+pub(crate) fn daily_by_category(
     store: &Store,
     since: &str,
     tz: Tz,
@@ -313,7 +313,7 @@ pub fn daily_by_category(
 
 /// Blocks matching `filter` per day in `tz`, oldest first: [`Summary::by_day`] (which
 /// keeps UTC days, for machines) as a person in that zone counts days.
-pub fn by_local_day(
+pub(crate) fn by_local_day(
     store: &Store,
     filter: &Filter,
     tz: Tz,
@@ -351,7 +351,7 @@ fn local_day(minute: &str, tz: Tz) -> String {
 }
 
 /// Every review of event `id`, oldest first.
-pub fn reviews_of(store: &Store, id: i64) -> Result<Vec<ReviewState>, AuditError> {
+pub(crate) fn reviews_of(store: &Store, id: i64) -> Result<Vec<ReviewState>, AuditError> {
     let err = |e| store.wrap(e);
     let mut stmt = store
         .conn()
@@ -439,10 +439,10 @@ pub fn summary(store: &Store, filter: &Filter) -> Result<Summary, AuditError> {
 }
 
 /// The outcomes a review can record.
-pub const OUTCOMES: [&str; 3] = ["incident", "false-positive", "no-action"];
+pub(crate) const OUTCOMES: [&str; 3] = ["incident", "false-positive", "no-action"];
 
 /// Append a review record to event `id`. Returns the review's id.
-pub fn add_review(
+pub(crate) fn add_review(
     store: &Store,
     id: i64,
     outcome: &str,
@@ -468,7 +468,7 @@ pub fn add_review(
 }
 
 /// Default `--since` for summaries.
-pub const SUMMARY_DEFAULT_SINCE: Duration = Duration::from_secs(30 * 86_400);
+pub(crate) const SUMMARY_DEFAULT_SINCE: Duration = Duration::from_secs(30 * 86_400);
 
 #[cfg(test)]
 mod tests {

@@ -164,7 +164,7 @@ pub enum Verification {
 
 /// Counts from one batch write.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct BatchStats {
+pub(crate) struct BatchStats {
     pub inserted: u64,
     pub updated: u64,
     pub sealed: u64,
@@ -263,7 +263,7 @@ impl Store {
 
     /// Open an existing database: for review commands, which must not mistake a wrong
     /// or deleted path for an empty, intact log.
-    pub fn open_existing(path: &Path) -> Result<Store, AuditError> {
+    pub(crate) fn open_existing(path: &Path) -> Result<Store, AuditError> {
         if !path.exists() {
             return Err(AuditError::Invalid(format!(
                 "no audit database at {} (has `warden serve` run with this config?)",
@@ -368,7 +368,7 @@ impl Store {
     }
 
     /// Seal every open row (left by a crash, or at shutdown). Returns how many.
-    pub fn seal_open_rows(&mut self) -> Result<u64, AuditError> {
+    pub(crate) fn seal_open_rows(&mut self) -> Result<u64, AuditError> {
         let path = self.path.clone();
         let err = |source| AuditError::Sqlite {
             path: path.clone(),
@@ -543,7 +543,7 @@ impl Retention {
     }
 
     /// Rows of `categories` last seen before this are due for purging.
-    pub fn expiry(&self, categories: &str, now: SystemTime) -> SystemTime {
+    pub(crate) fn expiry(&self, categories: &str, now: SystemTime) -> SystemTime {
         super::before(now, Duration::from_secs(86_400) * self.days(categories))
     }
 
@@ -760,7 +760,7 @@ fn new_salt() -> String {
 }
 
 /// `hex(SHA-256(prev_hash ‖ canonical))`.
-pub fn chain_hash(prev_hash: &str, canonical: &str) -> String {
+pub(crate) fn chain_hash(prev_hash: &str, canonical: &str) -> String {
     let mut h = Sha256::new();
     h.update(prev_hash.as_bytes());
     h.update(canonical.as_bytes());

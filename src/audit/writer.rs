@@ -34,10 +34,10 @@ const PURGE_EVERY: Duration = Duration::from_secs(24 * 3600);
 /// How often the writer logs its counters (when anything happened).
 const REPORT_EVERY: Duration = Duration::from_secs(300);
 /// Retries of a failed write never wait longer than this.
-pub const MAX_RETRY_WAIT: Duration = Duration::from_secs(30);
+pub(crate) const MAX_RETRY_WAIT: Duration = Duration::from_secs(30);
 /// How long a stop keeps retrying a failing write before giving up (well within
 /// systemd's stop timeout).
-pub const STOP_GRACE: Duration = Duration::from_secs(2);
+pub(crate) const STOP_GRACE: Duration = Duration::from_secs(2);
 /// The rule column of an overflow entry folded while writes were failing.
 const BACKLOG_RULE: &str = "(write backlog: names folded)";
 
@@ -137,7 +137,7 @@ impl Writer {
     }
 
     /// The counters, shareable (for `/metrics`).
-    pub fn stats_handle(&self) -> Arc<WriterStats> {
+    pub(crate) fn stats_handle(&self) -> Arc<WriterStats> {
         self.stats.clone()
     }
 

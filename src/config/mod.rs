@@ -179,7 +179,7 @@ impl Config {
     }
 
     /// The file list `list` is read from: its `path`, or the cached copy of its `url`.
-    pub fn list_file(&self, list: &ListConfig) -> PathBuf {
+    pub(crate) fn list_file(&self, list: &ListConfig) -> PathBuf {
         match &list.path {
             Some(path) => self.resolve(path),
             None => self
@@ -190,7 +190,7 @@ impl Config {
 
     /// The categories the group `name` blocks (locked ones are added by the matcher).
     /// With no `[groups]` at all, every category is active.
-    pub fn group_blocks(&self, name: &str) -> Option<Vec<&str>> {
+    pub(crate) fn group_blocks(&self, name: &str) -> Option<Vec<&str>> {
         if self.groups.is_empty() {
             return Some(self.categories.keys().map(String::as_str).collect());
         }

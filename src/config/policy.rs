@@ -111,7 +111,7 @@ pub struct ScheduleConfig {
 
 impl ScheduleConfig {
     /// The days the window starts on, one bit per weekday (Monday = bit 0).
-    pub fn day_mask(&self) -> u8 {
+    pub(crate) fn day_mask(&self) -> u8 {
         self.days.iter().fold(0, |mask, d| mask | d.mask)
     }
 

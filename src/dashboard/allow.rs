@@ -34,7 +34,7 @@ pub fn entries(text: &str) -> Vec<(String, String)> {
 
 /// `text` with `name` added, under a comment line. Control characters in the comment
 /// are replaced by spaces, so a reason cannot add lines of its own.
-pub fn with_entry(text: &str, name: &str, comment: &str) -> String {
+pub(crate) fn with_entry(text: &str, name: &str, comment: &str) -> String {
     let comment: String = comment
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })
@@ -48,7 +48,7 @@ pub fn with_entry(text: &str, name: &str, comment: &str) -> String {
 }
 
 /// `text` without `name` (and the comment just before it). `None` if it is not there.
-pub fn without_entry(text: &str, name: &str) -> Option<String> {
+pub(crate) fn without_entry(text: &str, name: &str) -> Option<String> {
     let lines: Vec<&str> = text.lines().collect();
     let at = lines.iter().position(|l| l.trim() == name)?;
     let start = if at > 0 && lines[at - 1].trim_start().starts_with('#') {

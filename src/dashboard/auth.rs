@@ -26,14 +26,14 @@ use crate::config::{Config, Role};
 use crate::policy::clients::device_key;
 
 /// The session cookie's name.
-pub const SESSION_COOKIE: &str = "warden_session";
+pub(crate) const SESSION_COOKIE: &str = "warden_session";
 /// The sign-in form's double-submit cookie.
-pub const LOGIN_COOKIE: &str = "warden_login";
+pub(crate) const LOGIN_COOKIE: &str = "warden_login";
 
 /// Failed sign-ins allowed per address or per user name within [`FAILURE_WINDOW`].
 pub const MAX_FAILURES: usize = 5;
 /// How long a failed sign-in counts against its address and user name.
-pub const FAILURE_WINDOW: Duration = Duration::from_secs(15 * 60);
+pub(crate) const FAILURE_WINDOW: Duration = Duration::from_secs(15 * 60);
 /// Most sessions held at once; past it the oldest is ended (bounded memory).
 const MAX_SESSIONS: usize = 1024;
 
@@ -47,7 +47,7 @@ pub enum AuthError {
 }
 
 /// A random token, 64 hex digits.
-pub fn random_token() -> Result<String, AuthError> {
+pub(crate) fn random_token() -> Result<String, AuthError> {
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes).map_err(|e| AuthError::Random(e.to_string()))?;
     Ok(hex::encode(bytes))
@@ -65,7 +65,7 @@ pub fn hash_password(password: &str) -> Result<String, AuthError> {
 }
 
 /// Whether `password` matches the PHC string `hash` (false for a malformed hash).
-pub fn verify_password(password: &str, hash: &str) -> bool {
+pub(crate) fn verify_password(password: &str, hash: &str) -> bool {
     PasswordHash::new(hash)
         .map(|parsed| {
             Argon2::default()
@@ -77,13 +77,13 @@ pub fn verify_password(password: &str, hash: &str) -> bool {
 
 /// Passwords checked at once. Each Argon2 check takes tens of milliseconds of CPU and
 /// 19 MiB of memory: more at once would let a crowd of sign-ins starve DNS of its cores.
-pub const CONCURRENT_CHECKS: usize = 2;
+pub(crate) const CONCURRENT_CHECKS: usize = 2;
 /// How long a sign-in waits for its turn before it is told to try again.
-pub const CHECK_QUEUE_WAIT: Duration = Duration::from_secs(10);
+pub(crate) const CHECK_QUEUE_WAIT: Duration = Duration::from_secs(10);
 
 /// Why a password could not be checked.
 #[derive(Debug, thiserror::Error)]
-pub enum CheckError {
+pub(crate) enum CheckError {
     #[error("every password check slot stayed busy for {0:?}")]
     Busy(Duration),
     #[error("the password check did not finish: {0}")]
@@ -92,7 +92,7 @@ pub enum CheckError {
 
 /// Checks passwords on blocking threads, [`CONCURRENT_CHECKS`] at a time, and counts
 /// every check it runs (the count is what `/metrics` shows and tests observe).
-pub struct PasswordChecker {
+pub(crate) struct PasswordChecker {
     permits: Arc<tokio::sync::Semaphore>,
     wait: Duration,
     checks: prometheus::IntCounter,
@@ -134,13 +134,13 @@ impl PasswordChecker {
 
 /// A hash to verify against when the user does not exist, so an unknown name takes
 /// as long to refuse as a wrong password (no user-name probing by timing).
-pub fn decoy_hash() -> &'static str {
+pub(crate) fn decoy_hash() -> &'static str {
     static DECOY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     DECOY.get_or_init(|| hash_password("warden decoy password").unwrap_or_default())
 }
 
 /// Constant-time comparison of two tokens.
-pub fn tokens_equal(a: &str, b: &str) -> bool {
+pub(crate) fn tokens_equal(a: &str, b: &str) -> bool {
     let (a, b) = (a.as_bytes(), b.as_bytes());
     if a.len() != b.len() || a.is_empty() {
         return false;
@@ -163,7 +163,7 @@ pub struct Session {
 
 /// The sessions held in memory.
 #[derive(Default)]
-pub struct Sessions {
+pub(crate) struct Sessions {
     map: DashMap<String, Session>,
 }
 
@@ -240,7 +240,7 @@ impl Sessions {
 /// password is found right ([`LoginLimiter::succeeded`]) or was never checked
 /// ([`LoginLimiter::release`]); a request dropped mid-check stays counted, as its hash ran.
 #[derive(Default)]
-pub struct LoginLimiter {
+pub(crate) struct LoginLimiter {
     state: Mutex<LimiterState>,
 }
 
@@ -334,7 +334,12 @@ impl LoginLimiter {
 
     /// Count an attempt from `client` for `user` now, or `Err(wait)` if either has used
     /// up its [`MAX_FAILURES`] attempts: then refuse without checking the password.
-    pub fn reserve(&self, client: IpAddr, user: &str, now: Instant) -> Result<Attempt, Duration> {
+    pub(crate) fn reserve(
+        &self,
+        client: IpAddr,
+        user: &str,
+        now: Instant,
+    ) -> Result<Attempt, Duration> {
         let mut state = self.lock();
         let keys = [addr_key(client), user_key(user)];
         let full: Vec<&String> = keys
@@ -378,7 +383,7 @@ impl LoginLimiter {
     /// earlier wrong passwords (their own typos). The address's other failures stay (one
     /// device guessing several accounts stays limited), and so do attempts still being
     /// checked, so a crowd racing a real sign-in gains nothing.
-    pub fn succeeded(&self, attempt: Attempt) {
+    pub(crate) fn succeeded(&self, attempt: Attempt) {
         let mut state = self.lock();
         state.edit(&addr_key(attempt.client), |list| {
             list.retain(|c| c.id != attempt.id)
@@ -398,7 +403,7 @@ impl LoginLimiter {
 
     /// Whether a refusal of `client` should be recorded: the first in each minute only,
     /// so a device hammering the form cannot fill the audit database.
-    pub fn record_refusal(&self, client: IpAddr, now: Instant) -> bool {
+    pub(crate) fn record_refusal(&self, client: IpAddr, now: Instant) -> bool {
         let mut state = self.lock();
         state.make_room(now);
         let last = state.refusals.get(&client).copied();

@@ -19,16 +19,16 @@ use super::state::{form, Dashboard, PageError};
 use crate::config::Role;
 
 /// A signed-in user asking for a page.
-pub struct Signed(pub Session);
+pub(crate) struct Signed(pub Session);
 
 /// A signed-in admin asking for a page.
 pub struct Admin(pub Session);
 
 /// A form posted by a signed-in user, with its CSRF token checked.
-pub struct SignedForm<T>(pub Session, pub T);
+pub(crate) struct SignedForm<T>(pub Session, pub T);
 
 /// A form that carries the session's CSRF token.
-pub trait CarriesCsrf {
+pub(crate) trait CarriesCsrf {
     fn csrf(&self) -> &str;
 }
 
@@ -67,7 +67,7 @@ where
 }
 
 /// Only an admin may go on (a lead is refused with 403).
-pub fn require_admin(session: &Session) -> Result<(), PageError> {
+pub(crate) fn require_admin(session: &Session) -> Result<(), PageError> {
     if session.role == Role::Admin {
         Ok(())
     } else {

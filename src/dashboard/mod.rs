@@ -72,7 +72,7 @@ pub fn routes(dashboard: Arc<Dashboard>) -> Router {
 }
 
 /// Headers that keep the pages from being framed, sniffed, cached or scripted.
-pub async fn security_headers(mut response: Response) -> Response {
+pub(crate) async fn security_headers(mut response: Response) -> Response {
     let headers = response.headers_mut();
     let set = [
         (

@@ -360,7 +360,7 @@ fn when(rfc3339: &str, tz: Tz) -> String {
     crate::localtime::show(rfc3339, tz)
 }
 
-pub struct Detail<'a> {
+pub(crate) struct Detail<'a> {
     pub event: &'a EventRow,
     pub reviews: &'a [ReviewState],
     pub others: &'a [EventRow],
@@ -370,7 +370,7 @@ pub struct Detail<'a> {
     pub tz: Tz,
 }
 
-pub fn event_detail(d: &Detail<'_>, org: &str, session: &Session) -> Markup {
+pub(crate) fn event_detail(d: &Detail<'_>, org: &str, session: &Session) -> Markup {
     let e = d.event;
     let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".to_string());
     layout(
@@ -499,7 +499,7 @@ pub fn admin(a: &AdminPage<'_>, org: &str, session: &Session) -> Markup {
 }
 
 /// Percent-encode a query value.
-pub fn urlencode(value: &str) -> String {
+pub(crate) fn urlencode(value: &str) -> String {
     let mut out = String::with_capacity(value.len());
     for b in value.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {

@@ -68,7 +68,7 @@ impl Dashboard {
     }
 
     /// The dashboard's own counters (sign-ins), in Prometheus text format.
-    pub fn render_metrics(&self) -> String {
+    pub(crate) fn render_metrics(&self) -> String {
         self.signin_metrics.render()
     }
 
@@ -215,7 +215,7 @@ pub(super) fn login_page(
 }
 
 /// The sign-in counters `/metrics` shows after the daemon's own.
-pub struct SigninMetrics {
+pub(crate) struct SigninMetrics {
     registry: Registry,
     /// Argon2 verifications run (a decoy check for an unknown user included).
     pub checks: IntCounter,

@@ -18,22 +18,22 @@ use crate::policy::Special;
 use crate::upstream::Answer;
 
 /// EDNS option code of an Extended DNS Error (RFC 8914).
-pub const EDE_OPTION: u16 = 15;
+pub(crate) const EDE_OPTION: u16 = 15;
 /// EDE info code "Blocked": the name is on one of the operator's blocklists.
-pub const EDE_BLOCKED: u16 = 15;
+pub(crate) const EDE_BLOCKED: u16 = 15;
 /// EDE info code "Filtered": blocked by a per-client policy (schedules, groups; later).
-pub const EDE_FILTERED: u16 = 17;
+pub(crate) const EDE_FILTERED: u16 = 17;
 /// EDE info code "No Reachable Authority": every upstream failed.
-pub const EDE_NO_REACHABLE_AUTHORITY: u16 = 22;
+pub(crate) const EDE_NO_REACHABLE_AUTHORITY: u16 = 22;
 
 /// Largest UDP answer we offer, whatever the client advertises (DNS flag day 2020).
-pub const MAX_UDP_PAYLOAD: u16 = 1232;
+pub(crate) const MAX_UDP_PAYLOAD: u16 = 1232;
 /// Smallest UDP answer every client accepts (RFC 1035 section 4.2.1).
-pub const MIN_UDP_PAYLOAD: u16 = 512;
+pub(crate) const MIN_UDP_PAYLOAD: u16 = 512;
 
 /// The UDP answer size we offer a client that advertised `offered` in its OPT record
 /// (`None`: no EDNS, so 512).
-pub fn udp_payload(offered: Option<u16>) -> u16 {
+pub(crate) fn udp_payload(offered: Option<u16>) -> u16 {
     offered.map_or(MIN_UDP_PAYLOAD, |o| {
         o.clamp(MIN_UDP_PAYLOAD, MAX_UDP_PAYLOAD)
     })
@@ -100,7 +100,7 @@ impl Reply {
     }
 
     /// Pass on what upstream said.
-    pub fn from_upstream(answer: Answer) -> Reply {
+    pub(crate) fn from_upstream(answer: Answer) -> Reply {
         match answer {
             Answer::Records {
                 rcode,
@@ -203,7 +203,7 @@ pub fn blocked(
 
 /// The built-in answer to a way round the filter, with EDE 17 ("Filtered": by policy,
 /// not by a list) and a SOA owned by the name itself.
-pub fn special(kind: Special, qname: &Name, ttl: u32) -> Reply {
+pub(crate) fn special(kind: Special, qname: &Name, ttl: u32) -> Reply {
     let rcode = match kind {
         Special::NxDomain => ResponseCode::NXDomain,
         Special::NoData => ResponseCode::NoError,
@@ -217,7 +217,7 @@ pub fn special(kind: Special, qname: &Name, ttl: u32) -> Reply {
 
 /// Upstream's answer for a safe-search `target`, given as the answer for `qname`: a
 /// CNAME from `qname` to the target first, then the target's records.
-pub fn with_cname(qname: &Name, target: Name, answer: Answer) -> Reply {
+pub(crate) fn with_cname(qname: &Name, target: Name, answer: Answer) -> Reply {
     const CNAME_TTL: u32 = 300;
     let cname = Record::from_rdata(qname.clone(), CNAME_TTL, RData::CNAME(CNAME(target)));
     match answer {
@@ -307,7 +307,7 @@ fn response_edns(request: &Edns, ede: Option<&(u16, String)>) -> Edns {
 }
 
 /// What hickory records for a query Warden chose not to answer (nothing is sent).
-pub fn unsent(request: &Request) -> ResponseInfo {
+pub(crate) fn unsent(request: &Request) -> ResponseInfo {
     let mut metadata = Metadata::response_from_request(&request.metadata);
     metadata.response_code = ResponseCode::Refused;
     Header {

@@ -73,7 +73,7 @@ impl Entry {
 }
 
 /// Allowed answers by question and policy, as sent.
-pub struct AnswerCache {
+pub(crate) struct AnswerCache {
     entries: DashMap<Box<[u8]>, Entry, foldhash::fast::RandomState>,
     /// Most entries kept; a reload may change it while queries run.
     capacity: AtomicUsize,
@@ -92,7 +92,7 @@ impl AnswerCache {
 
     /// Keep at most `capacity` answers from now on (0 keeps none). Cheap when it does
     /// not change: the cache line is only written on a change.
-    pub fn set_capacity(&self, capacity: usize) {
+    pub(crate) fn set_capacity(&self, capacity: usize) {
         if self.capacity.load(Ordering::Relaxed) != capacity {
             self.capacity.store(capacity, Ordering::Relaxed);
         }
@@ -174,11 +174,13 @@ impl AnswerCache {
         self.entries.retain(|_, entry| entry.fresh(now, generation));
     }
 
+    #[cfg(test)]
     /// Answers kept (fresh or not yet swept).
     pub fn len(&self) -> usize {
         self.entries.len()
     }
 
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }

@@ -27,7 +27,7 @@ use dashmap::DashMap;
 use tokio_util::sync::CancellationToken;
 
 /// Buckets kept before a sweep of idle ones.
-pub const MAX_CLIENTS: usize = 65_536;
+pub(crate) const MAX_CLIENTS: usize = 65_536;
 
 #[derive(Debug, Clone, Copy)]
 struct Bucket {
@@ -37,7 +37,7 @@ struct Bucket {
 
 /// Token buckets keyed by client address.
 #[derive(Debug, Default)]
-pub struct RateLimiter {
+pub(crate) struct RateLimiter {
     buckets: DashMap<IpAddr, Bucket, foldhash::fast::RandomState>,
 }
 
@@ -77,6 +77,7 @@ impl RateLimiter {
             .retain(|_, b| now.saturating_duration_since(b.last).as_secs_f64() < refill);
     }
 
+    #[cfg(test)]
     pub fn clients(&self) -> usize {
         self.buckets.len()
     }
@@ -84,7 +85,7 @@ impl RateLimiter {
 
 /// The limits a [`ConnectionTable`] enforces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ConnectionLimits {
+pub(crate) struct ConnectionLimits {
     /// Open connections at once, all clients together (at least 1).
     pub max: usize,
     /// Open connections at once from one client address (at least 1).
@@ -96,11 +97,11 @@ pub struct ConnectionLimits {
 }
 
 /// Names one connection in a [`ConnectionTable`]; never reused.
-pub type ConnectionId = u64;
+pub(crate) type ConnectionId = u64;
 
 /// Why a new connection was not admitted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum Refusal {
+pub(crate) enum Refusal {
     #[error("the client already holds {0} TCP connections (tcp_connections_per_client)")]
     ClientLimit(usize),
     #[error("all {0} TCP connections are busy with queries (tcp_max_connections)")]
@@ -109,14 +110,14 @@ pub enum Refusal {
 
 /// A connection let in, and how many idle ones were closed to make room for it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Admitted {
+pub(crate) struct Admitted {
     pub id: ConnectionId,
     pub evicted: usize,
 }
 
 /// What an idle connection should do now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum IdleCheck {
+pub(crate) enum IdleCheck {
     /// Close: idle too long, or already closed by the table (evicted).
     Close,
     /// Still welcome: ask again at this time.
@@ -141,7 +142,7 @@ struct Entry {
 /// longest. Invariants, after every call: at most `max` open; at most `per_client` open
 /// per client address; a busy connection is never closed by the table.
 #[derive(Debug)]
-pub struct ConnectionTable {
+pub(crate) struct ConnectionTable {
     limits: ConnectionLimits,
     next: ConnectionId,
     open: HashMap<ConnectionId, Entry>,
@@ -166,10 +167,11 @@ impl ConnectionTable {
     /// the idle timeout); a client above its lowered own cap gets no new connection
     /// until it is below it. A new idle timeout applies at each connection's next idle
     /// check (at most [`ConnectionLimits::pressure_idle`] away).
-    pub fn set_limits(&mut self, limits: ConnectionLimits) {
+    pub(crate) fn set_limits(&mut self, limits: ConnectionLimits) {
         self.limits = at_least_one(limits);
     }
 
+    #[cfg(test)]
     /// The limits enforced now.
     pub fn limits(&self) -> ConnectionLimits {
         self.limits
@@ -178,7 +180,7 @@ impl ConnectionTable {
     /// Let a new connection from `client` in at `now`, closing idle ones if needed:
     /// under pressure every one idle longer than `pressure_idle`, and at the cap the
     /// oldest idle one. `close` is cancelled when the table later closes this one.
-    pub fn admit(
+    pub(crate) fn admit(
         &mut self,
         client: IpAddr,
         close: CancellationToken,
@@ -226,7 +228,7 @@ impl ConnectionTable {
 
     /// Connection `id` started a message: it is busy, and not closed for idleness until
     /// it is idle again. `false` if the table has closed it already.
-    pub fn begin(&mut self, id: ConnectionId) -> bool {
+    pub(crate) fn begin(&mut self, id: ConnectionId) -> bool {
         let Some(entry) = self.open.get_mut(&id) else {
             return false;
         };
@@ -279,7 +281,7 @@ impl ConnectionTable {
     /// again. A busy connection is asked again a short while later (it may be idle by
     /// then, and pressure may have come meanwhile). A connection told to close leaves
     /// the table at once, so the next one asked sees the pressure it leaves behind.
-    pub fn idle_check(&mut self, id: ConnectionId, now: Instant) -> IdleCheck {
+    pub(crate) fn idle_check(&mut self, id: ConnectionId, now: Instant) -> IdleCheck {
         let check = self.idle_due(id, now);
         if check == IdleCheck::Close {
             self.evict(id);
@@ -316,17 +318,18 @@ impl ConnectionTable {
     }
 
     /// More than three quarters of the cap open.
-    pub fn pressured(&self) -> bool {
+    pub(crate) fn pressured(&self) -> bool {
         self.open.len() * 4 > self.limits.max * 3
     }
 
+    #[cfg(test)]
     /// Connections open.
     pub fn open(&self) -> usize {
         self.open.len()
     }
 
     /// Connections open from `client`.
-    pub fn held_by(&self, client: IpAddr) -> usize {
+    pub(crate) fn held_by(&self, client: IpAddr) -> usize {
         self.per_client.get(&client).copied().unwrap_or(0)
     }
 }

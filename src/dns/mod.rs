@@ -73,7 +73,7 @@ pub struct Handler {
 }
 
 /// Where the handler reads the time for schedules (tests inject their own).
-pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
+pub(crate) type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
 
 impl Handler {
     pub fn new(engine: Arc<ArcSwap<Engine>>, forwarder: Forwarder) -> Handler {
@@ -82,7 +82,10 @@ impl Handler {
 
     /// A handler asking upstream through `upstream`, which a reload may swap (the
     /// reloader holds it too: see `Reloader::with_upstream`).
-    pub fn with_upstream(engine: Arc<ArcSwap<Engine>>, upstream: Arc<LiveForwarder>) -> Handler {
+    pub(crate) fn with_upstream(
+        engine: Arc<ArcSwap<Engine>>,
+        upstream: Arc<LiveForwarder>,
+    ) -> Handler {
         let capacity = engine.load().config.upstream.cache_size;
         Handler {
             cache: AnswerCache::new(cache_capacity(capacity)),
@@ -157,7 +160,7 @@ impl Handler {
     /// [`wire`]): answer now, into `out`, whatever needs no waiting (a refusal, a block,
     /// an answer from the answer cache). [`Now::Later`] means it must go upstream: call
     /// [`Handler::answer_later`] (admission is done; it must not be done twice).
-    pub fn answer_now(
+    pub(crate) fn answer_now(
         &self,
         query: &wire::Query<'_>,
         client: SocketAddr,
@@ -205,7 +208,7 @@ impl Handler {
     /// UDP's slow path, for a query [`Handler::answer_now`] left for later: decide again
     /// (a reload may have come in between), ask upstream, write the answer into `out`,
     /// and keep an allowed answer in the answer cache for the next asker.
-    pub async fn answer_later(
+    pub(crate) async fn answer_later(
         &self,
         query: &wire::Query<'_>,
         client: SocketAddr,
@@ -685,7 +688,7 @@ impl<'a> QueryContext<'a> {
 
 /// What [`Handler::answer_now`] did with a UDP query.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Now {
+pub(crate) enum Now {
     /// The answer is in the buffer: send it.
     Send,
     /// Send nothing (over the client's rate, `action = "drop"`).

@@ -27,7 +27,7 @@ use super::{udp, Handler};
 /// How long a stop waits for the queries in flight (upstream lookups, TCP queries
 /// already read) before cutting them off: longer than an upstream answer takes, short
 /// enough for systemd's stop timeout (90 s by default) and an impatient admin.
-pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+pub(crate) const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 /// Why serving could not start or ended badly.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -59,7 +59,7 @@ impl RunningServer {
 
     /// The TCP connection table, whose limits a reload may change
     /// ([`tcp::Table::set_limits`]).
-    pub fn tcp_table(&self) -> Arc<tcp::Table> {
+    pub(crate) fn tcp_table(&self) -> Arc<tcp::Table> {
         self.table.clone()
     }
 

@@ -52,12 +52,12 @@ use crate::policy::clients::device_key;
 
 /// Longest a client may take to send the rest of a message it has started, or to take
 /// one answer off our hands.
-pub const MESSAGE_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const MESSAGE_TIMEOUT: Duration = Duration::from_secs(5);
 /// The idle timeout while more than three quarters of `tcp_max_connections` are open.
 pub const PRESSURE_IDLE: Duration = Duration::from_secs(2);
 /// Queries one connection may have in flight; beyond it, reading waits (TCP's own flow
 /// control then holds the client back), so a pipelining client costs bounded memory.
-pub const IN_FLIGHT: usize = 64;
+pub(crate) const IN_FLIGHT: usize = 64;
 /// Answers queued for one connection's writer.
 const WRITE_QUEUE: usize = IN_FLIGHT;
 
@@ -74,7 +74,7 @@ pub struct TcpLimits {
 
 impl TcpLimits {
     /// The defaults, with the idle timeout `idle`.
-    pub fn with_idle(idle: Duration) -> TcpLimits {
+    pub(crate) fn with_idle(idle: Duration) -> TcpLimits {
         TcpLimits {
             max_connections: DEFAULT_TCP_CONNECTIONS,
             per_client: DEFAULT_TCP_CONNECTIONS_PER_CLIENT,
@@ -113,7 +113,7 @@ impl Table {
 
     /// Enforce `limits` from the next connection on (a reload changed them; see
     /// [`ConnectionTable::set_limits`] for the connections already open).
-    pub fn set_limits(&self, limits: TcpLimits) {
+    pub(crate) fn set_limits(&self, limits: TcpLimits) {
         self.lock().set_limits(limits.table());
     }
 

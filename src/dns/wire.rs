@@ -21,7 +21,7 @@ use hickory_server::proto::serialize::binary::{
 use super::answer::{self, Reply, EDE_OPTION};
 
 /// Length of the DNS header.
-pub const HEADER_LEN: usize = 12;
+pub(crate) const HEADER_LEN: usize = 12;
 
 const TYPE_OPT: u16 = 41;
 const CLASS_IN: u16 = 1;
@@ -104,7 +104,7 @@ impl<'a> Query<'a> {
     }
 
     /// The question's name in wire form, as sent (case kept), root label included.
-    pub fn name_wire(&self) -> &'a [u8] {
+    pub(crate) fn name_wire(&self) -> &'a [u8] {
         &self.packet[HEADER_LEN..self.name_end]
     }
 
@@ -131,7 +131,7 @@ impl<'a> Query<'a> {
 
     /// The largest answer this client takes over UDP, and that we offer: its EDNS buffer
     /// (at least 512, at most [`answer::MAX_UDP_PAYLOAD`]), or 512 without EDNS.
-    pub fn max_udp_payload(&self) -> u16 {
+    pub(crate) fn max_udp_payload(&self) -> u16 {
         answer::udp_payload(self.edns.map(|e| e.payload))
     }
 
@@ -232,7 +232,12 @@ pub struct Written {
 /// at most `max` octets (see [`Query::max_udp_payload`]): the ID and question as sent,
 /// RD and CD echoed, RA set, AD only when upstream vouched and the client asked (RFC
 /// 6840), an OPT record only when the client sent one (RFC 6891), with the EDE if any.
-pub fn write_reply(query: &Query<'_>, reply: &Reply, max: u16, out: &mut Vec<u8>) -> Written {
+pub(crate) fn write_reply(
+    query: &Query<'_>,
+    reply: &Reply,
+    max: u16,
+    out: &mut Vec<u8>,
+) -> Written {
     if write_full(query, reply, max, out).is_ok() {
         return Written { truncated: false };
     }
@@ -384,13 +389,13 @@ impl Layout {
 }
 
 /// Is the response's rcode NOERROR or NXDOMAIN (the answers worth caching)?
-pub fn cacheable_rcode(rcode: ResponseCode) -> bool {
+pub(crate) fn cacheable_rcode(rcode: ResponseCode) -> bool {
     matches!(rcode, ResponseCode::NoError | ResponseCode::NXDomain)
 }
 
 /// Patch a stored response for reuse by `query`: its ID, flags and question name (the
 /// same name, perhaps in other case), every TTL less `age` seconds, and the OPT payload.
-pub fn patch(out: &mut [u8], query: &Query<'_>, layout: &Layout, age: u32, authentic: bool) {
+pub(crate) fn patch(out: &mut [u8], query: &Query<'_>, layout: &Layout, age: u32, authentic: bool) {
     out[..2].copy_from_slice(&query.id.to_be_bytes());
     let mut flags = out[2] & !RD;
     if query.recursion_desired {
@@ -420,7 +425,7 @@ pub fn patch(out: &mut [u8], query: &Query<'_>, layout: &Layout, age: u32, authe
 /// A bare error answer (header only, no question) to a packet that has a header but
 /// could not be decoded: FORMERR, as hickory's server gave. `None` for packets that
 /// get no answer at all (shorter than a header, or themselves responses).
-pub fn format_error(packet: &[u8]) -> Option<[u8; HEADER_LEN]> {
+pub(crate) fn format_error(packet: &[u8]) -> Option<[u8; HEADER_LEN]> {
     let header = packet.get(..HEADER_LEN)?;
     if header[2] & QR != 0 {
         return None;

@@ -193,7 +193,7 @@ impl MatcherBuilder {
     /// file order, then call [`MatcherBuilder::end_list`]. The result is the same as
     /// [`MatcherBuilder::add_list`] with the list's rules minus repeated targets, without
     /// ever holding the list.
-    pub fn begin_list(&mut self, name: &str, kind: ListKind) -> Result<(), FilterError> {
+    pub(crate) fn begin_list(&mut self, name: &str, kind: ListKind) -> Result<(), FilterError> {
         self.end_list()?;
         // Nodes touched by the previous list are not this list's duplicates.
         self.table.clear_marks();
@@ -210,7 +210,7 @@ impl MatcherBuilder {
 
     /// Add the next rule of the list begun last. `Ok(false)` if the list already had this
     /// target (a duplicate: not numbered, not stored), as the list parser counts them.
-    pub fn add_rule(&mut self, rule: Rule) -> Result<bool, FilterError> {
+    pub(crate) fn add_rule(&mut self, rule: Rule) -> Result<bool, FilterError> {
         let Some(open) = self.open.as_mut() else {
             return Err(FilterError::NoListBegun);
         };
@@ -251,7 +251,7 @@ impl MatcherBuilder {
     }
 
     /// Finish the list begun last: its exception rules, if any, become its allow part.
-    pub fn end_list(&mut self) -> Result<(), FilterError> {
+    pub(crate) fn end_list(&mut self) -> Result<(), FilterError> {
         let Some(open) = self.open.take() else {
             return Ok(());
         };

@@ -101,7 +101,7 @@ impl CategorySet {
     pub fn contains(self, id: CategoryId) -> bool {
         self.0 & (1 << id.0) != 0
     }
-    pub fn union(self, other: CategorySet) -> CategorySet {
+    pub(crate) fn union(self, other: CategorySet) -> CategorySet {
         CategorySet(self.0 | other.0)
     }
     pub fn is_empty(self) -> bool {
@@ -485,7 +485,7 @@ impl Matcher {
     }
 
     /// Heap bytes held by this matcher (what the benchmarks report per rule).
-    pub fn heap_bytes(&self) -> usize {
+    pub(crate) fn heap_bytes(&self) -> usize {
         use std::mem::size_of;
         self.buckets.capacity() * size_of::<Bucket>()
             + self.runs.capacity() * size_of::<Run>()

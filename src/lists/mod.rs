@@ -37,7 +37,7 @@ pub use crate::config::DEFAULT_MAX_LIST_BYTES;
 /// The longest line kept: longer lines are skipped ([`SkipReason::LineTooLong`]) without
 /// being held whole. The longest DNS name is 253 bytes; a hosts line with many names on
 /// it stays far below this.
-pub const MAX_LINE_BYTES: usize = 64 * 1024;
+pub(crate) const MAX_LINE_BYTES: usize = 64 * 1024;
 
 /// A list that could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -122,7 +122,7 @@ fn serialize_ms<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Er
 
 impl ListReport {
     /// Total skipped lines (a line that yields several skips counts once per skip).
-    pub fn skipped_total(&self) -> u64 {
+    pub(crate) fn skipped_total(&self) -> u64 {
         self.skipped.values().map(|t| t.count).sum()
     }
 
@@ -169,7 +169,7 @@ pub fn load_file(path: &Path, format: Format) -> Result<ParsedList, ListError> {
 }
 
 /// [`load_file`] reading (and decompressing) at most `max_bytes`.
-pub fn load_file_capped(
+pub(crate) fn load_file_capped(
     path: &Path,
     format: Format,
     max_bytes: u64,
@@ -181,7 +181,7 @@ pub fn load_file_capped(
 /// collecting them: `accept` returns `false` for a target the list already had (counted
 /// as a duplicate). Returns the report (its `load_time` then includes what `accept`
 /// spends). This is how a snapshot is built without holding a whole list.
-pub fn load_file_with(
+pub(crate) fn load_file_with(
     path: &Path,
     format: Format,
     max_bytes: u64,
@@ -228,7 +228,7 @@ pub fn load_file_with(
 /// open cannot slip through. A look at the path first keeps us from even opening a
 /// device (opening some has side effects); the check after the open is the one that
 /// counts.
-pub fn open_regular(path: &Path) -> Result<File, ListError> {
+pub(crate) fn open_regular(path: &Path) -> Result<File, ListError> {
     let open_err = |source| ListError::Open {
         path: path.to_path_buf(),
         source,
@@ -362,7 +362,7 @@ fn read_line_bounded(
 }
 
 /// Parse a list from any reader; `path` names it in reports and errors.
-pub fn parse_reader(
+pub(crate) fn parse_reader(
     reader: impl BufRead,
     path: &Path,
     format: Format,
@@ -389,7 +389,7 @@ fn collect(
 
 /// [`parse_reader`], giving each rule to `accept` in file order (see
 /// [`load_file_with`]).
-pub fn parse_reader_with(
+pub(crate) fn parse_reader_with(
     mut reader: impl BufRead,
     path: &Path,
     format: Format,

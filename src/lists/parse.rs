@@ -45,7 +45,7 @@ pub enum Syntax {
 
 impl Syntax {
     /// Every syntax, indexed by its `u8` value.
-    pub const ALL: [Syntax; 10] = [
+    pub(crate) const ALL: [Syntax; 10] = [
         Syntax::Domain,
         Syntax::Wildcard,
         Syntax::Hosts,
@@ -59,7 +59,7 @@ impl Syntax {
     ];
 
     /// Exceptions written inside a block list (`@@||x^`, `rpz-passthru.`) allow.
-    pub fn is_exception(self) -> bool {
+    pub(crate) fn is_exception(self) -> bool {
         matches!(self, Syntax::AdblockException | Syntax::RpzPassthru)
     }
 

@@ -16,7 +16,7 @@ use ipnet::IpNet;
 /// attempts): an IPv4 address as it is (an IPv4-mapped one unwrapped), an IPv6 address
 /// by its /64. One IPv6 device holds many addresses in its /64 (privacy addresses,
 /// SLAAC, containers), so counting each would multiply its allowance.
-pub fn device_key(ip: IpAddr) -> IpAddr {
+pub(crate) fn device_key(ip: IpAddr) -> IpAddr {
     match ip.to_canonical() {
         IpAddr::V6(v6) => IpAddr::V6((u128::from(v6) & !u128::from(u64::MAX)).into()),
         v4 => v4,
@@ -25,7 +25,7 @@ pub fn device_key(ip: IpAddr) -> IpAddr {
 
 /// Where a client belongs.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Membership {
+pub(crate) struct Membership {
     pub group: usize,
     pub name: Option<String>,
 }
@@ -36,7 +36,7 @@ type Map = HashMap<IpAddr, Membership, foldhash::fast::FixedState>;
 
 /// Longest-prefix match from address to membership.
 #[derive(Debug, Default)]
-pub struct ClientIndex {
+pub(crate) struct ClientIndex {
     /// (prefix length, is IPv6, network address → membership), longest prefix first.
     levels: Vec<(u8, bool, Map)>,
 }
@@ -76,10 +76,6 @@ impl ClientIndex {
                 map.get(&net.network())
             })
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.levels.is_empty()
-    }
 }
 
 /// The most of a lease file read: tens of thousands of leases, far beyond a site's.
@@ -90,7 +86,7 @@ const MAX_LEASE_BYTES: u64 = 16 * 1024 * 1024;
 /// content. Unreadable or unnamed entries are skipped: names are labels for the audit
 /// log, so a bad lease file must never stop DNS. Read like a list: a regular file only
 /// (a FIFO or device in its place cannot hang a reload), at most [`MAX_LEASE_BYTES`].
-pub fn read_leases(path: &Path) -> Result<HashMap<IpAddr, String>, crate::lists::ListError> {
+pub(crate) fn read_leases(path: &Path) -> Result<HashMap<IpAddr, String>, crate::lists::ListError> {
     use std::io::Read;
     let file = crate::lists::open_regular(path)?;
     let mut bytes = Vec::new();

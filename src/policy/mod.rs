@@ -29,14 +29,14 @@ use schedule::Window;
 pub use crate::config::CIRCUMVENTION;
 
 /// The category of answers blocked by DNS rebinding protection ([`rebinding`]).
-pub const REBINDING: &str = "rebinding";
+pub(crate) const REBINDING: &str = "rebinding";
 
 /// The category of every `[[deny]]` list's blocks.
-pub const GROUP_DENY: &str = "group-deny";
+pub(crate) const GROUP_DENY: &str = "group-deny";
 
 /// A built-in answer for a name used to get round the filter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Special {
+pub(crate) enum Special {
     /// NXDOMAIN: Firefox's DoH canary (`use-application-dns.net`: "do not switch to
     /// DoH here"), iCloud Private Relay's `mask.icloud.com` / `mask-h2.icloud.com`.
     NxDomain,
@@ -46,7 +46,7 @@ pub enum Special {
 }
 
 /// The built-in circumvention answer for `name`, if any.
-pub fn special(name: &str) -> Option<Special> {
+pub(crate) fn special(name: &str) -> Option<Special> {
     match name {
         "use-application-dns.net" | "mask.icloud.com" | "mask-h2.icloud.com" => {
             Some(Special::NxDomain)
@@ -78,7 +78,7 @@ impl Group {
     /// A block from this group's own deny lists that the main verdict does not outrank:
     /// it applies when the name is otherwise allowed and no allow entry (global or the
     /// group's) is at least as specific.
-    pub fn denies<'a>(&'a self, name: &'a str, verdict: &Verdict<'_>) -> Option<Block<'a>> {
+    pub(crate) fn denies<'a>(&'a self, name: &'a str, verdict: &Verdict<'_>) -> Option<Block<'a>> {
         let deny = self.deny.as_ref()?;
         let Verdict::Blocked(block) = deny.lookup(name, deny.all_categories()) else {
             return None;
@@ -221,7 +221,7 @@ impl Policy {
     }
 
     /// May `client` use this resolver at all (`[server] allow_networks`)?
-    pub fn admits(&self, client: IpAddr) -> bool {
+    pub(crate) fn admits(&self, client: IpAddr) -> bool {
         let client = client.to_canonical();
         self.allowed.iter().any(|net| net.contains(&client))
     }
@@ -250,7 +250,7 @@ impl Policy {
     }
 
     /// An unnamed client of the default group.
-    pub fn default_who(&self) -> Who<'_> {
+    pub(crate) fn default_who(&self) -> Who<'_> {
         Who {
             group: self.default_group(),
             group_id: self.default_group,
@@ -259,7 +259,7 @@ impl Policy {
     }
 
     /// The categories `group` blocks now.
-    pub fn active_now(&self, group: &Group) -> CategorySet {
+    pub(crate) fn active_now(&self, group: &Group) -> CategorySet {
         self.active(group, Utc::now())
     }
 
@@ -284,7 +284,7 @@ impl Policy {
     }
 
     /// The categories `group` blocks at `at`, and the schedule windows open then.
-    pub fn active_at<'a>(
+    pub(crate) fn active_at<'a>(
         &self,
         group: &'a Group,
         at: DateTime<Utc>,

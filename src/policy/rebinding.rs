@@ -15,7 +15,7 @@ use crate::config::RebindingConfig;
 /// The usual names of a LAN's own zones: RFC 6761 `localhost`, RFC 6762 `local`,
 /// RFC 8375 `home.arpa`, and the suffixes home routers and Active Directory installs
 /// hand out.
-pub const LOCAL_ZONES: [&str; 7] = [
+pub(crate) const LOCAL_ZONES: [&str; 7] = [
     "localhost",
     "local",
     "lan",
@@ -44,7 +44,7 @@ fn under(name: &str, domain: &str) -> bool {
 /// (RFC 1918, unique-local), shared (CGNAT), loopback, link-local, or "this network"
 /// (0.0.0.0/8, which Linux routes to the machine itself)? IPv4-mapped and NAT64
 /// (64:ff9b::/96) IPv6 addresses are judged as the IPv4 address they carry.
-pub fn is_internal(ip: IpAddr) -> bool {
+pub(crate) fn is_internal(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => internal_v4(v4),
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {

@@ -42,7 +42,7 @@ impl Window {
     }
 
     /// Is the window open at local `weekday` (Monday = 0) and `minute` of the day?
-    pub fn open_at(&self, weekday: u8, minute: u16) -> bool {
+    pub(crate) fn open_at(&self, weekday: u8, minute: u16) -> bool {
         let starts_on = |day: u8| self.days & (1 << day) != 0;
         if self.from < self.to {
             starts_on(weekday) && (self.from..self.to).contains(&minute)
