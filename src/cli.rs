@@ -321,12 +321,7 @@ fn audit_filter(
         if !config.categories.contains_key(category) {
             anyhow::bail!(
                 "unknown category {category:?}; defined categories: {}",
-                config
-                    .categories
-                    .keys()
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                config.category_names()
             );
         }
     }

@@ -219,16 +219,7 @@ fn health_readiness_and_reload_with_its_token() {
         .replace("listen = \"127.0.0.1:0\"", &format!("listen = \"{admin}\""));
     let fixed = dir.path().join("cli.toml");
     std::fs::write(&fixed, text).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_warden"))
-        .args(["reload", "--config", fixed.to_str().unwrap()])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = common::cli_reload(&fixed);
     assert!(stdout.starts_with("reloaded: snapshot 3"), "{stdout}");
     let m = scrape(admin);
     assert_eq!(get(&m, "warden_reloads_total"), 2.0);

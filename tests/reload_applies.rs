@@ -330,16 +330,7 @@ fn listen_addresses_need_a_restart_and_the_reload_says_so_everywhere() {
         edited.replace("\"127.0.0.2:8099\"", &format!("\"{admin}\"")),
     )
     .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_warden"))
-        .args(["reload", "--config", cli.to_str().unwrap()])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = common::cli_reload(&cli);
     assert!(stdout.starts_with("reloaded: snapshot 3"), "{stdout}");
     for setting in ["[server] listen", "[admin] listen"] {
         assert!(

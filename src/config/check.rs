@@ -141,15 +141,6 @@ impl<'a> Validator<'a> {
             .map_or(1, |i| i + 1)
     }
 
-    fn defined(&self, config: &Config) -> String {
-        config
-            .categories
-            .keys()
-            .cloned()
-            .collect::<Vec<_>>()
-            .join(", ")
-    }
-
     /// No more categories than the matcher can hold.
     fn check_categories(&self, config: &Config) -> Result<(), ConfigError> {
         if config.categories.len() <= MAX_CATEGORIES {
@@ -387,7 +378,7 @@ impl<'a> Validator<'a> {
                     days.span(),
                     format!(
                         "[audit] retention_days_by_category names undefined category {category:?}; defined categories: {}",
-                        self.defined(config)
+                        config.category_names()
                     ),
                 );
             }
@@ -506,7 +497,7 @@ impl<'a> Validator<'a> {
             format!(
                 "{what} undefined category {:?}; defined categories: {}",
                 category.get_ref(),
-                self.defined(config)
+                config.category_names()
             ),
         )
     }

@@ -199,6 +199,13 @@ impl Config {
             .map(|g| g.block.iter().map(|c| c.get_ref().as_str()).collect())
     }
 
+    /// The defined categories, `adult, circumvention, …`, for messages that name one
+    /// that is not.
+    pub fn category_names(&self) -> String {
+        let names: Vec<&str> = self.categories.keys().map(String::as_str).collect();
+        names.join(", ")
+    }
+
     /// The default group's name (`[server] default_group`).
     pub fn default_group(&self) -> &str {
         self.server.default_group.get_ref()

@@ -534,6 +534,21 @@ pub fn http(method: &str, addr: SocketAddr, path: &str, headers: &[(&str, &str)]
     (reply.status, reply.body)
 }
 
+/// `warden reload --config PATH` must succeed; its standard output.
+pub fn cli_reload(config: &Path) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_warden"))
+        .args(["reload", "--config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
 /// Send `signal` (e.g. "-HUP") to the child.
 /// Sent with kill(2), not the `kill` program, which a minimal machine may not have.
 pub fn signal(child: &std::process::Child, signal: &str) {
