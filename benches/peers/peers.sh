@@ -19,7 +19,9 @@
 #   - the echo ceiling: dnsperf against a bare UDP echo server (a 20-line C program built
 #     with cc into the work dir; python3 fallback when there is no cc), same core.
 # Prints one table with each server's medians over $REPEATS runs, Warden's ratio to each
-# peer, and pass/miss for the targets of issue #8.
+# peer, and pass/miss for the targets of issue #8. With "warden-before" among the peers (an
+# older Warden binary, WARDEN_BEFORE_BIN, same config, audit on) it also prints the
+# after/before ratios of the query-path figures and pass/miss for "within 3%" (issue #14).
 #
 # Peers: unbound, dnsmasq, dnsdist (Debian packages, installed with apt-get if missing)
 # and hickory-dns with the blocklist store (cargo install into $HICKORY_ROOT, a folder
@@ -35,11 +37,14 @@
 #   RATE=50000 FIXED_DURATION=20   the fixed-rate runs (latency, CPU per query)
 #   REPEATS=3                runs of every server (medians reported), alternating servers
 #   PEERS="warden unbound dnsmasq dnsdist hickory"   subset/order; "warden-noaudit" adds
-#                            Warden with its audit log off; the echo ceiling always runs
+#                            Warden with its audit log off, "warden-before" the binary
+#                            WARDEN_BEFORE_BIN; the echo ceiling always runs
 #   CLIENTS=8 OUTSTANDING=100  dnsperf -c and -q
 #   SERVER_CPU=1 CLIENT_CPU=0  cores for the servers and for dnsperf + the stub upstream
 #   PORT_BASE=5450           servers on PORT_BASE+1.., the stub on PORT_BASE+9
 #   WARDEN_BIN STUB_BIN      prebuilt binaries (default: cargo build --release in the repo)
+#   WARDEN_BEFORE_BIN        the Warden binary to compare with (peer "warden-before", port
+#                            PORT_BASE+8, same config as "warden"); required by that peer
 #   HICKORY_BIN              prebuilt hickory-dns (default: $HICKORY_ROOT/bin/hickory-dns,
 #                            installed if missing; HICKORY_ROOT=/tmp/peers-hickory,
 #                            HICKORY_TARGET=/tmp/peers-hickory-target, HICKORY_VERSION=0.26.3)
@@ -73,10 +78,10 @@ die() { printf 'peers.sh: error: %s\n' "$*" >&2; exit 1; }
 
 declare -A PORT=([warden]=$((PORT_BASE + 1)) [unbound]=$((PORT_BASE + 2)) [dnsmasq]=$((PORT_BASE + 3))
     [dnsdist]=$((PORT_BASE + 4)) [hickory]=$((PORT_BASE + 5)) [echo]=$((PORT_BASE + 6))
-    [warden-noaudit]=$((PORT_BASE + 7)))
+    [warden-noaudit]=$((PORT_BASE + 7)) [warden-before]=$((PORT_BASE + 8)))
 STUB_PORT=$((PORT_BASE + 9))
 for p in $PEERS; do
-    [ -n "${PORT[$p]:-}" ] && [ "$p" != echo ] || die "unknown peer '$p' (known: warden warden-noaudit unbound dnsmasq dnsdist hickory)"
+    [ -n "${PORT[$p]:-}" ] && [ "$p" != echo ] || die "unknown peer '$p' (known: warden warden-noaudit warden-before unbound dnsmasq dnsdist hickory)"
 done
 [ "$(nproc)" -ge 2 ] || die "needs 2 CPUs (server and dnsperf on different cores)"
 [[ "$REPEATS" =~ ^[1-9][0-9]*$ ]] || die "REPEATS must be a positive integer"
@@ -127,6 +132,10 @@ if [ -z "${WARDEN_BIN:-}" ] || [ -z "${STUB_BIN:-}" ]; then
     STUB_BIN=${STUB_BIN:-$TARGET/examples/stub_upstream}
 fi
 [ -x "$WARDEN_BIN" ] && [ -x "$STUB_BIN" ] || die "warden or stub_upstream binary not found ($WARDEN_BIN, $STUB_BIN)"
+if [[ " $PEERS " == *" warden-before "* ]]; then
+    [ -n "${WARDEN_BEFORE_BIN:-}" ] || die "peer warden-before needs WARDEN_BEFORE_BIN (the Warden binary to compare with)"
+    [ -x "$WARDEN_BEFORE_BIN" ] || die "WARDEN_BEFORE_BIN not found or not executable ($WARDEN_BEFORE_BIN)"
+fi
 
 # ---- processes, cleanup ----
 
@@ -423,6 +432,7 @@ for p in $PEERS; do
     case $p in
     warden) config_warden "$WORK/warden" "${PORT[warden]}" on ;;
     warden-noaudit) config_warden "$WORK/warden-noaudit" "${PORT[warden-noaudit]}" off ;;
+    warden-before) config_warden "$WORK/warden-before" "${PORT[warden-before]}" on ;;
     *) "config_$p" "$WORK/$p" "${PORT[$p]}" ;;
     esac
 done
@@ -435,6 +445,7 @@ server_cmd() { # NAME: sets CMD
     # Warden: a tokio multi-thread runtime with no worker knob of its own; tokio reads
     # TOKIO_WORKER_THREADS (and would size itself from the one-CPU affinity mask anyway).
     warden | warden-noaudit) CMD=(env -u RUST_LOG NO_COLOR=1 TOKIO_WORKER_THREADS=1 "$WARDEN_BIN" serve --config "$d/warden.toml") ;;
+    warden-before) CMD=(env -u RUST_LOG NO_COLOR=1 TOKIO_WORKER_THREADS=1 "$WARDEN_BEFORE_BIN" serve --config "$d/warden.toml") ;;
     unbound) CMD=(unbound -d -c "$d/unbound.conf") ;;
     dnsmasq) CMD=(dnsmasq -k -C "$d/dnsmasq.conf") ;;
     dnsdist) CMD=(dnsdist --supervised --disable-syslog -C "$d/dnsdist.conf") ;;
@@ -641,7 +652,7 @@ for ((REP = 1; REP <= REPEATS; REP++)); do
     rot=$(((REP - 1) % n))
     this=("${ORDER[@]:$rot}" "${ORDER[@]:0:$rot}")
     echo
-    echo "repeat $REP of $REPEATS: ${this[*]}"
+    echo "repeat $REP of $REPEATS ($(date +%T)): ${this[*]}"
     for srv in "${this[@]}"; do measure "$srv"; done
 done
 
@@ -675,6 +686,7 @@ for p in $PEERS; do
     case $p in
     warden) WARDEN_NAME=warden ;;
     warden-noaudit) [ -z "$WARDEN_NAME" ] && WARDEN_NAME=warden-noaudit ;;
+    warden-before) ;; # compared with warden below, not a peer
     *) PEER_LIST+=("$p") ;;
     esac
 done
@@ -779,6 +791,29 @@ if [ -n "$WARDEN_NAME" ] && [ ${#PEER_LIST[@]} -gt 0 ]; then
         "$(fmt startup "$bv")" "$(fmt startup "$w")" "$(ratio "$w" "$bv")"
 fi
 
+# ---- after ÷ before (issue #14): two Warden binaries, same config, measured in alternation ----
+
+paired() { # METRIC: after ÷ before within each repeat ("r1 r2 …"), to see the spread
+    awk -F'\t' -v m="$1" '$2 == m && $1 == "warden" { a[$3] = $4 } $2 == m && $1 == "warden-before" { b[$3] = $4 }
+        END { for (r = 1; r in a || r in b; r++) printf "%s%s", (r > 1 ? " " : ""), ((r in a) && b[r] > 0 ? sprintf("%.3f", a[r] / b[r]) : "–") }' "$RESULTS"
+}
+if [[ " $PEERS " == *" warden "* && " $PEERS " == *" warden-before "* ]]; then
+    echo
+    echo "## After ÷ before: warden ($WARDEN_BIN) ÷ warden-before ($WARDEN_BEFORE_BIN), medians of $REPEATS"
+    echo
+    echo "| metric | after (warden) | before (warden-before) | after ÷ before | per repeat | target | verdict |"
+    echo "|---|---:|---:|---:|---|---|---|"
+    # Queries/s may not fall more than 3%, CPU per query may not rise more than 3%.
+    for t in "qps_blocked ≥ 0.97" "qps_subdomain ≥ 0.97" "qps_allowed ≥ 0.97" "cpu_blocked ≤ 1.03" "cpu_allowed ≤ 1.03"; do
+        read -r m op lim <<<"$t"
+        a=$(median warden "$m") b=$(median warden-before "$m")
+        r=$(awk -v a="$a" -v b="$b" 'BEGIN { if (a != "" && b > 0) printf "%.3f", a / b }')
+        ok=$(awk -v r="$r" -v op="$op" -v l="$lim" 'BEGIN { print (r != "" && (op == "≥" ? r >= l : r <= l)) }')
+        printf '| %s | %s | %s | %s | %s | %s %s | %s |\n' "${LABEL[$m]}" "$(fmt "$m" "$a")" "$(fmt "$m" "$b")" \
+            "${r:-–}" "$(paired "$m")" "$op" "$lim" "$(verdict "$ok")"
+    done
+fi
+
 echo
 echo "## Load averages (1/5/15 min) before → after each server's turn"
 for ((REP = 1; REP <= REPEATS; REP++)); do
@@ -800,6 +835,16 @@ echo
 COMMIT=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
 if [ -n "$(git -C "$ROOT" status --porcelain --untracked-files=no 2>/dev/null)" ]; then COMMIT="$COMMIT + local changes"; fi
 echo "Warden: $WARDEN_BIN ($WARDEN_SOURCE; repo at $COMMIT); audit log on for 'warden' (as shipped), off for 'warden-noaudit'"
-echo "Peers: $(unbound -V 2>/dev/null | awk 'NR == 1 { print "unbound " $2 }'), $(dnsmasq --version 2>/dev/null | awk 'NR == 1 { print "dnsmasq " $3 }'), $(dnsdist --version 2>/dev/null | awk 'NR == 1 { print "dnsdist " $2 }')${HICKORY_BIN:+, $("$HICKORY_BIN" --version 2>/dev/null | head -n1)}; echo: $ECHO_KIND"
+[[ " $PEERS " == *" warden-before "* ]] && echo "Warden before: $WARDEN_BEFORE_BIN (given by WARDEN_BEFORE_BIN; audit log on)"
+VERSIONS=() # of the peers in this run (one without a peer prints none)
+for p in "${PEER_LIST[@]}"; do
+    case $p in
+    unbound) VERSIONS+=("$(unbound -V 2>/dev/null | awk 'NR == 1 { print "unbound " $2 }')") ;;
+    dnsmasq) VERSIONS+=("$(dnsmasq --version 2>/dev/null | awk 'NR == 1 { print "dnsmasq " $3 }')") ;;
+    dnsdist) VERSIONS+=("$(dnsdist --version 2>/dev/null | awk 'NR == 1 { print "dnsdist " $2 }')") ;;
+    hickory) VERSIONS+=("$("$HICKORY_BIN" --version 2>/dev/null | head -n1)") ;;
+    esac
+done
+echo "Peers: $(IFS=,; sed 's/,/, /g' <<<"${VERSIONS[*]:-none}"); echo: $ECHO_KIND"
 echo "dnsperf $(dnsperf -h 2>&1 | awk '/^Version/ { print $2; exit }'); $(nproc) CPUs, $(awk -F': *' '/^model name/ { print $2; exit }' /proc/cpuinfo); kernel $(uname -r)"
 echo "Block list: $REAL names from the shared lists + $SYNTH synthetic; probe name $PROBE_NAME"
