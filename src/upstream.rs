@@ -130,7 +130,7 @@ impl Forwarder {
 
     /// Was it built from this `[upstream]`?
     pub(crate) fn built_from(&self, config: &UpstreamConfig) -> bool {
-        same_upstream(&self.config, config)
+        self.config == *config
     }
 
     /// As [`Forwarder::new`], with the resolver's cache hits, misses and upstream latency
@@ -315,21 +315,6 @@ impl LiveForwarder {
     pub fn install(&self, forwarder: Forwarder) {
         self.serving.store(Arc::new(forwarder));
     }
-}
-
-/// Do two `[upstream]` sections build the same forwarder? Every field is named, so a
-/// new one must be added here (or the build would silently ignore its reload).
-fn same_upstream(a: &UpstreamConfig, b: &UpstreamConfig) -> bool {
-    let UpstreamConfig {
-        servers,
-        timeout,
-        cache_size,
-        serve_stale,
-    } = a;
-    *servers == b.servers
-        && *timeout == b.timeout
-        && *cache_size == b.cache_size
-        && *serve_stale == b.serve_stale
 }
 
 /// The shortest TTL among an answer's records (how long it stays fresh).

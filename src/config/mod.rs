@@ -178,16 +178,6 @@ impl Config {
         }
     }
 
-    /// The file list `list` is read from: its `path`, or the cached copy of its `url`.
-    pub(crate) fn list_file(&self, list: &ListConfig) -> PathBuf {
-        match &list.path {
-            Some(path) => self.resolve(path),
-            None => self
-                .resolve(&self.sources.cache_dir)
-                .join(format!("{}.list", list.name.get_ref())),
-        }
-    }
-
     /// The categories the group `name` blocks (locked ones are added by the matcher).
     /// With no `[groups]` at all, every category is active.
     pub(crate) fn group_blocks(&self, name: &str) -> Option<Vec<&str>> {
@@ -215,7 +205,12 @@ impl Config {
 impl ListConfig {
     /// The file this list is read from: its `path`, or the cached copy of its `url`.
     pub fn file(&self, config: &Config) -> PathBuf {
-        config.list_file(self)
+        match &self.path {
+            Some(path) => config.resolve(path),
+            None => config
+                .resolve(&config.sources.cache_dir)
+                .join(format!("{}.list", self.name.get_ref())),
+        }
     }
 }
 
