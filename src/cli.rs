@@ -347,16 +347,39 @@ fn audit_filter(
     })
 }
 
-/// The audit events matching command-line filters, newest first (for `list`, `export`),
-/// and the zone their times are shown in.
-fn audit_rows(
+/// The audit store, the query for command-line filters (checked: an unknown category or
+/// a bad time fails here, before anything is printed), and the zone times are shown in.
+fn audit_query(
     path: &Path,
     args: AuditFilterArgs,
-) -> Result<(Vec<audit::review::EventRow>, chrono_tz::Tz)> {
+) -> Result<(audit::Store, audit::review::Filter, chrono_tz::Tz)> {
     let (config, store) = open_audit(path)?;
     let filter = audit_filter(&config, args, None)?;
-    let rows = audit::review::list(&store, &filter)?;
-    Ok((rows, crate::localtime::zone(&config)))
+    Ok((store, filter, crate::localtime::zone(&config)))
+}
+
+/// Call `f` on each audit event matching `filter`, newest first, a chunk at a time (for
+/// `list`, `export`: memory stays bounded however many rows match). Returns how many.
+fn each_audit_row(
+    store: &audit::Store,
+    filter: &audit::review::Filter,
+    mut f: impl FnMut(&audit::review::EventRow) -> Result<()>,
+) -> Result<u64> {
+    let mut rows = 0u64;
+    let mut failed = None;
+    let read = audit::review::each(store, filter, |row| {
+        rows += 1;
+        f(&row).map_err(|e| {
+            let message = e.to_string();
+            failed = Some(e);
+            audit::AuditError::Invalid(message)
+        })
+    });
+    if let Some(error) = failed {
+        return Err(error);
+    }
+    read?;
+    Ok(rows)
 }
 
 /// One line of `audit list`: when (in `tz`, with its offset), who, what, why, how often,
@@ -454,18 +477,17 @@ fn audit_list(
     json: bool,
     out: &mut impl Write,
 ) -> Result<ExitCode> {
-    let (rows, tz) = audit_rows(path, filter)?;
-    if json {
-        for row in &rows {
+    let (store, filter, tz) = audit_query(path, filter)?;
+    let rows = each_audit_row(&store, &filter, |row| {
+        if json {
             writeln!(out, "{}", serde_json::to_string(row)?)?;
+        } else {
+            writeln!(out, "{}", list_line(row, tz))?;
         }
-        return Ok(ExitCode::SUCCESS);
-    }
-    if rows.is_empty() {
+        Ok(())
+    })?;
+    if rows == 0 && !json {
         writeln!(out, "No events match.")?;
-    }
-    for r in &rows {
-        writeln!(out, "{}", list_line(r, tz))?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -510,20 +532,17 @@ fn audit_export(
     format: ExportFormat,
     out: &mut impl Write,
 ) -> Result<ExitCode> {
-    let (rows, _) = audit_rows(path, filter)?;
-    match format {
-        ExportFormat::Csv => {
-            writeln!(out, "{}", audit::review::CSV_HEADER)?;
-            for row in &rows {
-                writeln!(out, "{}", row.csv())?;
-            }
-        }
-        ExportFormat::Jsonl => {
-            for row in &rows {
-                writeln!(out, "{}", serde_json::to_string(row)?)?;
-            }
-        }
+    let (store, filter, _) = audit_query(path, filter)?;
+    if let ExportFormat::Csv = format {
+        writeln!(out, "{}", audit::review::CSV_HEADER)?;
     }
+    each_audit_row(&store, &filter, |row| {
+        match format {
+            ExportFormat::Csv => writeln!(out, "{}", row.csv())?,
+            ExportFormat::Jsonl => writeln!(out, "{}", serde_json::to_string(row)?)?,
+        }
+        Ok(())
+    })?;
     Ok(ExitCode::SUCCESS)
 }
 

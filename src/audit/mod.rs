@@ -25,9 +25,13 @@
 //! (to the same bound, folding the same way) and retries it with backoff until a commit
 //! succeeds; only then are its events counted as written ([`writer`]).
 
+#[cfg(test)]
+mod reads_tests;
 pub mod records;
 pub mod review;
+mod select;
 pub mod store;
+mod tally;
 pub mod writer;
 
 use std::net::IpAddr;

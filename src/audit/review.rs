@@ -6,32 +6,13 @@
 use std::time::{Duration, SystemTime};
 
 use chrono_tz::Tz;
-use rusqlite::types::Value;
 use rusqlite::{params, params_from_iter, Row};
 
 use super::rfc3339;
 use super::store::{AuditError, Store};
+use super::{select, tally};
 
-/// Which events to show.
-#[derive(Debug, Clone, Default)]
-pub struct Filter {
-    /// RFC 3339 lower bound on `last_seen`.
-    pub since: Option<String>,
-    /// RFC 3339 upper bound on `first_seen`.
-    pub until: Option<String>,
-    pub category: Option<String>,
-    /// Client IP address or device name.
-    pub client: Option<String>,
-    pub group: Option<String>,
-    pub unreviewed: bool,
-    /// Only events with at least one review.
-    pub reviewed: bool,
-    /// Only events in at least one of these categories (empty: any).
-    pub any_category: Vec<String>,
-    pub limit: Option<u32>,
-    /// Rows to skip (paging), with `limit`.
-    pub offset: Option<u32>,
-}
+pub use super::select::Filter;
 
 /// Parse `7d`, `12h`, `30m` (that long before `now`), `2026-11-01` (midnight UTC) or a
 /// full RFC 3339 time, into RFC 3339.
@@ -196,81 +177,86 @@ fn event_from_row(row: &Row<'_>) -> rusqlite::Result<EventRow> {
     })
 }
 
-/// The WHERE clause and its parameters for `filter`.
-fn where_clause(filter: &Filter) -> (String, Vec<Value>) {
-    let mut clauses = vec!["e.purged = 0".to_string()];
-    let mut values: Vec<Value> = Vec::new();
-    // Each `?` in a clause becomes the number of the value added with it.
-    let mut add = |clause: &str, value: String| {
-        values.push(Value::Text(value));
-        clauses.push(clause.replace('?', &format!("?{}", values.len())));
-    };
-    if let Some(since) = &filter.since {
-        add("e.last_seen >= ?", since.clone());
-    }
-    if let Some(until) = &filter.until {
-        add("e.first_seen < ?", until.clone());
-    }
-    if let Some(category) = &filter.category {
-        add(
-            // instr, not LIKE: exact and case-sensitive, and `_` is not a wildcard.
-            "instr(',' || e.categories || ',', ',' || ? || ',') > 0",
-            category.clone(),
-        );
-    }
-    if let Some(client) = &filter.client {
-        add("(e.client_ip = ? OR e.device = ?)", client.clone()); // both `?` are this value
-    }
-    if let Some(group) = &filter.group {
-        add("e.grp = ?", group.clone());
-    }
-    if filter.unreviewed {
-        clauses.push("NOT EXISTS (SELECT 1 FROM reviews WHERE event_id = e.id)".to_string());
-    }
-    if filter.reviewed {
-        clauses.push("EXISTS (SELECT 1 FROM reviews WHERE event_id = e.id)".to_string());
-    }
-    if !filter.any_category.is_empty() {
-        let mut any = Vec::new();
-        for category in &filter.any_category {
-            values.push(Value::Text(category.clone()));
-            any.push(format!(
-                "instr(',' || e.categories || ',', ',' || ?{} || ',') > 0",
-                values.len()
-            ));
-        }
-        clauses.push(format!("({})", any.join(" OR ")));
-    }
-    (clauses.join(" AND "), values)
+/// Events matching `filter`, newest first: at most `filter.limit` of them (all without
+/// one), after `filter.before`. Reads the page's ids from the filter's index ranges, then
+/// each row by id, so a page costs its own rows, not the table's.
+pub fn list(store: &Store, filter: &Filter) -> Result<Vec<EventRow>, AuditError> {
+    let mut rows = Vec::new();
+    each(store, filter, |row| {
+        rows.push(row);
+        Ok(())
+    })?;
+    Ok(rows)
 }
 
-/// Events matching `filter`, newest first.
-pub fn list(store: &Store, filter: &Filter) -> Result<Vec<EventRow>, AuditError> {
-    let (clause, values) = where_clause(filter);
-    let limit = match (filter.limit, filter.offset) {
-        (Some(l), Some(o)) => format!(" LIMIT {l} OFFSET {o}"),
-        (Some(l), None) => format!(" LIMIT {l}"),
-        (None, Some(o)) => format!(" LIMIT -1 OFFSET {o}"),
-        (None, None) => String::new(),
+/// Rows read per statement when listing without a limit (an export).
+const CHUNK: u32 = 500;
+
+/// Call `f` on each event matching `filter`, newest first, holding at most [`CHUNK`]
+/// rows at a time however many match: the export's path. Stops at `f`'s first error.
+pub fn each(
+    store: &Store,
+    filter: &Filter,
+    mut f: impl FnMut(EventRow) -> Result<(), AuditError>,
+) -> Result<(), AuditError> {
+    let mut page = filter.clone();
+    let mut left = filter.limit;
+    loop {
+        let take = left.map_or(CHUNK, |l| l.min(CHUNK));
+        if take == 0 {
+            return Ok(());
+        }
+        let ids = page_ids(store, &page, take)?;
+        for &(id, _) in &ids {
+            f(fetch(store, id)?)?;
+        }
+        match ids.last() {
+            Some((id, first_seen)) if ids.len() as u32 == take => {
+                page.before = Some((first_seen.clone(), *id));
+                left = left.map(|l| l - take);
+            }
+            _ => return Ok(()),
+        }
+    }
+}
+
+/// The `(id, first_seen)` of the next `limit` events of `filter`, newest first.
+fn page_ids(store: &Store, filter: &Filter, limit: u32) -> Result<Vec<(i64, String)>, AuditError> {
+    let span = select::Span::default();
+    let columns = "e.id AS id, e.first_seen AS first_seen";
+    let Some(select) = select::rows(store, filter, &span, None, columns, Some(limit))? else {
+        return Ok(Vec::new());
     };
-    let sql =
-        format!("{SELECT_EVENTS} WHERE {clause} ORDER BY e.first_seen DESC, e.id DESC{limit}");
     let err = |e| store.wrap(e);
-    let mut stmt = store.conn().prepare(&sql).map_err(err)?;
+    let mut stmt = store.conn().prepare(&select.sql).map_err(err)?;
     let rows = stmt
-        .query_map(params_from_iter(values), event_from_row)
+        .query_map(params_from_iter(select.values), |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
         .map_err(err)?;
     rows.collect::<rusqlite::Result<Vec<_>>>().map_err(err)
 }
 
-/// How many events match `filter` (ignoring its limit and offset): for paging.
-pub fn count(store: &Store, filter: &Filter) -> Result<i64, AuditError> {
-    let (clause, values) = where_clause(filter);
-    let sql = format!("SELECT count(*) FROM events e WHERE {clause}");
+/// One row by id, with its latest review and the previous row's hash.
+fn fetch(store: &Store, id: i64) -> Result<EventRow, AuditError> {
+    static BY_ID: std::sync::LazyLock<String> =
+        std::sync::LazyLock::new(|| format!("{SELECT_EVENTS} WHERE e.id = ?1"));
     store
         .conn()
-        .query_row(&sql, params_from_iter(values), |r| r.get(0))
+        .prepare_cached(&BY_ID)
+        .and_then(|mut stmt| stmt.query_row([id], event_from_row))
         .map_err(|e| store.wrap(e))
+}
+
+/// How many events match `filter` (ignoring its limit and cursor): for paging, and what
+/// an export will write. From the rollups where they answer ([`tally::count`]).
+pub fn count(store: &Store, filter: &Filter) -> Result<i64, AuditError> {
+    let whole = Filter {
+        before: None,
+        limit: None,
+        ..filter.clone()
+    };
+    tally::count(store, &whole)
 }
 
 /// Blocks per (day in `tz`, category) since `since` (RFC 3339), for the overview's chart.
@@ -280,35 +266,22 @@ pub(crate) fn daily_by_category(
     since: &str,
     tz: Tz,
 ) -> Result<Vec<(String, String, i64)>, AuditError> {
-    let err = |e| store.wrap(e);
-    // Counted per UTC minute in SQL, then put on local days here: every zone's offset is
-    // whole minutes, and SQLite knows no zones.
-    let mut stmt = store
-        .conn()
-        .prepare(
-            "SELECT substr(first_seen, 1, 16) AS m, categories, sum(count) FROM events \
-             WHERE purged = 0 AND outcome = 'blocked' AND last_seen >= ?1 \
-             GROUP BY m, categories",
-        )
-        .map_err(err)?;
-    let rows = stmt
-        .query_map([since], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, i64>(2)?,
-            ))
-        })
-        .map_err(err)?;
+    let filter = Filter {
+        since: Some(since.to_string()),
+        ..Filter::default()
+    };
     let mut out: std::collections::BTreeMap<(String, String), i64> = Default::default();
-    for row in rows {
-        let (minute, categories, n) = row.map_err(err)?;
-        let day = local_day(&minute, tz);
-        for category in categories.split(',').filter(|c| !c.is_empty()) {
-            *out.entry((day.clone(), category.to_string())).or_default() += n;
+    for b in tally::blocks(store, &filter)? {
+        let day = local_day(&b.at, tz);
+        for category in b.categories.split(',').filter(|c| !c.is_empty()) {
+            *out.entry((day.clone(), category.to_string())).or_default() += b.n;
         }
     }
-    Ok(out.into_iter().map(|((d, c), n)| (d, c, n)).collect())
+    Ok(out
+        .into_iter()
+        .filter(|(_, n)| *n != 0)
+        .map(|((d, c), n)| (d, c, n))
+        .collect())
 }
 
 /// Blocks matching `filter` per day in `tz`, oldest first: [`Summary::by_day`] (which
@@ -318,24 +291,11 @@ pub(crate) fn by_local_day(
     filter: &Filter,
     tz: Tz,
 ) -> Result<Vec<(String, i64)>, AuditError> {
-    let (clause, values) = where_clause(filter);
-    let sql = format!(
-        "SELECT substr(e.first_seen, 1, 16) AS m, sum(e.count) FROM events e \
-         WHERE {clause} AND e.outcome = 'blocked' GROUP BY m"
-    );
-    let err = |e| store.wrap(e);
-    let mut stmt = store.conn().prepare(&sql).map_err(err)?;
-    let rows = stmt
-        .query_map(params_from_iter(values), |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
-        })
-        .map_err(err)?;
     let mut days: std::collections::BTreeMap<String, i64> = Default::default();
-    for row in rows {
-        let (minute, n) = row.map_err(err)?;
-        *days.entry(local_day(&minute, tz)).or_default() += n;
+    for b in tally::blocks(store, filter)? {
+        *days.entry(local_day(&b.at, tz)).or_default() += b.n;
     }
-    Ok(days.into_iter().collect())
+    Ok(days.into_iter().filter(|(_, n)| *n != 0).collect())
 }
 
 /// The day in `tz` of the UTC minute `2026-07-01T20:30`; the UTC day if it cannot be read.
@@ -399,42 +359,48 @@ const TOP: usize = 10;
 
 /// Summarise the blocks matching `filter`.
 pub fn summary(store: &Store, filter: &Filter) -> Result<Summary, AuditError> {
-    let (clause, values) = where_clause(filter);
-    let clause = format!("{clause} AND e.outcome = 'blocked'");
-    let err = |e| store.wrap(e);
-    let grouped = |expr: &str,
-                   order: &str,
-                   limit: Option<usize>|
-     -> Result<Vec<(String, i64)>, AuditError> {
-        let limit = limit.map(|l| format!(" LIMIT {l}")).unwrap_or_default();
-        let sql = format!(
-            "SELECT {expr} AS k, sum(e.count) AS n FROM events e WHERE {clause} GROUP BY k ORDER BY {order}{limit}"
-        );
-        let mut stmt = store.conn().prepare(&sql).map_err(err)?;
-        let rows = stmt
-            .query_map(params_from_iter(values.iter()), |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
-            .map_err(err)?;
-        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(err)
-    };
-    // A row with several categories counts once under each of them.
-    let mut by_category: std::collections::BTreeMap<String, i64> = Default::default();
-    for (categories, n) in grouped("e.categories", "k", None)? {
-        for c in categories.split(',').filter(|c| !c.is_empty()) {
-            *by_category.entry(c.to_string()).or_default() += n;
+    let mut summary = counts(store, filter)?;
+    summary.top_names = tally::top(store, filter, tally::Top::Names, TOP)?;
+    Ok(summary)
+}
+
+/// [`summary`] without the top names (the overview does not show them, and they are its
+/// costliest part).
+pub(crate) fn summary_without_names(store: &Store, filter: &Filter) -> Result<Summary, AuditError> {
+    counts(store, filter)
+}
+
+fn counts(store: &Store, filter: &Filter) -> Result<Summary, AuditError> {
+    use std::collections::BTreeMap;
+    let (mut total, mut by_category, mut by_day, mut by_group) = (
+        0,
+        BTreeMap::<String, i64>::new(),
+        BTreeMap::<String, i64>::new(),
+        BTreeMap::<String, i64>::new(),
+    );
+    for b in tally::blocks(store, filter)? {
+        total += b.n;
+        // A row with several categories counts once under each of them.
+        for c in b.categories.split(',').filter(|c| !c.is_empty()) {
+            *by_category.entry(c.to_string()).or_default() += b.n;
         }
+        *by_day
+            .entry(b.at.get(..10).unwrap_or(&b.at).to_string())
+            .or_default() += b.n;
+        *by_group.entry(b.group).or_default() += b.n;
     }
-    let mut by_category: Vec<(String, i64)> = by_category.into_iter().collect();
-    by_category.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-    let total = grouped("'all'", "k", None)?.first().map_or(0, |t| t.1);
+    let ranked = |map: BTreeMap<String, i64>| {
+        let mut v: Vec<(String, i64)> = map.into_iter().filter(|(_, n)| *n != 0).collect();
+        v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        v
+    };
     Ok(Summary {
         total,
-        by_category,
-        by_day: grouped("substr(e.first_seen, 1, 10)", "k", None)?,
-        by_group: grouped("e.grp", "n DESC, k", None)?,
-        top_devices: grouped("coalesce(e.device, e.client_ip)", "n DESC, k", Some(TOP))?,
-        top_names: grouped("e.name", "n DESC, k", Some(TOP))?,
+        by_category: ranked(by_category),
+        by_day: by_day.into_iter().filter(|(_, n)| *n != 0).collect(),
+        by_group: ranked(by_group),
+        top_devices: tally::top(store, filter, tally::Top::Devices, TOP)?,
+        top_names: Vec::new(),
     })
 }
 

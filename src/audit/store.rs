@@ -56,7 +56,7 @@ const GENESIS: &str = "000000000000000000000000000000000000000000000000000000000
 
 /// The layout version, kept in SQLite's `user_version`. Bump it when the schema changes,
 /// and add the step from the previous version to [`MIGRATIONS`].
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 const SCHEMA: &str = r#"
 CREATE TABLE events (
@@ -142,8 +142,165 @@ CREATE TRIGGER IF NOT EXISTS allow_changes_append_only_d BEFORE DELETE ON allow_
     BEGIN SELECT RAISE(ABORT, 'allow changes are append-only'); END;
 "#;
 
+/// Version 3: the lead's reads shaped as index ranges and rollups, so that a year of a
+/// big school's blocks reads as fast as a week's (issue #13). Nothing in the hash chain
+/// changes: `reviewed` and the tallies are derived, kept by the triggers below from the
+/// rows and the reviews, whoever writes them.
+///
+/// - Every index is partial on `purged = 0` (purged rows are never shown) and ends in
+///   `first_seen`, so each filter is an equality on its column plus a time range, read in
+///   the pages' order (newest first) and stopped at the page's end.
+/// - `events_unreviewed` holds only unreviewed rows: "serious and not yet reviewed" stays
+///   a short range however many reviewed rows lie between; `events_reviewed` holds the
+///   few reviewed ones.
+/// - `tally` counts blocks, rows and unreviewed rows per UTC quarter hour (every time
+///   zone's offset is whole quarter hours, so local days are exact), outcome, group and
+///   category set; `tally_who` and `tally_name` count blocks per UTC day per device and
+///   per name, for the top lists. Counts over whole buckets come from them, and only the
+///   partial buckets at a range's ends are counted from `events`.
+/// - `audit_meta` keeps the longest `last_seen - first_seen` of any row (`max_span_ms`),
+///   so a filter on `last_seen` becomes a bounded `first_seen` range.
+const SCHEMA_V3: &str = r#"
+ALTER TABLE events ADD COLUMN reviewed INTEGER NOT NULL DEFAULT 0;
+UPDATE events SET reviewed = 1 WHERE id IN (SELECT event_id FROM reviews);
+DROP INDEX IF EXISTS events_first_seen;
+CREATE INDEX events_live ON events(first_seen) WHERE purged = 0;
+CREATE INDEX events_client ON events(client_ip, first_seen) WHERE purged = 0;
+CREATE INDEX events_device ON events(device, first_seen) WHERE purged = 0;
+CREATE INDEX events_group ON events(grp, first_seen) WHERE purged = 0;
+CREATE INDEX events_categories ON events(categories, first_seen) WHERE purged = 0;
+CREATE INDEX events_unreviewed ON events(categories, first_seen)
+    WHERE purged = 0 AND reviewed = 0;
+CREATE INDEX events_reviewed ON events(first_seen) WHERE purged = 0 AND reviewed = 1;
+CREATE TABLE audit_meta (
+    key    TEXT PRIMARY KEY,
+    value  INTEGER NOT NULL
+) WITHOUT ROWID;
+INSERT INTO audit_meta (key, value) SELECT 'max_span_ms', coalesce(
+    max(CAST(round((julianday(last_seen) - julianday(first_seen)) * 86400000) AS INTEGER)), 0)
+    FROM events;
+CREATE TABLE category_sets (categories TEXT PRIMARY KEY) WITHOUT ROWID;
+INSERT OR IGNORE INTO category_sets SELECT DISTINCT categories FROM events;
+CREATE TABLE tally (
+    bucket      TEXT NOT NULL,
+    outcome     TEXT NOT NULL,
+    grp         TEXT NOT NULL,
+    categories  TEXT NOT NULL,
+    blocks      INTEGER NOT NULL,
+    events      INTEGER NOT NULL,
+    unreviewed  INTEGER NOT NULL,
+    PRIMARY KEY (bucket, outcome, grp, categories)
+) WITHOUT ROWID;
+CREATE TABLE tally_who (
+    day     TEXT NOT NULL,
+    who     TEXT NOT NULL,
+    blocks  INTEGER NOT NULL,
+    PRIMARY KEY (day, who)
+) WITHOUT ROWID;
+CREATE TABLE tally_name (
+    day     TEXT NOT NULL,
+    name    TEXT NOT NULL,
+    blocks  INTEGER NOT NULL,
+    PRIMARY KEY (day, name)
+) WITHOUT ROWID;
+INSERT INTO tally SELECT QUARTER(first_seen), outcome, grp, categories, sum(count), count(*),
+    sum(reviewed = 0) FROM events WHERE purged = 0 GROUP BY 1, 2, 3, 4;
+INSERT INTO tally_who SELECT substr(first_seen, 1, 10), coalesce(device, client_ip), sum(count)
+    FROM events WHERE purged = 0 AND outcome = 'blocked' GROUP BY 1, 2;
+INSERT INTO tally_name SELECT substr(first_seen, 1, 10), name, sum(count)
+    FROM events WHERE purged = 0 AND outcome = 'blocked' GROUP BY 1, 2;
+CREATE TRIGGER events_tally_i AFTER INSERT ON events WHEN NEW.purged = 0 BEGIN
+    INSERT OR IGNORE INTO category_sets VALUES (NEW.categories);
+    INSERT INTO tally VALUES (QUARTER(NEW.first_seen), NEW.outcome, NEW.grp, NEW.categories,
+        NEW.count, 1, NEW.reviewed = 0)
+        ON CONFLICT DO UPDATE SET blocks = blocks + excluded.blocks, events = events + 1,
+        unreviewed = unreviewed + excluded.unreviewed;
+    INSERT INTO tally_who SELECT substr(NEW.first_seen, 1, 10),
+        coalesce(NEW.device, NEW.client_ip), NEW.count WHERE NEW.outcome = 'blocked'
+        ON CONFLICT DO UPDATE SET blocks = blocks + excluded.blocks;
+    INSERT INTO tally_name SELECT substr(NEW.first_seen, 1, 10), NEW.name, NEW.count
+        WHERE NEW.outcome = 'blocked'
+        ON CONFLICT DO UPDATE SET blocks = blocks + excluded.blocks;
+END;
+CREATE TRIGGER events_tally_count AFTER UPDATE OF count ON events
+    WHEN NEW.purged = 0 AND OLD.purged = 0 AND NEW.count != OLD.count BEGIN
+    UPDATE tally SET blocks = blocks + NEW.count - OLD.count
+        WHERE bucket = QUARTER(OLD.first_seen) AND outcome = OLD.outcome AND grp = OLD.grp
+        AND categories = OLD.categories;
+    UPDATE tally_who SET blocks = blocks + NEW.count - OLD.count
+        WHERE OLD.outcome = 'blocked' AND day = substr(OLD.first_seen, 1, 10)
+        AND who = coalesce(OLD.device, OLD.client_ip);
+    UPDATE tally_name SET blocks = blocks + NEW.count - OLD.count
+        WHERE OLD.outcome = 'blocked' AND day = substr(OLD.first_seen, 1, 10)
+        AND name = OLD.name;
+END;
+CREATE TRIGGER events_tally_reviewed AFTER UPDATE OF reviewed ON events
+    WHEN NEW.purged = 0 AND OLD.purged = 0 AND NEW.reviewed != OLD.reviewed BEGIN
+    UPDATE tally SET unreviewed = unreviewed + (NEW.reviewed = 0) - (OLD.reviewed = 0)
+        WHERE bucket = QUARTER(OLD.first_seen) AND outcome = OLD.outcome AND grp = OLD.grp
+        AND categories = OLD.categories;
+END;
+CREATE TRIGGER events_tally_gone AFTER UPDATE OF purged ON events
+    WHEN OLD.purged = 0 AND NEW.purged != 0 BEGIN
+    UPDATE tally SET blocks = blocks - OLD.count, events = events - 1,
+        unreviewed = unreviewed - (OLD.reviewed = 0)
+        WHERE bucket = QUARTER(OLD.first_seen) AND outcome = OLD.outcome AND grp = OLD.grp
+        AND categories = OLD.categories;
+    UPDATE tally_who SET blocks = blocks - OLD.count
+        WHERE OLD.outcome = 'blocked' AND day = substr(OLD.first_seen, 1, 10)
+        AND who = coalesce(OLD.device, OLD.client_ip);
+    UPDATE tally_name SET blocks = blocks - OLD.count
+        WHERE OLD.outcome = 'blocked' AND day = substr(OLD.first_seen, 1, 10)
+        AND name = OLD.name;
+END;
+CREATE TRIGGER events_tally_d AFTER DELETE ON events WHEN OLD.purged = 0 BEGIN
+    UPDATE tally SET blocks = blocks - OLD.count, events = events - 1,
+        unreviewed = unreviewed - (OLD.reviewed = 0)
+        WHERE bucket = QUARTER(OLD.first_seen) AND outcome = OLD.outcome AND grp = OLD.grp
+        AND categories = OLD.categories;
+    UPDATE tally_who SET blocks = blocks - OLD.count
+        WHERE OLD.outcome = 'blocked' AND day = substr(OLD.first_seen, 1, 10)
+        AND who = coalesce(OLD.device, OLD.client_ip);
+    UPDATE tally_name SET blocks = blocks - OLD.count
+        WHERE OLD.outcome = 'blocked' AND day = substr(OLD.first_seen, 1, 10)
+        AND name = OLD.name;
+END;
+CREATE TRIGGER reviews_mark AFTER INSERT ON reviews BEGIN
+    UPDATE events SET reviewed = 1 WHERE id = NEW.event_id AND reviewed = 0;
+END;
+"#;
+
+/// `QUARTER(t)` in [`SCHEMA_V3`]: the RFC 3339 time `t` floored to its UTC quarter hour,
+/// `2026-07-01T20:30`. Spelled out in SQL (SQLite has no such function, and a function
+/// registered from Rust would make the file unreadable to other SQLite tools' triggers).
+const QUARTER: &str = "(substr({t}, 1, 14) || CASE WHEN substr({t}, 15, 2) < '15' THEN '00' \
+     WHEN substr({t}, 15, 2) < '30' THEN '15' WHEN substr({t}, 15, 2) < '45' THEN '30' \
+     ELSE '45' END)";
+
+/// [`SCHEMA_V3`] with each `QUARTER(x)` spelled out.
+fn schema_v3() -> String {
+    expand_quarter(SCHEMA_V3)
+}
+
+/// Replace each `QUARTER(arg)` in `sql` by [`QUARTER`] with `{t}` as `arg`.
+pub(crate) fn expand_quarter(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len() * 2);
+    let mut rest = sql;
+    while let Some(at) = rest.find("QUARTER(") {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + "QUARTER(".len()..];
+        let end = after.find(')').unwrap_or(after.len());
+        out.push_str(&QUARTER.replace("{t}", &after[..end]));
+        rest = after.get(end + 1..).unwrap_or("");
+    }
+    out.push_str(rest);
+    out
+}
+
 /// `(from version, SQL)`: the step that takes a log from `from` to `from + 1`.
-const MIGRATIONS: &[(i64, &str)] = &[(1, SCHEMA_V2)];
+fn migrations() -> [(i64, String); 2] {
+    [(1, SCHEMA_V2.to_string()), (2, schema_v3())]
+}
 
 /// The personal columns, digested (with the row's salt) into the canonical form.
 const PERSONAL_COLUMNS: &str = "salt, client_ip, device, name, cname";
@@ -183,6 +340,8 @@ pub struct Store {
     path: PathBuf,
     head_seq: i64,
     head_hash: String,
+    /// The longest span of any row, as stored in `audit_meta` (see [`SCHEMA_V3`]).
+    max_span_ms: i64,
 }
 
 impl Store {
@@ -206,6 +365,7 @@ impl Store {
             path: path.to_path_buf(),
             head_seq: 0,
             head_hash: GENESIS.to_string(),
+            max_span_ms: 0,
         };
         store
             .sql(|c| {
@@ -223,13 +383,15 @@ impl Store {
                 if tables == 0 {
                     // One transaction: a crash cannot leave tables without their version.
                     c.execute_batch(&format!(
-                        "BEGIN; {SCHEMA} {SCHEMA_V2} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+                        "BEGIN; {SCHEMA} {SCHEMA_V2} {} PRAGMA user_version = {SCHEMA_VERSION}; \
+                         COMMIT;",
+                        schema_v3()
                     ))?;
                     return Ok((tables, SCHEMA_VERSION));
                 }
                 let mut version = version;
-                for (from, step) in MIGRATIONS {
-                    if version == *from {
+                for (from, step) in migrations() {
+                    if version == from {
                         c.execute_batch(&format!(
                             "BEGIN; {step} PRAGMA user_version = {}; COMMIT;",
                             from + 1
@@ -281,6 +443,12 @@ impl Store {
         &self.conn
     }
 
+    /// For tests that trace the statements a read runs.
+    #[cfg(test)]
+    pub(crate) fn conn_mut(&mut self) -> &mut Connection {
+        &mut self.conn
+    }
+
     fn sql<T>(
         &mut self,
         f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
@@ -311,7 +479,24 @@ impl Store {
             self.head_seq = seq;
             self.head_hash = hash;
         }
+        self.max_span_ms = self.max_span()?;
         Ok(())
+    }
+
+    /// The longest `last_seen - first_seen` of any row, in milliseconds: a row last seen
+    /// at or after `t` was first seen at or after `t` minus this. Read from the file each
+    /// time (the writer raises it), rounded up to a whole second against rounding.
+    pub(crate) fn max_span(&self) -> Result<i64, AuditError> {
+        let ms: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT value FROM audit_meta WHERE key = 'max_span_ms'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.wrap(e))?;
+        Ok(ms.unwrap_or(0).max(0).saturating_add(1000))
     }
 
     /// Write one drained batch in one transaction: add to open rows within their
@@ -341,6 +526,15 @@ impl Store {
         };
         let tx = self.conn.transaction().map_err(err)?;
         let (mut stats, mut changes) = write_rows(&tx, &order, open, window).map_err(err)?;
+        // Readers turn a `last_seen` bound into a `first_seen` range this much wider.
+        let span = longest_span(&order, open, window);
+        if span > self.max_span_ms {
+            tx.execute(
+                "UPDATE audit_meta SET value = max(value, ?1) WHERE key = 'max_span_ms'",
+                [span],
+            )
+            .map_err(err)?;
+        }
         // Seal in insertion order, so the chain follows the order events were opened.
         let reopened: HashSet<&Key> = changes.opened.iter().map(|(k, _)| k).collect();
         let due =
@@ -364,6 +558,7 @@ impl Store {
         changes.apply(open);
         self.head_seq = seq;
         self.head_hash = hash;
+        self.max_span_ms = self.max_span_ms.max(span);
         Ok(stats)
     }
 
@@ -585,6 +780,28 @@ impl OpenChanges {
             }
         }
     }
+}
+
+/// The longest `last_seen - first_seen`, in milliseconds, of the rows `order` writes:
+/// an added entry stretches its open row to its own last sighting, a new row spans its
+/// entry (which may be long: events held through a full disk keep their first time).
+fn longest_span(order: &[&(Key, Pending)], open: &HashMap<Key, OpenRow>, window: Duration) -> i64 {
+    order
+        .iter()
+        .map(|(key, pending)| {
+            let first = match open.get(key) {
+                Some(row)
+                    if pending.last.duration_since(row.first).unwrap_or_default() < window =>
+                {
+                    row.first
+                }
+                _ => pending.first,
+            };
+            let span = pending.last.duration_since(first).unwrap_or_default();
+            i64::try_from(span.as_millis()).unwrap_or(i64::MAX)
+        })
+        .max()
+        .unwrap_or(0)
 }
 
 /// Add each pending entry to its open row, or insert a new row. Reads `open`, never
@@ -886,6 +1103,80 @@ mod tests {
         drop(store);
         assert!(Store::open(&path).is_ok(), "a migrated log opens again");
     }
+    /// A version 2 log (rows, a review) gets the read indexes and rollups
+    /// in place: the rows are untouched, the chain still verifies, and the rollups count
+    /// what the rows say.
+    #[test]
+    fn a_version_2_log_is_migrated_with_its_rollups() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v2.sqlite");
+        {
+            let mut store = Store::open(&path).unwrap();
+            let mut open = HashMap::new();
+            let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+            let batch: Vec<(Key, Pending)> = (0..30)
+                .map(|i| {
+                    entry(
+                        &format!("n{i}.test"),
+                        t0 + Duration::from_secs(i * 400),
+                        1 + i,
+                    )
+                })
+                .collect();
+            store
+                .write_batch(&batch, &mut open, WINDOW, t0, true)
+                .unwrap();
+            let c = store.conn();
+            c.execute(
+                "INSERT INTO reviews (event_id, at, by, outcome, note) \
+                 VALUES (3, 'x', 'lead', 'incident', '')",
+                [],
+            )
+            .unwrap();
+            // Back to version 2: what the rows held before this version existed.
+            c.execute_batch(
+                "DROP TABLE tally; DROP TABLE tally_who; DROP TABLE tally_name; \
+                 DROP TABLE category_sets; DROP TABLE audit_meta; \
+                 DROP TRIGGER reviews_mark; DROP TRIGGER events_tally_i; \
+                 DROP TRIGGER events_tally_count; DROP TRIGGER events_tally_reviewed; \
+                 DROP TRIGGER events_tally_gone; DROP TRIGGER events_tally_d; \
+                 DROP INDEX events_live; DROP INDEX events_client; \
+                 DROP INDEX events_device; DROP INDEX events_group; \
+                 DROP INDEX events_categories; DROP INDEX events_unreviewed; \
+                 DROP INDEX events_reviewed; \
+                 ALTER TABLE events DROP COLUMN reviewed; \
+                 CREATE INDEX events_first_seen ON events(first_seen); \
+                 PRAGMA user_version = 2;",
+            )
+            .unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        let c = store.conn();
+        let version: i64 = c
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        let one = |sql: &str| -> i64 { c.query_row(sql, [], |r| r.get(0)).unwrap() };
+        assert_eq!(one("SELECT count(*) FROM events"), 30);
+        assert_eq!(one("SELECT reviewed FROM events WHERE id = 3"), 1);
+        assert_eq!(
+            one("SELECT sum(blocks) FROM tally"),
+            one("SELECT sum(count) FROM events WHERE purged = 0")
+        );
+        assert_eq!(one("SELECT sum(events) FROM tally"), 30);
+        assert_eq!(one("SELECT sum(unreviewed) FROM tally"), 29);
+        assert_eq!(
+            one("SELECT sum(blocks) FROM tally_name"),
+            one("SELECT sum(count) FROM events WHERE purged = 0")
+        );
+        assert!(matches!(
+            store.verify(None, SystemTime::now()).unwrap(),
+            Verification::Intact { rows: 30, .. }
+        ));
+        drop(store);
+        assert!(Store::open(&path).is_ok(), "a migrated log opens again");
+    }
+
     fn entry(name: &str, first: SystemTime, count: u64) -> (Key, Pending) {
         let client = std::net::IpAddr::from([10, 0, 0, 3]);
         let event = super::super::Event {

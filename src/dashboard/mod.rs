@@ -18,6 +18,7 @@
 pub mod allow;
 pub mod auth;
 pub mod chart;
+mod export;
 mod extract;
 pub mod pages;
 pub mod signin;
@@ -178,7 +179,7 @@ async fn overview(State(d): State<Arc<Dashboard>>, Signed(session): Signed) -> P
                     ..Filter::default()
                 },
             )?;
-            let summary = review::summary(
+            let summary = review::summary_without_names(
                 s,
                 &Filter {
                     since: Some(since_db),
@@ -353,13 +354,25 @@ async fn events(
     let form = query(parsed)?;
     let engine = d.engine();
     let mut filter = to_filter(&form, &engine.config)?;
-    let page = form.page.unwrap_or(1).max(1);
-    filter.limit = Some(PAGE_SIZE);
-    filter.offset = Some((page - 1).saturating_mul(PAGE_SIZE));
-    let (rows, total) = d
-        .db(move |s| Ok((review::list(s, &filter)?, review::count(s, &filter)?)))
+    filter.before = cursor(&form.before)?;
+    // One more than a page: whether there is an older page, without counting.
+    filter.limit = Some(PAGE_SIZE + 1);
+    let (export_form, _) = export::with_default_start(&form, &engine.config, SystemTime::now());
+    let export_filter = to_filter(&export_form, &engine.config)?;
+    let (mut rows, total, export_rows) = d
+        .db(move |s| {
+            let total = review::count(s, &filter)?;
+            let exported = review::count(s, &export_filter)?;
+            Ok((review::list(s, &filter)?, total, exported))
+        })
         .await?;
-    let pages_total = (total.max(0) as u64).div_ceil(PAGE_SIZE as u64).max(1) as u32;
+    let older = (rows.len() > PAGE_SIZE as usize).then(|| {
+        rows.truncate(PAGE_SIZE as usize);
+        rows.last()
+            .map(|r| format!("{},{}", r.first_seen, r.id))
+            .unwrap_or_default()
+    });
+    let export = export::link(&form, &engine.config, export_rows);
     let categories: Vec<String> = engine.config.categories.keys().cloned().collect();
     let mut groups: Vec<String> = engine.config.groups.keys().cloned().collect();
     if groups.is_empty() {
@@ -370,8 +383,8 @@ async fn events(
         form: &form,
         rows: &rows,
         total,
-        page,
-        pages: pages_total,
+        older,
+        export: &export,
         categories: &categories,
         groups: &groups,
         serious: &serious,
@@ -479,30 +492,58 @@ async fn review_submit(
     Ok(redirect(&format!("/events/{id}?saved=1")))
 }
 
+/// The page cursor `first_seen,id` of an "Older" link; empty for the newest page.
+fn cursor(text: &str) -> Result<Option<(String, i64)>, PageError> {
+    if text.is_empty() {
+        return Ok(None);
+    }
+    let bad = || PageError::BadRequest("The page link could not be read.".to_string());
+    let (time, id) = text.rsplit_once(',').ok_or_else(bad)?;
+    let id: i64 = id.parse().map_err(|_| bad())?;
+    humantime::parse_rfc3339_weak(time).map_err(|_| bad())?;
+    Ok(Some((time.to_string(), id)))
+}
+
 async fn export_csv(
     State(d): State<Arc<Dashboard>>,
     Signed(session): Signed,
     parsed: Result<Query<pages::FilterForm>, QueryRejection>,
 ) -> PageResult {
     let form = query(parsed)?;
-    let filter = to_filter(&form, &d.engine().config)?;
-    let rows = d.db(move |s| review::list(s, &filter)).await?;
-    let mut body = String::with_capacity(64 * (rows.len() + 1));
-    body.push_str(review::CSV_HEADER);
-    body.push_str("\r\n");
-    for row in &rows {
-        body.push_str(&row.csv());
-        body.push_str("\r\n");
-    }
-    tracing::info!(user = %session.user, rows = rows.len(), "events exported from the dashboard");
+    let config = d.engine().config.clone();
+    let (form, _) = export::with_default_start(&form, &config, SystemTime::now());
+    let filter = to_filter(&form, &config)?;
+    let Ok(permit) = d.exports.clone().try_acquire_owned() else {
+        return Err(PageError::Busy(format!(
+            "{} exports are running already. Try again when one has finished.",
+            export::CONCURRENT
+        )));
+    };
+    let counted = filter.clone();
+    let rows = d.db(move |s| review::count(s, &counted)).await?;
+    let user = session.user.clone();
+    let body = export::start(
+        d.audit_path.clone(),
+        filter,
+        permit,
+        move |result| match result {
+            Ok(rows) => tracing::info!(user = %user, rows, "events exported from the dashboard"),
+            Err(error) => tracing::warn!(user = %user, %error, "dashboard export cut short"),
+        },
+    );
     let day = rfc3339(SystemTime::now())[..10].to_string();
     let disposition = format!("attachment; filename=\"warden-events-{day}.csv\"");
-    let mut response = ([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], body).into_response();
+    let mut response = (
+        [(header::CONTENT_TYPE, "text/csv; charset=utf-8")],
+        axum::body::Body::from_stream(body),
+    )
+        .into_response();
+    let headers = response.headers_mut();
     if let Ok(value) = HeaderValue::from_str(&disposition) {
-        response
-            .headers_mut()
-            .insert(header::CONTENT_DISPOSITION, value);
+        headers.insert(header::CONTENT_DISPOSITION, value);
     }
+    // The rows the export will write, counted as it started (new blocks may add some).
+    headers.insert("x-warden-rows", HeaderValue::from(rows));
     Ok(response)
 }
 

@@ -207,8 +207,10 @@ pub struct FilterForm {
     pub device: String,
     #[serde(default)]
     pub state: String,
+    /// Where the page starts: the events older than `first_seen,id` (the "Older" link's
+    /// cursor; empty for the newest).
     #[serde(default)]
-    pub page: Option<u32>,
+    pub before: String,
 }
 
 impl FilterForm {
@@ -235,8 +237,11 @@ pub struct EventsPage<'a> {
     pub form: &'a FilterForm,
     pub rows: &'a [EventRow],
     pub total: i64,
-    pub page: u32,
-    pub pages: u32,
+    /// The cursor of the next (older) page, if there is one.
+    pub older: Option<String>,
+    /// What the export link writes: its query (the filter, with a start date when the
+    /// filter has none), the first day it covers when that was added, and its row count.
+    pub export: &'a Export,
     pub categories: &'a [String],
     pub groups: &'a [String],
     pub serious: &'a [String],
@@ -244,20 +249,25 @@ pub struct EventsPage<'a> {
     pub tz: Tz,
 }
 
+/// The events page's export link.
+pub struct Export {
+    pub query: String,
+    pub from: Option<String>,
+    pub rows: i64,
+}
+
 pub fn events(p: &EventsPage<'_>, org: &str, session: &Session) -> Markup {
     let f = p.form;
     let query = f.query();
-    let link = |page: u32| {
-        if query.is_empty() {
-            format!("/events?page={page}")
-        } else {
-            format!("/events?{query}&page={page}")
-        }
+    let with_query = |extra: &str| match (query.is_empty(), extra.is_empty()) {
+        (true, _) => format!("/events?{extra}"),
+        (false, true) => format!("/events?{query}"),
+        (false, false) => format!("/events?{query}&{extra}"),
     };
-    let export = if query.is_empty() {
-        "/export.csv".to_string()
-    } else {
-        format!("/export.csv?{query}")
+    let export = format!("/export.csv?{}", p.export.query);
+    let export_text = match &p.export.from {
+        Some(day) => format!("Download the {} events since {day} as CSV", p.export.rows),
+        None => format!("Download these {} events as CSV", p.export.rows),
     };
     layout(
         "Events",
@@ -292,14 +302,15 @@ pub fn events(p: &EventsPage<'_>, org: &str, session: &Session) -> Markup {
             }
             p {
                 (p.total) " matching events. "
-                a href=(export) download { "Download these as CSV" }
+                a href=(export) download { (export_text) }
             }
             (event_table(p.rows, p.serious, p.tz))
-            @if p.pages > 1 {
+            @if !f.before.is_empty() || p.older.is_some() {
                 nav.pager aria-label="Pages" {
-                    @if p.page > 1 { a href=(link(p.page - 1)) rel="prev" { "Newer" } }
-                    span { "Page " (p.page) " of " (p.pages) }
-                    @if p.page < p.pages { a href=(link(p.page + 1)) rel="next" { "Older" } }
+                    @if !f.before.is_empty() { a href=(with_query("")) { "Newest" } }
+                    @if let Some(older) = &p.older {
+                        a href=(with_query(&format!("before={}", urlencode(older)))) rel="next" { "Older" }
+                    }
                 }
             }
         },

@@ -40,6 +40,10 @@ pub struct Dashboard {
     pub(super) signin_metrics: SigninMetrics,
     /// One allow-file edit (and its reload) at a time.
     pub(super) allow_edit: tokio::sync::Mutex<()>,
+    /// The audit database, which each export opens on its own connection.
+    pub(super) audit_path: std::path::PathBuf,
+    /// Exports that may run at once ([`super::export`]).
+    pub(super) exports: Arc<tokio::sync::Semaphore>,
 }
 
 impl Dashboard {
@@ -64,6 +68,8 @@ impl Dashboard {
             checker,
             signin_metrics,
             allow_edit: tokio::sync::Mutex::new(()),
+            audit_path: audit_path.to_path_buf(),
+            exports: super::export::slots(),
         })
     }
 
@@ -119,6 +125,8 @@ pub enum PageError {
     BadRequest(String),
     NotFound(String),
     Conflict(String),
+    /// Too much at once (exports): try again later.
+    Busy(String),
     Internal(String),
 }
 
@@ -153,6 +161,7 @@ impl IntoResponse for PageError {
             PageError::BadRequest(t) => (StatusCode::BAD_REQUEST, "Something was wrong with the request", t),
             PageError::NotFound(t) => (StatusCode::NOT_FOUND, "Not found", t),
             PageError::Conflict(t) => (StatusCode::CONFLICT, "Not done", t),
+            PageError::Busy(t) => (StatusCode::SERVICE_UNAVAILABLE, "Busy", t),
             PageError::Internal(t) => {
                 tracing::error!(error = %t, "dashboard request failed");
                 (

@@ -1,0 +1,351 @@
+//! Counting the lead's blocks without reading every row: whole UTC quarter hours (or days,
+//! for the top devices and names) come from the rollup tables the store's triggers keep
+//! (`tally`, `tally_who`, `tally_name`, see `store::SCHEMA_V3`); only the partial buckets
+//! at the ends of a time range, and filters the rollups do not split by (a device, a
+//! review state for blocks), are counted from `events`, through the index ranges of
+//! [`super::select`].
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Timelike, Utc};
+use rusqlite::params_from_iter;
+use rusqlite::types::Value;
+
+use super::select::{self, Filter, Span};
+use super::store::{AuditError, Store};
+
+/// Blocks of one (UTC minute or quarter hour `YYYY-MM-DDTHH:MM`, category set, group).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Blocks {
+    pub at: String,
+    pub categories: String,
+    pub group: String,
+    pub n: i64,
+}
+
+/// Only blocked rows count as blocks.
+const BLOCKED: &str = "e.outcome = 'blocked'";
+
+/// A tallied range split into whole buckets and the partial ends read from `events`.
+struct Split {
+    /// Whole buckets: `bucket >= from` and `bucket < to` (bucket texts).
+    from: Option<String>,
+    to: Option<String>,
+    /// The partial ends, as `first_seen` spans (with the filter's own bounds).
+    ends: Vec<Span>,
+}
+
+/// How a time is cut into buckets.
+#[derive(Clone, Copy)]
+enum Grain {
+    Quarter,
+    Day,
+}
+
+impl Grain {
+    /// The bucket holding `t`, and whether `t` is its start.
+    fn floor(self, t: DateTime<Utc>) -> (DateTime<Utc>, bool) {
+        let day = t
+            .date_naive()
+            .and_hms_opt(0, 0, 0)
+            .unwrap_or_default()
+            .and_utc();
+        let start = match self {
+            Grain::Day => day,
+            Grain::Quarter => {
+                let minutes = (t.hour() * 60 + t.minute()) / 15 * 15;
+                day + chrono::Duration::minutes(i64::from(minutes))
+            }
+        };
+        (start, start == t)
+    }
+
+    fn next(self, t: DateTime<Utc>) -> DateTime<Utc> {
+        match self {
+            Grain::Day => t + chrono::Duration::days(1),
+            Grain::Quarter => t + chrono::Duration::minutes(15),
+        }
+    }
+
+    fn label(self, t: DateTime<Utc>) -> String {
+        match self {
+            Grain::Day => t.format("%Y-%m-%d").to_string(),
+            Grain::Quarter => t.format("%Y-%m-%dT%H:%M").to_string(),
+        }
+    }
+}
+
+fn parse(t: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(t)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+/// Cut `filter`'s time range into whole `grain` buckets and partial ends. `None` when the
+/// range cannot be cut (a time that does not read, or no whole bucket inside it).
+fn split(filter: &Filter, grain: Grain) -> Option<Split> {
+    let mut split = Split {
+        from: None,
+        to: None,
+        ends: Vec::new(),
+    };
+    let mut first_whole = None;
+    if let Some(since) = &filter.since {
+        let (start, exact) = grain.floor(parse(since)?);
+        let whole = if exact { start } else { grain.next(start) };
+        split.from = Some(grain.label(whole));
+        split.ends.push(Span {
+            from: None,
+            to: Some(super::rfc3339(whole.into())),
+        });
+        first_whole = Some(whole);
+    }
+    if let Some(until) = &filter.until {
+        let (end, _) = grain.floor(parse(until)?);
+        if first_whole.is_some_and(|w| end <= w) {
+            return None;
+        }
+        split.to = Some(grain.label(end));
+        split.ends.push(Span {
+            from: Some(super::rfc3339(end.into())),
+            to: None,
+        });
+    }
+    Some(split)
+}
+
+/// Whether the rollups can answer for `filter`'s rows (they are split by time, outcome,
+/// group and category set, and `tally` by review state for row counts only).
+fn tallied(filter: &Filter, review_split: bool) -> bool {
+    filter.client.is_none()
+        && filter.before.is_none()
+        && (review_split || !(filter.unreviewed || filter.reviewed))
+}
+
+/// Rows (events) matching `filter`, for paging and the overview's unreviewed total.
+pub(crate) fn count(store: &Store, filter: &Filter) -> Result<i64, AuditError> {
+    let split = split(filter, Grain::Quarter).filter(|_| tallied(filter, true));
+    let Some(split) = split else {
+        return count_rows(store, filter, &Span::default());
+    };
+    let column = if filter.unreviewed {
+        "unreviewed"
+    } else if filter.reviewed {
+        "events - unreviewed"
+    } else {
+        "events"
+    };
+    let mut n = 0;
+    for (set, group, sum) in tally_rows(store, filter, &split, column)? {
+        let _ = (set, group);
+        n += sum;
+    }
+    for end in &split.ends {
+        n += count_rows(store, filter, end)?;
+    }
+    Ok(n)
+}
+
+fn count_rows(store: &Store, filter: &Filter, span: &Span) -> Result<i64, AuditError> {
+    let Some(select) = select::rows(store, filter, span, None, "e.id", None)? else {
+        return Ok(0);
+    };
+    let sql = format!("SELECT count(*) FROM ({})", select.sql);
+    store
+        .conn()
+        .query_row(&sql, params_from_iter(select.values), |r| r.get(0))
+        .map_err(|e| store.wrap(e))
+}
+
+/// `(category set, group, sum of column)` per whole bucket of `split`, for the filter's
+/// group and categories, all outcomes (`count`) — grouped by set and group.
+fn tally_rows(
+    store: &Store,
+    filter: &Filter,
+    split: &Split,
+    column: &str,
+) -> Result<Vec<(String, String, i64)>, AuditError> {
+    let (clause, values) = tally_where(store, filter, split)?;
+    let Some(clause) = clause else {
+        return Ok(Vec::new());
+    };
+    let sql = format!(
+        "SELECT categories, grp, sum({column}) FROM tally WHERE {clause} GROUP BY categories, grp"
+    );
+    query_triples(store, &sql, values)
+}
+
+/// The WHERE clause on `tally` for `filter`'s group, category sets and whole buckets;
+/// `None` when no category set matches.
+fn tally_where(
+    store: &Store,
+    filter: &Filter,
+    split: &Split,
+) -> Result<(Option<String>, Vec<Value>), AuditError> {
+    let mut clauses = vec!["1".to_string()];
+    let mut values: Vec<Value> = Vec::new();
+    let mut push = |clause: &str, value: String| {
+        values.push(Value::Text(value));
+        clauses.push(clause.replace('?', &format!("?{}", values.len())));
+    };
+    if let Some(from) = &split.from {
+        push("bucket >= ?", from.clone());
+    }
+    if let Some(to) = &split.to {
+        push("bucket < ?", to.clone());
+    }
+    if let Some(group) = &filter.group {
+        push("grp = ?", group.clone());
+    }
+    if filter.category.is_some() || !filter.any_category.is_empty() {
+        let sets = select::category_sets(store, filter)?;
+        if sets.is_empty() {
+            return Ok((None, values));
+        }
+        let mut marks = Vec::new();
+        for set in sets {
+            values.push(Value::Text(set));
+            marks.push(format!("?{}", values.len()));
+        }
+        clauses.push(format!("categories IN ({})", marks.join(", ")));
+    }
+    Ok((Some(clauses.join(" AND ")), values))
+}
+
+fn query_triples(
+    store: &Store,
+    sql: &str,
+    values: Vec<Value>,
+) -> Result<Vec<(String, String, i64)>, AuditError> {
+    let err = |e| store.wrap(e);
+    let mut stmt = store.conn().prepare(sql).map_err(err)?;
+    let rows = stmt
+        .query_map(params_from_iter(values), |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
+        .map_err(err)?;
+    rows.collect::<rusqlite::Result<Vec<_>>>().map_err(err)
+}
+
+/// Blocks matching `filter`, per (UTC quarter hour or minute, category set, group): the
+/// source of every per-day and per-category count. Times are `YYYY-MM-DDTHH:MM`; a
+/// minute and its quarter hour fall on the same day in every time zone.
+pub(crate) fn blocks(store: &Store, filter: &Filter) -> Result<Vec<Blocks>, AuditError> {
+    let split = split(filter, Grain::Quarter).filter(|_| tallied(filter, false));
+    let Some(split) = split else {
+        return blocks_from_rows(store, filter, &Span::default());
+    };
+    let (clause, mut values) = tally_where(store, filter, &split)?;
+    let mut out = Vec::new();
+    if let Some(clause) = clause {
+        values.push(Value::Text("blocked".into()));
+        let sql = format!(
+            "SELECT bucket || '\u{1f}' || categories, grp, sum(blocks) FROM tally \
+             WHERE {clause} AND outcome = ?{} GROUP BY bucket, categories, grp",
+            values.len()
+        );
+        for (key, group, n) in query_triples(store, &sql, values)? {
+            let (at, categories) = key.split_once('\u{1f}').unwrap_or((&key, ""));
+            out.push(Blocks {
+                at: at.to_string(),
+                categories: categories.to_string(),
+                group,
+                n,
+            });
+        }
+    }
+    for end in &split.ends {
+        out.extend(blocks_from_rows(store, filter, end)?);
+    }
+    Ok(out)
+}
+
+fn blocks_from_rows(
+    store: &Store,
+    filter: &Filter,
+    span: &Span,
+) -> Result<Vec<Blocks>, AuditError> {
+    let columns = "substr(e.first_seen, 1, 16) || '\u{1f}' || e.categories AS k, e.grp AS g, \
+                   e.count AS n";
+    let Some(select) = select::rows(store, filter, span, Some(BLOCKED), columns, None)? else {
+        return Ok(Vec::new());
+    };
+    let sql = format!("SELECT k, g, sum(n) FROM ({}) GROUP BY k, g", select.sql);
+    Ok(query_triples(store, &sql, select.values)?
+        .into_iter()
+        .map(|(key, group, n)| {
+            let (at, categories) = key.split_once('\u{1f}').unwrap_or((&key, ""));
+            Blocks {
+                at: at.to_string(),
+                categories: categories.to_string(),
+                group,
+                n,
+            }
+        })
+        .collect())
+}
+
+/// What a top list ranks.
+#[derive(Clone, Copy)]
+pub(crate) enum Top {
+    /// Device name, or address when the device is not named.
+    Devices,
+    Names,
+}
+
+/// The `limit` devices or names with the most blocks matching `filter`, most first.
+pub(crate) fn top(
+    store: &Store,
+    filter: &Filter,
+    what: Top,
+    limit: usize,
+) -> Result<Vec<(String, i64)>, AuditError> {
+    let (table, key, expr) = match what {
+        Top::Devices => ("tally_who", "who", "coalesce(e.device, e.client_ip)"),
+        Top::Names => ("tally_name", "name", "e.name"),
+    };
+    let plain = filter.group.is_none() && filter.category.is_none();
+    let split = split(filter, Grain::Day)
+        .filter(|_| plain && filter.any_category.is_empty() && tallied(filter, false));
+    let mut totals: BTreeMap<String, i64> = BTreeMap::new();
+    let mut add_rows = |span: &Span| -> Result<(), AuditError> {
+        let columns = format!("{expr} AS k, e.count AS n");
+        let Some(select) = select::rows(store, filter, span, Some(BLOCKED), &columns, None)? else {
+            return Ok(());
+        };
+        let sql = format!("SELECT k, '', sum(n) FROM ({}) GROUP BY k", select.sql);
+        for (k, _, n) in query_triples(store, &sql, select.values)? {
+            *totals.entry(k).or_default() += n;
+        }
+        Ok(())
+    };
+    match split {
+        None => add_rows(&Span::default())?,
+        Some(split) => {
+            for end in &split.ends {
+                add_rows(end)?;
+            }
+            let mut clauses = vec!["1".to_string()];
+            let mut values = Vec::new();
+            if let Some(from) = split.from {
+                values.push(Value::Text(from));
+                clauses.push(format!("day >= ?{}", values.len()));
+            }
+            if let Some(to) = split.to {
+                values.push(Value::Text(to));
+                clauses.push(format!("day < ?{}", values.len()));
+            }
+            let sql = format!(
+                "SELECT {key}, '', sum(blocks) FROM {table} WHERE {} GROUP BY {key}",
+                clauses.join(" AND ")
+            );
+            for (k, _, n) in query_triples(store, &sql, values)? {
+                *totals.entry(k).or_default() += n;
+            }
+        }
+    }
+    let mut ranked: Vec<(String, i64)> = totals.into_iter().filter(|(_, n)| *n > 0).collect();
+    ranked.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    ranked.truncate(limit);
+    Ok(ranked)
+}
