@@ -31,6 +31,8 @@ pub mod records;
 pub mod review;
 mod select;
 pub mod store;
+#[doc(hidden)]
+pub mod synthetic;
 mod tally;
 pub mod writer;
 
@@ -118,7 +120,7 @@ impl Key {
         Key::new(client, outcome, categories, OVERFLOW_NAME)
     }
 
-    fn new(client: IpAddr, outcome: Outcome, categories: &str, name: &str) -> Key {
+    pub(crate) fn new(client: IpAddr, outcome: Outcome, categories: &str, name: &str) -> Key {
         match Key::encode(client, outcome, categories, name) {
             Some(buf) => Key(buf.to_vec()),
             None => {

@@ -199,53 +199,47 @@ pub fn each(
     filter: &Filter,
     mut f: impl FnMut(EventRow) -> Result<(), AuditError>,
 ) -> Result<(), AuditError> {
-    let mut page = filter.clone();
+    let mut next = filter.clone();
     let mut left = filter.limit;
     loop {
         let take = left.map_or(CHUNK, |l| l.min(CHUNK));
         if take == 0 {
             return Ok(());
         }
-        let ids = page_ids(store, &page, take)?;
-        for &(id, _) in &ids {
-            f(fetch(store, id)?)?;
+        let rows = page(store, &next, take)?;
+        let more = rows.len() as u32 == take;
+        next.before = rows.last().map(|r| (r.first_seen.clone(), r.id));
+        for row in rows {
+            f(row)?;
         }
-        match ids.last() {
-            Some((id, first_seen)) if ids.len() as u32 == take => {
-                page.before = Some((first_seen.clone(), *id));
-                left = left.map(|l| l - take);
-            }
-            _ => return Ok(()),
+        if !more {
+            return Ok(());
         }
+        left = left.map(|l| l - take);
     }
 }
 
-/// The `(id, first_seen)` of the next `limit` events of `filter`, newest first.
-fn page_ids(store: &Store, filter: &Filter, limit: u32) -> Result<Vec<(i64, String)>, AuditError> {
+/// The next `limit` events of `filter`, newest first: one statement, its ids from the
+/// filter's index ranges, its rows by id (each with its latest review and the previous
+/// row's hash). The rows are read before any is handed on, so no statement stays open
+/// while an export waits for its client.
+fn page(store: &Store, filter: &Filter, limit: u32) -> Result<Vec<EventRow>, AuditError> {
     let span = select::Span::default();
     let columns = "e.id AS id, e.first_seen AS first_seen";
-    let Some(select) = select::rows(store, filter, &span, None, columns, Some(limit))? else {
+    let Some(ids) = select::rows(store, filter, &span, None, columns, Some(limit))? else {
         return Ok(Vec::new());
     };
+    let sql = format!(
+        "{SELECT_EVENTS} WHERE e.id IN (SELECT id FROM ({})) \
+         ORDER BY e.first_seen DESC, e.id DESC",
+        ids.sql
+    );
     let err = |e| store.wrap(e);
-    let mut stmt = store.conn().prepare(&select.sql).map_err(err)?;
+    let mut stmt = store.conn().prepare(&sql).map_err(err)?;
     let rows = stmt
-        .query_map(params_from_iter(select.values), |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })
+        .query_map(params_from_iter(ids.values), event_from_row)
         .map_err(err)?;
     rows.collect::<rusqlite::Result<Vec<_>>>().map_err(err)
-}
-
-/// One row by id, with its latest review and the previous row's hash.
-fn fetch(store: &Store, id: i64) -> Result<EventRow, AuditError> {
-    static BY_ID: std::sync::LazyLock<String> =
-        std::sync::LazyLock::new(|| format!("{SELECT_EVENTS} WHERE e.id = ?1"));
-    store
-        .conn()
-        .prepare_cached(&BY_ID)
-        .and_then(|mut stmt| stmt.query_row([id], event_from_row))
-        .map_err(|e| store.wrap(e))
 }
 
 /// How many events match `filter` (ignoring its limit and cursor): for paging, and what

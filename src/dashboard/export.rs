@@ -4,8 +4,8 @@
 //! the rows exported, so a lead's download of a year of blocks cannot take the DNS server
 //! down with it; a client that stops reading stops the export after [`STALL`].
 //!
-//! Without a start date the export covers the last [`DEFAULT_DAYS`] days (the events page
-//! says so in its link, with the row count), and at most [`CONCURRENT`] exports run at
+//! Without a start date the export covers the [`DEFAULT_DAYS`] days up to its end date or
+//! today (the events page says so in its link, with the row count), and at most [`CONCURRENT`] exports run at
 //! once: a crowd of downloads waits its turn rather than filling the blocking pool.
 
 use std::path::PathBuf;
@@ -33,8 +33,9 @@ const CHANNEL_CHUNKS: usize = 4;
 /// How long a client may stop reading before its export is abandoned.
 pub(crate) const STALL: Duration = Duration::from_secs(30);
 
-/// The form an export runs with: `form`, from [`DEFAULT_DAYS`] ago (a date in the
-/// dashboard's zone) when it names no start; and that date when it was added.
+/// The form an export runs with: `form`, covering the [`DEFAULT_DAYS`] days up to its end
+/// date (or today, a date in the dashboard's zone) when it names no start; and that start
+/// date when it was added.
 pub(crate) fn with_default_start(
     form: &FilterForm,
     config: &Config,
@@ -44,8 +45,10 @@ pub(crate) fn with_default_start(
         return (form.clone(), None);
     }
     let tz = localtime::zone(config);
-    let today = localtime::day_of(now.into(), tz);
-    let first = today - chrono::Days::new(DEFAULT_DAYS - 1);
+    // The 30 days up to the filter's end date (inclusive), or up to today.
+    let last = chrono::NaiveDate::parse_from_str(&form.until, "%Y-%m-%d")
+        .unwrap_or_else(|_| localtime::day_of(now.into(), tz));
+    let first = last - chrono::Days::new(DEFAULT_DAYS - 1);
     let since = first.format("%Y-%m-%d").to_string();
     let form = FilterForm {
         since: since.clone(),
@@ -155,6 +158,33 @@ pub(crate) fn slots() -> Arc<tokio::sync::Semaphore> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_export_without_a_start_covers_the_30_days_up_to_its_end() {
+        let config = Config::parse(
+            "[server]\ntimezone = \"Europe/London\"\n",
+            "t.toml".as_ref(),
+        )
+        .unwrap();
+        let now = humantime::parse_rfc3339("2026-12-03T10:00:00Z").unwrap();
+        let form = |since: &str, until: &str| FilterForm {
+            since: since.into(),
+            until: until.into(),
+            ..FilterForm::default()
+        };
+        let (open, added) = with_default_start(&form("", ""), &config, now);
+        assert_eq!(
+            (open.since.as_str(), added.as_deref()),
+            ("2026-11-04", Some("2026-11-04"))
+        );
+        let (ended, _) = with_default_start(&form("", "2026-06-30"), &config, now);
+        assert_eq!(
+            (ended.since.as_str(), ended.until.as_str()),
+            ("2026-06-01", "2026-06-30")
+        );
+        let (given, added) = with_default_start(&form("2025-01-01", ""), &config, now);
+        assert_eq!((given.since.as_str(), added), ("2025-01-01", None));
+    }
 
     #[tokio::test]
     async fn a_client_that_stops_reading_stops_the_export() {
