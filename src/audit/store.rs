@@ -334,6 +334,50 @@ pub(crate) struct OpenRow {
     first: SystemTime,
 }
 
+/// The rows open in the database (their window not closed yet), by key.
+///
+/// Held by key *digest*, not by key: a school's minute of distinct names is hundreds of
+/// thousands of open rows, and a key (address, categories, name) is a heap allocation of
+/// ~100 bytes where the digest is 16 inline bytes. The digest is keyed by two random
+/// per-process SipHash keys (128 bits), so no one can make two keys share a row.
+#[derive(Default)]
+pub(crate) struct OpenRows {
+    rows: HashMap<u128, OpenRow, foldhash::fast::RandomState>,
+    keys: Digester,
+}
+
+/// Two independently, randomly keyed SipHash-1-3 hashers.
+#[derive(Default)]
+struct Digester([std::hash::RandomState; 2]);
+
+impl OpenRows {
+    /// The digest `key` is held under.
+    fn digest(&self, key: &Key) -> u128 {
+        use std::hash::BuildHasher;
+        let [a, b] = &self.keys.0;
+        (u128::from(a.hash_one(key)) << 64) | u128::from(b.hash_one(key))
+    }
+
+    fn get(&self, key: &Key) -> Option<&OpenRow> {
+        self.rows.get(&self.digest(key))
+    }
+
+    /// Rows open.
+    pub(crate) fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// Forget every row (after they were all sealed).
+    pub(crate) fn clear(&mut self) {
+        self.rows.clear();
+    }
+}
+
 /// The audit database, owned by one writer (or one CLI command) at a time.
 pub struct Store {
     conn: Connection,
@@ -512,7 +556,7 @@ impl Store {
     pub(crate) fn write_batch(
         &mut self,
         batch: &[(Key, Pending)],
-        open: &mut HashMap<Key, OpenRow>,
+        open: &mut OpenRows,
         window: Duration,
         now: SystemTime,
         seal_all: bool,
@@ -536,13 +580,14 @@ impl Store {
             .map_err(err)?;
         }
         // Seal in insertion order, so the chain follows the order events were opened.
-        let reopened: HashSet<&Key> = changes.opened.iter().map(|(k, _)| k).collect();
+        let reopened: HashSet<u128> = changes.opened.iter().map(|(k, _)| *k).collect();
         let due =
             |row: &OpenRow| seal_all || now.duration_since(row.first).unwrap_or_default() >= window;
-        let mut closing: Vec<(Key, OpenRow)> = open
+        let mut closing: Vec<(u128, OpenRow)> = open
+            .rows
             .iter()
             .filter(|(key, row)| !reopened.contains(key) && due(row))
-            .map(|(k, r)| (k.clone(), *r))
+            .map(|(k, r)| (*k, *r))
             .chain(changes.opened.iter().filter(|(_, row)| due(row)).cloned())
             .chain(changes.replaced.iter().cloned())
             .collect();
@@ -759,24 +804,24 @@ impl Retention {
 /// transaction has committed.
 #[derive(Default)]
 struct OpenChanges {
-    /// Rows inserted by the batch.
-    opened: Vec<(Key, OpenRow)>,
+    /// Rows inserted by the batch (by key digest).
+    opened: Vec<(u128, OpenRow)>,
     /// Open rows whose key got a new row because an event fell outside their window:
     /// their window has closed, so they are sealed in the same batch.
-    replaced: Vec<(Key, OpenRow)>,
+    replaced: Vec<(u128, OpenRow)>,
     /// Rows sealed by the batch, by id.
-    closed: Vec<(Key, i64)>,
+    closed: Vec<(u128, i64)>,
 }
 
 impl OpenChanges {
-    fn apply(self, open: &mut HashMap<Key, OpenRow>) {
+    fn apply(self, open: &mut OpenRows) {
         for (key, row) in self.opened {
-            open.insert(key, row);
+            open.rows.insert(key, row);
         }
         // By id: a key whose old row was sealed keeps its new one.
         for (key, id) in self.closed {
-            if open.get(&key).is_some_and(|row| row.id == id) {
-                open.remove(&key);
+            if open.rows.get(&key).is_some_and(|row| row.id == id) {
+                open.rows.remove(&key);
             }
         }
     }
@@ -785,7 +830,7 @@ impl OpenChanges {
 /// The longest `last_seen - first_seen`, in milliseconds, of the rows `order` writes:
 /// an added entry stretches its open row to its own last sighting, a new row spans its
 /// entry (which may be long: events held through a full disk keep their first time).
-fn longest_span(order: &[&(Key, Pending)], open: &HashMap<Key, OpenRow>, window: Duration) -> i64 {
+fn longest_span(order: &[&(Key, Pending)], open: &OpenRows, window: Duration) -> i64 {
     order
         .iter()
         .map(|(key, pending)| {
@@ -809,15 +854,16 @@ fn longest_span(order: &[&(Key, Pending)], open: &HashMap<Key, OpenRow>, window:
 fn write_rows(
     tx: &rusqlite::Transaction<'_>,
     order: &[&(Key, Pending)],
-    open: &HashMap<Key, OpenRow>,
+    open: &OpenRows,
     window: Duration,
 ) -> rusqlite::Result<(BatchStats, OpenChanges)> {
     let mut stats = BatchStats::default();
     let mut changes = OpenChanges::default();
     for (key, pending) in order.iter().copied() {
-        if let Some(row) = open.get(key) {
+        let key = open.digest(key);
+        if let Some(row) = open.rows.get(&key) {
             if pending.last.duration_since(row.first).unwrap_or_default() >= window {
-                changes.replaced.push((key.clone(), *row));
+                changes.replaced.push((key, *row));
             } else if add_to_row(tx, row.id, pending)? {
                 stats.updated += 1;
                 continue;
@@ -835,7 +881,7 @@ fn write_rows(
             id,
             first: pending.first,
         };
-        changes.opened.push((key.clone(), row));
+        changes.opened.push((key, row));
         stats.inserted += 1;
     }
     Ok((stats, changes))
@@ -1112,7 +1158,7 @@ mod tests {
         let path = dir.path().join("v2.sqlite");
         {
             let mut store = Store::open(&path).unwrap();
-            let mut open = HashMap::new();
+            let mut open = OpenRows::default();
             let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
             let batch: Vec<(Key, Pending)> = (0..30)
                 .map(|i| {
@@ -1226,7 +1272,7 @@ mod tests {
         ) {
             let dir = tempfile::tempdir().unwrap();
             let mut store = Store::open(&dir.path().join("a.sqlite")).unwrap();
-            let mut open = HashMap::new();
+            let mut open = OpenRows::default();
             let base = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
             for (round, names) in batches.iter().enumerate() {
                 // Each batch's sightings are later than the previous batch's.
@@ -1251,7 +1297,7 @@ mod tests {
     fn a_repeat_after_the_window_opens_a_new_row_and_seals_the_old_one() {
         let dir = tempfile::tempdir().unwrap();
         let mut store = Store::open(&dir.path().join("a.sqlite")).unwrap();
-        let mut open = HashMap::new();
+        let mut open = OpenRows::default();
         let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
         let batch = [entry("x.test", t0, 2)];
         store
@@ -1292,7 +1338,7 @@ mod tests {
     fn a_vanished_open_row_gets_a_new_row_not_a_lost_count() {
         let dir = tempfile::tempdir().unwrap();
         let mut store = Store::open(&dir.path().join("a.sqlite")).unwrap();
-        let mut open = HashMap::new();
+        let mut open = OpenRows::default();
         let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
         store
             .write_batch(&[entry("y.test", t0, 1)], &mut open, WINDOW, t0, false)

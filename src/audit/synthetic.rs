@@ -7,14 +7,14 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use super::store::{AuditError, OpenRow, Store};
+use super::store::{AuditError, OpenRows, Store};
 use super::{Event, Key, Pending};
 
 /// Writes batches of events into a new or existing log.
 #[doc(hidden)]
 pub struct SyntheticWriter {
     store: Store,
-    open: HashMap<Key, OpenRow>,
+    open: OpenRows,
     window: Duration,
 }
 
@@ -23,7 +23,7 @@ impl SyntheticWriter {
     pub fn open(path: &Path, window: Duration) -> Result<SyntheticWriter, AuditError> {
         Ok(SyntheticWriter {
             store: Store::open(path)?,
-            open: HashMap::new(),
+            open: OpenRows::default(),
             window,
         })
     }

@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
-use super::store::{AuditError, BatchStats, OpenRow, Retention, Store};
+use super::store::{AuditError, BatchStats, OpenRows, Retention, Store};
 use super::{fold_event, Key, Pending, Sink, OVERFLOW_CLIENT, OVERFLOW_NAME};
 use crate::config::AuditConfig;
 
@@ -163,6 +163,7 @@ fn run(
     stopped: mpsc::Receiver<()>,
     stats: &WriterStats,
 ) -> Result<(), AuditError> {
+    yield_to_queries();
     let mut backlog = Backlog::new(sink.max_pending(), settings.window);
     let mut wait = settings.flush_interval;
     let mut last_purge: Option<Instant> = None;
@@ -194,6 +195,29 @@ fn run(
         if last_report.0.elapsed() >= REPORT_EVERY && received != last_report.1 {
             report(&sink, stats, &backlog);
             last_report = (Instant::now(), received);
+        }
+    }
+}
+
+/// Lower this thread's priority to the least (nice 19; on Linux a thread's nice value is
+/// its own): on a two-core Pi the writer shares a core with the DNS threads, and a
+/// transaction of a few milliseconds must not delay the answers queued behind it. The
+/// kernel then runs the writer when the query path leaves time, and preempts it when a
+/// query arrives; under a sustained flood the coalescer's bound (folding, counts kept)
+/// takes the strain, not the answers.
+fn yield_to_queries() {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: plain system calls on this thread's own id; no memory is shared.
+        let failed = unsafe {
+            let tid = libc::gettid();
+            libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 19) != 0
+        };
+        if failed {
+            tracing::debug!(
+                error = %std::io::Error::last_os_error(),
+                "could not lower the audit writer's priority"
+            );
         }
     }
 }
@@ -253,7 +277,7 @@ pub(crate) fn retry_wait(flush: Duration, failures: u32) -> Duration {
 /// What the writer holds between two writes: the rows open in the database, and the
 /// events not committed yet.
 pub(crate) struct Backlog {
-    open: HashMap<Key, OpenRow>,
+    open: OpenRows,
     held: HashMap<Key, Pending>,
     max_pending: usize,
     window: Duration,
@@ -264,7 +288,7 @@ pub(crate) struct Backlog {
 impl Backlog {
     pub(crate) fn new(max_pending: usize, window: Duration) -> Backlog {
         Backlog {
-            open: HashMap::new(),
+            open: OpenRows::default(),
             held: HashMap::new(),
             max_pending: max_pending.max(1),
             window,
@@ -454,6 +478,45 @@ mod tests {
     fn intact(store: &Store) {
         let v = store.verify(None, SystemTime::now()).unwrap();
         assert!(matches!(v, Verification::Intact { .. }), "{v:?}");
+    }
+
+    /// The writer runs at the lowest priority, so the DNS threads go first on a shared core.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_writer_thread_runs_at_the_lowest_priority() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("a.sqlite")).unwrap();
+        let sink = Sink::new(10);
+        let settings = WriterSettings {
+            flush_interval: Duration::from_millis(20),
+            ..WriterSettings::from_config(&crate::config::AuditConfig::default())
+        };
+        let writer = Writer::start(store, sink, settings).unwrap();
+        let nice_of_writer = || {
+            std::fs::read_dir("/proc/self/task").ok()?.find_map(|task| {
+                let task = task.ok()?.path();
+                let comm = std::fs::read_to_string(task.join("comm")).ok()?;
+                if comm.trim() != "audit-writer" {
+                    return None;
+                }
+                // Field 19 of stat is the nice value; the name (field 2) may hold spaces,
+                // so count from its closing parenthesis.
+                let stat = std::fs::read_to_string(task.join("stat")).ok()?;
+                let after = &stat[stat.rfind(')')? + 2..];
+                after.split_whitespace().nth(16)?.parse::<i32>().ok()
+            })
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let mut nice = nice_of_writer();
+        while nice != Some(19) && std::time::Instant::now() < deadline {
+            std::thread::yield_now();
+            nice = nice_of_writer();
+        }
+        writer.stop().unwrap();
+        assert_eq!(nice, Some(19), "the writer thread's nice value");
+        // The rest of the process keeps its own.
+        let own = unsafe { libc::getpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t) };
+        assert_eq!(own, 0);
     }
 
     #[test]
