@@ -76,8 +76,10 @@
 //! searched once per suffix only when any are loaded.
 
 mod builder;
+mod layered;
 
 pub use builder::{FilterError, MatcherBuilder};
+pub use layered::Layers;
 
 use crate::lists::{parse::sha256_of, Syntax};
 use std::hash::BuildHasher;
@@ -141,6 +143,10 @@ pub(crate) struct ListPart {
     pub(crate) kind: ListKind,
     /// Entry bits of a rule of this part: its category bit, or the allow bit.
     pub(crate) bits: u64,
+    /// The list's place in the whole rule set's order, which decides which rule a
+    /// verdict names when layers ([`Layers`]) hold rules for the same name (in one
+    /// matcher, rule numbers already follow it).
+    pub(crate) rank: u32,
 }
 
 /// A stretch of consecutive rule numbers from one list part, in one syntax, on
