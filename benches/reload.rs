@@ -65,7 +65,7 @@ unsafe impl GlobalAlloc for Counting {
 static GLOBAL: Counting = Counting;
 
 const TARGET_NAMES: usize = 2_000_000;
-/// Over the overlay's limit (20,000 entries), so that the smoke run has a base too.
+/// Over the overlay's limits, so that the smoke run has a base too.
 const SMOKE_NAMES: usize = 30_000;
 const RELOADS: usize = 5;
 /// One-entry changes timed per kind and load.

@@ -4,9 +4,15 @@
 //! Building is all-or-nothing: every list is read and the matcher compiled before an
 //! `Engine` exists, so a caller either gets a complete snapshot or an error naming the
 //! file and line at fault. Reloading (swapping a new `Engine` behind an `ArcSwap`) builds
-//! a whole new one the same way and leaves the old one serving until the swap. To keep
-//! that cheap, each block list's rules go into the matcher builder as they are parsed
-//! (no list is held whole) and a reload sizes the new node table from the serving one.
+//! a whole new one the same way and leaves the old one serving until the swap.
+//!
+//! The main matcher is two layers ([`Layers`], `engine::base`): the big lists in a base,
+//! the small ones (≤ 2,000 entries: allow entries, local lists) in an overlay. A reload
+//! in which none of the base's lists changed keeps the serving snapshot's base (the same
+//! `Arc`) and reads only the small lists, the groups' own lists and the leases: a
+//! one-entry change applies in milliseconds. Otherwise both layers are built anew; to
+//! keep that cheap, a big list's rules go into the builder as they are parsed (no big
+//! list is held whole) and the new node table is sized from the serving base.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
@@ -21,7 +27,7 @@ use crate::policy::{Parts, Policy};
 
 mod base;
 
-use base::{BaseLayer, Source, SMALL_LIST_ENTRIES};
+use base::{BaseLayer, Source, OVERLAY_MAX_ENTRIES, SMALL_LIST_ENTRIES};
 
 /// Why a snapshot could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -162,6 +168,8 @@ struct PartsBuilder<'a> {
     overlay: MatcherBuilder,
     /// Reports of the lists outside the base, with their ranks.
     lists: Vec<(u32, LoadedList)>,
+    /// Entries in the overlay so far.
+    overlay_entries: u64,
 }
 
 impl<'a> PartsBuilder<'a> {
@@ -182,6 +190,7 @@ impl<'a> PartsBuilder<'a> {
                 reports: Vec::new(),
             },
             lists: Vec::with_capacity(config.lists.len() + config.allow.len()),
+            overlay_entries: 0,
         })
     }
 
@@ -194,6 +203,7 @@ impl<'a> PartsBuilder<'a> {
             overlay: MatcherBuilder::layer_over(&matcher),
             base: BaseBuild::Kept(matcher, serving.base.clone()),
             lists: Vec::with_capacity(config.lists.len() + config.allow.len()),
+            overlay_entries: 0,
         }
     }
 
@@ -237,7 +247,12 @@ impl<'a> PartsBuilder<'a> {
                 .map_err(|e| self.filter_err(e))?;
         } else if source.may_be_small() {
             let parsed = load(self.config, &source.name, &source.path, source.format)?;
-            let small = parsed.report.accepted <= SMALL_LIST_ENTRIES;
+            let entries = parsed.report.accepted;
+            let small = entries <= SMALL_LIST_ENTRIES
+                && self.overlay_entries + entries <= OVERLAY_MAX_ENTRIES;
+            if small {
+                self.overlay_entries += entries;
+            }
             let layer = match &mut self.base {
                 _ if small => &mut self.overlay,
                 BaseBuild::New { builder, .. } => builder,

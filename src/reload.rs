@@ -6,6 +6,12 @@
 //! debounced so that an editor's or a copy's several writes make one reload), or a direct
 //! call. One reload runs at a time.
 //!
+//! A reload whose big lists are unchanged (same config entries, same files by size,
+//! times and inode) keeps the serving snapshot's base layer and rebuilds only the small
+//! lists' overlay (see [`crate::engine`]): everything below (fail-closed checks,
+//! generation, metrics, the swap) still runs, in milliseconds rather than seconds.
+//! [`Reloaded::base_reused`] says which it was.
+//!
 //! Fail closed: a snapshot that fails to build (bad config, unreadable list) is rejected,
 //! and so is one in which a list *shrank suspiciously*: fewer entries than `min_ratio` of
 //! the entries it had in the snapshot serving now, or fewer than its own `min_entries`.
