@@ -18,7 +18,7 @@
 //!
 //! Then small changes (issue #13 item 5), ten of each, idle and under load: one allow
 //! entry added to the dashboard's file (as the dashboard writes it), and one name added
-//! to a small local block list (1,000 names). Each is timed from the write to the
+//! to a small local block list (300 names). Each is timed from the write to the
 //! return of `Reloader::reload`, after which the change must be in force (checked).
 //! Under load, a thread on the other core looks names up through the serving snapshot
 //! without pause, as the query path does. Baseline: the full reload's median, same run.
@@ -71,7 +71,7 @@ const RELOADS: usize = 5;
 /// One-entry changes timed per kind and load.
 const SMALL_CHANGES: usize = 10;
 /// Names of the small local list.
-const LOCAL_NAMES: usize = 1_000;
+const LOCAL_NAMES: usize = 300;
 
 fn mib(bytes: isize) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)

@@ -7,7 +7,7 @@
 //! a whole new one the same way and leaves the old one serving until the swap.
 //!
 //! The main matcher is two layers ([`Layers`], `engine::base`): the big lists in a base,
-//! the small ones (≤ 2,000 entries: allow entries, local lists) in an overlay. A reload
+//! the small ones (≤ 500 entries: allow entries, local lists) in an overlay. A reload
 //! in which none of the base's lists changed keeps the serving snapshot's base (the same
 //! `Arc`) and reads only the small lists, the groups' own lists and the leases: a
 //! one-entry change applies in milliseconds. Otherwise both layers are built anew; to

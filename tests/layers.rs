@@ -15,7 +15,7 @@ use warden::engine::Engine;
 use warden::filter::Verdict;
 use warden::reload::{ReloadError, Reloader};
 
-/// Entries in the big lists: over the overlay's limit of 2,000 per list.
+/// Entries in the big lists: over the overlay's limit of 500 per list.
 const BIG: usize = 25_000;
 
 /// A folder with a config: a big `adult` list, a small locked `ctiru` list, a big
