@@ -126,11 +126,14 @@ impl Layers {
         let Some(overlay) = &self.overlay else {
             return self.base.lookup(name, active);
         };
-        // One hashing serves both layers (same seed). When no suffix can be in the
-        // overlay (its filter says so, and it has no hashed entries), the base decides
-        // alone, at its own cost plus a bit test per suffix.
+        // One hashing serves both layers (same seed). When no suffix is in the overlay
+        // (and it has no hashed entries), the base decides alone, at its own cost plus a
+        // bit test per suffix: the overlay's table is probed only where the filter has
+        // the bit (a false one, say on `com`, would otherwise send every name under it
+        // down the slower path below).
         let suffixes = self.base.suffixes(name);
-        let in_overlay = |&(hash, _): &(u64, usize)| self.in_overlay(hash);
+        let in_overlay =
+            |&(hash, _): &(u64, usize)| self.in_overlay(hash) && overlay.find(hash).is_some();
         if overlay.hashed.is_empty() && !suffixes.iter().any(in_overlay) {
             return self.base.decide(name, &suffixes, active);
         }
