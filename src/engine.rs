@@ -153,7 +153,7 @@ type GroupDeny = (MatcherBuilder, crate::filter::CategoryId);
 /// The base layer while a snapshot is built: a new one, or the serving snapshot's.
 enum BaseBuild {
     New {
-        builder: MatcherBuilder,
+        builder: Box<MatcherBuilder>,
         sources: Vec<Source>,
         reports: Vec<(u32, LoadedList)>,
     },
@@ -185,7 +185,7 @@ impl<'a> PartsBuilder<'a> {
             config,
             overlay: builder.layer_beside(),
             base: BaseBuild::New {
-                builder,
+                builder: Box::new(builder),
                 sources: Vec::new(),
                 reports: Vec::new(),
             },
@@ -264,21 +264,21 @@ impl<'a> PartsBuilder<'a> {
                 .map_err(|e| filter_error(self.config, e))?;
             report = parsed.report;
             if !small {
-                return self.into_base(source, report);
+                return self.record_in_base(source, report);
             }
         } else {
             if let BaseBuild::Kept(..) = self.base {
                 return Ok(false);
             }
             report = self.stream_into_base(source, kind)?;
-            return self.into_base(source, report);
+            return self.record_in_base(source, report);
         }
         self.lists.push((source.rank, loaded(source, report)));
         Ok(true)
     }
 
     /// Record `source` (already read into the new base) as one of its lists.
-    fn into_base(&mut self, source: &Source, report: ListReport) -> Result<bool, EngineError> {
+    fn record_in_base(&mut self, source: &Source, report: ListReport) -> Result<bool, EngineError> {
         if let BaseBuild::New {
             sources, reports, ..
         } = &mut self.base
