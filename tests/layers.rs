@@ -1,6 +1,7 @@
 //! Reloads in two layers (issue #13 item 5): a change to a small list (the dashboard's
 //! allow entries, a short local list) keeps the serving snapshot's base layer, the very
-//! same `Arc`, and applies; a changed big list, or a new one, rebuilds it; locked
+//! same `Arc`, and applies; a changed big list, or a new one, rebuilds it; the overlay
+//! stops at its total and later small lists go to the base; locked
 //! categories win over an overlay allow entry; and a snapshot built on a kept base
 //! reports and decides exactly as one built from scratch. Through `Engine::reload` and
 //! the `Reloader` (fail-closed checks, generation counter) on lists written to a
@@ -331,4 +332,51 @@ fn a_small_reload_is_a_reload_with_its_checks() {
         .map(|c| c.name.clone())
         .collect();
     assert!(cats.contains("iwf"));
+}
+
+/// The overlay takes small lists in list order up to its total (6,000 entries): with
+/// fifteen lists of 500, the first twelve fill it and the last three go to the base. An
+/// edit of one of those rebuilds the base; an edit of one in the overlay keeps it.
+#[test]
+fn the_overlay_takes_small_lists_up_to_its_total() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = String::from(
+        "[server]\nlisten = [\"127.0.0.1:0\"]\n[audit]\nenabled = false\n[admin]\nenabled = false\n\
+         [categories.adult]\n",
+    );
+    for l in 0..15 {
+        let names: String = (0..500).map(|i| format!("l{l}n{i}.test\n")).collect();
+        std::fs::write(dir.path().join(format!("l{l}.txt")), names).unwrap();
+        config.push_str(&format!(
+            "[[lists]]\nname = \"l{l}\"\ncategory = \"adult\"\npath = \"l{l}.txt\"\n"
+        ));
+    }
+    let path = dir.path().join("warden.toml");
+    std::fs::write(&path, config).unwrap();
+    let first = Engine::load(&path).unwrap();
+    assert_eq!(
+        first.matcher.overlay().map(|o| o.stats().rules),
+        Some(6_000)
+    );
+    assert_eq!(first.matcher.base().stats().names, 1_500);
+    assert!(verdict(&first, "x.l14n499.test").starts_with("blocked adult locked=false l14 500"));
+
+    // Still 500 entries (one more would make it too big for the overlay).
+    let l0 = dir.path().join("l0.txt");
+    replace(
+        &l0,
+        &std::fs::read_to_string(&l0)
+            .unwrap()
+            .replace("l0n0.test", "new.test"),
+    );
+    let second = Engine::reload(&path, &first).unwrap();
+    assert!(Arc::ptr_eq(first.matcher.base(), second.matcher.base()));
+    assert!(verdict(&second, "new.test").starts_with("blocked adult locked=false l0 1"));
+    assert!(verdict(&second, "l0n0.test").starts_with("allowed"));
+
+    append(&dir.path().join("l13.txt"), "newer.test\n");
+    let third = Engine::reload(&path, &second).unwrap();
+    assert!(!third.base_reused);
+    assert!(verdict(&third, "newer.test").starts_with("blocked adult locked=false l13 501"));
+    assert_same_as_fresh(&third, &path);
 }
