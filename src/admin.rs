@@ -242,6 +242,7 @@ async fn reload(State(state): State<AdminState>, headers: HeaderMap) -> Response
                 "rules": done.rules,
                 "duration_ms": done.duration_ms,
                 "upstream_rebuilt": done.upstream_rebuilt,
+                "base_reused": done.base_reused,
                 "restart_needed": done.restart_needed,
             });
             (StatusCode::OK, axum::Json(body)).into_response()

@@ -16,7 +16,9 @@
 //! - [`filter`] compiles the rules of all lists into one immutable [`filter::Matcher`]:
 //!   a reversed-label trie whose nodes are keyed hashes of their label paths, in a
 //!   cache-friendly table, answering "is this name blocked for these categories, and by
-//!   which rule?" without allocating.
+//!   which rule?" without allocating. The big lists form a base matcher that reloads
+//!   share while none of them changes, the small ones an overlay rebuilt by every
+//!   reload; [`filter::Layers`] consults both with one matcher's verdicts.
 //! - [`engine`] bundles config + matcher + per-group category sets into one snapshot.
 //!   Everything a query reads lives in that snapshot; a reload builds a new one off the
 //!   query path and swaps it in atomically.

@@ -6,6 +6,12 @@
 //! debounced so that an editor's or a copy's several writes make one reload), or a direct
 //! call. One reload runs at a time.
 //!
+//! A reload whose big lists are unchanged (same config entries, same files by size,
+//! times and inode) keeps the serving snapshot's base layer and rebuilds only the small
+//! lists' overlay (see [`crate::engine`]): everything below (fail-closed checks,
+//! generation, metrics, the swap) still runs, in milliseconds rather than seconds.
+//! [`Reloaded::base_reused`] says which it was.
+//!
 //! Fail closed: a snapshot that fails to build (bad config, unreadable list) is rejected,
 //! and so is one in which a list *shrank suspiciously*: fewer entries than `min_ratio` of
 //! the entries it had in the snapshot serving now, or fewer than its own `min_entries`.
@@ -54,9 +60,10 @@ pub const DEBOUNCE: Duration = Duration::from_millis(500);
 /// Abandoned builds that may still be running before new reloads are refused.
 pub const MAX_ABANDONED: usize = 4;
 
-/// What builds a snapshot from the config at a path, given the serving snapshot's count
-/// of names: [`Engine::reload`], unless a test stands in for a stuck file system.
-pub(crate) type BuildFn = dyn Fn(&Path, usize) -> Result<Engine, EngineError> + Send + Sync;
+/// What builds a snapshot from the config at a path, given the serving snapshot (whose
+/// base layer it keeps if it can): [`Engine::reload`], unless a test stands in for a
+/// stuck file system.
+pub(crate) type BuildFn = dyn Fn(&Path, &Engine) -> Result<Engine, EngineError> + Send + Sync;
 
 /// Told of each snapshot swapped in (see [`Reloader::on_swap`]).
 pub(crate) type SwapFn = dyn Fn(&Engine) + Send + Sync;
@@ -72,6 +79,8 @@ pub struct Reloaded {
     /// `[upstream]` changed: a forwarder built from the new section serves now (its
     /// cache starts empty).
     pub upstream_rebuilt: bool,
+    /// Only the small lists were read: the big ones' layer is the previous snapshot's.
+    pub base_reused: bool,
     /// Settings whose value in the file differs from the one the process started with
     /// and that only a restart applies, named as in the file (`[server] listen`); the
     /// process keeps the old values. Empty when the file and the process agree.
@@ -199,7 +208,7 @@ impl Reloader {
     /// stand in for a list whose reads never return.
     pub fn with_builder(
         mut self,
-        build: impl Fn(&Path, usize) -> Result<Engine, EngineError> + Send + Sync + 'static,
+        build: impl Fn(&Path, &Engine) -> Result<Engine, EngineError> + Send + Sync + 'static,
     ) -> Reloader {
         self.build = Arc::new(build);
         self
@@ -278,13 +287,12 @@ impl Reloader {
         if still_running >= MAX_ABANDONED {
             return Err(ReloadError::Stuck(still_running));
         }
-        let current = self.shared.load();
+        // The build keeps the serving snapshot's base layer if none of its lists changed,
+        // and otherwise sizes the new one from it (the rule set rarely changes much).
+        let current = self.shared.load_full();
         let limit = current.config.reload.timeout;
-        // The new table is sized from the serving one (the rule set rarely changes much).
-        let names = current.matcher.stats().names as usize;
-        drop(current);
         let (build, path) = (self.build.clone(), self.config_path.clone());
-        let mut task = tokio::task::spawn_blocking(move || build(&path, names));
+        let mut task = tokio::task::spawn_blocking(move || build(&path, &current));
         match tokio::time::timeout(limit, &mut task).await {
             Ok(joined) => joined
                 .map_err(|e| ReloadError::Task(e.to_string()))?
@@ -314,6 +322,7 @@ impl Reloader {
         reason: &str,
     ) -> Reloaded {
         let rules = engine.matcher.stats().rules;
+        let base_reused = engine.base_reused;
         let restart_needed = crate::restart::needed(&self.started, &engine.config);
         let engine = Arc::new(engine);
         let upstream_rebuilt = forwarder.is_some();
@@ -340,6 +349,7 @@ impl Reloader {
             rules,
             ms,
             upstream_rebuilt,
+            base_reused,
             "reloaded the rules"
         );
         self.report_restart_needed(&restart_needed);
@@ -348,6 +358,7 @@ impl Reloader {
             rules,
             duration_ms: ms,
             upstream_rebuilt,
+            base_reused,
             restart_needed,
         }
     }

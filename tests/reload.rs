@@ -333,7 +333,7 @@ impl StuckBuilds {
 
     fn install(&self, reloader: Reloader) -> Reloader {
         let builds = self.clone();
-        reloader.with_builder(move |path, names| {
+        reloader.with_builder(move |path, serving| {
             builds.calls.fetch_add(1, Ordering::SeqCst);
             if builds.hang.load(Ordering::SeqCst) {
                 let _ = builds
@@ -342,7 +342,7 @@ impl StuckBuilds {
                     .unwrap()
                     .recv_timeout(Duration::from_secs(60));
             }
-            let built = Engine::reload(path, names);
+            let built = Engine::reload(path, serving);
             let _ = builds.done.lock().unwrap().send(());
             built
         })

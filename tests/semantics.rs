@@ -331,3 +331,171 @@ proptest! {
         }
     }
 }
+
+// ---- layers: any split of the lists between base and overlay gives the same verdicts ----
+
+/// Everything a verdict says, to compare two matchers' answers exactly.
+fn describe(v: Verdict<'_>, names: impl Fn(CategorySet) -> String) -> String {
+    let rule = |r: warden::filter::RuleRef<'_>| {
+        format!("{} {} {} {}", r.list_name(), r.line(), r.text(), r.matched)
+    };
+    match v {
+        Verdict::Allowed { exception } => format!("allowed {:?}", exception.map(rule)),
+        Verdict::Blocked(b) => format!(
+            "blocked [{}] locked={} {}",
+            names(b.categories),
+            b.locked,
+            rule(b.rule)
+        ),
+    }
+}
+
+/// Lists of one to four rules each: (rules as (name, hashed?, exception?), kind 0..=2 a
+/// category (2 locked) or 3 allow, in the overlay?).
+type LayeredList = (Vec<(String, bool, bool)>, u8, bool);
+
+fn layered_lists() -> impl Strategy<Value = Vec<LayeredList>> {
+    let rule = (
+        domain(3),
+        prop::bool::weighted(0.15),
+        prop::bool::weighted(0.1),
+    );
+    let list = (prop::collection::vec(rule, 1..4), 0u8..=3, prop::bool::ANY);
+    prop::collection::vec(list, 0..16)
+}
+
+/// The rules of one generated list, on lines 1, 2, …
+fn layered_rules(rules: &[(String, bool, bool)]) -> Vec<Rule> {
+    rules
+        .iter()
+        .enumerate()
+        .map(|(i, (name, hashed, exception))| {
+            let (target, syntax) = match (hashed, exception) {
+                (true, _) => (Target::Hash(sha256_of(name)), Syntax::Hashed),
+                (false, true) => (Target::Name(name.clone()), Syntax::AdblockException),
+                (false, false) => (Target::Name(name.clone()), Syntax::Domain),
+            };
+            Rule {
+                target,
+                syntax,
+                line: i as u32 + 1,
+            }
+        })
+        .collect()
+}
+
+fn categories(b: &mut MatcherBuilder) -> [warden::filter::CategoryId; 3] {
+    [
+        b.add_category("c0", false).unwrap(),
+        b.add_category("c1", false).unwrap(),
+        b.add_category("c2", true).unwrap(),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+    /// The lists split at random between a base and an overlay (built for that base, as
+    /// a reload that keeps the base builds it) answer every query exactly as one
+    /// matcher of all the lists: verdict, categories, locked, and the rule named (list,
+    /// line, text, matched suffix).
+    #[test]
+    fn layers_agree_with_one_matcher(
+        lists in layered_lists(),
+        queries in prop::collection::vec(domain(5), 1..20),
+        active_mask in 0u8..4,
+    ) {
+        let mut single = MatcherBuilder::new();
+        let ids = categories(&mut single);
+        let mut base = MatcherBuilder::new();
+        categories(&mut base);
+        let kind = |k: u8| match k {
+            3 => ListKind::Allow,
+            c => ListKind::Block(ids[c as usize]),
+        };
+        for (i, (rules, k, in_overlay)) in lists.iter().enumerate() {
+            if !in_overlay {
+                base.rank_next_lists(i as u32);
+                base.add_list(&format!("l{i}"), kind(*k), &layered_rules(rules)).unwrap();
+            }
+            single.add_list(&format!("l{i}"), kind(*k), &layered_rules(rules)).unwrap();
+        }
+        let base = std::sync::Arc::new(base.build().unwrap());
+        let mut overlay = MatcherBuilder::layer_over(&base);
+        for (i, (rules, k, _)) in lists.iter().enumerate().filter(|(_, l)| l.2) {
+            overlay.rank_next_lists(i as u32);
+            overlay.add_list(&format!("l{i}"), kind(*k), &layered_rules(rules)).unwrap();
+        }
+        let layers = warden::filter::Layers::new(base, overlay.build().unwrap()).unwrap();
+        let single = single.build().unwrap();
+        let active = (0..2u8)
+            .filter(|c| active_mask & (1 << c) != 0)
+            .fold(CategorySet::EMPTY, |s, c| s.with(ids[c as usize]));
+        for q in &queries {
+            let names = |s| single.category_names(s).into_owned();
+            prop_assert_eq!(
+                describe(layers.lookup(q, active), names),
+                describe(single.lookup(q, active), names),
+                "query {}", q
+            );
+        }
+        prop_assert_eq!(layers.stats().rules, single.stats().rules);
+    }
+}
+
+/// An allow entry in the overlay cannot override a locked entry in the base, nor a
+/// locked entry in the overlay an allow entry in the base; an overlay block decides over
+/// a less specific base allow.
+#[test]
+fn locked_entries_win_across_layers() {
+    let mut base = MatcherBuilder::new();
+    let [adult, _, terror] = categories(&mut base);
+    base.add_list("ctiru", ListKind::Block(terror), &[rule("bad.test", 1)])
+        .unwrap();
+    base.add_list("allow", ListKind::Allow, &[rule("x.worse.test", 1)])
+        .unwrap();
+    base.add_list("site-allow", ListKind::Allow, &[rule("site.test", 1)])
+        .unwrap();
+    let base = std::sync::Arc::new(base.build().unwrap());
+    let mut overlay = MatcherBuilder::layer_over(&base);
+    overlay
+        .add_list("dashboard", ListKind::Allow, &[rule("www.bad.test", 1)])
+        .unwrap();
+    overlay
+        .add_list("local", ListKind::Block(terror), &[rule("worse.test", 1)])
+        .unwrap();
+    overlay
+        .add_list(
+            "local-adult",
+            ListKind::Block(adult),
+            &[rule("x.site.test", 4)],
+        )
+        .unwrap();
+    let layers = warden::filter::Layers::new(base, overlay.build().unwrap()).unwrap();
+    for (name, list) in [("www.bad.test", "ctiru"), ("a.x.worse.test", "local")] {
+        let v = layers.lookup(name, CategorySet::EMPTY);
+        let b = v.block().expect("locked blocks whatever allows it");
+        assert!(b.locked, "{name}");
+        assert_eq!(b.rule.list_name(), list);
+    }
+    let v = layers.lookup("a.x.site.test", CategorySet::EMPTY.with(adult));
+    assert_eq!(v.block().map(|b| b.rule.list_name()), Some("local-adult"));
+    assert!(!layers
+        .lookup("y.site.test", CategorySet::EMPTY.with(adult))
+        .is_blocked());
+}
+
+/// An overlay built for another base (another hash seed) is refused: its entries would
+/// never be found.
+#[test]
+fn an_overlay_for_another_base_is_refused() {
+    let mut one = MatcherBuilder::new();
+    categories(&mut one);
+    let mut other = MatcherBuilder::new();
+    categories(&mut other);
+    let one = std::sync::Arc::new(one.build().unwrap());
+    let result = warden::filter::Layers::new(one, other.build().unwrap());
+    assert!(matches!(
+        result,
+        Err(warden::filter::FilterError::LayerMismatch)
+    ));
+}

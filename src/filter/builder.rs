@@ -67,6 +67,9 @@ pub enum FilterError {
     HashCollisions,
     #[error("a rule was added outside a list (call begin_list first)")]
     NoListBegun,
+    /// An overlay built for another base (other categories or hash seed).
+    #[error("the overlay was not built for this base matcher")]
+    LayerMismatch,
 }
 
 /// Share of bucket entries in use (see [`NodeTable::place`] for what it costs and why
@@ -102,6 +105,9 @@ pub struct MatcherBuilder {
     hashed: Vec<([u8; 32], u32)>,
     next_rule: u32,
     open: Option<OpenList>,
+    /// The rank given to the parts of lists added from now on (see
+    /// [`MatcherBuilder::rank_next_lists`]); by default, the part's number.
+    rank: Option<u32>,
 }
 
 impl Default for MatcherBuilder {
@@ -143,7 +149,36 @@ impl MatcherBuilder {
             hashed: Vec::new(),
             next_rule: 0,
             open: None,
+            rank: None,
         }
+    }
+
+    /// A builder for a layer consulted together with `base` (see [`super::Layers`]):
+    /// the same categories, and the same hash seed, so that one hashing of a query's
+    /// suffixes serves both layers.
+    pub fn layer_over(base: &Matcher) -> Self {
+        MatcherBuilder {
+            categories: base.categories.clone(),
+            hasher: base.hasher.clone(),
+            ..Self::default()
+        }
+    }
+
+    /// A builder for a layer consulted together with the matcher this builder will
+    /// build: its categories so far and its hash seed.
+    pub fn layer_beside(&self) -> Self {
+        MatcherBuilder {
+            categories: self.categories.clone(),
+            hasher: self.hasher.clone(),
+            ..Self::default()
+        }
+    }
+
+    /// Rank the lists added from now on at `rank` in the order of the whole rule set
+    /// (several layers): a verdict names the rule of the lowest-ranked list, as one
+    /// matcher holding every list would. Ranks must grow with the lists added.
+    pub fn rank_next_lists(&mut self, rank: u32) {
+        self.rank = Some(rank);
     }
 
     /// Define a category; `locked` ones are always active and beat every allow entry.
@@ -274,10 +309,12 @@ impl MatcherBuilder {
             ListKind::Block(id) => 1u64 << id.0,
             ListKind::Allow => ALLOW_BIT,
         };
+        let rank = self.rank.unwrap_or(u32::from(part));
         self.parts.push(ListPart {
             name: name.to_string(),
             kind,
             bits,
+            rank,
         });
         self.part_starts.push(self.next_rule);
         Ok(part)

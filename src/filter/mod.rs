@@ -76,8 +76,10 @@
 //! searched once per suffix only when any are loaded.
 
 mod builder;
+mod layered;
 
 pub use builder::{FilterError, MatcherBuilder};
+pub use layered::Layers;
 
 use crate::lists::{parse::sha256_of, Syntax};
 use std::hash::BuildHasher;
@@ -141,6 +143,10 @@ pub(crate) struct ListPart {
     pub(crate) kind: ListKind,
     /// Entry bits of a rule of this part: its category bit, or the allow bit.
     pub(crate) bits: u64,
+    /// The list's place in the whole rule set's order, which decides which rule a
+    /// verdict names when layers ([`Layers`]) hold rules for the same name (in one
+    /// matcher, rule numbers already follow it).
+    pub(crate) rank: u32,
 }
 
 /// A stretch of consecutive rule numbers from one list part, in one syntax, on
@@ -198,6 +204,10 @@ pub(crate) struct Value(pub(crate) u32);
 
 /// Most labels a name can have (253 octets: 127 one-letter labels).
 const MAX_LABELS: usize = 128;
+
+/// A query's suffixes, shortest first: the hash of each one's label path, and the byte
+/// offset where it starts in the query.
+pub(crate) type Suffixes = ArrayVec<(u64, usize), MAX_LABELS>;
 /// Rule numbers per `part_hint` entry.
 pub(crate) const PART_HINT_SHIFT: u32 = 12;
 
@@ -284,11 +294,24 @@ impl Matcher {
     /// active categories are `active`. Locked categories are added to `active` here, so no
     /// caller can switch them off. Does not allocate.
     pub fn lookup<'a>(&'a self, name: &'a str, active: CategorySet) -> Verdict<'a> {
+        let suffixes = self.suffixes(name);
+        self.decide(name, &suffixes, active)
+    }
+
+    /// [`Matcher::lookup`] once `suffixes` are `self.suffixes(name)` (or hashed with
+    /// the same seed: see [`Layers`]).
+    #[inline(always)]
+    pub(crate) fn decide<'a>(
+        &'a self,
+        name: &'a str,
+        suffixes: &Suffixes,
+        active: CategorySet,
+    ) -> Verdict<'a> {
         let active = active.union(self.locked).0 | ALLOW_BIT;
         // Suffixes come shortest first, so a later hit is always the more specific one.
         let mut decisive: Option<Hit> = None;
         let mut locked: Option<Hit> = None;
-        self.walk(name, |hit| {
+        self.walk(name, suffixes, |hit| {
             let hit = Hit {
                 bits: hit.bits & active,
                 ..hit
@@ -312,14 +335,13 @@ impl Matcher {
         }
     }
 
-    /// Report every listed suffix of `name`, shortest first, once each, combining the
-    /// node table and (when any are loaded) the hashed entries per suffix.
-    fn walk(&self, name: &str, mut report: impl FnMut(Hit)) {
+    /// Hash every suffix of `name` (and note where it starts), shortest first, and start
+    /// loading its first bucket. No table memory is read yet, so the loads run side by
+    /// side instead of one after another.
+    #[inline(always)]
+    pub(crate) fn suffixes(&self, name: &str) -> Suffixes {
         let bytes = name.as_bytes();
-        // Pass 1: hash every suffix (and note where it starts) and start loading its
-        // first bucket. No table memory is read yet, so the loads run side by side
-        // instead of one after another.
-        let mut suffixes: ArrayVec<(u64, usize), MAX_LABELS> = ArrayVec::new();
+        let mut suffixes = Suffixes::new();
         let n = self.buckets.len();
         let mut hash = ROOT_HASH;
         let mut end = bytes.len();
@@ -335,9 +357,17 @@ impl Matcher {
             }
             end = start - 1;
         }
-        // Pass 2: probe, shortest suffix first.
+        suffixes
+    }
+
+    /// Report every listed suffix of `name` (`suffixes`, from [`Matcher::suffixes`]),
+    /// shortest first, once each, combining the node table and (when any are loaded) the
+    /// hashed entries per suffix.
+    #[inline(always)]
+    fn walk(&self, name: &str, suffixes: &Suffixes, mut report: impl FnMut(Hit)) {
+        // Probe, shortest suffix first.
         let hashed = !self.hashed.is_empty();
-        for &(hash, start) in &suffixes {
+        for &(hash, start) in suffixes {
             let by_name = self.find(hash);
             let by_hash = if hashed {
                 self.hashed_value(&name[start..])
