@@ -25,6 +25,8 @@
 //! (to the same bound, folding the same way) and retries it with backoff until a commit
 //! succeeds; only then are its events counted as written ([`writer`]).
 
+pub mod checkpoint;
+pub mod purge;
 #[cfg(test)]
 mod reads_tests;
 pub mod records;
