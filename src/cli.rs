@@ -505,6 +505,9 @@ fn audit_verify(path: &Path, full: bool, out: &mut impl Write) -> Result<ExitCod
             )?;
         }
     }
+    if let Some(note) = &report.note {
+        writeln!(out, "note: {note}")?;
+    }
     Ok(if report.is_intact() {
         ExitCode::SUCCESS
     } else {

@@ -16,6 +16,9 @@
 //! - a head below a signed checkpoint's seq is rows cut off the end; a different hash
 //!   at its seq is the chain rewritten from there on. Both are reported as broken.
 //!
+//! Without its key (unreadable, or not creatable on a full disk) a verify walks from
+//! seq 1 and notes why; a checkpoint that cannot be stored is noted, not an error.
+//!
 //! By design, an incremental verify does not look at rows up to its checkpoint: an
 //! edit there whose row hash was left alone (the hash check would catch it) is only
 //! found by `--full`. Nor does it repeat the purged-too-early check for them.
@@ -76,9 +79,28 @@ pub struct Report {
     pub head: i64,
     /// The seq of the checkpoint this verify recorded, if it recorded one.
     pub recorded: Option<i64>,
+    /// Why checkpoints were not used or not recorded (no key, a full disk), if so.
+    pub note: Option<String>,
 }
 
 impl Report {
+    /// Nothing walked yet.
+    fn new(mode: Mode) -> Report {
+        Report {
+            mode,
+            from: None,
+            untrusted: Vec::new(),
+            result: Verification::Intact {
+                rows: 0,
+                purged: 0,
+                open: 0,
+            },
+            head: 0,
+            recorded: None,
+            note: None,
+        }
+    }
+
     /// The chain and the checkpoints are as they should be.
     pub fn is_intact(&self) -> bool {
         matches!(self.result, Verification::Intact { .. }) && self.untrusted.is_empty()
@@ -98,26 +120,21 @@ pub fn verify(
     policy: Option<&Retention>,
     now: SystemTime,
 ) -> Result<Report, AuditError> {
-    let key = load_key(store.path())?;
-    let all = checkpoints(store)?;
-    let (trusted, untrusted): (Vec<Checkpoint>, Vec<Checkpoint>) = all
-        .into_iter()
-        .partition(|c| c.mac == sign(&key, c.seq, &c.hash, &c.at));
+    let mut report = Report::new(mode);
+    // Without its key (unreadable, or not creatable on a full disk) no checkpoint can
+    // be trusted, but the chain can still be walked: a verify must work when it is
+    // needed most.
+    let key = load_key(store.path())
+        .map_err(|e| report.note = Some(format!("checkpoints not used: {e}")))
+        .ok();
+    let (trusted, untrusted) = match &key {
+        Some(key) => split(checkpoints(store)?, key),
+        None => (Vec::new(), Vec::new()),
+    };
+    report.untrusted = untrusted;
     // Highest seq first: a copy of an old, genuine checkpoint must not hide a cut
     // below a newer one.
     let newest = trusted.first().cloned();
-    let mut report = Report {
-        mode,
-        from: None,
-        untrusted,
-        result: Verification::Intact {
-            rows: 0,
-            purged: 0,
-            open: 0,
-        },
-        head: 0,
-        recorded: None,
-    };
     let start = match (mode, &newest) {
         (Mode::Incremental, Some(c)) => {
             // Only the forgeries above the checkpoint it trusts concern this walk.
@@ -158,11 +175,21 @@ pub fn verify(
             }
         }
     }
-    if head.seq > 0 && newest.is_none_or(|c| c.seq < head.seq) {
-        record(store, &key, &head, now)?;
-        report.recorded = Some(head.seq);
+    let Some(key) = key.filter(|_| head.seq > 0 && newest.is_none_or(|c| c.seq < head.seq)) else {
+        return Ok(report);
+    };
+    // The walk's result stands even if its checkpoint cannot be stored (a full disk).
+    match record(store, &key, &head, now) {
+        Ok(()) => report.recorded = Some(head.seq),
+        Err(e) => report.note = Some(format!("checkpoint not recorded: {e}")),
     }
     Ok(report)
+}
+
+/// The checkpoints whose MAC is good under `key`, and the others.
+fn split(all: Vec<Checkpoint>, key: &[u8; 32]) -> (Vec<Checkpoint>, Vec<Checkpoint>) {
+    all.into_iter()
+        .partition(|c| c.mac == sign(key, c.seq, &c.hash, &c.at))
 }
 
 /// Whether the chain still holds what the (trusted) checkpoint `c` signed.
@@ -484,6 +511,22 @@ mod tests {
             (intact(15), Some(15))
         );
         assert!(!report.is_intact(), "the forgery is still reported");
+    }
+
+    /// A key that cannot be read (or, on a full disk, created) costs the checkpoints,
+    /// not the verify: the chain is walked from seq 1 and the reason noted.
+    #[test]
+    fn without_its_key_verify_still_walks_the_whole_chain() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = checkpointed(&dir);
+        std::fs::remove_file(key_path(store.path())).unwrap();
+        std::fs::create_dir(key_path(store.path())).unwrap();
+        let report = run(&store, Mode::Incremental);
+        assert_eq!((report.from.clone(), report.recorded), (None, None));
+        assert_eq!(report.result, intact(15));
+        assert!(report.is_intact());
+        let note = report.note.unwrap_or_default();
+        assert!(note.contains("checkpoints not used"), "{note}");
     }
 
     /// By design an incremental verify does not look at the rows up to its checkpoint:
