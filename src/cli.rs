@@ -122,9 +122,14 @@ pub enum ExportFormat {
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
     /// Check the tamper-evidence chain: exit 0 if intact, 1 naming the first bad row.
+    /// Starts from the newest signed checkpoint (recording a new one when intact).
     Verify {
         #[command(flatten)]
         config: ConfigArg,
+        /// Walk the whole chain from seq 1, and check every checkpoint against it (finds
+        /// edits before the newest checkpoint, which the quick verify skips).
+        #[arg(long)]
+        full: bool,
     },
     /// List blocks, newest first, with their review state.
     List {
@@ -425,7 +430,7 @@ fn summary_in_zone(
 fn audit_command(command: AuditCommand) -> Result<ExitCode> {
     let mut out = std::io::stdout().lock();
     match command {
-        AuditCommand::Verify { config } => audit_verify(&config.config, &mut out),
+        AuditCommand::Verify { config, full } => audit_verify(&config.config, full, &mut out),
         AuditCommand::List {
             config,
             filter,
@@ -451,23 +456,63 @@ fn audit_command(command: AuditCommand) -> Result<ExitCode> {
     }
 }
 
-/// `warden audit verify`: exit 0 if the chain is intact, 1 naming the first bad row.
-fn audit_verify(path: &Path, out: &mut impl Write) -> Result<ExitCode> {
+/// `warden audit verify [--full]`: exit 0 if the chain (and every checkpoint it met) is
+/// intact, 1 naming the first bad row or checkpoint. Each line says which walk ran.
+fn audit_verify(path: &Path, full: bool, out: &mut impl Write) -> Result<ExitCode> {
+    use audit::checkpoint::Mode;
+    use audit::store::Verification;
     let (config, store) = open_audit(path)?;
     let policy = audit::store::Retention::from_config(&config.audit);
-    match store.verify(Some(&policy), std::time::SystemTime::now())? {
-        audit::store::Verification::Intact { rows, purged, open } => {
+    let mode = if full { Mode::Full } else { Mode::Incremental };
+    let report =
+        audit::checkpoint::verify(&store, mode, Some(&policy), std::time::SystemTime::now())?;
+    for c in &report.untrusted {
+        writeln!(
+            out,
+            "TAMPERED: checkpoint {} (seq {}, signed {}): its MAC does not match this log's \
+             key (forged or edited, or the key file was replaced); not trusted",
+            c.id, c.seq, c.at
+        )?;
+    }
+    let walk = match (&report.from, mode) {
+        (Some(c), _) => format!("incremental, from checkpoint {} at seq {}", c.id, c.seq),
+        (None, Mode::Full) => "full, from seq 1".to_string(),
+        (None, Mode::Incremental) => "full, from seq 1: no trusted checkpoint yet".to_string(),
+    };
+    match &report.result {
+        Verification::Intact { rows, purged, open } => {
             writeln!(
                 out,
-                "OK: {rows} sealed rows ({purged} purged by retention), chain intact; {open} rows still open"
+                "OK ({walk}): {rows} sealed rows checked ({purged} purged by retention), chain \
+                 intact to seq {}; {open} rows still open",
+                report.head
             )?;
-            Ok(ExitCode::SUCCESS)
+            if let Some(seq) = report.recorded {
+                writeln!(out, "checkpoint recorded at seq {seq}")?;
+            }
         }
-        audit::store::Verification::Broken { id, seq, reason } => {
-            writeln!(out, "TAMPERED: row {id} (seq {seq}): {reason}")?;
-            Ok(ExitCode::from(1))
+        Verification::Broken { id, seq, reason } => {
+            writeln!(out, "TAMPERED ({walk}): row {id} (seq {seq}): {reason}")?;
+        }
+        Verification::Checkpoint {
+            checkpoint,
+            seq,
+            reason,
+        } => {
+            writeln!(
+                out,
+                "TAMPERED ({walk}): checkpoint {checkpoint} (seq {seq}): {reason}"
+            )?;
         }
     }
+    if let Some(note) = &report.note {
+        writeln!(out, "note: {note}")?;
+    }
+    Ok(if report.is_intact() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 /// `warden audit list`: one line (or JSON object) per event, newest first.

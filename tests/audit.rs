@@ -341,7 +341,7 @@ fn sigkill_loses_nothing_committed_and_the_chain_still_verifies() {
     let out = String::from_utf8_lossy(&verify.stdout).to_string();
     assert_eq!(verify.status.code(), Some(0), "{out}");
     assert!(
-        out.contains("OK: 10 sealed rows") && out.contains("0 rows still open"),
+        out.contains("chain intact to seq 10") && out.contains("0 rows still open"),
         "{out}"
     );
 }

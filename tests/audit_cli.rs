@@ -22,6 +22,8 @@ use warden::audit::{rfc3339, Event, Outcome, Sink, Store, Writer};
 const SEC: Duration = Duration::from_secs(1);
 const HOUR: Duration = Duration::from_secs(3600);
 const DAY: Duration = Duration::from_secs(86_400);
+/// How `verify` describes its walk when the log has no checkpoint yet.
+const FIRST: &str = "full, from seq 1: no trusted checkpoint yet";
 
 // ---------------------------------------------------------------------------------------
 // Helpers
@@ -1284,7 +1286,8 @@ fn verify_passes_a_freshly_sealed_log() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(
         stdout(&out),
-        "OK: 5 sealed rows (0 purged by retention), chain intact; 0 rows still open\n"
+        "OK (full, from seq 1: no trusted checkpoint yet): 5 sealed rows checked (0 purged by \
+         retention), chain intact to seq 5; 0 rows still open\ncheckpoint recorded at seq 5\n"
     );
 }
 
@@ -1301,7 +1304,9 @@ fn verify_names_an_edited_row() {
     assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
     assert_eq!(
         stdout(&out),
-        format!("TAMPERED: row {n} (seq 3): its contents do not match its hash (edited?)\n")
+        format!(
+            "TAMPERED ({FIRST}): row {n} (seq 3): its contents do not match its hash (edited?)\n"
+        )
     );
 }
 
@@ -1317,7 +1322,8 @@ fn verify_names_the_row_after_a_deleted_one() {
     assert_eq!(
         stdout(&out),
         format!(
-            "TAMPERED: row {after} (seq 4): rows with seq 3..3 are missing before it (deleted?)\n"
+            "TAMPERED ({FIRST}): row {after} (seq 4): rows with seq 3..3 are missing before it \
+             (deleted?)\n"
         )
     );
 }
@@ -1333,7 +1339,7 @@ fn verify_detects_an_edited_count_even_on_the_newest_row() {
     let out = fx.audit(&["verify"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        stdout(&out).starts_with(&format!("TAMPERED: row {head} (seq 5): ")),
+        stdout(&out).starts_with(&format!("TAMPERED ({FIRST}): row {head} (seq 5): ")),
         "{}",
         stdout(&out)
     );
@@ -1363,7 +1369,95 @@ fn verify_catches_an_edit_whose_own_hash_was_recomputed() {
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(
         stdout(&out),
-        format!("TAMPERED: row {three} (seq 3): its contents do not match its hash (edited?)\n")
+        format!(
+            "TAMPERED ({FIRST}): row {three} (seq 3): its contents do not match its hash \
+             (edited?)\n"
+        )
+    );
+}
+
+/// `verify` starts from the newest signed checkpoint (the last intact verify's head)
+/// and says so; `verify --full` walks from seq 1, so it finds an edit before the
+/// checkpoint, which the quick verify skips by design. The checkpoints' key sits beside
+/// the database, readable by its owner only.
+#[test]
+fn verify_starts_from_its_last_checkpoint_and_full_from_seq_1() {
+    let (fx, _) = Fixture::standard();
+    assert_eq!(fx.audit(&["verify"]).status.code(), Some(0));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let key = PathBuf::from(format!("{}.checkpoint-key", fx.db.display()));
+        let mode = std::fs::metadata(&key).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let quick = "OK (incremental, from checkpoint 1 at seq 5): 0 sealed rows checked (0 purged \
+                 by retention), chain intact to seq 5; 0 rows still open\n";
+    let out = fx.audit(&["verify"]);
+    assert_eq!((out.status.code(), stdout(&out).as_str()), (Some(0), quick));
+
+    let two = fx.id_at_seq(2);
+    fx.sqlite()
+        .execute("UPDATE events SET name = 'x.test' WHERE id = ?1", [two])
+        .unwrap();
+    let out = fx.audit(&["verify"]);
+    assert_eq!(
+        (out.status.code(), stdout(&out).as_str()),
+        (Some(0), quick),
+        "before the checkpoint: not walked"
+    );
+    let out = fx.audit(&["verify", "--full"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stdout(&out),
+        format!(
+            "TAMPERED (full, from seq 1): row {two} (seq 2): its contents do not match its hash \
+             (edited?)\n"
+        )
+    );
+}
+
+/// What the chain alone could not show: its newest rows cut off. And a checkpoint
+/// nobody with the key signed is reported, not trusted.
+#[test]
+fn verify_reports_rows_cut_off_the_end_and_forged_checkpoints() {
+    let (fx, _) = Fixture::standard();
+    assert_eq!(fx.audit(&["verify"]).status.code(), Some(0));
+    fx.sqlite()
+        .execute("DELETE FROM events WHERE seq = 5", [])
+        .unwrap();
+    for (args, walk) in [
+        (&["verify"][..], "incremental, from checkpoint 1 at seq 5"),
+        (&["verify", "--full"][..], "full, from seq 1"),
+    ] {
+        let out = fx.audit(args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert_eq!(
+            stdout(&out),
+            format!(
+                "TAMPERED ({walk}): checkpoint 1 (seq 5): the chain now ends at seq 4, below \
+                 this signed head (rows cut off the end)\n"
+            )
+        );
+    }
+
+    let (fx, _) = Fixture::standard();
+    assert_eq!(fx.audit(&["verify"]).status.code(), Some(0));
+    fx.sqlite()
+        .execute(
+            "INSERT INTO checkpoints (seq, hash, at, mac) SELECT seq, hash, \
+             '2030-01-01T00:00:00.000Z', 'forged' FROM events WHERE seq = 5",
+            [],
+        )
+        .unwrap();
+    let out = fx.audit(&["verify"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert_eq!(
+        stdout(&out),
+        "TAMPERED: checkpoint 2 (seq 5, signed 2030-01-01T00:00:00.000Z): its MAC does not \
+         match this log's key (forged or edited, or the key file was replaced); not trusted\n\
+         OK (incremental, from checkpoint 1 at seq 5): 0 sealed rows checked (0 purged by \
+         retention), chain intact to seq 5; 0 rows still open\n"
     );
 }
 
@@ -1459,7 +1553,8 @@ fn retention_purges_personal_data_but_the_chain_still_verifies() {
     assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
     assert_eq!(
         stdout(&out),
-        "OK: 5 sealed rows (2 purged by retention), chain intact; 0 rows still open\n"
+        "OK (full, from seq 1: no trusted checkpoint yet): 5 sealed rows checked (2 purged by \
+         retention), chain intact to seq 5; 0 rows still open\ncheckpoint recorded at seq 5\n"
     );
 
     // Their personal data is gone from the file; seq and hash are unchanged.
@@ -1541,17 +1636,18 @@ fn retention_purges_personal_data_but_the_chain_still_verifies() {
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains(&format!("no audit event with id {id}")));
 
-    // And an edit after the purge is still caught.
+    // And an edit after the purge is still caught: by a full verify, since the row lies
+    // before the checkpoint the verify above recorded (which a quick verify starts from).
     let n = fx.id_of("new-adult.example");
     db.execute(
         "UPDATE events SET client_ip = '10.9.9.9' WHERE id = ?1",
         [n],
     )
     .unwrap();
-    let out = fx.audit(&["verify"]);
+    let out = fx.audit(&["verify", "--full"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        stdout(&out).starts_with(&format!("TAMPERED: row {n} ")),
+        stdout(&out).starts_with(&format!("TAMPERED (full, from seq 1): row {n} ")),
         "{}",
         stdout(&out)
     );

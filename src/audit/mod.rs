@@ -11,7 +11,10 @@
 //!    opens a new row.
 //! 3. A row whose window has closed is *sealed*: given the next chain position `seq` and
 //!    `hash = SHA-256(previous hash ‖ canonical row)` ([`store`]). `warden audit verify`
-//!    recomputes the chain. Rows left open by a crash are sealed at the next start.
+//!    recomputes the chain from the newest signed checkpoint ([`checkpoint`]; `--full`
+//!    from the start). Rows left open by a crash are sealed at the next start.
+//! 4. Once a day the writer starts a retention purge, which deletes the personal data of
+//!    rows past their retention in small batches, one per tick ([`purge`]).
 //!
 //! ## Nothing lost, nothing unbounded
 //! The coalescer holds at most `max_pending` distinct keys between two flushes. Past
@@ -25,10 +28,14 @@
 //! (to the same bound, folding the same way) and retries it with backoff until a commit
 //! succeeds; only then are its events counted as written ([`writer`]).
 
+pub mod checkpoint;
+pub mod purge;
 #[cfg(test)]
 mod reads_tests;
 pub mod records;
 pub mod review;
+#[cfg(test)]
+mod scale_tests;
 mod select;
 pub mod store;
 #[doc(hidden)]

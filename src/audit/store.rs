@@ -13,8 +13,10 @@
 //! and the salt but keeps the digest, so the chain still verifies across purged rows, and
 //! their public columns (still hashed) show when they were due: given the retention
 //! policy, `verify` also flags a row blanked before its time.
-//! (A chain cannot show that its newest rows were cut off; keep exports of the chain
-//! hashes for that, as `audit export` includes them.)
+//! (A chain alone cannot show that its newest rows were cut off: the signed checkpoints
+//! of `checkpoint` can, below the newest one; keep exports of the chain hashes for the
+//! rest, as `audit export` includes them.) Retention purges run in small batches along
+//! an index (`purge`).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -56,7 +58,7 @@ const GENESIS: &str = "000000000000000000000000000000000000000000000000000000000
 
 /// The layout version, kept in SQLite's `user_version`. Bump it when the schema changes,
 /// and add the step from the previous version to [`MIGRATIONS`].
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 
 const SCHEMA: &str = r#"
 CREATE TABLE events (
@@ -270,6 +272,33 @@ CREATE TRIGGER reviews_mark AFTER INSERT ON reviews BEGIN
 END;
 "#;
 
+/// Version 4: retention and verify that scale to a year of a big school's blocks
+/// (issue #13).
+///
+/// - `checkpoints`: the heads a `verify` found intact, each signed with an HMAC under a
+///   key kept beside the database (see `checkpoint`), so the next `verify` can start
+///   there instead of at seq 1, and a chain cut short below a signed head is caught.
+///   Append-only, like the reviews; `checkpoints_seq` finds the highest signed head.
+/// - `signins_at`: sign-ins are purged by time, in small batches, along this index.
+///
+/// The events' purge needs no new index: it range-scans `events_categories` (v3) once
+/// per category set in `category_sets` (v3, filled by `events_tally_i`).
+const SCHEMA_V4: &str = r#"
+CREATE TABLE checkpoints (
+    id    INTEGER PRIMARY KEY,
+    seq   INTEGER NOT NULL,
+    hash  TEXT NOT NULL,
+    at    TEXT NOT NULL,
+    mac   TEXT NOT NULL
+);
+CREATE INDEX checkpoints_seq ON checkpoints(seq);
+CREATE TRIGGER checkpoints_append_only_u BEFORE UPDATE ON checkpoints
+    BEGIN SELECT RAISE(ABORT, 'checkpoints are append-only'); END;
+CREATE TRIGGER checkpoints_append_only_d BEFORE DELETE ON checkpoints
+    BEGIN SELECT RAISE(ABORT, 'checkpoints are append-only'); END;
+CREATE INDEX signins_at ON signins(at);
+"#;
+
 /// `QUARTER(t)` in [`SCHEMA_V3`]: the RFC 3339 time `t` floored to its UTC quarter hour,
 /// `2026-07-01T20:30`. Spelled out in SQL (SQLite has no such function, and a function
 /// registered from Rust would make the file unreadable to other SQLite tools' triggers).
@@ -298,12 +327,16 @@ pub(crate) fn expand_quarter(sql: &str) -> String {
 }
 
 /// `(from version, SQL)`: the step that takes a log from `from` to `from + 1`.
-fn migrations() -> [(i64, String); 2] {
-    [(1, SCHEMA_V2.to_string()), (2, schema_v3())]
+fn migrations() -> [(i64, String); 3] {
+    [
+        (1, SCHEMA_V2.to_string()),
+        (2, schema_v3()),
+        (3, SCHEMA_V4.to_string()),
+    ]
 }
 
 /// The personal columns, digested (with the row's salt) into the canonical form.
-const PERSONAL_COLUMNS: &str = "salt, client_ip, device, name, cname";
+pub(crate) const PERSONAL_COLUMNS: &str = "salt, client_ip, device, name, cname";
 /// The public columns of the canonical form, after `seq` and the personal digest.
 const PUBLIC_COLUMNS: &str = "first_seen, last_seen, count, grp, qtype, categories, locked, \
      list, line, rule, response, outcome";
@@ -315,8 +348,52 @@ const CHAIN_SELECT: &str = "purged, personal, salt, client_ip, device, name, cna
 /// Result of walking the chain.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verification {
+    /// Every row walked fits: `rows` sealed rows walked (`purged` of them purged by
+    /// retention), and `open` rows not sealed yet.
     Intact { rows: u64, purged: u64, open: u64 },
+    /// Row `id`, at chain position `seq`, does not fit.
     Broken { id: i64, seq: i64, reason: String },
+    /// The chain no longer holds what signed checkpoint `checkpoint` vouched for at
+    /// `seq` (rows cut off the end, or the chain rewritten from there on).
+    Checkpoint {
+        checkpoint: i64,
+        seq: i64,
+        reason: String,
+    },
+}
+
+/// A position on the chain: the row at `seq` has hash `hash` (seq 0 and 64 zeros
+/// before the first row).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainPoint {
+    pub seq: i64,
+    pub hash: String,
+}
+
+impl ChainPoint {
+    /// Before the first row.
+    pub(crate) fn genesis() -> ChainPoint {
+        ChainPoint {
+            seq: 0,
+            hash: GENESIS.to_string(),
+        }
+    }
+}
+
+/// What [`Store::walk`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Walk {
+    /// Every row walked fits; `head` is the last one (the start if there were none).
+    Intact {
+        head: ChainPoint,
+        rows: u64,
+        purged: u64,
+    },
+    Broken {
+        id: i64,
+        seq: i64,
+        reason: String,
+    },
 }
 
 /// Counts from one batch write.
@@ -427,8 +504,8 @@ impl Store {
                 if tables == 0 {
                     // One transaction: a crash cannot leave tables without their version.
                     c.execute_batch(&format!(
-                        "BEGIN; {SCHEMA} {SCHEMA_V2} {} PRAGMA user_version = {SCHEMA_VERSION}; \
-                         COMMIT;",
+                        "BEGIN; {SCHEMA} {SCHEMA_V2} {} {SCHEMA_V4} \
+                         PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;",
                         schema_v3()
                     ))?;
                     return Ok((tables, SCHEMA_VERSION));
@@ -491,6 +568,11 @@ impl Store {
     #[cfg(test)]
     pub(crate) fn conn_mut(&mut self) -> &mut Connection {
         &mut self.conn
+    }
+
+    /// A transaction on the store's connection (for the purge's batches).
+    pub(crate) fn transaction(&mut self) -> rusqlite::Result<rusqlite::Transaction<'_>> {
+        self.conn.transaction()
     }
 
     fn sql<T>(
@@ -635,34 +717,67 @@ impl Store {
 
     /// Walk the whole chain and report the first row that does not fit. With a
     /// retention `policy`, also report a purged row whose retention had not run out.
+    /// (`checkpoint::verify` adds the signed checkpoints: a walk from the newest one,
+    /// and cut-off tails.)
     pub fn verify(
         &self,
         policy: Option<&Retention>,
         now: SystemTime,
     ) -> Result<Verification, AuditError> {
+        Ok(match self.walk(&ChainPoint::genesis(), policy, now)? {
+            Walk::Intact { rows, purged, .. } => Verification::Intact {
+                rows,
+                purged,
+                open: self.open_rows()?,
+            },
+            Walk::Broken { id, seq, reason } => Verification::Broken { id, seq, reason },
+        })
+    }
+
+    /// Rows not sealed into the chain yet (their window is still open).
+    pub(crate) fn open_rows(&self) -> Result<u64, AuditError> {
+        let open: i64 = self
+            .conn
+            .query_row("SELECT count(*) FROM events WHERE seq IS NULL", [], |r| {
+                r.get(0)
+            })
+            .map_err(|e| self.wrap(e))?;
+        Ok(open as u64)
+    }
+
+    /// Walk the chain from the row after `from` to the head, checking that each row's
+    /// seq follows, its hash chains to the previous one, and (given a `policy`) that a
+    /// purged row was due. Reads along the `seq` index, one row at a time.
+    pub(crate) fn walk(
+        &self,
+        from: &ChainPoint,
+        policy: Option<&Retention>,
+        now: SystemTime,
+    ) -> Result<Walk, AuditError> {
         let err = |source| self.wrap(source);
         let mut stmt = self
             .conn
             .prepare(&format!(
-                "SELECT id, hash, {CHAIN_SELECT} FROM events WHERE seq IS NOT NULL ORDER BY seq"
+                "SELECT id, hash, {CHAIN_SELECT} FROM events WHERE seq > ?1 ORDER BY seq"
             ))
             .map_err(err)?;
-        let mut rows = stmt.query([]).map_err(err)?;
-        let (mut prev_hash, mut expected_seq) = (GENESIS.to_string(), 1i64);
+        let mut rows = stmt.query([from.seq]).map_err(err)?;
+        let mut head = from.clone();
         let (mut count, mut purged) = (0u64, 0u64);
         while let Some(row) = rows.next().map_err(err)? {
             let id: i64 = row.get(0).map_err(err)?;
             let stored: Option<String> = row.get(1).map_err(err)?;
             let seq: i64 = row.get(9).map_err(err)?;
-            let broken = |reason: String| Ok(Verification::Broken { id, seq, reason });
-            if seq != expected_seq {
+            let broken = |reason: String| Ok(Walk::Broken { id, seq, reason });
+            if seq != head.seq + 1 {
                 return broken(format!(
-                    "rows with seq {expected_seq}..{} are missing before it (deleted?)",
+                    "rows with seq {}..{} are missing before it (deleted?)",
+                    head.seq + 1,
                     seq - 1
                 ));
             }
             let canonical = canonical_from_row(row, 2).map_err(err)?;
-            if stored.as_deref() != Some(chain_hash(&prev_hash, &canonical).as_str()) {
+            if stored.as_deref() != Some(chain_hash(&head.hash, &canonical).as_str()) {
                 return broken("its contents do not match its hash (edited?)".to_string());
             }
             if row.get::<_, bool>(2).map_err(err)? {
@@ -679,75 +794,17 @@ impl Store {
                     }
                 }
             }
-            prev_hash = stored.unwrap_or_default();
-            expected_seq += 1;
+            head = ChainPoint {
+                seq,
+                hash: stored.unwrap_or_default(),
+            };
             count += 1;
         }
-        let open: i64 = self
-            .conn
-            .query_row("SELECT count(*) FROM events WHERE seq IS NULL", [], |r| {
-                r.get(0)
-            })
-            .map_err(err)?;
-        Ok(Verification::Intact {
+        Ok(Walk::Intact {
+            head,
             rows: count,
             purged,
-            open: open as u64,
         })
-    }
-
-    /// Delete the personal data (client, device, name, CNAME, salt) of sealed rows past
-    /// their retention, keeping the personal digest and the public columns so the chain
-    /// still verifies. Returns how many rows were purged.
-    pub fn purge(&mut self, now: SystemTime, policy: &Retention) -> Result<u64, AuditError> {
-        let horizon = rfc3339(policy.earliest_expiry(now));
-        let path = self.path.clone();
-        let err = |source| AuditError::Sqlite {
-            path: path.clone(),
-            source,
-        };
-        let tx = self.conn.transaction().map_err(err)?;
-        let candidates: Vec<(i64, String, String)> = {
-            let mut stmt = tx
-                .prepare(
-                    "SELECT id, last_seen, categories FROM events \
-                     WHERE seq IS NOT NULL AND purged = 0 AND last_seen < ?1",
-                )
-                .map_err(err)?;
-            let rows = stmt
-                .query_map([&horizon], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-                .map_err(err)?;
-            rows.collect::<rusqlite::Result<_>>().map_err(err)?
-        };
-        let mut purged = 0;
-        for (id, last_seen, categories) in candidates {
-            if last_seen >= rfc3339(policy.expiry(&categories, now)) {
-                continue;
-            }
-            let digest: String = tx
-                .query_row(
-                    &format!("SELECT {PERSONAL_COLUMNS} FROM events WHERE id = ?1"),
-                    [id],
-                    |row| personal_digest(row, 0),
-                )
-                .map_err(err)?;
-            tx.execute(
-                "UPDATE events SET purged = 1, personal = ?2, salt = NULL, client_ip = '', \
-                 device = NULL, name = '', cname = NULL WHERE id = ?1",
-                params![id, digest],
-            )
-            .map_err(err)?;
-            purged += 1;
-        }
-        // Sign-in records hold staff members' addresses: kept as long as the default
-        // retention, then deleted (they are not part of the chain).
-        tx.execute(
-            "DELETE FROM signins WHERE at < ?1",
-            [rfc3339(policy.expiry("", now))],
-        )
-        .map_err(err)?;
-        tx.commit().map_err(err)?;
-        Ok(purged)
     }
 }
 
@@ -785,18 +842,6 @@ impl Retention {
     /// Rows of `categories` last seen before this are due for purging.
     pub(crate) fn expiry(&self, categories: &str, now: SystemTime) -> SystemTime {
         super::before(now, Duration::from_secs(86_400) * self.days(categories))
-    }
-
-    /// No row is due unless last seen before this.
-    fn earliest_expiry(&self, now: SystemTime) -> SystemTime {
-        let shortest = self
-            .by_category
-            .values()
-            .copied()
-            .chain([self.default_days])
-            .min()
-            .unwrap_or(self.default_days);
-        super::before(now, Duration::from_secs(86_400) * shortest)
     }
 }
 
@@ -979,7 +1024,7 @@ fn join_columns(
 
 /// `hex(SHA-256(salt ‖ client ‖ device ‖ name ‖ cname))` from the [`PERSONAL_COLUMNS`]
 /// starting at column `first`.
-fn personal_digest(row: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<String> {
+pub(crate) fn personal_digest(row: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<String> {
     let personal = join_columns(row, first..first + PERSONAL_COLUMNS.split(',').count())?;
     Ok(hex::encode(Sha256::digest(personal.as_bytes())))
 }
@@ -1045,7 +1090,8 @@ fn create_private(path: &Path) -> std::io::Result<()> {
     options.open(path).map(|_| ())
 }
 
-fn restrict(path: &Path) -> std::io::Result<()> {
+/// Make `path` readable and writable by its owner only.
+pub(crate) fn restrict(path: &Path) -> std::io::Result<()> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -1179,7 +1225,9 @@ mod tests {
                 [],
             )
             .unwrap();
-            // Back to version 2: what the rows held before this version existed.
+            // Back to version 2: what the rows held before versions 3 and 4 existed.
+            c.execute_batch(&format!("{V4_UNDO} PRAGMA user_version = 3;"))
+                .unwrap();
             c.execute_batch(
                 "DROP TABLE tally; DROP TABLE tally_who; DROP TABLE tally_name; \
                  DROP TABLE category_sets; DROP TABLE audit_meta; \
@@ -1219,6 +1267,88 @@ mod tests {
             store.verify(None, SystemTime::now()).unwrap(),
             Verification::Intact { rows: 30, .. }
         ));
+        drop(store);
+        assert!(Store::open(&path).is_ok(), "a migrated log opens again");
+    }
+
+    /// Takes a version 4 log back to version 3 (the schema of commit e7dcc2f).
+    const V4_UNDO: &str = "DROP TABLE checkpoints; DROP INDEX signins_at;";
+
+    /// A version 3 log (rows sealed, one purged, a sign-in) gets the checkpoints and
+    /// the sign-ins' index in place: its rows and chain are untouched, it verifies, and
+    /// its first verify records a checkpoint.
+    #[test]
+    fn a_version_3_log_is_migrated_in_place_keeps_its_rows_and_verifies() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v3.sqlite");
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let before: Vec<(i64, String)> = {
+            let mut store = Store::open(&path).unwrap();
+            let batch: Vec<(Key, Pending)> = (0..20)
+                .map(|i| entry(&format!("m{i}.test"), t0 + Duration::from_secs(i * 90), 1))
+                .collect();
+            store
+                .write_batch(&batch, &mut OpenRows::default(), WINDOW, t0, true)
+                .unwrap();
+            let policy = Retention {
+                default_days: 1,
+                by_category: BTreeMap::new(),
+            };
+            // One day after the first rows: the first 2 rows (0 s, 90 s) are due.
+            let now = t0 + Duration::from_secs(86_400 + 100);
+            assert_eq!(store.purge(now, &policy).unwrap(), 2);
+            store
+                .conn()
+                .execute_batch(&format!(
+                    "INSERT INTO signins (at, user, client_ip, result) \
+                     VALUES ('2026-01-01T00:00:00Z', 'lead', '10.0.0.1', 'ok'); \
+                     {V4_UNDO} PRAGMA user_version = 3;"
+                ))
+                .unwrap();
+            column(&store, "SELECT seq FROM events ORDER BY seq")
+                .into_iter()
+                .zip(column::<String>(
+                    &store,
+                    "SELECT hash FROM events ORDER BY seq",
+                ))
+                .collect()
+        };
+        let store = Store::open(&path).unwrap();
+        let c = store.conn();
+        let version: i64 = c
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        let after: Vec<(i64, String)> = column(&store, "SELECT seq FROM events ORDER BY seq")
+            .into_iter()
+            .zip(column::<String>(
+                &store,
+                "SELECT hash FROM events ORDER BY seq",
+            ))
+            .collect();
+        assert_eq!(after, before, "every row and hash kept");
+        assert_eq!(column::<i64>(&store, "SELECT count(*) FROM signins"), [1]);
+        assert_eq!(
+            column::<i64>(&store, "SELECT count(*) FROM events WHERE purged = 1"),
+            [2]
+        );
+        let report = crate::audit::checkpoint::verify(
+            &store,
+            crate::audit::checkpoint::Mode::Incremental,
+            None,
+            t0,
+        )
+        .unwrap();
+        assert!(report.is_intact(), "{report:?}");
+        assert_eq!(
+            report.result,
+            Verification::Intact {
+                rows: 20,
+                purged: 2,
+                open: 0
+            }
+        );
+        assert_eq!(report.recorded, Some(20));
         drop(store);
         assert!(Store::open(&path).is_ok(), "a migrated log opens again");
     }

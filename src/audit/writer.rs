@@ -1,6 +1,8 @@
 //! The audit writer: a dedicated thread that owns the database connection (SQLite is
 //! blocking I/O, kept off the async runtime), drains the query path's [`Sink`] at least
-//! once per `flush_interval`, seals rows whose window has closed, and purges daily.
+//! once per `flush_interval`, seals rows whose window has closed, and purges daily:
+//! one small purge transaction per tick after the write, until nothing is due
+//! ([`super::purge`]), so a large purge never holds up the flushes.
 //!
 //! ## A full or failing disk
 //! An event counts as written only once the transaction holding it has committed. A
@@ -25,6 +27,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
+use super::purge::{PurgeRun, PURGE_BATCH};
 use super::store::{AuditError, BatchStats, OpenRows, Retention, Store};
 use super::{fold_event, Key, Pending, Sink, OVERFLOW_CLIENT, OVERFLOW_NAME};
 use crate::config::AuditConfig;
@@ -166,7 +169,7 @@ fn run(
     yield_to_queries();
     let mut backlog = Backlog::new(sink.max_pending(), settings.window);
     let mut wait = settings.flush_interval;
-    let mut last_purge: Option<Instant> = None;
+    let mut purger = Purger::default();
     let mut last_report = (Instant::now(), 0u64);
     loop {
         if let Ok(()) | Err(RecvTimeoutError::Disconnected) = stopped.recv_timeout(wait) {
@@ -187,10 +190,7 @@ fn run(
                 wait
             }
         };
-        if last_purge.is_none_or(|t| t.elapsed() >= PURGE_EVERY) {
-            last_purge = Some(Instant::now());
-            purge(&mut store, &settings, stats);
-        }
+        purger.tick(&mut store, &settings, stats);
         let received = sink.received();
         if last_report.0.elapsed() >= REPORT_EVERY && received != last_report.1 {
             report(&sink, stats, &backlog);
@@ -252,16 +252,56 @@ fn finish(
     }
 }
 
-/// The daily retention purge (a failure is logged and retried the next day).
-fn purge(store: &mut Store, settings: &WriterSettings, stats: &WriterStats) {
-    match store.purge(SystemTime::now(), &settings.retention()) {
-        Ok(n) => {
-            stats.purged.fetch_add(n, Ordering::Relaxed);
-            if n > 0 {
-                tracing::info!(rows = n, "purged audit rows past their retention");
+/// The daily retention purge, spread over the writer's ticks: one transaction of at
+/// most [`PURGE_BATCH`] rows per tick, after the tick's write, until nothing is due. A
+/// failure is logged and the purge retried the next day.
+#[derive(Default)]
+struct Purger {
+    /// When the last run started.
+    started: Option<Instant>,
+    run: Option<PurgeRun>,
+    /// Events purged by the current run.
+    purged: u64,
+}
+
+impl Purger {
+    fn tick(&mut self, store: &mut Store, settings: &WriterSettings, stats: &WriterStats) {
+        if self.run.is_none() {
+            if self.started.is_some_and(|t| t.elapsed() < PURGE_EVERY) {
+                return;
+            }
+            self.started = Some(Instant::now());
+            self.purged = 0;
+            match store.start_purge() {
+                Ok(run) => self.run = Some(run),
+                Err(error) => {
+                    tracing::error!(%error, "audit retention purge failed");
+                    return;
+                }
             }
         }
-        Err(error) => tracing::error!(%error, "audit retention purge failed"),
+        let Some(run) = self.run.as_mut() else {
+            return;
+        };
+        match store.purge_step(run, SystemTime::now(), &settings.retention(), PURGE_BATCH) {
+            Ok(step) => {
+                stats.purged.fetch_add(step.purged, Ordering::Relaxed);
+                self.purged += step.purged;
+                if step.done {
+                    self.run = None;
+                    if self.purged > 0 {
+                        tracing::info!(
+                            rows = self.purged,
+                            "purged audit rows past their retention"
+                        );
+                    }
+                }
+            }
+            Err(error) => {
+                self.run = None;
+                tracing::error!(%error, "audit retention purge failed");
+            }
+        }
     }
 }
 
@@ -736,5 +776,51 @@ mod tests {
                 prop_assert_eq!(key, &expected, "each entry sits under its own key");
             }
         }
+    }
+
+    /// The daily purge is spread over the writer's ticks: each tick (after its write)
+    /// purges at most one batch, in its own transaction, until nothing is due; the next
+    /// run starts a day later.
+    #[test]
+    fn the_daily_purge_takes_one_batch_per_tick_until_done() {
+        use crate::audit::purge::tests::{row, write_sealed};
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("a.sqlite")).unwrap();
+        // Due for years: first seen in 2020, kept for a day.
+        let total = 2 * PURGE_BATCH + 10;
+        let old = SystemTime::UNIX_EPOCH + Duration::from_secs(1_600_000_000);
+        let rows: Vec<(Key, Pending)> = (0..total)
+            .map(|i| {
+                let t = old + Duration::from_secs(i as u64);
+                row(&format!("n{i}.test"), "adult", t, t)
+            })
+            .collect();
+        write_sealed(&mut store, &rows);
+        let settings = WriterSettings {
+            window: Duration::from_secs(60),
+            flush_interval: Duration::from_millis(50),
+            retention_days: 1,
+            retention_by_category: BTreeMap::new(),
+        };
+        let stats = WriterStats::default();
+        let mut purger = Purger::default();
+        let purged = |stats: &WriterStats| stats.purged.load(Ordering::Relaxed) as usize;
+        purger.tick(&mut store, &settings, &stats);
+        assert_eq!(purged(&stats), PURGE_BATCH);
+        assert!(purger.run.is_some(), "more is due: the run goes on");
+        purger.tick(&mut store, &settings, &stats);
+        assert_eq!(purged(&stats), 2 * PURGE_BATCH);
+        purger.tick(&mut store, &settings, &stats);
+        assert_eq!(purged(&stats), total);
+        assert!(purger.run.is_none(), "nothing left: the run is over");
+        purger.tick(&mut store, &settings, &stats);
+        assert!(purger.run.is_none(), "the next run starts a day later");
+        let n: i64 = store
+            .conn()
+            .query_row("SELECT count(*) FROM events WHERE purged = 1", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(n as usize, total);
     }
 }
