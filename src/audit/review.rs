@@ -372,7 +372,7 @@ fn counts(store: &Store, filter: &Filter) -> Result<Summary, AuditError> {
         BTreeMap::<String, i64>::new(),
         BTreeMap::<String, i64>::new(),
     );
-    for b in tally::blocks(store, filter)? {
+    for b in tally::day_blocks(store, filter)? {
         total += b.n;
         // A row with several categories counts once under each of them.
         for c in b.categories.split(',').filter(|c| !c.is_empty()) {

@@ -58,7 +58,7 @@ const GENESIS: &str = "000000000000000000000000000000000000000000000000000000000
 
 /// The layout version, kept in SQLite's `user_version`. Bump it when the schema changes,
 /// and add the step from the previous version to [`MIGRATIONS`].
-const SCHEMA_VERSION: i64 = 4;
+const SCHEMA_VERSION: i64 = 5;
 
 const SCHEMA: &str = r#"
 CREATE TABLE events (
@@ -157,7 +157,7 @@ CREATE TRIGGER IF NOT EXISTS allow_changes_append_only_d BEFORE DELETE ON allow_
 ///   few reviewed ones.
 /// - `tally` counts blocks, rows and unreviewed rows per UTC quarter hour (every time
 ///   zone's offset is whole quarter hours, so local days are exact), outcome, group and
-///   category set; `tally_who` and `tally_name` count blocks per UTC day per device and
+///   category set (version 5 adds `tally_day`, the same per UTC day); `tally_who` and `tally_name` count blocks per UTC day per device and
 ///   per name, for the top lists. Counts over whole buckets come from them, and only the
 ///   partial buckets at a range's ends are counted from `events`.
 /// - `audit_meta` keeps the longest `last_seen - first_seen` of any row (`max_span_ms`),
@@ -299,6 +299,104 @@ CREATE TRIGGER checkpoints_append_only_d BEFORE DELETE ON checkpoints
 CREATE INDEX signins_at ON signins(at);
 "#;
 
+/// Version 5: a per-day rollup beside the quarter-hour one, for counts over long ranges
+/// (a year is ~10,000 rows of `tally_day` against ~1M of `tally`): the events page's total
+/// and the overview's unreviewed count read it. Its triggers replace v3's, each adding
+/// the day's twin of the quarter hour's statement.
+const SCHEMA_V5: &str = r#"
+CREATE TABLE tally_day (
+    bucket      TEXT NOT NULL,
+    outcome     TEXT NOT NULL,
+    grp         TEXT NOT NULL,
+    categories  TEXT NOT NULL,
+    blocks      INTEGER NOT NULL,
+    events      INTEGER NOT NULL,
+    unreviewed  INTEGER NOT NULL,
+    PRIMARY KEY (bucket, outcome, grp, categories)
+) WITHOUT ROWID;
+INSERT INTO tally_day SELECT substr(first_seen, 1, 10), outcome, grp, categories, sum(count),
+    count(*), sum(reviewed = 0) FROM events WHERE purged = 0 GROUP BY 1, 2, 3, 4;
+DROP TRIGGER IF EXISTS events_tally_i;
+DROP TRIGGER IF EXISTS events_tally_count;
+DROP TRIGGER IF EXISTS events_tally_reviewed;
+DROP TRIGGER IF EXISTS events_tally_gone;
+DROP TRIGGER IF EXISTS events_tally_d;
+CREATE TRIGGER events_tally_i AFTER INSERT ON events WHEN NEW.purged = 0 BEGIN
+    INSERT OR IGNORE INTO category_sets VALUES (NEW.categories);
+    INSERT INTO tally VALUES (QUARTER(NEW.first_seen), NEW.outcome, NEW.grp, NEW.categories,
+        NEW.count, 1, NEW.reviewed = 0)
+        ON CONFLICT DO UPDATE SET blocks = blocks + excluded.blocks, events = events + 1,
+        unreviewed = unreviewed + excluded.unreviewed;
+    INSERT INTO tally_day VALUES (substr(NEW.first_seen, 1, 10), NEW.outcome, NEW.grp, NEW.categories,
+        NEW.count, 1, NEW.reviewed = 0)
+        ON CONFLICT DO UPDATE SET blocks = blocks + excluded.blocks, events = events + 1,
+        unreviewed = unreviewed + excluded.unreviewed;
+    INSERT INTO tally_who SELECT substr(NEW.first_seen, 1, 10),
+        coalesce(NEW.device, NEW.client_ip), NEW.count WHERE NEW.outcome = 'blocked'
+        ON CONFLICT DO UPDATE SET blocks = blocks + excluded.blocks;
+    INSERT INTO tally_name SELECT substr(NEW.first_seen, 1, 10), NEW.name, NEW.count
+        WHERE NEW.outcome = 'blocked'
+        ON CONFLICT DO UPDATE SET blocks = blocks + excluded.blocks;
+END;
+CREATE TRIGGER events_tally_count AFTER UPDATE OF count ON events
+    WHEN NEW.purged = 0 AND OLD.purged = 0 AND NEW.count != OLD.count BEGIN
+    UPDATE tally SET blocks = blocks + NEW.count - OLD.count
+        WHERE bucket = QUARTER(OLD.first_seen) AND outcome = OLD.outcome AND grp = OLD.grp
+        AND categories = OLD.categories;
+    UPDATE tally_day SET blocks = blocks + NEW.count - OLD.count
+        WHERE bucket = substr(OLD.first_seen, 1, 10) AND outcome = OLD.outcome AND grp = OLD.grp
+        AND categories = OLD.categories;
+    UPDATE tally_who SET blocks = blocks + NEW.count - OLD.count
+        WHERE OLD.outcome = 'blocked' AND day = substr(OLD.first_seen, 1, 10)
+        AND who = coalesce(OLD.device, OLD.client_ip);
+    UPDATE tally_name SET blocks = blocks + NEW.count - OLD.count
+        WHERE OLD.outcome = 'blocked' AND day = substr(OLD.first_seen, 1, 10)
+        AND name = OLD.name;
+END;
+CREATE TRIGGER events_tally_reviewed AFTER UPDATE OF reviewed ON events
+    WHEN NEW.purged = 0 AND OLD.purged = 0 AND NEW.reviewed != OLD.reviewed BEGIN
+    UPDATE tally SET unreviewed = unreviewed + (NEW.reviewed = 0) - (OLD.reviewed = 0)
+        WHERE bucket = QUARTER(OLD.first_seen) AND outcome = OLD.outcome AND grp = OLD.grp
+        AND categories = OLD.categories;
+    UPDATE tally_day SET unreviewed = unreviewed + (NEW.reviewed = 0) - (OLD.reviewed = 0)
+        WHERE bucket = substr(OLD.first_seen, 1, 10) AND outcome = OLD.outcome AND grp = OLD.grp
+        AND categories = OLD.categories;
+END;
+CREATE TRIGGER events_tally_gone AFTER UPDATE OF purged ON events
+    WHEN OLD.purged = 0 AND NEW.purged != 0 BEGIN
+    UPDATE tally SET blocks = blocks - OLD.count, events = events - 1,
+        unreviewed = unreviewed - (OLD.reviewed = 0)
+        WHERE bucket = QUARTER(OLD.first_seen) AND outcome = OLD.outcome AND grp = OLD.grp
+        AND categories = OLD.categories;
+    UPDATE tally_day SET blocks = blocks - OLD.count, events = events - 1,
+        unreviewed = unreviewed - (OLD.reviewed = 0)
+        WHERE bucket = substr(OLD.first_seen, 1, 10) AND outcome = OLD.outcome AND grp = OLD.grp
+        AND categories = OLD.categories;
+    UPDATE tally_who SET blocks = blocks - OLD.count
+        WHERE OLD.outcome = 'blocked' AND day = substr(OLD.first_seen, 1, 10)
+        AND who = coalesce(OLD.device, OLD.client_ip);
+    UPDATE tally_name SET blocks = blocks - OLD.count
+        WHERE OLD.outcome = 'blocked' AND day = substr(OLD.first_seen, 1, 10)
+        AND name = OLD.name;
+END;
+CREATE TRIGGER events_tally_d AFTER DELETE ON events WHEN OLD.purged = 0 BEGIN
+    UPDATE tally SET blocks = blocks - OLD.count, events = events - 1,
+        unreviewed = unreviewed - (OLD.reviewed = 0)
+        WHERE bucket = QUARTER(OLD.first_seen) AND outcome = OLD.outcome AND grp = OLD.grp
+        AND categories = OLD.categories;
+    UPDATE tally_day SET blocks = blocks - OLD.count, events = events - 1,
+        unreviewed = unreviewed - (OLD.reviewed = 0)
+        WHERE bucket = substr(OLD.first_seen, 1, 10) AND outcome = OLD.outcome AND grp = OLD.grp
+        AND categories = OLD.categories;
+    UPDATE tally_who SET blocks = blocks - OLD.count
+        WHERE OLD.outcome = 'blocked' AND day = substr(OLD.first_seen, 1, 10)
+        AND who = coalesce(OLD.device, OLD.client_ip);
+    UPDATE tally_name SET blocks = blocks - OLD.count
+        WHERE OLD.outcome = 'blocked' AND day = substr(OLD.first_seen, 1, 10)
+        AND name = OLD.name;
+END;
+"#;
+
 /// `QUARTER(t)` in [`SCHEMA_V3`]: the RFC 3339 time `t` floored to its UTC quarter hour,
 /// `2026-07-01T20:30`. Spelled out in SQL (SQLite has no such function, and a function
 /// registered from Rust would make the file unreadable to other SQLite tools' triggers).
@@ -327,11 +425,12 @@ pub(crate) fn expand_quarter(sql: &str) -> String {
 }
 
 /// `(from version, SQL)`: the step that takes a log from `from` to `from + 1`.
-fn migrations() -> [(i64, String); 3] {
+fn migrations() -> [(i64, String); 4] {
     [
         (1, SCHEMA_V2.to_string()),
         (2, schema_v3()),
         (3, SCHEMA_V4.to_string()),
+        (4, expand_quarter(SCHEMA_V5)),
     ]
 }
 
@@ -504,9 +603,10 @@ impl Store {
                 if tables == 0 {
                     // One transaction: a crash cannot leave tables without their version.
                     c.execute_batch(&format!(
-                        "BEGIN; {SCHEMA} {SCHEMA_V2} {} {SCHEMA_V4} \
+                        "BEGIN; {SCHEMA} {SCHEMA_V2} {} {SCHEMA_V4} {} \
                          PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;",
-                        schema_v3()
+                        schema_v3(),
+                        expand_quarter(SCHEMA_V5)
                     ))?;
                     return Ok((tables, SCHEMA_VERSION));
                 }
@@ -1226,7 +1326,7 @@ mod tests {
             )
             .unwrap();
             // Back to version 2: what the rows held before versions 3 and 4 existed.
-            c.execute_batch(&format!("{V4_UNDO} PRAGMA user_version = 3;"))
+            c.execute_batch(&format!("{V5_UNDO} {V4_UNDO} PRAGMA user_version = 3;"))
                 .unwrap();
             c.execute_batch(
                 "DROP TABLE tally; DROP TABLE tally_who; DROP TABLE tally_name; \
@@ -1273,6 +1373,8 @@ mod tests {
 
     /// Takes a version 4 log back to version 3 (the schema of commit e7dcc2f).
     const V4_UNDO: &str = "DROP TABLE checkpoints; DROP INDEX signins_at;";
+    /// Version 5's day rollup (its triggers are replaced again by the step).
+    const V5_UNDO: &str = "DROP TABLE tally_day;";
 
     /// A version 3 log (rows sealed, one purged, a sign-in) gets the checkpoints and
     /// the sign-ins' index in place: its rows and chain are untouched, it verifies, and
@@ -1302,7 +1404,7 @@ mod tests {
                 .execute_batch(&format!(
                     "INSERT INTO signins (at, user, client_ip, result) \
                      VALUES ('2026-01-01T00:00:00Z', 'lead', '10.0.0.1', 'ok'); \
-                     {V4_UNDO} PRAGMA user_version = 3;"
+                     {V5_UNDO} {V4_UNDO} PRAGMA user_version = 3;"
                 ))
                 .unwrap();
             column(&store, "SELECT seq FROM events ORDER BY seq")

@@ -122,10 +122,66 @@ fn tallied(filter: &Filter, review_split: bool) -> bool {
         && (review_split || !(filter.unreviewed || filter.reviewed))
 }
 
+/// Whole buckets of a range, read from a rollup: `bucket >= from` and `bucket < to`.
+struct Whole {
+    table: &'static str,
+    from: Option<String>,
+    to: Option<String>,
+}
+
+/// `filter`'s time range cut into whole UTC days (from `tally_day`), the whole quarter
+/// hours either side of them (from `tally`), and the partial quarter hours at its ends
+/// (spans of `events`). `None` when the range has no whole quarter hour, or a time does
+/// not read: then it is all read from `events`.
+fn pieces(filter: &Filter) -> Option<(Vec<Whole>, Vec<Span>)> {
+    let quarters = split(filter, Grain::Quarter)?;
+    let first_day = match &filter.since {
+        Some(since) => {
+            let (day, exact) = Grain::Day.floor(parse(since)?);
+            Some(if exact { day } else { Grain::Day.next(day) })
+        }
+        None => None,
+    };
+    let last_day = match &filter.until {
+        Some(until) => Some(Grain::Day.floor(parse(until)?).0),
+        None => None,
+    };
+    let quarter = |t| Some(Grain::Quarter.label(t));
+    let whole = match (first_day, last_day) {
+        (Some(a), Some(b)) if a >= b => vec![Whole {
+            table: "tally",
+            from: quarters.from,
+            to: quarters.to,
+        }],
+        _ => {
+            let mut whole = vec![Whole {
+                table: "tally_day",
+                from: first_day.map(|d| Grain::Day.label(d)),
+                to: last_day.map(|d| Grain::Day.label(d)),
+            }];
+            if let Some(a) = first_day {
+                whole.push(Whole {
+                    table: "tally",
+                    from: quarters.from.clone(),
+                    to: quarter(a),
+                });
+            }
+            if let Some(b) = last_day {
+                whole.push(Whole {
+                    table: "tally",
+                    from: quarter(b),
+                    to: quarters.to.clone(),
+                });
+            }
+            whole
+        }
+    };
+    Some((whole, quarters.ends))
+}
+
 /// Rows (events) matching `filter`, for paging and the overview's unreviewed total.
 pub(crate) fn count(store: &Store, filter: &Filter) -> Result<i64, AuditError> {
-    let split = split(filter, Grain::Quarter).filter(|_| tallied(filter, true));
-    let Some(split) = split else {
+    let Some((whole, ends)) = pieces(filter).filter(|_| tallied(filter, true)) else {
         return count_rows(store, filter, &Span::default());
     };
     let column = if filter.unreviewed {
@@ -136,11 +192,20 @@ pub(crate) fn count(store: &Store, filter: &Filter) -> Result<i64, AuditError> {
         "events"
     };
     let mut n = 0;
-    for (set, group, sum) in tally_rows(store, filter, &split, column)? {
-        let _ = (set, group);
-        n += sum;
+    for w in &whole {
+        let (clause, values) = tally_where(store, filter, w)?;
+        if let Some(clause) = clause {
+            let sql = format!(
+                "SELECT coalesce(sum({column}), 0) FROM {} WHERE {clause}",
+                w.table
+            );
+            n += store
+                .conn()
+                .query_row(&sql, params_from_iter(values), |r| r.get::<_, i64>(0))
+                .map_err(|e| store.wrap(e))?;
+        }
     }
-    for end in &split.ends {
+    for end in &ends {
         n += count_rows(store, filter, end)?;
     }
     Ok(n)
@@ -157,30 +222,12 @@ fn count_rows(store: &Store, filter: &Filter, span: &Span) -> Result<i64, AuditE
         .map_err(|e| store.wrap(e))
 }
 
-/// `(category set, group, sum of column)` per whole bucket of `split`, for the filter's
-/// group and categories, all outcomes (`count`) — grouped by set and group.
-fn tally_rows(
-    store: &Store,
-    filter: &Filter,
-    split: &Split,
-    column: &str,
-) -> Result<Vec<(String, String, i64)>, AuditError> {
-    let (clause, values) = tally_where(store, filter, split)?;
-    let Some(clause) = clause else {
-        return Ok(Vec::new());
-    };
-    let sql = format!(
-        "SELECT categories, grp, sum({column}) FROM tally WHERE {clause} GROUP BY categories, grp"
-    );
-    query_triples(store, &sql, values)
-}
-
-/// The WHERE clause on `tally` for `filter`'s group, category sets and whole buckets;
+/// The WHERE clause on a rollup for `filter`'s group, category sets and whole buckets;
 /// `None` when no category set matches.
 fn tally_where(
     store: &Store,
     filter: &Filter,
-    split: &Split,
+    split: &Whole,
 ) -> Result<(Option<String>, Vec<Value>), AuditError> {
     let mut clauses = vec!["1".to_string()];
     let mut values: Vec<Value> = Vec::new();
@@ -228,36 +275,66 @@ fn query_triples(
 }
 
 /// Blocks matching `filter`, per (UTC quarter hour or minute, category set, group): the
-/// source of every per-day and per-category count. Times are `YYYY-MM-DDTHH:MM`; a
-/// minute and its quarter hour fall on the same day in every time zone.
+/// source of every per-local-day count. Times are `YYYY-MM-DDTHH:MM`; a minute and its
+/// quarter hour fall on the same day in every time zone.
 pub(crate) fn blocks(store: &Store, filter: &Filter) -> Result<Vec<Blocks>, AuditError> {
     let split = split(filter, Grain::Quarter).filter(|_| tallied(filter, false));
     let Some(split) = split else {
         return blocks_from_rows(store, filter, &Span::default());
     };
-    let (clause, mut values) = tally_where(store, filter, &split)?;
-    let mut out = Vec::new();
-    if let Some(clause) = clause {
-        values.push(Value::Text("blocked".into()));
-        let sql = format!(
-            "SELECT bucket || '\u{1f}' || categories, grp, sum(blocks) FROM tally \
-             WHERE {clause} AND outcome = ?{} GROUP BY bucket, categories, grp",
-            values.len()
-        );
-        for (key, group, n) in query_triples(store, &sql, values)? {
-            let (at, categories) = key.split_once('\u{1f}').unwrap_or((&key, ""));
-            out.push(Blocks {
-                at: at.to_string(),
-                categories: categories.to_string(),
-                group,
-                n,
-            });
-        }
-    }
+    let whole = Whole {
+        table: "tally",
+        from: split.from,
+        to: split.to,
+    };
+    let mut out = tally_blocks(store, filter, &whole)?;
     for end in &split.ends {
         out.extend(blocks_from_rows(store, filter, end)?);
     }
     Ok(out)
+}
+
+/// [`blocks`] at a coarser grain where it can: whole UTC days as `YYYY-MM-DD`, for the
+/// counts that need no finer time (totals, categories, groups, UTC days).
+pub(crate) fn day_blocks(store: &Store, filter: &Filter) -> Result<Vec<Blocks>, AuditError> {
+    let Some((whole, ends)) = pieces(filter).filter(|_| tallied(filter, false)) else {
+        return blocks_from_rows(store, filter, &Span::default());
+    };
+    let mut out = Vec::new();
+    for w in &whole {
+        out.extend(tally_blocks(store, filter, w)?);
+    }
+    for end in &ends {
+        out.extend(blocks_from_rows(store, filter, end)?);
+    }
+    Ok(out)
+}
+
+/// Blocks per (bucket, category set, group) of the whole buckets `whole`.
+fn tally_blocks(store: &Store, filter: &Filter, whole: &Whole) -> Result<Vec<Blocks>, AuditError> {
+    let (clause, mut values) = tally_where(store, filter, whole)?;
+    let Some(clause) = clause else {
+        return Ok(Vec::new());
+    };
+    values.push(Value::Text("blocked".into()));
+    let sql = format!(
+        "SELECT bucket || '\u{1f}' || categories, grp, sum(blocks) FROM {} \
+         WHERE {clause} AND outcome = ?{} GROUP BY bucket, categories, grp",
+        whole.table,
+        values.len()
+    );
+    Ok(query_triples(store, &sql, values)?
+        .into_iter()
+        .map(|(key, group, n)| {
+            let (at, categories) = key.split_once('\u{1f}').unwrap_or((&key, ""));
+            Blocks {
+                at: at.to_string(),
+                categories: categories.to_string(),
+                group,
+                n,
+            }
+        })
+        .collect())
 }
 
 fn blocks_from_rows(
