@@ -323,18 +323,7 @@ fn tally_blocks(store: &Store, filter: &Filter, whole: &Whole) -> Result<Vec<Blo
         whole.table,
         values.len()
     );
-    Ok(query_triples(store, &sql, values)?
-        .into_iter()
-        .map(|(key, group, n)| {
-            let (at, categories) = key.split_once('\u{1f}').unwrap_or((&key, ""));
-            Blocks {
-                at: at.to_string(),
-                categories: categories.to_string(),
-                group,
-                n,
-            }
-        })
-        .collect())
+    blocks_of(store, &sql, values)
 }
 
 fn blocks_from_rows(
@@ -348,7 +337,12 @@ fn blocks_from_rows(
         return Ok(Vec::new());
     };
     let sql = format!("SELECT k, g, sum(n) FROM ({}) GROUP BY k, g", select.sql);
-    Ok(query_triples(store, &sql, select.values)?
+    blocks_of(store, &sql, select.values)
+}
+
+/// Run `sql`, whose rows are `(time ‖ U+001F ‖ category set, group, blocks)`.
+fn blocks_of(store: &Store, sql: &str, values: Vec<Value>) -> Result<Vec<Blocks>, AuditError> {
+    Ok(query_triples(store, sql, values)?
         .into_iter()
         .map(|(key, group, n)| {
             let (at, categories) = key.split_once('\u{1f}').unwrap_or((&key, ""));
