@@ -146,8 +146,8 @@ CREATE TRIGGER IF NOT EXISTS allow_changes_append_only_d BEFORE DELETE ON allow_
 
 /// Version 3: the lead's reads shaped as index ranges and rollups, so that a year of a
 /// big school's blocks reads as fast as a week's (issue #13). Nothing in the hash chain
-/// changes: `reviewed` and the tallies are derived, kept by the triggers below from the
-/// rows and the reviews, whoever writes them.
+/// changes: `reviewed` and the tallies are derived, kept from the rows and the reviews by
+/// triggers, whoever writes them (`reviews_mark` below; the rollups' in [`SCHEMA_V5`]).
 ///
 /// - Every index is partial on `purged = 0` (purged rows are never shown) and ends in
 ///   `first_seen`, so each filter is an equality on its column plus a time range, read in
@@ -211,62 +211,6 @@ INSERT INTO tally_who SELECT substr(first_seen, 1, 10), coalesce(device, client_
     FROM events WHERE purged = 0 AND outcome = 'blocked' GROUP BY 1, 2;
 INSERT INTO tally_name SELECT substr(first_seen, 1, 10), name, sum(count)
     FROM events WHERE purged = 0 AND outcome = 'blocked' GROUP BY 1, 2;
-CREATE TRIGGER events_tally_i AFTER INSERT ON events WHEN NEW.purged = 0 BEGIN
-    INSERT OR IGNORE INTO category_sets VALUES (NEW.categories);
-    INSERT INTO tally VALUES (QUARTER(NEW.first_seen), NEW.outcome, NEW.grp, NEW.categories,
-        NEW.count, 1, NEW.reviewed = 0)
-        ON CONFLICT DO UPDATE SET blocks = blocks + excluded.blocks, events = events + 1,
-        unreviewed = unreviewed + excluded.unreviewed;
-    INSERT INTO tally_who SELECT substr(NEW.first_seen, 1, 10),
-        coalesce(NEW.device, NEW.client_ip), NEW.count WHERE NEW.outcome = 'blocked'
-        ON CONFLICT DO UPDATE SET blocks = blocks + excluded.blocks;
-    INSERT INTO tally_name SELECT substr(NEW.first_seen, 1, 10), NEW.name, NEW.count
-        WHERE NEW.outcome = 'blocked'
-        ON CONFLICT DO UPDATE SET blocks = blocks + excluded.blocks;
-END;
-CREATE TRIGGER events_tally_count AFTER UPDATE OF count ON events
-    WHEN NEW.purged = 0 AND OLD.purged = 0 AND NEW.count != OLD.count BEGIN
-    UPDATE tally SET blocks = blocks + NEW.count - OLD.count
-        WHERE bucket = QUARTER(OLD.first_seen) AND outcome = OLD.outcome AND grp = OLD.grp
-        AND categories = OLD.categories;
-    UPDATE tally_who SET blocks = blocks + NEW.count - OLD.count
-        WHERE OLD.outcome = 'blocked' AND day = substr(OLD.first_seen, 1, 10)
-        AND who = coalesce(OLD.device, OLD.client_ip);
-    UPDATE tally_name SET blocks = blocks + NEW.count - OLD.count
-        WHERE OLD.outcome = 'blocked' AND day = substr(OLD.first_seen, 1, 10)
-        AND name = OLD.name;
-END;
-CREATE TRIGGER events_tally_reviewed AFTER UPDATE OF reviewed ON events
-    WHEN NEW.purged = 0 AND OLD.purged = 0 AND NEW.reviewed != OLD.reviewed BEGIN
-    UPDATE tally SET unreviewed = unreviewed + (NEW.reviewed = 0) - (OLD.reviewed = 0)
-        WHERE bucket = QUARTER(OLD.first_seen) AND outcome = OLD.outcome AND grp = OLD.grp
-        AND categories = OLD.categories;
-END;
-CREATE TRIGGER events_tally_gone AFTER UPDATE OF purged ON events
-    WHEN OLD.purged = 0 AND NEW.purged != 0 BEGIN
-    UPDATE tally SET blocks = blocks - OLD.count, events = events - 1,
-        unreviewed = unreviewed - (OLD.reviewed = 0)
-        WHERE bucket = QUARTER(OLD.first_seen) AND outcome = OLD.outcome AND grp = OLD.grp
-        AND categories = OLD.categories;
-    UPDATE tally_who SET blocks = blocks - OLD.count
-        WHERE OLD.outcome = 'blocked' AND day = substr(OLD.first_seen, 1, 10)
-        AND who = coalesce(OLD.device, OLD.client_ip);
-    UPDATE tally_name SET blocks = blocks - OLD.count
-        WHERE OLD.outcome = 'blocked' AND day = substr(OLD.first_seen, 1, 10)
-        AND name = OLD.name;
-END;
-CREATE TRIGGER events_tally_d AFTER DELETE ON events WHEN OLD.purged = 0 BEGIN
-    UPDATE tally SET blocks = blocks - OLD.count, events = events - 1,
-        unreviewed = unreviewed - (OLD.reviewed = 0)
-        WHERE bucket = QUARTER(OLD.first_seen) AND outcome = OLD.outcome AND grp = OLD.grp
-        AND categories = OLD.categories;
-    UPDATE tally_who SET blocks = blocks - OLD.count
-        WHERE OLD.outcome = 'blocked' AND day = substr(OLD.first_seen, 1, 10)
-        AND who = coalesce(OLD.device, OLD.client_ip);
-    UPDATE tally_name SET blocks = blocks - OLD.count
-        WHERE OLD.outcome = 'blocked' AND day = substr(OLD.first_seen, 1, 10)
-        AND name = OLD.name;
-END;
 CREATE TRIGGER reviews_mark AFTER INSERT ON reviews BEGIN
     UPDATE events SET reviewed = 1 WHERE id = NEW.event_id AND reviewed = 0;
 END;
@@ -301,8 +245,9 @@ CREATE INDEX signins_at ON signins(at);
 
 /// Version 5: a per-day rollup beside the quarter-hour one, for counts over long ranges
 /// (a year is ~10,000 rows of `tally_day` against ~1M of `tally`): the events page's total
-/// and the overview's unreviewed count read it. Its triggers replace v3's, each adding
-/// the day's twin of the quarter hour's statement.
+/// and the overview's unreviewed count read it. It also creates the triggers that keep
+/// every rollup up to date (v3's tables and its own), in one place: a log is migrated in
+/// one open, so no rows are written between the two steps.
 const SCHEMA_V5: &str = r#"
 CREATE TABLE tally_day (
     bucket      TEXT NOT NULL,
