@@ -101,6 +101,7 @@ impl Diff {
             retention_days_by_category,
             log_allowed: _,
             max_pending,
+            max_pending_per_client,
         } = started;
         self.check("[audit] enabled", enabled, &new.enabled);
         if !(*enabled.get_ref() && new.enabled()) {
@@ -124,6 +125,11 @@ impl Diff {
             &new.retention_days_by_category,
         );
         self.check("[audit] max_pending", max_pending, &new.max_pending);
+        self.check(
+            "[audit] max_pending_per_client",
+            max_pending_per_client,
+            &new.max_pending_per_client,
+        );
     }
 
     /// The watcher starts (or not) at start-up; downloads check what they fetch with

@@ -257,7 +257,8 @@ fn start_audit(config: &Config) -> Result<Option<(audit::Sink, audit::Writer)>> 
     }
     let store = audit::Store::open(&config.resolve(&settings.path))?;
     tracing::info!("audit log: {}", store.path().display());
-    let sink = audit::Sink::new(settings.max_pending);
+    let sink =
+        audit::Sink::with_client_bound(settings.max_pending, settings.max_pending_per_client);
     let writer = audit::Writer::start(
         store,
         sink.clone(),

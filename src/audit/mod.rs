@@ -17,10 +17,12 @@
 //!    rows past their retention in small batches, one per tick ([`purge`]).
 //!
 //! ## Nothing lost, nothing unbounded
-//! The coalescer holds at most `max_pending` distinct keys between two flushes. Past
-//! that, a block is counted into its client's overflow entry (name `*`, categories
-//! kept), and past `max_pending` clients into one global overflow entry (client
-//! `0.0.0.0`). So memory is bounded by about 2 × `max_pending` entries whatever the
+//! The coalescer holds at most `max_pending` distinct keys between two flushes, and at
+//! most `max_pending_per_client` names of any one client. Past either, a block is counted
+//! into its client's overflow entry (name `*`, categories kept), and past `2 ×
+//! max_pending` keys into one global overflow entry (client `0.0.0.0`). The per-client
+//! bound is what keeps a flooding device (malware trying generated names, a tunnel) from
+//! costing the writer thousands of rows a second and the other devices their detail. So memory is bounded by about 2 × `max_pending` entries whatever the
 //! flood, and every block is still counted: the sum of `count` over all rows equals the
 //! number of blocked answers; only the per-name detail of a flood's excess is folded.
 //!
@@ -44,10 +46,11 @@ mod tally;
 pub mod writer;
 
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use arc_swap::ArcSwap;
 use dashmap::DashMap;
 
 pub use store::{AuditError, Store};
@@ -175,28 +178,54 @@ pub struct Sink {
 }
 
 struct SinkInner {
-    pending: DashMap<Key, Pending, foldhash::fast::RandomState>,
+    /// What was recorded since the last drain. The writer swaps in a fresh period and
+    /// takes the old one once no query holds it, so it never takes a lock the query path
+    /// waits on: a writer preempted inside a shard lock (it runs at the lowest priority)
+    /// stalled the DNS thread, which spun and yielded the core back to it for a tick.
+    period: ArcSwap<Period>,
     max_pending: usize,
+    max_per_client: usize,
     received: AtomicU64,
     folded: AtomicU64,
 }
 
+/// The entries of one flush period.
+#[derive(Default)]
+struct Period {
+    pending: DashMap<Key, Pending, foldhash::fast::RandomState>,
+    /// Distinct names each client added this period (its overflow entries not counted).
+    clients: DashMap<IpAddr, usize, foldhash::fast::RandomState>,
+    /// Entries in `pending`, kept beside it: `DashMap::len` locks every shard, and the
+    /// bound is checked for every new name of a flood.
+    held: AtomicUsize,
+}
+
 impl Sink {
-    /// A sink holding at most about `2 * max_pending` entries between flushes.
+    /// A sink holding at most about `2 * max_pending` entries between flushes, with no
+    /// bound per client beyond that.
     pub fn new(max_pending: usize) -> Sink {
+        Sink::with_client_bound(max_pending, max_pending)
+    }
+
+    /// A sink that also folds a client's names past `max_per_client` distinct ones
+    /// between two flushes: one device flooding distinct blocked names (malware trying
+    /// generated names, a tunnel, a scanner) then costs the writer one row per flush,
+    /// not thousands, and cannot crowd other devices' detail out of the bound.
+    pub fn with_client_bound(max_pending: usize, max_per_client: usize) -> Sink {
         Sink {
             inner: Arc::new(SinkInner {
-                pending: DashMap::with_hasher(foldhash::fast::RandomState::default()),
+                period: ArcSwap::from_pointee(Period::default()),
                 max_pending: max_pending.max(1),
+                max_per_client: max_per_client.max(1),
                 received: AtomicU64::new(0),
                 folded: AtomicU64::new(0),
             }),
         }
     }
 
-    /// Record one event. Never blocks on I/O; takes one shard lock of the map. `make`
-    /// builds the full event, and is only called for the first event of a key: a repeat
-    /// only counts.
+    /// Record one event. Never blocks on I/O or on the writer; takes a few shard locks
+    /// of maps only other queries use. `make` builds the full event, and is only called
+    /// for the first event of a key: a repeat only counts.
     pub fn record(
         &self,
         client: IpAddr,
@@ -207,31 +236,31 @@ impl Sink {
     ) {
         let inner = &self.inner;
         inner.received.fetch_add(1, Ordering::Relaxed);
+        let period = inner.period.load();
+        // A repeat (the common case under load) only counts, and moves `last` by the
+        // coarse clock: a precise reading was over 1% of a blocked query's CPU.
+        let coarse = coarse_now();
+        if period.count_repeat(client, outcome, categories, name, coarse) {
+            return;
+        }
+        // Over a bound, fold the name into the client's overflow entry, then the client
+        // into the global one: the count survives, the detail degrades.
+        let fold = inner.fold_target(&period, client, outcome, categories);
+        let key = match fold {
+            None => Key::new(client, outcome, categories, name),
+            Some(target) => {
+                inner.folded.fetch_add(1, Ordering::Relaxed);
+                // A flood's every query lands here: count it without allocating.
+                if period.count_repeat(target, outcome, categories, OVERFLOW_NAME, coarse) {
+                    return;
+                }
+                Key::new(target, outcome, categories, OVERFLOW_NAME)
+            }
+        };
+        // A first sighting is evidence: the precise time.
         let time = SystemTime::now();
-        // A repeat (the common case under load) only counts: look it up without
-        // allocating, from a key built on the stack.
-        if let Some(buf) = Key::encode(client, outcome, categories, name) {
-            if let Some(mut pending) = inner.pending.get_mut(&buf[..]) {
-                pending.count += 1;
-                pending.last = pending.last.max(time);
-                return;
-            }
-        }
-        let mut key = Key::new(client, outcome, categories, name);
-        // Over the bound, fold the name into the client's overflow entry, then the
-        // client into the global one: the count survives, the detail degrades.
-        let mut fold = None;
-        if inner.pending.len() >= inner.max_pending {
-            inner.folded.fetch_add(1, Ordering::Relaxed);
-            let mut overflow_client = client;
-            key = Key::new(client, outcome, categories, OVERFLOW_NAME);
-            if inner.pending.len() >= 2 * inner.max_pending && !inner.pending.contains_key(&key) {
-                overflow_client = OVERFLOW_CLIENT;
-                key = Key::new(OVERFLOW_CLIENT, outcome, categories, OVERFLOW_NAME);
-            }
-            fold = Some(overflow_client);
-        }
-        inner
+        let mut inserted = false;
+        period
             .pending
             .entry(key)
             .and_modify(|p| {
@@ -239,10 +268,12 @@ impl Sink {
                 p.last = p.last.max(time);
             })
             .or_insert_with(|| {
+                period.held.fetch_add(1, Ordering::Relaxed);
+                inserted = true;
                 let mut event = make();
                 event.time = time;
-                if let Some(overflow_client) = fold {
-                    fold_event(&mut event, overflow_client, "(flood: names folded)");
+                if let Some(target) = fold {
+                    fold_event(&mut event, target, "(flood: names folded)");
                 }
                 Pending {
                     count: 1,
@@ -251,15 +282,27 @@ impl Sink {
                     event,
                 }
             });
+        if inserted && fold.is_none() {
+            *period.clients.entry(client).or_insert(0) += 1;
+        }
     }
 
-    /// Take everything recorded so far. Events recorded meanwhile land in fresh entries
-    /// and are taken by the next drain, so none is lost or counted twice.
+    /// Take everything recorded so far. Queries record into a fresh period from the
+    /// swap on; one still holding the old period finishes into it before it is taken, so
+    /// no event is lost or counted twice.
     pub(crate) fn drain(&self) -> Vec<(Key, Pending)> {
-        let keys: Vec<Key> = self.inner.pending.iter().map(|e| e.key().clone()).collect();
-        keys.into_iter()
-            .filter_map(|k| self.inner.pending.remove(&k))
-            .collect()
+        let mut old = self.inner.period.swap(Arc::new(Period::default()));
+        let period = loop {
+            match Arc::try_unwrap(old) {
+                Ok(period) => break period,
+                // A query is inside `record` (a few microseconds): let it finish.
+                Err(shared) => {
+                    old = shared;
+                    std::thread::yield_now();
+                }
+            }
+        };
+        period.pending.into_iter().collect()
     }
 
     /// Events recorded since start.
@@ -272,11 +315,70 @@ impl Sink {
     }
     /// Distinct keys waiting for the writer.
     pub(crate) fn queue_depth(&self) -> usize {
-        self.inner.pending.len()
+        self.inner.period.load().held.load(Ordering::Relaxed)
     }
     /// The bound on distinct keys (the writer holds failed writes to the same bound).
     pub fn max_pending(&self) -> usize {
         self.inner.max_pending
+    }
+}
+
+impl Period {
+    /// Count one more event of the key if it is already pending; false if it is not.
+    /// The key is built on the stack: no allocation.
+    fn count_repeat(
+        &self,
+        client: IpAddr,
+        outcome: Outcome,
+        categories: &str,
+        name: &str,
+        time: SystemTime,
+    ) -> bool {
+        let Some(buf) = Key::encode(client, outcome, categories, name) else {
+            return false;
+        };
+        match self.pending.get_mut(&buf[..]) {
+            Some(mut pending) => {
+                pending.count += 1;
+                pending.last = pending.last.max(time);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+impl SinkInner {
+    /// Where a new name of `client`'s goes: `None` for its own entry; the client (its
+    /// overflow entry) once it or the sink is over its bound; the global overflow client
+    /// once the sink holds twice its bound and the client has no overflow entry yet.
+    fn fold_target(
+        &self,
+        period: &Period,
+        client: IpAddr,
+        outcome: Outcome,
+        categories: &str,
+    ) -> Option<IpAddr> {
+        let over_client = period
+            .clients
+            .get(&client)
+            .is_some_and(|n| *n >= self.max_per_client);
+        let held = period.held.load(Ordering::Relaxed);
+        if !over_client && held < self.max_pending {
+            return None;
+        }
+        if held >= 2 * self.max_pending {
+            let own = match Key::encode(client, outcome, categories, OVERFLOW_NAME) {
+                Some(buf) => period.pending.contains_key(&buf[..]),
+                None => period
+                    .pending
+                    .contains_key(&Key::overflow(client, outcome, categories)),
+            };
+            if !own {
+                return Some(OVERFLOW_CLIENT);
+            }
+        }
+        Some(client)
     }
 }
 
@@ -286,6 +388,25 @@ pub(crate) fn fold_event(event: &mut Event, client: IpAddr, why: &str) {
     event.name = OVERFLOW_NAME.to_string();
     event.client = client;
     event.rule = why.to_string();
+}
+
+/// The wall clock to within a few milliseconds (the kernel's last tick), read without
+/// the cost of a precise reading; `SystemTime::now()` where there is no such clock.
+fn coarse_now() -> SystemTime {
+    #[cfg(target_os = "linux")]
+    {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: `ts` is a valid, writable timespec for the call's duration.
+        if unsafe { libc::clock_gettime(libc::CLOCK_REALTIME_COARSE, &mut ts) } == 0 {
+            if let (Ok(secs), Ok(nanos)) = (u64::try_from(ts.tv_sec), u32::try_from(ts.tv_nsec)) {
+                return SystemTime::UNIX_EPOCH + std::time::Duration::new(secs, nanos);
+            }
+        }
+    }
+    SystemTime::now()
 }
 
 /// `SystemTime` as RFC 3339 UTC with milliseconds (`2026-11-22T06:58:00.123Z`). Times
@@ -361,5 +482,149 @@ mod tests {
             .iter()
             .any(|(_, p)| p.event.name == OVERFLOW_NAME && p.event.client == OVERFLOW_CLIENT));
         assert_eq!(sink.queue_depth(), 0);
+    }
+
+    fn record_as(sink: &Sink, client: IpAddr, name: &str) {
+        let mut e = event([0, 0, 0, 0], name);
+        e.client = client;
+        sink.record(client, e.outcome, "adult", name, || e.clone());
+    }
+
+    /// Named (not folded) entries per client in a drain.
+    fn named_per_client(drained: &[(Key, Pending)]) -> HashMap<IpAddr, usize> {
+        let mut named = HashMap::new();
+        for (_, p) in drained {
+            if p.event.name != OVERFLOW_NAME {
+                *named.entry(p.event.client).or_insert(0) += 1;
+            }
+        }
+        named
+    }
+
+    use std::collections::HashMap;
+
+    #[test]
+    fn a_flooding_client_is_folded_at_its_bound_and_others_keep_their_detail() {
+        let sink = Sink::with_client_bound(1000, 10);
+        let flooder = IpAddr::from([10, 0, 0, 9]);
+        let other = IpAddr::from([10, 0, 0, 2]);
+        for i in 0..500 {
+            record_as(&sink, flooder, &format!("dga{i}.test"));
+            if i % 10 == 0 {
+                record_as(&sink, other, &format!("n{}.test", i / 10));
+            }
+        }
+        // A name already pending keeps counting under its own key.
+        record_as(&sink, flooder, "dga0.test");
+        // The flooder's 490 names past its bound, the other client's 40 past its own.
+        assert_eq!(sink.folded(), 490 + 40);
+        let drained = sink.drain();
+        let named = named_per_client(&drained);
+        assert_eq!(named[&flooder], 10);
+        assert_eq!(named[&other], 10, "the other client's bound is its own");
+        let overflow = drained
+            .iter()
+            .find(|(_, p)| p.event.client == flooder && p.event.name == OVERFLOW_NAME)
+            .expect("the flooder's overflow entry");
+        assert_eq!(overflow.1.count, 490);
+        assert_eq!(overflow.1.event.rule, "(flood: names folded)");
+        let first = drained
+            .iter()
+            .find(|(_, p)| p.event.name == "dga0.test")
+            .unwrap();
+        assert_eq!(first.1.count, 2);
+        let total: u64 = drained.iter().map(|(_, p)| p.count).sum();
+        assert_eq!(total, sink.received());
+        // The bound is per flush: the next period keeps ten new names again.
+        for i in 500..520 {
+            record_as(&sink, flooder, &format!("dga{i}.test"));
+        }
+        assert_eq!(named_per_client(&sink.drain())[&flooder], 10);
+        assert_eq!(sink.queue_depth(), 0);
+    }
+
+    /// Drains racing with queries on other threads: every event is taken exactly once,
+    /// from whichever period it landed in.
+    #[test]
+    fn drains_racing_with_records_lose_and_double_count_nothing() {
+        let sink = Sink::with_client_bound(50, 5);
+        let per_thread = 20_000u64;
+        let recorders: Vec<_> = (0..3u8)
+            .map(|t| {
+                let sink = sink.clone();
+                std::thread::spawn(move || {
+                    for i in 0..per_thread {
+                        let name = format!("n{}.test", i % 97);
+                        record_as(&sink, IpAddr::from([10, 2, 0, t]), &name);
+                    }
+                })
+            })
+            .collect();
+        let mut taken = 0u64;
+        while recorders.iter().any(|r| !r.is_finished()) {
+            taken += sink.drain().iter().map(|(_, p)| p.count).sum::<u64>();
+        }
+        for r in recorders {
+            r.join().unwrap();
+        }
+        taken += sink.drain().iter().map(|(_, p)| p.count).sum::<u64>();
+        assert_eq!(taken, 3 * per_thread);
+        assert_eq!(sink.received(), 3 * per_thread);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+        /// Whatever the events and bounds: every event is counted exactly once across
+        /// the drains; between two drains no client keeps more than its bound of named
+        /// entries, and the sink holds at most 2 × its bound plus one global overflow
+        /// entry (one categories set here).
+        #[test]
+        fn counts_survive_and_bounds_hold(
+            max_pending in 1usize..40,
+            per_client in 1usize..12,
+            periods in proptest::collection::vec(
+                proptest::collection::vec((0u8..20, 0u16..60), 0..300),
+                1..4,
+            ),
+        ) {
+            let sink = Sink::with_client_bound(max_pending, per_client);
+            let mut total = 0u64;
+            let mut sent = 0u64;
+            for period in &periods {
+                for (client, name) in period {
+                    record_as(&sink, IpAddr::from([10, 1, 0, *client]), &format!("n{name}.test"));
+                    sent += 1;
+                }
+                proptest::prop_assert!(sink.queue_depth() <= 2 * max_pending + 1);
+                let drained = sink.drain();
+                let named = named_per_client(&drained);
+                for (client, n) in &named {
+                    proptest::prop_assert!(*n <= per_client, "{} named entries for {}", n, client);
+                }
+                // Distinct names per client this period; if the entries they make
+                // (named up to the bound, one overflow past it) fit the sink's bound,
+                // only the per-client bound folded: each client keeps exactly its first
+                // `per_client` names.
+                let mut distinct: HashMap<u8, std::collections::HashSet<u16>> = HashMap::new();
+                for (client, name) in period {
+                    distinct.entry(*client).or_default().insert(*name);
+                }
+                let entries: usize = distinct
+                    .values()
+                    .map(|d| d.len().min(per_client) + usize::from(d.len() > per_client))
+                    .sum();
+                if entries <= max_pending {
+                    for (client, d) in &distinct {
+                        let ip = IpAddr::from([10, 1, 0, *client]);
+                        proptest::prop_assert_eq!(named.get(&ip).copied(), Some(d.len().min(per_client)));
+                    }
+                }
+                total += drained.iter().map(|(_, p)| p.count).sum::<u64>();
+            }
+            proptest::prop_assert_eq!(total, sent);
+            proptest::prop_assert_eq!(sink.received(), sent);
+            proptest::prop_assert_eq!(sink.queue_depth(), 0);
+        }
     }
 }

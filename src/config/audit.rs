@@ -47,6 +47,14 @@ pub struct AuditConfig {
     /// per-name detail is folded (see the audit module).
     #[serde(default = "default_max_pending")]
     pub max_pending: usize,
+    /// Distinct names one client may add between two flushes before its further names
+    /// are folded into its overflow entry (counts kept): a device flooding generated
+    /// names cannot make the writer insert thousands of rows a second.
+    #[serde(
+        default = "default_max_pending_per_client",
+        deserialize_with = "at_least_one"
+    )]
+    pub max_pending_per_client: usize,
 }
 
 impl AuditConfig {
@@ -88,6 +96,7 @@ impl Default for AuditConfig {
             retention_days_by_category: BTreeMap::new(),
             log_allowed: false,
             max_pending: default_max_pending(),
+            max_pending_per_client: default_max_pending_per_client(),
         }
     }
 }
@@ -112,4 +121,12 @@ fn default_retention_days() -> u32 {
 /// new rows per second for the writer, and about 3 MB of keys between flushes.
 fn default_max_pending() -> usize {
     5_000
+}
+/// 200 distinct blocked names from one device within a flush (a second by default):
+/// several times a heavy page's trackers all at once; a device past it is flooding.
+fn default_max_pending_per_client() -> usize {
+    200
+}
+fn at_least_one<'de, D: serde::Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    number_where(d, |n: &usize| *n >= 1, "at least 1")
 }

@@ -116,6 +116,7 @@ fn value_cases() -> Vec<Case> {
         ("reload timeout", s("[reload]\ntimeout = \"2h\"\n"), 2, "must be between 1s and 1h"),
         ("flush", s("[audit]\n\nflush_interval = \"2s\"\n"), 3, "flush_interval: must be between 1ms and 1s"),
         ("retention", s("[audit]\nretention_days = 40000\n"), 2, "at most 36500 days"),
+        ("per-client bound", s("[audit]\nmax_pending_per_client = 0\n"), 2, "max_pending_per_client: must be at least 1, not 0"),
         ("category retention", s("[categories.t]\n[audit]\nretention_days_by_category = { t = 40000 }\n"), 3, "at most 36500 days"),
         ("poll", s("[alerts]\npoll_interval = \"10ms\"\n"), 2, "between 50ms and 1m"),
         ("backoff", s("[alerts]\nretry_backoff = \"1ms\"\n"), 2, "at least 10ms"),
