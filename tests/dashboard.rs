@@ -751,3 +751,56 @@ fn older_links_walk_every_event_once() {
     assert_eq!(csv.body.lines().count(), 132, "header and 131 rows");
     stop_warden(s.warden.child);
 }
+
+/// A device's page counts its events up to 10,000 and then says "more than": counting
+/// the busiest device's year would cost more than showing the page. Filters the rollups
+/// answer stay exact however many rows match.
+#[test]
+fn a_device_page_counts_up_to_a_bound() {
+    let s = setup();
+    let session = sign_in(s.admin, "lead", LEAD_PASSWORD).unwrap();
+    block_and_wait(&s, "first.blocked.test", &session);
+    let mut db = rusqlite::Connection::open(s.dir.path().join("data/audit.sqlite")).unwrap();
+    db.busy_timeout(Duration::from_secs(5)).unwrap();
+    let tx = db.transaction().unwrap();
+    for i in 0..10_001 {
+        tx.execute(
+            "INSERT INTO events (first_seen, last_seen, count, client_ip, device, grp, name, \
+             qtype, categories, locked, list, line, rule, response, outcome) VALUES \
+             (?1, ?1, 1, '10.0.0.9', 'busy-laptop', 'default', ?2, 'A', 'adult', 0, 'adult', \
+             1, 'x', 'nxdomain', 'blocked')",
+            rusqlite::params![
+                format!("2026-06-01T10:{:02}:{:02}.000Z", i / 600 % 60, i / 10 % 60),
+                format!("n{i}.busy.test")
+            ],
+        )
+        .unwrap();
+    }
+    tx.commit().unwrap();
+    let device = request(
+        "GET",
+        s.admin,
+        "/events?device=busy-laptop",
+        Some(&session),
+        None,
+    );
+    assert_eq!(device.status, 200, "{}", device.body);
+    assert!(
+        device.body.contains("more than 10000 matching events"),
+        "{}",
+        device.body
+    );
+    let category = request(
+        "GET",
+        s.admin,
+        "/events?category=adult",
+        Some(&session),
+        None,
+    );
+    assert!(
+        category.body.contains("10002 matching events"),
+        "{}",
+        category.body
+    );
+    stop_warden(s.warden.child);
+}

@@ -332,8 +332,19 @@ proptest! {
             let expected_ids: Vec<i64> = reference_pairs(
                 &store, filter, "CAST(e.id AS TEXT), 0", "ORDER BY e.first_seen DESC, e.id DESC",
             ).into_iter().map(|(id, _)| id.parse().unwrap()).collect();
-            prop_assert_eq!(review::count(&store, filter).unwrap(), expected_ids.len() as i64,
+            let expected = expected_ids.len() as i64;
+            prop_assert_eq!(review::count(&store, filter).unwrap(), expected,
                 "count of {:?}", filter);
+            prop_assert_eq!(review::page_total(&store, filter).unwrap(),
+                review::Total::Exact(expected), "page total of {:?}", filter);
+            // A cap as small as a page: exact, or "more than" only when it is.
+            match super::tally::count_up_to(&store, filter, size).unwrap() {
+                (n, true) => prop_assert_eq!(n, expected, "capped count of {:?}", filter),
+                (n, false) => {
+                    prop_assert!(expected > i64::from(size), "more than {} of {:?}", size, filter);
+                    prop_assert_eq!(n, i64::from(size) + 1);
+                }
+            }
             prop_assert_eq!(&paged_ids(&store, filter, size), &expected_ids, "pages of {:?}", filter);
             let all: Vec<i64> = review::list(&store, filter).unwrap().iter().map(|r| r.id).collect();
             prop_assert_eq!(&all, &expected_ids, "list of {:?}", filter);
@@ -512,6 +523,7 @@ fn no_read_of_the_lead_scans_the_events_table() {
         let statements = traced(&mut store, |s| {
             review::list(s, &page).unwrap();
             review::count(s, &filter).unwrap();
+            review::page_total(s, &filter).unwrap();
             review::summary(s, &summarised).unwrap();
             review::summary_without_names(s, &summarised).unwrap();
             review::by_local_day(s, &summarised, tz).unwrap();

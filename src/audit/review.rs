@@ -253,6 +253,41 @@ pub fn count(store: &Store, filter: &Filter) -> Result<i64, AuditError> {
     tally::count(store, &whole)
 }
 
+/// A page's count of matching events: exact, or "more than" a bound past which
+/// counting would read more rows than showing a page should.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Total {
+    Exact(i64),
+    MoreThan(i64),
+}
+
+impl std::fmt::Display for Total {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Total::Exact(n) => write!(f, "{n}"),
+            Total::MoreThan(n) => write!(f, "more than {n}"),
+        }
+    }
+}
+
+/// Rows a page's total reads at most from `events` when the rollups do not answer.
+pub const PAGE_COUNT_CAP: u32 = 10_000;
+
+/// How many events match `filter`, for a page: exact from the rollups where they
+/// answer, otherwise counted up to [`PAGE_COUNT_CAP`] (as search engines and log tools
+/// do: "more than 10000").
+pub fn page_total(store: &Store, filter: &Filter) -> Result<Total, AuditError> {
+    let whole = Filter {
+        before: None,
+        limit: None,
+        ..filter.clone()
+    };
+    Ok(match tally::count_up_to(store, &whole, PAGE_COUNT_CAP)? {
+        (n, true) => Total::Exact(n),
+        (_, false) => Total::MoreThan(i64::from(PAGE_COUNT_CAP)),
+    })
+}
+
 /// Blocks per (day in `tz`, category) since `since` (RFC 3339), for the overview's chart.
 /// A row with several categories counts under each.
 pub(crate) fn daily_by_category(

@@ -211,6 +211,38 @@ pub(crate) fn count(store: &Store, filter: &Filter) -> Result<i64, AuditError> {
     Ok(n)
 }
 
+/// Like [`count`], but where the rollups do not answer (a device or address filter) it
+/// reads at most `cap + 1` rows: `(cap + 1, false)` then stands for "more than `cap`".
+/// A page's total must not cost a scan of the busiest device's year. Returns the count
+/// and whether it is exact.
+pub(crate) fn count_up_to(
+    store: &Store,
+    filter: &Filter,
+    cap: u32,
+) -> Result<(i64, bool), AuditError> {
+    if pieces(filter).is_some() && tallied(filter, true) {
+        return Ok((count(store, filter)?, true));
+    }
+    let columns = "e.first_seen AS first_seen, e.id AS id";
+    let Some(select) = select::rows(
+        store,
+        filter,
+        &Span::default(),
+        None,
+        columns,
+        Some(cap + 1),
+    )?
+    else {
+        return Ok((0, true));
+    };
+    let sql = format!("SELECT count(*) FROM ({})", select.sql);
+    let n: i64 = store
+        .conn()
+        .query_row(&sql, params_from_iter(select.values), |r| r.get(0))
+        .map_err(|e| store.wrap(e))?;
+    Ok((n, n <= i64::from(cap)))
+}
+
 fn count_rows(store: &Store, filter: &Filter, span: &Span) -> Result<i64, AuditError> {
     let Some(select) = select::rows(store, filter, span, None, "e.id", None)? else {
         return Ok(0);

@@ -361,7 +361,7 @@ async fn events(
     let export_filter = to_filter(&export_form, &engine.config)?;
     let (mut rows, total, export_rows) = d
         .db(move |s| {
-            let total = review::count(s, &filter)?;
+            let total = review::page_total(s, &filter)?;
             let exported = review::count(s, &export_filter)?;
             Ok((review::list(s, &filter)?, total, exported))
         })

@@ -236,7 +236,7 @@ impl FilterForm {
 pub struct EventsPage<'a> {
     pub form: &'a FilterForm,
     pub rows: &'a [EventRow],
-    pub total: i64,
+    pub total: crate::audit::review::Total,
     /// The cursor of the next (older) page, if there is one.
     pub older: Option<String>,
     /// What the export link writes: its query (the filter, with a start date when the
