@@ -309,22 +309,16 @@ CREATE TRIGGER events_tally_reviewed AFTER UPDATE OF reviewed ON events
 END;
 CREATE TRIGGER events_tally_gone AFTER UPDATE OF purged ON events
     WHEN OLD.purged = 0 AND NEW.purged != 0 BEGIN
-    UPDATE tally SET blocks = blocks - OLD.count, events = events - 1,
-        unreviewed = unreviewed - (OLD.reviewed = 0)
-        WHERE bucket = QUARTER(OLD.first_seen) AND outcome = OLD.outcome AND grp = OLD.grp
-        AND categories = OLD.categories;
-    UPDATE tally_day SET blocks = blocks - OLD.count, events = events - 1,
-        unreviewed = unreviewed - (OLD.reviewed = 0)
-        WHERE bucket = substr(OLD.first_seen, 1, 10) AND outcome = OLD.outcome AND grp = OLD.grp
-        AND categories = OLD.categories;
-    UPDATE tally_who SET blocks = blocks - OLD.count
-        WHERE OLD.outcome = 'blocked' AND day = substr(OLD.first_seen, 1, 10)
-        AND who = coalesce(OLD.device, OLD.client_ip);
-    UPDATE tally_name SET blocks = blocks - OLD.count
-        WHERE OLD.outcome = 'blocked' AND day = substr(OLD.first_seen, 1, 10)
-        AND name = OLD.name;
+    LEAVE_ROLLUPS
 END;
 CREATE TRIGGER events_tally_d AFTER DELETE ON events WHEN OLD.purged = 0 BEGIN
+    LEAVE_ROLLUPS
+END;
+"#;
+
+/// What a row leaving the live log (purged or deleted) takes out of every rollup: the
+/// body shared by `events_tally_gone` and `events_tally_d` in [`SCHEMA_V5`].
+const LEAVE_ROLLUPS: &str = r#"
     UPDATE tally SET blocks = blocks - OLD.count, events = events - 1,
         unreviewed = unreviewed - (OLD.reviewed = 0)
         WHERE bucket = QUARTER(OLD.first_seen) AND outcome = OLD.outcome AND grp = OLD.grp
@@ -339,8 +333,12 @@ CREATE TRIGGER events_tally_d AFTER DELETE ON events WHEN OLD.purged = 0 BEGIN
     UPDATE tally_name SET blocks = blocks - OLD.count
         WHERE OLD.outcome = 'blocked' AND day = substr(OLD.first_seen, 1, 10)
         AND name = OLD.name;
-END;
 "#;
+
+/// [`SCHEMA_V5`] as executed: the shared trigger body in place, `QUARTER` expanded.
+fn schema_v5() -> String {
+    expand_quarter(&SCHEMA_V5.replace("LEAVE_ROLLUPS", LEAVE_ROLLUPS.trim()))
+}
 
 /// `QUARTER(t)` in [`SCHEMA_V3`]: the RFC 3339 time `t` floored to its UTC quarter hour,
 /// `2026-07-01T20:30`. Spelled out in SQL (SQLite has no such function, and a function
@@ -375,7 +373,7 @@ fn migrations() -> [(i64, String); 4] {
         (1, SCHEMA_V2.to_string()),
         (2, schema_v3()),
         (3, SCHEMA_V4.to_string()),
-        (4, expand_quarter(SCHEMA_V5)),
+        (4, schema_v5()),
     ]
 }
 
@@ -551,7 +549,7 @@ impl Store {
                         "BEGIN; {SCHEMA} {SCHEMA_V2} {} {SCHEMA_V4} {} \
                          PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;",
                         schema_v3(),
-                        expand_quarter(SCHEMA_V5)
+                        schema_v5()
                     ))?;
                     return Ok((tables, SCHEMA_VERSION));
                 }
