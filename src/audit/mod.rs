@@ -30,6 +30,7 @@
 //! (to the same bound, folding the same way) and retries it with backoff until a commit
 //! succeeds; only then are its events counted as written ([`writer`]).
 
+mod busy_names;
 pub mod checkpoint;
 pub mod purge;
 #[cfg(test)]

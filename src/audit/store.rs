@@ -58,7 +58,7 @@ const GENESIS: &str = "000000000000000000000000000000000000000000000000000000000
 
 /// The layout version, kept in SQLite's `user_version`. Bump it when the schema changes,
 /// and add the step from the previous version to [`MIGRATIONS`].
-const SCHEMA_VERSION: i64 = 5;
+const SCHEMA_VERSION: i64 = 6;
 
 const SCHEMA: &str = r#"
 CREATE TABLE events (
@@ -157,8 +157,9 @@ CREATE TRIGGER IF NOT EXISTS allow_changes_append_only_d BEFORE DELETE ON allow_
 ///   few reviewed ones.
 /// - `tally` counts blocks, rows and unreviewed rows per UTC quarter hour (every time
 ///   zone's offset is whole quarter hours, so local days are exact), outcome, group and
-///   category set (version 5 adds `tally_day`, the same per UTC day); `tally_who` and `tally_name` count blocks per UTC day per device and
-///   per name, for the top lists. Counts over whole buckets come from them, and only the
+///   category set (version 5 adds `tally_day`, the same per UTC day); `tally_who` and
+///   `tally_name` count blocks per UTC day per device and per name, for the top lists
+///   (version 6 adds `tally_name_hot`, the busy names of each day). Counts over whole buckets come from them, and only the
 ///   partial buckets at a range's ends are counted from `events`.
 /// - `audit_meta` keeps the longest `last_seen - first_seen` of any row (`max_span_ms`),
 ///   so a filter on `last_seen` becomes a bounded `first_seen` range.
@@ -340,6 +341,45 @@ fn schema_v5() -> String {
     expand_quarter(&SCHEMA_V5.replace("LEAVE_ROLLUPS", LEAVE_ROLLUPS.trim()))
 }
 
+/// Version 6: which names were busy on which day, so a month's top names need not group
+/// every name of every day (~11,000 a day at a big school). `tally_name_hot` holds each
+/// (day, name) whose `tally_name` blocks reached [`HOT_NAME_BLOCKS`]; a name absent for a
+/// day had fewer that day. A row is added when a day's count crosses the mark (once per
+/// day and name, so the writer pays almost nothing) and never removed: a purge only
+/// lowers counts, and a listed name is only a candidate whose exact count is read (see
+/// `tally::top`).
+const SCHEMA_V6: &str = r#"
+CREATE TABLE tally_name_hot (
+    day     TEXT NOT NULL,
+    name    TEXT NOT NULL,
+    PRIMARY KEY (day, name)
+) WITHOUT ROWID;
+INSERT INTO tally_name_hot SELECT day, name FROM tally_name WHERE blocks >= HOT;
+CREATE TRIGGER tally_name_hot_i AFTER INSERT ON tally_name WHEN NEW.blocks >= HOT BEGIN
+    HOT_INSERT
+END;
+CREATE TRIGGER tally_name_hot_u AFTER UPDATE OF blocks ON tally_name
+    WHEN NEW.blocks >= HOT AND OLD.blocks < HOT BEGIN
+    HOT_INSERT
+END;
+"#;
+
+/// Blocks a name must reach in one UTC day to be listed in `tally_name_hot` ([`SCHEMA_V6`]).
+pub(crate) const HOT_NAME_BLOCKS: i64 = 64;
+
+/// Lists a (day, name) as busy unless it is already: a name can cross the mark again after
+/// a purge lowered its count. Not `INSERT OR IGNORE`: inside a trigger, the conflict
+/// policy of the statement that fired it wins (the rollups' upsert, which aborts).
+const HOT_INSERT: &str = "INSERT INTO tally_name_hot SELECT NEW.day, NEW.name WHERE NOT EXISTS \
+     (SELECT 1 FROM tally_name_hot WHERE day = NEW.day AND name = NEW.name);";
+
+/// [`SCHEMA_V6`] as executed, with [`HOT_NAME_BLOCKS`] and the shared insert in place.
+fn schema_v6() -> String {
+    SCHEMA_V6
+        .replace("HOT_INSERT", HOT_INSERT)
+        .replace("HOT", &HOT_NAME_BLOCKS.to_string())
+}
+
 /// `QUARTER(t)` in [`SCHEMA_V3`]: the RFC 3339 time `t` floored to its UTC quarter hour,
 /// `2026-07-01T20:30`. Spelled out in SQL (SQLite has no such function, and a function
 /// registered from Rust would make the file unreadable to other SQLite tools' triggers).
@@ -368,12 +408,13 @@ pub(crate) fn expand_quarter(sql: &str) -> String {
 }
 
 /// `(from version, SQL)`: the step that takes a log from `from` to `from + 1`.
-fn migrations() -> [(i64, String); 4] {
+fn migrations() -> [(i64, String); 5] {
     [
         (1, SCHEMA_V2.to_string()),
         (2, schema_v3()),
         (3, SCHEMA_V4.to_string()),
         (4, schema_v5()),
+        (5, schema_v6()),
     ]
 }
 
@@ -546,10 +587,11 @@ impl Store {
                 if tables == 0 {
                     // One transaction: a crash cannot leave tables without their version.
                     c.execute_batch(&format!(
-                        "BEGIN; {SCHEMA} {SCHEMA_V2} {} {SCHEMA_V4} {} \
+                        "BEGIN; {SCHEMA} {SCHEMA_V2} {} {SCHEMA_V4} {} {} \
                          PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;",
                         schema_v3(),
-                        schema_v5()
+                        schema_v5(),
+                        schema_v6()
                     ))?;
                     return Ok((tables, SCHEMA_VERSION));
                 }
@@ -1279,8 +1321,10 @@ mod tests {
             )
             .unwrap();
             // Back to version 2: what the rows held before versions 3 and 4 existed.
-            c.execute_batch(&format!("{V5_UNDO} {V4_UNDO} PRAGMA user_version = 3;"))
-                .unwrap();
+            c.execute_batch(&format!(
+                "{V6_UNDO} {V5_UNDO} {V4_UNDO} PRAGMA user_version = 3;"
+            ))
+            .unwrap();
             c.execute_batch(
                 "DROP TABLE tally; DROP TABLE tally_who; DROP TABLE tally_name; \
                  DROP TABLE category_sets; DROP TABLE audit_meta; \
@@ -1328,6 +1372,44 @@ mod tests {
     const V4_UNDO: &str = "DROP TABLE checkpoints; DROP INDEX signins_at;";
     /// Version 5's day rollup (its triggers are replaced again by the step).
     const V5_UNDO: &str = "DROP TABLE tally_day;";
+    /// Version 6's busy names and the triggers that keep them.
+    const V6_UNDO: &str = "DROP TRIGGER tally_name_hot_i; DROP TRIGGER tally_name_hot_u; \
+         DROP TABLE tally_name_hot;";
+
+    /// A version 5 log gets its busy names listed from its rollup, and the triggers keep
+    /// the list from then on.
+    #[test]
+    fn a_version_5_log_gets_its_busy_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v5.sqlite");
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        {
+            let mut store = Store::open(&path).unwrap();
+            let batch: Vec<(Key, Pending)> = [10, 63, 64, 200]
+                .into_iter()
+                .enumerate()
+                .map(|(i, n)| entry(&format!("n{i}.test"), t0 + Duration::from_secs(i as u64), n))
+                .collect();
+            store
+                .write_batch(&batch, &mut OpenRows::default(), WINDOW, t0, false)
+                .unwrap();
+            store
+                .conn()
+                .execute_batch(&format!("{V6_UNDO} PRAGMA user_version = 5;"))
+                .unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        let busy = || column::<String>(&store, "SELECT name FROM tally_name_hot ORDER BY name");
+        assert_eq!(busy(), ["n2.test", "n3.test"]);
+        store
+            .conn()
+            .execute(
+                "UPDATE events SET count = count + 1 WHERE name = 'n1.test'",
+                [],
+            )
+            .unwrap();
+        assert_eq!(busy(), ["n1.test", "n2.test", "n3.test"]);
+    }
 
     /// A version 3 log (rows sealed, one purged, a sign-in) gets the checkpoints and
     /// the sign-ins' index in place: its rows and chain are untouched, it verifies, and
@@ -1357,7 +1439,7 @@ mod tests {
                 .execute_batch(&format!(
                     "INSERT INTO signins (at, user, client_ip, result) \
                      VALUES ('2026-01-01T00:00:00Z', 'lead', '10.0.0.1', 'ok'); \
-                     {V5_UNDO} {V4_UNDO} PRAGMA user_version = 3;"
+                     {V6_UNDO} {V5_UNDO} {V4_UNDO} PRAGMA user_version = 3;"
                 ))
                 .unwrap();
             column(&store, "SELECT seq FROM events ORDER BY seq")

@@ -3,7 +3,8 @@
 //! (`tally`, `tally_who`, `tally_name`, see `store::SCHEMA_V3`); only the partial buckets
 //! at the ends of a time range, and filters the rollups do not split by (a device, a
 //! review state for blocks), are counted from `events`, through the index ranges of
-//! [`super::select`].
+//! [`super::select`]. The top names of whole days come from the busy-name list
+//! ([`super::busy_names`]) wherever it proves the ranking.
 
 use std::collections::BTreeMap;
 
@@ -11,6 +12,7 @@ use chrono::{DateTime, Timelike, Utc};
 use rusqlite::params_from_iter;
 use rusqlite::types::Value;
 
+use super::busy_names;
 use super::select::{self, Filter, Span};
 use super::store::{AuditError, Store};
 
@@ -422,33 +424,44 @@ pub(crate) fn top(
         }
         Ok(())
     };
-    match split {
-        None => add_rows(&Span::default())?,
-        Some(split) => {
-            for end in &split.ends {
-                add_rows(end)?;
-            }
-            let mut clauses = vec!["1".to_string()];
-            let mut values = Vec::new();
-            if let Some(from) = split.from {
-                values.push(Value::Text(from));
-                clauses.push(format!("day >= ?{}", values.len()));
-            }
-            if let Some(to) = split.to {
-                values.push(Value::Text(to));
-                clauses.push(format!("day < ?{}", values.len()));
-            }
-            let sql = format!(
-                "SELECT {key}, '', sum(blocks) FROM {table} WHERE {} GROUP BY {key}",
-                clauses.join(" AND ")
-            );
-            for (k, _, n) in query_triples(store, &sql, values)? {
-                *totals.entry(k).or_default() += n;
-            }
+    let Some(split) = split else {
+        add_rows(&Span::default())?;
+        return Ok(ranked(totals, limit));
+    };
+    for end in &split.ends {
+        add_rows(end)?;
+    }
+    if let Top::Names = what {
+        let (from, to) = (split.from.as_deref(), split.to.as_deref());
+        if let Some(ranked) = busy_names::top(store, from, to, &totals, limit)? {
+            return Ok(ranked);
         }
     }
+    let mut clauses = vec!["1".to_string()];
+    let mut values = Vec::new();
+    if let Some(from) = split.from {
+        values.push(Value::Text(from));
+        clauses.push(format!("day >= ?{}", values.len()));
+    }
+    if let Some(to) = split.to {
+        values.push(Value::Text(to));
+        clauses.push(format!("day < ?{}", values.len()));
+    }
+    let sql = format!(
+        "SELECT {key}, '', sum(blocks) FROM {table} WHERE {} GROUP BY {key}",
+        clauses.join(" AND ")
+    );
+    for (k, _, n) in query_triples(store, &sql, values)? {
+        *totals.entry(k).or_default() += n;
+    }
+    Ok(ranked(totals, limit))
+}
+
+/// The `limit` entries of `totals` with the most blocks (none with 0), most first, ties by
+/// key.
+fn ranked(totals: BTreeMap<String, i64>, limit: usize) -> Vec<(String, i64)> {
     let mut ranked: Vec<(String, i64)> = totals.into_iter().filter(|(_, n)| *n > 0).collect();
     ranked.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
     ranked.truncate(limit);
-    Ok(ranked)
+    ranked
 }
