@@ -88,6 +88,7 @@ pub mod dashboard;
 pub mod dns;
 pub mod engine;
 pub mod filter;
+pub mod fleet;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod lists;

@@ -112,6 +112,7 @@ pub struct Metrics {
     reload: ReloadMetrics,
     audit: AuditMetrics,
     alerts: AlertMetrics,
+    fleet: FleetMetrics,
     /// Read at each scrape: list freshness as the copies on disk record it.
     list_freshness: Mutex<Option<Box<FreshnessFn>>>,
     /// Where the audit figures are read from at scrape time, if auditing is on.
@@ -360,6 +361,37 @@ impl AlertMetrics {
     }
 }
 
+/// Shipping the audit log to the trust's central store (`[fleet]`).
+struct FleetMetrics {
+    shipped: IntCounter,
+    errors: IntCounter,
+    backlog_rows: IntGauge,
+    backlog_age: Gauge,
+}
+
+impl FleetMetrics {
+    fn register(r: &Registrar<'_>) -> FleetMetrics {
+        FleetMetrics {
+            shipped: r.counter(
+                "warden_fleet_shipped_rows_total",
+                "Sealed audit rows the central store confirmed",
+            ),
+            errors: r.counter(
+                "warden_fleet_errors_total",
+                "Failed attempts to reach or write the central store (each retried)",
+            ),
+            backlog_rows: r.gauge(
+                "warden_fleet_backlog_rows",
+                "Sealed audit rows not shipped to the central store yet",
+            ),
+            backlog_age: r.float_gauge(
+                "warden_fleet_backlog_age_seconds",
+                "How long ago the oldest unshipped sealed row was first seen (0: none waiting)",
+            ),
+        }
+    }
+}
+
 impl Metrics {
     pub fn new() -> Metrics {
         let registry = Registry::new();
@@ -370,12 +402,14 @@ impl Metrics {
         let reload = ReloadMetrics::register(&r);
         let audit = AuditMetrics::register(&r);
         let alerts = AlertMetrics::register(&r);
+        let fleet = FleetMetrics::register(&r);
         Metrics {
             query,
             lists,
             reload,
             audit,
             alerts,
+            fleet,
             list_freshness: Mutex::new(None),
             audit_source: Mutex::new(None),
             names: r.1.take(),
@@ -530,6 +564,22 @@ impl Metrics {
     /// Blocks now held for digests.
     pub(crate) fn alerts_held(&self, held: usize) {
         self.alerts.alerts_held.set(held as i64);
+    }
+
+    /// The central store confirmed `rows` more rows.
+    pub(crate) fn fleet_shipped(&self, rows: usize) {
+        self.fleet.shipped.inc_by(rows as u64);
+    }
+
+    /// An attempt to reach or write the central store failed.
+    pub(crate) fn fleet_error(&self) {
+        self.fleet.errors.inc();
+    }
+
+    /// Sealed rows waiting to be shipped, and the age of the oldest.
+    pub(crate) fn fleet_backlog(&self, rows: i64, age: Duration) {
+        self.fleet.backlog_rows.set(rows);
+        self.fleet.backlog_age.set(age.as_secs_f64());
     }
 
     /// At each scrape, bring the lists' freshness up to what `read` finds on disk.

@@ -42,6 +42,7 @@ pub fn needed(started: &Config, new: &Config) -> Vec<String> {
         dashboard,
         users: _,
         alerts,
+        fleet,
         base_dir: _, // the same file's folder
         path: _,
     } = started;
@@ -53,6 +54,8 @@ pub fn needed(started: &Config, new: &Config) -> Vec<String> {
     diff.downloads(started, new);
     diff.dashboard(dashboard, &new.dashboard);
     diff.alerts(alerts, &new.alerts);
+    // The shipper is started once, with its database, site and schedule.
+    diff.check("[fleet]", fleet, &new.fleet);
     if alerts.enabled() && audit.enabled() {
         diff.alert_wording(started, new);
     }

@@ -119,6 +119,8 @@ async fn serve_until_stopped(
         Some(_) => alerts::start(shared.clone(), metrics.clone(), alerts_stop.clone()).await?,
         None => None,
     };
+    // The fleet shipper reads what the audit writer seals; it stops with the alerts.
+    let fleet = start_fleet(&config, metrics, &alerts_stop)?;
 
     // 4. Listeners.
     let server = start_dns(&config, shared, upstream, metrics, sink).await?;
@@ -148,6 +150,9 @@ async fn serve_until_stopped(
     alerts_stop.cancel();
     if let Some(alerts) = alerts {
         alerts.wait().await;
+    }
+    if let Some(fleet) = fleet {
+        let _ = fleet.await;
     }
     if let Some(admin) = admin {
         admin.wait().await;
@@ -265,6 +270,28 @@ fn start_audit(config: &Config) -> Result<Option<(audit::Sink, audit::Writer)>> 
         audit::writer::WriterSettings::from_config(settings),
     )?;
     Ok(Some((sink, writer)))
+}
+
+/// Ship the audit log to the trust's central store, if `[fleet]` is set (the config
+/// check made sure the audit log is on).
+fn start_fleet(
+    config: &Config,
+    metrics: &Arc<Metrics>,
+    stop: &CancellationToken,
+) -> Result<Option<tokio::task::JoinHandle<()>>> {
+    let Some(settings) = crate::fleet::Settings::from_config(config)? else {
+        return Ok(None);
+    };
+    if !config.audit.enabled() {
+        return Ok(None);
+    }
+    let audit = config.resolve(&config.audit.path);
+    Ok(Some(tokio::spawn(crate::fleet::ship::run(
+        settings,
+        audit,
+        metrics.clone(),
+        stop.clone(),
+    ))))
 }
 
 /// The admin listener, unless `[admin] enabled = false`.

@@ -32,6 +32,7 @@
 
 mod busy_names;
 pub mod checkpoint;
+pub mod outbox;
 pub mod purge;
 #[cfg(test)]
 mod reads_tests;

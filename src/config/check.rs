@@ -117,7 +117,93 @@ impl<'a> Validator<'a> {
         self.check_retention(config)?;
         self.check_alerts(config)?;
         self.check_email(config)?;
+        self.check_fleet(config)?;
         self.check_blocking(config)
+    }
+
+    /// `[fleet]`: a PostgreSQL URL without a password (it would be logged), TLS unless
+    /// the database is on this machine, one source for the password, a usable site name,
+    /// and an audit log to ship.
+    fn check_fleet(&self, config: &Config) -> Result<(), ConfigError> {
+        let Some(fleet) = &config.fleet else {
+            return Ok(());
+        };
+        let url = fleet.database.get_ref();
+        let span = fleet.database.span();
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return self.error(
+                span,
+                "[fleet] database must be a postgres:// URL (postgres://user@host/database)".into(),
+            );
+        }
+        let parsed = match url.parse::<tokio_postgres::Config>() {
+            Ok(parsed) => parsed,
+            Err(e) => {
+                return self.error(
+                    span,
+                    format!("[fleet] database is not a PostgreSQL URL: {e}"),
+                )
+            }
+        };
+        if parsed.get_password().is_some() {
+            return self.error(
+                span,
+                "[fleet] database holds a password: URLs are logged and shown in errors; \
+                 put it in password_file or password_env"
+                    .into(),
+            );
+        }
+        if parsed.get_user().is_none() {
+            return self.error(
+                span,
+                "[fleet] database names no user (postgres://user@host/db)".into(),
+            );
+        }
+        if parsed.get_dbname().is_none() {
+            return self.error(
+                span,
+                "[fleet] database names no database (postgres://user@host/db)".into(),
+            );
+        }
+        if parsed.get_hosts().is_empty() {
+            return self.error(span, "[fleet] database names no host".into());
+        }
+        if parsed.get_ssl_mode() == tokio_postgres::config::SslMode::Disable
+            && !super::fleet::hosts_are_local(&parsed)
+        {
+            return self.error(
+                span,
+                "[fleet] sslmode=disable is only for a database on this machine: the audit \
+                 log crosses the network encrypted"
+                    .into(),
+            );
+        }
+        if fleet.password_file.is_some() && fleet.password_env.is_some() {
+            return self.error(
+                span,
+                "[fleet] password_file and password_env: give one, not both".into(),
+            );
+        }
+        if let Some(problem) = super::site_name_problem(fleet.site.get_ref()) {
+            return self.error(fleet.site.span(), problem);
+        }
+        let batch = *fleet.batch_rows.get_ref();
+        if !(1..=super::MAX_BATCH_ROWS).contains(&batch) {
+            return self.error(
+                fleet.batch_rows.span(),
+                format!(
+                    "[fleet] batch_rows must be 1 to {}, not {batch}",
+                    super::MAX_BATCH_ROWS
+                ),
+            );
+        }
+        if !config.audit.enabled() {
+            return self.error(
+                span,
+                "[fleet] needs the audit log ([audit] enabled = true): it ships the log".into(),
+            );
+        }
+        Ok(())
     }
 
     fn error<T>(&self, span: Range<usize>, message: String) -> Result<T, ConfigError> {

@@ -19,6 +19,7 @@ mod audit;
 mod blocking;
 mod check;
 mod dashboard;
+mod fleet;
 mod lists;
 mod policy;
 mod server;
@@ -35,6 +36,7 @@ pub use alerts::{AlertsConfig, EmailConfig, StartTls};
 pub use audit::{AuditConfig, RetentionDays, MAX_RETENTION_DAYS};
 pub use blocking::{BlockResponse, BlockingConfig, RebindingConfig};
 pub use dashboard::{check_user_name, AdminConfig, DashboardConfig, Role, UserConfig};
+pub use fleet::{hosts_are_local, site_name_problem, FleetConfig, MAX_BATCH_ROWS};
 pub use lists::{
     AllowConfig, DenyConfig, Format, ListConfig, ReloadConfig, SourcesConfig, DASHBOARD_ALLOW,
     DEFAULT_MAX_LIST_BYTES,
@@ -126,6 +128,10 @@ pub struct Config {
     /// `[alerts]`: tell the e-safety lead at once about blocks in alerting categories.
     #[serde(default)]
     pub alerts: AlertsConfig,
+    /// `[fleet]`: ship the audit log to the trust's central PostgreSQL (none: this site
+    /// stands alone).
+    #[serde(default)]
+    pub fleet: Option<FleetConfig>,
     /// Folder of the config file: relative list paths start here. Not part of the file.
     #[serde(skip)]
     pub base_dir: PathBuf,

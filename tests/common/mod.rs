@@ -4,6 +4,7 @@
 
 pub mod browser;
 pub mod dashboard;
+pub mod postgres;
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};

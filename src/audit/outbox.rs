@@ -1,0 +1,154 @@
+//! What the fleet shipper reads from the site's log: sealed rows after a cursor, in chain
+//! order, exactly as stored (so the central copy hashes as the local one does), and the
+//! cursor itself, kept in the log (`audit_meta`) so a restart resumes after the last
+//! batch the central store confirmed. The log stays the durable buffer: nothing here
+//! deletes or changes a row.
+
+use rusqlite::{params, OptionalExtension};
+
+use super::store::{AuditError, Store};
+
+/// A sealed row as stored, every column the chain hashes plus where it sits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SealedRow {
+    pub id: i64,
+    pub seq: i64,
+    pub first_seen: String,
+    pub last_seen: String,
+    pub count: i64,
+    pub client_ip: String,
+    pub device: Option<String>,
+    pub grp: String,
+    pub name: String,
+    pub qtype: String,
+    pub categories: String,
+    pub locked: i64,
+    pub list: String,
+    pub line: i64,
+    pub rule: String,
+    pub response: String,
+    pub cname: Option<String>,
+    pub outcome: String,
+    pub salt: Option<String>,
+    pub personal: Option<String>,
+    pub hash: String,
+    pub purged: i64,
+}
+
+/// The key in `audit_meta` of the shipped events' cursor (the last seq shipped).
+const EVENTS_CURSOR: &str = "fleet_events_seq";
+/// The key of this log's identity in the fleet: a random number made once, so two
+/// Wardens configured with the same site name cannot interleave their chains.
+const INSTANCE: &str = "fleet_instance";
+
+impl Store {
+    /// Up to `limit` sealed rows after chain position `seq`, in chain order.
+    pub fn sealed_after(&self, seq: i64, limit: usize) -> Result<Vec<SealedRow>, AuditError> {
+        let err = |e| self.wrap(e);
+        let mut stmt = self
+            .conn()
+            .prepare_cached(
+                "SELECT id, seq, first_seen, last_seen, count, client_ip, device, grp, name, \
+                 qtype, categories, locked, list, line, rule, response, cname, outcome, salt, \
+                 personal, hash, purged FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+            )
+            .map_err(err)?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = stmt
+            .query_map(params![seq, limit], |r| {
+                Ok(SealedRow {
+                    id: r.get(0)?,
+                    seq: r.get(1)?,
+                    first_seen: r.get(2)?,
+                    last_seen: r.get(3)?,
+                    count: r.get(4)?,
+                    client_ip: r.get(5)?,
+                    device: r.get(6)?,
+                    grp: r.get(7)?,
+                    name: r.get(8)?,
+                    qtype: r.get(9)?,
+                    categories: r.get(10)?,
+                    locked: r.get(11)?,
+                    list: r.get(12)?,
+                    line: r.get(13)?,
+                    rule: r.get(14)?,
+                    response: r.get(15)?,
+                    cname: r.get(16)?,
+                    outcome: r.get(17)?,
+                    salt: r.get(18)?,
+                    personal: r.get(19)?,
+                    hash: r.get::<_, Option<String>>(20)?.unwrap_or_default(),
+                    purged: r.get(21)?,
+                })
+            })
+            .map_err(err)?;
+        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(err)
+    }
+
+    /// The last chain position shipped (0: none yet).
+    pub fn shipped_seq(&self) -> Result<i64, AuditError> {
+        self.meta(EVENTS_CURSOR).map(|v| v.unwrap_or(0))
+    }
+
+    /// Record that the central store holds every row up to `seq`.
+    pub fn set_shipped_seq(&self, seq: i64) -> Result<(), AuditError> {
+        self.conn()
+            .execute(
+                "INSERT INTO audit_meta (key, value) VALUES (?1, ?2) \
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                params![EVENTS_CURSOR, seq],
+            )
+            .map(|_| ())
+            .map_err(|e| self.wrap(e))
+    }
+
+    /// Sealed rows not shipped yet, and the first seen time of the oldest of them.
+    pub fn unshipped(&self) -> Result<(i64, Option<String>), AuditError> {
+        let shipped = self.shipped_seq()?;
+        let err = |e| self.wrap(e);
+        let head: i64 = self
+            .conn()
+            .query_row("SELECT coalesce(max(seq), 0) FROM events", [], |r| r.get(0))
+            .map_err(err)?;
+        let oldest: Option<String> = self
+            .conn()
+            .query_row(
+                "SELECT first_seen FROM events WHERE seq = ?1",
+                [shipped + 1],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(err)?;
+        Ok(((head - shipped).max(0), oldest))
+    }
+
+    /// This log's identity in the fleet, made on first use.
+    pub fn fleet_instance(&self) -> Result<i64, AuditError> {
+        if let Some(id) = self.meta(INSTANCE)? {
+            return Ok(id);
+        }
+        let mut bytes = [0u8; 8];
+        getrandom::fill(&mut bytes).map_err(|e| {
+            AuditError::Invalid(format!("no randomness for the fleet identity: {e}"))
+        })?;
+        // Positive, so it reads the same in every tool.
+        let id = i64::from_le_bytes(bytes) & i64::MAX;
+        self.conn()
+            .execute(
+                "INSERT OR IGNORE INTO audit_meta (key, value) VALUES (?1, ?2)",
+                params![INSTANCE, id],
+            )
+            .map_err(|e| self.wrap(e))?;
+        // Another process may have made it first: the stored one counts.
+        self.meta(INSTANCE).map(|v| v.unwrap_or(id))
+    }
+
+    fn meta(&self, key: &str) -> Result<Option<i64>, AuditError> {
+        self.conn()
+            .query_row("SELECT value FROM audit_meta WHERE key = ?1", [key], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(|e| self.wrap(e))
+    }
+}

@@ -1,0 +1,351 @@
+//! The trust's central store in PostgreSQL: its schema (versioned migrations, applied by
+//! whichever site connects first, under a lock), each site's registration, and the
+//! batches of sealed rows shipped into it.
+//!
+//! `events` keeps each site's chain as shipped: every column the chain hashes, as the
+//! site stored it (times as the site's RFC 3339 text, so the central copy hashes
+//! exactly as the local one), keyed by (site, seq). It is partitioned by month of
+//! `at` (the first seen time as a timestamp), so a year of 50 sites is 12 tables a
+//! dashboard range touches only part of, and retention can drop whole months.
+
+use std::collections::HashSet;
+use std::time::SystemTime;
+
+use tokio_postgres::{Client, Transaction};
+
+use super::connect::Settings;
+use super::FleetError;
+use crate::audit::outbox::SealedRow;
+
+/// Each step takes the central schema from version `index` to `index + 1`.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE sites (
+    site          text PRIMARY KEY,
+    instance      bigint NOT NULL,
+    head_seq      bigint NOT NULL DEFAULT 0,
+    head_hash     text NOT NULL DEFAULT '',
+    shipped_at    timestamptz,
+    registered_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE events (
+    site        text NOT NULL,
+    seq         bigint NOT NULL,
+    local_id    bigint NOT NULL,
+    at          timestamptz NOT NULL,
+    first_seen  text NOT NULL,
+    last_seen   text NOT NULL,
+    count       bigint NOT NULL,
+    client_ip   text NOT NULL,
+    device      text,
+    grp         text NOT NULL,
+    name        text NOT NULL,
+    qtype       text NOT NULL,
+    categories  text NOT NULL,
+    locked      bigint NOT NULL,
+    list        text NOT NULL,
+    line        bigint NOT NULL,
+    rule        text NOT NULL,
+    response    text NOT NULL,
+    cname       text,
+    outcome     text NOT NULL,
+    salt        text,
+    personal    text,
+    hash        text NOT NULL,
+    purged      bigint NOT NULL,
+    PRIMARY KEY (site, seq, at)
+) PARTITION BY RANGE (at);
+CREATE INDEX events_at ON events (at);
+CREATE INDEX events_site_at ON events (site, at);
+CREATE INDEX events_categories_at ON events (categories, at);
+"#];
+
+/// Serialises schema changes and partition creation between sites connecting at once.
+const SCHEMA_LOCK: i64 = 0x5761_7264_656e_0001;
+
+/// Bring the central schema up to date.
+pub(crate) async fn migrate(client: &mut Client, settings: &Settings) -> Result<(), FleetError> {
+    let failed = |e| settings.database_error(e);
+    let tx = client.transaction().await.map_err(failed)?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK])
+        .await
+        .map_err(failed)?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS warden_schema (version integer NOT NULL); \
+         INSERT INTO warden_schema SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM warden_schema)",
+    )
+    .await
+    .map_err(failed)?;
+    let version: i32 = tx
+        .query_one("SELECT version FROM warden_schema", &[])
+        .await
+        .map_err(failed)?
+        .get(0);
+    let known = i32::try_from(MIGRATIONS.len()).unwrap_or(i32::MAX);
+    if version > known {
+        return Err(FleetError::Config(format!(
+            "the fleet database {} has schema version {version}; this Warden knows {known}: \
+             upgrade this site's Warden",
+            settings.target
+        )));
+    }
+    for (from, step) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        tx.batch_execute(step).await.map_err(failed)?;
+        let to = i32::try_from(from + 1).unwrap_or(i32::MAX);
+        tx.execute("UPDATE warden_schema SET version = $1", &[&to])
+            .await
+            .map_err(failed)?;
+    }
+    tx.commit().await.map_err(failed)
+}
+
+/// Register this site (or find it registered by this same log) and return the last
+/// chain position the central store holds for it.
+pub(crate) async fn register(
+    client: &Client,
+    settings: &Settings,
+    instance: i64,
+) -> Result<i64, FleetError> {
+    let failed = |e| settings.database_error(e);
+    client
+        .execute(
+            "INSERT INTO sites (site, instance) VALUES ($1, $2) ON CONFLICT (site) DO NOTHING",
+            &[&settings.site, &instance],
+        )
+        .await
+        .map_err(failed)?;
+    let row = client
+        .query_one(
+            "SELECT instance, head_seq FROM sites WHERE site = $1",
+            &[&settings.site],
+        )
+        .await
+        .map_err(failed)?;
+    let (owner, head): (i64, i64) = (row.get(0), row.get(1));
+    if owner != instance {
+        return Err(FleetError::Conflict {
+            site: settings.site.clone(),
+            message: format!(
+                "the fleet database {} already holds this site from another audit log \
+                 (another Warden configured with the same [fleet] site, or this site's \
+                 log was replaced): give this site its own name",
+                settings.target
+            ),
+        });
+    }
+    Ok(head)
+}
+
+/// The month partitions already known to exist (created by this site or another).
+#[derive(Default)]
+pub(crate) struct Partitions(HashSet<(i32, u32)>);
+
+/// Store `rows` (consecutive sealed rows of this site, in chain order) in one
+/// transaction. Rows the central store holds already (a batch shipped again after a
+/// restart lost the cursor's update) are left as they are, but must be the same rows:
+/// a different hash at the same position stops shipping with a conflict.
+pub(crate) async fn store_batch(
+    client: &mut Client,
+    settings: &Settings,
+    partitions: &mut Partitions,
+    rows: &[SealedRow],
+) -> Result<(), FleetError> {
+    let (Some(first), Some(last)) = (rows.first(), rows.last()) else {
+        return Ok(());
+    };
+    let failed = |e| settings.database_error(e);
+    let tx = client.transaction().await.map_err(failed)?;
+    let at: Vec<SystemTime> = rows
+        .iter()
+        .map(|r| first_seen_time(&r.first_seen))
+        .collect();
+    ensure_partitions(&tx, settings, partitions, &at).await?;
+    insert_rows(&tx, settings, rows, at).await?;
+    // Every position of the batch must now hold this site's row, whoever inserted it.
+    let seqs: Vec<i64> = rows.iter().map(|r| r.seq).collect();
+    let stored = tx
+        .query(
+            "SELECT seq, hash FROM events WHERE site = $1 AND seq = ANY($2)",
+            &[&settings.site, &seqs],
+        )
+        .await
+        .map_err(failed)?;
+    let mut by_seq = std::collections::HashMap::with_capacity(stored.len());
+    for row in stored {
+        let (seq, hash): (i64, String) = (row.get(0), row.get(1));
+        if by_seq.insert(seq, hash).is_some() {
+            return Err(conflict(
+                settings,
+                format!("the central store holds seq {seq} twice"),
+            ));
+        }
+    }
+    for row in rows {
+        match by_seq.get(&row.seq) {
+            Some(hash) if *hash == row.hash => {}
+            Some(_) => {
+                return Err(conflict(
+                    settings,
+                    format!(
+                        "the central store's row at seq {} differs from this site's \
+                         (local id {}): it was changed centrally, or this log was restored \
+                         from an older copy",
+                        row.seq, row.id
+                    ),
+                ))
+            }
+            None => {
+                return Err(conflict(
+                    settings,
+                    format!("seq {} did not arrive centrally", row.seq),
+                ))
+            }
+        }
+    }
+    tx.execute(
+        "UPDATE sites SET head_seq = greatest(head_seq, $2), \
+         head_hash = CASE WHEN $2 >= head_seq THEN $3 ELSE head_hash END, shipped_at = now() \
+         WHERE site = $1",
+        &[&settings.site, &last.seq, &last.hash],
+    )
+    .await
+    .map_err(failed)?;
+    tx.commit().await.map_err(failed)?;
+    tracing::debug!(
+        "fleet: shipped seq {}..={} to {}",
+        first.seq,
+        last.seq,
+        settings.target
+    );
+    Ok(())
+}
+
+fn conflict(settings: &Settings, message: String) -> FleetError {
+    FleetError::Conflict {
+        site: settings.site.clone(),
+        message,
+    }
+}
+
+/// The row's first seen time as a timestamp (the Unix epoch for a text that does not
+/// read: the row still arrives, in the oldest partition, and its text is kept as is).
+fn first_seen_time(text: &str) -> SystemTime {
+    humantime::parse_rfc3339_weak(text).unwrap_or(SystemTime::UNIX_EPOCH)
+}
+
+/// Create the month partitions `at` falls in that do not exist yet.
+async fn ensure_partitions(
+    tx: &Transaction<'_>,
+    settings: &Settings,
+    partitions: &mut Partitions,
+    at: &[SystemTime],
+) -> Result<(), FleetError> {
+    let failed = |e| settings.database_error(e);
+    let months: std::collections::BTreeSet<(i32, u32)> = at.iter().map(|t| month_of(*t)).collect();
+    let missing: Vec<(i32, u32)> = months
+        .into_iter()
+        .filter(|m| !partitions.0.contains(m))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK])
+        .await
+        .map_err(failed)?;
+    for (year, month) in missing {
+        let (next_year, next_month) = if month == 12 {
+            (year + 1, 1)
+        } else {
+            (year, month + 1)
+        };
+        tx.batch_execute(&format!(
+            "CREATE TABLE IF NOT EXISTS events_{year:04}_{month:02} PARTITION OF events \
+             FOR VALUES FROM ('{year:04}-{month:02}-01 00:00:00+00') \
+             TO ('{next_year:04}-{next_month:02}-01 00:00:00+00')"
+        ))
+        .await
+        .map_err(failed)?;
+        partitions.0.insert((year, month));
+    }
+    Ok(())
+}
+
+fn month_of(t: SystemTime) -> (i32, u32) {
+    use chrono::Datelike;
+    let t: chrono::DateTime<chrono::Utc> = t.into();
+    (t.year(), t.month())
+}
+
+/// One statement for the whole batch: each column as an array, unnested into rows.
+async fn insert_rows(
+    tx: &Transaction<'_>,
+    settings: &Settings,
+    rows: &[SealedRow],
+    at: Vec<SystemTime>,
+) -> Result<(), FleetError> {
+    fn column<T>(rows: &[SealedRow], f: impl Fn(&SealedRow) -> T) -> Vec<T> {
+        rows.iter().map(f).collect()
+    }
+    let site = vec![settings.site.clone(); rows.len()];
+    let seq = column(rows, |r| r.seq);
+    let local_id = column(rows, |r| r.id);
+    let first_seen = column(rows, |r| r.first_seen.clone());
+    let last_seen = column(rows, |r| r.last_seen.clone());
+    let count = column(rows, |r| r.count);
+    let client_ip = column(rows, |r| r.client_ip.clone());
+    let device = column(rows, |r| r.device.clone());
+    let grp = column(rows, |r| r.grp.clone());
+    let name = column(rows, |r| r.name.clone());
+    let qtype = column(rows, |r| r.qtype.clone());
+    let categories = column(rows, |r| r.categories.clone());
+    let locked = column(rows, |r| r.locked);
+    let list = column(rows, |r| r.list.clone());
+    let line = column(rows, |r| r.line);
+    let rule = column(rows, |r| r.rule.clone());
+    let response = column(rows, |r| r.response.clone());
+    let cname = column(rows, |r| r.cname.clone());
+    let outcome = column(rows, |r| r.outcome.clone());
+    let salt = column(rows, |r| r.salt.clone());
+    let personal = column(rows, |r| r.personal.clone());
+    let hash = column(rows, |r| r.hash.clone());
+    let purged = column(rows, |r| r.purged);
+    tx.execute(
+        "INSERT INTO events (site, seq, local_id, at, first_seen, last_seen, count, client_ip, \
+         device, grp, name, qtype, categories, locked, list, line, rule, response, cname, \
+         outcome, salt, personal, hash, purged) \
+         SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::timestamptz[], \
+         $5::text[], $6::text[], $7::bigint[], $8::text[], $9::text[], $10::text[], \
+         $11::text[], $12::text[], $13::text[], $14::bigint[], $15::text[], $16::bigint[], \
+         $17::text[], $18::text[], $19::text[], $20::text[], $21::text[], $22::text[], \
+         $23::text[], $24::bigint[]) \
+         ON CONFLICT DO NOTHING",
+        &[
+            &site,
+            &seq,
+            &local_id,
+            &at,
+            &first_seen,
+            &last_seen,
+            &count,
+            &client_ip,
+            &device,
+            &grp,
+            &name,
+            &qtype,
+            &categories,
+            &locked,
+            &list,
+            &line,
+            &rule,
+            &response,
+            &cname,
+            &outcome,
+            &salt,
+            &personal,
+            &hash,
+            &purged,
+        ],
+    )
+    .await
+    .map_err(|e| settings.database_error(e))?;
+    Ok(())
+}

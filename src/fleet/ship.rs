@@ -1,0 +1,163 @@
+//! Shipping this site's sealed audit rows to the central store, off the query path.
+//!
+//! Exactly once, with the site's SQLite log as the durable buffer: a batch is read after
+//! the cursor kept in the log, stored centrally in one transaction (idempotent: keyed by
+//! site and chain position, a row already there is checked, not doubled), and only then
+//! is the cursor moved. A crash between the two ships the batch again, harmlessly; a
+//! database or WAN outage leaves the rows in the log until it ends. DNS never waits on
+//! any of it.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio_util::sync::CancellationToken;
+
+use super::central::{self, Partitions};
+use super::connect::Settings;
+use super::FleetError;
+use crate::audit::Store;
+use crate::metrics::Metrics;
+
+/// Waits between attempts after a failure: doubled each time up to this.
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// Ship until `stop`; the last batch in flight completes or is shipped again next start.
+pub async fn run(
+    settings: Settings,
+    audit: PathBuf,
+    metrics: Arc<Metrics>,
+    stop: CancellationToken,
+) {
+    let store = match open(&audit).await {
+        Ok(store) => store,
+        Err(e) => {
+            tracing::error!("fleet: shipping is off: {e}");
+            return;
+        }
+    };
+    let mut backoff = settings.ship_interval;
+    loop {
+        let outcome = tokio::select! {
+            outcome = connected(&settings, &store, &metrics, &stop) => outcome,
+            () = stop.cancelled() => return,
+        };
+        match outcome {
+            Ok(()) => return,
+            Err(FleetError::Conflict { site, message }) => {
+                metrics.fleet_error();
+                // A person must look: retrying would only repeat the refusal, so slowly.
+                tracing::error!("fleet: shipping for site {site:?} stopped: {message}");
+                backoff = MAX_BACKOFF;
+            }
+            Err(e) => {
+                metrics.fleet_error();
+                tracing::warn!("fleet: {e}; retrying in {}s", backoff.as_secs_f64());
+            }
+        }
+        update_backlog(&store, &metrics).await;
+        tokio::select! {
+            () = tokio::time::sleep(backoff) => {}
+            () = stop.cancelled() => return,
+        }
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// The shipper's own connection to the log (reads rows, writes only its cursor).
+async fn open(audit: &std::path::Path) -> Result<Arc<std::sync::Mutex<Store>>, FleetError> {
+    let path = audit.to_path_buf();
+    let store = tokio::task::spawn_blocking(move || Store::open(&path))
+        .await
+        .map_err(|e| FleetError::Config(format!("opening the audit log: {e}")))??;
+    Ok(Arc::new(std::sync::Mutex::new(store)))
+}
+
+/// One connection's life: register, then ship whatever is sealed, every interval,
+/// until `stop` (`Ok`) or a failure (`Err`: the caller reconnects).
+async fn connected(
+    settings: &Settings,
+    store: &Arc<std::sync::Mutex<Store>>,
+    metrics: &Metrics,
+    stop: &CancellationToken,
+) -> Result<(), FleetError> {
+    let mut client = settings.connect().await?;
+    central::migrate(&mut client, settings).await?;
+    let instance = blocking(store, |s| s.fleet_instance()).await?;
+    let central_head = central::register(&client, settings, instance).await?;
+    let local = blocking(store, |s| s.shipped_seq()).await?;
+    if central_head < local {
+        return Err(FleetError::Conflict {
+            site: settings.site.clone(),
+            message: format!(
+                "this log says rows up to seq {local} were shipped, but the central store \
+                 holds only up to {central_head}: rows were deleted centrally"
+            ),
+        });
+    }
+    tracing::info!(
+        "fleet: shipping site {:?} to {} from seq {}",
+        settings.site,
+        settings.target,
+        local + 1
+    );
+    let mut partitions = Partitions::default();
+    loop {
+        ship_backlog(&mut client, settings, store, metrics, &mut partitions, stop).await?;
+        tokio::select! {
+            () = tokio::time::sleep(settings.ship_interval) => {}
+            () = stop.cancelled() => return Ok(()),
+        }
+    }
+}
+
+/// Ship batches until nothing sealed is left unshipped (or `stop`).
+async fn ship_backlog(
+    client: &mut tokio_postgres::Client,
+    settings: &Settings,
+    store: &Arc<std::sync::Mutex<Store>>,
+    metrics: &Metrics,
+    partitions: &mut Partitions,
+    stop: &CancellationToken,
+) -> Result<(), FleetError> {
+    let batch = settings.batch_rows;
+    loop {
+        let shipped = blocking(store, |s| s.shipped_seq()).await?;
+        let rows = blocking(store, move |s| s.sealed_after(shipped, batch)).await?;
+        let Some(last) = rows.last().map(|r| r.seq) else {
+            update_backlog(store, metrics).await;
+            return Ok(());
+        };
+        central::store_batch(client, settings, partitions, &rows).await?;
+        blocking(store, move |s| s.set_shipped_seq(last)).await?;
+        metrics.fleet_shipped(rows.len());
+        update_backlog(store, metrics).await;
+        if rows.len() < batch || stop.is_cancelled() {
+            return Ok(());
+        }
+    }
+}
+
+/// `/metrics`: sealed rows not shipped, and how long the oldest of them has waited.
+async fn update_backlog(store: &Arc<std::sync::Mutex<Store>>, metrics: &Metrics) {
+    let Ok((rows, oldest)) = blocking(store, |s| s.unshipped()).await else {
+        return;
+    };
+    let age = oldest
+        .and_then(|t| humantime::parse_rfc3339_weak(&t).ok())
+        .and_then(|t| SystemTime::now().duration_since(t).ok())
+        .unwrap_or_default();
+    metrics.fleet_backlog(rows, age);
+}
+
+/// Run `f` on the log off the runtime's threads.
+async fn blocking<T: Send + 'static>(
+    store: &Arc<std::sync::Mutex<Store>>,
+    f: impl FnOnce(&Store) -> Result<T, crate::audit::AuditError> + Send + 'static,
+) -> Result<T, FleetError> {
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || f(&crate::sync::lock(&store)))
+        .await
+        .map_err(|e| FleetError::Config(format!("audit log task failed: {e}")))?
+        .map_err(FleetError::from)
+}

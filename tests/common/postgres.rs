@@ -1,0 +1,270 @@
+//! A throwaway PostgreSQL cluster for the fleet tests: Debian's `postgresql` server
+//! binaries, `initdb` into a temporary folder, started on a free loopback port with
+//! password (SCRAM) logins over TCP, and stopped (its folder removed) when dropped, even
+//! when the test fails. PostgreSQL refuses to run as root, so as root the cluster runs as
+//! the `postgres` user. Nothing is started by hand: `.ci/run` installs the package.
+#![allow(dead_code)] // each test binary uses a different part
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+/// The role and database Warden uses, and the role's password.
+pub const ROLE: &str = "warden";
+pub const DATABASE: &str = "warden";
+pub const PASSWORD: &str = "fleet test password";
+
+pub struct Postgres {
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+    pub port: u16,
+    /// Running as root: every command runs as `postgres`.
+    as_postgres: bool,
+}
+
+impl Postgres {
+    /// A new cluster, running, with the `warden` role owning the `warden` database.
+    pub fn start() -> Postgres {
+        let bin = server_bin();
+        let as_postgres = unsafe { libc::geteuid() } == 0;
+        let dir = tempfile::Builder::new()
+            .prefix("warden-pg-")
+            .tempdir()
+            .expect("a folder for the cluster");
+        if as_postgres {
+            chown_to_postgres(dir.path());
+        }
+        let mut pg = Postgres {
+            dir,
+            bin,
+            port: 0,
+            as_postgres,
+        };
+        std::fs::write(pg.path("superuser.pw"), "superuser test password\n").expect("pwfile");
+        if as_postgres {
+            chown_to_postgres(&pg.path("superuser.pw"));
+        }
+        let data = pg.path("data");
+        let pwfile = pg.path("superuser.pw");
+        let out = pg.run(
+            "initdb",
+            &[
+                "-D".as_ref(),
+                data.as_os_str(),
+                "-U".as_ref(),
+                "postgres".as_ref(),
+                "--auth-local=trust".as_ref(),
+                "--auth-host=scram-sha-256".as_ref(),
+                "--pwfile".as_ref(),
+                pwfile.as_os_str(),
+                "-E".as_ref(),
+                "UTF8".as_ref(),
+                "--no-sync".as_ref(),
+            ],
+        );
+        assert!(out.status.success(), "initdb: {}", text(&out));
+        // A port is free when bound and released; another process may take it before
+        // PostgreSQL does, so a failed start tries another.
+        for attempt in 0..5 {
+            pg.port = free_port();
+            if pg.try_start() {
+                break;
+            }
+            assert!(attempt < 4, "PostgreSQL did not start: {}", pg.log());
+        }
+        pg.superuser_sql(&format!("CREATE ROLE {ROLE} LOGIN PASSWORD '{PASSWORD}'"));
+        pg.superuser_sql(&format!("CREATE DATABASE {DATABASE} OWNER {ROLE}"));
+        pg
+    }
+
+    /// `postgres://warden@127.0.0.1:port/warden`: the password is given apart.
+    pub fn url(&self) -> String {
+        format!("postgres://{ROLE}@127.0.0.1:{}/{DATABASE}", self.port)
+    }
+
+    /// Stop the server (fast shutdown: connections are cut, as in an outage).
+    pub fn stop(&self) {
+        let data = self.path("data");
+        let out = self.run(
+            "pg_ctl",
+            &[
+                "-D".as_ref(),
+                data.as_os_str(),
+                "-m".as_ref(),
+                "fast".as_ref(),
+                "-w".as_ref(),
+                "stop".as_ref(),
+            ],
+        );
+        assert!(out.status.success(), "pg_ctl stop: {}", text(&out));
+    }
+
+    /// Start it again on the same port after [`Postgres::stop`].
+    pub fn restart(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        // The port may linger for a moment after the stop.
+        while !self.try_start() {
+            assert!(
+                Instant::now() < deadline,
+                "PostgreSQL did not restart: {}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The folder of the server's Unix socket (the superuser signs in there without a
+    /// password).
+    pub fn socket_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Run SQL in the `warden` database as the superuser (over the local socket);
+    /// `psql -At` output.
+    pub fn sql(&self, sql: &str) -> String {
+        self.psql(DATABASE, sql)
+    }
+
+    fn superuser_sql(&self, sql: &str) -> String {
+        self.psql("postgres", sql)
+    }
+
+    fn psql(&self, database: &str, sql: &str) -> String {
+        let socket = self.dir.path();
+        let port = self.port.to_string();
+        let out = self.run(
+            "psql",
+            &[
+                "-h".as_ref(),
+                socket.as_os_str(),
+                "-p".as_ref(),
+                port.as_ref(),
+                "-U".as_ref(),
+                "postgres".as_ref(),
+                "-d".as_ref(),
+                database.as_ref(),
+                "-v".as_ref(),
+                "ON_ERROR_STOP=1".as_ref(),
+                "-At".as_ref(),
+                "-c".as_ref(),
+                sql.as_ref(),
+            ],
+        );
+        assert!(out.status.success(), "psql {sql}: {}", text(&out));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    fn try_start(&self) -> bool {
+        let data = self.path("data");
+        let log = self.path("server.log");
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off \
+             -c synchronous_commit=off -c full_page_writes=off -c max_connections=60",
+            self.port,
+            self.dir.path().display()
+        );
+        let out = self.run(
+            "pg_ctl",
+            &[
+                "-D".as_ref(),
+                data.as_os_str(),
+                "-l".as_ref(),
+                log.as_os_str(),
+                "-o".as_ref(),
+                options.as_ref(),
+                "-w".as_ref(),
+                "-t".as_ref(),
+                "60".as_ref(),
+                "start".as_ref(),
+            ],
+        );
+        out.status.success()
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.path("server.log")).unwrap_or_default()
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn run(&self, program: &str, args: &[&std::ffi::OsStr]) -> Output {
+        let program = self.bin.join(program);
+        let mut command = if self.as_postgres {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(&program);
+            c
+        } else {
+            Command::new(&program)
+        };
+        command
+            .args(args)
+            // pg_ctl's server inherits the working folder: one postgres can read.
+            .current_dir(self.dir.path())
+            .output()
+            .unwrap_or_else(|e| panic!("running {}: {e}", program.display()))
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let data = self.path("data");
+        // Immediate: the cluster is thrown away, so nothing needs writing out.
+        let _ = self.run(
+            "pg_ctl",
+            &[
+                "-D".as_ref(),
+                data.as_os_str(),
+                "-m".as_ref(),
+                "immediate".as_ref(),
+                "-w".as_ref(),
+                "stop".as_ref(),
+            ],
+        );
+    }
+}
+
+/// The newest installed server's `bin` folder (`/usr/lib/postgresql/<version>/bin`).
+fn server_bin() -> PathBuf {
+    let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let version = e.file_name().to_str()?.parse::<u32>().ok()?;
+            let bin = e.path().join("bin");
+            bin.join("initdb").exists().then_some((version, bin))
+        })
+        .collect();
+    found.sort();
+    found
+        .pop()
+        .map(|(_, bin)| bin)
+        .expect("PostgreSQL's server is not installed: apt-get install postgresql")
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+fn chown_to_postgres(path: &Path) {
+    let status = Command::new("chown")
+        .args(["postgres:postgres"])
+        .arg(path)
+        .status()
+        .expect("chown");
+    assert!(status.success(), "chown {}", path.display());
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
