@@ -52,6 +52,19 @@ pub enum Command {
     /// Manage who can sign in to the dashboard (`[[users]]` in the config file).
     #[command(subcommand)]
     User(UserCommand),
+    /// The trust's central store (`[fleet]`).
+    #[command(subcommand)]
+    Fleet(FleetCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FleetCommand {
+    /// Check every site's chain in the central store: exit 0 if all are intact, 1 naming
+    /// each site and row at fault (a missing, changed or cut-off row).
+    Verify {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -266,6 +279,9 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Config(ConfigCommand::Check { config }) => config_check(&config.config),
         Command::Audit(command) => audit_command(command),
         Command::User(command) => user_command(command),
+        Command::Fleet(FleetCommand::Verify { config }) => {
+            fleet_verify(&config.config, &mut std::io::stdout().lock())
+        }
     }
 }
 
@@ -308,6 +324,46 @@ fn load_engine(path: &Path) -> Result<Engine> {
 }
 
 /// The audit store named by the config at `path`.
+/// `warden fleet verify`: one line per site; exit 1 if any is not intact.
+fn fleet_verify(path: &Path, out: &mut impl Write) -> Result<ExitCode> {
+    let config = crate::config::Config::load(path)?;
+    let Some(settings) = crate::fleet::Settings::from_config(&config)? else {
+        anyhow::bail!(
+            "{}: no [fleet] section: there is no central store to verify",
+            path.display()
+        );
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let verdicts = runtime.block_on(async {
+        let client = settings.connect().await?;
+        crate::fleet::verify::verify(&client, &settings).await
+    })?;
+    if verdicts.is_empty() {
+        writeln!(out, "no site has shipped rows to {} yet", settings.target)?;
+    }
+    let mut intact = true;
+    for v in &verdicts {
+        match &v.problem {
+            None => writeln!(out, "site {}: intact ({} rows)", v.site, v.rows)?,
+            Some(problem) => {
+                intact = false;
+                writeln!(
+                    out,
+                    "site {}: NOT INTACT after {} rows: {problem}",
+                    v.site, v.rows
+                )?;
+            }
+        }
+    }
+    Ok(if intact {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
 fn open_audit(path: &Path) -> Result<(crate::config::Config, audit::Store)> {
     let config = crate::config::Config::load(path)?;
     let store = audit::Store::open_existing(&config.resolve(&config.audit.path))?;

@@ -419,3 +419,69 @@ fn a_site_killed_mid_shipping_resumes_exactly_once() {
     no_position_twice(&pg);
     site.stop();
 }
+
+/// `warden fleet verify` on `config`: (exit code, output).
+fn fleet_verify(config: &Path) -> (i32, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_warden"))
+        .args(["fleet", "verify", "--config"])
+        .arg(config)
+        .output()
+        .expect("warden fleet verify");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
+
+#[test]
+fn fleet_verify_names_the_site_and_row_changed_or_deleted_centrally() {
+    let pg = Postgres::start();
+    let mut a = Site::start(&pg, "st-marys", 500);
+    let mut b = Site::start(&pg, "oak-academy", 500);
+    for i in 0..8 {
+        assert_eq!(
+            ask(a.dns, &format!("a{i}.blocked.test")),
+            Some(ResponseCode::NXDomain)
+        );
+        assert_eq!(
+            ask(b.dns, &format!("b{i}.blocked.test")),
+            Some(ResponseCode::NXDomain)
+        );
+    }
+    assert_shipped(&pg, &a, 8);
+    assert_shipped(&pg, &b, 8);
+    a.stop();
+    b.stop();
+    let (code, text) = fleet_verify(&a.config);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("site st-marys: intact (8 rows)"), "{text}");
+    assert!(text.contains("site oak-academy: intact (8 rows)"), "{text}");
+
+    // A count raised centrally.
+    pg.sql("UPDATE events SET count = count + 1 WHERE site = 'st-marys' AND seq = 3");
+    let (code, text) = fleet_verify(&a.config);
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains("site st-marys: NOT INTACT after 2 rows: seq 3"),
+        "{text}"
+    );
+    assert!(text.contains("site oak-academy: intact"), "{text}");
+    pg.sql("UPDATE events SET count = count - 1 WHERE site = 'st-marys' AND seq = 3");
+    assert_eq!(fleet_verify(&a.config).0, 0);
+
+    // A row deleted from the middle, then one from the end.
+    pg.sql("DELETE FROM events WHERE site = 'oak-academy' AND seq = 5");
+    let (code, text) = fleet_verify(&a.config);
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains("site oak-academy: NOT INTACT after 4 rows: seq 5 is missing"),
+        "{text}"
+    );
+    assert!(text.contains("site st-marys: intact"), "{text}");
+    pg.sql("DELETE FROM events WHERE site = 'st-marys' AND seq = 8");
+    let (code, text) = fleet_verify(&a.config);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("site st-marys: NOT INTACT after 7 rows: the chain ends at seq 7, but the site last reported seq 8"), "{text}");
+}

@@ -7,6 +7,7 @@ pub mod central;
 pub mod connect;
 mod error;
 pub mod ship;
+pub mod verify;
 
 pub use connect::Settings;
 pub use error::FleetError;
