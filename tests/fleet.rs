@@ -10,10 +10,11 @@ mod common;
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::Child;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::dashboard::LEAD_PASSWORD;
 use common::postgres::{Postgres, PASSWORD};
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::RecordType;
@@ -27,6 +28,8 @@ struct Site {
     config: PathBuf,
     child: Option<Child>,
     dns: SocketAddr,
+    admin: Option<SocketAddr>,
+    log: Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Site {
@@ -34,6 +37,11 @@ impl Site {
     /// sighting and ship every 200 ms, `batch_rows` at a time; no rate limit (the tests
     /// flood it from one address).
     fn start(pg: &Postgres, name: &str, batch_rows: usize) -> Site {
+        Site::with(name, batch_rows, &pg.url(), "")
+    }
+
+    /// The same with the database at `url` and `extra` lines in `[fleet]`.
+    fn with(name: &str, batch_rows: usize, url: &str, extra: &str) -> Site {
         let dir = tempfile::tempdir().expect("a folder");
         // Blocked names are answered without an upstream; this one never answers.
         let upstream: SocketAddr = "127.0.0.1:9".parse().expect("an address");
@@ -43,17 +51,19 @@ impl Site {
         text.push_str(&format!(
             "[server.rate_limit]\nqps = 0\n\
              [audit]\npath = \"audit.sqlite\"\nwindow = \"1s\"\nflush_interval = \"100ms\"\n\
-             [fleet]\ndatabase = \"{}\"\nsite = \"{name}\"\npassword_file = \"pg.pw\"\n\
-             ship_interval = \"200ms\"\nbatch_rows = {batch_rows}\n",
-            pg.url()
+             [fleet]\ndatabase = \"{url}\"\nsite = \"{name}\"\npassword_file = \"pg.pw\"\n\
+             ship_interval = \"200ms\"\nbatch_rows = {batch_rows}\n{extra}"
         ));
         std::fs::write(&config, text).expect("config");
+        common::dashboard::add_user(&config, "lead", "lead", LEAD_PASSWORD);
         let mut site = Site {
             name: name.to_string(),
             dir,
             config,
             child: None,
             dns: upstream,
+            admin: None,
+            log: Default::default(),
         };
         site.run();
         site
@@ -62,7 +72,26 @@ impl Site {
     fn run(&mut self) {
         let spawned = common::spawn_warden_full(&self.config, &[]);
         self.dns = spawned.dns;
+        self.admin = spawned.admin;
+        self.log = spawned.log;
         self.child = Some(spawned.child);
+    }
+
+    /// The overview page's text about the central store, as the site's lead sees it.
+    fn overview_fleet(&self) -> String {
+        let admin = self.admin.expect("the dashboard's address");
+        let session = common::dashboard::sign_in(admin, "lead", LEAD_PASSWORD).expect("signed in");
+        let page = common::dashboard::request("GET", admin, "/", Some(&session), None);
+        assert_eq!(page.status, 200);
+        let at = page
+            .body
+            .find("central store</h2>")
+            .expect("the central store's section");
+        page.body[at..].to_string()
+    }
+
+    fn log_text(&self) -> String {
+        self.log.lock().expect("the log").join("\n")
     }
 
     fn kill(&mut self) {
@@ -244,6 +273,49 @@ fn two_sites_ship_their_blocks_with_site_device_category_and_rule() {
         row.starts_with("127.0.0.1|") && row.contains("|terrorism|"),
         "{row}"
     );
+    // A review made on the site arrives centrally, on the same row.
+    let id: i64 = c
+        .query_row(
+            "SELECT id FROM events WHERE name = 'locked.test'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("the row's id");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_warden"))
+        .args(["audit", "review", "--config"])
+        .arg(&b.config)
+        .args([
+            &id.to_string(),
+            "--outcome",
+            "incident",
+            "--note",
+            "told the DSL",
+            "--by",
+            "lead",
+        ])
+        .output()
+        .expect("warden audit review");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seq: i64 = c
+        .query_row("SELECT seq FROM events WHERE id = ?1", [id], |r| r.get(0))
+        .expect("the row's seq");
+    wait_until(
+        "the review arrives centrally",
+        || pg.sql("SELECT count(*) FROM reviews"),
+        |n| n == "1",
+    );
+    assert_eq!(
+        pg.sql(
+            "SELECT r.site || '|' || r.outcome || '|' || r.note || '|' || r.by || '|' || e.name \
+             FROM reviews r JOIN events e ON e.site = r.site AND e.seq = r.event_seq"
+        ),
+        "oak-academy|incident|told the DSL|lead|locked.test"
+    );
+    assert_eq!(pg.sql("SELECT event_seq FROM reviews"), seq.to_string());
     let sites = pg.sql("SELECT string_agg(site || ':' || head_seq, ',' ORDER BY site) FROM sites");
     assert_eq!(
         sites,
@@ -296,18 +368,28 @@ fn an_outage_of_the_database_loses_and_doubles_nothing() {
         || central(&pg, "north").0,
         |n| *n > 0,
     );
+    let before = central(&pg, "north").0;
     pg.stop();
-    let shipped_before = Arc::new(AtomicU64::new(0));
     let at_stop = local_sealed(&a.audit()).0;
-    shipped_before.store(at_stop as u64, Ordering::Relaxed);
-    // Sealed rows pile up in the sites' logs meanwhile.
+    // Sealed rows pile up in the sites' logs meanwhile, and the site's lead sees it.
     wait_until(
         "rows sealed during the outage",
         || local_sealed(&a.audit()).0,
         |n| *n > at_stop + 50,
     );
+    let during = wait_until(
+        "the overview shows rows waiting",
+        || a.overview_fleet(),
+        |t| t.contains("rows waiting"),
+    );
+    assert!(during.contains("as <strong>north</strong>"), "{during}");
     pg.restart();
-    std::thread::sleep(Duration::from_millis(300));
+    // The flood goes on until shipping has resumed.
+    wait_until(
+        "shipping resumes",
+        || central(&pg, "north").0,
+        |n| *n > before,
+    );
     stop.store(true, Ordering::Relaxed);
     let mut totals = Vec::new();
     for f in floods {
@@ -319,6 +401,8 @@ fn an_outage_of_the_database_loses_and_doubles_nothing() {
     assert_shipped(&pg, &a, totals[0]);
     assert_shipped(&pg, &b, totals[1]);
     no_position_twice(&pg);
+    let after = a.overview_fleet();
+    assert!(after.contains("Nothing waiting."), "{after}");
     a.stop();
     b.stop();
 }
@@ -484,4 +568,50 @@ fn fleet_verify_names_the_site_and_row_changed_or_deleted_centrally() {
     let (code, text) = fleet_verify(&a.config);
     assert_eq!(code, 1, "{text}");
     assert!(text.contains("site st-marys: NOT INTACT after 7 rows: the chain ends at seq 7, but the site last reported seq 8"), "{text}");
+}
+
+#[test]
+fn a_site_ships_over_tls_and_refuses_a_certificate_it_cannot_trust() {
+    let pg = Postgres::start_with_tls();
+    let url = format!("{}?sslmode=require", pg.url());
+    let ca = |path: PathBuf| format!("ca_file = \"{}\"\n", path.display());
+    let mut trusting = Site::with("tls-site", 100, &url, &ca(pg.ca_file()));
+    let mut wary = Site::with("wary-site", 100, &url, &ca(pg.other_ca_file()));
+    for i in 0..3 {
+        assert_eq!(
+            ask(trusting.dns, &format!("t{i}.blocked.test")),
+            Some(ResponseCode::NXDomain)
+        );
+        assert_eq!(
+            ask(wary.dns, &format!("w{i}.blocked.test")),
+            Some(ResponseCode::NXDomain)
+        );
+    }
+    assert_shipped(&pg, &trusting, 3);
+    // Its connection is encrypted.
+    assert_eq!(
+        pg.sql(
+            "SELECT bool_and(s.ssl) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+             WHERE a.usename = 'warden'"
+        ),
+        "t"
+    );
+    // The other does not trust the server's certificate: it never signs in, says why,
+    // and keeps its rows (and answering DNS).
+    wait_until(
+        "the wary site says why it cannot ship",
+        || wary.log_text(),
+        |log| log.contains("fleet:") && log.contains("certificate"),
+    );
+    assert_eq!(
+        pg.sql("SELECT count(*) FROM sites WHERE site = 'wary-site'"),
+        "0"
+    );
+    assert_eq!(wary.local().1, 3);
+    assert_eq!(
+        ask(wary.dns, "again.blocked.test"),
+        Some(ResponseCode::NXDomain)
+    );
+    trusting.stop();
+    wary.stop();
 }

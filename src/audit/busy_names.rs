@@ -16,6 +16,13 @@ use rusqlite::OptionalExtension;
 
 use super::store::{AuditError, Store, HOT_NAME_BLOCKS};
 
+/// Each busy (day, name) of a range with its blocks. `CROSS JOIN` keeps SQLite reading
+/// the short busy list and looking each up by key: left to choose, it walks every
+/// `tally_name` row of the range instead (0.23 s for a month at 10M rows, not 0.02 s).
+const BUSY_COUNTS: &str = "SELECT h.day, h.name, t.blocks FROM tally_name_hot h \
+     CROSS JOIN tally_name t ON t.day = h.day AND t.name = h.name \
+     WHERE h.day >= ?1 AND h.day <= ?2";
+
 /// Most `tally_name` rows read by key before giving up (grouping a month is ~340,000).
 const LOOKUP_BUDGET: usize = 20_000;
 
@@ -163,14 +170,7 @@ fn candidates(
         return Ok(by_name.into_values().collect());
     };
     let err = |e| store.wrap(e);
-    let mut stmt = store
-        .conn()
-        .prepare_cached(
-            "SELECT h.day, h.name, t.blocks FROM tally_name_hot h \
-             JOIN tally_name t ON t.day = h.day AND t.name = h.name \
-             WHERE h.day >= ?1 AND h.day <= ?2",
-        )
-        .map_err(err)?;
+    let mut stmt = store.conn().prepare_cached(BUSY_COUNTS).map_err(err)?;
     let rows = stmt
         .query_map([first, last], |r| {
             Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get(2)?))
@@ -383,6 +383,31 @@ mod tests {
         let filter = Filter::default();
         let got = tally::top(&store, &filter, Top::Names, 3).expect("read");
         assert_eq!(got, reference(&store, None, None, &BTreeMap::new(), 3));
+    }
+
+    /// The busy list is read first and `tally_name` only by key, whatever SQLite's
+    /// estimates.
+    #[test]
+    fn busy_counts_read_the_busy_list_and_look_up_by_key() {
+        let (_dir, store) = store_with(&skewed());
+        let mut stmt = store
+            .conn()
+            .prepare(&format!("EXPLAIN QUERY PLAN {BUSY_COUNTS}"))
+            .expect("a plan");
+        let steps: Vec<String> = stmt
+            .query_map(["2026-03-01", "2026-03-31"], |r| r.get::<_, String>(3))
+            .expect("read")
+            .collect::<rusqlite::Result<_>>()
+            .expect("steps");
+        assert_eq!(steps.len(), 2, "{steps:?}");
+        assert!(
+            steps[0].starts_with("SEARCH h USING PRIMARY KEY (day>? AND day<?)"),
+            "{steps:?}"
+        );
+        assert!(
+            steps[1].starts_with("SEARCH t USING PRIMARY KEY (day=? AND name=?)"),
+            "{steps:?}"
+        );
     }
 
     fn row() -> impl Strategy<Value = Row> {

@@ -105,8 +105,21 @@ fn joined(cells: &[Cell<'_>]) -> String {
     out
 }
 
+/// A review as stored, with the chain position of the row it reviews.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShippedReview {
+    pub id: i64,
+    pub event_seq: i64,
+    pub at: String,
+    pub by: String,
+    pub outcome: String,
+    pub note: String,
+}
+
 /// The key in `audit_meta` of the shipped events' cursor (the last seq shipped).
 const EVENTS_CURSOR: &str = "fleet_events_seq";
+/// The key of the shipped reviews' cursor (the last review id shipped).
+const REVIEWS_CURSOR: &str = "fleet_reviews_id";
 /// The key of this log's identity in the fleet: a random number made once, so two
 /// Wardens configured with the same site name cannot interleave their chains.
 const INSTANCE: &str = "fleet_instance";
@@ -162,11 +175,15 @@ impl Store {
 
     /// Record that the central store holds every row up to `seq`.
     pub fn set_shipped_seq(&self, seq: i64) -> Result<(), AuditError> {
+        self.set_meta(EVENTS_CURSOR, seq)
+    }
+
+    fn set_meta(&self, key: &str, value: i64) -> Result<(), AuditError> {
         self.conn()
             .execute(
                 "INSERT INTO audit_meta (key, value) VALUES (?1, ?2) \
                  ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                params![EVENTS_CURSOR, seq],
+                params![key, value],
             )
             .map(|_| ())
             .map_err(|e| self.wrap(e))
@@ -190,6 +207,63 @@ impl Store {
             .optional()
             .map_err(err)?;
         Ok(((head - shipped).max(0), oldest))
+    }
+
+    /// Up to `limit` reviews after review `id`, in order, stopping at the first whose row
+    /// is not shipped yet (not sealed, or after chain position `shipped`): a review
+    /// arrives centrally after its row, and none is skipped.
+    pub fn reviews_after(
+        &self,
+        id: i64,
+        shipped: i64,
+        limit: usize,
+    ) -> Result<Vec<ShippedReview>, AuditError> {
+        let err = |e| self.wrap(e);
+        let mut stmt = self
+            .conn()
+            .prepare_cached(
+                "SELECT r.id, e.seq, r.at, r.by, r.outcome, r.note FROM reviews r \
+                 JOIN events e ON e.id = r.event_id WHERE r.id > ?1 ORDER BY r.id LIMIT ?2",
+            )
+            .map_err(err)?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = stmt
+            .query_map(params![id, limit], |r| {
+                Ok((
+                    r.get::<_, Option<i64>>(1)?,
+                    ShippedReview {
+                        id: r.get(0)?,
+                        event_seq: 0,
+                        at: r.get(2)?,
+                        by: r.get(3)?,
+                        outcome: r.get(4)?,
+                        note: r.get(5)?,
+                    },
+                ))
+            })
+            .map_err(err)?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (seq, review) = row.map_err(err)?;
+            match seq {
+                Some(seq) if seq <= shipped => out.push(ShippedReview {
+                    event_seq: seq,
+                    ..review
+                }),
+                _ => break,
+            }
+        }
+        Ok(out)
+    }
+
+    /// The last review shipped (0: none yet).
+    pub fn shipped_review(&self) -> Result<i64, AuditError> {
+        self.meta(REVIEWS_CURSOR).map(|v| v.unwrap_or(0))
+    }
+
+    /// Record that the central store holds every review up to `id`.
+    pub fn set_shipped_review(&self, id: i64) -> Result<(), AuditError> {
+        self.set_meta(REVIEWS_CURSOR, id)
     }
 
     /// This log's identity in the fleet, made on first use.

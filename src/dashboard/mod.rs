@@ -168,8 +168,17 @@ async fn overview(State(d): State<Arc<Dashboard>>, Signed(session): Signed) -> P
         ..Filter::default()
     };
     let since_db = since.clone();
-    let (daily, serious_rows, unreviewed_total, summary) = d
+    let site = engine
+        .config
+        .fleet
+        .as_ref()
+        .map(|f| f.site.get_ref().clone());
+    let (daily, serious_rows, unreviewed_total, summary, fleet) = d
         .db(move |s| {
+            let fleet = match site {
+                Some(site) => Some(fleet_state(s, site, now)?),
+                None => None,
+            };
             let daily = review::daily_by_category(s, &since_db, tz)?;
             let serious_rows = review::list(s, &serious_filter)?;
             let unreviewed = review::count(
@@ -186,7 +195,7 @@ async fn overview(State(d): State<Arc<Dashboard>>, Signed(session): Signed) -> P
                     ..Filter::default()
                 },
             )?;
-            Ok((daily, serious_rows, unreviewed, summary))
+            Ok((daily, serious_rows, unreviewed, summary, fleet))
         })
         .await?;
     let series = chart::Series::new(days, &daily);
@@ -200,6 +209,7 @@ async fn overview(State(d): State<Arc<Dashboard>>, Signed(session): Signed) -> P
         lists: &lists,
         total_30d: summary.total,
         tz,
+        fleet,
     };
     Ok(html(pages::overview(
         &page,
@@ -207,6 +217,31 @@ async fn overview(State(d): State<Arc<Dashboard>>, Signed(session): Signed) -> P
         &session,
         &serious,
     )))
+}
+
+/// How long the oldest unshipped row may wait before the overview calls it late (the
+/// Prometheus rule in `deploy/prometheus/alerts.yml` uses the same).
+const FLEET_LATE: std::time::Duration = std::time::Duration::from_secs(30 * 60);
+
+/// This site's shipping state, read from its own log.
+fn fleet_state(
+    store: &crate::audit::Store,
+    site: String,
+    now: SystemTime,
+) -> Result<pages::FleetState, crate::audit::AuditError> {
+    let (waiting, oldest) = store.unshipped()?;
+    let late = oldest
+        .as_deref()
+        .and_then(|t| humantime::parse_rfc3339_weak(t).ok())
+        .and_then(|t| now.duration_since(t).ok())
+        .is_some_and(|age| age > FLEET_LATE);
+    Ok(pages::FleetState {
+        site,
+        shipped: store.shipped_seq()?,
+        waiting,
+        oldest,
+        late,
+    })
 }
 
 /// The last 30 days in `tz` (`YYYY-MM-DD`, oldest first, today last), and the start of

@@ -146,6 +146,21 @@ pub struct Overview<'a> {
     pub total_30d: i64,
     /// The zone every time on the page is shown in (`[server] timezone`).
     pub tz: Tz,
+    /// Shipping to the trust's central store, when `[fleet]` is set.
+    pub fleet: Option<FleetState>,
+}
+
+/// How far this site's audit log has reached the trust's central store.
+pub struct FleetState {
+    pub site: String,
+    /// Sealed rows the central store confirmed (the chain position shipped up to).
+    pub shipped: i64,
+    /// Sealed rows waiting to be shipped.
+    pub waiting: i64,
+    /// When the oldest waiting row was first seen (stored RFC 3339 time).
+    pub oldest: Option<String>,
+    /// Whether the oldest has waited longer than the central view may lag.
+    pub late: bool,
 }
 
 pub fn overview(o: &Overview<'_>, org: &str, session: &Session, serious: &[String]) -> Markup {
@@ -188,8 +203,27 @@ pub fn overview(o: &Overview<'_>, org: &str, session: &Session, serious: &[Strin
                     }
                 } }
             } }
+            @if let Some(f) = &o.fleet { (fleet_state(f, o.tz)) }
         },
     )
+}
+
+fn fleet_state(f: &FleetState, tz: Tz) -> Markup {
+    html! {
+        h2 { "Trust's central store" }
+        p { "This site ships its audit log to the trust's central store as " strong { (f.site) } "." }
+        p { "Shipped: " (f.shipped) " rows. "
+            @if f.waiting == 0 { "Nothing waiting." } @else {
+                @let oldest = f.oldest.as_deref().map(|t| when(t, tz)).unwrap_or_default();
+                @if f.late {
+                    span.serious { (f.waiting) " rows waiting, the oldest since " (oldest)
+                        ": the central store cannot be reached (see Warden's log). Every row is kept here and ships when it can." }
+                } @else {
+                    (f.waiting) " rows waiting (the oldest since " (oldest) ")."
+                }
+            }
+        }
+    }
 }
 
 /// Form values of the events filter, as the user typed them.

@@ -15,10 +15,11 @@ use tokio_postgres::{Client, Transaction};
 
 use super::connect::Settings;
 use super::FleetError;
-use crate::audit::outbox::SealedRow;
+use crate::audit::outbox::{SealedRow, ShippedReview};
 
 /// Each step takes the central schema from version `index` to `index + 1`.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE sites (
     site          text PRIMARY KEY,
     instance      bigint NOT NULL,
@@ -57,7 +58,21 @@ CREATE TABLE events (
 CREATE INDEX events_at ON events (at);
 CREATE INDEX events_site_at ON events (site, at);
 CREATE INDEX events_categories_at ON events (categories, at);
-"#];
+"#,
+    r#"
+CREATE TABLE reviews (
+    site        text NOT NULL,
+    local_id    bigint NOT NULL,
+    event_seq   bigint NOT NULL,
+    at          text NOT NULL,
+    by          text NOT NULL,
+    outcome     text NOT NULL,
+    note        text NOT NULL,
+    PRIMARY KEY (site, local_id)
+);
+CREATE INDEX reviews_event ON reviews (site, event_seq);
+"#,
+];
 
 /// Serialises schema changes and partition creation between sites connecting at once.
 const SCHEMA_LOCK: i64 = 0x5761_7264_656e_0001;
@@ -347,5 +362,40 @@ async fn insert_rows(
     )
     .await
     .map_err(|e| settings.database_error(e))?;
+    Ok(())
+}
+
+/// Store `reviews` (this site's, in order) in one transaction; one already there (shipped
+/// again after a restart) is left as it is.
+pub(crate) async fn store_reviews(
+    client: &mut Client,
+    settings: &Settings,
+    reviews: &[ShippedReview],
+) -> Result<(), FleetError> {
+    if reviews.is_empty() {
+        return Ok(());
+    }
+    let failed = |e| settings.database_error(e);
+    let site = vec![settings.site.clone(); reviews.len()];
+    let id: Vec<i64> = reviews.iter().map(|r| r.id).collect();
+    let seq: Vec<i64> = reviews.iter().map(|r| r.event_seq).collect();
+    let text = |f: fn(&ShippedReview) -> &String| -> Vec<String> {
+        reviews.iter().map(|r| f(r).clone()).collect()
+    };
+    let (at, by, outcome, note) = (
+        text(|r| &r.at),
+        text(|r| &r.by),
+        text(|r| &r.outcome),
+        text(|r| &r.note),
+    );
+    client
+        .execute(
+            "INSERT INTO reviews (site, local_id, event_seq, at, by, outcome, note) \
+             SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::text[], \
+             $5::text[], $6::text[], $7::text[]) ON CONFLICT DO NOTHING",
+            &[&site, &id, &seq, &at, &by, &outcome, &note],
+        )
+        .await
+        .map_err(failed)?;
     Ok(())
 }

@@ -45,10 +45,15 @@ impl Settings {
         }
         postgres.application_name("warden");
         postgres.connect_timeout(Duration::from_secs(10));
-        let tls = if hosts_are_local(&postgres) {
+        let asked = postgres.get_ssl_mode() == SslMode::Require;
+        let tls = if hosts_are_local(&postgres) && !asked {
+            // On this machine, plain unless the URL asks (`sslmode=require`): `prefer`
+            // would try TLS against a local server's self-signed certificate and fail.
+            postgres.ssl_mode(SslMode::Disable);
             None
         } else {
-            // Encrypted or not at all: `prefer` would fall back to plain text.
+            // Encrypted or not at all (`prefer` would fall back to plain text), with the
+            // server's certificate checked against the roots and its name.
             postgres.ssl_mode(SslMode::Require);
             let ca = fleet.ca_file.as_ref().map(|f| config.resolve(f));
             Some(Arc::new(client_tls(ca.as_deref())?))

@@ -125,6 +125,7 @@ async fn ship_backlog(
         let shipped = blocking(store, |s| s.shipped_seq()).await?;
         let rows = blocking(store, move |s| s.sealed_after(shipped, batch)).await?;
         let Some(last) = rows.last().map(|r| r.seq) else {
+            ship_reviews(client, settings, store).await?;
             update_backlog(store, metrics).await;
             return Ok(());
         };
@@ -133,6 +134,28 @@ async fn ship_backlog(
         metrics.fleet_shipped(rows.len());
         update_backlog(store, metrics).await;
         if rows.len() < batch || stop.is_cancelled() {
+            return ship_reviews(client, settings, store).await;
+        }
+    }
+}
+
+/// Ship the reviews of rows already shipped, after the reviews' own cursor.
+async fn ship_reviews(
+    client: &mut tokio_postgres::Client,
+    settings: &Settings,
+    store: &Arc<std::sync::Mutex<Store>>,
+) -> Result<(), FleetError> {
+    let batch = settings.batch_rows;
+    loop {
+        let (after, shipped) =
+            blocking(store, |s| Ok((s.shipped_review()?, s.shipped_seq()?))).await?;
+        let reviews = blocking(store, move |s| s.reviews_after(after, shipped, batch)).await?;
+        let Some(last) = reviews.last().map(|r| r.id) else {
+            return Ok(());
+        };
+        central::store_reviews(client, settings, &reviews).await?;
+        blocking(store, move |s| s.set_shipped_review(last)).await?;
+        if reviews.len() < batch {
             return Ok(());
         }
     }

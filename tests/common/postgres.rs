@@ -21,11 +21,23 @@ pub struct Postgres {
     pub port: u16,
     /// Running as root: every command runs as `postgres`.
     as_postgres: bool,
+    /// TLS on (a server certificate for 127.0.0.1 from a test CA: [`Postgres::ca_file`]).
+    tls: bool,
 }
 
 impl Postgres {
     /// A new cluster, running, with the `warden` role owning the `warden` database.
     pub fn start() -> Postgres {
+        Postgres::start_with(false)
+    }
+
+    /// The same, also accepting TLS with a certificate for 127.0.0.1 signed by a CA made
+    /// for the test (see [`Postgres::ca_file`]).
+    pub fn start_with_tls() -> Postgres {
+        Postgres::start_with(true)
+    }
+
+    fn start_with(tls: bool) -> Postgres {
         let bin = server_bin();
         let as_postgres = unsafe { libc::geteuid() } == 0;
         let dir = tempfile::Builder::new()
@@ -40,7 +52,11 @@ impl Postgres {
             bin,
             port: 0,
             as_postgres,
+            tls,
         };
+        if tls {
+            pg.make_certificates();
+        }
         std::fs::write(pg.path("superuser.pw"), "superuser test password\n").expect("pwfile");
         if as_postgres {
             chown_to_postgres(&pg.path("superuser.pw"));
@@ -81,6 +97,95 @@ impl Postgres {
     /// `postgres://warden@127.0.0.1:port/warden`: the password is given apart.
     pub fn url(&self) -> String {
         format!("postgres://{ROLE}@127.0.0.1:{}/{DATABASE}", self.port)
+    }
+
+    /// The test CA's certificate (PEM), which signed the server's.
+    pub fn ca_file(&self) -> PathBuf {
+        self.path("ca.crt")
+    }
+
+    /// Another CA's certificate, which signed nothing this server shows.
+    pub fn other_ca_file(&self) -> PathBuf {
+        self.path("other-ca.crt")
+    }
+
+    /// A CA, a server key and certificate for 127.0.0.1 signed by it (openssl), and a
+    /// second, unrelated CA.
+    fn make_certificates(&self) {
+        let dir = self.dir.path();
+        let openssl = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(dir)
+                .output()
+                .expect("openssl (apt-get install openssl)");
+            assert!(out.status.success(), "openssl {args:?}: {}", text(&out));
+        };
+        for ca in ["ca", "other-ca"] {
+            openssl(&[
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-keyout",
+                &format!("{ca}.key"),
+                "-out",
+                &format!("{ca}.crt"),
+                "-days",
+                "2",
+                "-subj",
+                "/CN=Warden test CA",
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+                "-addext",
+                "keyUsage=critical,keyCertSign,cRLSign",
+            ]);
+        }
+        openssl(&[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ]);
+        std::fs::write(
+            dir.join("server.ext"),
+            "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n\
+             keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n",
+        )
+        .expect("extensions");
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.crt",
+            "-days",
+            "2",
+            "-extfile",
+            "server.ext",
+        ]);
+        if self.as_postgres {
+            for file in ["server.key", "server.crt"] {
+                chown_to_postgres(&dir.join(file));
+            }
+        }
     }
 
     /// Stop the server (fast shutdown: connections are cut, as in an outage).
@@ -158,12 +263,18 @@ impl Postgres {
     fn try_start(&self) -> bool {
         let data = self.path("data");
         let log = self.path("server.log");
-        let options = format!(
+        let mut options = format!(
             "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off \
              -c synchronous_commit=off -c full_page_writes=off -c max_connections=60",
             self.port,
             self.dir.path().display()
         );
+        if self.tls {
+            let dir = self.dir.path().display();
+            options.push_str(&format!(
+                " -c ssl=on -c ssl_cert_file={dir}/server.crt -c ssl_key_file={dir}/server.key"
+            ));
+        }
         let out = self.run(
             "pg_ctl",
             &[
