@@ -55,7 +55,7 @@ pub(crate) fn top(
     store: &Store,
     from: Option<&str>,
     to: Option<&str>,
-    ends: &BTreeMap<String, i64>,
+    ends: &std::collections::HashMap<String, i64, impl std::hash::BuildHasher>,
     limit: usize,
 ) -> Result<Option<Vec<(String, i64)>>, AuditError> {
     let Some(days) = days_in(store, from, to)? else {
@@ -153,7 +153,7 @@ fn days_in(
 fn candidates(
     store: &Store,
     days: &[String],
-    ends: &BTreeMap<String, i64>,
+    ends: &std::collections::HashMap<String, i64, impl std::hash::BuildHasher>,
 ) -> Result<Vec<Candidate>, AuditError> {
     let mut by_name: BTreeMap<String, Candidate> = ends
         .iter()
@@ -213,6 +213,8 @@ mod tests {
 
     use proptest::prelude::*;
     use rusqlite::params;
+
+    use std::collections::HashMap;
 
     use super::*;
     use crate::audit::select::Filter;
@@ -280,10 +282,10 @@ mod tests {
         store: &Store,
         from: Option<&str>,
         to: Option<&str>,
-        ends: &BTreeMap<String, i64>,
+        ends: &HashMap<String, i64>,
         limit: usize,
     ) -> Vec<(String, i64)> {
-        let mut totals = ends.clone();
+        let mut totals: BTreeMap<String, i64> = ends.clone().into_iter().collect();
         let mut stmt = store
             .conn()
             .prepare(
@@ -354,7 +356,7 @@ mod tests {
     fn busy_names_prove_a_skewed_ranking() {
         let (_dir, store) = store_with(&skewed());
         assert_eq!(unlisted_busy(&store), 0);
-        let ends = BTreeMap::new();
+        let ends = HashMap::new();
         let got = top(&store, None, None, &ends, 2).expect("read");
         assert_eq!(
             got,
@@ -364,7 +366,7 @@ mod tests {
             ])
         );
         // The ends can lift a quiet name into the ranking.
-        let ends = BTreeMap::from([("n5.test".to_string(), 1_000)]);
+        let ends = HashMap::from([("n5.test".to_string(), 1_000)]);
         let got = top(&store, Some(&day(1)), None, &ends, 2).expect("read");
         assert_eq!(got, Some(reference(&store, Some(&day(1)), None, &ends, 2)));
         assert_eq!(got.as_ref().map(|v| v[0].1), Some(1_020));
@@ -376,13 +378,13 @@ mod tests {
         // Third place is a quiet name with 30 blocks; an unlisted name could have up to
         // 3 * 63: only grouping the rows can tell.
         assert_eq!(
-            top(&store, None, None, &BTreeMap::new(), 3).expect("read"),
+            top(&store, None, None, &HashMap::new(), 3).expect("read"),
             None
         );
         // The caller's answer is still right.
         let filter = Filter::default();
         let got = tally::top(&store, &filter, Top::Names, 3).expect("read");
-        assert_eq!(got, reference(&store, None, None, &BTreeMap::new(), 3));
+        assert_eq!(got, reference(&store, None, None, &HashMap::new(), 3));
     }
 
     /// The busy list is read first and `tally_name` only by key, whatever SQLite's
@@ -444,7 +446,7 @@ mod tests {
             rows in prop::collection::vec(row(), 0..120),
             from in day_bound(),
             to in day_bound(),
-            ends in prop::collection::btree_map(
+            ends in prop::collection::hash_map(
                 (0usize..14).prop_map(|n| format!("n{n}.test")), 0i64..300, 0..4),
             limit in 1usize..5,
         ) {

@@ -128,6 +128,39 @@ impl<'a> Validator<'a> {
         let Some(fleet) = &config.fleet else {
             return Ok(());
         };
+        self.check_fleet_database(fleet)?;
+        let span = fleet.database.span();
+        if fleet.password_file.is_some() && fleet.password_env.is_some() {
+            return self.error(
+                span,
+                "[fleet] password_file and password_env: give one, not both".into(),
+            );
+        }
+        if let Some(problem) = super::site_name_problem(fleet.site.get_ref()) {
+            return self.error(fleet.site.span(), problem);
+        }
+        let batch = *fleet.batch_rows.get_ref();
+        if !(1..=super::MAX_BATCH_ROWS).contains(&batch) {
+            return self.error(
+                fleet.batch_rows.span(),
+                format!(
+                    "[fleet] batch_rows must be 1 to {}, not {batch}",
+                    super::MAX_BATCH_ROWS
+                ),
+            );
+        }
+        if !config.audit.enabled() {
+            return self.error(
+                span,
+                "[fleet] needs the audit log ([audit] enabled = true): it ships the log".into(),
+            );
+        }
+        Ok(())
+    }
+
+    /// `[fleet] database`: a PostgreSQL URL naming a user, a database and a host, with no
+    /// password in it, and TLS unless the database is on this machine.
+    fn check_fleet_database(&self, fleet: &super::FleetConfig) -> Result<(), ConfigError> {
         let url = fleet.database.get_ref();
         let span = fleet.database.span();
         if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
@@ -176,31 +209,6 @@ impl<'a> Validator<'a> {
                 "[fleet] sslmode=disable is only for a database on this machine: the audit \
                  log crosses the network encrypted"
                     .into(),
-            );
-        }
-        if fleet.password_file.is_some() && fleet.password_env.is_some() {
-            return self.error(
-                span,
-                "[fleet] password_file and password_env: give one, not both".into(),
-            );
-        }
-        if let Some(problem) = super::site_name_problem(fleet.site.get_ref()) {
-            return self.error(fleet.site.span(), problem);
-        }
-        let batch = *fleet.batch_rows.get_ref();
-        if !(1..=super::MAX_BATCH_ROWS).contains(&batch) {
-            return self.error(
-                fleet.batch_rows.span(),
-                format!(
-                    "[fleet] batch_rows must be 1 to {}, not {batch}",
-                    super::MAX_BATCH_ROWS
-                ),
-            );
-        }
-        if !config.audit.enabled() {
-            return self.error(
-                span,
-                "[fleet] needs the audit log ([audit] enabled = true): it ships the log".into(),
             );
         }
         Ok(())

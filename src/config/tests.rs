@@ -62,6 +62,17 @@ fn check_cases() -> Vec<Case> {
     let s = |t: &str| t.to_string();
     vec![
         ("too many categories", many, 64, "at most 63"),
+        ("fleet url scheme", s("[fleet]\ndatabase = \"mysql://w@db.example/w\"\nsite = \"a\"\n"), 2, "must be a postgres:// URL"),
+        ("fleet url", s("[fleet]\ndatabase = \"postgres://w@db.example:port/w\"\nsite = \"a\"\n"), 2, "is not a PostgreSQL URL"),
+        ("fleet password in url", s("[fleet]\ndatabase = \"postgres://w:secret@db.example/w\"\nsite = \"a\"\n"), 2, "holds a password"),
+        ("fleet no user", s("[fleet]\ndatabase = \"postgres://db.example/w\"\nsite = \"a\"\n"), 2, "names no user"),
+        ("fleet no database", s("[fleet]\ndatabase = \"postgres://w@db.example\"\nsite = \"a\"\n"), 2, "names no database"),
+        ("fleet no host", s("[fleet]\ndatabase = \"postgres:///w?user=w\"\nsite = \"a\"\n"), 2, "names no host"),
+        ("fleet plain text", s("[fleet]\ndatabase = \"postgres://w@db.example/w?sslmode=disable\"\nsite = \"a\"\n"), 2, "only for a database on this machine"),
+        ("fleet two passwords", s("[fleet]\ndatabase = \"postgres://w@db.example/w\"\nsite = \"a\"\npassword_file = \"p\"\npassword_env = \"P\"\n"), 2, "give one, not both"),
+        ("fleet site", s("[fleet]\ndatabase = \"postgres://w@db.example/w\"\nsite = \"st marys\"\n"), 3, "holds ' '"),
+        ("fleet batch", s("[fleet]\ndatabase = \"postgres://w@db.example/w\"\nsite = \"a\"\nbatch_rows = 0\n"), 4, "batch_rows must be 1 to"),
+        ("fleet without audit", s("[audit]\nenabled = false\n[fleet]\ndatabase = \"postgres://w@db.example/w\"\nsite = \"a\"\n"), 4, "needs the audit log"),
         ("list name chars", s("[categories.a]\n[[lists]]\nname = \"a b\"\ncategory = \"a\"\npath = \"x\"\n"), 3, "only letters"),
         ("list name twice", format!("{LIST}[[allow]]\nname = \"a\"\npath = \"y\"\n"), 7, "used twice"),
         ("list name reserved", s("[categories.a]\n[[lists]]\nname = \"dashboard\"\ncategory = \"a\"\npath = \"x\"\n"), 3, "reserved"),
