@@ -168,6 +168,14 @@ fn ask(dns: SocketAddr, name: &str) -> Option<ResponseCode> {
         .map(|m| m.metadata.response_code)
 }
 
+/// Ask `count` distinct names under `parent` (`{prefix}{i}.{parent}`): each must be blocked.
+fn block(site: &Site, prefix: &str, parent: &str, count: usize) {
+    for i in 0..count {
+        let name = format!("{prefix}{i}.{parent}");
+        assert_eq!(ask(site.dns, &name), Some(ResponseCode::NXDomain), "{name}");
+    }
+}
+
 /// Wait until `done` holds, failing with `what` (and the last state) at the deadline.
 fn wait_until<T: std::fmt::Debug>(
     what: &str,
@@ -239,18 +247,8 @@ fn two_sites_ship_their_blocks_with_site_device_category_and_rule() {
     let pg = Postgres::start();
     let mut a = Site::start(&pg, "st-marys", 500);
     let mut b = Site::start(&pg, "oak-academy", 500);
-    for i in 0..30 {
-        assert_eq!(
-            ask(a.dns, &format!("a{i}.blocked.test")),
-            Some(ResponseCode::NXDomain)
-        );
-    }
-    for i in 0..20 {
-        assert_eq!(
-            ask(b.dns, &format!("b{i}.tracker.test")),
-            Some(ResponseCode::NXDomain)
-        );
-    }
+    block(&a, "a", "blocked.test", 30);
+    block(&b, "b", "tracker.test", 20);
     assert_eq!(ask(b.dns, "locked.test"), Some(ResponseCode::NXDomain));
     assert_shipped(&pg, &a, 30);
     assert_shipped(&pg, &b, 21);
@@ -524,16 +522,8 @@ fn fleet_verify_names_the_site_and_row_changed_or_deleted_centrally() {
     let pg = Postgres::start();
     let mut a = Site::start(&pg, "st-marys", 500);
     let mut b = Site::start(&pg, "oak-academy", 500);
-    for i in 0..8 {
-        assert_eq!(
-            ask(a.dns, &format!("a{i}.blocked.test")),
-            Some(ResponseCode::NXDomain)
-        );
-        assert_eq!(
-            ask(b.dns, &format!("b{i}.blocked.test")),
-            Some(ResponseCode::NXDomain)
-        );
-    }
+    block(&a, "a", "blocked.test", 8);
+    block(&b, "b", "blocked.test", 8);
     assert_shipped(&pg, &a, 8);
     assert_shipped(&pg, &b, 8);
     a.stop();
@@ -577,16 +567,8 @@ fn a_site_ships_over_tls_and_refuses_a_certificate_it_cannot_trust() {
     let ca = |path: PathBuf| format!("ca_file = \"{}\"\n", path.display());
     let mut trusting = Site::with("tls-site", 100, &url, &ca(pg.ca_file()));
     let mut wary = Site::with("wary-site", 100, &url, &ca(pg.other_ca_file()));
-    for i in 0..3 {
-        assert_eq!(
-            ask(trusting.dns, &format!("t{i}.blocked.test")),
-            Some(ResponseCode::NXDomain)
-        );
-        assert_eq!(
-            ask(wary.dns, &format!("w{i}.blocked.test")),
-            Some(ResponseCode::NXDomain)
-        );
-    }
+    block(&trusting, "t", "blocked.test", 3);
+    block(&wary, "w", "blocked.test", 3);
     assert_shipped(&pg, &trusting, 3);
     // Its connection is encrypted.
     assert_eq!(

@@ -190,19 +190,24 @@ impl Postgres {
 
     /// Stop the server (fast shutdown: connections are cut, as in an outage).
     pub fn stop(&self) {
+        let out = self.stop_with("fast");
+        assert!(out.status.success(), "pg_ctl stop: {}", text(&out));
+    }
+
+    /// `pg_ctl stop` in shutdown `mode`, waiting for it.
+    fn stop_with(&self, mode: &str) -> Output {
         let data = self.path("data");
-        let out = self.run(
+        self.run(
             "pg_ctl",
             &[
                 "-D".as_ref(),
                 data.as_os_str(),
                 "-m".as_ref(),
-                "fast".as_ref(),
+                mode.as_ref(),
                 "-w".as_ref(),
                 "stop".as_ref(),
             ],
-        );
-        assert!(out.status.success(), "pg_ctl stop: {}", text(&out));
+        )
     }
 
     /// Start it again on the same port after [`Postgres::stop`].
@@ -321,19 +326,8 @@ impl Postgres {
 
 impl Drop for Postgres {
     fn drop(&mut self) {
-        let data = self.path("data");
         // Immediate: the cluster is thrown away, so nothing needs writing out.
-        let _ = self.run(
-            "pg_ctl",
-            &[
-                "-D".as_ref(),
-                data.as_os_str(),
-                "-m".as_ref(),
-                "immediate".as_ref(),
-                "-w".as_ref(),
-                "stop".as_ref(),
-            ],
-        );
+        let _ = self.stop_with("immediate");
     }
 }
 
