@@ -448,6 +448,18 @@ impl<'a> Validator<'a> {
     fn check_members(&self, config: &Config) -> Result<(), ConfigError> {
         for client in &config.clients {
             self.group_exists(config, &client.group, "[[clients]]")?;
+            // A device name is written into the audit log, shown on the dashboard and
+            // shipped to the fleet's PostgreSQL (whose text cannot hold a NUL byte).
+            if let Some(name) = client
+                .name
+                .as_deref()
+                .filter(|n| n.chars().any(char::is_control))
+            {
+                return self.error(
+                    client.group.span(),
+                    format!("[[clients]] name {name:?} holds a control character"),
+                );
+            }
         }
         for allow in &config.allow {
             let what = format!("allow list {:?}", allow.name.get_ref());

@@ -99,6 +99,7 @@ fn check_cases() -> Vec<Case> {
         ("email recipients", s("[alerts.email]\nhost = \"mail.example\"\nfrom = \"w@s.example\"\n"), 3, "at least one recipient"),
         ("block page address", s("[blocking]\nttl = 60\nresponse = \"ip\"\n"), 3, "needs block_ip"),
         ("undefined group", s("[[clients]]\ncidr = \"10.0.0.0/8\"\ngroup = \"staff\"\n"), 3, "undefined group \"staff\""),
+        ("client name", s("[[clients]]\ncidr = \"10.0.0.1\"\ngroup = \"default\"\nname = \"tab\\u0000let\"\n"), 3, "holds a control character"),
         ("undefined category", s("[categories.adult]\n\n[[lists]]\nname = \"x\"\ncategory = \"gamblin\"\npath = \"x.txt\"\n"), 5, "defined categories: adult, circumvention"),
     ]
 }
