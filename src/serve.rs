@@ -282,9 +282,6 @@ fn start_fleet(
     let Some(settings) = crate::fleet::Settings::from_config(config)? else {
         return Ok(None);
     };
-    if !config.audit.enabled() {
-        return Ok(None);
-    }
     let audit = config.resolve(&config.audit.path);
     Ok(Some(tokio::spawn(crate::fleet::ship::run(
         settings,

@@ -121,8 +121,9 @@ async fn ship_backlog(
     stop: &CancellationToken,
 ) -> Result<(), FleetError> {
     let batch = settings.batch_rows;
+    // The cursor as stored; only this task moves it.
+    let mut shipped = blocking(store, |s| s.shipped_seq()).await?;
     loop {
-        let shipped = blocking(store, |s| s.shipped_seq()).await?;
         let rows = blocking(store, move |s| s.sealed_after(shipped, batch)).await?;
         let Some(last) = rows.last().map(|r| r.seq) else {
             ship_reviews(client, settings, store).await?;
@@ -131,6 +132,7 @@ async fn ship_backlog(
         };
         central::store_batch(client, settings, partitions, &rows).await?;
         blocking(store, move |s| s.set_shipped_seq(last)).await?;
+        shipped = last;
         metrics.fleet_shipped(rows.len());
         update_backlog(store, metrics).await;
         if rows.len() < batch || stop.is_cancelled() {

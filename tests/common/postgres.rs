@@ -113,27 +113,27 @@ impl Postgres {
     /// second, unrelated CA.
     fn make_certificates(&self) {
         let dir = self.dir.path();
-        let openssl = |args: &[&str]| {
-            let out = Command::new("openssl")
-                .args(args)
-                .current_dir(dir)
-                .output()
-                .expect("openssl (apt-get install openssl)");
-            assert!(out.status.success(), "openssl {args:?}: {}", text(&out));
-        };
-        for ca in ["ca", "other-ca"] {
-            openssl(&[
+        // `openssl req` with a new P-256 key and no passphrase, then `rest`.
+        let request = |rest: &[&str]| {
+            let mut args = vec![
                 "req",
-                "-x509",
                 "-newkey",
                 "ec",
                 "-pkeyopt",
                 "ec_paramgen_curve:prime256v1",
                 "-nodes",
+            ];
+            args.extend_from_slice(rest);
+            openssl(dir, &args);
+        };
+        for ca in ["ca", "other-ca"] {
+            let (key, crt) = (format!("{ca}.key"), format!("{ca}.crt"));
+            request(&[
+                "-x509",
                 "-keyout",
-                &format!("{ca}.key"),
+                &key,
                 "-out",
-                &format!("{ca}.crt"),
+                &crt,
                 "-days",
                 "2",
                 "-subj",
@@ -144,13 +144,7 @@ impl Postgres {
                 "keyUsage=critical,keyCertSign,cRLSign",
             ]);
         }
-        openssl(&[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
+        request(&[
             "-keyout",
             "server.key",
             "-out",
@@ -164,23 +158,26 @@ impl Postgres {
              keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n",
         )
         .expect("extensions");
-        openssl(&[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.crt",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "server.crt",
-            "-days",
-            "2",
-            "-extfile",
-            "server.ext",
-        ]);
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                "server.csr",
+                "-CA",
+                "ca.crt",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                "server.crt",
+                "-days",
+                "2",
+                "-extfile",
+                "server.ext",
+            ],
+        );
         if self.as_postgres {
             for file in ["server.key", "server.crt"] {
                 chown_to_postgres(&dir.join(file));
@@ -348,6 +345,16 @@ fn server_bin() -> PathBuf {
         .pop()
         .map(|(_, bin)| bin)
         .expect("PostgreSQL's server is not installed: apt-get install postgresql")
+}
+
+/// Run `openssl` in `dir`; fail the test with its output if it fails.
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl (apt-get install openssl)");
+    assert!(out.status.success(), "openssl {args:?}: {}", text(&out));
 }
 
 fn free_port() -> u16 {
