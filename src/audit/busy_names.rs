@@ -1,27 +1,31 @@
 //! The top names of many whole days without grouping every name of every day. A big
 //! school blocks ~11,000 distinct names a day, so a month is ~340,000 `tally_name` rows;
-//! but the names that rank are the few that were busy on most days. `tally_name_hot`
-//! (store schema v6) lists each day's names with at least [`HOT_NAME_BLOCKS`] blocks, so
-//! every name *not* listed for a day had at most `HOT_NAME_BLOCKS - 1` that day. That
-//! bounds everyone: a listed name's count is known exactly on its busy days and bounded on
-//! the rest; an unlisted name's total is at most `days * (HOT_NAME_BLOCKS - 1)`. The
+//! but the names that rank are the few that were busy on most days. `tally_name_busy`
+//! (store schema v7) lists, at each mark of [`BUSY_LEVELS`], each day's names with at
+//! least that many blocks, so every name *not* listed for a day at a mark had fewer that
+//! day. That bounds everyone: a listed name's count is known exactly on its busy days and
+//! bounded on the rest; an unlisted name's total is at most `days * (mark - 1)`. The
 //! candidates are resolved (their other days read by key) from the highest bound down,
 //! until the `limit`-th exact total beats every bound left. When it cannot (a quiet log,
 //! or names too evenly spread), the answer is `None` and the caller groups the rows.
+//!
+//! The highest mark that can prove the ranking lists the fewest names: marks are tried
+//! from the highest down, each only when enough of its names are already known to beat
+//! every unlisted one (reading a high mark's short list costs little), the lowest always.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::NaiveDate;
 use rusqlite::OptionalExtension;
 
-use super::store::{AuditError, Store, HOT_NAME_BLOCKS};
+use super::store::{AuditError, Store, BUSY_LEVELS};
 
-/// Each busy (day, name) of a range with its blocks. `CROSS JOIN` keeps SQLite reading
-/// the short busy list and looking each up by key: left to choose, it walks every
+/// Each busy (day, name) of a range at a mark, with its blocks. `CROSS JOIN` keeps SQLite
+/// reading the short busy list and looking each up by key: left to choose, it walks every
 /// `tally_name` row of the range instead (0.23 s for a month at 10M rows, not 0.02 s).
-const BUSY_COUNTS: &str = "SELECT h.day, h.name, t.blocks FROM tally_name_hot h \
+const BUSY_COUNTS: &str = "SELECT h.day, h.name, t.blocks FROM tally_name_busy h \
      CROSS JOIN tally_name t ON t.day = h.day AND t.name = h.name \
-     WHERE h.day >= ?1 AND h.day <= ?2";
+     WHERE h.level = ?1 AND h.day >= ?2 AND h.day <= ?3";
 
 /// Most `tally_name` rows read by key before giving up (grouping a month is ~340,000).
 const LOOKUP_BUDGET: usize = 20_000;
@@ -35,22 +39,29 @@ struct Candidate {
     busy: BTreeSet<String>,
 }
 
-impl Candidate {
-    /// At most this many blocks: every day not busy had fewer than the mark.
-    fn bound(&self, days: usize) -> i64 {
-        self.known + quiet_bound(days.saturating_sub(self.busy.len()))
-    }
+/// The whole days of a range and the mark their busy names are read at.
+struct Days<'a> {
+    days: &'a [String],
+    mark: i64,
 }
 
-fn quiet_bound(days: usize) -> i64 {
-    i64::try_from(days)
-        .unwrap_or(i64::MAX)
-        .saturating_mul(HOT_NAME_BLOCKS - 1)
+impl Days<'_> {
+    /// At most this many blocks over `quiet` days on which a name was not listed.
+    fn quiet_bound(&self, quiet: usize) -> i64 {
+        i64::try_from(quiet)
+            .unwrap_or(i64::MAX)
+            .saturating_mul(self.mark - 1)
+    }
+
+    /// At most this many blocks has `c`: every day not busy had fewer than the mark.
+    fn bound(&self, c: &Candidate) -> i64 {
+        c.known + self.quiet_bound(self.days.len().saturating_sub(c.busy.len()))
+    }
 }
 
 /// The `limit` names with the most blocks over the whole UTC days `from..to` (day texts;
 /// `None`: unbounded) plus `ends` (exact blocks per name from the range's partial ends),
-/// most first, ties by name; `None` when the busy-name list cannot prove the ranking.
+/// most first, ties by name; `None` when the busy-name lists cannot prove the ranking.
 pub(crate) fn top(
     store: &Store,
     from: Option<&str>,
@@ -61,10 +72,39 @@ pub(crate) fn top(
     let Some(days) = days_in(store, from, to)? else {
         return Ok(None);
     };
-    let mut pending = candidates(store, &days, ends)?;
-    let others = quiet_bound(days.len());
-    let mut exact: Vec<(String, i64)> = Vec::new();
     let mut budget = LOOKUP_BUDGET;
+    for (i, &mark) in BUSY_LEVELS.iter().enumerate().rev() {
+        let range = Days { days: &days, mark };
+        let pending = candidates(store, &range, ends)?;
+        if i > 0 && !promising(&range, &pending, limit) {
+            continue;
+        }
+        if let Some(ranked) = rank(store, &range, pending, limit, &mut budget)? {
+            return Ok(Some(ranked));
+        }
+    }
+    Ok(None)
+}
+
+/// Whether a mark can be expected to prove the ranking: at least `limit` names are
+/// already known to have more blocks than any name unlisted at it could. (A proof needs
+/// `limit` totals above that bound; when too few are known, the lookups to find them
+/// would mostly be spent on names that do not rank.)
+fn promising(range: &Days, pending: &[Candidate], limit: usize) -> bool {
+    let others = range.quiet_bound(range.days.len());
+    pending.iter().filter(|c| c.known > others).count() >= limit
+}
+
+/// The ranking proven at `range`'s mark, or `None`. Spends lookups from `budget`.
+fn rank(
+    store: &Store,
+    range: &Days,
+    mut pending: Vec<Candidate>,
+    limit: usize,
+    budget: &mut usize,
+) -> Result<Option<Vec<(String, i64)>>, AuditError> {
+    let others = range.quiet_bound(range.days.len());
+    let mut exact: Vec<(String, i64)> = Vec::new();
     loop {
         exact.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         let kth = exact.get(limit.saturating_sub(1)).map(|e| e.1);
@@ -72,18 +112,18 @@ pub(crate) fn top(
         let next = pending
             .iter()
             .enumerate()
-            .max_by_key(|(_, c)| c.bound(days.len()))
-            .map(|(i, c)| (i, c.bound(days.len())));
+            .max_by_key(|(_, c)| range.bound(c))
+            .map(|(i, c)| (i, range.bound(c)));
         let could_rank = |bound: i64| kth.is_none_or(|k| bound >= k);
         match next.filter(|(_, bound)| could_rank(*bound)) {
             Some((i, _)) => {
                 let c = pending.swap_remove(i);
-                let lookups = days.len().saturating_sub(c.busy.len());
-                if lookups > budget {
+                let lookups = range.days.len().saturating_sub(c.busy.len());
+                if lookups > *budget {
                     return Ok(None);
                 }
-                budget -= lookups;
-                let total = c.known + quiet_days_blocks(store, &days, &c)?;
+                *budget -= lookups;
+                let total = c.known + quiet_days_blocks(store, range.days, &c)?;
                 exact.push((c.name, total));
             }
             None => {
@@ -149,10 +189,11 @@ fn days_in(
     ))
 }
 
-/// The busy names of `days` and the names of the partial ends, with what is known of each.
+/// The busy names of `range` at its mark and the names of the partial ends, with what is
+/// known of each.
 fn candidates(
     store: &Store,
-    days: &[String],
+    range: &Days,
     ends: &std::collections::HashMap<String, i64, impl std::hash::BuildHasher>,
 ) -> Result<Vec<Candidate>, AuditError> {
     let mut by_name: BTreeMap<String, Candidate> = ends
@@ -166,13 +207,13 @@ fn candidates(
             (name.clone(), c)
         })
         .collect();
-    let (Some(first), Some(last)) = (days.first(), days.last()) else {
+    let (Some(first), Some(last)) = (range.days.first(), range.days.last()) else {
         return Ok(by_name.into_values().collect());
     };
     let err = |e| store.wrap(e);
     let mut stmt = store.conn().prepare_cached(BUSY_COUNTS).map_err(err)?;
     let rows = stmt
-        .query_map([first, last], |r| {
+        .query_map(rusqlite::params![range.mark, first, last], |r| {
             Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get(2)?))
         })
         .map_err(err)?;
@@ -218,7 +259,7 @@ mod tests {
 
     use super::*;
     use crate::audit::select::Filter;
-    use crate::audit::tally::{self, Top};
+    use crate::audit::tally;
 
     /// 2026-03-01T00:00:00Z.
     const START: u64 = 1_772_323_200;
@@ -308,17 +349,24 @@ mod tests {
         v
     }
 
-    /// Every (day, name) at or over the mark is listed as busy.
+    /// The (day, name) pairs at or over a mark that are not listed at it (the invariant:
+    /// none).
     fn unlisted_busy(store: &Store) -> i64 {
-        store
-            .conn()
-            .query_row(
-                "SELECT count(*) FROM tally_name t WHERE t.blocks >= ?1 AND NOT EXISTS \
-                 (SELECT 1 FROM tally_name_hot h WHERE h.day = t.day AND h.name = t.name)",
-                [HOT_NAME_BLOCKS],
-                |r| r.get(0),
-            )
-            .expect("counted")
+        BUSY_LEVELS
+            .iter()
+            .map(|mark| {
+                store
+                    .conn()
+                    .query_row(
+                        "SELECT count(*) FROM tally_name t WHERE t.blocks >= ?1 AND NOT EXISTS \
+                         (SELECT 1 FROM tally_name_busy h WHERE h.level = ?1 \
+                         AND h.day = t.day AND h.name = t.name)",
+                        [mark],
+                        |r| r.get::<_, i64>(0),
+                    )
+                    .expect("counted")
+            })
+            .sum()
     }
 
     /// Three days: two names busy every day, twenty quiet ones.
@@ -372,6 +420,58 @@ mod tests {
         assert_eq!(got.as_ref().map(|v| v[0].1), Some(1_020));
     }
 
+    /// A big school's month in small: two names with hundreds of blocks a day, and many
+    /// more over the lowest mark. The ranking is proven at the mark of 512 from its two
+    /// names, where the lowest mark lists every one.
+    #[test]
+    fn a_busy_log_is_ranked_from_a_higher_mark() {
+        let mut rows = Vec::new();
+        for d in 0..3 {
+            for (name, count) in [(0, 1_000), (1, 900)] {
+                for half in 0..2 {
+                    rows.push(Row {
+                        day: d,
+                        second: 3_600 + half,
+                        name,
+                        count: count / 2,
+                        blocked: true,
+                        purged: false,
+                    });
+                }
+            }
+            for name in 2..40 {
+                rows.push(Row {
+                    day: d,
+                    second: 7_200,
+                    name,
+                    count: 100,
+                    blocked: true,
+                    purged: false,
+                });
+            }
+        }
+        let (_dir, store) = store_with(&rows);
+        assert_eq!(unlisted_busy(&store), 0);
+        let ends = HashMap::new();
+        let days: Vec<String> = (0..3).map(day).collect();
+        let at = |mark| Days { days: &days, mark };
+        let listed = |mark| candidates(&store, &at(mark), &ends).expect("read");
+        assert_eq!(listed(64).len(), 40);
+        assert_eq!(listed(512).len(), 2);
+        assert!(listed(4_096).is_empty());
+        assert!(!promising(&at(4_096), &listed(4_096), 2));
+        assert!(promising(&at(512), &listed(512), 2));
+        let want = reference(&store, None, None, &ends, 2);
+        let mut budget = LOOKUP_BUDGET;
+        let at_512 = rank(&store, &at(512), listed(512), 2, &mut budget).expect("read");
+        assert_eq!(at_512.as_ref(), Some(&want));
+        assert_eq!(
+            budget, LOOKUP_BUDGET,
+            "both names were busy every day: no lookups"
+        );
+        assert_eq!(top(&store, None, None, &ends, 2).expect("read"), Some(want));
+    }
+
     #[test]
     fn an_even_spread_falls_back_to_grouping() {
         let (_dir, store) = store_with(&skewed());
@@ -383,7 +483,7 @@ mod tests {
         );
         // The caller's answer is still right.
         let filter = Filter::default();
-        let got = tally::top(&store, &filter, Top::Names, 3).expect("read");
+        let got = tally::tops(&store, &filter, 3, true).expect("read").names;
         assert_eq!(got, reference(&store, None, None, &HashMap::new(), 3));
     }
 
@@ -397,13 +497,15 @@ mod tests {
             .prepare(&format!("EXPLAIN QUERY PLAN {BUSY_COUNTS}"))
             .expect("a plan");
         let steps: Vec<String> = stmt
-            .query_map(["2026-03-01", "2026-03-31"], |r| r.get::<_, String>(3))
+            .query_map(rusqlite::params![512, "2026-03-01", "2026-03-31"], |r| {
+                r.get::<_, String>(3)
+            })
             .expect("read")
             .collect::<rusqlite::Result<_>>()
             .expect("steps");
         assert_eq!(steps.len(), 2, "{steps:?}");
         assert!(
-            steps[0].starts_with("SEARCH h USING PRIMARY KEY (day>? AND day<?)"),
+            steps[0].starts_with("SEARCH h USING PRIMARY KEY (level=? AND day>? AND day<?)"),
             "{steps:?}"
         );
         assert!(
@@ -418,7 +520,7 @@ mod tests {
             0u32..86_400,
             // Skewed: low names are picked most.
             (0usize..4, 0usize..12).prop_map(|(a, b)| a.min(b)),
-            prop_oneof![3 => 1i64..8, 1 => 8i64..120],
+            prop_oneof![6 => 1i64..8, 2 => 8i64..120, 1 => 120i64..1_200],
             prop::bool::weighted(0.9),
             prop::bool::weighted(0.05),
         )

@@ -3,6 +3,7 @@
 //!
 //! Purged rows (past retention) are never shown: only their chain entry remains.
 
+use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
 use chrono_tz::Tz;
@@ -299,12 +300,30 @@ pub(crate) fn daily_by_category(
         since: Some(since.to_string()),
         ..Filter::default()
     };
-    let mut out: std::collections::BTreeMap<(String, String), i64> = Default::default();
+    // Summed per (local day, category set) first, with a key allocated only when new:
+    // a month is ~30,000 rollup rows but ~30 days of a few dozen sets.
+    let mut per_set: HashMap<String, HashMap<String, i64>> = HashMap::new();
     let mut days = LocalDays::new(tz);
-    for b in tally::blocks(store, &filter)? {
-        let day = days.of(&b.at).to_string();
-        for category in b.categories.split(',').filter(|c| !c.is_empty()) {
-            *out.entry((day.clone(), category.to_string())).or_default() += b.n;
+    tally::each_block(store, &filter, |at, categories, _group, n| {
+        let day = days.of(at);
+        let sets = match per_set.get_mut(day) {
+            Some(sets) => sets,
+            None => per_set.entry(day.to_string()).or_default(),
+        };
+        match sets.get_mut(categories) {
+            Some(total) => *total += n,
+            None => {
+                sets.insert(categories.to_string(), n);
+            }
+        }
+    })?;
+    let mut out: std::collections::BTreeMap<(String, String), i64> = Default::default();
+    for (day, sets) in per_set {
+        for (set, n) in sets {
+            // A row with several categories counts once under each of them.
+            for category in set.split(',').filter(|c| !c.is_empty()) {
+                *out.entry((day.clone(), category.to_string())).or_default() += n;
+            }
         }
     }
     Ok(out
@@ -323,33 +342,37 @@ pub(crate) fn by_local_day(
 ) -> Result<Vec<(String, i64)>, AuditError> {
     let mut days: std::collections::BTreeMap<String, i64> = Default::default();
     let mut local = LocalDays::new(tz);
-    for b in tally::blocks(store, filter)? {
-        *days.entry(local.of(&b.at).to_string()).or_default() += b.n;
+    for (at, n) in tally::blocks_by_time(store, filter)? {
+        *days.entry(local.of(&at).to_string()).or_default() += n;
     }
     Ok(days.into_iter().filter(|(_, n)| *n != 0).collect())
 }
 
-/// [`local_day`] remembered per UTC minute: a month's rollup rows share ~3,000 quarter
-/// hours among ~30,000 rows, and reading and formatting each time was most of a
-/// month's summary.
+/// [`local_day`] remembered for the last UTC minute asked: the rollups' rows come in
+/// time order, a month's ~30,000 of them sharing ~3,000 quarter hours, and reading and
+/// formatting each time was most of a month's summary.
 struct LocalDays {
     tz: Tz,
-    seen: std::collections::HashMap<String, String>,
+    minute: String,
+    day: String,
 }
 
 impl LocalDays {
     fn new(tz: Tz) -> LocalDays {
         LocalDays {
             tz,
-            seen: Default::default(),
+            minute: String::new(),
+            day: String::new(),
         }
     }
 
     fn of(&mut self, minute: &str) -> &str {
-        let tz = self.tz;
-        self.seen
-            .entry(minute.to_string())
-            .or_insert_with(|| local_day(minute, tz))
+        if self.minute != minute {
+            self.day = local_day(minute, self.tz);
+            self.minute.clear();
+            self.minute.push_str(minute);
+        }
+        &self.day
     }
 }
 
@@ -414,18 +437,16 @@ const TOP: usize = 10;
 
 /// Summarise the blocks matching `filter`.
 pub fn summary(store: &Store, filter: &Filter) -> Result<Summary, AuditError> {
-    let mut summary = counts(store, filter)?;
-    summary.top_names = tally::top(store, filter, tally::Top::Names, TOP)?;
-    Ok(summary)
+    counts(store, filter, true)
 }
 
 /// [`summary`] without the top names (the overview does not show them, and they are its
 /// costliest part).
 pub(crate) fn summary_without_names(store: &Store, filter: &Filter) -> Result<Summary, AuditError> {
-    counts(store, filter)
+    counts(store, filter, false)
 }
 
-fn counts(store: &Store, filter: &Filter) -> Result<Summary, AuditError> {
+fn counts(store: &Store, filter: &Filter, names: bool) -> Result<Summary, AuditError> {
     use std::collections::BTreeMap;
     let (mut total, mut by_category, mut by_day, mut by_group) = (
         0,
@@ -449,13 +470,14 @@ fn counts(store: &Store, filter: &Filter) -> Result<Summary, AuditError> {
         v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
         v
     };
+    let tops = tally::tops(store, filter, TOP, names)?;
     Ok(Summary {
         total,
         by_category: ranked(by_category),
         by_day: by_day.into_iter().filter(|(_, n)| *n != 0).collect(),
         by_group: ranked(by_group),
-        top_devices: tally::top(store, filter, tally::Top::Devices, TOP)?,
-        top_names: Vec::new(),
+        top_devices: tops.devices,
+        top_names: tops.names,
     })
 }
 

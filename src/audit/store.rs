@@ -58,7 +58,7 @@ const GENESIS: &str = "000000000000000000000000000000000000000000000000000000000
 
 /// The layout version, kept in SQLite's `user_version`. Bump it when the schema changes,
 /// and add the step from the previous version to [`MIGRATIONS`].
-const SCHEMA_VERSION: i64 = 6;
+const SCHEMA_VERSION: i64 = 8;
 
 const SCHEMA: &str = r#"
 CREATE TABLE events (
@@ -159,7 +159,7 @@ CREATE TRIGGER IF NOT EXISTS allow_changes_append_only_d BEFORE DELETE ON allow_
 ///   zone's offset is whole quarter hours, so local days are exact), outcome, group and
 ///   category set (version 5 adds `tally_day`, the same per UTC day); `tally_who` and
 ///   `tally_name` count blocks per UTC day per device and per name, for the top lists
-///   (version 6 adds `tally_name_hot`, the busy names of each day). Counts over whole buckets come from them, and only the
+///   (versions 6 and 7 add `tally_name_busy`, the busy names of each day). Counts over whole buckets come from them, and only the
 ///   partial buckets at a range's ends are counted from `events`.
 /// - `audit_meta` keeps the longest `last_seen - first_seen` of any row (`max_span_ms`),
 ///   so a filter on `last_seen` becomes a bounded `first_seen` range.
@@ -347,7 +347,8 @@ fn schema_v5() -> String {
 /// day had fewer that day. A row is added when a day's count crosses the mark (once per
 /// day and name, so the writer pays almost nothing) and never removed: a purge only
 /// lowers counts, and a listed name is only a candidate whose exact count is read (see
-/// `tally::top`).
+/// `busy_names`). Version 7 replaces it with a list at several marks; a log still passes
+/// through this step on its way there.
 const SCHEMA_V6: &str = r#"
 CREATE TABLE tally_name_hot (
     day     TEXT NOT NULL,
@@ -364,8 +365,8 @@ CREATE TRIGGER tally_name_hot_u AFTER UPDATE OF blocks ON tally_name
 END;
 "#;
 
-/// Blocks a name must reach in one UTC day to be listed in `tally_name_hot` ([`SCHEMA_V6`]).
-pub(crate) const HOT_NAME_BLOCKS: i64 = 64;
+/// Blocks a name had to reach in one UTC day to be listed in version 6's `tally_name_hot`.
+const HOT_NAME_BLOCKS: i64 = 64;
 
 /// Lists a (day, name) as busy unless it is already: a name can cross the mark again after
 /// a purge lowered its count. Not `INSERT OR IGNORE`: inside a trigger, the conflict
@@ -378,6 +379,71 @@ fn schema_v6() -> String {
     SCHEMA_V6
         .replace("HOT_INSERT", HOT_INSERT)
         .replace("HOT", &HOT_NAME_BLOCKS.to_string())
+}
+
+/// The marks of `tally_name_busy` ([`schema_v7`]), lowest first: blocks a name reaches in
+/// one UTC day to be listed at that level. Eight times apart, so whatever a school's size,
+/// some level lists a few dozen names a day.
+pub(crate) const BUSY_LEVELS: [i64; 4] = [64, 512, 4_096, 32_768];
+
+/// Schema version 7: the busy names of each day at every mark of [`BUSY_LEVELS`], in
+/// place of version 6's one mark. At one mark the list grows with the school: a month of a
+/// big school (10M rows a year) lists ~7,500 names at 64 blocks a day, where its top names
+/// have thousands a day; at 512 it lists ~800, as a small school's month does at 64. A row
+/// is added when a day's count crosses a mark (so the writer pays only at the crossing)
+/// and never removed: a purge only lowers counts, and a listed name is only a candidate
+/// whose exact count is read (see `busy_names`).
+fn schema_v7() -> String {
+    let mut sql = String::from(
+        "DROP TRIGGER tally_name_hot_i; DROP TRIGGER tally_name_hot_u; DROP TABLE tally_name_hot;
+CREATE TABLE tally_name_busy (
+    level   INTEGER NOT NULL,
+    day     TEXT NOT NULL,
+    name    TEXT NOT NULL,
+    PRIMARY KEY (level, day, name)
+) WITHOUT ROWID;
+",
+    );
+    for level in BUSY_LEVELS {
+        sql.push_str(&format!(
+            "INSERT INTO tally_name_busy SELECT {level}, day, name FROM tally_name \
+             WHERE blocks >= {level};\n"
+        ));
+    }
+    // Lists a (level, day, name) unless it is already: a name can cross a mark again
+    // after a purge lowered its count. Not `INSERT OR IGNORE`: inside a trigger, the
+    // conflict policy of the statement that fired it wins (the rollups' upsert, which
+    // aborts).
+    let inserts = |crossed: &dyn Fn(i64) -> String| {
+        BUSY_LEVELS
+            .iter()
+            .map(|l| {
+                format!(
+                    "    INSERT INTO tally_name_busy SELECT {l}, NEW.day, NEW.name \
+                     WHERE {} AND NOT EXISTS (SELECT 1 FROM tally_name_busy \
+                     WHERE level = {l} AND day = NEW.day AND name = NEW.name);\n",
+                    crossed(*l)
+                )
+            })
+            .collect::<String>()
+    };
+    let lowest = BUSY_LEVELS[0];
+    let on_insert = |l: i64| format!("NEW.blocks >= {l}");
+    let on_update = |l: i64| format!("(NEW.blocks >= {l} AND OLD.blocks < {l})");
+    let any_crossed = BUSY_LEVELS
+        .iter()
+        .map(|l| on_update(*l))
+        .collect::<Vec<_>>()
+        .join(" OR ");
+    sql.push_str(&format!(
+        "CREATE TRIGGER tally_name_busy_i AFTER INSERT ON tally_name \
+         WHEN NEW.blocks >= {lowest} BEGIN\n{}END;\n\
+         CREATE TRIGGER tally_name_busy_u AFTER UPDATE OF blocks ON tally_name \
+         WHEN {any_crossed} BEGIN\n{}END;\n",
+        inserts(&on_insert),
+        inserts(&on_update)
+    ));
+    sql
 }
 
 /// `QUARTER(t)` in [`SCHEMA_V3`]: the RFC 3339 time `t` floored to its UTC quarter hour,
@@ -407,14 +473,39 @@ pub(crate) fn expand_quarter(sql: &str) -> String {
     out
 }
 
+/// Version 8: sign-in ids are never used twice. The fleet ships each record table after a
+/// cursor on its ids; sign-ins are the one table purged by age, and SQLite gives a plain
+/// `INTEGER PRIMARY KEY` the highest id plus one, so once every sign-in had been purged
+/// new ones would reuse ids at or below the cursor and never be shipped. `AUTOINCREMENT`
+/// remembers the highest id ever used. (SQLite cannot add it in place: the table is
+/// copied, with its index and trigger.)
+const SCHEMA_V8: &str = r#"
+CREATE TABLE signins_v8 (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    at         TEXT NOT NULL,
+    user       TEXT NOT NULL,
+    client_ip  TEXT NOT NULL,
+    result     TEXT NOT NULL
+);
+INSERT INTO signins_v8 (id, at, user, client_ip, result)
+    SELECT id, at, user, client_ip, result FROM signins;
+DROP TABLE signins;
+ALTER TABLE signins_v8 RENAME TO signins;
+CREATE INDEX signins_at ON signins(at);
+CREATE TRIGGER signins_append_only_u BEFORE UPDATE ON signins
+    BEGIN SELECT RAISE(ABORT, 'sign-ins are append-only'); END;
+"#;
+
 /// `(from version, SQL)`: the step that takes a log from `from` to `from + 1`.
-fn migrations() -> [(i64, String); 5] {
+fn migrations() -> [(i64, String); 7] {
     [
         (1, SCHEMA_V2.to_string()),
         (2, schema_v3()),
         (3, SCHEMA_V4.to_string()),
         (4, schema_v5()),
         (5, schema_v6()),
+        (6, schema_v7()),
+        (7, SCHEMA_V8.to_string()),
     ]
 }
 
@@ -587,11 +678,12 @@ impl Store {
                 if tables == 0 {
                     // One transaction: a crash cannot leave tables without their version.
                     c.execute_batch(&format!(
-                        "BEGIN; {SCHEMA} {SCHEMA_V2} {} {SCHEMA_V4} {} {} \
+                        "BEGIN; {SCHEMA} {SCHEMA_V2} {} {SCHEMA_V4} {} {} {} {SCHEMA_V8} \
                          PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;",
                         schema_v3(),
                         schema_v5(),
-                        schema_v6()
+                        schema_v6(),
+                        schema_v7()
                     ))?;
                     return Ok((tables, SCHEMA_VERSION));
                 }
@@ -1322,7 +1414,8 @@ mod tests {
             .unwrap();
             // Back to version 2: what the rows held before versions 3 and 4 existed.
             c.execute_batch(&format!(
-                "{V6_UNDO} {V5_UNDO} {V4_UNDO} PRAGMA user_version = 3;"
+                "{} {V6_UNDO} {V5_UNDO} {V4_UNDO} PRAGMA user_version = 3;",
+                v7_undo()
             ))
             .unwrap();
             c.execute_batch(
@@ -1375,40 +1468,141 @@ mod tests {
     /// Version 6's busy names and the triggers that keep them.
     const V6_UNDO: &str = "DROP TRIGGER tally_name_hot_i; DROP TRIGGER tally_name_hot_u; \
          DROP TABLE tally_name_hot;";
+    /// Takes a version 7 log back to version 6: one mark's busy list, from the rollup.
+    fn v7_undo() -> String {
+        format!(
+            "DROP TRIGGER tally_name_busy_i; DROP TRIGGER tally_name_busy_u; \
+             DROP TABLE tally_name_busy; {}",
+            schema_v6()
+        )
+    }
 
-    /// A version 5 log gets its busy names listed from its rollup, and the triggers keep
-    /// the list from then on.
+    /// The (level, name) pairs listed as busy, in order.
+    fn busy_levels(store: &Store) -> Vec<String> {
+        column::<String>(
+            store,
+            "SELECT level || ' ' || name FROM tally_name_busy ORDER BY level, name",
+        )
+    }
+
+    /// A version 5 log, and a version 6 log with one mark's list, get their busy names
+    /// listed at every level from the rollup, and the triggers keep the lists from then on
+    /// (a count crossing two marks at once is listed at both).
     #[test]
-    fn a_version_5_log_gets_its_busy_names() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("v5.sqlite");
-        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
-        {
-            let mut store = Store::open(&path).unwrap();
-            let batch: Vec<(Key, Pending)> = [10, 63, 64, 200]
-                .into_iter()
-                .enumerate()
-                .map(|(i, n)| entry(&format!("n{i}.test"), t0 + Duration::from_secs(i as u64), n))
-                .collect();
-            store
-                .write_batch(&batch, &mut OpenRows::default(), WINDOW, t0, false)
-                .unwrap();
+    fn a_version_5_or_6_log_gets_its_busy_names_at_every_level() {
+        for (version, undo) in [(5, format!("{} {V6_UNDO}", v7_undo())), (6, v7_undo())] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("old.sqlite");
+            let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+            {
+                let mut store = Store::open(&path).unwrap();
+                let batch: Vec<(Key, Pending)> = [10, 63, 64, 600, 5_000]
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, n)| {
+                        entry(&format!("n{i}.test"), t0 + Duration::from_secs(i as u64), n)
+                    })
+                    .collect();
+                store
+                    .write_batch(&batch, &mut OpenRows::default(), WINDOW, t0, false)
+                    .unwrap();
+                store
+                    .conn()
+                    .execute_batch(&format!("{undo} PRAGMA user_version = {version};"))
+                    .unwrap();
+            }
+            let store = Store::open(&path).unwrap();
+            let before = [
+                "64 n2.test",
+                "64 n3.test",
+                "64 n4.test",
+                "512 n3.test",
+                "512 n4.test",
+                "4096 n4.test",
+            ];
+            assert_eq!(busy_levels(&store), before, "from version {version}");
+            let bump = |name: &str, by: i64| {
+                store
+                    .conn()
+                    .execute(
+                        "UPDATE events SET count = count + ?1 WHERE name = ?2",
+                        params![by, name],
+                    )
+                    .unwrap();
+            };
+            bump("n1.test", 1);
+            bump("n0.test", 600);
+            bump("n2.test", 1);
+            let mut after: Vec<&str> = before.to_vec();
+            after.extend(["64 n0.test", "64 n1.test", "512 n0.test"]);
+            after.sort_by_key(|e| {
+                let (level, name) = e.split_once(' ').unwrap();
+                (level.parse::<i64>().unwrap(), name.to_string())
+            });
+            assert_eq!(busy_levels(&store), after, "from version {version}");
+        }
+    }
+
+    /// Takes a version 8 log back to version 7: sign-ins keyed by a plain rowid.
+    const V8_UNDO: &str = "CREATE TABLE signins_v7 (id INTEGER PRIMARY KEY, at TEXT NOT NULL, \
+         user TEXT NOT NULL, client_ip TEXT NOT NULL, result TEXT NOT NULL); \
+         INSERT INTO signins_v7 SELECT id, at, user, client_ip, result FROM signins; \
+         DROP TABLE signins; ALTER TABLE signins_v7 RENAME TO signins; \
+         CREATE INDEX signins_at ON signins(at); \
+         CREATE TRIGGER signins_append_only_u BEFORE UPDATE ON signins \
+         BEGIN SELECT RAISE(ABORT, 'sign-ins are append-only'); END;";
+
+    /// Once every sign-in has been purged, the next one still gets a new id (the fleet's
+    /// cursor on sign-in ids would skip a reused one), in a new log and in one migrated
+    /// from version 7, whose sign-ins, index and append-only trigger are kept.
+    #[test]
+    fn sign_in_ids_are_never_reused_after_a_purge() {
+        let sign_in = |store: &Store, at: &str| {
             store
                 .conn()
-                .execute_batch(&format!("{V6_UNDO} PRAGMA user_version = 5;"))
+                .execute(
+                    "INSERT INTO signins (at, user, client_ip, result) \
+                     VALUES (?1, 'lead', '10.0.0.1', 'ok')",
+                    [at],
+                )
                 .unwrap();
+            store.conn().last_insert_rowid()
+        };
+        for from_v7 in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("audit.sqlite");
+            {
+                let store = Store::open(&path).unwrap();
+                for day in 1..=3 {
+                    sign_in(&store, &format!("2026-11-0{day}T09:00:00.000Z"));
+                }
+                if from_v7 {
+                    store
+                        .conn()
+                        .execute_batch(&format!("{V8_UNDO} PRAGMA user_version = 7;"))
+                        .unwrap();
+                }
+            }
+            let store = Store::open(&path).unwrap();
+            assert_eq!(column::<i64>(&store, "SELECT id FROM signins"), [1, 2, 3]);
+            let change = store
+                .conn()
+                .execute("UPDATE signins SET user = 'x' WHERE id = 1", []);
+            assert!(change.is_err(), "still append-only (from v7: {from_v7})");
+            let plan = column::<String>(
+                &store,
+                "SELECT name FROM sqlite_master WHERE tbl_name = 'signins' AND type = 'index' \
+                 AND name = 'signins_at'",
+            );
+            assert_eq!(plan, ["signins_at"]);
+            // What the retention purge does, to every sign-in.
+            store.conn().execute("DELETE FROM signins", []).unwrap();
+            assert_eq!(
+                sign_in(&store, "2026-12-01T09:00:00.000Z"),
+                4,
+                "from v7: {from_v7}"
+            );
         }
-        let store = Store::open(&path).unwrap();
-        let busy = || column::<String>(&store, "SELECT name FROM tally_name_hot ORDER BY name");
-        assert_eq!(busy(), ["n2.test", "n3.test"]);
-        store
-            .conn()
-            .execute(
-                "UPDATE events SET count = count + 1 WHERE name = 'n1.test'",
-                [],
-            )
-            .unwrap();
-        assert_eq!(busy(), ["n1.test", "n2.test", "n3.test"]);
     }
 
     /// A version 3 log (rows sealed, one purged, a sign-in) gets the checkpoints and
@@ -1439,7 +1633,8 @@ mod tests {
                 .execute_batch(&format!(
                     "INSERT INTO signins (at, user, client_ip, result) \
                      VALUES ('2026-01-01T00:00:00Z', 'lead', '10.0.0.1', 'ok'); \
-                     {V6_UNDO} {V5_UNDO} {V4_UNDO} PRAGMA user_version = 3;"
+                     {} {V6_UNDO} {V5_UNDO} {V4_UNDO} PRAGMA user_version = 3;",
+                    v7_undo()
                 ))
                 .unwrap();
             column(&store, "SELECT seq FROM events ORDER BY seq")

@@ -309,24 +309,131 @@ fn query_triples(
     rows.collect::<rusqlite::Result<Vec<_>>>().map_err(err)
 }
 
-/// Blocks matching `filter`, per (UTC quarter hour or minute, category set, group): the
-/// source of every per-local-day count. Times are `YYYY-MM-DDTHH:MM`; a minute and its
-/// quarter hour fall on the same day in every time zone.
-pub(crate) fn blocks(store: &Store, filter: &Filter) -> Result<Vec<Blocks>, AuditError> {
+/// Call `f(time, category set, group, blocks)` for the blocks matching `filter` per (UTC
+/// quarter hour or minute, category set, group): the source of every per-local-day count
+/// by category. Times are `YYYY-MM-DDTHH:MM`; a minute and its quarter hour fall on the
+/// same day in every time zone. Nothing is allocated per row: a month of a big school's
+/// rollup is ~30,000 rows, read for every overview.
+pub(crate) fn each_block(
+    store: &Store,
+    filter: &Filter,
+    mut f: impl FnMut(&str, &str, &str, i64),
+) -> Result<(), AuditError> {
     let split = split(filter, Grain::Quarter).filter(|_| tallied(filter, false));
     let Some(split) = split else {
-        return blocks_from_rows(store, filter, &Span::default());
+        return each_block_of_rows(store, filter, &Span::default(), &mut f);
     };
     let whole = Whole {
         table: "tally",
         from: split.from,
         to: split.to,
     };
-    let mut out = tally_blocks(store, filter, &whole)?;
+    let (clause, mut values) = tally_where(store, filter, &whole)?;
+    if let Some(clause) = clause {
+        values.push(Value::Text("blocked".into()));
+        // No GROUP BY: with the outcome fixed, the key (bucket, outcome, group, category
+        // set) makes each row its own.
+        let sql = format!(
+            "SELECT bucket, categories, grp, blocks FROM tally WHERE {clause} AND outcome = ?{}",
+            values.len()
+        );
+        each_quad(store, &sql, values, &mut f)?;
+    }
     for end in &split.ends {
-        out.extend(blocks_from_rows(store, filter, end)?);
+        each_block_of_rows(store, filter, end, &mut f)?;
+    }
+    Ok(())
+}
+
+fn each_block_of_rows(
+    store: &Store,
+    filter: &Filter,
+    span: &Span,
+    f: &mut impl FnMut(&str, &str, &str, i64),
+) -> Result<(), AuditError> {
+    let columns = "substr(e.first_seen, 1, 16) AS k, e.categories AS c, e.grp AS g, e.count AS n";
+    let Some(select) = select::rows(store, filter, span, Some(BLOCKED), columns, None)? else {
+        return Ok(());
+    };
+    let sql = format!(
+        "SELECT k, c, g, sum(n) FROM ({}) GROUP BY k, c, g",
+        select.sql
+    );
+    each_quad(store, &sql, select.values, f)
+}
+
+/// Run `sql`, whose rows are `(text, text, text, integer)`, calling `f` on each.
+fn each_quad(
+    store: &Store,
+    sql: &str,
+    values: Vec<Value>,
+    f: &mut impl FnMut(&str, &str, &str, i64),
+) -> Result<(), AuditError> {
+    let err = |e| store.wrap(e);
+    let mut stmt = store.conn().prepare(sql).map_err(err)?;
+    let mut rows = stmt.query(params_from_iter(values)).map_err(err)?;
+    while let Some(row) = rows.next().map_err(err)? {
+        let get = |i| row.get_ref(i).map(|v| v.as_str().unwrap_or(""));
+        let (a, b, c) = (
+            get(0).map_err(err)?,
+            get(1).map_err(err)?,
+            get(2).map_err(err)?,
+        );
+        f(a, b, c, row.get(3).map_err(err)?);
+    }
+    Ok(())
+}
+
+/// Blocks matching `filter` per UTC quarter hour or minute (`YYYY-MM-DDTHH:MM`), not split
+/// by category set or group: a reader's days need only the time, and a month of a big
+/// school's rollup is ~30,000 (quarter hour, category set, group) rows but ~3,000 quarter
+/// hours.
+pub(crate) fn blocks_by_time(
+    store: &Store,
+    filter: &Filter,
+) -> Result<Vec<(String, i64)>, AuditError> {
+    let split = split(filter, Grain::Quarter).filter(|_| tallied(filter, false));
+    let Some(split) = split else {
+        return times_from_rows(store, filter, &Span::default());
+    };
+    let whole = Whole {
+        table: "tally",
+        from: split.from,
+        to: split.to,
+    };
+    let mut out = Vec::new();
+    let (clause, mut values) = tally_where(store, filter, &whole)?;
+    if let Some(clause) = clause {
+        values.push(Value::Text("blocked".into()));
+        // In key order (the key starts with the bucket): no sort.
+        let sql = format!(
+            "SELECT bucket, '', sum(blocks) FROM tally WHERE {clause} AND outcome = ?{} \
+             GROUP BY bucket",
+            values.len()
+        );
+        out.extend(pairs(query_triples(store, &sql, values)?));
+    }
+    for end in &split.ends {
+        out.extend(times_from_rows(store, filter, end)?);
     }
     Ok(out)
+}
+
+fn times_from_rows(
+    store: &Store,
+    filter: &Filter,
+    span: &Span,
+) -> Result<Vec<(String, i64)>, AuditError> {
+    let columns = "substr(e.first_seen, 1, 16) AS k, e.count AS n";
+    let Some(select) = select::rows(store, filter, span, Some(BLOCKED), columns, None)? else {
+        return Ok(Vec::new());
+    };
+    let sql = format!("SELECT k, '', sum(n) FROM ({}) GROUP BY k", select.sql);
+    Ok(pairs(query_triples(store, &sql, select.values)?).collect())
+}
+
+fn pairs(triples: Vec<(String, String, i64)>) -> impl Iterator<Item = (String, i64)> {
+    triples.into_iter().map(|(k, _, n)| (k, n))
 }
 
 /// [`blocks`] at a coarser grain where it can: whole UTC days as `YYYY-MM-DD`, for the
@@ -352,9 +459,11 @@ fn tally_blocks(store: &Store, filter: &Filter, whole: &Whole) -> Result<Vec<Blo
         return Ok(Vec::new());
     };
     values.push(Value::Text("blocked".into()));
+    // No GROUP BY: with the outcome fixed, the key (bucket, outcome, group, category set)
+    // makes each row its own (bucket, category set, group), and grouping would sort them.
     let sql = format!(
-        "SELECT bucket || '\u{1f}' || categories, grp, sum(blocks) FROM {} \
-         WHERE {clause} AND outcome = ?{} GROUP BY bucket, categories, grp",
+        "SELECT bucket || '\u{1f}' || categories, grp, blocks FROM {} \
+         WHERE {clause} AND outcome = ?{}",
         whole.table,
         values.len()
     );
@@ -391,65 +500,116 @@ fn blocks_of(store: &Store, sql: &str, values: Vec<Value>) -> Result<Vec<Blocks>
         .collect())
 }
 
-/// What a top list ranks.
-#[derive(Clone, Copy)]
-pub(crate) enum Top {
-    /// Device name, or address when the device is not named.
-    Devices,
-    Names,
+/// The devices (name, or address when the device is not named) and names with the most
+/// blocks, most first.
+#[derive(Debug, Default)]
+pub(crate) struct Tops {
+    pub devices: Vec<(String, i64)>,
+    pub names: Vec<(String, i64)>,
 }
 
-/// The `limit` devices or names with the most blocks matching `filter`, most first.
-pub(crate) fn top(
+type Totals = HashMap<String, i64>;
+
+/// The `limit` devices and, when `names`, the `limit` names with the most blocks matching
+/// `filter`. Whole days come from `tally_who` and `tally_name` (names through the busy-name
+/// list where it proves the ranking); the partial day at each end is read from `events`
+/// once for both lists.
+pub(crate) fn tops(
     store: &Store,
     filter: &Filter,
-    what: Top,
     limit: usize,
-) -> Result<Vec<(String, i64)>, AuditError> {
-    let (table, key, expr) = match what {
-        Top::Devices => ("tally_who", "who", "coalesce(e.device, e.client_ip)"),
-        Top::Names => ("tally_name", "name", "e.name"),
-    };
+    names: bool,
+) -> Result<Tops, AuditError> {
     let plain = filter.group.is_none() && filter.category.is_none();
     let split = split(filter, Grain::Day)
         .filter(|_| plain && filter.any_category.is_empty() && tallied(filter, false));
-    let mut totals: HashMap<String, i64> = HashMap::default();
-    let mut add_rows = |span: &Span| -> Result<(), AuditError> {
-        let columns = format!("{expr} AS k, e.count AS n");
-        let Some(select) = select::rows(store, filter, span, Some(BLOCKED), &columns, None)? else {
-            return Ok(());
-        };
-        let sql = format!("SELECT k, '', sum(n) FROM ({}) GROUP BY k", select.sql);
-        for (k, _, n) in query_triples(store, &sql, select.values)? {
-            *totals.entry(k).or_default() += n;
-        }
-        Ok(())
+    let (mut devices, mut named) = (Totals::default(), Totals::default());
+    let ends = match &split {
+        Some(split) => split.ends.clone(),
+        None => vec![Span::default()],
     };
+    for end in &ends {
+        add_rows(store, filter, end, names, &mut devices, &mut named)?;
+    }
     let Some(split) = split else {
-        add_rows(&Span::default())?;
-        return Ok(ranked(totals, limit));
+        return Ok(Tops {
+            devices: ranked(devices, limit),
+            names: ranked(named, limit),
+        });
     };
-    for end in &split.ends {
-        add_rows(end)?;
-    }
-    if let Top::Names = what {
-        let (from, to) = (split.from.as_deref(), split.to.as_deref());
-        if let Some(ranked) = busy_names::top(store, from, to, &totals, limit)? {
-            return Ok(ranked);
+    let (from, to) = (split.from.as_deref(), split.to.as_deref());
+    add_days(store, "tally_who", "who", from, to, &mut devices)?;
+    let names = if !names {
+        Vec::new()
+    } else if let Some(ranked) = busy_names::top(store, from, to, &named, limit)? {
+        ranked
+    } else {
+        add_days(store, "tally_name", "name", from, to, &mut named)?;
+        ranked(named, limit)
+    };
+    Ok(Tops {
+        devices: ranked(devices, limit),
+        names,
+    })
+}
+
+/// Add the blocks of `filter`'s rows within `span` per device and, when `names`, per name.
+/// Summed here rather than by GROUP BY: one read serves both lists.
+fn add_rows(
+    store: &Store,
+    filter: &Filter,
+    span: &Span,
+    names: bool,
+    devices: &mut Totals,
+    named: &mut Totals,
+) -> Result<(), AuditError> {
+    let name = if names { "e.name" } else { "''" };
+    let columns = format!("coalesce(e.device, e.client_ip) AS k, {name} AS m, e.count AS n");
+    let Some(select) = select::rows(store, filter, span, Some(BLOCKED), &columns, None)? else {
+        return Ok(());
+    };
+    let err = |e| store.wrap(e);
+    let mut stmt = store.conn().prepare(&select.sql).map_err(err)?;
+    let mut rows = stmt.query(params_from_iter(select.values)).map_err(err)?;
+    while let Some(row) = rows.next().map_err(err)? {
+        let n: i64 = row.get(2).map_err(err)?;
+        add(
+            devices,
+            row.get_ref(0).map_err(err)?.as_str().unwrap_or(""),
+            n,
+        );
+        if names {
+            add(
+                named,
+                row.get_ref(1).map_err(err)?.as_str().unwrap_or(""),
+                n,
+            );
         }
     }
+    Ok(())
+}
+
+/// Add the blocks per key of the whole days `from..to` of a per-day rollup (`tally_who`
+/// or `tally_name`). Summed here rather than by GROUP BY: SQLite would sort every row of
+/// the range first (a month of devices is ~44,000 rows at a big school).
+fn add_days(
+    store: &Store,
+    table: &str,
+    key: &str,
+    from: Option<&str>,
+    to: Option<&str>,
+    totals: &mut Totals,
+) -> Result<(), AuditError> {
     let mut clauses = vec!["1".to_string()];
     let mut values = Vec::new();
-    if let Some(from) = split.from {
-        values.push(Value::Text(from));
+    if let Some(from) = from {
+        values.push(Value::Text(from.to_string()));
         clauses.push(format!("day >= ?{}", values.len()));
     }
-    if let Some(to) = split.to {
-        values.push(Value::Text(to));
+    if let Some(to) = to {
+        values.push(Value::Text(to.to_string()));
         clauses.push(format!("day < ?{}", values.len()));
     }
-    // Summed here rather than by GROUP BY: SQLite would sort every row of the range
-    // first (a month of devices is ~44,000 rows at a big school).
     let sql = format!(
         "SELECT {key}, blocks FROM {table} WHERE {}",
         clauses.join(" AND ")
@@ -458,16 +618,24 @@ pub(crate) fn top(
     let mut stmt = store.conn().prepare(&sql).map_err(err)?;
     let mut rows = stmt.query(params_from_iter(values)).map_err(err)?;
     while let Some(row) = rows.next().map_err(err)? {
-        let key = row.get_ref(0).map_err(err)?.as_str().unwrap_or("");
         let n: i64 = row.get(1).map_err(err)?;
-        match totals.get_mut(key) {
-            Some(total) => *total += n,
-            None => {
-                totals.insert(key.to_string(), n);
-            }
+        add(
+            totals,
+            row.get_ref(0).map_err(err)?.as_str().unwrap_or(""),
+            n,
+        );
+    }
+    Ok(())
+}
+
+/// `totals[key] += n`, allocating the key only when it is new.
+fn add(totals: &mut Totals, key: &str, n: i64) {
+    match totals.get_mut(key) {
+        Some(total) => *total += n,
+        None => {
+            totals.insert(key.to_string(), n);
         }
     }
-    Ok(ranked(totals, limit))
 }
 
 /// The `limit` entries of `totals` with the most blocks (none with 0), most first, ties by
