@@ -116,6 +116,68 @@ pub struct ShippedReview {
     pub note: String,
 }
 
+/// A table of the site's records shipped as stored: appended to on the site (sign-ins
+/// are also purged by age, their ids never reused: store schema v8), keyed centrally by
+/// site and local id. Each has its own cursor, the last id shipped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordTable {
+    /// Its name, the same on the site and centrally.
+    pub table: &'static str,
+    /// Its columns after `id`, and whether each holds an integer (the rest are text).
+    pub columns: &'static [(&'static str, bool)],
+    /// The key in `audit_meta` of its cursor.
+    cursor: &'static str,
+}
+
+/// Sign-ins, allow changes and alert deliveries: the records beside the events that the
+/// trust's lead and auditors need centrally.
+pub const RECORD_TABLES: [RecordTable; 3] = [
+    RecordTable {
+        table: "signins",
+        columns: &[
+            ("at", false),
+            ("user", false),
+            ("client_ip", false),
+            ("result", false),
+        ],
+        cursor: "fleet_signins_id",
+    },
+    RecordTable {
+        table: "allow_changes",
+        columns: &[
+            ("at", false),
+            ("by", false),
+            ("action", false),
+            ("name", false),
+            ("reason", false),
+        ],
+        cursor: "fleet_allow_changes_id",
+    },
+    RecordTable {
+        table: "alert_deliveries",
+        columns: &[
+            ("at", false),
+            ("channel", false),
+            ("kind", false),
+            ("category", false),
+            ("client_ip", false),
+            ("event_ids", false),
+            ("attempt", true),
+            ("result", false),
+            ("error", false),
+        ],
+        cursor: "fleet_alert_deliveries_id",
+    },
+];
+
+/// One record as stored: its id and its columns in [`RecordTable::columns`] order, as
+/// text (an integer written out; `None` for NULL).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub id: i64,
+    pub values: Vec<Option<String>>,
+}
+
 /// The key in `audit_meta` of the shipped events' cursor (the last seq shipped).
 const EVENTS_CURSOR: &str = "fleet_events_seq";
 /// The key of the shipped reviews' cursor (the last review id shipped).
@@ -264,6 +326,58 @@ impl Store {
     /// Record that the central store holds every review up to `id`.
     pub fn set_shipped_review(&self, id: i64) -> Result<(), AuditError> {
         self.set_meta(REVIEWS_CURSOR, id)
+    }
+
+    /// Up to `limit` records of `table` after id `after`, in id order.
+    pub fn records_after(
+        &self,
+        table: &RecordTable,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<Record>, AuditError> {
+        let err = |e| self.wrap(e);
+        let columns: Vec<String> = table
+            .columns
+            .iter()
+            .map(|(name, _)| format!("\"{name}\""))
+            .collect();
+        let sql = format!(
+            "SELECT id, {} FROM {} WHERE id > ?1 ORDER BY id LIMIT ?2",
+            columns.join(", "),
+            table.table
+        );
+        let mut stmt = self.conn().prepare_cached(&sql).map_err(err)?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = stmt
+            .query_map(params![after, limit], |r| {
+                let mut values = Vec::with_capacity(table.columns.len());
+                for i in 1..=table.columns.len() {
+                    values.push(match r.get_ref(i)? {
+                        rusqlite::types::ValueRef::Null => None,
+                        rusqlite::types::ValueRef::Integer(n) => Some(n.to_string()),
+                        rusqlite::types::ValueRef::Real(x) => Some(x.to_string()),
+                        rusqlite::types::ValueRef::Text(t) | rusqlite::types::ValueRef::Blob(t) => {
+                            Some(String::from_utf8_lossy(t).into_owned())
+                        }
+                    });
+                }
+                Ok(Record {
+                    id: r.get(0)?,
+                    values,
+                })
+            })
+            .map_err(err)?;
+        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(err)
+    }
+
+    /// The last record of `table` shipped (0: none yet).
+    pub fn shipped_record(&self, table: &RecordTable) -> Result<i64, AuditError> {
+        self.meta(table.cursor).map(|v| v.unwrap_or(0))
+    }
+
+    /// Record that the central store holds every record of `table` up to `id`.
+    pub fn set_shipped_record(&self, table: &RecordTable, id: i64) -> Result<(), AuditError> {
+        self.set_meta(table.cursor, id)
     }
 
     /// This log's identity in the fleet, made on first use.

@@ -15,7 +15,7 @@ use tokio_postgres::{Client, Transaction};
 
 use super::connect::Settings;
 use super::FleetError;
-use crate::audit::outbox::{SealedRow, ShippedReview};
+use crate::audit::outbox::{Record, RecordTable, SealedRow, ShippedReview};
 
 /// Each step takes the central schema from version `index` to `index + 1`.
 const MIGRATIONS: &[&str] = &[
@@ -71,6 +71,41 @@ CREATE TABLE reviews (
     PRIMARY KEY (site, local_id)
 );
 CREATE INDEX reviews_event ON reviews (site, event_seq);
+"#,
+    r#"
+CREATE TABLE signins (
+    site        text NOT NULL,
+    local_id    bigint NOT NULL,
+    at          text NOT NULL,
+    "user"      text NOT NULL,
+    client_ip   text NOT NULL,
+    result      text NOT NULL,
+    PRIMARY KEY (site, local_id)
+);
+CREATE TABLE allow_changes (
+    site        text NOT NULL,
+    local_id    bigint NOT NULL,
+    at          text NOT NULL,
+    by          text NOT NULL,
+    action      text NOT NULL,
+    name        text NOT NULL,
+    reason      text NOT NULL,
+    PRIMARY KEY (site, local_id)
+);
+CREATE TABLE alert_deliveries (
+    site        text NOT NULL,
+    local_id    bigint NOT NULL,
+    at          text NOT NULL,
+    channel     text NOT NULL,
+    kind        text NOT NULL,
+    category    text NOT NULL,
+    client_ip   text NOT NULL,
+    event_ids   text NOT NULL,
+    attempt     bigint NOT NULL,
+    result      text NOT NULL,
+    error       text,
+    PRIMARY KEY (site, local_id)
+);
 "#,
 ];
 
@@ -386,7 +421,11 @@ pub(crate) async fn store_reviews(
         text(|r| &r.at),
         text(|r| &r.by),
         text(|r| &r.outcome),
-        text(|r| &r.note),
+        // A note is whatever the lead typed (or an older Warden let through).
+        text(|r| &r.note)
+            .into_iter()
+            .map(pg_text)
+            .collect::<Vec<_>>(),
     );
     client
         .execute(
@@ -397,5 +436,83 @@ pub(crate) async fn store_reviews(
         )
         .await
         .map_err(failed)?;
+    Ok(())
+}
+
+/// `text` as PostgreSQL can hold it: its text type cannot hold a NUL character, which a
+/// free-text field (a review note, a user name typed at sign-in, an alert channel's
+/// error reply) may carry. NUL becomes U+FFFD, visibly not what was typed; nothing else
+/// changes. (Never applied to the events: their columns are hashed, and none can hold a
+/// NUL: names are stored in escaped ASCII, device names with one are refused by the
+/// config check.)
+pub(crate) fn pg_text(text: String) -> String {
+    if text.contains('\0') {
+        text.replace('\0', "\u{fffd}")
+    } else {
+        text
+    }
+}
+
+/// Store `records` of `table` (this site's, in id order) in one statement; one already
+/// there (shipped again after a restart) is left as it is.
+pub(crate) async fn store_records(
+    client: &Client,
+    settings: &Settings,
+    table: &RecordTable,
+    records: &[Record],
+) -> Result<(), FleetError> {
+    if records.is_empty() {
+        return Ok(());
+    }
+    let site = settings.site.clone();
+    let ids: Vec<i64> = records.iter().map(|r| r.id).collect();
+    let columns: Vec<Vec<Option<String>>> = (0..table.columns.len())
+        .map(|i| {
+            records
+                .iter()
+                .map(|r| r.values.get(i).cloned().flatten().map(pg_text))
+                .collect()
+        })
+        .collect();
+    let names: Vec<String> = table
+        .columns
+        .iter()
+        .map(|(name, _)| format!("\"{name}\""))
+        .collect();
+    // Every column travels as text and is cast back where it is an integer.
+    let selected: Vec<String> = table
+        .columns
+        .iter()
+        .enumerate()
+        .map(|(i, (_, integer))| {
+            let column = format!("c{i}");
+            if *integer {
+                format!("{column}::bigint")
+            } else {
+                column
+            }
+        })
+        .collect();
+    let arrays: Vec<String> = (0..table.columns.len())
+        .map(|i| format!("${}::text[]", i + 3))
+        .collect();
+    let aliases: Vec<String> = (0..table.columns.len()).map(|i| format!("c{i}")).collect();
+    let sql = format!(
+        "INSERT INTO {} (site, local_id, {}) SELECT $1, id, {} \
+         FROM unnest($2::bigint[], {}) AS u(id, {}) ON CONFLICT DO NOTHING",
+        table.table,
+        names.join(", "),
+        selected.join(", "),
+        arrays.join(", "),
+        aliases.join(", ")
+    );
+    let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![&site, &ids];
+    for column in &columns {
+        params.push(column);
+    }
+    client
+        .execute(sql.as_str(), &params)
+        .await
+        .map_err(|e| settings.database_error(e))?;
     Ok(())
 }

@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use super::central::{self, Partitions};
 use super::connect::Settings;
 use super::FleetError;
+use crate::audit::outbox::RECORD_TABLES;
 use crate::audit::Store;
 use crate::metrics::Metrics;
 
@@ -126,7 +127,7 @@ async fn ship_backlog(
     loop {
         let rows = blocking(store, move |s| s.sealed_after(shipped, batch)).await?;
         let Some(last) = rows.last().map(|r| r.seq) else {
-            ship_reviews(client, settings, store).await?;
+            ship_records(client, settings, store).await?;
             update_backlog(store, metrics).await;
             return Ok(());
         };
@@ -136,9 +137,35 @@ async fn ship_backlog(
         metrics.fleet_shipped(rows.len());
         update_backlog(store, metrics).await;
         if rows.len() < batch || stop.is_cancelled() {
-            return ship_reviews(client, settings, store).await;
+            return ship_records(client, settings, store).await;
         }
     }
+}
+
+/// Ship what the site records beside its rows: the reviews of rows already shipped, then
+/// sign-ins, allow changes and alert deliveries, each after its own cursor.
+async fn ship_records(
+    client: &mut tokio_postgres::Client,
+    settings: &Settings,
+    store: &Arc<std::sync::Mutex<Store>>,
+) -> Result<(), FleetError> {
+    ship_reviews(client, settings, store).await?;
+    let batch = settings.batch_rows;
+    for table in RECORD_TABLES {
+        loop {
+            let after = blocking(store, move |s| s.shipped_record(&table)).await?;
+            let records = blocking(store, move |s| s.records_after(&table, after, batch)).await?;
+            let Some(last) = records.last().map(|r| r.id) else {
+                break;
+            };
+            central::store_records(client, settings, &table, &records).await?;
+            blocking(store, move |s| s.set_shipped_record(&table, last)).await?;
+            if records.len() < batch {
+                break;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Ship the reviews of rows already shipped, after the reviews' own cursor.
