@@ -502,6 +502,42 @@ fn a_site_killed_mid_shipping_resumes_exactly_once() {
     site.stop();
 }
 
+/// A batch shipped again (its cursor behind the central head, as after restoring an
+/// older copy of the site's log) is read back, not trusted: over a row changed centrally,
+/// shipping stops naming the position, and the batch is not stored (the rows after the
+/// old head stay unshipped).
+#[test]
+fn a_batch_shipped_again_over_a_changed_row_stops_shipping() {
+    let pg = Postgres::start();
+    let mut site = Site::start(&pg, "birch", 500);
+    block(&site, "b", "blocked.test", 10);
+    assert_shipped(&pg, &site, 10);
+    site.stop();
+    pg.sql("UPDATE events SET hash = repeat('0', 64) WHERE site = 'birch' AND seq = 4");
+    let c = rusqlite::Connection::open(site.audit()).expect("the log");
+    c.execute(
+        "UPDATE audit_meta SET value = 0 WHERE key = 'fleet_events_seq'",
+        [],
+    )
+    .expect("the cursor moved back");
+    drop(c);
+    site.run();
+    block(&site, "c", "blocked.test", 5);
+    wait_until("the next rows sealed", || site.local().0, |n| *n == 15);
+    let said = wait_until(
+        "the site says why it stopped",
+        || site.log_text(),
+        |t| t.contains("row at seq 4 differs"),
+    );
+    assert!(said.contains("\"birch\""), "names the site: {said}");
+    assert_eq!(
+        central(&pg, "birch").0,
+        10,
+        "nothing past the old head stored"
+    );
+    site.stop();
+}
+
 /// `warden fleet verify` on `config`: (exit code, output).
 fn fleet_verify(config: &Path) -> (i32, String) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_warden"))

@@ -192,7 +192,9 @@ pub(crate) struct Partitions(HashSet<(i32, u32)>);
 /// Store `rows` (consecutive sealed rows of this site, in chain order) in one
 /// transaction. Rows the central store holds already (a batch shipped again after a
 /// restart lost the cursor's update) are left as they are, but must be the same rows:
-/// a different hash at the same position stops shipping with a conflict.
+/// a different hash at the same position stops shipping with a conflict. Rows past the
+/// site's central head that all went in need no reading back: no row of the site can be
+/// there yet (the head moves in the same transaction as the rows, under the site's lock).
 pub(crate) async fn store_batch(
     client: &mut Client,
     settings: &Settings,
@@ -209,7 +211,18 @@ pub(crate) async fn store_batch(
         .map(|r| first_seen_time(&r.first_seen))
         .collect();
     ensure_partitions(&tx, settings, partitions, &at).await?;
-    insert_rows(&tx, settings, rows, at).await?;
+    let head: i64 = tx
+        .query_one(
+            "SELECT head_seq FROM sites WHERE site = $1 FOR UPDATE",
+            &[&settings.site],
+        )
+        .await
+        .map_err(failed)?
+        .get(0);
+    let inserted = insert_rows(&tx, settings, rows, at).await?;
+    if first.seq > head && inserted == rows.len() as u64 {
+        return finish_batch(tx, settings, first, last).await;
+    }
     // Every position of the batch must now hold this site's row, whoever inserted it.
     let seqs: Vec<i64> = rows.iter().map(|r| r.seq).collect();
     let stored = tx
@@ -251,6 +264,17 @@ pub(crate) async fn store_batch(
             }
         }
     }
+    finish_batch(tx, settings, first, last).await
+}
+
+/// Move the site's central head to `last` and commit the batch `first..=last`.
+async fn finish_batch(
+    tx: Transaction<'_>,
+    settings: &Settings,
+    first: &SealedRow,
+    last: &SealedRow,
+) -> Result<(), FleetError> {
+    let failed = |e| settings.database_error(e);
     tx.execute(
         "UPDATE sites SET head_seq = greatest(head_seq, $2), \
          head_hash = CASE WHEN $2 >= head_seq THEN $3 ELSE head_hash END, shipped_at = now() \
@@ -326,12 +350,13 @@ fn month_of(t: SystemTime) -> (i32, u32) {
 }
 
 /// One statement for the whole batch: each column as an array, unnested into rows.
+/// Returns how many were new.
 async fn insert_rows(
     tx: &Transaction<'_>,
     settings: &Settings,
     rows: &[SealedRow],
     at: Vec<SystemTime>,
-) -> Result<(), FleetError> {
+) -> Result<u64, FleetError> {
     fn column<T>(rows: &[SealedRow], f: impl Fn(&SealedRow) -> T) -> Vec<T> {
         rows.iter().map(f).collect()
     }
@@ -396,8 +421,7 @@ async fn insert_rows(
         ],
     )
     .await
-    .map_err(|e| settings.database_error(e))?;
-    Ok(())
+    .map_err(|e| settings.database_error(e))
 }
 
 /// Store `reviews` (this site's, in order) in one transaction; one already there (shipped

@@ -112,7 +112,10 @@ async fn connected(
     }
 }
 
-/// Ship batches until nothing sealed is left unshipped (or `stop`).
+/// Ship batches until nothing sealed is left unshipped (or `stop`). While PostgreSQL
+/// stores one batch, the next is read from the log: sealed rows never change once
+/// sealed, whatever becomes of the batch in flight, so a site catching up a backlog keeps
+/// both its cores busy.
 async fn ship_backlog(
     client: &mut tokio_postgres::Client,
     settings: &Settings,
@@ -123,22 +126,31 @@ async fn ship_backlog(
 ) -> Result<(), FleetError> {
     let batch = settings.batch_rows;
     // The cursor as stored; only this task moves it.
-    let mut shipped = blocking(store, |s| s.shipped_seq()).await?;
+    let shipped = blocking(store, |s| s.shipped_seq()).await?;
+    let mut rows = blocking(store, move |s| s.sealed_after(shipped, batch)).await?;
     loop {
-        let rows = blocking(store, move |s| s.sealed_after(shipped, batch)).await?;
         let Some(last) = rows.last().map(|r| r.seq) else {
             ship_records(client, settings, store).await?;
             update_backlog(store, metrics).await;
             return Ok(());
         };
+        let more = rows.len() == batch && !stop.is_cancelled();
+        let ahead = more.then(|| {
+            let store = store.clone();
+            tokio::spawn(
+                async move { blocking(&store, move |s| s.sealed_after(last, batch)).await },
+            )
+        });
         central::store_batch(client, settings, partitions, &rows).await?;
         blocking(store, move |s| s.set_shipped_seq(last)).await?;
-        shipped = last;
         metrics.fleet_shipped(rows.len());
         update_backlog(store, metrics).await;
-        if rows.len() < batch || stop.is_cancelled() {
+        let Some(ahead) = ahead.filter(|_| !stop.is_cancelled()) else {
             return ship_records(client, settings, store).await;
-        }
+        };
+        rows = ahead
+            .await
+            .map_err(|e| FleetError::Config(format!("audit log task failed: {e}")))??;
     }
 }
 
