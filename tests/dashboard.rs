@@ -380,6 +380,11 @@ fn leads_cannot_use_admin_pages_and_admins_allow_within_the_rules() {
     assert_message(&post("locked.test", "research"), 409, "statutory list");
     assert_message(&post("not a name!", "x"), 400, "not a domain name");
     assert_message(&post("blocked.test", "  "), 400, "give a reason");
+    assert_message(
+        &post("blocked.test", "a lesson\u{0}"),
+        400,
+        "control character U+0000",
+    );
 
     // Whether a query for `name` is answered by Warden's block (true) or forwarded.
     let blocked = |name: &str| {

@@ -664,9 +664,10 @@ fn central_records(pg: &Postgres, site: &Site, table: &str, columns: &str) -> St
 }
 
 /// What a site records beside its rows arrives centrally as recorded: sign-ins (one with
-/// a NUL typed into the user name), an allow change, an alert delivery whose error holds
-/// a NUL, and a review whose note holds one. PostgreSQL's text cannot hold a NUL: it
-/// arrives as U+FFFD and shipping goes on. After a restart, what is recorded next
+/// a NUL typed into the user name, recorded as U+FFFD), an allow change, an alert
+/// delivery whose error holds a NUL, and reviews, one whose note holds a NUL (stored by
+/// an older Warden: the dashboard now refuses one). PostgreSQL's text cannot hold a NUL:
+/// it arrives as U+FFFD and shipping goes on. After a restart, what is recorded next
 /// arrives too, and nothing shipped before is lost or doubled.
 #[test]
 fn a_site_ships_its_sign_ins_allow_changes_alert_deliveries_and_reviews() {
@@ -702,21 +703,30 @@ fn a_site_ships_its_sign_ins_allow_changes_alert_deliveries_and_reviews() {
     block(&site, "r", "blocked.test", 1);
     wait_until("the block is sealed", || site.local(), |l| l.0 == 1);
     let token = csrf(&lead);
-    let reviewed = request(
-        "POST",
-        admin_addr,
-        "/events/1/review",
-        Some(&lead),
-        Some(&[
-            ("csrf", &token),
-            ("outcome", "no-action"),
-            ("note", "seen\u{0}by the DSL"),
-        ]),
-    );
+    let review = |note: &str| {
+        request(
+            "POST",
+            admin_addr,
+            "/events/1/review",
+            Some(&lead),
+            Some(&[("csrf", &token), ("outcome", "no-action"), ("note", note)]),
+        )
+    };
+    // A NUL typed into a note is refused now; an older Warden stored one as typed.
+    let refused = review("seen\u{0}by the DSL");
+    assert_eq!(refused.status, 400, "{}", refused.body);
+    assert!(refused.body.contains("U+0000"), "{}", refused.body);
+    let reviewed = review("seen by the DSL");
     assert_eq!(reviewed.status, 303, "{}", reviewed.body);
     // An alert delivery as the alerts task records one (no alert channel runs here).
     let log = rusqlite::Connection::open(site.audit()).expect("the log");
     log.busy_timeout(Duration::from_secs(5)).expect("timeout");
+    log.execute(
+        "INSERT INTO reviews (event_id, at, by, outcome, note) \
+         VALUES (1, '2026-12-01T10:00:00.000Z', 'lead', 'incident', ?1)",
+        ["typed by an older Warden\u{0}"],
+    )
+    .expect("an older review");
     log.execute(
         "INSERT INTO alert_deliveries (at, channel, kind, category, client_ip, event_ids, \
              attempt, result, error) VALUES ('2026-12-03T10:00:00.000Z', 'dsl-mail', \

@@ -369,12 +369,13 @@ mod tests {
             .sum()
     }
 
-    /// Three days: two names busy every day, twenty quiet ones.
-    fn skewed() -> Vec<Row> {
+    /// Three days: two names busy every day (`busy` blocks a day each, reached in two
+    /// steps, so each mark is crossed by an update), and names 2.. up to `names` with
+    /// `quiet` blocks a day.
+    fn three_days(busy: [i64; 2], names: usize, quiet: i64) -> Vec<Row> {
         let mut rows = Vec::new();
         for d in 0..3 {
-            for (name, count) in [(0, 100), (1, 80)] {
-                // Reached in two steps, so the mark is crossed by an update.
+            for (name, count) in [(0, busy[0]), (1, busy[1])] {
                 for half in 0..2 {
                     rows.push(Row {
                         day: d,
@@ -386,18 +387,23 @@ mod tests {
                     });
                 }
             }
-            for name in 2..22 {
+            for name in 2..names {
                 rows.push(Row {
                     day: d,
                     second: 7_200,
                     name,
-                    count: 10,
+                    count: quiet,
                     blocked: true,
                     purged: false,
                 });
             }
         }
         rows
+    }
+
+    /// Two names busy every day, twenty quiet ones.
+    fn skewed() -> Vec<Row> {
+        three_days([100, 80], 22, 10)
     }
 
     #[test]
@@ -425,31 +431,7 @@ mod tests {
     /// names, where the lowest mark lists every one.
     #[test]
     fn a_busy_log_is_ranked_from_a_higher_mark() {
-        let mut rows = Vec::new();
-        for d in 0..3 {
-            for (name, count) in [(0, 1_000), (1, 900)] {
-                for half in 0..2 {
-                    rows.push(Row {
-                        day: d,
-                        second: 3_600 + half,
-                        name,
-                        count: count / 2,
-                        blocked: true,
-                        purged: false,
-                    });
-                }
-            }
-            for name in 2..40 {
-                rows.push(Row {
-                    day: d,
-                    second: 7_200,
-                    name,
-                    count: 100,
-                    blocked: true,
-                    purged: false,
-                });
-            }
-        }
+        let rows = three_days([1_000, 900], 40, 100);
         let (_dir, store) = store_with(&rows);
         assert_eq!(unlisted_busy(&store), 0);
         let ends = HashMap::new();

@@ -499,6 +499,17 @@ pub(crate) fn add_review(
             OUTCOMES.join(", ")
         )));
     }
+    // Line breaks and tabs are a note's own; any other control character is not text a
+    // person meant (a NUL cannot even be stored centrally), so it is refused, named.
+    if let Some(c) = note
+        .chars()
+        .find(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
+    {
+        return Err(AuditError::Invalid(format!(
+            "a review note cannot hold the control character U+{:04X}",
+            u32::from(c)
+        )));
+    }
     get(store, id)?; // exists and not purged
     store
         .conn()
@@ -527,6 +538,36 @@ mod tests {
         );
         assert!(parse_time("yesterday", now).is_err());
         assert!(parse_time("2026-13-01", now).is_err());
+    }
+
+    /// A note keeps its line breaks and tabs; any other control character is refused,
+    /// named, and nothing is recorded.
+    #[test]
+    fn a_review_note_cannot_hold_a_control_character() {
+        let (_dir, store) = store_with(&[("2026-11-01T10:00:00.000Z", "adult", 1)]);
+        let now = SystemTime::now();
+        add_review(
+            &store,
+            1,
+            "incident",
+            "told the DSL\r\n\tat 10:05",
+            "lead",
+            now,
+        )
+        .expect("a note with line breaks");
+        for bad in [
+            "seen\0by the DSL",
+            "bell\u{7}",
+            "esc\u{1b}[31m",
+            "next\u{85}line",
+        ] {
+            let err = add_review(&store, 1, "incident", bad, "lead", now).unwrap_err();
+            assert!(
+                err.to_string().contains("control character U+"),
+                "{bad:?}: {err}"
+            );
+        }
+        assert_eq!(reviews_of(&store, 1).unwrap().len(), 1);
     }
 
     /// A store holding blocked rows of (first seen, categories, count).

@@ -665,6 +665,12 @@ fn check_allow_form(session: &Session, f: &AllowForm) -> Result<(String, String)
             "A reason can be at most {MAX_REASON} characters."
         )));
     }
+    if let Some(c) = reason.chars().find(|c| c.is_control()) {
+        return Err(PageError::BadRequest(format!(
+            "A reason is one line of text: it cannot hold the control character U+{:04X}.",
+            u32::from(c)
+        )));
+    }
     Ok((name, reason))
 }
 

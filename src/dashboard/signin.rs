@@ -50,9 +50,17 @@ pub(super) async fn login_submit(
         );
     }
     let client = peer.ip();
-    // User names are at most 64 characters (config validation): a longer one cannot
-    // match, and is cut so it cannot grow the limiter or the sign-in records.
-    let user: String = login.user.trim().chars().take(64).collect();
+    // User names are at most 64 characters without control characters (config
+    // validation): a longer one cannot match, and is cut so it cannot grow the limiter or
+    // the sign-in records; a control character (a NUL cannot even be stored centrally)
+    // cannot match either, and is recorded as U+FFFD.
+    let user: String = login
+        .user
+        .trim()
+        .chars()
+        .take(64)
+        .map(|c| if c.is_control() { '\u{fffd}' } else { c })
+        .collect();
     let now = Instant::now();
     let attempt = match d.limiter.reserve(client, &user, now) {
         Ok(attempt) => attempt,
