@@ -503,27 +503,33 @@ fn a_site_killed_mid_shipping_resumes_exactly_once() {
 }
 
 /// A batch shipped again (its cursor behind the central head, as after restoring an
-/// older copy of the site's log) is read back, not trusted: over a row changed centrally,
-/// shipping stops naming the position, and the batch is not stored (the rows after the
-/// old head stay unshipped).
+/// older copy of the site's log) is read back, not trusted. Over a row changed centrally,
+/// shipping stops naming the position and the whole batch is refused, the rows past the
+/// old head included; over a row whose central copy was moved in time (so the key no
+/// longer collides and every row of the batch goes in), it stops naming the position held
+/// twice.
 #[test]
 fn a_batch_shipped_again_over_a_changed_row_stops_shipping() {
     let pg = Postgres::start();
     let mut site = Site::start(&pg, "birch", 500);
-    block(&site, "b", "blocked.test", 10);
-    assert_shipped(&pg, &site, 10);
+    block(&site, "b", "blocked.test", 15);
+    assert_shipped(&pg, &site, 15);
     site.stop();
+    let audit = site.audit();
+    let cursor_back = || {
+        let c = rusqlite::Connection::open(&audit).expect("the log");
+        c.execute(
+            "UPDATE audit_meta SET value = 0 WHERE key = 'fleet_events_seq'",
+            [],
+        )
+        .expect("the cursor moved back");
+    };
+    // As if rows 11..15 had never been shipped, and row 4 had been edited centrally.
+    pg.sql("DELETE FROM events WHERE site = 'birch' AND seq > 10");
+    pg.sql("UPDATE sites SET head_seq = 10 WHERE site = 'birch'");
     pg.sql("UPDATE events SET hash = repeat('0', 64) WHERE site = 'birch' AND seq = 4");
-    let c = rusqlite::Connection::open(site.audit()).expect("the log");
-    c.execute(
-        "UPDATE audit_meta SET value = 0 WHERE key = 'fleet_events_seq'",
-        [],
-    )
-    .expect("the cursor moved back");
-    drop(c);
+    cursor_back();
     site.run();
-    block(&site, "c", "blocked.test", 5);
-    wait_until("the next rows sealed", || site.local().0, |n| *n == 15);
     let said = wait_until(
         "the site says why it stopped",
         || site.log_text(),
@@ -533,8 +539,20 @@ fn a_batch_shipped_again_over_a_changed_row_stops_shipping() {
     assert_eq!(
         central(&pg, "birch").0,
         10,
-        "nothing past the old head stored"
+        "the batch 1..=15 was refused whole"
     );
+    site.stop();
+    // Only row 4 left centrally, a second earlier: every row of the batch is new by key.
+    pg.sql("DELETE FROM events WHERE site = 'birch' AND seq <> 4");
+    pg.sql("UPDATE events SET at = at - interval '1 second' WHERE site = 'birch'");
+    cursor_back();
+    site.run();
+    wait_until(
+        "the site says a position is held twice",
+        || site.log_text(),
+        |t| t.contains("holds seq 4 twice"),
+    );
+    assert_eq!(central(&pg, "birch").0, 1, "nothing stored beside it");
     site.stop();
 }
 
@@ -767,7 +785,7 @@ fn a_site_ships_its_sign_ins_allow_changes_alert_deliveries_and_reviews() {
     all_arrive(&site);
     assert!(
         central_records(&pg, &site, "signins", "\"user\"").contains("eve\u{fffd}x"),
-        "the typed NUL arrives as U+FFFD"
+        "the typed NUL was recorded as U+FFFD"
     );
     site.stop();
     site.run();

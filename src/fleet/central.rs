@@ -522,7 +522,7 @@ pub(crate) async fn store_records(
         .collect();
     let aliases: Vec<String> = (0..table.columns.len()).map(|i| format!("c{i}")).collect();
     let sql = format!(
-        "INSERT INTO {} (site, local_id, {}) SELECT $1, id, {} \
+        "INSERT INTO {} (site, local_id, {}) SELECT $1::text, id, {} \
          FROM unnest($2::bigint[], {}) AS u(id, {}) ON CONFLICT DO NOTHING",
         table.table,
         names.join(", "),

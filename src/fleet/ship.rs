@@ -113,9 +113,11 @@ async fn connected(
 }
 
 /// Ship batches until nothing sealed is left unshipped (or `stop`). While PostgreSQL
-/// stores one batch, the next is read from the log: sealed rows never change once
-/// sealed, whatever becomes of the batch in flight, so a site catching up a backlog keeps
-/// both its cores busy.
+/// stores one batch, the next is read from the log (the rows after it are sealed
+/// whatever becomes of the batch in flight), so a site catching up a backlog keeps both
+/// its cores busy. A row read here and purged by retention before it is stored arrives
+/// unpurged, as one shipped a minute before its purge does: the central copy needs its
+/// own retention (issue #15, not built yet).
 async fn ship_backlog(
     client: &mut tokio_postgres::Client,
     settings: &Settings,
