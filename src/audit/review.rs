@@ -454,17 +454,17 @@ fn counts(store: &Store, filter: &Filter, names: bool) -> Result<Summary, AuditE
         BTreeMap::<String, i64>::new(),
         BTreeMap::<String, i64>::new(),
     );
-    for b in tally::day_blocks(store, filter)? {
-        total += b.n;
+    tally::each_day_block(store, filter, |at, categories, group, n| {
+        total += n;
         // A row with several categories counts once under each of them.
-        for c in b.categories.split(',').filter(|c| !c.is_empty()) {
-            *by_category.entry(c.to_string()).or_default() += b.n;
+        for c in categories.split(',').filter(|c| !c.is_empty()) {
+            *by_category.entry(c.to_string()).or_default() += n;
         }
         *by_day
-            .entry(b.at.get(..10).unwrap_or(&b.at).to_string())
-            .or_default() += b.n;
-        *by_group.entry(b.group).or_default() += b.n;
-    }
+            .entry(at.get(..10).unwrap_or(at).to_string())
+            .or_default() += n;
+        *by_group.entry(group.to_string()).or_default() += n;
+    })?;
     let ranked = |map: BTreeMap<String, i64>| {
         let mut v: Vec<(String, i64)> = map.into_iter().filter(|(_, n)| *n != 0).collect();
         v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));

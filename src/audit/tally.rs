@@ -17,15 +17,6 @@ use super::busy_names;
 use super::select::{self, Filter, Span};
 use super::store::{AuditError, Store};
 
-/// Blocks of one (UTC minute or quarter hour `YYYY-MM-DDTHH:MM`, category set, group).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Blocks {
-    pub at: String,
-    pub categories: String,
-    pub group: String,
-    pub n: i64,
-}
-
 /// Only blocked rows count as blocks.
 const BLOCKED: &str = "e.outcome = 'blocked'";
 
@@ -328,21 +319,52 @@ pub(crate) fn each_block(
         from: split.from,
         to: split.to,
     };
-    let (clause, mut values) = tally_where(store, filter, &whole)?;
-    if let Some(clause) = clause {
-        values.push(Value::Text("blocked".into()));
-        // No GROUP BY: with the outcome fixed, the key (bucket, outcome, group, category
-        // set) makes each row its own.
-        let sql = format!(
-            "SELECT bucket, categories, grp, blocks FROM tally WHERE {clause} AND outcome = ?{}",
-            values.len()
-        );
-        each_quad(store, &sql, values, &mut f)?;
-    }
+    each_whole_block(store, filter, &whole, &mut f)?;
     for end in &split.ends {
         each_block_of_rows(store, filter, end, &mut f)?;
     }
     Ok(())
+}
+
+/// [`each_block`] at a coarser grain where it can: whole UTC days as `YYYY-MM-DD`, for
+/// the counts that need no finer time (totals, categories, groups, UTC days).
+pub(crate) fn each_day_block(
+    store: &Store,
+    filter: &Filter,
+    mut f: impl FnMut(&str, &str, &str, i64),
+) -> Result<(), AuditError> {
+    let Some((whole, ends)) = pieces(filter).filter(|_| tallied(filter, false)) else {
+        return each_block_of_rows(store, filter, &Span::default(), &mut f);
+    };
+    for w in &whole {
+        each_whole_block(store, filter, w, &mut f)?;
+    }
+    for end in &ends {
+        each_block_of_rows(store, filter, end, &mut f)?;
+    }
+    Ok(())
+}
+
+/// The blocks per (bucket, category set, group) of the whole buckets `whole`.
+fn each_whole_block(
+    store: &Store,
+    filter: &Filter,
+    whole: &Whole,
+    f: &mut impl FnMut(&str, &str, &str, i64),
+) -> Result<(), AuditError> {
+    let (clause, mut values) = tally_where(store, filter, whole)?;
+    let Some(clause) = clause else {
+        return Ok(());
+    };
+    values.push(Value::Text("blocked".into()));
+    // No GROUP BY: with the outcome fixed, the key (bucket, outcome, group, category
+    // set) makes each row its own, and grouping would sort them.
+    let sql = format!(
+        "SELECT bucket, categories, grp, blocks FROM {} WHERE {clause} AND outcome = ?{}",
+        whole.table,
+        values.len()
+    );
+    each_quad(store, &sql, values, f)
 }
 
 fn each_block_of_rows(
@@ -434,70 +456,6 @@ fn times_from_rows(
 
 fn pairs(triples: Vec<(String, String, i64)>) -> impl Iterator<Item = (String, i64)> {
     triples.into_iter().map(|(k, _, n)| (k, n))
-}
-
-/// [`blocks`] at a coarser grain where it can: whole UTC days as `YYYY-MM-DD`, for the
-/// counts that need no finer time (totals, categories, groups, UTC days).
-pub(crate) fn day_blocks(store: &Store, filter: &Filter) -> Result<Vec<Blocks>, AuditError> {
-    let Some((whole, ends)) = pieces(filter).filter(|_| tallied(filter, false)) else {
-        return blocks_from_rows(store, filter, &Span::default());
-    };
-    let mut out = Vec::new();
-    for w in &whole {
-        out.extend(tally_blocks(store, filter, w)?);
-    }
-    for end in &ends {
-        out.extend(blocks_from_rows(store, filter, end)?);
-    }
-    Ok(out)
-}
-
-/// Blocks per (bucket, category set, group) of the whole buckets `whole`.
-fn tally_blocks(store: &Store, filter: &Filter, whole: &Whole) -> Result<Vec<Blocks>, AuditError> {
-    let (clause, mut values) = tally_where(store, filter, whole)?;
-    let Some(clause) = clause else {
-        return Ok(Vec::new());
-    };
-    values.push(Value::Text("blocked".into()));
-    // No GROUP BY: with the outcome fixed, the key (bucket, outcome, group, category set)
-    // makes each row its own (bucket, category set, group), and grouping would sort them.
-    let sql = format!(
-        "SELECT bucket || '\u{1f}' || categories, grp, blocks FROM {} \
-         WHERE {clause} AND outcome = ?{}",
-        whole.table,
-        values.len()
-    );
-    blocks_of(store, &sql, values)
-}
-
-fn blocks_from_rows(
-    store: &Store,
-    filter: &Filter,
-    span: &Span,
-) -> Result<Vec<Blocks>, AuditError> {
-    let columns = "substr(e.first_seen, 1, 16) || '\u{1f}' || e.categories AS k, e.grp AS g, \
-                   e.count AS n";
-    let Some(select) = select::rows(store, filter, span, Some(BLOCKED), columns, None)? else {
-        return Ok(Vec::new());
-    };
-    let sql = format!("SELECT k, g, sum(n) FROM ({}) GROUP BY k, g", select.sql);
-    blocks_of(store, &sql, select.values)
-}
-
-/// Run `sql`, whose rows are `(time ‖ U+001F ‖ category set, group, blocks)`.
-fn blocks_of(store: &Store, sql: &str, values: Vec<Value>) -> Result<Vec<Blocks>, AuditError> {
-    Ok(query_triples(store, sql, values)?
-        .into_iter()
-        .map(|(key, group, n)| {
-            let (at, categories) = key.split_once('\u{1f}').unwrap_or((&key, ""));
-            Blocks {
-                at: at.to_string(),
-                categories: categories.to_string(),
-                group,
-                n,
-            }
-        })
-        .collect())
 }
 
 /// The devices (name, or address when the device is not named) and names with the most
