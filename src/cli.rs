@@ -65,6 +65,12 @@ pub enum FleetCommand {
         #[command(flatten)]
         config: ConfigArg,
     },
+    /// Serve the trust's dashboard over the central store (every site's events, each
+    /// user scoped to their `sites`), without DNS, until stopped.
+    Serve {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -77,6 +83,10 @@ pub enum UserCommand {
         /// `lead` reviews events; `admin` also manages allow entries.
         #[arg(long, value_enum, default_value = "lead")]
         role: RoleArg,
+        /// On the trust's fleet dashboard, a site this user sees (repeat for several);
+        /// without any, every site. Given on a reset, replaces the user's sites.
+        #[arg(long = "site", value_name = "SITE")]
+        sites: Vec<String>,
         #[command(flatten)]
         config: ConfigArg,
     },
@@ -282,19 +292,25 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Fleet(FleetCommand::Verify { config }) => {
             fleet_verify(&config.config, &mut std::io::stdout().lock())
         }
+        Command::Fleet(FleetCommand::Serve { config }) => crate::serve_fleet::run(&config.config),
     }
 }
 
 fn user_command(command: UserCommand) -> Result<ExitCode> {
     match command {
-        UserCommand::Add { name, role, config } => {
+        UserCommand::Add {
+            name,
+            role,
+            sites,
+            config,
+        } => {
             let role = match role {
                 RoleArg::Lead => crate::config::Role::Lead,
                 RoleArg::Admin => crate::config::Role::Admin,
             };
             crate::config::check_user_name(&name).map_err(anyhow::Error::msg)?;
             let password = crate::users::read_password(&name)?;
-            let new = crate::users::add(&config.config, &name, role, &password)?;
+            let new = crate::users::add(&config.config, &name, role, &password, &sites)?;
             let done = if new { "added" } else { "updated" };
             println!(
                 "{done} {name} ({}) in {}; a running Warden picks it up at its next reload",

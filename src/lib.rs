@@ -100,6 +100,7 @@ pub(crate) mod policy;
 pub mod reload;
 mod restart;
 mod serve;
+mod serve_fleet;
 mod sources;
 pub(crate) mod sync;
 pub mod upstream;

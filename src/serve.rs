@@ -39,7 +39,7 @@ use crate::{admin, alerts, audit, dns, sources};
 pub const EXIT_AUDIT_UNWRITTEN: u8 = 3;
 
 /// How long the runtime's end waits for blocking threads (see [`run`]).
-const RUNTIME_SHUTDOWN: Duration = Duration::from_millis(500);
+pub(crate) const RUNTIME_SHUTDOWN: Duration = Duration::from_millis(500);
 
 /// Serve until SIGINT or SIGTERM.
 pub fn run(path: &Path) -> Result<ExitCode> {
@@ -76,7 +76,7 @@ pub fn run(path: &Path) -> Result<ExitCode> {
 /// The metrics registry. hickory counts each upstream response through the global
 /// `metrics` recorder at query time: route those into our registry too (one recorder
 /// per process).
-fn start_metrics() -> Arc<Metrics> {
+pub(crate) fn start_metrics() -> Arc<Metrics> {
     let metrics = Arc::new(Metrics::new());
     if ::metrics::set_global_recorder(metrics.resolver_bridge()).is_err() {
         tracing::debug!("a metrics recorder is already installed");
@@ -86,7 +86,7 @@ fn start_metrics() -> Arc<Metrics> {
 
 /// Steps 1–2: the config, any list never downloaded yet, and the first snapshot built
 /// from them. A config error is reported before any download.
-fn first_snapshot(
+pub(crate) fn first_snapshot(
     path: &Path,
     runtime: &tokio::runtime::Runtime,
     metrics: &Arc<Metrics>,
@@ -197,7 +197,7 @@ async fn start_dns(
 
 /// On `signal`, stop every listener (DNS starts draining) and any reload in progress
 /// (its build is left to the blocking thread).
-async fn stop_on(
+pub(crate) async fn stop_on(
     signal: impl std::future::Future<Output = ()>,
     stop: CancellationToken,
     reload_stop: CancellationToken,
@@ -282,6 +282,13 @@ fn start_fleet(
     let Some(settings) = crate::fleet::Settings::from_config(config)? else {
         return Ok(None);
     };
+    if settings.site.is_empty() {
+        anyhow::bail!(
+            "{}: [fleet] has no site: a site's Warden ships its log under its own name \
+             (site = \"st-marys\"); only `warden fleet serve` and `fleet verify` run without one",
+            config.path.display()
+        );
+    }
     let audit = config.resolve(&config.audit.path);
     Ok(Some(tokio::spawn(crate::fleet::ship::run(
         settings,
@@ -356,7 +363,7 @@ fn open_dashboard(
 
 /// Everything that reloads the rules: SIGHUP, the file watcher (if enabled), one refresh
 /// timer per `url` list, and the stale-list watch. All end with `stop`.
-fn spawn_reload_triggers(
+pub(crate) fn spawn_reload_triggers(
     config: &Config,
     reloader: Arc<Reloader>,
     metrics: Arc<Metrics>,
@@ -407,7 +414,7 @@ fn spawn_reload_triggers(
 /// SIGINT (Ctrl-C) or, on Unix, SIGTERM (systemd's stop). Registers the handlers when
 /// called, so call it before announcing that we serve: a signal sent right after the
 /// announcement must find them in place.
-fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>> {
+pub(crate) fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>> {
     #[cfg(unix)]
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;

@@ -109,8 +109,20 @@ fn save(path: &Path, text: &str) -> Result<(), UserError> {
 
 /// Add user `name` with `role` and `password`, or reset an existing one's role and
 /// password. Returns whether the user was new.
-pub fn add(path: &Path, name: &str, role: Role, password: &str) -> Result<bool, UserError> {
+pub fn add(
+    path: &Path,
+    name: &str,
+    role: Role,
+    password: &str,
+    sites: &[String],
+) -> Result<bool, UserError> {
     check_user_name(name).map_err(|e| UserError::Invalid(e.to_string()))?;
+    if let Some(problem) = sites
+        .iter()
+        .find_map(|s| crate::config::site_name_problem(s))
+    {
+        return Err(UserError::Invalid(format!("--site: {problem}")));
+    }
     let (_, mut doc) = load(path)?;
     let hash = auth::hash_password(password)?;
     let users = users_mut(&mut doc, path)?;
@@ -118,16 +130,24 @@ pub fn add(path: &Path, name: &str, role: Role, password: &str) -> Result<bool, 
         .iter_mut()
         .find(|t| t.get("name").and_then(|v| v.as_str()) == Some(name));
     let new = existing.is_none();
+    // The sites given replace the user's; none given keeps what they had.
+    let set_sites = |table: &mut Table| {
+        if !sites.is_empty() {
+            table["sites"] = toml_edit::value(sites.iter().collect::<toml_edit::Array>());
+        }
+    };
     match existing {
         Some(table) => {
             table["role"] = toml_edit::value(role.as_str());
             table["password_hash"] = toml_edit::value(hash);
+            set_sites(table);
         }
         None => {
             let mut table = Table::new();
             table["name"] = toml_edit::value(name);
             table["role"] = toml_edit::value(role.as_str());
             table["password_hash"] = toml_edit::value(hash);
+            set_sites(&mut table);
             users.push(table);
         }
     }
@@ -164,8 +184,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("warden.toml");
         std::fs::write(&path, CONFIG).unwrap();
-        assert!(add(&path, "lead", Role::Lead, "a long password").unwrap());
-        assert!(add(&path, "admin", Role::Admin, "another password").unwrap());
+        assert!(add(&path, "lead", Role::Lead, "a long password", &[]).unwrap());
+        assert!(add(&path, "admin", Role::Admin, "another password", &[]).unwrap());
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(text.starts_with("# The admin's comment stays."), "{text}");
         assert!(!text.contains("a long password"));
@@ -177,7 +197,7 @@ mod tests {
             lead.password_hash.get_ref()
         ));
         // Reset: same user, new role and password.
-        assert!(!add(&path, "lead", Role::Admin, "a new password!").unwrap());
+        assert!(!add(&path, "lead", Role::Admin, "a new password!", &[]).unwrap());
         let config = Config::load(&path).unwrap();
         assert_eq!(config.users.len(), 2);
         assert_eq!(config.users[0].role, Role::Admin);
@@ -189,10 +209,39 @@ mod tests {
         assert_eq!(Config::load(&path).unwrap().users.len(), 1);
         let err = remove(&path, "lead").unwrap_err().to_string();
         assert!(err.contains("no user \"lead\""), "{err}");
-        let err = add(&path, "bad name", Role::Lead, "a long password")
+        let err = add(&path, "bad name", Role::Lead, "a long password", &[])
             .unwrap_err()
             .to_string();
         assert!(err.contains("must be 1 to 64"), "{err}");
+    }
+
+    /// `--site` binds a user to sites of the fleet dashboard; a reset without it keeps
+    /// them, one with it replaces them; a name no site could have is refused.
+    #[test]
+    fn a_user_is_bound_to_the_sites_given() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("warden.toml");
+        std::fs::write(&path, CONFIG).unwrap();
+        let sites = |path: &Path| -> Option<Vec<String>> {
+            let config = Config::load(path).unwrap();
+            config.users[0]
+                .sites
+                .as_ref()
+                .map(|s| s.iter().map(|s| s.get_ref().clone()).collect())
+        };
+        let two = ["elm".to_string(), "oak".to_string()];
+        add(&path, "lead", Role::Lead, "a long password", &two).unwrap();
+        assert_eq!(sites(&path), Some(two.to_vec()));
+        add(&path, "lead", Role::Lead, "a new password!", &[]).unwrap();
+        assert_eq!(sites(&path), Some(two.to_vec()), "kept on a reset");
+        add(&path, "lead", Role::Lead, "a new password!", &two[1..]).unwrap();
+        assert_eq!(sites(&path), Some(vec!["oak".to_string()]), "replaced");
+        let before = std::fs::read_to_string(&path).unwrap();
+        let err = add(&path, "lead", Role::Lead, "x", &["a b".to_string()])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--site") && err.contains("' '"), "{err}");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), before);
     }
 
     #[test]
@@ -201,7 +250,7 @@ mod tests {
         let path = dir.path().join("warden.toml");
         let broken = "[server]\nlisten = [\"127.0.0.1:5353\"]\nnot_a_field = 1\n";
         std::fs::write(&path, broken).unwrap();
-        let err = add(&path, "lead", Role::Lead, "a long password")
+        let err = add(&path, "lead", Role::Lead, "a long password", &[])
             .unwrap_err()
             .to_string();
         assert!(err.contains("not_a_field"), "{err}");

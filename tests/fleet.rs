@@ -798,3 +798,182 @@ fn a_site_ships_its_sign_ins_allow_changes_alert_deliveries_and_reviews() {
     );
     site.stop();
 }
+
+/// The trust's dashboard (`warden fleet serve`) over the central store, as a test starts
+/// it: `users` as (name, sites; empty for every site), each a lead.
+struct FleetDashboard {
+    _dir: tempfile::TempDir,
+    child: Option<Child>,
+    addr: SocketAddr,
+}
+
+impl FleetDashboard {
+    fn start(pg: &Postgres, users: &[(&str, &[&str])]) -> FleetDashboard {
+        let dir = tempfile::tempdir().expect("a folder");
+        let upstream: SocketAddr = "127.0.0.1:9".parse().expect("an address");
+        let config = common::write_config(dir.path(), upstream, "");
+        std::fs::write(dir.path().join("pg.pw"), format!("{PASSWORD}\n")).expect("password");
+        let mut text = std::fs::read_to_string(&config).expect("config");
+        text.push_str(&format!(
+            "[fleet]\ndatabase = \"{}\"\npassword_file = \"pg.pw\"\n",
+            pg.url()
+        ));
+        std::fs::write(&config, text).expect("config");
+        for (name, sites) in users {
+            common::dashboard::add_user_of(&config, name, "lead", LEAD_PASSWORD, sites);
+        }
+        let spawned = common::spawn_warden_command(&["fleet", "serve"], &config, &[]);
+        FleetDashboard {
+            _dir: dir,
+            child: Some(spawned.child),
+            addr: spawned.admin.expect("the fleet dashboard's address"),
+        }
+    }
+}
+
+impl Drop for FleetDashboard {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.take() {
+            common::stop_warden(child);
+        }
+    }
+}
+
+/// A signed-in lead on a dashboard: pages, and forms posted with the session's token.
+struct Lead {
+    addr: SocketAddr,
+    session: String,
+}
+
+impl Lead {
+    fn sign_in(addr: SocketAddr, name: &str) -> Lead {
+        let session = common::dashboard::sign_in(addr, name, LEAD_PASSWORD).expect("signed in");
+        Lead { addr, session }
+    }
+
+    fn get(&self, path: &str) -> common::dashboard::Reply {
+        common::dashboard::request("GET", self.addr, path, Some(&self.session), None)
+    }
+
+    fn review(&self, id: i64, note: &str) -> common::dashboard::Reply {
+        let csrf = self.get("/").hidden("csrf").expect("a csrf token");
+        common::dashboard::request(
+            "POST",
+            self.addr,
+            &format!("/events/{id}/review"),
+            Some(&self.session),
+            Some(&[("csrf", &csrf), ("outcome", "incident"), ("note", note)]),
+        )
+    }
+
+    /// The export's data lines (the header dropped).
+    fn export(&self) -> Vec<String> {
+        let reply = self.get("/export.csv");
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        let mut lines: Vec<String> = reply.body.lines().map(str::to_string).collect();
+        assert!(lines.first().is_some_and(|h| h.starts_with("site,id,seq,")));
+        lines.remove(0);
+        lines
+    }
+}
+
+/// The central id of `site`'s row at `seq`, and its id in the site's own log.
+fn central_ids(pg: &Postgres, site: &str, seq: i64) -> (i64, i64) {
+    let ids = pg.sql(&format!(
+        "SELECT id || ',' || local_id FROM events WHERE site = '{site}' AND seq = {seq}"
+    ));
+    let (id, local) = ids.split_once(',').expect("the row is central");
+    (
+        id.parse().expect("an id"),
+        local.parse().expect("a local id"),
+    )
+}
+
+/// Scoping: a lead bound to site A lists, opens, reviews and exports only A's events
+/// (B's event by its id is 404, a review of it is refused and nothing is stored, the
+/// CSV has no row of B's, the site filter set to B shows nothing); a trust-wide lead
+/// sees both sites. Reviews both ways: one written on the fleet dashboard shows on the
+/// site's own dashboard (and is not shipped back as the site's), one written on a site
+/// shows on the fleet dashboard.
+#[test]
+fn the_fleet_dashboard_scopes_each_lead_and_shares_reviews_with_the_sites() {
+    let pg = Postgres::start();
+    let mut elm = Site::start(&pg, "elm", 500);
+    let mut oak = Site::start(&pg, "oak", 500);
+    block(&elm, "elm", "blocked.test", 3);
+    block(&oak, "oak", "blocked.test", 2);
+    assert_shipped(&pg, &elm, 3);
+    assert_shipped(&pg, &oak, 2);
+    let fleet = FleetDashboard::start(&pg, &[("trust", &[]), ("elm-lead", &["elm"])]);
+    let (elm_id, elm_local) = central_ids(&pg, "elm", 1);
+    let (oak_id, oak_local) = central_ids(&pg, "oak", 1);
+
+    let scoped = Lead::sign_in(fleet.addr, "elm-lead");
+    let listed = scoped.get("/events");
+    assert_eq!(listed.status, 200, "{}", listed.body);
+    assert!(listed.body.contains("elm0.blocked.test"), "{}", listed.body);
+    assert!(
+        !listed.body.contains("oak0.blocked.test"),
+        "{}",
+        listed.body
+    );
+    assert!(
+        !scoped.get("/").body.contains("oak"),
+        "the overview names no other site"
+    );
+    let filtered = scoped.get("/events?site=oak");
+    assert_eq!(filtered.status, 200);
+    assert!(
+        filtered.body.contains("No events match."),
+        "{}",
+        filtered.body
+    );
+    assert_eq!(scoped.get(&format!("/events/{elm_id}")).status, 200);
+    assert_eq!(scoped.get(&format!("/events/{oak_id}")).status, 404);
+    let refused = scoped.review(oak_id, "not mine to review");
+    assert_eq!(refused.status, 404, "{}", refused.body);
+    assert_eq!(pg.sql("SELECT count(*) FROM central_reviews"), "0");
+    let rows = scoped.export();
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    assert!(rows.iter().all(|r| r.starts_with("elm,")), "{rows:?}");
+
+    let trust = Lead::sign_in(fleet.addr, "trust");
+    let listed = trust.get("/events").body;
+    assert!(listed.contains("elm0.blocked.test") && listed.contains("oak0.blocked.test"));
+    assert_eq!(trust.get(&format!("/events/{oak_id}")).status, 200);
+    let rows = trust.export();
+    assert_eq!(rows.len(), 5, "{rows:?}");
+    assert_eq!(rows.iter().filter(|r| r.starts_with("oak,")).count(), 2);
+
+    // The trust's review reaches oak's own dashboard.
+    let saved = trust.review(oak_id, "called the DSL at oak");
+    assert_eq!(saved.status, 303, "{}", saved.body);
+    let at_oak = Lead::sign_in(oak.admin.expect("oak's dashboard"), "lead");
+    wait_until(
+        "the trust's review shows on oak's dashboard",
+        || at_oak.get(&format!("/events/{oak_local}")).body,
+        |page| page.contains("called the DSL at oak") && page.contains("(trust dashboard)"),
+    );
+    // elm's own review reaches the trust's dashboard.
+    let at_elm = Lead::sign_in(elm.admin.expect("elm's dashboard"), "lead");
+    let saved = at_elm.review(elm_local, "spoke to the pupil at elm");
+    assert_eq!(saved.status, 303, "{}", saved.body);
+    wait_until(
+        "elm's review shows on the fleet dashboard",
+        || scoped.get(&format!("/events/{elm_id}")).body,
+        |page| page.contains("spoke to the pupil at elm"),
+    );
+    let reviewed = trust.get("/events?state=reviewed").body;
+    assert!(reviewed.contains("oak0.blocked.test") && reviewed.contains("elm0.blocked.test"));
+    // The trust's review stays the trust's: oak never ships it back as its own.
+    elm.stop();
+    oak.stop();
+    assert_eq!(
+        pg.sql("SELECT count(*) FROM reviews WHERE site = 'oak'"),
+        "0"
+    );
+    assert_eq!(
+        pg.sql("SELECT count(*) FROM reviews WHERE site = 'elm'"),
+        "1"
+    );
+}

@@ -40,7 +40,7 @@ pub mod records;
 pub mod review;
 #[cfg(test)]
 mod scale_tests;
-mod select;
+pub(crate) mod select;
 pub mod store;
 #[doc(hidden)]
 pub mod synthetic;

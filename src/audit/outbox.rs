@@ -105,6 +105,18 @@ fn joined(cells: &[Cell<'_>]) -> String {
     out
 }
 
+/// A review written on the trust's fleet dashboard, as the site keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CentralReview {
+    /// Its id in the central store.
+    pub id: i64,
+    pub event_seq: i64,
+    pub at: String,
+    pub by: String,
+    pub outcome: String,
+    pub note: String,
+}
+
 /// A review as stored, with the chain position of the row it reviews.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ShippedReview {
@@ -182,6 +194,8 @@ pub struct Record {
 const EVENTS_CURSOR: &str = "fleet_events_seq";
 /// The key of the shipped reviews' cursor (the last review id shipped).
 const REVIEWS_CURSOR: &str = "fleet_reviews_id";
+/// The last review taken from the trust's dashboard.
+const CENTRAL_REVIEWS_CURSOR: &str = "fleet_central_reviews_id";
 /// The key of this log's identity in the fleet: a random number made once, so two
 /// Wardens configured with the same site name cannot interleave their chains.
 const INSTANCE: &str = "fleet_instance";
@@ -285,7 +299,8 @@ impl Store {
             .conn()
             .prepare_cached(
                 "SELECT r.id, e.seq, r.at, r.by, r.outcome, r.note FROM reviews r \
-                 JOIN events e ON e.id = r.event_id WHERE r.id > ?1 ORDER BY r.id LIMIT ?2",
+                 JOIN events e ON e.id = r.event_id \
+                 WHERE r.id > ?1 AND r.central_id IS NULL ORDER BY r.id LIMIT ?2",
             )
             .map_err(err)?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
@@ -326,6 +341,45 @@ impl Store {
     /// Record that the central store holds every review up to `id`.
     pub fn set_shipped_review(&self, id: i64) -> Result<(), AuditError> {
         self.set_meta(REVIEWS_CURSOR, id)
+    }
+
+    /// The last review taken from the trust's dashboard (0: none yet).
+    pub fn central_review_cursor(&self) -> Result<i64, AuditError> {
+        self.meta(CENTRAL_REVIEWS_CURSOR).map(|v| v.unwrap_or(0))
+    }
+
+    /// Keep `reviews` (written on the trust's dashboard, in central id order) beside this
+    /// site's own, and move the cursor past the last, in one transaction. One already kept
+    /// is not doubled; one of a row this log no longer shows (purged) is passed over.
+    /// Returns how many were new.
+    pub fn add_central_reviews(&self, reviews: &[CentralReview]) -> Result<usize, AuditError> {
+        let Some(last) = reviews.last().map(|r| r.id) else {
+            return Ok(0);
+        };
+        let err = |e| self.wrap(e);
+        let tx = self.conn().unchecked_transaction().map_err(err)?;
+        let mut added = 0;
+        {
+            let mut insert = tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO reviews (event_id, at, by, outcome, note, central_id) \
+                     SELECT id, ?2, ?3, ?4, ?5, ?6 FROM events WHERE seq = ?1 AND purged = 0",
+                )
+                .map_err(err)?;
+            for r in reviews {
+                added += insert
+                    .execute(params![r.event_seq, r.at, r.by, r.outcome, r.note, r.id])
+                    .map_err(err)?;
+            }
+        }
+        tx.execute(
+            "INSERT INTO audit_meta (key, value) VALUES (?1, ?2) \
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            params![CENTRAL_REVIEWS_CURSOR, last],
+        )
+        .map_err(err)?;
+        tx.commit().map_err(err)?;
+        Ok(added)
     }
 
     /// Up to `limit` records of `table` after id `after`, in id order.

@@ -50,6 +50,9 @@ pub struct ReviewState {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct EventRow {
     pub id: i64,
+    /// The site that logged it: on the trust's fleet dashboard; `None` on a site's own.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub site: Option<String>,
     pub seq: Option<i64>,
     pub first_seen: String,
     pub last_seen: String,
@@ -119,7 +122,7 @@ impl EventRow {
     }
 }
 
-fn csv_field(field: &str) -> String {
+pub(crate) fn csv_field(field: &str) -> String {
     // A spreadsheet would run a field starting with these as a formula: a rule text or
     // review note must never become one in the lead's incident log (CSV injection).
     if field.starts_with(['=', '+', '-', '@', '\t', '\r']) {
@@ -143,6 +146,7 @@ fn event_from_row(row: &Row<'_>) -> rusqlite::Result<EventRow> {
     let review_outcome: Option<String> = row.get(19)?;
     Ok(EventRow {
         id: row.get(0)?,
+        site: None,
         seq: row.get(1)?,
         first_seen: row.get(2)?,
         last_seen: row.get(3)?,
@@ -484,15 +488,9 @@ fn counts(store: &Store, filter: &Filter, names: bool) -> Result<Summary, AuditE
 /// The outcomes a review can record.
 pub(crate) const OUTCOMES: [&str; 3] = ["incident", "false-positive", "no-action"];
 
-/// Append a review record to event `id`. Returns the review's id.
-pub(crate) fn add_review(
-    store: &Store,
-    id: i64,
-    outcome: &str,
-    note: &str,
-    by: &str,
-    now: SystemTime,
-) -> Result<i64, AuditError> {
+/// Why a review with `outcome` and `note` cannot be recorded, if it cannot (the same
+/// check on a site's log and in the trust's central store).
+pub(crate) fn check_review(outcome: &str, note: &str) -> Result<(), AuditError> {
     if !OUTCOMES.contains(&outcome) {
         return Err(AuditError::Invalid(format!(
             "unknown outcome {outcome:?}: use one of {}",
@@ -510,6 +508,19 @@ pub(crate) fn add_review(
             u32::from(c)
         )));
     }
+    Ok(())
+}
+
+/// Append a review record to event `id`. Returns the review's id.
+pub(crate) fn add_review(
+    store: &Store,
+    id: i64,
+    outcome: &str,
+    note: &str,
+    by: &str,
+    now: SystemTime,
+) -> Result<i64, AuditError> {
+    check_review(outcome, note)?;
     get(store, id)?; // exists and not purged
     store
         .conn()

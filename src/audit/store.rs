@@ -58,7 +58,7 @@ const GENESIS: &str = "000000000000000000000000000000000000000000000000000000000
 
 /// The layout version, kept in SQLite's `user_version`. Bump it when the schema changes,
 /// and add the step from the previous version to [`MIGRATIONS`].
-const SCHEMA_VERSION: i64 = 8;
+const SCHEMA_VERSION: i64 = 9;
 
 const SCHEMA: &str = r#"
 CREATE TABLE events (
@@ -496,8 +496,15 @@ CREATE TRIGGER signins_append_only_u BEFORE UPDATE ON signins
     BEGIN SELECT RAISE(ABORT, 'sign-ins are append-only'); END;
 "#;
 
+/// v9: a review written on the trust's fleet dashboard, kept beside the site's own
+/// with the central id it came with (each arrives once; none is shipped back).
+const SCHEMA_V9: &str = r#"
+ALTER TABLE reviews ADD COLUMN central_id INTEGER;
+CREATE UNIQUE INDEX reviews_central ON reviews(central_id) WHERE central_id IS NOT NULL;
+"#;
+
 /// `(from version, SQL)`: the step that takes a log from `from` to `from + 1`.
-fn migrations() -> [(i64, String); 7] {
+fn migrations() -> [(i64, String); 8] {
     [
         (1, SCHEMA_V2.to_string()),
         (2, schema_v3()),
@@ -506,6 +513,7 @@ fn migrations() -> [(i64, String); 7] {
         (5, schema_v6()),
         (6, schema_v7()),
         (7, SCHEMA_V8.to_string()),
+        (8, SCHEMA_V9.to_string()),
     ]
 }
 
@@ -679,7 +687,7 @@ impl Store {
                     // One transaction: a crash cannot leave tables without their version.
                     c.execute_batch(&format!(
                         "BEGIN; {SCHEMA} {SCHEMA_V2} {} {SCHEMA_V4} {} {} {} {SCHEMA_V8} \
-                         PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;",
+                         {SCHEMA_V9} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;",
                         schema_v3(),
                         schema_v5(),
                         schema_v6(),
@@ -1414,7 +1422,7 @@ mod tests {
             .unwrap();
             // Back to version 2: what the rows held before versions 3 and 4 existed.
             c.execute_batch(&format!(
-                "{} {V6_UNDO} {V5_UNDO} {V4_UNDO} PRAGMA user_version = 3;",
+                "{V9_UNDO} {} {V6_UNDO} {V5_UNDO} {V4_UNDO} PRAGMA user_version = 3;",
                 v7_undo()
             ))
             .unwrap();
@@ -1490,7 +1498,10 @@ mod tests {
     /// (a count crossing two marks at once is listed at both).
     #[test]
     fn a_version_5_or_6_log_gets_its_busy_names_at_every_level() {
-        for (version, undo) in [(5, format!("{} {V6_UNDO}", v7_undo())), (6, v7_undo())] {
+        for (version, undo) in [
+            (5, format!("{V9_UNDO} {} {V6_UNDO}", v7_undo())),
+            (6, format!("{V9_UNDO} {}", v7_undo())),
+        ] {
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("old.sqlite");
             let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
@@ -1543,6 +1554,9 @@ mod tests {
         }
     }
 
+    /// Takes a version 9 log back to version 8: no reviews from the fleet dashboard.
+    const V9_UNDO: &str = "DROP INDEX reviews_central; ALTER TABLE reviews DROP COLUMN central_id;";
+
     /// Takes a version 8 log back to version 7: sign-ins keyed by a plain rowid.
     const V8_UNDO: &str = "CREATE TABLE signins_v7 (id INTEGER PRIMARY KEY, at TEXT NOT NULL, \
          user TEXT NOT NULL, client_ip TEXT NOT NULL, result TEXT NOT NULL); \
@@ -1579,7 +1593,7 @@ mod tests {
                 if from_v7 {
                     store
                         .conn()
-                        .execute_batch(&format!("{V8_UNDO} PRAGMA user_version = 7;"))
+                        .execute_batch(&format!("{V9_UNDO} {V8_UNDO} PRAGMA user_version = 7;"))
                         .unwrap();
                 }
             }
@@ -1633,7 +1647,7 @@ mod tests {
                 .execute_batch(&format!(
                     "INSERT INTO signins (at, user, client_ip, result) \
                      VALUES ('2026-01-01T00:00:00Z', 'lead', '10.0.0.1', 'ok'); \
-                     {} {V6_UNDO} {V5_UNDO} {V4_UNDO} PRAGMA user_version = 3;",
+                     {V9_UNDO} {} {V6_UNDO} {V5_UNDO} {V4_UNDO} PRAGMA user_version = 3;",
                     v7_undo()
                 ))
                 .unwrap();

@@ -136,8 +136,10 @@ impl<'a> Validator<'a> {
                 "[fleet] password_file and password_env: give one, not both".into(),
             );
         }
-        if let Some(problem) = super::site_name_problem(fleet.site.get_ref()) {
-            return self.error(fleet.site.span(), problem);
+        if let Some(site) = &fleet.site {
+            if let Some(problem) = super::site_name_problem(site.get_ref()) {
+                return self.error(site.span(), problem);
+            }
         }
         let batch = *fleet.batch_rows.get_ref();
         if !(1..=super::MAX_BATCH_ROWS).contains(&batch) {
@@ -352,6 +354,9 @@ impl<'a> Validator<'a> {
                     format!("[[users]] name {name:?} is used twice"),
                 );
             }
+            if let Some(sites) = &user.sites {
+                self.check_user_sites(name, user.name.span(), sites)?;
+            }
             let argon = argon2::PasswordHash::new(user.password_hash.get_ref())
                 .ok()
                 .filter(|h| h.algorithm.as_str().starts_with("argon2"));
@@ -363,6 +368,30 @@ impl<'a> Validator<'a> {
                          set it with `warden user add {name}`"
                     ),
                 );
+            }
+        }
+        Ok(())
+    }
+
+    /// A user's `sites` names at least one site, each a usable site name.
+    fn check_user_sites(
+        &self,
+        name: &str,
+        name_span: Range<usize>,
+        sites: &[Spanned<String>],
+    ) -> Result<(), ConfigError> {
+        if sites.is_empty() {
+            return self.error(
+                name_span,
+                format!(
+                    "[[users]] {name:?}: sites = [] would show them no site: name their \
+                     sites, or leave sites out for a trust-wide user"
+                ),
+            );
+        }
+        for site in sites {
+            if let Some(problem) = super::site_name_problem(site.get_ref()) {
+                return self.error(site.span(), format!("[[users]] {name:?} sites: {problem}"));
             }
         }
         Ok(())

@@ -129,6 +129,10 @@ pub struct UserConfig {
     pub role: Role,
     /// Argon2 PHC string (`$argon2id$…`), written by `warden user add`.
     pub password_hash: Spanned<String>,
+    /// On the trust's fleet dashboard, the sites (`[fleet] site` names) this user sees;
+    /// without it, every site. A site's own dashboard shows only its own log.
+    #[serde(default)]
+    pub sites: Option<Vec<Spanned<String>>>,
 }
 
 /// A dashboard user name: 1–64 letters, digits, `.`, `_`, `-` or `@`.

@@ -17,8 +17,9 @@ pub struct FleetConfig {
     /// and `password_env`: a URL is logged and shown in errors, a password must not be).
     pub database: Spanned<String>,
     /// This site's name, as the trust's leads see it (`st-marys`): letters, digits,
-    /// `.`, `_` and `-`, at most 64.
-    pub site: Spanned<String>,
+    /// `.`, `_` and `-`, at most 64. Needed to ship a site's log (`warden serve`); the
+    /// trust's own `warden fleet serve` and `fleet verify` run without one.
+    pub site: Option<Spanned<String>>,
     /// A file holding the database password (relative to the config file's folder).
     pub password_file: Option<PathBuf>,
     /// Or the environment variable holding it.

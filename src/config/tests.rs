@@ -101,6 +101,8 @@ fn check_cases() -> Vec<Case> {
         ("undefined group", s("[[clients]]\ncidr = \"10.0.0.0/8\"\ngroup = \"staff\"\n"), 3, "undefined group \"staff\""),
         ("client name", s("[[clients]]\ncidr = \"10.0.0.1\"\ngroup = \"default\"\nname = \"tab\\u0000let\"\n"), 3, "holds a control character"),
         ("undefined category", s("[categories.adult]\n\n[[lists]]\nname = \"x\"\ncategory = \"gamblin\"\npath = \"x.txt\"\n"), 5, "defined categories: adult, circumvention"),
+        ("user sites", s("[[users]]\nname = \"elm-lead\"\nrole = \"lead\"\npassword_hash = \"x\"\nsites = []\n"), 2, "sites = [] would show them no site"),
+        ("user site name", s("[[users]]\nname = \"elm-lead\"\nrole = \"lead\"\npassword_hash = \"x\"\nsites = [\n  \"elm\",\n  \"a b\",\n]\n"), 7, "sites: [fleet] site \"a b\" holds ' '"),
     ]
 }
 

@@ -20,6 +20,8 @@ use super::pages::{Export, FilterForm};
 use crate::audit::review::{self, Filter, CSV_HEADER};
 use crate::audit::{AuditError, Store};
 use crate::config::Config;
+use crate::fleet::read::{Central, CentralFilter, Scope};
+use crate::fleet::FleetError;
 use crate::localtime;
 
 /// Days an export covers when its filter has no start date.
@@ -148,6 +150,65 @@ pub(crate) fn write(
         emit(buf.into_bytes())?;
     }
     Ok(rows)
+}
+
+/// Rows read from the central store per statement.
+const CENTRAL_PAGE: u32 = 500;
+
+/// Start exporting `filter`'s rows within `scope` from the trust's central store; returns
+/// the body to send. As [`start`], a page of rows at a time: each row with its site first.
+pub(crate) fn start_central(
+    central: Arc<Central>,
+    scope: Scope,
+    filter: CentralFilter,
+    permit: tokio::sync::OwnedSemaphorePermit,
+    done: impl FnOnce(Result<u64, FleetError>) + Send + 'static,
+) -> Body {
+    let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
+    tokio::spawn(async move {
+        let result = write_central(&central, &scope, filter, &tx).await;
+        if let Err(error) = &result {
+            let _ = tx.try_send(Err(std::io::Error::other(error.to_string())));
+        }
+        drop(permit);
+        done(result);
+    });
+    Body(rx)
+}
+
+async fn write_central(
+    central: &Central,
+    scope: &Scope,
+    mut filter: CentralFilter,
+    tx: &mpsc::Sender<Chunk>,
+) -> Result<u64, FleetError> {
+    let stopped =
+        |why: &str| FleetError::Audit(AuditError::Invalid(format!("export stopped: {why}")));
+    let mut buf = format!("site,{CSV_HEADER}\r\n");
+    let mut rows = 0u64;
+    loop {
+        let page = central.list(scope, &filter, CENTRAL_PAGE).await?;
+        let more = page.len() == CENTRAL_PAGE as usize;
+        filter.filter.before = page.last().map(|r| (r.first_seen.clone(), r.id));
+        for row in &page {
+            buf.push_str(&review::csv_field(row.site.as_deref().unwrap_or("")));
+            buf.push(',');
+            buf.push_str(&row.csv());
+            buf.push_str("\r\n");
+            rows += 1;
+        }
+        if buf.len() >= CHUNK_BYTES || !more {
+            let chunk = std::mem::take(&mut buf).into_bytes();
+            match tokio::time::timeout(STALL, tx.send(Ok(chunk))).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Err(stopped("the client went away")),
+                Err(_) => return Err(stopped("the client stopped reading")),
+            }
+        }
+        if !more {
+            return Ok(rows);
+        }
+    }
 }
 
 /// The export slots, shared by the dashboard's handlers.

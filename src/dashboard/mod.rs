@@ -17,6 +17,7 @@
 
 pub mod allow;
 pub mod auth;
+mod backend;
 pub mod chart;
 mod export;
 mod extract;
@@ -41,10 +42,11 @@ use self::extract::{require_admin, Admin, CarriesCsrf, Signed, SignedForm};
 use self::state::{cookie, html, login_page, redirect, PageResult};
 pub use self::state::{Dashboard, DashboardError, PageError};
 use crate::audit::records::{self, AllowChange};
-use crate::audit::review::{self, EventRow, Filter};
+use crate::audit::review::{EventRow, Filter};
 use crate::audit::rfc3339;
 use crate::config::{Config, Role};
 use crate::engine::Engine;
+use crate::fleet::read::{CentralFilter, Scope};
 use crate::localtime;
 use crate::metrics::Metrics;
 
@@ -161,55 +163,37 @@ async fn overview(State(d): State<Arc<Dashboard>>, Signed(session): Signed) -> P
     let now = SystemTime::now();
     let tz = localtime::zone(&engine.config);
     let (days, since) = last_30_days(now, tz);
-    let serious_filter = Filter {
-        unreviewed: true,
-        any_category: serious.clone(),
-        limit: Some(20),
-        ..Filter::default()
-    };
-    let since_db = since.clone();
     let site = engine
         .config
         .fleet
         .as_ref()
-        .map(|f| f.site.get_ref().clone());
-    let (daily, serious_rows, unreviewed_total, summary, fleet) = d
-        .db(move |s| {
-            let fleet = match site {
-                Some(site) => Some(fleet_state(s, site, now)?),
-                None => None,
-            };
-            let daily = review::daily_by_category(s, &since_db, tz)?;
-            let serious_rows = review::list(s, &serious_filter)?;
-            let unreviewed = review::count(
-                s,
-                &Filter {
-                    unreviewed: true,
-                    ..Filter::default()
-                },
-            )?;
-            let summary = review::summary_without_names(
-                s,
-                &Filter {
-                    since: Some(since_db),
-                    ..Filter::default()
-                },
-            )?;
-            Ok((daily, serious_rows, unreviewed, summary, fleet))
-        })
+        .and_then(|f| f.site.as_ref())
+        .map(|s| s.get_ref().clone());
+    let fleet = match site.filter(|_| !d.backend.is_fleet()) {
+        Some(site) => Some(d.db(move |s| fleet_state(s, site, now)).await?),
+        None => None,
+    };
+    let data = d
+        .backend
+        .overview(&d.scope(&session), since, tz, serious.clone())
         .await?;
-    let series = chart::Series::new(days, &daily);
+    let series = chart::Series::new(days, &data.daily);
     let chart = chart::render(&series, "Blocks per category per day, last 30 days");
-    let lists = list_health(&engine, &d.metrics, now);
+    // The lists are this Warden's own: the fleet dashboard shows the sites instead.
+    let lists = match d.backend.is_fleet() {
+        true => Vec::new(),
+        false => list_health(&engine, &d.metrics, now),
+    };
     let page = pages::Overview {
         chart,
-        serious: &serious_rows,
-        unreviewed_total,
-        top_devices: &summary.top_devices,
+        serious: &data.serious,
+        unreviewed_total: data.unreviewed_total,
+        top_devices: &data.top_devices,
         lists: &lists,
-        total_30d: summary.total,
+        total_30d: data.total,
         tz,
         fleet,
+        sites: data.sites.as_deref(),
     };
     Ok(html(pages::overview(
         &page,
@@ -317,7 +301,7 @@ fn list_health(engine: &Engine, metrics: &Metrics, now: SystemTime) -> Vec<pages
 // ---- Events ----
 
 /// The audit filter for the form's values, or a message saying which value is wrong.
-fn to_filter(f: &pages::FilterForm, config: &Config) -> Result<Filter, PageError> {
+fn to_filter(f: &pages::FilterForm, config: &Config) -> Result<CentralFilter, PageError> {
     let now = SystemTime::now();
     let tz = localtime::zone(config);
     // A date is a day in the zone the pages show times in.
@@ -325,7 +309,7 @@ fn to_filter(f: &pages::FilterForm, config: &Config) -> Result<Filter, PageError
         if text.is_empty() {
             return Ok(None);
         }
-        review::parse_time(&localtime::local_dates(text, tz), now)
+        crate::audit::review::parse_time(&localtime::local_dates(text, tz), now)
             .map(Some)
             .map_err(|_| {
                 PageError::BadRequest(format!("{what} {text:?} is not a date like 2026-11-01."))
@@ -356,15 +340,18 @@ fn to_filter(f: &pages::FilterForm, config: &Config) -> Result<Filter, PageError
         }
     };
     let some = |s: &str| (!s.trim().is_empty()).then(|| s.trim().to_string());
-    Ok(Filter {
-        since,
-        until,
-        category: some(&f.category),
-        client: some(&f.device),
-        group: some(&f.group),
-        unreviewed,
-        reviewed,
-        ..Filter::default()
+    Ok(CentralFilter {
+        filter: Filter {
+            since,
+            until,
+            category: some(&f.category),
+            client: some(&f.device),
+            group: some(&f.group),
+            unreviewed,
+            reviewed,
+            ..Filter::default()
+        },
+        site: some(&f.site),
     })
 }
 
@@ -388,19 +375,15 @@ async fn events(
 ) -> PageResult {
     let form = query(parsed)?;
     let engine = d.engine();
+    let scope = d.scope(&session);
     let mut filter = to_filter(&form, &engine.config)?;
-    filter.before = cursor(&form.before)?;
-    // One more than a page: whether there is an older page, without counting.
-    filter.limit = Some(PAGE_SIZE + 1);
+    filter.filter.before = cursor(&form.before)?;
     let (export_form, _) = export::with_default_start(&form, &engine.config, SystemTime::now());
     let export_filter = to_filter(&export_form, &engine.config)?;
-    let (mut rows, total, export_rows) = d
-        .db(move |s| {
-            let total = review::page_total(s, &filter)?;
-            let exported = review::count(s, &export_filter)?;
-            Ok((review::list(s, &filter)?, total, exported))
-        })
-        .await?;
+    let total = d.backend.page_total(&scope, filter.clone()).await?;
+    let export_rows = d.backend.count(&scope, export_filter).await?;
+    // One more than a page: whether there is an older page, without counting.
+    let mut rows = d.backend.list(&scope, filter, PAGE_SIZE + 1).await?;
     let older = (rows.len() > PAGE_SIZE as usize).then(|| {
         rows.truncate(PAGE_SIZE as usize);
         rows.last()
@@ -414,8 +397,14 @@ async fn events(
         groups.push(engine.config.default_group().to_string());
     }
     let serious = serious_categories(&engine.config);
+    let sites = match (d.backend.is_fleet(), scope) {
+        (false, _) => Vec::new(),
+        (true, Scope::Sites(sites)) => sites,
+        (true, Scope::All) => d.backend.site_names().await?,
+    };
     let view = pages::EventsPage {
         form: &form,
+        sites: &sites,
         rows: &rows,
         total,
         older,
@@ -452,23 +441,24 @@ async fn event_detail(
 ) -> PageResult {
     let id = event_id(id)?;
     let saved = query(parsed)?.saved.is_some();
-    let (event, reviews, others) = d
-        .db(move |s| {
-            let event = review::get(s, id)?;
-            let reviews = review::reviews_of(s, id)?;
-            let filter = Filter {
-                client: Some(event.client_ip.clone()),
-                limit: Some(21),
-                ..Filter::default()
-            };
-            let others: Vec<EventRow> = review::list(s, &filter)?
-                .into_iter()
-                .filter(|e| e.id != id)
-                .take(20)
-                .collect();
-            Ok((event, reviews, others))
-        })
-        .await?;
+    let scope = d.scope(&session);
+    let (event, reviews) = d.backend.event(&scope, id).await?;
+    // The same device's other blocks: at its own site (addresses repeat across sites).
+    let same_device = CentralFilter {
+        filter: Filter {
+            client: Some(event.client_ip.clone()),
+            ..Filter::default()
+        },
+        site: event.site.clone(),
+    };
+    let others: Vec<EventRow> = d
+        .backend
+        .list(&scope, same_device, 21)
+        .await?
+        .into_iter()
+        .filter(|e| e.id != id)
+        .take(20)
+        .collect();
     let engine = d.engine();
     let serious = serious_categories(&engine.config);
     let view = pages::Detail {
@@ -511,18 +501,15 @@ async fn review_submit(
             "A note can be at most {MAX_NOTE} characters."
         )));
     }
-    let by = session.user.clone();
-    d.db(move |s| {
-        review::add_review(
-            s,
+    d.backend
+        .add_review(
+            &d.scope(&session),
             id,
-            &review_form.outcome,
-            review_form.note.trim(),
-            &by,
-            SystemTime::now(),
+            review_form.outcome,
+            review_form.note.trim().to_string(),
+            session.user.clone(),
         )
-    })
-    .await?;
+        .await?;
     tracing::info!(user = %session.user, event = id, "event reviewed in the dashboard");
     Ok(redirect(&format!("/events/{id}?saved=1")))
 }
@@ -554,18 +541,15 @@ async fn export_csv(
             export::CONCURRENT
         )));
     };
-    let counted = filter.clone();
-    let rows = d.db(move |s| review::count(s, &counted)).await?;
+    let scope = d.scope(&session);
+    let rows = d.backend.count(&scope, filter.clone()).await?;
     let user = session.user.clone();
-    let body = export::start(
-        d.audit_path.clone(),
-        filter,
-        permit,
-        move |result| match result {
+    let body = d
+        .backend
+        .export(scope, filter, permit, move |result| match result {
             Ok(rows) => tracing::info!(user = %user, rows, "events exported from the dashboard"),
-            Err(error) => tracing::warn!(user = %user, %error, "dashboard export cut short"),
-        },
-    );
+            Err(error) => tracing::warn!(user = %user, ?error, "dashboard export cut short"),
+        });
     let day = rfc3339(SystemTime::now())[..10].to_string();
     let disposition = format!("attachment; filename=\"warden-events-{day}.csv\"");
     let mut response = (
@@ -600,6 +584,7 @@ async fn admin_page(
     parsed: Result<Query<AdminQuery>, QueryRejection>,
 ) -> PageResult {
     let notice = query(parsed)?.done;
+    not_on_the_fleet_dashboard(&d)?;
     let engine = d.engine();
     let text =
         allow::read(&allow_file(&engine.config)).map_err(|e| PageError::Internal(e.to_string()))?;
@@ -647,10 +632,26 @@ impl CarriesCsrf for AllowForm {
     }
 }
 
+/// The admin pages edit this Warden's own allow list and show its own sign-ins: the
+/// fleet dashboard has neither (each site keeps its own until the trust's shared policy).
+fn not_on_the_fleet_dashboard(d: &Dashboard) -> Result<(), PageError> {
+    if d.backend.is_fleet() {
+        return Err(PageError::NotFound(
+            "Allow entries and sign-in records are kept on each site's own dashboard.".to_string(),
+        ));
+    }
+    Ok(())
+}
+
 /// The checks every allow-list change needs after its CSRF token; returns the normalised
 /// name and reason.
-fn check_allow_form(session: &Session, f: &AllowForm) -> Result<(String, String), PageError> {
+fn check_allow_form(
+    d: &Dashboard,
+    session: &Session,
+    f: &AllowForm,
+) -> Result<(String, String), PageError> {
     require_admin(session)?;
+    not_on_the_fleet_dashboard(d)?;
     let name = crate::name::normalize(&f.name).map_err(|e| {
         PageError::BadRequest(format!("{:?} is not a domain name: {e}.", f.name.trim()))
     })?;
@@ -678,7 +679,7 @@ async fn allow_add(
     State(d): State<Arc<Dashboard>>,
     SignedForm(session, f): SignedForm<AllowForm>,
 ) -> PageResult {
-    let (name, reason) = check_allow_form(&session, &f)?;
+    let (name, reason) = check_allow_form(&d, &session, &f)?;
     let engine = d.engine();
     // A locked (statutory) list always wins over an allow entry: refuse to pretend.
     if let Some(block) = engine
@@ -716,7 +717,7 @@ async fn allow_remove(
     State(d): State<Arc<Dashboard>>,
     SignedForm(session, f): SignedForm<AllowForm>,
 ) -> PageResult {
-    let (name, reason) = check_allow_form(&session, &f)?;
+    let (name, reason) = check_allow_form(&d, &session, &f)?;
     change_allow_file(&d, &session, "remove", &name, &reason, |text| {
         allow::without_entry(text, &name).ok_or_else(|| {
             PageError::NotFound(format!("{name} is not in the dashboard's allow list."))

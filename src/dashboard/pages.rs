@@ -10,6 +10,7 @@ use super::auth::Session;
 use crate::audit::records::{AllowChange, SignIn};
 use crate::audit::review::{EventRow, ReviewState, OUTCOMES};
 use crate::config::Role;
+use crate::fleet::read::SiteState;
 
 /// The stylesheet, served at `/static/warden.css` (the CSP allows no inline styles).
 pub const CSS: &str = r#"
@@ -148,6 +149,8 @@ pub struct Overview<'a> {
     pub tz: Tz,
     /// Shipping to the trust's central store, when `[fleet]` is set.
     pub fleet: Option<FleetState>,
+    /// On the fleet dashboard: every site the user sees.
+    pub sites: Option<&'a [SiteState]>,
 }
 
 /// How far this site's audit log has reached the trust's central store.
@@ -189,6 +192,8 @@ pub fn overview(o: &Overview<'_>, org: &str, session: &Session, serious: &[Strin
                     } }
                 } }
             }
+            @if let Some(sites) = o.sites { (fleet_sites(sites, o.tz)) }
+            @if o.sites.is_none() {
             h2 { "Block lists" }
             div.scroll { table {
                 thead { tr {
@@ -203,9 +208,38 @@ pub fn overview(o: &Overview<'_>, org: &str, session: &Session, serious: &[Strin
                     }
                 } }
             } }
+            }
             @if let Some(f) = &o.fleet { (fleet_state(f, o.tz)) }
         },
     )
+}
+
+/// The fleet overview's sites: each with its blocks per category over the last 30 days
+/// and how far its log has reached the central store.
+fn fleet_sites(sites: &[SiteState], tz: Tz) -> Markup {
+    html! {
+        h2 { "Sites, last 30 days" }
+        @if sites.is_empty() { p { "No site has shipped its log yet." } } @else {
+            div.scroll { table {
+                thead { tr {
+                    th scope="col" { "Location" } th scope="col" { "Blocks" }
+                    th scope="col" { "By category" } th scope="col" { "Log shipped up to" }
+                } }
+                tbody { @for site in sites {
+                    tr {
+                        td { a href=(format!("/events?site={}", urlencode(&site.site))) { (site.site) } }
+                        td { (site.blocks.iter().map(|(_, n)| n).sum::<i64>()) }
+                        td { @for (category, n) in &site.blocks {
+                            a href=(format!("/events?site={}&category={}", urlencode(&site.site), urlencode(category))) { (category) }
+                            " " (n) "; "
+                        } }
+                        td { "row " (site.head_seq)
+                            @if let Some(at) = &site.shipped_at { ", last batch " (when(at, tz)) } }
+                    }
+                } }
+            } }
+        }
+    }
 }
 
 fn fleet_state(f: &FleetState, tz: Tz) -> Markup {
@@ -241,6 +275,9 @@ pub struct FilterForm {
     pub device: String,
     #[serde(default)]
     pub state: String,
+    /// On the fleet dashboard: one site's events.
+    #[serde(default)]
+    pub site: String,
     /// Where the page starts: the events older than `first_seen,id` (the "Older" link's
     /// cursor; empty for the newest).
     #[serde(default)]
@@ -257,6 +294,7 @@ impl FilterForm {
             ("group", &self.group),
             ("device", &self.device),
             ("state", &self.state),
+            ("site", &self.site),
         ];
         pairs
             .iter()
@@ -269,6 +307,8 @@ impl FilterForm {
 
 pub struct EventsPage<'a> {
     pub form: &'a FilterForm,
+    /// On the fleet dashboard, the sites the user may pick from (none on a site's own).
+    pub sites: &'a [String],
     pub rows: &'a [EventRow],
     pub total: crate::audit::review::Total,
     /// The cursor of the next (older) page, if there is one.
@@ -310,6 +350,14 @@ pub fn events(p: &EventsPage<'_>, org: &str, session: &Session) -> Markup {
         html! {
             h1 { "Events" }
             form.filters method="get" action="/events" aria-label="Filter events" {
+                @if !p.sites.is_empty() {
+                    div { label for="site" { "Location" }
+                        select id="site" name="site" {
+                            option value="" { "Any" }
+                            @for site in p.sites { option value=(site) selected[*site == f.site] { (site) } }
+                        }
+                    }
+                }
                 div { label for="since" { "From" } input id="since" name="since" type="date" value=(f.since); }
                 div { label for="until" { "Until" } input id="until" name="until" type="date" value=(f.until); }
                 div { label for="category" { "Category" }
@@ -352,17 +400,21 @@ pub fn events(p: &EventsPage<'_>, org: &str, session: &Session) -> Markup {
 }
 
 fn event_table(rows: &[EventRow], serious: &[String], tz: Tz) -> Markup {
+    let fleet = rows.iter().any(|e| e.site.is_some());
     html! {
         @if rows.is_empty() { p { "No events match." } } @else {
             div.scroll { table.events {
                 thead { tr {
-                    th scope="col" { "When" } th scope="col" { "Device" } th scope="col" { "Group" }
+                    th scope="col" { "When" }
+                    @if fleet { th scope="col" { "Location" } }
+                    th scope="col" { "Device" } th scope="col" { "Group" }
                     th scope="col" { "Site" } th scope="col" { "Category" } th scope="col" { "Times" }
                     th scope="col" { "Review" }
                 } }
                 tbody { @for e in rows {
                     tr {
                         td { a href=(format!("/events/{}", e.id)) { (when(&e.first_seen, tz)) } }
+                        @if fleet { td { (e.site.as_deref().unwrap_or("")) } }
                         td { (device(e)) }
                         td { (e.group) }
                         td { (e.name) }
@@ -427,6 +479,7 @@ pub(crate) fn event_detail(d: &Detail<'_>, org: &str, session: &Session) -> Mark
             @if d.saved { p.notice role="status" { "Your review was saved." } }
             dl.fields {
                 dt { "Event" } dd { (e.id) }
+                @if let Some(site) = &e.site { dt { "Location" } dd { (site) } }
                 dt { "First seen" } dd { (when(&e.first_seen, d.tz)) }
                 dt { "Last seen" } dd { (when(&e.last_seen, d.tz)) }
                 dt { "Times" } dd { (e.count) }

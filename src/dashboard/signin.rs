@@ -23,7 +23,6 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 
 use super::auth::{self, Attempt, CheckError, LOGIN_COOKIE, SESSION_COOKIE};
 use super::state::{cookie, form, login_page, redirect, Dashboard, PageError, PageResult};
-use crate::audit::records;
 use crate::config::Role;
 
 #[derive(serde::Deserialize)]
@@ -188,9 +187,9 @@ async fn record_signin(d: &Dashboard, user: &str, client: IpAddr, result: &'stat
     // The user name is as typed: cap it, so the record cannot be used to fill the disk.
     let user: String = user.chars().take(64).collect();
     let at = SystemTime::now();
-    let client = client.to_string();
     let written = d
-        .db(move |s| records::record_signin(s, at, &user, &client, result))
+        .backend
+        .record_signin(at, user, client.to_string(), result)
         .await;
     if let Err(error) = written {
         tracing::error!(?error, "could not record a sign-in");

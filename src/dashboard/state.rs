@@ -13,9 +13,12 @@ use maud::Markup;
 use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
 
 use super::auth::{self, Session, LOGIN_COOKIE, SESSION_COOKIE};
+use super::backend::{Backend, BackendError};
 use super::pages;
 use crate::audit::{AuditError, Store};
 use crate::engine::Engine;
+use crate::fleet::read::{Central, Scope};
+use crate::fleet::FleetError;
 use crate::metrics::Metrics;
 use crate::reload::Reloader;
 
@@ -32,7 +35,8 @@ pub enum DashboardError {
 pub struct Dashboard {
     pub(super) reloader: Arc<Reloader>,
     pub(super) metrics: Arc<Metrics>,
-    pub(super) store: Arc<Mutex<Store>>,
+    /// The events shown: this site's log, or every site's in the central store.
+    pub(super) backend: Backend,
     pub(super) sessions: auth::Sessions,
     pub(super) limiter: auth::LoginLimiter,
     /// Runs the Argon2 checks, a few at a time.
@@ -40,8 +44,6 @@ pub struct Dashboard {
     pub(super) signin_metrics: SigninMetrics,
     /// One allow-file edit (and its reload) at a time.
     pub(super) allow_edit: tokio::sync::Mutex<()>,
-    /// The audit database, which each export opens on its own connection.
-    pub(super) audit_path: std::path::PathBuf,
     /// Exports that may run at once ([`super::export`]).
     pub(super) exports: Arc<tokio::sync::Semaphore>,
 }
@@ -50,6 +52,28 @@ impl Dashboard {
     /// Open the dashboard's own connection to the audit database at `audit_path`.
     pub fn open(
         audit_path: &std::path::Path,
+        reloader: Arc<Reloader>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Dashboard, DashboardError> {
+        let backend = Backend::Site {
+            store: Arc::new(Mutex::new(Store::open_existing(audit_path)?)),
+            path: audit_path.to_path_buf(),
+        };
+        Dashboard::with_backend(backend, reloader, metrics)
+    }
+
+    /// The trust's fleet dashboard: every site's events from the central store, each
+    /// user seeing the sites their `[[users]] sites` names (every site without it).
+    pub fn fleet(
+        central: Arc<Central>,
+        reloader: Arc<Reloader>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Dashboard, DashboardError> {
+        Dashboard::with_backend(Backend::Fleet(central), reloader, metrics)
+    }
+
+    fn with_backend(
+        backend: Backend,
         reloader: Arc<Reloader>,
         metrics: Arc<Metrics>,
     ) -> Result<Dashboard, DashboardError> {
@@ -62,13 +86,12 @@ impl Dashboard {
         Ok(Dashboard {
             reloader,
             metrics,
-            store: Arc::new(Mutex::new(Store::open_existing(audit_path)?)),
+            backend,
             sessions: auth::Sessions::default(),
             limiter: auth::LoginLimiter::default(),
             checker,
             signin_metrics,
             allow_edit: tokio::sync::Mutex::new(()),
-            audit_path: audit_path.to_path_buf(),
             exports: super::export::slots(),
         })
     }
@@ -82,19 +105,27 @@ impl Dashboard {
         self.reloader.current()
     }
 
-    /// Run `f` on the audit database on a blocking thread.
+    /// Run `f` on this site's audit log on a blocking thread (not found on the fleet
+    /// dashboard, which has none).
     pub(super) async fn db<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Store) -> Result<T, AuditError> + Send + 'static,
     ) -> Result<T, PageError> {
-        let store = self.store.clone();
-        tokio::task::spawn_blocking(move || {
-            let store = crate::sync::lock(&store);
-            f(&store)
-        })
-        .await
-        .map_err(|e| PageError::Internal(format!("database task failed: {e}")))?
-        .map_err(PageError::from)
+        Ok(self.backend.db(f).await?)
+    }
+
+    /// The sites `session`'s user may see: those of their `[[users]] sites`, or all.
+    pub(super) fn scope(&self, session: &Session) -> Scope {
+        let engine = self.engine();
+        let user = engine
+            .config
+            .users
+            .iter()
+            .find(|u| *u.name.get_ref() == session.user);
+        match user.and_then(|u| u.sites.as_ref()) {
+            Some(sites) => Scope::Sites(sites.iter().map(|s| s.get_ref().clone()).collect()),
+            None => Scope::All,
+        }
     }
 
     /// The session the request's cookie names, if it is live.
@@ -135,6 +166,18 @@ impl From<AuditError> for PageError {
         match e {
             AuditError::NoSuchEvent(id) => PageError::NotFound(format!("There is no event {id}.")),
             AuditError::Invalid(message) => PageError::BadRequest(message),
+            other => PageError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<BackendError> for PageError {
+    fn from(e: BackendError) -> PageError {
+        match e {
+            BackendError::Audit(e) | BackendError::Fleet(FleetError::Audit(e)) => {
+                PageError::from(e)
+            }
+            BackendError::NotHere(message) => PageError::NotFound(message),
             other => PageError::Internal(other.to_string()),
         }
     }

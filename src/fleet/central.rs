@@ -15,7 +15,7 @@ use tokio_postgres::{Client, Transaction};
 
 use super::connect::Settings;
 use super::FleetError;
-use crate::audit::outbox::{Record, RecordTable, SealedRow, ShippedReview};
+use crate::audit::outbox::{CentralReview, Record, RecordTable, SealedRow, ShippedReview};
 
 /// Each step takes the central schema from version `index` to `index + 1`.
 const MIGRATIONS: &[&str] = &[
@@ -105,6 +105,44 @@ CREATE TABLE alert_deliveries (
     result      text NOT NULL,
     error       text,
     PRIMARY KEY (site, local_id)
+);
+"#,
+    // The fleet dashboard: an id per central row for its pages (a site's ids and seqs
+    // repeat across sites), the review state kept on the row (as the site keeps it), the
+    // longest span of any row (a `since` bound on last_seen reads first_seen from there),
+    // reviews written centrally (sent back to their site), and the dashboard's sign-ins.
+    r#"
+CREATE SEQUENCE event_ids;
+ALTER TABLE events ADD COLUMN id bigint NOT NULL DEFAULT nextval('event_ids');
+ALTER TABLE events ADD COLUMN reviewed boolean NOT NULL DEFAULT false;
+UPDATE events e SET reviewed = true
+    WHERE EXISTS (SELECT 1 FROM reviews r WHERE r.site = e.site AND r.event_seq = e.seq);
+CREATE INDEX events_id ON events (id);
+CREATE INDEX events_unreviewed ON events (at) WHERE purged = 0 AND NOT reviewed;
+ALTER TABLE sites ADD COLUMN max_span_ms bigint NOT NULL DEFAULT 0;
+UPDATE sites s SET max_span_ms = coalesce((SELECT max(extract(epoch FROM
+    (e.last_seen::timestamptz - e.at)) * 1000)::bigint FROM events e WHERE e.site = s.site), 0);
+CREATE TABLE central_reviews (
+    id          bigserial PRIMARY KEY,
+    site        text NOT NULL,
+    event_seq   bigint NOT NULL,
+    at          text NOT NULL,
+    by          text NOT NULL,
+    outcome     text NOT NULL,
+    note        text NOT NULL
+);
+CREATE INDEX central_reviews_event ON central_reviews (site, event_seq);
+CREATE INDEX central_reviews_site ON central_reviews (site, id);
+CREATE VIEW all_reviews AS
+    SELECT site, event_seq, at, by, outcome, note FROM reviews
+    UNION ALL
+    SELECT site, event_seq, at, by || ' (trust dashboard)', outcome, note FROM central_reviews;
+CREATE TABLE dashboard_signins (
+    id          bigserial PRIMARY KEY,
+    at          text NOT NULL,
+    "user"      text NOT NULL,
+    client_ip   text NOT NULL,
+    result      text NOT NULL
 );
 "#,
 ];
@@ -219,9 +257,10 @@ pub(crate) async fn store_batch(
         .await
         .map_err(failed)?
         .get(0);
+    let span = longest_span(rows, &at);
     let inserted = insert_rows(&tx, settings, rows, at).await?;
     if first.seq > head && inserted == rows.len() as u64 {
-        return finish_batch(tx, settings, first, last).await;
+        return finish_batch(tx, settings, first, last, span).await;
     }
     // Every position of the batch must now hold this site's row, whoever inserted it.
     let seqs: Vec<i64> = rows.iter().map(|r| r.seq).collect();
@@ -264,22 +303,37 @@ pub(crate) async fn store_batch(
             }
         }
     }
-    finish_batch(tx, settings, first, last).await
+    finish_batch(tx, settings, first, last, span).await
 }
 
-/// Move the site's central head to `last` and commit the batch `first..=last`.
+/// The longest `last_seen - first_seen` of `rows` (first seen at `at`), in ms.
+fn longest_span(rows: &[SealedRow], at: &[SystemTime]) -> i64 {
+    rows.iter()
+        .zip(at)
+        .filter_map(|(row, first)| {
+            let last = humantime::parse_rfc3339_weak(&row.last_seen).ok()?;
+            last.duration_since(*first).ok()
+        })
+        .map(|span| i64::try_from(span.as_millis()).unwrap_or(i64::MAX))
+        .max()
+        .unwrap_or(0)
+}
+
+/// Move the site's central head to `last` and commit the batch `first..=last`, whose
+/// longest row spans `span` ms.
 async fn finish_batch(
     tx: Transaction<'_>,
     settings: &Settings,
     first: &SealedRow,
     last: &SealedRow,
+    span: i64,
 ) -> Result<(), FleetError> {
     let failed = |e| settings.database_error(e);
     tx.execute(
         "UPDATE sites SET head_seq = greatest(head_seq, $2), \
-         head_hash = CASE WHEN $2 >= head_seq THEN $3 ELSE head_hash END, shipped_at = now() \
-         WHERE site = $1",
-        &[&settings.site, &last.seq, &last.hash],
+         head_hash = CASE WHEN $2 >= head_seq THEN $3 ELSE head_hash END, shipped_at = now(), \
+         max_span_ms = greatest(max_span_ms, $4) WHERE site = $1",
+        &[&settings.site, &last.seq, &last.hash, &span],
     )
     .await
     .map_err(failed)?;
@@ -451,16 +505,53 @@ pub(crate) async fn store_reviews(
             .map(pg_text)
             .collect::<Vec<_>>(),
     );
-    client
-        .execute(
-            "INSERT INTO reviews (site, local_id, event_seq, at, by, outcome, note) \
-             SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::text[], \
-             $5::text[], $6::text[], $7::text[]) ON CONFLICT DO NOTHING",
-            &[&site, &id, &seq, &at, &by, &outcome, &note],
+    let tx = client.transaction().await.map_err(failed)?;
+    tx.execute(
+        "INSERT INTO reviews (site, local_id, event_seq, at, by, outcome, note) \
+         SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::text[], \
+         $5::text[], $6::text[], $7::text[]) ON CONFLICT DO NOTHING",
+        &[&site, &id, &seq, &at, &by, &outcome, &note],
+    )
+    .await
+    .map_err(failed)?;
+    // The rows' review state, as the site's own log keeps it.
+    tx.execute(
+        "UPDATE events SET reviewed = true WHERE site = $1 AND seq = ANY($2) AND NOT reviewed",
+        &[&settings.site, &seq],
+    )
+    .await
+    .map_err(failed)?;
+    tx.commit().await.map_err(failed)
+}
+
+/// Up to `limit` reviews written on the trust's dashboard for this site's rows, after
+/// central id `after`, in id order: for the site to keep beside its own.
+pub(crate) async fn central_reviews_after(
+    client: &Client,
+    settings: &Settings,
+    after: i64,
+    limit: usize,
+) -> Result<Vec<CentralReview>, FleetError> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let rows = client
+        .query(
+            "SELECT id, event_seq, at, by || ' (trust dashboard)', outcome, note \
+             FROM central_reviews WHERE site = $1 AND id > $2 ORDER BY id LIMIT $3",
+            &[&settings.site, &after, &limit],
         )
         .await
-        .map_err(failed)?;
-    Ok(())
+        .map_err(|e| settings.database_error(e))?;
+    Ok(rows
+        .iter()
+        .map(|r| CentralReview {
+            id: r.get(0),
+            event_seq: r.get(1),
+            at: r.get(2),
+            by: r.get(3),
+            outcome: r.get(4),
+            note: r.get(5),
+        })
+        .collect())
 }
 
 /// `text` as PostgreSQL can hold it: its text type cannot hold a NUL character, which a

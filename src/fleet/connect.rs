@@ -15,6 +15,7 @@ use crate::config::{hosts_are_local, Config};
 /// `[fleet]`, ready to connect with.
 #[derive(Clone)]
 pub struct Settings {
+    /// This site's name (empty for the trust's own dashboard, which ships nothing).
     pub site: String,
     pub ship_interval: Duration,
     pub batch_rows: usize,
@@ -59,7 +60,11 @@ impl Settings {
             Some(Arc::new(client_tls(ca.as_deref())?))
         };
         Ok(Some(Settings {
-            site: fleet.site.get_ref().clone(),
+            site: fleet
+                .site
+                .as_ref()
+                .map(|s| s.get_ref().clone())
+                .unwrap_or_default(),
             ship_interval: fleet.ship_interval,
             batch_rows: *fleet.batch_rows.get_ref(),
             target: target(&postgres),

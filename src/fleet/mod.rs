@@ -6,6 +6,7 @@
 pub mod central;
 pub mod connect;
 mod error;
+pub mod read;
 pub mod ship;
 pub mod verify;
 

@@ -164,6 +164,7 @@ async fn ship_records(
     store: &Arc<std::sync::Mutex<Store>>,
 ) -> Result<(), FleetError> {
     ship_reviews(client, settings, store).await?;
+    take_central_reviews(client, settings, store).await?;
     let batch = settings.batch_rows;
     for table in RECORD_TABLES {
         loop {
@@ -199,6 +200,29 @@ async fn ship_reviews(
         central::store_reviews(client, settings, &reviews).await?;
         blocking(store, move |s| s.set_shipped_review(last)).await?;
         if reviews.len() < batch {
+            return Ok(());
+        }
+    }
+}
+
+/// Keep the reviews written on the trust's dashboard for this site's rows beside the
+/// site's own (so the site's lead sees them), after their own cursor.
+async fn take_central_reviews(
+    client: &tokio_postgres::Client,
+    settings: &Settings,
+    store: &Arc<std::sync::Mutex<Store>>,
+) -> Result<(), FleetError> {
+    let batch = settings.batch_rows;
+    loop {
+        let after = blocking(store, |s| s.central_review_cursor()).await?;
+        let reviews = central::central_reviews_after(client, settings, after, batch).await?;
+        let taken = reviews.len();
+        if taken == 0 {
+            return Ok(());
+        }
+        let added = blocking(store, move |s| s.add_central_reviews(&reviews)).await?;
+        tracing::debug!("fleet: {added} reviews from the trust's dashboard");
+        if taken < batch {
             return Ok(());
         }
     }

@@ -135,10 +135,23 @@ pub fn dashboard_config(dir: &std::path::Path, upstream: SocketAddr) -> std::pat
 
 /// Add a dashboard user with the real `warden user add`, the password on stdin.
 pub fn add_user(config: &std::path::Path, name: &str, role: &str, password: &str) {
+    add_user_of(config, name, role, password, &[]);
+}
+
+/// [`add_user`] bound to `sites` on the fleet dashboard (`--site` each).
+pub fn add_user_of(
+    config: &std::path::Path,
+    name: &str,
+    role: &str,
+    password: &str,
+    sites: &[&str],
+) {
     use std::io::Write;
     use std::process::{Command, Stdio};
     let mut child = Command::new(env!("CARGO_BIN_EXE_warden"))
-        .args(["user", "add", name, "--role", role, "--config"])
+        .args(["user", "add", name, "--role", role])
+        .args(sites.iter().flat_map(|s| ["--site", s]))
+        .arg("--config")
         .arg(config)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

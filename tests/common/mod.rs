@@ -460,6 +460,12 @@ fn read_log(
             if let Some(addr) = word_after("serving DNS on ") {
                 let _ = tx.send((addr, admin));
             }
+            // `warden fleet serve` answers no DNS: its dashboard's address stands for both.
+            if let Some(addr) = word_after("fleet dashboard on http://") {
+                let addr = addr.trim_end_matches('/').to_string();
+                admin = addr.parse::<SocketAddr>().ok();
+                let _ = tx.send((addr, admin));
+            }
             lines.lock().unwrap().push(line);
         }
     });
@@ -482,10 +488,17 @@ pub fn spawn_warden(config: &Path) -> (std::process::Child, SocketAddr) {
 
 /// Start the real `warden serve --config CONFIG` with extra environment variables.
 pub fn spawn_warden_full(config: &Path, env: &[(&str, &str)]) -> Spawned {
+    spawn_warden_command(&["serve"], config, env)
+}
+
+/// Start the real `warden COMMAND… --config CONFIG` (`serve`, or `fleet serve`: then
+/// `dns` is the dashboard's address too) with extra environment variables.
+pub fn spawn_warden_command(command: &[&str], config: &Path, env: &[(&str, &str)]) -> Spawned {
     use std::process::{Command, Stdio};
-    let mut command = Command::new(env!("CARGO_BIN_EXE_warden"));
-    command
-        .args(["serve", "--config", config.to_str().unwrap()])
+    let mut command_line = Command::new(env!("CARGO_BIN_EXE_warden"));
+    let command = command_line
+        .args(command)
+        .args(["--config", config.to_str().unwrap()])
         .env(
             "RUST_LOG",
             "debug,hickory_server=warn,hickory_proto=warn,hickory_resolver=warn,hickory_net=warn",

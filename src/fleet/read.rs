@@ -1,0 +1,516 @@
+//! The fleet dashboard's reads and writes on the central store: the same events, counts,
+//! reviews and overview figures a site's dashboard reads from its SQLite log, from every
+//! site's shipped rows, and each within a [`Scope`]: the sites the signed-in lead may
+//! see, a condition of every statement (a lead of one school asking for another's event
+//! by its id finds nothing, and nothing of it is ever counted or exported).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use chrono_tz::Tz;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, Row};
+
+use super::connect::Settings;
+use super::FleetError;
+use crate::audit::review::{self, EventRow, Filter, ReviewState, Total};
+use crate::audit::{rfc3339, AuditError};
+
+/// The sites a fleet dashboard user may see.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    /// A trust-wide lead or admin: every site.
+    All,
+    /// A lead bound to these sites (`[[users]] sites`).
+    Sites(Vec<String>),
+}
+
+/// A dashboard filter on the central store: a site's filter, and one site (the site
+/// filter of the events page).
+#[derive(Debug, Clone, Default)]
+pub struct CentralFilter {
+    pub filter: Filter,
+    pub site: Option<String>,
+}
+
+/// The dashboard's connection to the central store, made on first use and made again
+/// after it breaks (the database restarted, the network dropped).
+pub struct Central {
+    settings: Settings,
+    client: tokio::sync::Mutex<Option<Arc<Client>>>,
+}
+
+impl Central {
+    pub fn new(settings: Settings) -> Central {
+        Central {
+            settings,
+            client: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// Where the central store is (host, port, database), for messages.
+    pub fn target(&self) -> &str {
+        &self.settings.target
+    }
+
+    /// A live connection, migrated to this Warden's central schema.
+    async fn client(&self) -> Result<Arc<Client>, FleetError> {
+        let mut held = self.client.lock().await;
+        if let Some(client) = held.as_ref().filter(|c| !c.is_closed()) {
+            return Ok(client.clone());
+        }
+        let mut client = self.settings.connect().await?;
+        super::central::migrate(&mut client, &self.settings).await?;
+        let client = Arc::new(client);
+        *held = Some(client.clone());
+        Ok(client)
+    }
+
+    fn failed(&self, e: tokio_postgres::Error) -> FleetError {
+        self.settings.database_error(e)
+    }
+
+    /// Events matching `filter` within `scope`, newest first: at most `limit`, after
+    /// `filter.filter.before`.
+    pub async fn list(
+        &self,
+        scope: &Scope,
+        filter: &CentralFilter,
+        limit: u32,
+    ) -> Result<Vec<EventRow>, FleetError> {
+        let client = self.client().await?;
+        let mut params = Params::default();
+        let checks = conditions(&client, &self.settings, scope, filter, &mut params).await?;
+        let sql =
+            format!("{SELECT_EVENTS} WHERE {checks} ORDER BY e.at DESC, e.id DESC LIMIT {limit}");
+        let rows = client
+            .query(sql.as_str(), &params.refs())
+            .await
+            .map_err(|e| self.failed(e))?;
+        Ok(rows.iter().map(event_from_row).collect())
+    }
+
+    /// How many events match `filter` within `scope` (ignoring its cursor).
+    pub async fn count(&self, scope: &Scope, filter: &CentralFilter) -> Result<i64, FleetError> {
+        let client = self.client().await?;
+        let mut whole = filter.clone();
+        whole.filter.before = None;
+        let mut params = Params::default();
+        let checks = conditions(&client, &self.settings, scope, &whole, &mut params).await?;
+        let sql = format!("SELECT count(*) FROM events e WHERE {checks}");
+        let row = client
+            .query_one(sql.as_str(), &params.refs())
+            .await
+            .map_err(|e| self.failed(e))?;
+        Ok(row.get(0))
+    }
+
+    /// A page's count: exact up to [`review::PAGE_COUNT_CAP`], "more than" past it.
+    pub async fn page_total(
+        &self,
+        scope: &Scope,
+        filter: &CentralFilter,
+    ) -> Result<Total, FleetError> {
+        let client = self.client().await?;
+        let mut whole = filter.clone();
+        whole.filter.before = None;
+        let mut params = Params::default();
+        let checks = conditions(&client, &self.settings, scope, &whole, &mut params).await?;
+        let cap = review::PAGE_COUNT_CAP;
+        let sql = format!(
+            "SELECT count(*) FROM (SELECT 1 FROM events e WHERE {checks} LIMIT {}) AS n",
+            cap + 1
+        );
+        let n: i64 = client
+            .query_one(sql.as_str(), &params.refs())
+            .await
+            .map_err(|e| self.failed(e))?
+            .get(0);
+        Ok(if n > i64::from(cap) {
+            Total::MoreThan(i64::from(cap))
+        } else {
+            Total::Exact(n)
+        })
+    }
+
+    /// Blocks per (day in `tz`, category) since `since` (RFC 3339) within `scope`; a row
+    /// with several categories counts under each.
+    pub async fn daily_by_category(
+        &self,
+        scope: &Scope,
+        since: &str,
+        tz: Tz,
+    ) -> Result<Vec<(String, String, i64)>, FleetError> {
+        let client = self.client().await?;
+        let filter = since_filter(since);
+        let mut params = Params::default();
+        let checks = conditions(&client, &self.settings, scope, &filter, &mut params).await?;
+        let zone = params.push(tz.name().to_string());
+        let sql = format!(
+            "SELECT to_char(e.at AT TIME ZONE {zone}, 'YYYY-MM-DD'), e.categories, \
+             sum(e.count)::bigint FROM events e WHERE {checks} AND e.outcome = 'blocked' \
+             GROUP BY 1, 2"
+        );
+        let rows = client
+            .query(sql.as_str(), &params.refs())
+            .await
+            .map_err(|e| self.failed(e))?;
+        let mut out: BTreeMap<(String, String), i64> = BTreeMap::new();
+        for row in &rows {
+            let (day, set, n): (String, String, i64) = (row.get(0), row.get(1), row.get(2));
+            for category in set.split(',').filter(|c| !c.is_empty()) {
+                *out.entry((day.clone(), category.to_string())).or_default() += n;
+            }
+        }
+        Ok(out
+            .into_iter()
+            .filter(|(_, n)| *n != 0)
+            .map(|((d, c), n)| (d, c, n))
+            .collect())
+    }
+
+    /// Blocks since `since` within `scope`: the total, and the `limit` devices (per site)
+    /// with the most.
+    pub async fn blocks_and_devices(
+        &self,
+        scope: &Scope,
+        since: &str,
+        limit: i64,
+    ) -> Result<(i64, Vec<(String, i64)>), FleetError> {
+        let client = self.client().await?;
+        let filter = since_filter(since);
+        let mut params = Params::default();
+        let checks = conditions(&client, &self.settings, scope, &filter, &mut params).await?;
+        let sql = format!(
+            "SELECT e.site || ': ' || coalesce(e.device, e.client_ip), sum(e.count)::bigint \
+             FROM events e WHERE {checks} AND e.outcome = 'blocked' GROUP BY 1"
+        );
+        let rows = client
+            .query(sql.as_str(), &params.refs())
+            .await
+            .map_err(|e| self.failed(e))?;
+        let mut devices: Vec<(String, i64)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+        let total = devices.iter().map(|(_, n)| n).sum();
+        devices.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        devices.truncate(usize::try_from(limit).unwrap_or(0));
+        Ok((total, devices))
+    }
+
+    /// Every site in `scope` with its shipping state and its blocks since `since` per
+    /// category.
+    pub async fn sites(&self, scope: &Scope, since: &str) -> Result<Vec<SiteState>, FleetError> {
+        let client = self.client().await?;
+        let mut params = Params::default();
+        let only = scope_condition(scope, "s.site", &mut params);
+        let sql = format!(
+            "SELECT s.site, s.head_seq, s.shipped_at FROM sites s WHERE {only} ORDER BY s.site"
+        );
+        let rows = client
+            .query(sql.as_str(), &params.refs())
+            .await
+            .map_err(|e| self.failed(e))?;
+        let mut sites: Vec<SiteState> = rows
+            .iter()
+            .map(|r| SiteState {
+                site: r.get(0),
+                head_seq: r.get(1),
+                shipped_at: r.get::<_, Option<SystemTime>>(2).map(rfc3339),
+                blocks: Vec::new(),
+            })
+            .collect();
+        let filter = since_filter(since);
+        let mut params = Params::default();
+        let checks = conditions(&client, &self.settings, scope, &filter, &mut params).await?;
+        let sql = format!(
+            "SELECT e.site, e.categories, sum(e.count)::bigint FROM events e \
+             WHERE {checks} AND e.outcome = 'blocked' GROUP BY 1, 2"
+        );
+        let rows = client
+            .query(sql.as_str(), &params.refs())
+            .await
+            .map_err(|e| self.failed(e))?;
+        let mut per_site: HashMap<String, BTreeMap<String, i64>> = HashMap::new();
+        for row in &rows {
+            let (site, set, n): (String, String, i64) = (row.get(0), row.get(1), row.get(2));
+            let categories = per_site.entry(site).or_default();
+            for category in set.split(',').filter(|c| !c.is_empty()) {
+                *categories.entry(category.to_string()).or_default() += n;
+            }
+        }
+        for site in &mut sites {
+            if let Some(categories) = per_site.remove(&site.site) {
+                site.blocks = categories.into_iter().collect();
+                site.blocks
+                    .sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+            }
+        }
+        Ok(sites)
+    }
+
+    /// Every site's name, in order.
+    pub async fn site_names(&self) -> Result<Vec<String>, FleetError> {
+        let client = self.client().await?;
+        let rows = client
+            .query("SELECT site FROM sites ORDER BY site", &[])
+            .await
+            .map_err(|e| self.failed(e))?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    /// Event `id` if `scope` sees it (else [`AuditError::NoSuchEvent`], as for an id that
+    /// does not exist: a lead learns nothing of another site's rows), with every review
+    /// of it, oldest first.
+    pub async fn get(
+        &self,
+        scope: &Scope,
+        id: i64,
+    ) -> Result<(EventRow, Vec<ReviewState>), FleetError> {
+        let client = self.client().await?;
+        let mut params = Params::default();
+        let only = scope_condition(scope, "e.site", &mut params);
+        let wanted = params.push(id);
+        let sql = format!("{SELECT_EVENTS} WHERE e.id = {wanted} AND e.purged = 0 AND {only}");
+        let rows = client
+            .query(sql.as_str(), &params.refs())
+            .await
+            .map_err(|e| self.failed(e))?;
+        let event = rows
+            .first()
+            .map(event_from_row)
+            .ok_or(FleetError::Audit(AuditError::NoSuchEvent(id)))?;
+        let site = event.site.clone().unwrap_or_default();
+        let seq = event.seq.unwrap_or(0);
+        let reviews = client
+            .query(
+                "SELECT outcome, by, at, note FROM all_reviews \
+                 WHERE site = $1 AND event_seq = $2 ORDER BY at",
+                &[&site, &seq],
+            )
+            .await
+            .map_err(|e| self.failed(e))?
+            .iter()
+            .map(|r| ReviewState {
+                outcome: r.get(0),
+                by: r.get(1),
+                at: r.get(2),
+                note: r.get(3),
+            })
+            .collect();
+        Ok((event, reviews))
+    }
+
+    /// Review event `id` (if `scope` sees it) as `by`: kept centrally and sent back to
+    /// its site by the site's shipper. The same checks as a site's own review.
+    pub async fn add_review(
+        &self,
+        scope: &Scope,
+        id: i64,
+        outcome: &str,
+        note: &str,
+        by: &str,
+        now: SystemTime,
+    ) -> Result<i64, FleetError> {
+        review::check_review(outcome, note)?;
+        let (event, _) = self.get(scope, id).await?;
+        let (site, seq) = (event.site.unwrap_or_default(), event.seq.unwrap_or(0));
+        let client = self.client().await?;
+        let at = rfc3339(now);
+        let row = client
+            .query_one(
+                "WITH review AS (INSERT INTO central_reviews (site, event_seq, at, by, outcome, note) \
+                 VALUES ($1, $2, $3, $4, $5, $6) RETURNING id), \
+                 marked AS (UPDATE events SET reviewed = true \
+                 WHERE site = $1 AND seq = $2 AND NOT reviewed) \
+                 SELECT id FROM review",
+                &[&site, &seq, &at, &by, &outcome, &note],
+            )
+            .await
+            .map_err(|e| self.failed(e))?;
+        Ok(row.get(0))
+    }
+
+    /// Record a sign-in attempt on the fleet dashboard.
+    pub async fn record_signin(
+        &self,
+        at: &str,
+        user: &str,
+        client_ip: &str,
+        result: &str,
+    ) -> Result<(), FleetError> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "INSERT INTO dashboard_signins (at, \"user\", client_ip, result) \
+                 VALUES ($1, $2, $3, $4)",
+                &[
+                    &at,
+                    &super::central::pg_text(user.to_string()),
+                    &client_ip,
+                    &result,
+                ],
+            )
+            .await
+            .map_err(|e| self.failed(e))?;
+        Ok(())
+    }
+}
+
+/// A site as the fleet overview shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SiteState {
+    pub site: String,
+    /// The last chain position shipped.
+    pub head_seq: i64,
+    /// When it last shipped a batch (RFC 3339).
+    pub shipped_at: Option<String>,
+    /// Blocks in the period per category, most first.
+    pub blocks: Vec<(String, i64)>,
+}
+
+fn since_filter(since: &str) -> CentralFilter {
+    CentralFilter {
+        filter: Filter {
+            since: Some(since.to_string()),
+            ..Filter::default()
+        },
+        site: None,
+    }
+}
+
+const SELECT_EVENTS: &str = "SELECT e.id, e.site, e.seq, e.first_seen, e.last_seen, e.count, \
+    e.client_ip, e.device, e.grp, e.name, e.qtype, e.categories, e.locked, e.list, e.line, \
+    e.rule, e.response, e.cname, e.outcome, e.hash, e.salt, r.outcome, r.by, r.at, r.note, \
+    CASE WHEN e.seq = 1 THEN repeat('0', 64) ELSE \
+      (SELECT p.hash FROM events p WHERE p.site = e.site AND p.seq = e.seq - 1 LIMIT 1) END \
+    FROM events e LEFT JOIN LATERAL (SELECT a.outcome, a.by, a.at, a.note FROM all_reviews a \
+      WHERE a.site = e.site AND a.event_seq = e.seq ORDER BY a.at DESC LIMIT 1) r \
+      ON e.reviewed";
+
+fn event_from_row(row: &Row) -> EventRow {
+    let review_outcome: Option<String> = row.get(21);
+    EventRow {
+        id: row.get(0),
+        site: Some(row.get(1)),
+        seq: Some(row.get(2)),
+        first_seen: row.get(3),
+        last_seen: row.get(4),
+        count: row.get(5),
+        client_ip: row.get(6),
+        device: row.get(7),
+        group: row.get(8),
+        name: row.get(9),
+        qtype: row.get(10),
+        categories: row.get(11),
+        locked: row.get::<_, i64>(12) != 0,
+        list: row.get(13),
+        line: row.get(14),
+        rule: row.get(15),
+        response: row.get(16),
+        cname: row.get(17),
+        outcome: row.get(18),
+        hash: Some(row.get(19)),
+        salt: row.get(20),
+        prev_hash: row.get(25),
+        review: review_outcome.map(|outcome| ReviewState {
+            outcome,
+            by: row.get(22),
+            at: row.get(23),
+            note: row.get(24),
+        }),
+    }
+}
+
+/// Numbered parameters: each value pushed becomes `$N`.
+#[derive(Default)]
+struct Params(Vec<Box<dyn ToSql + Sync + Send>>);
+
+impl Params {
+    fn push(&mut self, value: impl ToSql + Sync + Send + 'static) -> String {
+        self.0.push(Box::new(value));
+        format!("${}", self.0.len())
+    }
+
+    fn refs(&self) -> Vec<&(dyn ToSql + Sync)> {
+        self.0
+            .iter()
+            .map(|v| v.as_ref() as &(dyn ToSql + Sync))
+            .collect()
+    }
+}
+
+/// `column` within `scope`: `true` for every site.
+fn scope_condition(scope: &Scope, column: &str, params: &mut Params) -> String {
+    match scope {
+        Scope::All => "true".to_string(),
+        Scope::Sites(sites) => format!("{column} = ANY({}::text[])", params.push(sites.clone())),
+    }
+}
+
+/// The conditions on `events e` of `filter` within `scope` (purged rows never match).
+async fn conditions(
+    client: &Client,
+    settings: &Settings,
+    scope: &Scope,
+    filter: &CentralFilter,
+    params: &mut Params,
+) -> Result<String, FleetError> {
+    let mut checks = vec![
+        "e.purged = 0".to_string(),
+        scope_condition(scope, "e.site", params),
+    ];
+    if let Some(site) = &filter.site {
+        checks.push(format!("e.site = {}", params.push(site.clone())));
+    }
+    let f = &filter.filter;
+    if let Some(since) = &f.since {
+        // A bound on last_seen, read from first_seen (the partition key) widened by the
+        // longest span any site has shipped.
+        let span: i64 = client
+            .query_one("SELECT coalesce(max(max_span_ms), 0) FROM sites", &[])
+            .await
+            .map_err(|e| settings.database_error(e))?
+            .get(0);
+        let from = crate::audit::select::earlier_by(since, span);
+        checks.push(format!("e.last_seen >= {}", params.push(since.clone())));
+        if !from.is_empty() {
+            checks.push(format!("e.at >= {}::text::timestamptz", params.push(from)));
+        }
+    }
+    if let Some(until) = &f.until {
+        checks.push(format!(
+            "e.at < {}::text::timestamptz",
+            params.push(until.clone())
+        ));
+    }
+    if let Some((first_seen, id)) = &f.before {
+        let (t, i) = (params.push(first_seen.clone()), params.push(*id));
+        checks.push(format!("(e.at, e.id) < ({t}::text::timestamptz, {i})"));
+    }
+    if let Some(client_text) = &f.client {
+        let c = params.push(client_text.clone());
+        checks.push(format!("(e.client_ip = {c} OR e.device = {c})"));
+    }
+    if let Some(group) = &f.group {
+        checks.push(format!("e.grp = {}", params.push(group.clone())));
+    }
+    if let Some(category) = &f.category {
+        checks.push(format!(
+            "{} = ANY(string_to_array(e.categories, ','))",
+            params.push(category.clone())
+        ));
+    }
+    if !f.any_category.is_empty() {
+        checks.push(format!(
+            "string_to_array(e.categories, ',') && {}::text[]",
+            params.push(f.any_category.clone())
+        ));
+    }
+    if f.unreviewed {
+        checks.push("NOT e.reviewed".to_string());
+    }
+    if f.reviewed {
+        checks.push("e.reviewed".to_string());
+    }
+    Ok(checks.join(" AND "))
+}
