@@ -3,7 +3,8 @@
 //! site's shipped rows from PostgreSQL, each user scoped to their `[[users]] sites`. It
 //! reads the same kind of config file as a site (categories, `[[users]]`, `[dashboard]`,
 //! `[admin] listen`, `[fleet] database`); `[fleet] site` is not needed, and nothing is
-//! shipped or answered.
+//! shipped or answered. It also runs the central store's retention
+//! ([`crate::fleet::retention`]) by the config's `[audit]` rules.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -15,6 +16,7 @@ use arc_swap::ArcSwap;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin;
+use crate::audit::Retention;
 use crate::engine::Engine;
 use crate::fleet::read::Central;
 use crate::metrics::Metrics;
@@ -56,7 +58,7 @@ async fn serve(path: &Path, engine: Engine, metrics: Arc<Metrics>) -> Result<()>
     let signal = shutdown_signal()?;
     let shared = Arc::new(ArcSwap::from_pointee(engine));
     let reloader = Arc::new(Reloader::new(path, shared).with_metrics(metrics.clone()));
-    let central = Arc::new(Central::new(settings));
+    let central = Arc::new(Central::new(settings.clone()));
     let target = central.target().to_string();
     let dashboard = crate::dashboard::Dashboard::fleet(central, reloader.clone(), metrics.clone())
         .context("starting the fleet dashboard")?;
@@ -82,6 +84,12 @@ async fn serve(path: &Path, engine: Engine, metrics: Arc<Metrics>) -> Result<()>
     if config.users.is_empty() {
         tracing::warn!("no [[users]] yet: add one with `warden user add NAME --role lead`");
     }
+    let rules = reloader.clone();
+    tokio::spawn(crate::fleet::retention::run(
+        settings,
+        move || Retention::from_config(&rules.current().config.audit),
+        stop.clone(),
+    ));
     let reload_stop = reloader.stop_token();
     spawn_reload_triggers(&config, reloader, metrics, stop.clone())?;
     tokio::spawn(stop_on(signal, stop, reload_stop));

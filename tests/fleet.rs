@@ -42,6 +42,13 @@ impl Site {
 
     /// The same with the database at `url` and `extra` lines in `[fleet]`.
     fn with(name: &str, batch_rows: usize, url: &str, extra: &str) -> Site {
+        let mut site = Site::configure(name, batch_rows, url, extra);
+        site.run();
+        site
+    }
+
+    /// [`Site::with`], not started yet.
+    fn configure(name: &str, batch_rows: usize, url: &str, extra: &str) -> Site {
         let dir = tempfile::tempdir().expect("a folder");
         // Blocked names are answered without an upstream; this one never answers.
         let upstream: SocketAddr = "127.0.0.1:9".parse().expect("an address");
@@ -56,7 +63,7 @@ impl Site {
         ));
         std::fs::write(&config, text).expect("config");
         common::dashboard::add_user(&config, "lead", "lead", LEAD_PASSWORD);
-        let mut site = Site {
+        Site {
             name: name.to_string(),
             dir,
             config,
@@ -64,9 +71,7 @@ impl Site {
             dns: upstream,
             admin: None,
             log: Default::default(),
-        };
-        site.run();
-        site
+        }
     }
 
     fn run(&mut self) {
@@ -809,13 +814,18 @@ struct FleetDashboard {
 
 impl FleetDashboard {
     fn start(pg: &Postgres, users: &[(&str, &[&str])]) -> FleetDashboard {
+        FleetDashboard::with(pg, users, "")
+    }
+
+    /// [`FleetDashboard::start`] with `extra` lines at the end of its config.
+    fn with(pg: &Postgres, users: &[(&str, &[&str])], extra: &str) -> FleetDashboard {
         let dir = tempfile::tempdir().expect("a folder");
         let upstream: SocketAddr = "127.0.0.1:9".parse().expect("an address");
         let config = common::write_config(dir.path(), upstream, "");
         std::fs::write(dir.path().join("pg.pw"), format!("{PASSWORD}\n")).expect("password");
         let mut text = std::fs::read_to_string(&config).expect("config");
         text.push_str(&format!(
-            "[fleet]\ndatabase = \"{}\"\npassword_file = \"pg.pw\"\n",
+            "[fleet]\ndatabase = \"{}\"\npassword_file = \"pg.pw\"\n{extra}",
             pg.url()
         ));
         std::fs::write(&config, text).expect("config");
@@ -976,4 +986,104 @@ fn the_fleet_dashboard_scopes_each_lead_and_shares_reviews_with_the_sites() {
         pg.sql("SELECT count(*) FROM reviews WHERE site = 'elm'"),
         "1"
     );
+}
+
+/// A sealed log of blocks by (days ago, categories, name), each from its own device,
+/// through Warden's own write path.
+fn old_log(path: &Path, rows: &[(u64, &str, &str)]) {
+    use warden::audit::synthetic::SyntheticWriter;
+    use warden::audit::{Event, Outcome};
+    let now = std::time::SystemTime::now();
+    let mut writer = SyntheticWriter::open(path, Duration::from_secs(1)).expect("a log");
+    let events = rows
+        .iter()
+        .enumerate()
+        .map(|(i, (days, categories, name))| {
+            let time = now - Duration::from_secs(days * 86_400 + i as u64);
+            let event = Event {
+                time,
+                client: std::net::IpAddr::from([10, 0, 0, i as u8 + 1]),
+                device: Some(format!("laptop-{i}")),
+                group: "default".into(),
+                name: name.to_string(),
+                qtype: "A".into(),
+                categories: categories.to_string(),
+                locked: *categories == "terrorism",
+                list: "adult".into(),
+                line: 1,
+                rule: name.to_string(),
+                response: "nxdomain".into(),
+                cname: None,
+                outcome: Outcome::Blocked,
+            };
+            (event, 1, time)
+        })
+        .collect();
+    writer.write(events, now).expect("written");
+    writer.seal().expect("sealed");
+}
+
+/// Central retention by the trust's rules (`adult` kept 30 days, the rest a year): the
+/// shipped adult rows older than 30 days lose their personal columns (client, device,
+/// name) and only they; the chain still verifies; the fleet dashboard no longer shows
+/// them; sign-ins past the default retention are deleted.
+#[test]
+fn central_retention_purges_by_category_and_the_chain_still_verifies() {
+    let pg = Postgres::start();
+    let mut site = Site::configure("ash", 500, &pg.url(), "");
+    let rows = [
+        (40, "adult", "old0.blocked.test"),
+        (40, "adult", "old1.blocked.test"),
+        (35, "adult,terrorism", "both.blocked.test"),
+        (40, "terrorism", "kept.locked.test"),
+        (10, "adult", "recent.blocked.test"),
+    ];
+    old_log(&site.audit(), &rows);
+    site.run();
+    wait_until(
+        "the old log is central",
+        || central(&pg, "ash"),
+        |c| c.0 == 5,
+    );
+    pg.sql(
+        "INSERT INTO signins (site, local_id, at, \"user\", client_ip, result) VALUES \
+         ('ash', 100, '2025-01-01T00:00:00.000Z', 'lead', '10.0.0.9', 'ok')",
+    );
+    let fleet = FleetDashboard::with(
+        &pg,
+        &[("trust", &[])],
+        "[audit]\nretention_days = 365\nretention_days_by_category = { adult = 30 }\n",
+    );
+    let names = || {
+        pg.sql(
+            "SELECT string_agg(name || ':' || purged || ':' || client_ip || ':' || \
+             coalesce(device, '-'), ' ' ORDER BY seq) FROM events WHERE site = 'ash'",
+        )
+    };
+    let after = wait_until(
+        "the adult rows past 30 days are purged centrally",
+        names,
+        |n| n.matches(":1:").count() == 2,
+    );
+    assert!(
+        after.contains("both.blocked.test:0:")
+            && after.contains("kept.locked.test:0:")
+            && after.contains("recent.blocked.test:0:"),
+        "only the due rows: {after}"
+    );
+    assert!(
+        !after.contains("old0") && !after.contains("old1"),
+        "{after}"
+    );
+    assert_eq!(
+        pg.sql("SELECT count(*) FROM signins WHERE local_id = 100"),
+        "0"
+    );
+    let trust = Lead::sign_in(fleet.addr, "trust");
+    let listed = trust.get("/events").body;
+    assert!(listed.contains("recent.blocked.test") && !listed.contains("old0"));
+    let (status, out) = fleet_verify(&site.config);
+    assert_eq!(status, 0, "{out}");
+    assert!(out.contains("site ash: intact (5 rows)"), "{out}");
+    site.stop();
 }

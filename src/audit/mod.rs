@@ -55,7 +55,7 @@ use std::time::SystemTime;
 use arc_swap::ArcSwap;
 use dashmap::DashMap;
 
-pub use store::{AuditError, Store};
+pub use store::{AuditError, Retention, Store};
 pub use writer::Writer;
 
 /// What happened to the query.

@@ -43,15 +43,13 @@ impl SealedRow {
         let personal = if self.purged != 0 {
             self.personal.clone().unwrap_or_default()
         } else {
-            let cells = [
-                Cell::Maybe(self.salt.as_deref()),
-                Cell::Text(&self.client_ip),
-                Cell::Maybe(self.device.as_deref()),
-                Cell::Text(&self.name),
-                Cell::Maybe(self.cname.as_deref()),
-            ];
-            use sha2::Digest;
-            hex::encode(sha2::Sha256::digest(joined(&cells).as_bytes()))
+            personal_digest(
+                self.salt.as_deref(),
+                &self.client_ip,
+                self.device.as_deref(),
+                &self.name,
+                self.cname.as_deref(),
+            )
         };
         let public = [
             Cell::Text(&self.first_seen),
@@ -83,6 +81,26 @@ pub fn genesis() -> String {
 }
 
 /// A column value as the canonical form writes it.
+/// The digest of a row's personal columns, as the chain hashes them (and as a purge
+/// keeps it when the columns are deleted).
+pub fn personal_digest(
+    salt: Option<&str>,
+    client_ip: &str,
+    device: Option<&str>,
+    name: &str,
+    cname: Option<&str>,
+) -> String {
+    let cells = [
+        Cell::Maybe(salt),
+        Cell::Text(client_ip),
+        Cell::Maybe(device),
+        Cell::Text(name),
+        Cell::Maybe(cname),
+    ];
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(joined(&cells).as_bytes()))
+}
+
 enum Cell<'a> {
     Text(&'a str),
     Maybe(Option<&'a str>),

@@ -118,6 +118,10 @@ ALTER TABLE events ADD COLUMN reviewed boolean NOT NULL DEFAULT false;
 UPDATE events e SET reviewed = true
     WHERE EXISTS (SELECT 1 FROM reviews r WHERE r.site = e.site AND r.event_seq = e.seq);
 CREATE INDEX events_id ON events (id);
+DROP INDEX events_categories_at;
+CREATE INDEX events_live_categories ON events (categories, at) WHERE purged = 0;
+CREATE TABLE category_sets (categories text PRIMARY KEY);
+INSERT INTO category_sets SELECT DISTINCT categories FROM events;
 CREATE INDEX events_unreviewed ON events (at) WHERE purged = 0 AND NOT reviewed;
 ALTER TABLE sites ADD COLUMN max_span_ms bigint NOT NULL DEFAULT 0;
 UPDATE sites s SET max_span_ms = coalesce((SELECT max(extract(epoch FROM
@@ -259,6 +263,7 @@ pub(crate) async fn store_batch(
         .get(0);
     let span = longest_span(rows, &at);
     let inserted = insert_rows(&tx, settings, rows, at).await?;
+    note_category_sets(&tx, settings, rows).await?;
     if first.seq > head && inserted == rows.len() as u64 {
         return finish_batch(tx, settings, first, last, span).await;
     }
@@ -304,6 +309,24 @@ pub(crate) async fn store_batch(
         }
     }
     finish_batch(tx, settings, first, last, span).await
+}
+
+/// Keep the list of category sets the central retention walks (one index range each).
+async fn note_category_sets(
+    tx: &Transaction<'_>,
+    settings: &Settings,
+    rows: &[SealedRow],
+) -> Result<(), FleetError> {
+    let mut sets: Vec<&str> = rows.iter().map(|r| r.categories.as_str()).collect();
+    sets.sort_unstable();
+    sets.dedup();
+    tx.execute(
+        "INSERT INTO category_sets SELECT unnest($1::text[]) ON CONFLICT DO NOTHING",
+        &[&sets],
+    )
+    .await
+    .map_err(|e| settings.database_error(e))?;
+    Ok(())
 }
 
 /// The longest `last_seen - first_seen` of `rows` (first seen at `at`), in ms.

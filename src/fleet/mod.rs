@@ -7,6 +7,7 @@ pub mod central;
 pub mod connect;
 mod error;
 pub mod read;
+pub mod retention;
 pub mod ship;
 pub mod verify;
 
