@@ -81,9 +81,28 @@ impl Central {
     ) -> Result<Vec<EventRow>, FleetError> {
         let client = self.client().await?;
         let mut params = Params::default();
-        let checks = conditions(&client, &self.settings, scope, filter, &mut params).await?;
-        let sql =
-            format!("{SELECT_EVENTS} WHERE {checks} ORDER BY e.at DESC, e.id DESC LIMIT {limit}");
+        let c = conditions(&client, &self.settings, scope, filter, &mut params).await?;
+        let order = format!("ORDER BY e.at DESC, e.id DESC LIMIT {limit}");
+        // Each category set read newest first along its own index range, and only the
+        // page's rows of each merged: no sort of every row of a category.
+        let page = match &c.sets {
+            None => format!("SELECT * FROM events e WHERE {} {order}", c.checks),
+            Some(sets) if sets.is_empty() => return Ok(Vec::new()),
+            Some(sets) => {
+                let arms: Vec<String> = sets
+                    .iter()
+                    .map(|set| {
+                        format!(
+                            "(SELECT * FROM events e WHERE {} AND e.categories = {} {order})",
+                            c.checks,
+                            params.push(set.clone())
+                        )
+                    })
+                    .collect();
+                format!("SELECT * FROM ({}) e {order}", arms.join(" UNION ALL "))
+            }
+        };
+        let sql = format!("{SELECT_EVENTS} FROM ({page}) e {LATEST_REVIEW} {order}");
         let rows = client
             .query(sql.as_str(), &params.refs())
             .await
@@ -97,8 +116,8 @@ impl Central {
         let mut whole = filter.clone();
         whole.filter.before = None;
         let mut params = Params::default();
-        let checks = conditions(&client, &self.settings, scope, &whole, &mut params).await?;
-        let sql = format!("SELECT count(*) FROM events e WHERE {checks}");
+        let c = conditions(&client, &self.settings, scope, &whole, &mut params).await?;
+        let sql = format!("SELECT count(*) FROM events e WHERE {}", c.all(&mut params));
         let row = client
             .query_one(sql.as_str(), &params.refs())
             .await
@@ -116,10 +135,11 @@ impl Central {
         let mut whole = filter.clone();
         whole.filter.before = None;
         let mut params = Params::default();
-        let checks = conditions(&client, &self.settings, scope, &whole, &mut params).await?;
+        let c = conditions(&client, &self.settings, scope, &whole, &mut params).await?;
         let cap = review::PAGE_COUNT_CAP;
         let sql = format!(
-            "SELECT count(*) FROM (SELECT 1 FROM events e WHERE {checks} LIMIT {}) AS n",
+            "SELECT count(*) FROM (SELECT 1 FROM events e WHERE {} LIMIT {}) AS n",
+            c.all(&mut params),
             cap + 1
         );
         let n: i64 = client
@@ -145,7 +165,9 @@ impl Central {
         let client = self.client().await?;
         let filter = since_filter(since);
         let mut params = Params::default();
-        let checks = conditions(&client, &self.settings, scope, &filter, &mut params).await?;
+        let checks = conditions(&client, &self.settings, scope, &filter, &mut params)
+            .await?
+            .all(&mut params);
         let zone = params.push(tz.name().to_string());
         let sql = format!(
             "SELECT to_char(e.at AT TIME ZONE {zone}, 'YYYY-MM-DD'), e.categories, \
@@ -181,7 +203,9 @@ impl Central {
         let client = self.client().await?;
         let filter = since_filter(since);
         let mut params = Params::default();
-        let checks = conditions(&client, &self.settings, scope, &filter, &mut params).await?;
+        let checks = conditions(&client, &self.settings, scope, &filter, &mut params)
+            .await?
+            .all(&mut params);
         let sql = format!(
             "SELECT e.site || ': ' || coalesce(e.device, e.client_ip), sum(e.count)::bigint \
              FROM events e WHERE {checks} AND e.outcome = 'blocked' GROUP BY 1"
@@ -221,7 +245,9 @@ impl Central {
             .collect();
         let filter = since_filter(since);
         let mut params = Params::default();
-        let checks = conditions(&client, &self.settings, scope, &filter, &mut params).await?;
+        let checks = conditions(&client, &self.settings, scope, &filter, &mut params)
+            .await?
+            .all(&mut params);
         let sql = format!(
             "SELECT e.site, e.categories, sum(e.count)::bigint FROM events e \
              WHERE {checks} AND e.outcome = 'blocked' GROUP BY 1, 2"
@@ -270,7 +296,10 @@ impl Central {
         let mut params = Params::default();
         let only = scope_condition(scope, "e.site", &mut params);
         let wanted = params.push(id);
-        let sql = format!("{SELECT_EVENTS} WHERE e.id = {wanted} AND e.purged = 0 AND {only}");
+        let sql = format!(
+            "{SELECT_EVENTS} FROM events e {LATEST_REVIEW} \
+             WHERE e.id = {wanted} AND e.purged = 0 AND {only}"
+        );
         let rows = client
             .query(sql.as_str(), &params.refs())
             .await
@@ -378,14 +407,17 @@ fn since_filter(since: &str) -> CentralFilter {
     }
 }
 
+/// The columns of [`event_from_row`], from rows `e` joined with [`LATEST_REVIEW`] `r`.
 const SELECT_EVENTS: &str = "SELECT e.id, e.site, e.seq, e.first_seen, e.last_seen, e.count, \
     e.client_ip, e.device, e.grp, e.name, e.qtype, e.categories, e.locked, e.list, e.line, \
     e.rule, e.response, e.cname, e.outcome, e.hash, e.salt, r.outcome, r.by, r.at, r.note, \
     CASE WHEN e.seq = 1 THEN repeat('0', 64) ELSE \
-      (SELECT p.hash FROM events p WHERE p.site = e.site AND p.seq = e.seq - 1 LIMIT 1) END \
-    FROM events e LEFT JOIN LATERAL (SELECT a.outcome, a.by, a.at, a.note FROM all_reviews a \
-      WHERE a.site = e.site AND a.event_seq = e.seq ORDER BY a.at DESC LIMIT 1) r \
-      ON e.reviewed";
+      (SELECT p.hash FROM events p WHERE p.site = e.site AND p.seq = e.seq - 1 LIMIT 1) END";
+
+/// Each row's latest review, if it has one.
+const LATEST_REVIEW: &str = "LEFT JOIN LATERAL (SELECT a.outcome, a.by, a.at, a.note \
+    FROM all_reviews a WHERE a.site = e.site AND a.event_seq = e.seq ORDER BY a.at DESC \
+    LIMIT 1) r ON e.reviewed";
 
 fn event_from_row(row: &Row) -> EventRow {
     let review_outcome: Option<String> = row.get(21);
@@ -448,13 +480,36 @@ fn scope_condition(scope: &Scope, column: &str, params: &mut Params) -> String {
 }
 
 /// The conditions on `events e` of `filter` within `scope` (purged rows never match).
+/// A category term becomes the category sets that pass it (`category_sets`), one range
+/// each of `events_live_categories`: [`Conditions::all`] asks for any of them,
+/// [`Central::list`] reads each in order.
+struct Conditions {
+    checks: String,
+    /// The category sets a row may have; `None` for any.
+    sets: Option<Vec<String>>,
+}
+
+impl Conditions {
+    /// Every condition, the sets included, for statements that need no order.
+    fn all(&self, params: &mut Params) -> String {
+        match &self.sets {
+            None => self.checks.clone(),
+            Some(sets) => format!(
+                "{} AND e.categories = ANY({}::text[])",
+                self.checks,
+                params.push(sets.clone())
+            ),
+        }
+    }
+}
+
 async fn conditions(
     client: &Client,
     settings: &Settings,
     scope: &Scope,
     filter: &CentralFilter,
     params: &mut Params,
-) -> Result<String, FleetError> {
+) -> Result<Conditions, FleetError> {
     let mut checks = vec![
         "e.purged = 0".to_string(),
         scope_condition(scope, "e.site", params),
@@ -494,23 +549,27 @@ async fn conditions(
     if let Some(group) = &f.group {
         checks.push(format!("e.grp = {}", params.push(group.clone())));
     }
-    if let Some(category) = &f.category {
-        checks.push(format!(
-            "{} = ANY(string_to_array(e.categories, ','))",
-            params.push(category.clone())
-        ));
-    }
-    if !f.any_category.is_empty() {
-        checks.push(format!(
-            "string_to_array(e.categories, ',') && {}::text[]",
-            params.push(f.any_category.clone())
-        ));
-    }
     if f.unreviewed {
         checks.push("NOT e.reviewed".to_string());
     }
     if f.reviewed {
         checks.push("e.reviewed".to_string());
     }
-    Ok(checks.join(" AND "))
+    let sets = match f.category.is_some() || !f.any_category.is_empty() {
+        false => None,
+        true => Some(
+            client
+                .query("SELECT categories FROM category_sets ORDER BY categories", &[])
+                .await
+                .map_err(|e| settings.database_error(e))?
+                .iter()
+                .map(|r| r.get::<_, String>(0))
+                .filter(|set| crate::audit::select::set_matches(set, f))
+                .collect(),
+        ),
+    };
+    Ok(Conditions {
+        checks: checks.join(" AND "),
+        sets,
+    })
 }

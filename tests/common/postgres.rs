@@ -233,6 +233,16 @@ impl Postgres {
         self.psql(DATABASE, sql)
     }
 
+    /// Run `sql` as the superuser in the `postgres` database (server settings).
+    pub fn superuser(&self, sql: &str) -> String {
+        self.superuser_sql(sql)
+    }
+
+    /// The server's log so far.
+    pub fn server_log(&self) -> String {
+        self.log()
+    }
+
     fn superuser_sql(&self, sql: &str) -> String {
         self.psql("postgres", sql)
     }
