@@ -141,17 +141,26 @@ fn pages() -> Vec<(&'static str, String)> {
         warden::audit::rfc3339(t)[..10].to_string()
     };
     vec![
-        ("baseline: unknown event (session + 404)", "/events/0".into()),
+        (
+            "baseline: unknown event (session + 404)",
+            "/events/0".into(),
+        ),
         ("overview", "/".into()),
         ("events, newest (all sites)", "/events".into()),
         ("events, one site", "/events?site=site-07".into()),
-        ("events, category gambling", "/events?category=gambling".into()),
+        (
+            "events, category gambling",
+            "/events?category=gambling".into(),
+        ),
         (
             "events, serious unreviewed",
             "/events?category=terrorism&state=unreviewed".into(),
         ),
         ("events, reviewed", "/events?state=reviewed".into()),
-        ("events, one device", "/events?device=pupils-device-42".into()),
+        (
+            "events, one device",
+            "/events?device=pupils-device-42".into(),
+        ),
         (
             "events, a week 3 months ago",
             format!("/events?since={}&until={}", day(97), day(90)),
@@ -364,8 +373,11 @@ fn write_config(dir: &Path, _upstream: SocketAddr, _blocking: &str) -> PathBuf {
         ("social", false),
         ("terrorism", true),
     ] {
-        std::fs::write(dir.join(format!("{category}.txt")), format!("{category}.test\n"))
-            .expect("a list");
+        std::fs::write(
+            dir.join(format!("{category}.txt")),
+            format!("{category}.test\n"),
+        )
+        .expect("a list");
         text.push_str(&format!(
             "[categories.{category}]\nlocked = {locked}\n[[lists]]\nname = \"{category}\"\n\
              category = \"{category}\"\npath = \"{category}.txt\"\n"
@@ -388,4 +400,3 @@ fn http_client() -> &'static reqwest::blocking::Client {
             .expect("an HTTP client")
     })
 }
-

@@ -32,6 +32,10 @@
 //! - [`alerts`] tells the e-safety lead at once (webhook, email) about blocks in the
 //!   categories that alert, reading the audit log off the query path, rate-limited per
 //!   device and category, retried until delivered.
+//! - [`fleet`] ships a site's sealed audit log to the trust's central PostgreSQL, exactly
+//!   once and off the query path, and brings back the reviews written centrally; the
+//!   trust's dashboard reads every site's rows through [`fleet::read`], each lead scoped
+//!   to their sites, and [`fleet::retention`] purges them by the same rules as a site.
 //! - [`policy`] says who is asking and what applies to them: client address → group and
 //!   device name, the group's categories at this minute (schedules), safe-search
 //!   rewrites and the built-in circumvention answers.
@@ -49,8 +53,9 @@
 //! - [`serve`] wires a running daemon together in start-up order (and stops it in
 //!   order: DNS drains, alerts save their cursor, the audit log is flushed); [`cli`] is the
 //!   command line (`serve`, `check`, `lists stats|update`, `config check`, `reload`,
-//!   `audit verify|list|summary|export|review`, `user add|remove|list`); [`users`]
-//!   edits the dashboard's `[[users]]` in the config file.
+//!   `audit verify|list|summary|export|review`, `user add|remove|list`, `fleet
+//!   verify|serve`); [`users`] edits the dashboard's `[[users]]` in the config file;
+//!   [`serve_fleet`] runs the trust's dashboard over the central store, without DNS.
 //!
 //! ## One query's path ([`dns::Handler::answer_now`] over UDP, [`dns::Handler::resolve`] otherwise)
 //! 0. the client must be in `[server] allow_networks` and within its rate limit;

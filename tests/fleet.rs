@@ -887,6 +887,33 @@ impl Lead {
     }
 }
 
+/// The central rollups agree with the rows: per site, hour and category set, the blocks
+/// of live (unpurged) blocked rows; per site, the live rows not yet reviewed.
+fn assert_tallies(pg: &Postgres) {
+    let from_rows = pg.sql(
+        "SELECT coalesce(string_agg(k || '=' || n, ' ' ORDER BY k), '') FROM (SELECT site || '/' \
+         || date_trunc('hour', at) || '/' || categories AS k, sum(count) AS n FROM events \
+         WHERE purged = 0 AND outcome = 'blocked' GROUP BY 1) d",
+    );
+    let from_tally = pg.sql(
+        "SELECT coalesce(string_agg(k || '=' || n, ' ' ORDER BY k), '') FROM (SELECT site || '/' \
+         || hour || '/' || categories AS k, blocks AS n FROM tally_hour WHERE blocks <> 0) d",
+    );
+    assert_eq!(from_tally, from_rows, "tally_hour = the live blocked rows");
+    let unreviewed_rows = pg.sql(
+        "SELECT coalesce(string_agg(site || '=' || n, ' ' ORDER BY site), '') FROM (SELECT site, \
+         count(*) AS n FROM events WHERE purged = 0 AND NOT reviewed GROUP BY 1) d",
+    );
+    let unreviewed_tally = pg.sql(
+        "SELECT coalesce(string_agg(site || '=' || unreviewed, ' ' ORDER BY site), '') \
+         FROM tally_site WHERE unreviewed <> 0",
+    );
+    assert_eq!(
+        unreviewed_tally, unreviewed_rows,
+        "tally_site = the unreviewed rows"
+    );
+}
+
 /// The central id of `site`'s row at `seq`, and its id in the site's own log.
 fn central_ids(pg: &Postgres, site: &str, seq: i64) -> (i64, i64) {
     let ids = pg.sql(&format!(
@@ -947,9 +974,22 @@ fn the_fleet_dashboard_scopes_each_lead_and_shares_reviews_with_the_sites() {
     assert_eq!(rows.len(), 3, "{rows:?}");
     assert!(rows.iter().all(|r| r.starts_with("elm,")), "{rows:?}");
 
+    let other = scoped.get("/?site=oak");
+    assert_eq!(other.status, 200);
+    assert!(
+        other.body.contains("last 30 days (0 in all)"),
+        "{}",
+        other.body
+    );
+
     let trust = Lead::sign_in(fleet.addr, "trust");
     let listed = trust.get("/events").body;
     assert!(listed.contains("elm0.blocked.test") && listed.contains("oak0.blocked.test"));
+    assert!(trust.get("/").body.contains("last 30 days (5 in all)"));
+    assert!(trust
+        .get("/?site=oak")
+        .body
+        .contains("last 30 days (2 in all)"));
     assert_eq!(trust.get(&format!("/events/{oak_id}")).status, 200);
     let rows = trust.export();
     assert_eq!(rows.len(), 5, "{rows:?}");
@@ -978,6 +1018,7 @@ fn the_fleet_dashboard_scopes_each_lead_and_shares_reviews_with_the_sites() {
     // The trust's review stays the trust's: oak never ships it back as its own.
     elm.stop();
     oak.stop();
+    assert_tallies(&pg);
     assert_eq!(
         pg.sql("SELECT count(*) FROM reviews WHERE site = 'oak'"),
         "0"
@@ -1079,6 +1120,7 @@ fn central_retention_purges_by_category_and_the_chain_still_verifies() {
         pg.sql("SELECT count(*) FROM signins WHERE local_id = 100"),
         "0"
     );
+    assert_tallies(&pg);
     let trust = Lead::sign_in(fleet.addr, "trust");
     let listed = trust.get("/events").body;
     assert!(listed.contains("recent.blocked.test") && !listed.contains("old0"));

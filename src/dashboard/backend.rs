@@ -132,17 +132,17 @@ impl Backend {
                 .await
             }
             Backend::Fleet(central) => {
-                let daily = central.daily_by_category(scope, &since, tz).await?;
+                let (daily, total) = central.daily_by_category(scope, &since, tz).await?;
                 let serious = central.list(scope, &plain(serious_filter), 20).await?;
-                let unreviewed_total = central.count(scope, &plain(unreviewed)).await?;
-                let (total, top_devices) = central.blocks_and_devices(scope, &since, 10).await?;
+                let unreviewed_total = central.unreviewed(scope).await?;
                 let sites = central.sites(scope, &since).await?;
+                // The sites' table stands where a site's overview lists its devices.
                 Ok(OverviewData {
+                    total,
                     daily,
                     serious,
                     unreviewed_total,
-                    total,
-                    top_devices,
+                    top_devices: Vec::new(),
                     sites: Some(sites),
                 })
             }
@@ -177,6 +177,19 @@ impl Backend {
         match self {
             Backend::Site { .. } => self.db(move |s| review::count(s, &filter.filter)).await,
             Backend::Fleet(central) => Ok(central.count(scope, &filter).await?),
+        }
+    }
+
+    /// What the export link says it will write: exact on a site's log (its rollups
+    /// count), capped as a page's count on the central store.
+    pub(super) async fn export_count(
+        &self,
+        scope: &Scope,
+        filter: CentralFilter,
+    ) -> Result<Total, BackendError> {
+        match self {
+            Backend::Site { .. } => Ok(Total::Exact(self.count(scope, filter).await?)),
+            Backend::Fleet(_) => self.page_total(scope, filter).await,
         }
     }
 

@@ -61,7 +61,7 @@ pub(crate) fn with_default_start(
 }
 
 /// The link the events page offers for `form`, with what it will write.
-pub(crate) fn link(form: &FilterForm, config: &Config, rows: i64) -> Export {
+pub(crate) fn link(form: &FilterForm, config: &Config, rows: review::Total) -> Export {
     let (form, from) = with_default_start(form, config, SystemTime::now());
     Export {
         query: form.query(),

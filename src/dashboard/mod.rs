@@ -157,7 +157,23 @@ fn serious_categories(config: &Config) -> Vec<String> {
         .collect()
 }
 
-async fn overview(State(d): State<Arc<Dashboard>>, Signed(session): Signed) -> PageResult {
+#[derive(serde::Deserialize)]
+struct OverviewQuery {
+    /// On the fleet dashboard: one site's overview.
+    #[serde(default)]
+    site: Option<String>,
+}
+
+async fn overview(
+    State(d): State<Arc<Dashboard>>,
+    Signed(session): Signed,
+    parsed: Result<Query<OverviewQuery>, QueryRejection>,
+) -> PageResult {
+    let only = query(parsed)?.site.filter(|s| !s.is_empty());
+    let scope = match &only {
+        Some(site) => d.scope(&session).only(site),
+        None => d.scope(&session),
+    };
     let engine = d.engine();
     let serious = serious_categories(&engine.config);
     let now = SystemTime::now();
@@ -175,7 +191,7 @@ async fn overview(State(d): State<Arc<Dashboard>>, Signed(session): Signed) -> P
     };
     let data = d
         .backend
-        .overview(&d.scope(&session), since, tz, serious.clone())
+        .overview(&scope, since, tz, serious.clone())
         .await?;
     let series = chart::Series::new(days, &data.daily);
     let chart = chart::render(&series, "Blocks per category per day, last 30 days");
@@ -194,6 +210,7 @@ async fn overview(State(d): State<Arc<Dashboard>>, Signed(session): Signed) -> P
         tz,
         fleet,
         sites: data.sites.as_deref(),
+        only: only.as_deref().filter(|_| d.backend.is_fleet()),
     };
     Ok(html(pages::overview(
         &page,
@@ -381,7 +398,7 @@ async fn events(
     let (export_form, _) = export::with_default_start(&form, &engine.config, SystemTime::now());
     let export_filter = to_filter(&export_form, &engine.config)?;
     let total = d.backend.page_total(&scope, filter.clone()).await?;
-    let export_rows = d.backend.count(&scope, export_filter).await?;
+    let export_rows = d.backend.export_count(&scope, export_filter).await?;
     // One more than a page: whether there is an older page, without counting.
     let mut rows = d.backend.list(&scope, filter, PAGE_SIZE + 1).await?;
     let older = (rows.len() > PAGE_SIZE as usize).then(|| {

@@ -151,6 +151,8 @@ pub struct Overview<'a> {
     pub fleet: Option<FleetState>,
     /// On the fleet dashboard: every site the user sees.
     pub sites: Option<&'a [SiteState]>,
+    /// On the fleet dashboard: the one site shown, when one was asked for.
+    pub only: Option<&'a str>,
 }
 
 /// How far this site's audit log has reached the trust's central store.
@@ -173,6 +175,9 @@ pub fn overview(o: &Overview<'_>, org: &str, session: &Session, serious: &[Strin
         Some(session),
         html! {
             h1 { "Overview" }
+            @if let Some(site) = o.only {
+                p { "Showing " strong { (site) } " only. " a href="/" { "Show every site" } }
+            }
             h2 { "Serious blocks to review" }
             @if o.serious.is_empty() {
                 p { "None waiting: every serious block has been reviewed." }
@@ -183,6 +188,7 @@ pub fn overview(o: &Overview<'_>, org: &str, session: &Session, serious: &[Strin
             p { a href="/events?state=unreviewed" { "All unreviewed events (" (o.unreviewed_total) ")" } }
             h2 { "Blocks per category, last 30 days (" (o.total_30d) " in all)" }
             (o.chart)
+            @if o.sites.is_none() {
             h2 { "Devices with the most blocks, last 30 days" }
             @if o.top_devices.is_empty() { p { "No blocks in the last 30 days." } } @else {
                 div.scroll { table {
@@ -191,6 +197,7 @@ pub fn overview(o: &Overview<'_>, org: &str, session: &Session, serious: &[Strin
                         tr { td { a href=(format!("/events?device={}", urlencode(device))) { (device) } } td { (n) } }
                     } }
                 } }
+            }
             }
             @if let Some(sites) = o.sites { (fleet_sites(sites, o.tz)) }
             @if o.sites.is_none() {
@@ -227,7 +234,7 @@ fn fleet_sites(sites: &[SiteState], tz: Tz) -> Markup {
                 } }
                 tbody { @for site in sites {
                     tr {
-                        td { a href=(format!("/events?site={}", urlencode(&site.site))) { (site.site) } }
+                        td { a href=(format!("/?site={}", urlencode(&site.site))) { (site.site) } }
                         td { (site.blocks.iter().map(|(_, n)| n).sum::<i64>()) }
                         td { @for (category, n) in &site.blocks {
                             a href=(format!("/events?site={}&category={}", urlencode(&site.site), urlencode(category))) { (category) }
@@ -327,7 +334,7 @@ pub struct EventsPage<'a> {
 pub struct Export {
     pub query: String,
     pub from: Option<String>,
-    pub rows: i64,
+    pub rows: crate::audit::review::Total,
 }
 
 pub fn events(p: &EventsPage<'_>, org: &str, session: &Session) -> Markup {

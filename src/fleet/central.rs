@@ -123,6 +123,68 @@ CREATE INDEX events_live_categories ON events (categories, at) WHERE purged = 0;
 CREATE TABLE category_sets (categories text PRIMARY KEY);
 INSERT INTO category_sets SELECT DISTINCT categories FROM events;
 CREATE INDEX events_unreviewed ON events (at) WHERE purged = 0 AND NOT reviewed;
+CREATE INDEX events_reviewed ON events (at) WHERE purged = 0 AND reviewed;
+CREATE INDEX events_client ON events (client_ip, at) WHERE purged = 0;
+CREATE INDEX events_device ON events (device, at) WHERE purged = 0;
+-- Rollups the overview reads instead of a month of rows: blocks of live rows per site,
+-- first-seen hour (UTC) and category set; live unreviewed rows per site. Kept by
+-- statement triggers from each statement's rows (a shipped batch, a review, a purge).
+CREATE TABLE tally_hour (
+    site        text NOT NULL,
+    hour        timestamptz NOT NULL,
+    categories  text NOT NULL,
+    blocks      bigint NOT NULL,
+    PRIMARY KEY (site, hour, categories)
+);
+CREATE INDEX tally_hour_hour ON tally_hour (hour);
+CREATE TABLE tally_site (
+    site        text PRIMARY KEY,
+    unreviewed  bigint NOT NULL
+);
+CREATE FUNCTION tally_inserted() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO tally_hour
+        SELECT site, date_trunc('hour', at), categories, sum(count) FROM new_rows
+        WHERE purged = 0 AND outcome = 'blocked' GROUP BY 1, 2, 3
+        ON CONFLICT (site, hour, categories)
+        DO UPDATE SET blocks = tally_hour.blocks + excluded.blocks;
+    INSERT INTO tally_site
+        SELECT site, count(*) FROM new_rows WHERE purged = 0 AND NOT reviewed GROUP BY 1
+        ON CONFLICT (site) DO UPDATE SET unreviewed = tally_site.unreviewed + excluded.unreviewed;
+    RETURN NULL;
+END $$;
+CREATE FUNCTION tally_updated() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO tally_hour
+        SELECT site, hour, categories, sum(n) FROM (
+            SELECT site, date_trunc('hour', at) AS hour, categories, count AS n FROM new_rows
+                WHERE purged = 0 AND outcome = 'blocked'
+            UNION ALL
+            SELECT site, date_trunc('hour', at), categories, -count FROM old_rows
+                WHERE purged = 0 AND outcome = 'blocked'
+        ) d GROUP BY 1, 2, 3 HAVING sum(n) <> 0
+        ON CONFLICT (site, hour, categories)
+        DO UPDATE SET blocks = tally_hour.blocks + excluded.blocks;
+    INSERT INTO tally_site
+        SELECT site, sum(n) FROM (
+            SELECT site, 1 AS n FROM new_rows WHERE purged = 0 AND NOT reviewed
+            UNION ALL
+            SELECT site, -1 FROM old_rows WHERE purged = 0 AND NOT reviewed
+        ) d GROUP BY 1 HAVING sum(n) <> 0
+        ON CONFLICT (site) DO UPDATE SET unreviewed = tally_site.unreviewed + excluded.unreviewed;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER events_tally_i AFTER INSERT ON events
+    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION tally_inserted();
+CREATE TRIGGER events_tally_u AFTER UPDATE ON events
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION tally_updated();
+INSERT INTO tally_hour
+    SELECT site, date_trunc('hour', at), categories, sum(count) FROM events
+    WHERE purged = 0 AND outcome = 'blocked' GROUP BY 1, 2, 3;
+INSERT INTO tally_site
+    SELECT site, count(*) FROM events WHERE purged = 0 AND NOT reviewed GROUP BY 1;
+
 ALTER TABLE sites ADD COLUMN max_span_ms bigint NOT NULL DEFAULT 0;
 UPDATE sites s SET max_span_ms = coalesce((SELECT max(extract(epoch FROM
     (e.last_seen::timestamptz - e.at)) * 1000)::bigint FROM events e WHERE e.site = s.site), 0);

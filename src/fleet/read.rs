@@ -26,6 +26,20 @@ pub enum Scope {
     Sites(Vec<String>),
 }
 
+impl Scope {
+    /// This scope narrowed to `site`: nothing at all if the scope does not hold it.
+    pub fn only(&self, site: &str) -> Scope {
+        let holds = match self {
+            Scope::All => true,
+            Scope::Sites(sites) => sites.iter().any(|s| s == site),
+        };
+        Scope::Sites(match holds {
+            true => vec![site.to_string()],
+            false => Vec::new(),
+        })
+    }
+}
+
 /// A dashboard filter on the central store: a site's filter, and one site (the site
 /// filter of the events page).
 #[derive(Debug, Clone, Default)]
@@ -154,75 +168,70 @@ impl Central {
         })
     }
 
-    /// Blocks per (day in `tz`, category) since `since` (RFC 3339) within `scope`; a row
-    /// with several categories counts under each.
+    /// Blocks per (day in `tz`, category) since `since` (RFC 3339, a midnight in `tz`)
+    /// within `scope`, by first-seen time, a row with several categories counted under
+    /// each; and the blocks in all. From the hourly rollup where `tz`'s days are whole UTC hours (every zone
+    /// whose offset is whole hours), else from the rows.
     pub async fn daily_by_category(
         &self,
         scope: &Scope,
         since: &str,
         tz: Tz,
-    ) -> Result<Vec<(String, String, i64)>, FleetError> {
+    ) -> Result<(Vec<(String, String, i64)>, i64), FleetError> {
         let client = self.client().await?;
-        let filter = since_filter(since);
         let mut params = Params::default();
-        let checks = conditions(&client, &self.settings, scope, &filter, &mut params)
-            .await?
-            .all(&mut params);
+        let only = scope_condition(scope, "t.site", &mut params);
+        let from = params.push(since.to_string());
         let zone = params.push(tz.name().to_string());
-        let sql = format!(
-            "SELECT to_char(e.at AT TIME ZONE {zone}, 'YYYY-MM-DD'), e.categories, \
-             sum(e.count)::bigint FROM events e WHERE {checks} AND e.outcome = 'blocked' \
-             GROUP BY 1, 2"
-        );
+        let sql = match whole_hours(tz, since) {
+            true => format!(
+                "SELECT to_char(t.hour AT TIME ZONE {zone}, 'YYYY-MM-DD'), t.categories, \
+                 sum(t.blocks)::bigint FROM tally_hour t \
+                 WHERE t.hour >= {from}::text::timestamptz AND {only} GROUP BY 1, 2"
+            ),
+            false => format!(
+                "SELECT to_char(t.at AT TIME ZONE {zone}, 'YYYY-MM-DD'), t.categories, \
+                 sum(t.count)::bigint FROM events t WHERE t.at >= {from}::text::timestamptz \
+                 AND t.purged = 0 AND t.outcome = 'blocked' AND {only} GROUP BY 1, 2"
+            ),
+        };
         let rows = client
             .query(sql.as_str(), &params.refs())
             .await
             .map_err(|e| self.failed(e))?;
         let mut out: BTreeMap<(String, String), i64> = BTreeMap::new();
+        let mut total = 0;
         for row in &rows {
             let (day, set, n): (String, String, i64) = (row.get(0), row.get(1), row.get(2));
+            total += n;
             for category in set.split(',').filter(|c| !c.is_empty()) {
                 *out.entry((day.clone(), category.to_string())).or_default() += n;
             }
         }
-        Ok(out
+        let daily = out
             .into_iter()
             .filter(|(_, n)| *n != 0)
             .map(|((d, c), n)| (d, c, n))
-            .collect())
+            .collect();
+        Ok((daily, total))
     }
 
-    /// Blocks since `since` within `scope`: the total, and the `limit` devices (per site)
-    /// with the most.
-    pub async fn blocks_and_devices(
-        &self,
-        scope: &Scope,
-        since: &str,
-        limit: i64,
-    ) -> Result<(i64, Vec<(String, i64)>), FleetError> {
+    /// Rows not yet reviewed within `scope` (from the per-site rollup).
+    pub async fn unreviewed(&self, scope: &Scope) -> Result<i64, FleetError> {
         let client = self.client().await?;
-        let filter = since_filter(since);
         let mut params = Params::default();
-        let checks = conditions(&client, &self.settings, scope, &filter, &mut params)
-            .await?
-            .all(&mut params);
-        let sql = format!(
-            "SELECT e.site || ': ' || coalesce(e.device, e.client_ip), sum(e.count)::bigint \
-             FROM events e WHERE {checks} AND e.outcome = 'blocked' GROUP BY 1"
-        );
-        let rows = client
-            .query(sql.as_str(), &params.refs())
+        let only = scope_condition(scope, "t.site", &mut params);
+        let sql =
+            format!("SELECT coalesce(sum(t.unreviewed), 0)::bigint FROM tally_site t WHERE {only}");
+        let row = client
+            .query_one(sql.as_str(), &params.refs())
             .await
             .map_err(|e| self.failed(e))?;
-        let mut devices: Vec<(String, i64)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
-        let total = devices.iter().map(|(_, n)| n).sum();
-        devices.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-        devices.truncate(usize::try_from(limit).unwrap_or(0));
-        Ok((total, devices))
+        Ok(row.get(0))
     }
 
-    /// Every site in `scope` with its shipping state and its blocks since `since` per
-    /// category.
+    /// Every site in `scope` with its shipping state and its blocks first seen since
+    /// `since` (a whole UTC hour) per category, from the hourly rollup.
     pub async fn sites(&self, scope: &Scope, since: &str) -> Result<Vec<SiteState>, FleetError> {
         let client = self.client().await?;
         let mut params = Params::default();
@@ -243,14 +252,13 @@ impl Central {
                 blocks: Vec::new(),
             })
             .collect();
-        let filter = since_filter(since);
         let mut params = Params::default();
-        let checks = conditions(&client, &self.settings, scope, &filter, &mut params)
-            .await?
-            .all(&mut params);
+        let only = scope_condition(scope, "t.site", &mut params);
+        let from = params.push(since.to_string());
         let sql = format!(
-            "SELECT e.site, e.categories, sum(e.count)::bigint FROM events e \
-             WHERE {checks} AND e.outcome = 'blocked' GROUP BY 1, 2"
+            "SELECT t.site, t.categories, sum(t.blocks)::bigint FROM tally_hour t \
+             WHERE t.hour >= date_trunc('hour', {from}::text::timestamptz) AND {only} \
+             GROUP BY 1, 2"
         );
         let rows = client
             .query(sql.as_str(), &params.refs())
@@ -266,7 +274,7 @@ impl Central {
         }
         for site in &mut sites {
             if let Some(categories) = per_site.remove(&site.site) {
-                site.blocks = categories.into_iter().collect();
+                site.blocks = categories.into_iter().filter(|(_, n)| *n != 0).collect();
                 site.blocks
                     .sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
             }
@@ -397,14 +405,17 @@ pub struct SiteState {
     pub blocks: Vec<(String, i64)>,
 }
 
-fn since_filter(since: &str) -> CentralFilter {
-    CentralFilter {
-        filter: Filter {
-            since: Some(since.to_string()),
-            ..Filter::default()
-        },
-        site: None,
-    }
+/// Whether the days of `tz` from `since` (RFC 3339) to now start on whole UTC hours: its
+/// offset is whole hours at both ends (daylight saving moves it by an hour).
+fn whole_hours(tz: Tz, since: &str) -> bool {
+    use chrono::{Offset, TimeZone};
+    let Ok(start) = humantime::parse_rfc3339_weak(since) else {
+        return false;
+    };
+    [start, SystemTime::now()].into_iter().all(|t| {
+        let utc = chrono::DateTime::<chrono::Utc>::from(t).naive_utc();
+        tz.offset_from_utc_datetime(&utc).fix().local_minus_utc() % 3600 == 0
+    })
 }
 
 /// The columns of [`event_from_row`], from rows `e` joined with [`LATEST_REVIEW`] `r`.
@@ -559,7 +570,10 @@ async fn conditions(
         false => None,
         true => Some(
             client
-                .query("SELECT categories FROM category_sets ORDER BY categories", &[])
+                .query(
+                    "SELECT categories FROM category_sets ORDER BY categories",
+                    &[],
+                )
                 .await
                 .map_err(|e| settings.database_error(e))?
                 .iter()
