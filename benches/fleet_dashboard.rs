@@ -146,6 +146,7 @@ fn pages() -> Vec<(&'static str, String)> {
             "/events/0".into(),
         ),
         ("overview", "/".into()),
+        ("overview, one site", "/?site=site-07".into()),
         ("events, newest (all sites)", "/events".into()),
         ("events, one site", "/events?site=site-07".into()),
         (
