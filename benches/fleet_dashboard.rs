@@ -7,7 +7,7 @@
 //! page reads that do not depend on how the rows arrived. They have the shipped rows'
 //! shape: every column, a site's seqs without a gap, categories mixed as at a school
 //! (70% adult, 15% gambling, 10% social, 4% adult and gambling, 1% terrorism, the
-//! serious one), 1,500 devices a site, 1% reviewed; `category_sets`, `sites` and
+//! serious one, at every site), 1,500 devices a site, 1% reviewed; `category_sets`, `sites` and
 //! `reviews` as ingestion keeps them; then `VACUUM ANALYZE`, as autovacuum would leave it.
 //!
 //! Each page is fetched once to warm up, then [`TRIES`] times: the median and the slowest
@@ -236,12 +236,13 @@ fn fill(pg: &postgres::Postgres, from: u64, to: u64) {
                'pupils-device-' || (g / {SITES} % 1500), \
                CASE WHEN g % 10 = 0 THEN 'staff' ELSE 'pupils' END, \
                'site' || (g % 50000) || '.example' || (g % 3), 'A', \
-               CASE WHEN g % 100 < 70 THEN 'adult' WHEN g % 100 < 85 THEN 'gambling' \
-                 WHEN g % 100 < 95 THEN 'social' WHEN g % 100 < 99 THEN 'adult,gambling' \
-                 ELSE 'terrorism' END, \
-               (g % 100 = 99)::int, 'list', 1 + g % 100000, 'rule', 'nxdomain', NULL, \
-               'blocked', md5(g::text), NULL, md5(g::text) || md5((g + 1)::text), 0, \
-               g % 100 = 3 \
+               CASE WHEN g / {SITES} % 100 < 70 THEN 'adult' \
+                 WHEN g / {SITES} % 100 < 85 THEN 'gambling' \
+                 WHEN g / {SITES} % 100 < 95 THEN 'social' \
+                 WHEN g / {SITES} % 100 < 99 THEN 'adult,gambling' ELSE 'terrorism' END, \
+               (g / {SITES} % 100 = 99)::int, 'list', 1 + g % 100000, 'rule', 'nxdomain', \
+               NULL, 'blocked', md5(g::text), NULL, md5(g::text) || md5((g + 1)::text), 0, \
+               g / {SITES} % 100 = 3 \
              FROM (SELECT g, '{end}'::timestamptz \
                      - ((g * 7919) % 31104000) * interval '1 second' AS t \
                    FROM generate_series({start}::bigint, {}::bigint) g) rows \

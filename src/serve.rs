@@ -44,10 +44,7 @@ pub(crate) const RUNTIME_SHUTDOWN: Duration = Duration::from_millis(500);
 /// Serve until SIGINT or SIGTERM.
 pub fn run(path: &Path) -> Result<ExitCode> {
     crate::memory::configure();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
+    let runtime = runtime()?;
     let metrics = start_metrics();
 
     // 1–2. The first snapshot.
@@ -71,6 +68,14 @@ pub fn run(path: &Path) -> Result<ExitCode> {
 
     // 6 (end). The server has stopped answering: now flush and seal every recorded block.
     seal_audit(audit)
+}
+
+/// The multi-threaded runtime everything async runs on.
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
 }
 
 /// The metrics registry. hickory counts each upstream response through the global

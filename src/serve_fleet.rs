@@ -22,16 +22,13 @@ use crate::fleet::read::Central;
 use crate::metrics::Metrics;
 use crate::reload::Reloader;
 use crate::serve::{
-    first_snapshot, shutdown_signal, spawn_reload_triggers, start_metrics, stop_on,
+    first_snapshot, runtime, shutdown_signal, spawn_reload_triggers, start_metrics, stop_on,
     RUNTIME_SHUTDOWN,
 };
 
 /// Serve the fleet dashboard until SIGINT or SIGTERM.
 pub fn run(path: &Path) -> Result<ExitCode> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
+    let runtime = runtime()?;
     let metrics = start_metrics();
     let engine = first_snapshot(path, &runtime, &metrics)?;
     let served = runtime.block_on(serve(path, engine, metrics));

@@ -123,21 +123,12 @@ fn joined(cells: &[Cell<'_>]) -> String {
     out
 }
 
-/// A review written on the trust's fleet dashboard, as the site keeps it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CentralReview {
-    /// Its id in the central store.
-    pub id: i64,
-    pub event_seq: i64,
-    pub at: String,
-    pub by: String,
-    pub outcome: String,
-    pub note: String,
-}
-
-/// A review as stored, with the chain position of the row it reviews.
+/// A review with the chain position of the row it reviews: one of the site's own as
+/// stored, shipped to the central store, or one written on the trust's dashboard, brought
+/// back to the site.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ShippedReview {
+    /// Its id where it was written: the site's log, or the central store.
     pub id: i64,
     pub event_seq: i64,
     pub at: String,
@@ -370,7 +361,7 @@ impl Store {
     /// site's own, and move the cursor past the last, in one transaction. One already kept
     /// is not doubled; one of a row this log no longer shows (purged) is passed over.
     /// Returns how many were new.
-    pub fn add_central_reviews(&self, reviews: &[CentralReview]) -> Result<usize, AuditError> {
+    pub fn add_central_reviews(&self, reviews: &[ShippedReview]) -> Result<usize, AuditError> {
         let Some(last) = reviews.last().map(|r| r.id) else {
             return Ok(0);
         };

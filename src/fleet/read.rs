@@ -48,18 +48,27 @@ pub struct CentralFilter {
     pub site: Option<String>,
 }
 
-/// The dashboard's connection to the central store, made on first use and made again
-/// after it breaks (the database restarted, the network dropped).
+/// Connections the dashboard keeps to the central store: requests take them in turn, so
+/// one slow page (a large export's next rows, a cold overview) does not queue every
+/// other request behind it on one connection.
+const CONNECTIONS: usize = 4;
+
+/// The dashboard's connections to the central store, each made on first use and made
+/// again after it breaks (the database restarted, the network dropped).
 pub struct Central {
     settings: Settings,
-    client: tokio::sync::Mutex<Option<Arc<Client>>>,
+    clients: Vec<tokio::sync::Mutex<Option<Arc<Client>>>>,
+    next: std::sync::atomic::AtomicUsize,
 }
 
 impl Central {
     pub fn new(settings: Settings) -> Central {
         Central {
             settings,
-            client: tokio::sync::Mutex::new(None),
+            clients: (0..CONNECTIONS)
+                .map(|_| tokio::sync::Mutex::new(None))
+                .collect(),
+            next: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 
@@ -68,9 +77,10 @@ impl Central {
         &self.settings.target
     }
 
-    /// A live connection, migrated to this Warden's central schema.
+    /// A live connection (the next in turn), migrated to this Warden's central schema.
     async fn client(&self) -> Result<Arc<Client>, FleetError> {
-        let mut held = self.client.lock().await;
+        let turn = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut held = self.clients[turn % CONNECTIONS].lock().await;
         if let Some(client) = held.as_ref().filter(|c| !c.is_closed()) {
             return Ok(client.clone());
         }
