@@ -122,7 +122,6 @@ DROP INDEX events_categories_at;
 CREATE INDEX events_live_categories ON events (categories, at) WHERE purged = 0;
 CREATE TABLE category_sets (categories text PRIMARY KEY);
 INSERT INTO category_sets SELECT DISTINCT categories FROM events;
-CREATE INDEX events_unreviewed ON events (at) WHERE purged = 0 AND NOT reviewed;
 CREATE INDEX events_reviewed ON events (at) WHERE purged = 0 AND reviewed;
 DROP INDEX events_site_at;
 CREATE INDEX events_site_live ON events (site, at) WHERE purged = 0;
