@@ -49,26 +49,20 @@ impl Site {
 
     /// [`Site::with`], not started yet.
     fn configure(name: &str, batch_rows: usize, url: &str, extra: &str) -> Site {
-        let dir = tempfile::tempdir().expect("a folder");
-        // Blocked names are answered without an upstream; this one never answers.
-        let upstream: SocketAddr = "127.0.0.1:9".parse().expect("an address");
-        let config = common::write_config(dir.path(), upstream, "");
-        std::fs::write(dir.path().join("pg.pw"), format!("{PASSWORD}\n")).expect("password");
-        let mut text = std::fs::read_to_string(&config).expect("config");
-        text.push_str(&format!(
+        let (dir, config) = fleet_config(&format!(
             "[server.rate_limit]\nqps = 0\n\
              [audit]\npath = \"audit.sqlite\"\nwindow = \"1s\"\nflush_interval = \"100ms\"\n\
              [fleet]\ndatabase = \"{url}\"\nsite = \"{name}\"\npassword_file = \"pg.pw\"\n\
              ship_interval = \"200ms\"\nbatch_rows = {batch_rows}\n{extra}"
         ));
-        std::fs::write(&config, text).expect("config");
         common::dashboard::add_user(&config, "lead", "lead", LEAD_PASSWORD);
         Site {
             name: name.to_string(),
             dir,
             config,
             child: None,
-            dns: upstream,
+            // Until it runs and says where it listens.
+            dns: "127.0.0.1:9".parse().expect("an address"),
             admin: None,
             log: Default::default(),
         }
@@ -120,6 +114,20 @@ impl Site {
     fn local(&self) -> (i64, i64, i64) {
         local_sealed(&self.audit())
     }
+}
+
+/// A folder with the tests' config (lists, loopback listeners; blocked names are
+/// answered without an upstream, and the one named never answers), the database's
+/// password in `pg.pw`, and `tail` appended to the config.
+fn fleet_config(tail: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("a folder");
+    let upstream: SocketAddr = "127.0.0.1:9".parse().expect("an address");
+    let config = common::write_config(dir.path(), upstream, "");
+    std::fs::write(dir.path().join("pg.pw"), format!("{PASSWORD}\n")).expect("password");
+    let mut text = std::fs::read_to_string(&config).expect("config");
+    text.push_str(tail);
+    std::fs::write(&config, text).expect("config");
+    (dir, config)
 }
 
 impl Drop for Site {
@@ -831,16 +839,10 @@ impl FleetDashboard {
 
     /// [`FleetDashboard::start`] with `extra` lines at the end of its config.
     fn with(pg: &Postgres, users: &[(&str, &[&str])], extra: &str) -> FleetDashboard {
-        let dir = tempfile::tempdir().expect("a folder");
-        let upstream: SocketAddr = "127.0.0.1:9".parse().expect("an address");
-        let config = common::write_config(dir.path(), upstream, "");
-        std::fs::write(dir.path().join("pg.pw"), format!("{PASSWORD}\n")).expect("password");
-        let mut text = std::fs::read_to_string(&config).expect("config");
-        text.push_str(&format!(
+        let (dir, config) = fleet_config(&format!(
             "[fleet]\ndatabase = \"{}\"\npassword_file = \"pg.pw\"\n{extra}",
             pg.url()
         ));
-        std::fs::write(&config, text).expect("config");
         for (name, sites) in users {
             common::dashboard::add_user_of(&config, name, "lead", LEAD_PASSWORD, sites);
         }
