@@ -116,8 +116,8 @@ async fn connected(
 /// stores one batch, the next is read from the log (the rows after it are sealed
 /// whatever becomes of the batch in flight), so a site catching up a backlog keeps both
 /// its cores busy. A row read here and purged by retention before it is stored arrives
-/// unpurged, as one shipped a minute before its purge does: the central copy needs its
-/// own retention (issue #15, not built yet).
+/// unpurged, as one shipped a minute before its purge does: the central retention
+/// ([`super::retention`]) purges it by the same rules.
 async fn ship_backlog(
     client: &mut tokio_postgres::Client,
     settings: &Settings,
