@@ -16,7 +16,7 @@ use crate::filter::Verdict;
 use crate::name;
 
 /// Default config path, relative to the working directory (the repository root).
-pub(crate) const DEFAULT_CONFIG: &str = "config/warden.toml";
+pub(crate) use crate::config::DEFAULT_CONFIG;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -71,6 +71,9 @@ pub enum FleetCommand {
         #[command(flatten)]
         config: ConfigArg,
     },
+    /// The trust's shared policy: show, history, diff, and allow, deny and list entries.
+    #[command(subcommand)]
+    Policy(crate::cli_policy::PolicyCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -293,6 +296,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             fleet_verify(&config.config, &mut std::io::stdout().lock())
         }
         Command::Fleet(FleetCommand::Serve { config }) => crate::serve_fleet::run(&config.config),
+        Command::Fleet(FleetCommand::Policy(command)) => crate::cli_policy::run(command),
     }
 }
 

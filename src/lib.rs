@@ -88,6 +88,7 @@ pub mod alerts;
 pub mod audit;
 mod blockpage;
 pub mod cli;
+mod cli_policy;
 pub mod config;
 pub mod dashboard;
 pub mod dns;

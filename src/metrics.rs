@@ -367,6 +367,14 @@ struct FleetMetrics {
     errors: IntCounter,
     backlog_rows: IntGauge,
     backlog_age: Gauge,
+    policy_version: IntGauge,
+    policy_refused: IntGauge,
+    policy_notes: IntGauge,
+    /// On the fleet dashboard: every site's state from its last heartbeat.
+    site_silent: IntGaugeVec,
+    site_policy_behind: IntGaugeVec,
+    site_policy_refused: IntGaugeVec,
+    site_heartbeat_age: GaugeVec,
 }
 
 impl FleetMetrics {
@@ -387,6 +395,38 @@ impl FleetMetrics {
             backlog_age: r.float_gauge(
                 "warden_fleet_backlog_age_seconds",
                 "How long ago the oldest unshipped sealed row was first seen (0: none waiting)",
+            ),
+            policy_version: r.gauge(
+                "warden_fleet_policy_version",
+                "The version of the trust's policy this site applies (0: none yet)",
+            ),
+            policy_refused: r.gauge(
+                "warden_fleet_policy_refused_version",
+                "A newer policy version this site refused (0: none); the last good one stays",
+            ),
+            policy_notes: r.gauge(
+                "warden_fleet_policy_conflicts",
+                "Entries of the trust's policy this site leaves out or cannot apply as written",
+            ),
+            site_silent: r.gauge_vec(
+                "warden_fleet_site_silent",
+                "Fleet dashboard: 1 if the site has sent no heartbeat within [fleet] silent_after",
+                &["site"],
+            ),
+            site_policy_behind: r.gauge_vec(
+                "warden_fleet_site_policy_behind",
+                "Fleet dashboard: policy versions the site is behind the newest",
+                &["site"],
+            ),
+            site_policy_refused: r.gauge_vec(
+                "warden_fleet_site_policy_refused",
+                "Fleet dashboard: 1 if the site refused the newest policy version",
+                &["site"],
+            ),
+            site_heartbeat_age: r.float_gauge_vec(
+                "warden_fleet_site_heartbeat_age_seconds",
+                "Fleet dashboard: seconds since the site's last heartbeat",
+                &["site"],
             ),
         }
     }
@@ -580,6 +620,52 @@ impl Metrics {
     pub(crate) fn fleet_backlog(&self, rows: i64, age: Duration) {
         self.fleet.backlog_rows.set(rows);
         self.fleet.backlog_age.set(age.as_secs_f64());
+    }
+
+    /// The trust's policy as this site applies it: the version in force, a newer one
+    /// refused (0: none), and entries left out or without effect here.
+    pub(crate) fn fleet_policy(&self, version: i64, refused: i64, notes: usize) {
+        self.fleet.policy_version.set(version);
+        self.fleet.policy_refused.set(refused);
+        self.fleet.policy_notes.set(notes as i64);
+    }
+
+    /// One site's state on the fleet dashboard (from its last heartbeat).
+    pub(crate) fn fleet_site(
+        &self,
+        site: &str,
+        age_s: f64,
+        silent: bool,
+        behind: i64,
+        refused: bool,
+    ) {
+        let f = &self.fleet;
+        f.site_heartbeat_age.with_label_values(&[site]).set(age_s);
+        f.site_silent
+            .with_label_values(&[site])
+            .set(i64::from(silent));
+        f.site_policy_behind.with_label_values(&[site]).set(behind);
+        f.site_policy_refused
+            .with_label_values(&[site])
+            .set(i64::from(refused));
+    }
+
+    /// For a heartbeat: queries answered and blocked since start, and the fleet backlog.
+    pub(crate) fn heartbeat_figures(&self) -> (u64, u64, i64) {
+        let blocked_row = QueryOutcome::ALL
+            .iter()
+            .position(|o| *o == QueryOutcome::Blocked)
+            .unwrap_or(0);
+        let mut queries = 0;
+        let mut blocked = 0;
+        for (row, counters) in self.query.queries.iter().enumerate() {
+            let n: u64 = counters.iter().map(IntCounter::get).sum();
+            queries += n;
+            if row == blocked_row {
+                blocked += n;
+            }
+        }
+        (queries, blocked, self.fleet.backlog_rows.get())
     }
 
     /// At each scrape, bring the lists' freshness up to what `read` finds on disk.

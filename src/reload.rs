@@ -428,6 +428,9 @@ fn check_shrink(old: &Engine, new: &Engine) -> Result<(), ReloadError> {
         if list.name == crate::config::DASHBOARD_ALLOW {
             continue; // edited only by the dashboard, one entry at a time, on purpose
         }
+        if new.config.is_policy_entry_list(&list.name) {
+            continue; // the trust's entries: each removal a recorded version
+        }
         let now = list.report.accepted;
         let own_minimum = minimums.get(list.name.as_str()).copied().unwrap_or(0);
         let ratio_minimum = before

@@ -124,8 +124,9 @@ async fn serve_until_stopped(
         Some(_) => alerts::start(shared.clone(), metrics.clone(), alerts_stop.clone()).await?,
         None => None,
     };
-    // The fleet shipper reads what the audit writer seals; it stops with the alerts.
-    let fleet = start_fleet(&config, metrics, &alerts_stop)?;
+    // The fleet shipper reads what the audit writer seals; it and the policy follower
+    // stop with the alerts.
+    let fleet = start_fleet(&config, metrics, &reloader, &alerts_stop)?;
 
     // 4. Listeners.
     let server = start_dns(&config, shared, upstream, metrics, sink).await?;
@@ -156,8 +157,8 @@ async fn serve_until_stopped(
     if let Some(alerts) = alerts {
         alerts.wait().await;
     }
-    if let Some(fleet) = fleet {
-        let _ = fleet.await;
+    for task in fleet {
+        let _ = task.await;
     }
     if let Some(admin) = admin {
         admin.wait().await;
@@ -277,15 +278,16 @@ fn start_audit(config: &Config) -> Result<Option<(audit::Sink, audit::Writer)>> 
     Ok(Some((sink, writer)))
 }
 
-/// Ship the audit log to the trust's central store, if `[fleet]` is set (the config
-/// check made sure the audit log is on).
+/// Ship the audit log to the trust's central store and follow the trust's policy, if
+/// `[fleet]` is set (the config check made sure the audit log is on).
 fn start_fleet(
     config: &Config,
     metrics: &Arc<Metrics>,
+    reloader: &Arc<Reloader>,
     stop: &CancellationToken,
-) -> Result<Option<tokio::task::JoinHandle<()>>> {
+) -> Result<Vec<tokio::task::JoinHandle<()>>> {
     let Some(settings) = crate::fleet::Settings::from_config(config)? else {
-        return Ok(None);
+        return Ok(Vec::new());
     };
     if settings.site.is_empty() {
         anyhow::bail!(
@@ -295,12 +297,18 @@ fn start_fleet(
         );
     }
     let audit = config.resolve(&config.audit.path);
-    Ok(Some(tokio::spawn(crate::fleet::ship::run(
-        settings,
+    let mut tasks = vec![tokio::spawn(crate::fleet::ship::run(
+        settings.clone(),
         audit,
         metrics.clone(),
         stop.clone(),
-    ))))
+    ))];
+    let follower =
+        crate::fleet::follow::Follower::new(settings, config, reloader.clone(), metrics.clone());
+    if let Some(follower) = follower {
+        tasks.push(tokio::spawn(follower.run(stop.clone())));
+    }
+    Ok(tasks)
 }
 
 /// The admin listener, unless `[admin] enabled = false`.

@@ -55,8 +55,14 @@ async fn serve(path: &Path, engine: Engine, metrics: Arc<Metrics>) -> Result<()>
     let signal = shutdown_signal()?;
     let shared = Arc::new(ArcSwap::from_pointee(engine));
     let reloader = Arc::new(Reloader::new(path, shared).with_metrics(metrics.clone()));
-    let central = Arc::new(Central::new(settings.clone()));
+    let silent_after = config.fleet.as_ref().map(|f| f.silent_after);
+    let mut central = Central::new(settings.clone());
+    if let Some(after) = silent_after {
+        central = central.silent_after(after);
+    }
+    let central = Arc::new(central);
     let target = central.target().to_string();
+    let watched = central.clone();
     let dashboard = crate::dashboard::Dashboard::fleet(central, reloader.clone(), metrics.clone())
         .context("starting the fleet dashboard")?;
     let stop = CancellationToken::new();
@@ -81,6 +87,7 @@ async fn serve(path: &Path, engine: Engine, metrics: Arc<Metrics>) -> Result<()>
     if config.users.is_empty() {
         tracing::warn!("no [[users]] yet: add one with `warden user add NAME --role lead`");
     }
+    tokio::spawn(watch_sites(watched, metrics.clone(), stop.clone()));
     let rules = reloader.clone();
     tokio::spawn(crate::fleet::retention::run(
         settings,
@@ -92,4 +99,32 @@ async fn serve(path: &Path, engine: Engine, metrics: Arc<Metrics>) -> Result<()>
     tokio::spawn(stop_on(signal, stop, reload_stop));
     server.wait().await;
     Ok(())
+}
+
+/// How often the sites' heartbeats are read into `/metrics`.
+const SITE_WATCH: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// Keep each site's health in `/metrics` (silent, policy behind or refused, heartbeat
+/// age), for the trust's alert rules; a store out of reach leaves the last figures.
+async fn watch_sites(central: Arc<Central>, metrics: Arc<Metrics>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(SITE_WATCH);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        match central.health(&crate::fleet::read::Scope::All).await {
+            Ok(sites) => {
+                for (site, h) in sites {
+                    let behind = (h.newest_policy - h.policy_version).max(0);
+                    let refused = h
+                        .refused
+                        .as_ref()
+                        .is_some_and(|(v, _)| *v == h.newest_policy);
+                    metrics.fleet_site(&site, h.age_secs, h.silent, behind, refused);
+                }
+            }
+            Err(error) => tracing::warn!(%error, "fleet: cannot read the sites' health"),
+        }
+    }
 }

@@ -1138,3 +1138,477 @@ fn central_retention_purges_by_category_and_the_chain_still_verifies() {
     assert!(out.contains("site ash: intact (5 rows)"), "{out}");
     site.stop();
 }
+
+// ---- The trust's shared policy (`warden fleet policy`, followed by every site) ----
+
+/// The trust's own config: the same lists and categories as the sites, `[fleet]` without
+/// a site, as the IT lead's `warden fleet policy` reads it.
+fn trust_config(pg: &Postgres) -> (tempfile::TempDir, PathBuf) {
+    fleet_config(&format!(
+        "[fleet]\ndatabase = \"{}\"\npassword_file = \"pg.pw\"\n",
+        pg.url()
+    ))
+}
+
+/// `warden fleet policy ARGS… --config CONFIG`: (exit code, stdout, stderr).
+fn policy_run(config: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_warden"))
+        .args(["fleet", "policy"])
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("warden fleet policy");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// [`policy_run`]: (exit code, stdout and stderr together).
+fn policy(config: &Path, args: &[&str]) -> (i32, String) {
+    let (code, out, err) = policy_run(config, args);
+    (code, format!("{out}{err}"))
+}
+
+/// A command that must succeed; returns its standard output.
+fn policy_ok(config: &Path, args: &[&str]) -> String {
+    let (code, out, err) = policy_run(config, args);
+    assert_eq!(code, 0, "warden fleet policy {args:?}: {out}{err}");
+    out
+}
+
+/// A site following the policy closely: checks every second, beats every second.
+fn policy_site(pg: &Postgres, name: &str) -> Site {
+    Site::with(
+        name,
+        500,
+        &pg.url(),
+        "policy_poll = \"1s\"\nheartbeat = \"1s\"\n",
+    )
+}
+
+/// Whether `site` answers `name` with a block (NXDOMAIN, as the tests' config blocks).
+fn blocks(site: &Site, name: &str) -> bool {
+    ask(site.dns, name) == Some(ResponseCode::NXDomain)
+}
+
+/// The site's heartbeat row: (policy version, refused version or "", refused error).
+fn health(pg: &Postgres, site: &str) -> String {
+    pg.sql(&format!(
+        "SELECT policy_version || '|' || coalesce(refused_version::text, '') || '|' || \
+         coalesce(refused_error, '') FROM site_health WHERE site = '{site}'"
+    ))
+}
+
+#[test]
+fn a_trust_wide_deny_is_blocked_at_two_sites_within_seconds_and_a_locked_allow_is_refused() {
+    let pg = Postgres::start();
+    let north = policy_site(&pg, "north");
+    let south = policy_site(&pg, "south");
+    let (_trust, config) = trust_config(&pg);
+    // Both follow before the change (their first heartbeat says so).
+    for site in ["north", "south"] {
+        wait_until(
+            &format!("{site}'s first heartbeat"),
+            || health(&pg, site),
+            |h| h.starts_with("0|"),
+        );
+    }
+    assert!(!blocks(&north, "www.phish.example"));
+
+    let started = Instant::now();
+    let out = policy_ok(
+        &config,
+        &[
+            "deny",
+            "add",
+            "phish.example",
+            "--category",
+            "adult",
+            "--reason",
+            "phishing seen at north",
+            "--by",
+            "it-lead",
+        ],
+    );
+    assert!(out.contains("version 1"), "{out}");
+    for site in [&north, &south] {
+        wait_until(
+            &format!("{}: phish.example blocked", site.name),
+            || blocks(site, "www.phish.example"),
+            |b| *b,
+        );
+    }
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(5),
+        "applied at both sites in {took:?}"
+    );
+    // The block is audited under the entry's category, as any block.
+    assert!(blocks(&north, "phish.example"));
+
+    // An allow entry for a name on a locked list is refused, naming the list; nothing
+    // is stored.
+    let (code, text) = policy(
+        &config,
+        &[
+            "allow",
+            "add",
+            "locked.test",
+            "--reason",
+            "research",
+            "--by",
+            "it-lead",
+        ],
+    );
+    assert_ne!(code, 0, "{text}");
+    assert!(
+        text.contains("locked.test is on a locked list (terrorism)"),
+        "{text}"
+    );
+    // A deny entry into a locked category, an unknown category, a group that does not
+    // exist: each refused with what is wrong.
+    for (args, says) in [
+        (
+            vec!["deny", "add", "x.example", "--category", "terrorism"],
+            "terrorism is a locked category",
+        ),
+        (
+            vec!["deny", "add", "x.example", "--category", "nope"],
+            "nope",
+        ),
+        (
+            vec!["allow", "add", "x.example", "--group", "nobody"],
+            "nobody",
+        ),
+    ] {
+        let mut args = args.clone();
+        args.extend(["--reason", "r", "--by", "it-lead"]);
+        let (code, text) = policy(&config, &args);
+        assert_ne!(code, 0, "{args:?}: {text}");
+        assert!(text.contains(says), "{args:?}: {text}");
+    }
+    assert_eq!(pg.sql("SELECT count(*) FROM policy_changes"), "1");
+
+    // A site-scoped allow entry: north stops blocking blocked.test; south still blocks.
+    policy_ok(
+        &config,
+        &[
+            "allow",
+            "add",
+            "blocked.test",
+            "--site",
+            "north",
+            "--reason",
+            "used in lessons",
+            "--by",
+            "it-lead",
+        ],
+    );
+    wait_until(
+        "north: blocked.test allowed",
+        || blocks(&north, "blocked.test"),
+        |b| !*b,
+    );
+    wait_until(
+        "north: on version 2",
+        || health(&pg, "north"),
+        |h| h.starts_with("2|"),
+    );
+    wait_until(
+        "south: on version 2",
+        || health(&pg, "south"),
+        |h| h.starts_with("2|"),
+    );
+    assert!(blocks(&south, "blocked.test"));
+    assert!(blocks(&north, "phish.example"));
+}
+
+#[test]
+fn a_site_restarted_with_the_database_down_filters_by_its_last_policy_then_catches_up() {
+    let pg = Postgres::start();
+    let mut site = policy_site(&pg, "north");
+    let (_trust, config) = trust_config(&pg);
+    policy_ok(
+        &config,
+        &[
+            "deny",
+            "add",
+            "first.example",
+            "--category",
+            "adult",
+            "--reason",
+            "r1",
+            "--by",
+            "a",
+        ],
+    );
+    wait_until(
+        "first.example blocked",
+        || blocks(&site, "first.example"),
+        |b| *b,
+    );
+    site.stop();
+    // A change the site has not seen, then the database goes away.
+    policy_ok(
+        &config,
+        &[
+            "deny",
+            "add",
+            "second.example",
+            "--category",
+            "adult",
+            "--reason",
+            "r2",
+            "--by",
+            "a",
+        ],
+    );
+    pg.stop();
+    site.run();
+    assert!(
+        blocks(&site, "first.example"),
+        "the last good policy is kept on disk"
+    );
+    assert!(
+        !blocks(&site, "second.example"),
+        "a version it never saw cannot be in force"
+    );
+    pg.restart();
+    wait_until(
+        "second.example blocked once the database is back",
+        || blocks(&site, "second.example"),
+        |b| *b,
+    );
+    assert!(blocks(&site, "first.example"));
+    wait_until(
+        "reported on version 2",
+        || health(&pg, "north"),
+        |h| h.starts_with("2|"),
+    );
+}
+
+#[test]
+fn a_version_that_does_not_build_at_a_site_is_refused_there_reported_and_the_rules_stay() {
+    let pg = Postgres::start();
+    let site = policy_site(&pg, "north");
+    let dashboard = FleetDashboard::with(&pg, &[("trustlead", &[])], "silent_after = \"10s\"\n");
+    let (_trust, config) = trust_config(&pg);
+    policy_ok(
+        &config,
+        &[
+            "deny",
+            "add",
+            "kept.example",
+            "--category",
+            "adult",
+            "--reason",
+            "r1",
+            "--by",
+            "a",
+        ],
+    );
+    wait_until(
+        "kept.example blocked",
+        || blocks(&site, "kept.example"),
+        |b| *b,
+    );
+
+    // A list whose URL answers a login page instead of a list.
+    let (feed, addr) = common::Feed::start(
+        "<html>\n<head><title>Sign in</title></head>\n<body>please sign in</body>\n</html>\n",
+        None,
+    );
+    let url = format!("http://{addr}/list.txt");
+    policy_ok(
+        &config,
+        &[
+            "list",
+            "add",
+            "extra",
+            "--category",
+            "adult",
+            "--url",
+            &url,
+            "--reason",
+            "a second source",
+            "--by",
+            "a",
+        ],
+    );
+    let refused = wait_until(
+        "version 2 refused",
+        || health(&pg, "north"),
+        |h| h.starts_with("1|2|"),
+    );
+    assert!(refused.contains("extra"), "{refused}");
+    assert!(!feed.requests().is_empty());
+    // The rules in force stay, and nothing of version 2 is on disk.
+    assert!(blocks(&site, "kept.example"));
+    let lead = Lead::sign_in(dashboard.addr, "trustlead");
+    let page = wait_until(
+        "the fleet overview shows the refusal",
+        || lead.get("/").body,
+        |b| b.contains("REFUSED policy v2"),
+    );
+    assert!(page.contains("OLD POLICY: v1 of v2"), "{page}");
+
+    // The list's server fixed: the site takes version 2 at its next poll.
+    feed.set_body("listed.example\nalso.example\n");
+    wait_until(
+        "version 2 applied",
+        || health(&pg, "north"),
+        |h| h.starts_with("2||"),
+    );
+    assert!(blocks(&site, "www.listed.example"));
+    assert!(blocks(&site, "kept.example"));
+}
+
+#[test]
+fn history_shows_every_change_and_the_policy_at_a_past_time() {
+    let pg = Postgres::start();
+    let (_trust, config) = trust_config(&pg);
+    policy_ok(
+        &config,
+        &[
+            "deny",
+            "add",
+            "one.example",
+            "--category",
+            "adult",
+            "--reason",
+            "seen in lessons",
+            "--by",
+            "alice",
+        ],
+    );
+    policy_ok(
+        &config,
+        &[
+            "allow",
+            "add",
+            "two.example",
+            "--site",
+            "north",
+            "--reason",
+            "music department",
+            "--by",
+            "bob",
+        ],
+    );
+    policy_ok(
+        &config,
+        &[
+            "deny",
+            "remove",
+            "one.example",
+            "--reason",
+            "the site is clean now",
+            "--by",
+            "carol",
+        ],
+    );
+    let history = policy_ok(&config, &["history"]);
+    let lines: Vec<&str> = history.lines().collect();
+    assert_eq!(lines.len(), 3, "{history}");
+    assert!(
+        lines[0].starts_with("v1\t")
+            && lines[0].contains("\talice\tdeny one.example as adult\treason: seen in lessons"),
+        "{history}"
+    );
+    assert!(
+        lines[1].contains("\tbob\tallow two.example (sites: north)\treason: music department"),
+        "{history}"
+    );
+    assert!(
+        lines[2].contains("\tcarol\tremove deny one.example\treason: the site is clean now"),
+        "{history}"
+    );
+
+    // The policy as it stood just after version 2, by its time.
+    let at = pg.sql(
+        "SELECT to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') \
+         FROM policy_changes WHERE version = 2",
+    );
+    let then = policy_ok(&config, &["show", "--at", &at]);
+    assert!(then.contains("version 2"), "{then}");
+    assert!(
+        then.contains(
+            "deny one.example as adult [all sites; all groups] v1 by alice: seen in lessons"
+        ),
+        "{then}"
+    );
+    assert!(
+        then.contains("allow two.example [sites north; all groups] v2 by bob"),
+        "{then}"
+    );
+    let now = policy_ok(&config, &["show"]);
+    assert!(!now.contains("one.example"), "{now}");
+    assert!(now.contains("two.example"), "{now}");
+    let diff = policy_ok(&config, &["diff", "1", "3"]);
+    assert!(diff.contains("- deny one.example"), "{diff}");
+    assert!(diff.contains("+ allow two.example"), "{diff}");
+    // A change needs who and why.
+    let (code, text) = policy(
+        &config,
+        &["allow", "add", "x.example", "--reason", " ", "--by", "a"],
+    );
+    assert_ne!(code, 0);
+    assert!(text.contains("--reason is needed"), "{text}");
+}
+
+#[test]
+fn a_silent_site_and_one_on_an_old_policy_are_flagged_on_the_fleet_overview() {
+    let pg = Postgres::start();
+    let north = policy_site(&pg, "north");
+    let mut south = policy_site(&pg, "south");
+    let dashboard = FleetDashboard::with(&pg, &[("trustlead", &[])], "silent_after = \"10s\"\n");
+    let lead = Lead::sign_in(dashboard.addr, "trustlead");
+    for site in ["north", "south"] {
+        wait_until(
+            &format!("{site} heard"),
+            || health(&pg, site),
+            |h| h.starts_with("0|"),
+        );
+    }
+    south.kill();
+    let (_trust, config) = trust_config(&pg);
+    policy_ok(
+        &config,
+        &[
+            "deny",
+            "add",
+            "new.example",
+            "--category",
+            "adult",
+            "--reason",
+            "r",
+            "--by",
+            "a",
+        ],
+    );
+    wait_until(
+        "north applies version 1",
+        || health(&pg, "north"),
+        |h| h.starts_with("1|"),
+    );
+    let page = wait_until(
+        "south shown silent",
+        || lead.get("/").body,
+        |b| b.contains("SILENT"),
+    );
+    let row = |site: &str| {
+        let at = page.find(&format!(">{site}</a>")).expect("the site's row");
+        let end = page[at..].find("</tr>").map_or(page.len(), |e| at + e);
+        page[at..end].to_string()
+    };
+    let (north_row, south_row) = (row("north"), row("south"));
+    assert!(south_row.contains("SILENT"), "{south_row}");
+    assert!(south_row.contains("OLD POLICY: v0 of v1"), "{south_row}");
+    assert!(!north_row.contains("SILENT"), "{north_row}");
+    assert!(north_row.contains("Policy v1 (newest)"), "{north_row}");
+    drop(north);
+}

@@ -36,6 +36,56 @@ pub struct FleetConfig {
     /// Rows per shipped batch (one transaction each).
     #[serde(default = "default_batch_rows")]
     pub batch_rows: Spanned<usize>,
+    /// Where this site keeps the trust's policy as last applied (relative to the config
+    /// file's folder): the entries as list files and `policy.toml`, which is read with
+    /// this config file, so a site that starts with the database out of reach filters
+    /// exactly as it did.
+    #[serde(default = "default_policy_dir")]
+    pub policy_dir: PathBuf,
+    /// How often the trust's policy is checked for a new version when no notification
+    /// comes (notifications apply a change at once; 1s to 1h).
+    #[serde(
+        default = "default_policy_poll",
+        deserialize_with = "duration_in::<_, 1_000, 3_600_000>"
+    )]
+    pub policy_poll: Duration,
+    /// How often this site reports its health to the central store (1s to 1h).
+    #[serde(
+        default = "default_heartbeat",
+        deserialize_with = "duration_in::<_, 1_000, 3_600_000>"
+    )]
+    pub heartbeat: Duration,
+    /// On the fleet dashboard: a site whose last heartbeat is older than this is shown
+    /// as silent (10s to 7 days).
+    #[serde(
+        default = "default_silent_after",
+        deserialize_with = "duration_in::<_, 10_000, 604_800_000>"
+    )]
+    pub silent_after: Duration,
+}
+
+/// How the list names the trust's policy writes for its entries begin. Such lists
+/// shrink on purpose (an entry removed), so the reload's shrink guard leaves them alone
+/// when they are in `policy_dir` (see [`super::Config::is_policy_entry_list`]).
+pub const POLICY_ENTRY_LISTS: &str = "fleet-";
+
+/// The file in `policy_dir` that holds the trust's policy sections for this site.
+pub const POLICY_FILE: &str = "policy.toml";
+
+fn default_policy_dir() -> PathBuf {
+    PathBuf::from("data/fleet-policy")
+}
+
+fn default_policy_poll() -> Duration {
+    Duration::from_secs(30)
+}
+
+fn default_heartbeat() -> Duration {
+    Duration::from_secs(30)
+}
+
+fn default_silent_after() -> Duration {
+    Duration::from_secs(300)
 }
 
 /// The largest batch: a transaction of ~20 MB at most.

@@ -36,7 +36,10 @@ pub use alerts::{AlertsConfig, EmailConfig, StartTls};
 pub use audit::{AuditConfig, RetentionDays, MAX_RETENTION_DAYS};
 pub use blocking::{BlockResponse, BlockingConfig, RebindingConfig};
 pub use dashboard::{check_user_name, AdminConfig, DashboardConfig, Role, UserConfig};
-pub use fleet::{hosts_are_local, site_name_problem, FleetConfig, MAX_BATCH_ROWS};
+pub use fleet::{
+    hosts_are_local, site_name_problem, FleetConfig, MAX_BATCH_ROWS, POLICY_ENTRY_LISTS,
+    POLICY_FILE,
+};
 pub use lists::{
     AllowConfig, DenyConfig, Format, ListConfig, ReloadConfig, SourcesConfig, DASHBOARD_ALLOW,
     DEFAULT_MAX_LIST_BYTES,
@@ -53,6 +56,9 @@ pub use upstream::{ServerSpec, UpstreamConfig};
 pub use value::{
     Days, Domain, HostName, HttpUrl, Mailbox, Net, Origin, TimeOfDay, TimeZone, ValueError,
 };
+
+/// The config file every command reads unless given `--config`.
+pub const DEFAULT_CONFIG: &str = "config/warden.toml";
 
 /// The largest config file read: far above any real one (a big trust's is tens of KiB),
 /// and a bound if the path names something endless.
@@ -152,7 +158,60 @@ impl Config {
             path: path.to_path_buf(),
             source,
         })?;
-        Config::parse(&text, path)
+        let config = Config::parse(&text, path)?;
+        let Some(fleet) = &config.fleet else {
+            return Ok(config);
+        };
+        let policy = config.resolve(&fleet.policy_dir).join(POLICY_FILE);
+        match read_text(&policy) {
+            Ok(sections) => Config::parse_with_policy(&text, path, &sections, &policy),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(config),
+            Err(source) => Err(ConfigError::Read {
+                path: policy,
+                source,
+            }),
+        }
+    }
+
+    /// The text of the config file at `path` alone (without the trust's policy), read
+    /// as [`Config::load`] reads it.
+    pub fn local_text(path: &Path) -> Result<String, ConfigError> {
+        read_text(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+
+    /// Parse the local config `text` with the trust's policy sections (`sections`, as
+    /// `[fleet] policy_dir` holds them) after it, as one file: the same parser and the
+    /// same checks as any config, so a policy is held to exactly the rules of a local
+    /// file (a list naming an unknown category, a name taken twice, …). An error in the
+    /// policy's lines names `policy_path` and its own line.
+    pub fn parse_with_policy(
+        text: &str,
+        path: &Path,
+        sections: &str,
+        policy_path: &Path,
+    ) -> Result<Config, ConfigError> {
+        let mut joined = String::with_capacity(text.len() + sections.len() + 1);
+        joined.push_str(text);
+        if !joined.ends_with('\n') {
+            joined.push('\n');
+        }
+        let local_lines = joined.matches('\n').count();
+        joined.push_str(sections);
+        Config::parse(&joined, path).map_err(|e| match e {
+            ConfigError::Invalid {
+                line,
+                message,
+                path: _,
+            } if line > local_lines => ConfigError::Invalid {
+                path: policy_path.to_path_buf(),
+                line: line - local_lines,
+                message: format!("in the trust's policy: {message}"),
+            },
+            other => other,
+        })
     }
 
     /// Parse and validate `text`; `path` names it in errors and anchors relative paths.
@@ -200,6 +259,33 @@ impl Config {
     pub fn category_names(&self) -> String {
         let names: Vec<&str> = self.categories.keys().map(String::as_str).collect();
         names.join(", ")
+    }
+
+    /// Whether the list called `name` holds entries of the trust's policy: named as the
+    /// policy names them, and read from `[fleet] policy_dir`.
+    pub fn is_policy_entry_list(&self, name: &str) -> bool {
+        let Some(fleet) = &self.fleet else {
+            return false;
+        };
+        if !name.starts_with(POLICY_ENTRY_LISTS) {
+            return false;
+        }
+        let dir = self.resolve(&fleet.policy_dir);
+        let inside = |path: &Path| self.resolve(path).starts_with(&dir);
+        self.allow
+            .iter()
+            .filter(|a| a.name.get_ref() == name)
+            .any(|a| inside(&a.path))
+            || self
+                .deny
+                .iter()
+                .filter(|d| d.name.get_ref() == name)
+                .any(|d| inside(&d.path))
+            || self
+                .lists
+                .iter()
+                .filter(|l| l.name.get_ref() == name)
+                .any(|l| l.path.as_deref().is_some_and(inside))
     }
 
     /// The default group's name (`[server] default_group`).

@@ -10,7 +10,7 @@ use super::auth::Session;
 use crate::audit::records::{AllowChange, SignIn};
 use crate::audit::review::{EventRow, ReviewState, OUTCOMES};
 use crate::config::Role;
-use crate::fleet::read::SiteState;
+use crate::fleet::read::{SiteHealth, SiteState};
 
 /// The stylesheet, served at `/static/warden.css` (the CSP allows no inline styles).
 pub const CSS: &str = r#"
@@ -231,6 +231,7 @@ fn fleet_sites(sites: &[SiteState], tz: Tz) -> Markup {
                 thead { tr {
                     th scope="col" { "Location" } th scope="col" { "Blocks" }
                     th scope="col" { "By category" } th scope="col" { "Log shipped up to" }
+                    th scope="col" { "Health" }
                 } }
                 tbody { @for site in sites {
                     tr {
@@ -242,10 +243,41 @@ fn fleet_sites(sites: &[SiteState], tz: Tz) -> Markup {
                         } }
                         td { "row " (site.head_seq)
                             @if let Some(at) = &site.shipped_at { ", last batch " (when(at, tz)) } }
+                        td { (site_health(site.health.as_ref(), tz)) }
                     }
                 } }
             } }
         }
+    }
+}
+
+/// A site's heartbeat at a glance: flags first (silent, refused or old policy, stale
+/// locked lists, conflicts), then its figures.
+fn site_health(health: Option<&SiteHealth>, tz: Tz) -> Markup {
+    let Some(h) = health else {
+        return html! { span.serious { "No heartbeat yet" } };
+    };
+    let minutes = (h.age_secs / 60.0).floor() as i64;
+    html! {
+        @if h.silent {
+            span.serious { "SILENT: last heard " (when(&h.at, tz)) " (" (minutes) " min ago)" } br;
+        }
+        @if let Some((version, error)) = &h.refused {
+            span.serious { "REFUSED policy v" (version) ": " (error) } br;
+        }
+        @if h.behind() {
+            span.serious { "OLD POLICY: v" (h.policy_version) " of v" (h.newest_policy) } br;
+        } @else {
+            "Policy v" (h.policy_version) " (newest)" br;
+        }
+        @if !h.stale_locked.is_empty() {
+            span.serious { "Locked list stale: " (h.stale_locked) } br;
+        }
+        @for note in &h.notes { span.serious { "Conflict: " (note) } br; }
+        "Warden " (h.warden_version) ", " (h.rules) " rules, "
+        (format!("{:.0}", h.queries_per_min)) " queries/min, "
+        (format!("{:.0}", h.blocks_per_min)) " blocks/min, backlog " (h.backlog_rows) " rows"
+        @if !h.silent { ", last heard " (when(&h.at, tz)) }
     }
 }
 

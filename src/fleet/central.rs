@@ -215,12 +215,52 @@ CREATE TABLE dashboard_signins (
     result      text NOT NULL
 );
 "#,
+    // 5: the trust's shared policy (append-only: a change is never edited or deleted,
+    // so the policy in force at any past time is the fold of the changes up to it) and
+    // each site's heartbeat (one row per site, replaced at each beat).
+    r#"
+CREATE TABLE policy_changes (
+    version     bigint PRIMARY KEY,
+    at          timestamptz NOT NULL DEFAULT now(),
+    author      text NOT NULL,
+    reason      text NOT NULL,
+    change      text NOT NULL
+);
+CREATE TABLE site_health (
+    site            text PRIMARY KEY,
+    at              timestamptz NOT NULL DEFAULT now(),
+    warden_version  text NOT NULL,
+    policy_version  bigint NOT NULL DEFAULT 0,
+    refused_version bigint,
+    refused_error   text,
+    policy_notes    text NOT NULL DEFAULT '',
+    rules           bigint NOT NULL DEFAULT 0,
+    last_reload     text NOT NULL DEFAULT '',
+    backlog_rows    bigint NOT NULL DEFAULT 0,
+    queries_per_min double precision NOT NULL DEFAULT 0,
+    blocks_per_min  double precision NOT NULL DEFAULT 0,
+    stale_locked    text NOT NULL DEFAULT ''
+);
+"#,
 ];
+
+/// The steps after which a Warden that does not know them cannot use the store (a
+/// column it writes renamed, a table it reads dropped). Every other step only adds,
+/// and a site one release behind keeps shipping into a store migrated past it: it
+/// reads `warden_schema.version`, which counts only up to the last of these, while
+/// `applied` counts every step. Steps 1 to 4 came before the distinction, so they
+/// count as breaking.
+const BREAKING: &[i32] = &[1, 2, 3, 4];
 
 /// Serialises schema changes and partition creation between sites connecting at once.
 const SCHEMA_LOCK: i64 = 0x5761_7264_656e_0001;
 
 /// Bring the central schema up to date.
+///
+/// `warden_schema.version` is the level a Warden must know to use the store (the last
+/// breaking step applied, see [`BREAKING`]); `applied` is every step applied. A store
+/// migrated past what this Warden knows is used as it is when only additive steps lie
+/// beyond (an older site in a newer trust), and refused when a breaking one does.
 pub(crate) async fn migrate(client: &mut Client, settings: &Settings) -> Result<(), FleetError> {
     let failed = |e| settings.database_error(e);
     let tx = client.transaction().await.map_err(failed)?;
@@ -228,30 +268,42 @@ pub(crate) async fn migrate(client: &mut Client, settings: &Settings) -> Result<
         .await
         .map_err(failed)?;
     tx.batch_execute(
-        "CREATE TABLE IF NOT EXISTS warden_schema (version integer NOT NULL); \
-         INSERT INTO warden_schema SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM warden_schema)",
+        "SET LOCAL client_min_messages = warning; \
+         CREATE TABLE IF NOT EXISTS warden_schema (version integer NOT NULL); \
+         INSERT INTO warden_schema SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM warden_schema); \
+         ALTER TABLE warden_schema ADD COLUMN IF NOT EXISTS applied integer; \
+         UPDATE warden_schema SET applied = version WHERE applied IS NULL",
     )
     .await
     .map_err(failed)?;
-    let version: i32 = tx
-        .query_one("SELECT version FROM warden_schema", &[])
+    let row = tx
+        .query_one("SELECT version, applied FROM warden_schema", &[])
         .await
-        .map_err(failed)?
-        .get(0);
+        .map_err(failed)?;
+    let (required, applied): (i32, i32) = (row.get(0), row.get(1));
     let known = i32::try_from(MIGRATIONS.len()).unwrap_or(i32::MAX);
-    if version > known {
+    if required > known {
         return Err(FleetError::Config(format!(
-            "the fleet database {} has schema version {version}; this Warden knows {known}: \
-             upgrade this site's Warden",
+            "the fleet database {} needs a Warden that knows schema version {required}; \
+             this one knows {known}: upgrade this site's Warden",
             settings.target
         )));
     }
-    for (from, step) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+    for (from, step) in MIGRATIONS.iter().enumerate().skip(applied.max(0) as usize) {
         tx.batch_execute(step).await.map_err(failed)?;
         let to = i32::try_from(from + 1).unwrap_or(i32::MAX);
-        tx.execute("UPDATE warden_schema SET version = $1", &[&to])
-            .await
-            .map_err(failed)?;
+        let required = BREAKING
+            .iter()
+            .copied()
+            .filter(|b| *b <= to)
+            .max()
+            .unwrap_or(0);
+        tx.execute(
+            "UPDATE warden_schema SET version = $1, applied = $2",
+            &[&required, &to],
+        )
+        .await
+        .map_err(failed)?;
     }
     tx.commit().await.map_err(failed)
 }

@@ -93,6 +93,29 @@ impl Settings {
         Ok(client)
     }
 
+    /// A new connection whose notifications (`LISTEN`) arrive on the receiver; the
+    /// receiver ends when the connection does.
+    pub async fn connect_listening(
+        &self,
+    ) -> Result<(Client, tokio::sync::mpsc::UnboundedReceiver<String>), FleetError> {
+        let failed = |e: tokio_postgres::Error| self.database_error(e);
+        let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
+        let client = match &self.tls {
+            None => {
+                let (client, connection) = self.postgres.connect(NoTls).await.map_err(failed)?;
+                tokio::spawn(drive_listening(connection, sender, self.target.clone()));
+                client
+            }
+            Some(tls) => {
+                let make = tokio_postgres_rustls::MakeRustlsConnect::new((**tls).clone());
+                let (client, connection) = self.postgres.connect(make).await.map_err(failed)?;
+                tokio::spawn(drive_listening(connection, sender, self.target.clone()));
+                client
+            }
+        };
+        Ok((client, receiver))
+    }
+
     pub(crate) fn database_error(&self, e: tokio_postgres::Error) -> FleetError {
         FleetError::Database {
             target: self.target.clone(),
@@ -121,6 +144,35 @@ where
             "fleet database {target}: connection ended: {}",
             describe(&e)
         );
+    }
+}
+
+/// Drive a connection, passing each notification's payload on (a notice or the
+/// sender's receiver gone changes nothing; the connection's end drops the sender).
+async fn drive_listening<S, T>(
+    mut connection: tokio_postgres::Connection<S, T>,
+    notifications: tokio::sync::mpsc::UnboundedSender<String>,
+    target: String,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio_postgres::AsyncMessage;
+    loop {
+        match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+            Some(Ok(AsyncMessage::Notification(n))) => {
+                let _ = notifications.send(n.payload().to_string());
+            }
+            Some(Ok(_)) => {}
+            Some(Err(e)) => {
+                tracing::debug!(
+                    "fleet database {target}: connection ended: {}",
+                    describe(&e)
+                );
+                return;
+            }
+            None => return,
+        }
     }
 }
 

@@ -6,6 +6,8 @@
 pub mod central;
 pub mod connect;
 mod error;
+pub mod follow;
+pub mod policy;
 pub mod read;
 pub mod retention;
 pub mod ship;

@@ -57,6 +57,8 @@ const CONNECTIONS: usize = 4;
 /// again after it breaks (the database restarted, the network dropped).
 pub struct Central {
     settings: Settings,
+    /// A site with no heartbeat for this long is shown as silent.
+    silent_after: std::time::Duration,
     clients: Vec<tokio::sync::Mutex<Option<Arc<Client>>>>,
     next: std::sync::atomic::AtomicUsize,
 }
@@ -65,11 +67,18 @@ impl Central {
     pub fn new(settings: Settings) -> Central {
         Central {
             settings,
+            silent_after: std::time::Duration::from_secs(300),
             clients: (0..CONNECTIONS)
                 .map(|_| tokio::sync::Mutex::new(None))
                 .collect(),
             next: std::sync::atomic::AtomicUsize::new(0),
         }
+    }
+
+    /// Show a site as silent after `after` without a heartbeat (`[fleet] silent_after`).
+    pub fn silent_after(mut self, after: std::time::Duration) -> Central {
+        self.silent_after = after;
+        self
     }
 
     /// Where the central store is (host, port, database), for messages.
@@ -253,6 +262,7 @@ impl Central {
             .query(sql.as_str(), &params.refs())
             .await
             .map_err(|e| self.failed(e))?;
+        let mut health = self.health(scope).await?;
         let mut sites: Vec<SiteState> = rows
             .iter()
             .map(|r| SiteState {
@@ -260,8 +270,21 @@ impl Central {
                 head_seq: r.get(1),
                 shipped_at: r.get::<_, Option<SystemTime>>(2).map(rfc3339),
                 blocks: Vec::new(),
+                health: None,
             })
             .collect();
+        for site in &mut sites {
+            site.health = health.remove(&site.site);
+        }
+        // A site that reports its health but has shipped nothing yet is still shown.
+        sites.extend(health.into_iter().map(|(site, h)| SiteState {
+            site,
+            head_seq: 0,
+            shipped_at: None,
+            blocks: Vec::new(),
+            health: Some(h),
+        }));
+        sites.sort_by(|a, b| a.site.cmp(&b.site));
         let mut params = Params::default();
         let only = scope_condition(scope, "t.site", &mut params);
         let from = params.push(since.to_string());
@@ -290,6 +313,52 @@ impl Central {
             }
         }
         Ok(sites)
+    }
+
+    /// Every site in `scope` that has sent a heartbeat, with its last one.
+    pub async fn health(&self, scope: &Scope) -> Result<HashMap<String, SiteHealth>, FleetError> {
+        let client = self.client().await?;
+        let mut params = Params::default();
+        let only = scope_condition(scope, "h.site", &mut params);
+        let sql = format!(
+            "SELECT h.site, h.at, extract(epoch FROM now() - h.at)::float8, h.warden_version, \
+             h.policy_version, (SELECT coalesce(max(version), 0) FROM policy_changes), \
+             h.refused_version, h.refused_error, h.policy_notes, h.rules, h.last_reload, \
+             h.backlog_rows, h.queries_per_min, h.blocks_per_min, h.stale_locked \
+             FROM site_health h WHERE {only}"
+        );
+        let rows = client
+            .query(sql.as_str(), &params.refs())
+            .await
+            .map_err(|e| self.failed(e))?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let age_secs: f64 = r.get(2);
+                let refused = match (r.get::<_, Option<i64>>(6), r.get::<_, Option<String>>(7)) {
+                    (Some(v), e) => Some((v, e.unwrap_or_default())),
+                    _ => None,
+                };
+                let notes: String = r.get(8);
+                let health = SiteHealth {
+                    at: rfc3339(r.get(1)),
+                    age_secs,
+                    silent: age_secs > self.silent_after.as_secs_f64(),
+                    warden_version: r.get(3),
+                    policy_version: r.get(4),
+                    newest_policy: r.get(5),
+                    refused,
+                    notes: notes.lines().map(str::to_string).collect(),
+                    rules: r.get(9),
+                    last_reload: r.get(10),
+                    backlog_rows: r.get(11),
+                    queries_per_min: r.get(12),
+                    blocks_per_min: r.get(13),
+                    stale_locked: r.get(14),
+                };
+                (r.get(0), health)
+            })
+            .collect())
     }
 
     /// Every site's name, in order.
@@ -404,7 +473,7 @@ impl Central {
 }
 
 /// A site as the fleet overview shows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SiteState {
     pub site: String,
     /// The last chain position shipped.
@@ -413,6 +482,40 @@ pub struct SiteState {
     pub shipped_at: Option<String>,
     /// Blocks in the period per category, most first.
     pub blocks: Vec<(String, i64)>,
+    /// Its last heartbeat, if it has sent one.
+    pub health: Option<SiteHealth>,
+}
+
+/// A site's last heartbeat, and what it says against the trust's newest policy.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SiteHealth {
+    /// When it came (RFC 3339) and how long ago, by the database's clock.
+    pub at: String,
+    pub age_secs: f64,
+    /// No heartbeat within `[fleet] silent_after`.
+    pub silent: bool,
+    pub warden_version: String,
+    /// The policy version it applies, and the newest stored.
+    pub policy_version: i64,
+    pub newest_policy: i64,
+    /// A newer version it refused, and why.
+    pub refused: Option<(i64, String)>,
+    /// Entries it left out or cannot apply as written.
+    pub notes: Vec<String>,
+    pub rules: i64,
+    pub last_reload: String,
+    pub backlog_rows: i64,
+    pub queries_per_min: f64,
+    pub blocks_per_min: f64,
+    /// Locked lists past their `max_age`, comma-separated.
+    pub stale_locked: String,
+}
+
+impl SiteHealth {
+    /// On an older policy version than the newest.
+    pub fn behind(&self) -> bool {
+        self.policy_version < self.newest_policy
+    }
 }
 
 /// Whether the days of `tz` from `since` (RFC 3339) to now start on whole UTC hours: its

@@ -1,0 +1,820 @@
+//! The trust's shared policy: allow entries, deny entries and extra lists by URL, set
+//! once in the central store and followed by every site ([`super::follow`]).
+//!
+//! The store keeps *changes*, never a current state: each change is a new version
+//! (`policy_changes`, append-only) with its author, reason and time. The policy at
+//! version V, or at any past time, is the fold of the changes up to it ([`State`]), so
+//! "what was allowed at this school on 14 March, and who decided it" always has an
+//! answer, and history, show and diff all read the same rows.
+//!
+//! A site turns the policy into config sections ([`SiteView::render`]): the entries as
+//! list files and a `policy.toml` that names them, read with the site's own config by
+//! the same parser and checks as any config file (see `Config::parse_with_policy`).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+use tokio_postgres::Client;
+
+use super::connect::Settings;
+use super::FleetError;
+use crate::config::Format;
+
+/// The channel a new version is announced on (its payload: the version).
+pub const CHANNEL: &str = "warden_policy";
+
+/// Serialises writers, so versions become visible in the order they are numbered (a
+/// site that has read version 12 never later finds an 11 it missed).
+const POLICY_LOCK: i64 = 0x5761_7264_656e_0002;
+
+/// The longest reason kept with a change.
+pub const MAX_REASON: usize = 500;
+
+/// One change to the policy, as stored (JSON in `policy_changes.change`). A site that
+/// meets a kind or a field it does not know refuses that version (and says to upgrade)
+/// rather than apply part of it: an unknown field may be what narrows an entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Change {
+    /// Allow `name` (and its subdomains) wherever no locked list blocks it.
+    Allow {
+        name: String,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        sites: Vec<String>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        groups: Vec<String>,
+    },
+    /// Remove the allow entry for `name`.
+    Unallow { name: String },
+    /// Block `name` (and its subdomains): under `category` for every group that blocks
+    /// it, or for the named groups only (as their own deny list).
+    Deny {
+        name: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        category: Option<String>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        sites: Vec<String>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        groups: Vec<String>,
+    },
+    /// Remove the deny entry for `name`.
+    Undeny { name: String },
+    /// A block list downloaded from `url` at each site, in `category`.
+    List {
+        name: String,
+        category: String,
+        url: String,
+        #[serde(default)]
+        format: Format,
+        #[serde(default)]
+        min_entries: u64,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        sites: Vec<String>,
+    },
+    /// Remove the list called `name`.
+    Unlist { name: String },
+}
+
+impl Change {
+    /// One line for history and errors: `allow example.org (sites: a, b)`.
+    pub fn describe(&self) -> String {
+        let scope = |sites: &[String], groups: &[String]| {
+            let mut parts = Vec::new();
+            if !sites.is_empty() {
+                parts.push(format!("sites: {}", sites.join(", ")));
+            }
+            if !groups.is_empty() {
+                parts.push(format!("groups: {}", groups.join(", ")));
+            }
+            if parts.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", parts.join("; "))
+            }
+        };
+        match self {
+            Change::Allow {
+                name,
+                sites,
+                groups,
+            } => format!("allow {name}{}", scope(sites, groups)),
+            Change::Unallow { name } => format!("remove allow {name}"),
+            Change::Deny {
+                name,
+                category,
+                sites,
+                groups,
+            } => {
+                let under = category
+                    .as_ref()
+                    .map(|c| format!(" as {c}"))
+                    .unwrap_or_default();
+                format!("deny {name}{under}{}", scope(sites, groups))
+            }
+            Change::Undeny { name } => format!("remove deny {name}"),
+            Change::List {
+                name,
+                category,
+                url,
+                sites,
+                ..
+            } => format!(
+                "list {name} ({category}) from {}{}",
+                shown_url(url),
+                scope(sites, &[])
+            ),
+            Change::Unlist { name } => format!("remove list {name}"),
+        }
+    }
+}
+
+/// A URL as it may be shown: no user info, query or fragment (a feed's token).
+fn shown_url(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut u) => {
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            u.set_query(None);
+            u.set_fragment(None);
+            u.to_string()
+        }
+        Err(_) => "(not a URL)".to_string(),
+    }
+}
+
+/// One stored version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub version: i64,
+    pub at: SystemTime,
+    pub author: String,
+    pub reason: String,
+    pub change: Change,
+}
+
+/// Who made an entry, when and why: kept with every entry in force.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    pub version: i64,
+    pub at: SystemTime,
+    pub author: String,
+    pub reason: String,
+}
+
+/// An allow or deny entry in force.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub origin: Origin,
+    pub category: Option<String>,
+    pub sites: Vec<String>,
+    pub groups: Vec<String>,
+}
+
+/// A list by URL in force.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListEntry {
+    pub origin: Origin,
+    pub category: String,
+    pub url: String,
+    pub format: Format,
+    pub min_entries: u64,
+    pub sites: Vec<String>,
+}
+
+/// The policy as it stands after some version: the fold of every change up to it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct State {
+    /// The last version folded in (0: none).
+    pub version: i64,
+    pub allow: BTreeMap<String, Entry>,
+    pub deny: BTreeMap<String, Entry>,
+    pub lists: BTreeMap<String, ListEntry>,
+}
+
+/// Why a change cannot be made to a state.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Refused(pub String);
+
+impl State {
+    /// The state after `records` (in version order).
+    pub fn fold<'a>(records: impl IntoIterator<Item = &'a Record>) -> State {
+        let mut state = State::default();
+        for record in records {
+            state.apply(record);
+        }
+        state
+    }
+
+    /// Whether `change` makes sense on this state (it adds what is not there, removes
+    /// what is): checked before a change is stored.
+    pub fn admits(&self, change: &Change) -> Result<(), Refused> {
+        let fail = |m: String| Err(Refused(m));
+        match change {
+            Change::Allow { name, .. } if self.allow.contains_key(name) => fail(format!(
+                "{name} is already allowed by the trust's policy (remove it first to change its scope)"
+            )),
+            Change::Deny { name, .. } if self.deny.contains_key(name) => fail(format!(
+                "{name} is already denied by the trust's policy (remove it first to change its scope)"
+            )),
+            Change::List { name, .. } if self.lists.contains_key(name) => fail(format!(
+                "the trust's policy already has a list called {name}"
+            )),
+            Change::Unallow { name } if !self.allow.contains_key(name) => {
+                fail(format!("{name} is not allowed by the trust's policy"))
+            }
+            Change::Undeny { name } if !self.deny.contains_key(name) => {
+                fail(format!("{name} is not denied by the trust's policy"))
+            }
+            Change::Unlist { name } if !self.lists.contains_key(name) => {
+                fail(format!("the trust's policy has no list called {name}"))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Fold one record in. A removal of what is not there changes nothing (a writer
+    /// checks [`State::admits`] first; the fold never fails, so history always reads).
+    pub fn apply(&mut self, record: &Record) {
+        let origin = Origin {
+            version: record.version,
+            at: record.at,
+            author: record.author.clone(),
+            reason: record.reason.clone(),
+        };
+        self.version = record.version;
+        match &record.change {
+            Change::Allow {
+                name,
+                sites,
+                groups,
+            } => {
+                self.allow.insert(
+                    name.clone(),
+                    Entry {
+                        origin,
+                        category: None,
+                        sites: sites.clone(),
+                        groups: groups.clone(),
+                    },
+                );
+            }
+            Change::Unallow { name } => {
+                self.allow.remove(name);
+            }
+            Change::Deny {
+                name,
+                category,
+                sites,
+                groups,
+            } => {
+                self.deny.insert(
+                    name.clone(),
+                    Entry {
+                        origin,
+                        category: category.clone(),
+                        sites: sites.clone(),
+                        groups: groups.clone(),
+                    },
+                );
+            }
+            Change::Undeny { name } => {
+                self.deny.remove(name);
+            }
+            Change::List {
+                name,
+                category,
+                url,
+                format,
+                min_entries,
+                sites,
+            } => {
+                self.lists.insert(
+                    name.clone(),
+                    ListEntry {
+                        origin,
+                        category: category.clone(),
+                        url: url.clone(),
+                        format: *format,
+                        min_entries: *min_entries,
+                        sites: sites.clone(),
+                    },
+                );
+            }
+            Change::Unlist { name } => {
+                self.lists.remove(name);
+            }
+        }
+    }
+
+    /// Every entry in force, one line each, in a stable order (for `show` and `diff`).
+    pub fn lines(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let scope = |sites: &[String], groups: &[String]| {
+            let sites = if sites.is_empty() {
+                "all sites".to_string()
+            } else {
+                format!("sites {}", sites.join(","))
+            };
+            let groups = if groups.is_empty() {
+                "all groups".to_string()
+            } else {
+                format!("groups {}", groups.join(","))
+            };
+            format!("{sites}; {groups}")
+        };
+        for (name, e) in &self.allow {
+            out.push(format!(
+                "allow {name} [{}] v{} by {}: {}",
+                scope(&e.sites, &e.groups),
+                e.origin.version,
+                e.origin.author,
+                e.origin.reason
+            ));
+        }
+        for (name, e) in &self.deny {
+            let under = e.category.as_deref().unwrap_or("group-deny");
+            out.push(format!(
+                "deny {name} as {under} [{}] v{} by {}: {}",
+                scope(&e.sites, &e.groups),
+                e.origin.version,
+                e.origin.author,
+                e.origin.reason
+            ));
+        }
+        for (name, l) in &self.lists {
+            out.push(format!(
+                "list {name} ({}) from {} [{}] v{} by {}: {}",
+                l.category,
+                shown_url(&l.url),
+                scope(&l.sites, &[]),
+                l.origin.version,
+                l.origin.author,
+                l.origin.reason
+            ));
+        }
+        out
+    }
+
+    /// What applies at `site`, whose config defines `groups` (`None`: every entry, as
+    /// the trust's own config checks them).
+    pub fn for_site(&self, site: Option<&str>, groups: &BTreeSet<String>) -> SiteView {
+        let here = |sites: &[String]| {
+            site.is_none_or(|site| sites.is_empty() || sites.iter().any(|s| s == site))
+        };
+        let mut view = SiteView {
+            version: self.version,
+            ..SiteView::default()
+        };
+        for (kind, entries) in [("allow", &self.allow), ("deny", &self.deny)] {
+            for (name, e) in entries.iter().filter(|(_, e)| here(&e.sites)) {
+                let (known, unknown): (Vec<String>, Vec<String>) =
+                    e.groups.iter().cloned().partition(|g| groups.contains(g));
+                if !unknown.is_empty() {
+                    view.notes.push(format!(
+                        "{kind} {name} (v{}) names groups this site does not have: {}",
+                        e.origin.version,
+                        unknown.join(", ")
+                    ));
+                    if known.is_empty() {
+                        continue;
+                    }
+                }
+                let entry = SiteEntry {
+                    name: name.clone(),
+                    comment: comment(&e.origin),
+                    category: e.category.clone(),
+                    groups: known,
+                };
+                match kind {
+                    "allow" => view.allow.push(entry),
+                    _ => view.deny.push(entry),
+                }
+            }
+        }
+        view.lists = self
+            .lists
+            .iter()
+            .filter(|(_, l)| here(&l.sites))
+            .map(|(name, l)| (name.clone(), l.clone()))
+            .collect();
+        view
+    }
+}
+
+/// The comment written above an entry in a site's list file.
+fn comment(origin: &Origin) -> String {
+    let line = format!(
+        "v{} {} by {}: {}",
+        origin.version,
+        crate::audit::rfc3339(origin.at),
+        origin.author,
+        origin.reason
+    );
+    line.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
+/// One entry as a site applies it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SiteEntry {
+    pub name: String,
+    pub comment: String,
+    pub category: Option<String>,
+    /// Empty: every group.
+    pub groups: Vec<String>,
+}
+
+/// The policy as one site applies it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SiteView {
+    pub version: i64,
+    pub allow: Vec<SiteEntry>,
+    pub deny: Vec<SiteEntry>,
+    pub lists: Vec<(String, ListEntry)>,
+    /// Entries left out here, and why (reported with the site's health).
+    pub notes: Vec<String>,
+}
+
+/// A site's view written out: `policy.toml` and the list files it names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rendered {
+    /// The config sections (`policy.toml`).
+    pub sections: String,
+    /// List files: (file name in the policy folder, text).
+    pub files: Vec<(String, String)>,
+}
+
+use crate::config::POLICY_ENTRY_LISTS as ENTRY_LIST_PREFIX;
+
+impl SiteView {
+    /// The sections and files for this view, the files named in `dir` as the config
+    /// gives it (relative to the config file's folder, or absolute).
+    pub fn render(&self, dir: &Path) -> Rendered {
+        let mut sections = format!(
+            "# The trust's policy, version {}, as this site applies it. Written by Warden\n\
+             # from the central store: do not edit (the next version replaces it).\n",
+            self.version
+        );
+        let mut files = Vec::new();
+        let mut add_file = |file: String, entries: &[&SiteEntry]| {
+            let mut text = String::new();
+            for e in entries {
+                text.push_str(&format!("# {}\n{}\n", e.comment, e.name));
+            }
+            files.push((file, text));
+        };
+        // Allow entries: one list for every group, one per group set.
+        let mut allow_by_groups: BTreeMap<Vec<String>, Vec<&SiteEntry>> = BTreeMap::new();
+        for e in &self.allow {
+            allow_by_groups.entry(e.groups.clone()).or_default().push(e);
+        }
+        for (i, (groups, entries)) in allow_by_groups.iter().enumerate() {
+            let file = format!("allow-{i}.list");
+            sections.push_str(&format!(
+                "\n[[allow]]\nname = {}\npath = {}\nformat = \"domains\"\n",
+                toml_string(&format!("{ENTRY_LIST_PREFIX}allow-{i}")),
+                toml_string(&dir.join(&file).to_string_lossy()),
+            ));
+            if !groups.is_empty() {
+                sections.push_str(&format!("groups = {}\n", toml_strings(groups)));
+            }
+            add_file(file, entries);
+        }
+        // Deny entries: for every group under their category, or a group's own list.
+        let mut by_category: BTreeMap<&str, Vec<&SiteEntry>> = BTreeMap::new();
+        let mut by_groups: BTreeMap<Vec<String>, Vec<&SiteEntry>> = BTreeMap::new();
+        for e in &self.deny {
+            match (&e.category, e.groups.is_empty()) {
+                (Some(category), true) => by_category.entry(category).or_default().push(e),
+                _ => by_groups.entry(e.groups.clone()).or_default().push(e),
+            }
+        }
+        for (i, (category, entries)) in by_category.iter().enumerate() {
+            let file = format!("deny-{i}.list");
+            sections.push_str(&format!(
+                "\n[[lists]]\nname = {}\ncategory = {}\npath = {}\nformat = \"domains\"\n",
+                toml_string(&format!("{ENTRY_LIST_PREFIX}deny-{i}")),
+                toml_string(category),
+                toml_string(&dir.join(&file).to_string_lossy()),
+            ));
+            add_file(file, entries);
+        }
+        for (i, (groups, entries)) in by_groups.iter().enumerate() {
+            let file = format!("deny-group-{i}.list");
+            sections.push_str(&format!(
+                "\n[[deny]]\nname = {}\npath = {}\nformat = \"domains\"\ngroups = {}\n",
+                toml_string(&format!("{ENTRY_LIST_PREFIX}deny-group-{i}")),
+                toml_string(&dir.join(&file).to_string_lossy()),
+                toml_strings(groups),
+            ));
+            add_file(file, entries);
+        }
+        for (name, l) in &self.lists {
+            sections.push_str(&format!(
+                "\n# v{} by {}: {}\n[[lists]]\nname = {}\ncategory = {}\nurl = {}\nformat = {}\n\
+                 min_entries = {}\n",
+                l.origin.version,
+                l.origin.author,
+                comment_text(&l.origin.reason),
+                toml_string(name),
+                toml_string(&l.category),
+                toml_string(&l.url),
+                toml_string(format_name(l.format)),
+                l.min_entries,
+            ));
+        }
+        Rendered { sections, files }
+    }
+}
+
+fn comment_text(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
+fn toml_string(s: &str) -> String {
+    toml::Value::String(s.to_string()).to_string()
+}
+
+fn toml_strings(items: &[String]) -> String {
+    let quoted: Vec<String> = items.iter().map(|s| toml_string(s)).collect();
+    format!("[{}]", quoted.join(", "))
+}
+
+/// A format as the config writes it.
+pub fn format_name(format: Format) -> &'static str {
+    match format {
+        Format::Auto => "auto",
+        Format::Hosts => "hosts",
+        Format::Domains => "domains",
+        Format::Adblock => "adblock",
+        Format::Dnsmasq => "dnsmasq",
+        Format::Unbound => "unbound",
+        Format::Rpz => "rpz",
+        Format::Hashed => "hashed",
+    }
+}
+
+/// The central store's side: append a change, read the changes.
+pub struct Store<'a> {
+    pub client: &'a mut Client,
+    pub settings: &'a Settings,
+}
+
+impl Store<'_> {
+    /// Store `change` as the next version, if the policy as it stands admits it and
+    /// `check` accepts the state it makes; announce it. Returns the new version.
+    pub async fn append(
+        &mut self,
+        author: &str,
+        reason: &str,
+        change: &Change,
+        check: impl FnOnce(&State) -> Result<(), Refused>,
+    ) -> Result<Result<i64, Refused>, FleetError> {
+        let settings = self.settings;
+        let failed = |e| settings.database_error(e);
+        let tx = self.client.transaction().await.map_err(failed)?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&POLICY_LOCK])
+            .await
+            .map_err(failed)?;
+        let records = read_records(&tx, settings, None).await?;
+        let mut state = State::fold(&records);
+        if let Err(refused) = state.admits(change) {
+            return Ok(Err(refused));
+        }
+        // Checked before it is stored, and numbered by hand under the lock: a refused
+        // change leaves no gap in the versions.
+        let version = state.version + 1;
+        let at: SystemTime = tx
+            .query_one("SELECT now()", &[])
+            .await
+            .map_err(failed)?
+            .get(0);
+        state.apply(&Record {
+            version,
+            at,
+            author: author.to_string(),
+            reason: reason.to_string(),
+            change: change.clone(),
+        });
+        if let Err(refused) = check(&state) {
+            return Ok(Err(refused));
+        }
+        let text = serde_json::to_string(change)
+            .map_err(|e| FleetError::Config(format!("cannot store the change: {e}")))?;
+        tx.execute(
+            "INSERT INTO policy_changes (version, at, author, reason, change) \
+             VALUES ($1, $2, $3, $4, $5)",
+            &[&version, &at, &author, &reason, &text],
+        )
+        .await
+        .map_err(failed)?;
+        tx.execute(
+            "SELECT pg_notify($1, $2)",
+            &[&CHANNEL, &version.to_string()],
+        )
+        .await
+        .map_err(failed)?;
+        tx.commit().await.map_err(failed)?;
+        Ok(Ok(version))
+    }
+
+    /// Every stored version, oldest first (up to `until`, if given).
+    pub async fn records(&self, until: Option<SystemTime>) -> Result<Vec<Record>, FleetError> {
+        read_records(&*self.client, self.settings, until).await
+    }
+}
+
+/// The stored versions (up to the time `until`), oldest first. A change this Warden
+/// cannot read is an error naming its version: a site must not apply part of a policy.
+pub async fn read_records(
+    client: &impl tokio_postgres::GenericClient,
+    settings: &Settings,
+    until: Option<SystemTime>,
+) -> Result<Vec<Record>, FleetError> {
+    let failed = |e| settings.database_error(e);
+    let rows = match until {
+        Some(t) => client
+            .query(
+                "SELECT version, at, author, reason, change FROM policy_changes \
+                 WHERE at <= $1 ORDER BY version",
+                &[&t],
+            )
+            .await
+            .map_err(failed)?,
+        None => client
+            .query(
+                "SELECT version, at, author, reason, change FROM policy_changes ORDER BY version",
+                &[],
+            )
+            .await
+            .map_err(failed)?,
+    };
+    rows.iter()
+        .map(|row| {
+            let version: i64 = row.get(0);
+            let text: String = row.get(4);
+            let change = serde_json::from_str(&text).map_err(|e| {
+                FleetError::Config(format!(
+                    "policy version {version} holds a change this Warden does not know ({e}): \
+                     upgrade this Warden to follow the trust's policy"
+                ))
+            })?;
+            Ok(Record {
+                version,
+                at: row.get(1),
+                author: row.get(2),
+                reason: row.get(3),
+                change,
+            })
+        })
+        .collect()
+}
+
+/// The newest version stored (0: none).
+pub async fn latest_version(client: &Client, settings: &Settings) -> Result<i64, FleetError> {
+    let row = client
+        .query_one("SELECT coalesce(max(version), 0) FROM policy_changes", &[])
+        .await
+        .map_err(|e| settings.database_error(e))?;
+    Ok(row.get(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(version: i64, change: Change) -> Record {
+        Record {
+            version,
+            at: SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(version as u64 * 60),
+            author: "it-lead".into(),
+            reason: format!("reason {version}"),
+            change,
+        }
+    }
+
+    fn allow(name: &str, sites: &[&str], groups: &[&str]) -> Change {
+        Change::Allow {
+            name: name.into(),
+            sites: sites.iter().map(|s| s.to_string()).collect(),
+            groups: groups.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn the_state_at_a_version_is_the_fold_of_the_changes_up_to_it() {
+        let records = vec![
+            record(1, allow("a.example", &[], &[])),
+            record(
+                2,
+                Change::Deny {
+                    name: "bad.example".into(),
+                    category: Some("adult".into()),
+                    sites: vec![],
+                    groups: vec![],
+                },
+            ),
+            record(
+                3,
+                Change::Unallow {
+                    name: "a.example".into(),
+                },
+            ),
+        ];
+        let at2 = State::fold(&records[..2]);
+        assert_eq!(at2.version, 2);
+        assert!(at2.allow.contains_key("a.example"));
+        assert_eq!(at2.deny["bad.example"].origin.author, "it-lead");
+        let at3 = State::fold(&records);
+        assert!(at3.allow.is_empty());
+        assert_eq!(at3.deny.len(), 1);
+        assert!(at3
+            .admits(&Change::Unallow {
+                name: "a.example".into()
+            })
+            .is_err());
+        assert!(at2.admits(&allow("a.example", &[], &[])).is_err());
+        assert!(at3.admits(&allow("a.example", &[], &[])).is_ok());
+    }
+
+    #[test]
+    fn a_change_of_an_unknown_kind_or_field_does_not_read() {
+        assert!(serde_json::from_str::<Change>(r#"{"kind":"allow","name":"a.test"}"#).is_ok());
+        assert!(serde_json::from_str::<Change>(r#"{"kind":"settings","toml":""}"#).is_err());
+        assert!(serde_json::from_str::<Change>(
+            r#"{"kind":"allow","name":"a.test","until":"2027-01-01"}"#
+        )
+        .is_err());
+        let change = allow("a.test", &["st-marys"], &[]);
+        let text = serde_json::to_string(&change).unwrap();
+        assert_eq!(
+            text,
+            r#"{"kind":"allow","name":"a.test","sites":["st-marys"]}"#
+        );
+        assert_eq!(serde_json::from_str::<Change>(&text).unwrap(), change);
+    }
+
+    #[test]
+    fn a_site_sees_its_own_entries_and_notes_groups_it_lacks() {
+        let records = vec![
+            record(1, allow("every.example", &[], &[])),
+            record(2, allow("other.example", &["st-johns"], &[])),
+            record(3, allow("staff.example", &[], &["staff", "sixth-form"])),
+            record(4, allow("gone.example", &[], &["sixth-form"])),
+        ];
+        let state = State::fold(&records);
+        let groups: BTreeSet<String> = ["staff".to_string(), "pupils".to_string()].into();
+        let view = state.for_site(Some("st-marys"), &groups);
+        let names: Vec<&str> = view.allow.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(names, ["every.example", "staff.example"]);
+        assert_eq!(view.allow[1].groups, ["staff"]);
+        assert_eq!(view.notes.len(), 2, "{:?}", view.notes);
+        assert!(view.notes[1].contains("gone.example"));
+        let rendered = view.render(Path::new("data/fleet-policy"));
+        assert_eq!(rendered.files.len(), 2);
+        assert!(rendered.files[0].1.contains("every.example"));
+        assert!(rendered.files[0].1.starts_with("# v1 "));
+        assert!(rendered.sections.contains("groups = [\"staff\"]"));
+    }
+
+    #[test]
+    fn rendered_sections_parse_as_toml_whatever_the_names_hold() {
+        let records = vec![
+            record(
+                1,
+                Change::Deny {
+                    name: "x.example".into(),
+                    category: Some("odd \"cat\"\nname".into()),
+                    sites: vec![],
+                    groups: vec![],
+                },
+            ),
+            record(
+                2,
+                Change::List {
+                    name: "feed".into(),
+                    category: "adult".into(),
+                    url: "https://lists.example/feed?token=secret".into(),
+                    format: Format::Hosts,
+                    min_entries: 10,
+                    sites: vec![],
+                },
+            ),
+        ];
+        let mut state = State::fold(&records);
+        state.lists.get_mut("feed").unwrap().origin.reason = "new\nline".into();
+        let rendered = state
+            .for_site(Some("a"), &BTreeSet::new())
+            .render(Path::new("/var/lib/warden/policy \"x\""));
+        let value: toml::Table = toml::from_str(&rendered.sections).unwrap();
+        assert_eq!(value["lists"].as_array().unwrap().len(), 2);
+        assert!(state.lines()[1].contains("https://lists.example/feed"));
+        assert!(!state.lines()[1].contains("secret"));
+    }
+}
