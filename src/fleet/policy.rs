@@ -775,7 +775,7 @@ mod tests {
         assert_eq!(names, ["every.example", "staff.example"]);
         assert_eq!(view.allow[1].groups, ["staff"]);
         assert_eq!(view.notes.len(), 2, "{:?}", view.notes);
-        assert!(view.notes[1].contains("gone.example"));
+        assert!(view.notes[0].contains("gone.example") && view.notes[1].contains("staff.example"));
         let rendered = view.render(Path::new("data/fleet-policy"));
         assert_eq!(rendered.files.len(), 2);
         assert!(rendered.files[0].1.contains("every.example"));
