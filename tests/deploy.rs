@@ -128,6 +128,8 @@ fn alert_rules_use_exported_metrics_and_say_what_to_do() {
         "WardenLockedListStale",
         "WardenUpstreamErrors",
         "WardenAuditWriteErrors",
+        "WardenFleetSiteSilent",
+        "WardenFleetPolicyRefused",
     ] {
         assert!(alerts.iter().any(|a| a == needed), "missing alert {needed}");
     }

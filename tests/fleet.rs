@@ -22,6 +22,17 @@ use hickory_proto::rr::RecordType;
 /// How long any condition is waited for before the test fails.
 const DEADLINE: Duration = Duration::from_secs(90);
 
+/// Held by the one test that times how fast a change reaches the sites, and by the skew
+/// test while it compiles the previous release: a build taking both cores must not be
+/// what that test measures.
+static TIMED: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn timed() -> std::sync::MutexGuard<'static, ()> {
+    TIMED
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 struct Site {
     name: String,
     dir: tempfile::TempDir,
@@ -69,7 +80,12 @@ impl Site {
     }
 
     fn run(&mut self) {
-        let spawned = common::spawn_warden_full(&self.config, &[]);
+        self.run_binary(Path::new(env!("CARGO_BIN_EXE_warden")));
+    }
+
+    /// Run it with another build of Warden (the skew test's previous release).
+    fn run_binary(&mut self, binary: &Path) {
+        let spawned = common::spawn_binary(binary, &["serve"], &self.config, &[]);
         self.dns = spawned.dns;
         self.admin = spawned.admin;
         self.log = spawned.log;
@@ -1205,6 +1221,7 @@ fn health(pg: &Postgres, site: &str) -> String {
 
 #[test]
 fn a_trust_wide_deny_is_blocked_at_two_sites_within_seconds_and_a_locked_allow_is_refused() {
+    let _alone = timed();
     let pg = Postgres::start();
     let north = policy_site(&pg, "north");
     let south = policy_site(&pg, "south");
@@ -1243,6 +1260,7 @@ fn a_trust_wide_deny_is_blocked_at_two_sites_within_seconds_and_a_locked_allow_i
         );
     }
     let took = started.elapsed();
+    eprintln!("a deny entry reached both sites in {took:?}");
     assert!(
         took < Duration::from_secs(5),
         "applied at both sites in {took:?}"
@@ -1611,4 +1629,176 @@ fn a_silent_site_and_one_on_an_old_policy_are_flagged_on_the_fleet_overview() {
     assert!(!north_row.contains("SILENT"), "{north_row}");
     assert!(north_row.contains("Policy v1 (newest)"), "{north_row}");
     drop(north);
+}
+
+// ---- Skew: the previous release against the new central schema ----
+
+/// The release before the shared policy: central schema 4, the last commit before this
+/// release's schema 5. The skew test runs it as a site and as a trust dashboard.
+const PREVIOUS_RELEASE: &str = "c75ede83407955610ef0e1afedb3962c6ac1b67a";
+
+/// The previous release's `warden`, built once into this target folder (named
+/// `warden-previous`, so it shares the compiled dependencies and overwrites nothing).
+/// Its source comes from this repository's history.
+fn previous_release() -> PathBuf {
+    let bin = Path::new(env!("CARGO_BIN_EXE_warden"));
+    let profile_dir = bin.parent().expect("target/debug");
+    let target = profile_dir.parent().expect("target");
+    let source =
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("previous-{PREVIOUS_RELEASE}"));
+    let ready = source.join(".extracted");
+    if !ready.exists() {
+        let _ = std::fs::remove_dir_all(&source);
+        std::fs::create_dir_all(&source).expect("a folder for the previous release");
+        let archive = std::process::Command::new("git")
+            .args([
+                "-C",
+                env!("CARGO_MANIFEST_DIR"),
+                "archive",
+                "--format=tar",
+                PREVIOUS_RELEASE,
+            ])
+            .output()
+            .expect("git");
+        assert!(
+            archive.status.success(),
+            "the skew test needs the previous release {PREVIOUS_RELEASE} from this repository's \
+             history (a shallow clone lacks it: git fetch --unshallow): {}",
+            String::from_utf8_lossy(&archive.stderr)
+        );
+        let mut tar = std::process::Command::new("tar")
+            .args(["-x", "-C"])
+            .arg(&source)
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .expect("tar");
+        use std::io::Write;
+        tar.stdin
+            .take()
+            .expect("stdin")
+            .write_all(&archive.stdout)
+            .expect("unpacked");
+        assert!(tar.wait().expect("tar").success());
+        // Its own package and binary name; the library keeps its name (its main.rs uses it).
+        let manifest = source.join("Cargo.toml");
+        let text = std::fs::read_to_string(&manifest).expect("its Cargo.toml");
+        let renamed = text
+            .replacen("[package]\nname = \"warden\"\n", "[package]\nname = \"warden-previous\"\n", 1)
+            .replacen("default-run = \"warden\"\n", "default-run = \"warden-previous\"\n", 1)
+            .replacen(
+                "[[bin]]\nname = \"warden\"\npath = \"src/main.rs\"",
+                "[lib]\nname = \"warden\"\npath = \"src/lib.rs\"\n\n[[bin]]\nname = \"warden-previous\"\npath = \"src/main.rs\"",
+                1,
+            );
+        assert!(
+            renamed.contains("name = \"warden-previous\"\npath"),
+            "{renamed}"
+        );
+        std::fs::write(&manifest, renamed).expect("renamed");
+        std::fs::write(&ready, PREVIOUS_RELEASE).expect("marked");
+    }
+    // With an example beside the binary, the dev-dependencies' features are unified as in
+    // this test build, so every dependency already compiled here is used as it is.
+    let _alone = timed();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+    let out = std::process::Command::new(cargo)
+        .args([
+            "build",
+            "--offline",
+            "--bin",
+            "warden-previous",
+            "--example",
+            "stub_upstream",
+            "--target-dir",
+        ])
+        .arg(target)
+        .current_dir(&source)
+        .env_remove("CARGO_TARGET_DIR")
+        .output()
+        .expect("cargo build of the previous release");
+    assert!(
+        out.status.success(),
+        "building the previous release: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    profile_dir.join("warden-previous")
+}
+
+#[test]
+fn the_previous_release_keeps_working_against_the_new_central_schema() {
+    let previous = previous_release();
+    let pg = Postgres::start();
+    // The previous release sets the central store up (schema 4) and ships.
+    let mut old = Site::configure("old-school", 500, &pg.url(), "");
+    old.run_binary(&previous);
+    block(&old, "old", "blocked.test", 20);
+    assert_shipped(&pg, &old, 20);
+    assert_eq!(pg.sql("SELECT version FROM warden_schema"), "4");
+
+    // This release joins: it migrates the store (schema 5 adds; a Warden of schema 4
+    // may still use it) and follows the trust's policy.
+    let new = policy_site(&pg, "new-school");
+    wait_until(
+        "the new site's heartbeat",
+        || health(&pg, "new-school"),
+        |h| h.starts_with("0|"),
+    );
+    assert_eq!(
+        pg.sql("SELECT version || ',' || applied FROM warden_schema"),
+        "4,5"
+    );
+    let (_trust, config) = trust_config(&pg);
+    policy_ok(
+        &config,
+        &[
+            "deny",
+            "add",
+            "skew.example",
+            "--category",
+            "adult",
+            "--reason",
+            "r",
+            "--by",
+            "a",
+        ],
+    );
+    wait_until(
+        "the new site applies the policy",
+        || blocks(&new, "skew.example"),
+        |b| *b,
+    );
+    block(&new, "new", "blocked.test", 10);
+    assert_shipped(&pg, &new, 11);
+
+    // The previous release, restarted against the newer store, starts and ships.
+    old.stop();
+    old.run_binary(&previous);
+    block(&old, "again", "blocked.test", 5);
+    assert_shipped(&pg, &old, 25);
+    no_position_twice(&pg);
+
+    // Its trust dashboard reads the newer store too.
+    let (dir, dash_config) = fleet_config(&format!(
+        "[fleet]\ndatabase = \"{}\"\npassword_file = \"pg.pw\"\n",
+        pg.url()
+    ));
+    common::dashboard::add_user_of(&dash_config, "trustlead", "lead", LEAD_PASSWORD, &[]);
+    let spawned = common::spawn_binary(&previous, &["fleet", "serve"], &dash_config, &[]);
+    let mut dashboard = FleetDashboard {
+        _dir: dir,
+        child: Some(spawned.child),
+        addr: spawned.admin.expect("its address"),
+    };
+    let lead = Lead::sign_in(dashboard.addr, "trustlead");
+    let page = lead.get("/");
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains(">old-school</a>") && page.body.contains(">new-school</a>"));
+    if let Some(child) = dashboard.child.take() {
+        common::stop_warden(child);
+    }
+    // And this release's verify finds both chains intact.
+    let (code, text) = fleet_verify(&config);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("site old-school: intact (25 rows)"), "{text}");
+    assert!(text.contains("site new-school: intact (11 rows)"), "{text}");
 }

@@ -494,8 +494,24 @@ pub fn spawn_warden_full(config: &Path, env: &[(&str, &str)]) -> Spawned {
 /// Start the real `warden COMMAND… --config CONFIG` (`serve`, or `fleet serve`: then
 /// `dns` is the dashboard's address too) with extra environment variables.
 pub fn spawn_warden_command(command: &[&str], config: &Path, env: &[(&str, &str)]) -> Spawned {
+    spawn_binary(
+        Path::new(env!("CARGO_BIN_EXE_warden")),
+        command,
+        config,
+        env,
+    )
+}
+
+/// [`spawn_warden_command`] with another build of Warden (the skew test's previous
+/// release).
+pub fn spawn_binary(
+    binary: &Path,
+    command: &[&str],
+    config: &Path,
+    env: &[(&str, &str)],
+) -> Spawned {
     use std::process::{Command, Stdio};
-    let mut command_line = Command::new(env!("CARGO_BIN_EXE_warden"));
+    let mut command_line = Command::new(binary);
     let command = command_line
         .args(command)
         .args(["--config", config.to_str().unwrap()])
