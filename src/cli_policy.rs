@@ -2,12 +2,8 @@
 //! the state at a version or a past time, the difference between two versions, and
 //! changes (allow, deny and list entries), each with its author and reason.
 //!
-//! A change is checked before it is stored, against the trust's own config (the file
-//! given with `--config`): the policy it makes is rendered and parsed with that config
-//! by the same code as at a site, so a category or group that does not exist is
-//! refused here, not found out at every school; an allow entry for a name a locked
-//! list blocks is refused (it could never take effect); a deny entry cannot go into a
-//! locked category. Each site checks every version again against its own config.
+//! A change is checked against the trust's own config (the file given with `--config`)
+//! before it is stored, by the same checks as the trust dashboard's ([`crate::fleet::edit`]).
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -17,9 +13,9 @@ use std::time::SystemTime;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 
-use crate::config::{site_name_problem, Config, Format, DEFAULT_CONFIG};
-use crate::fleet::policy::{self, Change, Refused, State, Store, MAX_REASON};
-use crate::fleet::Settings;
+use crate::config::{Config, Format, DEFAULT_CONFIG};
+use crate::fleet::policy::{self, Change, State};
+use crate::fleet::{edit, Settings};
 
 /// The trust's config file (as every command takes it).
 #[derive(Debug, Args)]
@@ -205,12 +201,6 @@ pub fn run(command: PolicyCommand) -> Result<ExitCode> {
             why,
             config,
         }) => {
-            if category.is_none() && groups.is_empty() {
-                bail!(
-                    "a deny entry for every group needs --category (the groups that block it \
-                     block the name); or give --group for a group's own deny entry"
-                );
-            }
             let name = domain(&name)?;
             change(
                 &config.config,
@@ -259,7 +249,7 @@ pub fn run(command: PolicyCommand) -> Result<ExitCode> {
 }
 
 fn domain(name: &str) -> Result<String> {
-    crate::name::normalize(name).map_err(|e| anyhow::anyhow!("{name:?} is not a domain name: {e}"))
+    Ok(edit::domain(name)?)
 }
 
 /// The config, its `[fleet]` settings, and a runtime to talk to the store on.
@@ -370,40 +360,26 @@ fn diff(path: &Path, from: i64, to: i64) -> Result<ExitCode> {
 
 /// Check `change` against the trust's config and store it as the next version.
 fn change(path: &Path, why: &Why, change: Change) -> Result<ExitCode> {
-    check_why(why)?;
     let (config, settings, runtime) = open(path)?;
-    check_scope(&change)?;
-    let locked_check = locked(path, &config, &change)?;
-    if let Some(refused) = locked_check {
-        bail!("{refused}");
-    }
-    let text = Config::local_text(path)?;
-    let groups: BTreeSet<String> = config.groups.keys().cloned().collect();
-    let check = |state: &State| -> Result<(), Refused> {
-        let view = state.for_site(None, &groups);
-        if let Some(note) = view.notes.first() {
-            return Err(Refused(format!("{note} (in {})", path.display())));
-        }
-        let rendered = view.render(Path::new("fleet-policy-check"));
-        Config::parse_with_policy(
-            &text,
-            path,
-            &rendered.sections,
-            Path::new("(the new policy)"),
-        )
-        .map(drop)
-        .map_err(|e| Refused(e.to_string()))
+    let engine = match edit::needs_lists(&change) {
+        true => Some(
+            crate::engine::Engine::load(path)
+                .with_context(|| format!("loading the trust's lists from {}", path.display()))?,
+        ),
+        false => None,
     };
     let stored = runtime.block_on(async {
         let mut client = settings.connect().await?;
-        crate::fleet::central::migrate(&mut client, &settings).await?;
-        let mut store = Store {
-            client: &mut client,
-            settings: &settings,
-        };
-        store
-            .append(why.by.trim(), why.reason.trim(), &change, check)
-            .await
+        edit::propose(
+            &mut client,
+            &settings,
+            &config,
+            engine.as_ref(),
+            &why.by,
+            &why.reason,
+            &change,
+        )
+        .await
     })?;
     match stored {
         Ok(version) => {
@@ -417,72 +393,4 @@ fn change(path: &Path, why: &Why, change: Change) -> Result<ExitCode> {
         }
         Err(refused) => bail!("refused: {refused}"),
     }
-}
-
-fn check_why(why: &Why) -> Result<()> {
-    for (what, text) in [("--reason", &why.reason), ("--by", &why.by)] {
-        let text = text.trim();
-        if text.is_empty() {
-            bail!("{what} is needed: every change is recorded with who made it and why");
-        }
-        if text.chars().count() > MAX_REASON {
-            bail!("{what} can be at most {MAX_REASON} characters");
-        }
-        if let Some(c) = text.chars().find(|c| c.is_control()) {
-            bail!(
-                "{what} is one line of text: it cannot hold the control character U+{:04X}",
-                u32::from(c)
-            );
-        }
-    }
-    Ok(())
-}
-
-fn check_scope(change: &Change) -> Result<()> {
-    let sites: &[String] = match change {
-        Change::Allow { sites, .. } | Change::Deny { sites, .. } | Change::List { sites, .. } => {
-            sites
-        }
-        _ => &[],
-    };
-    for site in sites {
-        if let Some(problem) = site_name_problem(site) {
-            bail!("--site: {problem}");
-        }
-    }
-    Ok(())
-}
-
-/// Why a change touching a locked category is refused, if it is: an allow entry for a
-/// name a locked list blocks (by the trust's own lists), a deny entry or a list in a
-/// locked category.
-fn locked(path: &Path, config: &Config, change: &Change) -> Result<Option<String>> {
-    let is_locked = |c: &str| config.categories.get(c).is_some_and(|c| c.locked);
-    Ok(match change {
-        Change::Allow { name, .. } => {
-            let engine = crate::engine::Engine::load(path)
-                .with_context(|| format!("loading the trust's lists from {}", path.display()))?;
-            let verdict = engine.matcher.lookup(name, engine.matcher.all_categories());
-            verdict.block().filter(|b| b.locked).map(|block| {
-                format!(
-                    "{name} is on a locked list ({}): those names stay blocked for every group \
-                     at every site, and no allow entry can unblock them",
-                    engine.matcher.category_names(block.categories)
-                )
-            })
-        }
-        Change::Deny {
-            category: Some(category),
-            ..
-        }
-        | Change::List { category, .. }
-            if is_locked(category) =>
-        {
-            Some(format!(
-                "{category} is a locked category: its lists come only from their own \
-                 restricted source, not from the trust's entries"
-            ))
-        }
-        _ => None,
-    })
 }

@@ -79,6 +79,14 @@ impl Backend {
         .map_err(BackendError::from)
     }
 
+    /// The trust's central store, on the fleet dashboard.
+    pub(super) fn central(&self) -> Option<&Arc<Central>> {
+        match self {
+            Backend::Fleet(central) => Some(central),
+            Backend::Site { .. } => None,
+        }
+    }
+
     pub(super) fn is_fleet(&self) -> bool {
         matches!(self, Backend::Fleet(_))
     }

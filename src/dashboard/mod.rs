@@ -8,6 +8,8 @@
 //! | `GET /events/{id}`, `POST /events/{id}/review` | lead, admin | every audit field; append a review |
 //! | `GET /export.csv` | lead, admin | the current filter's events as CSV, for the incident log |
 //! | `GET /admin`, `POST /admin/allow`, `POST /admin/allow/remove` | admin | allow entries, users, sign-ins |
+//! | `GET /policy` | lead, admin | the trust's policy: on the trust's dashboard every entry and change, on a site's the version it applies |
+//! | `POST /policy/add`, `POST /policy/remove` | trust-wide admin | change the trust's policy (trust's dashboard only) |
 //!
 //! Every page needs a session ([`auth`]) and every form POST the session's CSRF token,
 //! checked by the handlers' extractors (`extract.rs`) before they run; every response carries a strict Content-Security-Policy and no-sniff/no-frame headers.
@@ -22,6 +24,7 @@ pub mod chart;
 mod export;
 mod extract;
 pub mod pages;
+mod policy;
 pub mod signin;
 mod state;
 
@@ -69,6 +72,9 @@ pub fn routes(dashboard: Arc<Dashboard>) -> Router {
         .route("/admin", get(admin_page))
         .route("/admin/allow", post(allow_add))
         .route("/admin/allow/remove", post(allow_remove))
+        .route("/policy", get(policy::page))
+        .route("/policy/add", post(policy::add))
+        .route("/policy/remove", post(policy::remove))
         .route("/static/warden.css", get(stylesheet))
         .with_state(dashboard)
         .layer(axum::middleware::map_response(security_headers))

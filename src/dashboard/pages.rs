@@ -73,6 +73,7 @@ pub fn layout(title: &str, org: &str, session: Option<&Session>, body: Markup) -
                         nav aria-label="Main" {
                             a href="/" { "Overview" }
                             a href="/events" { "Events" }
+                            a href="/policy" { "Policy" }
                             @if s.role == Role::Admin { a href="/admin" { "Admin" } }
                         }
                         form method="post" action="/logout" {
@@ -492,7 +493,7 @@ fn device(e: &EventRow) -> String {
 }
 
 /// A stored time as the reader's clock showed it: `2026-11-22 10:15:02 +00:00`.
-fn when(rfc3339: &str, tz: Tz) -> String {
+pub(crate) fn when(rfc3339: &str, tz: Tz) -> String {
     crate::localtime::show(rfc3339, tz)
 }
 

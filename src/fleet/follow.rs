@@ -219,6 +219,7 @@ impl Follower {
         let local = Config::parse(&text, &self.config_path).map_err(|e| refused(&e))?;
         let site = self.settings.site.clone();
         let view = state.for_site(Some(&site), &local.groups.keys().cloned().collect());
+        view.check_names().map_err(|e| refused(&e))?;
         let rendered = view.render(&self.fleet.policy_dir);
         let policy_path = self.dir.join(POLICY_FILE);
         let candidate =

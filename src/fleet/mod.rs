@@ -5,6 +5,7 @@
 
 pub mod central;
 pub mod connect;
+pub mod edit;
 mod error;
 pub mod follow;
 pub mod policy;

@@ -404,6 +404,26 @@ impl State {
     }
 }
 
+impl SiteView {
+    /// Refuse a view whose entry names are not plain domain names as a writer stores
+    /// them (normalised): a name holding a line break would add lines of its own to a
+    /// list file. The writers check every name; this guards a store edited by hand.
+    pub fn check_names(&self) -> Result<(), Refused> {
+        for entry in self.allow.iter().chain(&self.deny) {
+            match crate::name::normalize(&entry.name) {
+                Ok(name) if name == entry.name => {}
+                _ => {
+                    return Err(Refused(format!(
+                        "the entry {:?} is not a domain name as Warden writes them",
+                        entry.name
+                    )))
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The comment written above an entry in a site's list file.
 fn comment(origin: &Origin) -> String {
     let line = format!(
@@ -781,6 +801,17 @@ mod tests {
         assert!(rendered.files[0].1.contains("every.example"));
         assert!(rendered.files[0].1.starts_with("# v1 "));
         assert!(rendered.sections.contains("groups = [\"staff\"]"));
+    }
+
+    #[test]
+    fn a_name_that_is_not_a_plain_domain_refuses_the_view() {
+        for bad in ["a.example\nevil.example", "A.EXAMPLE", "a..example", ""] {
+            let state = State::fold(&[record(1, allow(bad, &[], &[]))]);
+            let view = state.for_site(Some("x"), &BTreeSet::new());
+            assert!(view.check_names().is_err(), "{bad:?}");
+        }
+        let state = State::fold(&[record(1, allow("ok.example", &[], &[]))]);
+        assert!(state.for_site(None, &BTreeSet::new()).check_names().is_ok());
     }
 
     #[test]

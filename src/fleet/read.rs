@@ -361,6 +361,35 @@ impl Central {
             .collect())
     }
 
+    /// Every version of the trust's policy, oldest first.
+    pub async fn policy_records(&self) -> Result<Vec<super::policy::Record>, FleetError> {
+        let client = self.client().await?;
+        super::policy::read_records(&*client, &self.settings, None).await
+    }
+
+    /// Check and store a change to the trust's policy ([`super::edit::propose`]), on a
+    /// connection of its own (a change takes a transaction; changes are rare).
+    pub async fn propose(
+        &self,
+        config: &crate::config::Config,
+        engine: Option<&crate::engine::Engine>,
+        author: &str,
+        reason: &str,
+        change: &super::policy::Change,
+    ) -> Result<Result<i64, super::policy::Refused>, FleetError> {
+        let mut client = self.settings.connect().await?;
+        super::edit::propose(
+            &mut client,
+            &self.settings,
+            config,
+            engine,
+            author,
+            reason,
+            change,
+        )
+        .await
+    }
+
     /// Every site's name, in order.
     pub async fn site_names(&self) -> Result<Vec<String>, FleetError> {
         let client = self.client().await?;
