@@ -60,6 +60,26 @@ pub enum PolicyCommand {
     /// Block lists downloaded by every site from a URL.
     #[command(subcommand)]
     List(ListCommand),
+    /// Whether site admins may add allow entries of their own on their dashboard (on,
+    /// until a change says off); while off, a site's own entries are not applied.
+    LocalAllow {
+        #[arg(value_enum)]
+        setting: OnOff,
+        /// Only at this site (repeat for several); without any, the trust-wide setting
+        /// (a site's own setting, where given, wins).
+        #[arg(long = "site", value_name = "SITE")]
+        sites: Vec<String>,
+        #[command(flatten)]
+        why: Why,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnOff {
+    On,
+    Off,
 }
 
 /// Who makes a change and why: both are recorded with it, for ever.
@@ -245,6 +265,19 @@ pub fn run(command: PolicyCommand) -> Result<ExitCode> {
         PolicyCommand::List(ListCommand::Remove { name, why, config }) => {
             change(&config.config, &why, Change::Unlist { name })
         }
+        PolicyCommand::LocalAllow {
+            setting,
+            sites,
+            why,
+            config,
+        } => change(
+            &config.config,
+            &why,
+            Change::LocalAllow {
+                allowed: setting == OnOff::On,
+                sites,
+            },
+        ),
     }
 }
 

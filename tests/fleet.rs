@@ -1758,6 +1758,90 @@ fn a_trust_wide_admin_changes_the_policy_on_the_trust_dashboard_and_every_user_s
     );
 }
 
+#[test]
+fn a_site_adds_its_own_allow_entries_only_where_the_trust_permits() {
+    let pg = Postgres::start();
+    let mut north = Site::configure(
+        "north",
+        500,
+        &pg.url(),
+        "policy_poll = \"1s\"\nheartbeat = \"1s\"\n",
+    );
+    common::dashboard::add_user(&north.config, "admin", "admin", LEAD_PASSWORD);
+    north.run();
+    let admin = Lead::sign_in(north.admin.expect("north's dashboard"), "admin");
+    let add = |name: &str| admin.post("/admin/allow", &[("name", name), ("reason", "lessons")]);
+    assert_eq!(add("blocked.test").status, 303);
+    wait_until(
+        "north's own entry applies",
+        || blocks(&north, "blocked.test"),
+        |b| !*b,
+    );
+
+    let (_trust, config) = trust_config(&pg);
+    policy_ok(
+        &config,
+        &[
+            "local-allow",
+            "off",
+            "--site",
+            "north",
+            "--reason",
+            "central list only",
+            "--by",
+            "it-lead",
+        ],
+    );
+    // Its own entry is no longer applied, and no new one can be added.
+    wait_until(
+        "north's own entry set aside",
+        || blocks(&north, "blocked.test"),
+        |b| *b,
+    );
+    let refused = add("tracker.test");
+    assert_eq!(refused.status, 403, "{}", refused.body);
+    assert!(
+        refused.body.contains("keeps allow entries to the trust"),
+        "{}",
+        refused.body
+    );
+    let page = admin.get("/admin");
+    assert!(
+        page.body.contains("the entries below are not applied"),
+        "{}",
+        page.body
+    );
+    assert!(
+        page.body.contains("blocked.test"),
+        "the entry is kept, shown"
+    );
+    let shown = policy_ok(&config, &["show"]);
+    assert!(
+        shown.contains("local allow entries not permitted [sites north] v1 by it-lead"),
+        "{shown}"
+    );
+
+    policy_ok(
+        &config,
+        &[
+            "local-allow",
+            "on",
+            "--site",
+            "north",
+            "--reason",
+            "trial over",
+            "--by",
+            "it-lead",
+        ],
+    );
+    wait_until(
+        "north's own entry applies again",
+        || blocks(&north, "blocked.test"),
+        |b| !*b,
+    );
+    assert_eq!(add("tracker.test").status, 303);
+}
+
 // ---- Skew: the previous release against the new central schema ----
 
 /// The release before the shared policy: central schema 4, the last commit before this

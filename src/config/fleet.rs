@@ -69,6 +69,10 @@ pub struct FleetConfig {
 /// when they are in `policy_dir` (see [`super::Config::is_policy_entry_list`]).
 pub const POLICY_ENTRY_LISTS: &str = "fleet-";
 
+/// The file in `policy_dir` whose presence says the trust's policy does not permit this
+/// site's own allow entries (see [`super::Config::local_allow_permitted`]).
+pub const LOCAL_ALLOW_OFF: &str = "local-allow-off";
+
 /// The file in `policy_dir` that holds the trust's policy sections for this site.
 pub const POLICY_FILE: &str = "policy.toml";
 

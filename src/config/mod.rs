@@ -37,8 +37,8 @@ pub use audit::{AuditConfig, RetentionDays, MAX_RETENTION_DAYS};
 pub use blocking::{BlockResponse, BlockingConfig, RebindingConfig};
 pub use dashboard::{check_user_name, AdminConfig, DashboardConfig, Role, UserConfig};
 pub use fleet::{
-    hosts_are_local, site_name_problem, FleetConfig, MAX_BATCH_ROWS, POLICY_ENTRY_LISTS,
-    POLICY_FILE,
+    hosts_are_local, site_name_problem, FleetConfig, LOCAL_ALLOW_OFF, MAX_BATCH_ROWS,
+    POLICY_ENTRY_LISTS, POLICY_FILE,
 };
 pub use lists::{
     AllowConfig, DenyConfig, Format, ListConfig, ReloadConfig, SourcesConfig, DASHBOARD_ALLOW,
@@ -286,6 +286,18 @@ impl Config {
                 .iter()
                 .filter(|l| l.name.get_ref() == name)
                 .any(|l| l.path.as_deref().is_some_and(inside))
+    }
+
+    /// Whether this site's own allow entries (the dashboard's) may be added and are
+    /// applied: always without `[fleet]`; with it, unless the trust's policy as last
+    /// applied here says not (a file in `policy_dir`).
+    pub fn local_allow_permitted(&self) -> bool {
+        self.fleet.as_ref().is_none_or(|fleet| {
+            !self
+                .resolve(&fleet.policy_dir)
+                .join(LOCAL_ALLOW_OFF)
+                .exists()
+        })
     }
 
     /// The default group's name (`[server] default_group`).

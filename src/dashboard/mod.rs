@@ -633,6 +633,7 @@ async fn admin_page(
         signins: &signins,
         notice,
         tz: localtime::zone(&engine.config),
+        local_allow: engine.config.local_allow_permitted(),
     };
     Ok(html(pages::admin(
         &view,
@@ -704,6 +705,13 @@ async fn allow_add(
 ) -> PageResult {
     let (name, reason) = check_allow_form(&d, &session, &f)?;
     let engine = d.engine();
+    if !engine.config.local_allow_permitted() {
+        return Err(PageError::Forbidden(
+            "The trust's policy keeps allow entries to the trust: ask the trust's admin to add \
+             one (they are listed on the Policy page)."
+                .to_string(),
+        ));
+    }
     // A locked (statutory) list always wins over an allow entry: refuse to pretend.
     if let Some(block) = engine
         .matcher

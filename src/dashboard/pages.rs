@@ -573,6 +573,8 @@ pub struct AdminPage<'a> {
     pub notice: Option<String>,
     /// The zone every time on the page is shown in (`[server] timezone`).
     pub tz: Tz,
+    /// Whether the trust's policy permits this site's own allow entries.
+    pub local_allow: bool,
 }
 
 pub fn admin(a: &AdminPage<'_>, org: &str, session: &Session) -> Markup {
@@ -584,14 +586,18 @@ pub fn admin(a: &AdminPage<'_>, org: &str, session: &Session) -> Markup {
             h1 { "Admin" }
             @if let Some(n) = &a.notice { p.notice role="status" { (n) } }
             h2 { "Allow a site" }
+            @if !a.local_allow {
+                p.serious { "The trust's policy keeps allow entries to the trust: the entries below are not applied, \
+                    and new ones are added by the trust's admin (see the Policy page)." }
+            }
             p { "An allow entry unblocks the site and its subdomains for every group, within a few seconds. \
                  Sites on the statutory lists (terrorism, child abuse) cannot be allowed." }
-            form method="post" action="/admin/allow" {
+            @if a.local_allow { form method="post" action="/admin/allow" {
                 input type="hidden" name="csrf" value=(session.csrf);
                 div.field { label for="name" { "Site (domain name)" } input id="name" name="name" required maxlength="253"; }
                 div.field { label for="reason" { "Reason (recorded with your name)" } input id="reason" name="reason" required maxlength="500"; }
                 button type="submit" { "Allow" }
-            }
+            } }
             h2 { "Allowed in the dashboard" }
             @if a.entries.is_empty() { p { "None yet." } } @else {
                 div.scroll { table {

@@ -221,6 +221,7 @@ fn trust_policy(
         p { "Version " (state.version) ". Every site applies it within moments of a change, and keeps the \
              last version it applied if it cannot reach the trust's database. Names on a locked list stay \
              blocked whatever is allowed here." }
+        p { (local_allow_text(&state)) }
         h2 { "Entries in force" }
         @if state.allow.is_empty() && state.deny.is_empty() && state.lists.is_empty() { p { "None yet." } } @else {
             div.scroll { table {
@@ -258,6 +259,33 @@ fn trust_policy(
                 } }
             } }
         }
+    }
+}
+
+/// Where site admins may add allow entries of their own.
+fn local_allow_text(state: &PolicyState) -> String {
+    let everywhere = state.local_allow.as_ref().is_none_or(|(a, _)| *a);
+    let sites = |allowed: bool| {
+        let names: Vec<&str> = state
+            .local_allow_at
+            .iter()
+            .filter(|(_, (a, _))| *a == allowed)
+            .map(|(site, _)| site.as_str())
+            .collect();
+        names.join(", ")
+    };
+    let (yes, no) = (sites(true), sites(false));
+    match (everywhere, no.is_empty(), yes.is_empty()) {
+        (true, true, _) => {
+            "Site admins may add allow entries of their own at every site.".to_string()
+        }
+        (true, false, _) => {
+            format!("Site admins may add allow entries of their own, except at {no}.")
+        }
+        (false, _, true) => {
+            "Allow entries are kept to the trust: no site adds its own.".to_string()
+        }
+        (false, _, false) => format!("Allow entries are kept to the trust, except at {yes}."),
     }
 }
 

@@ -134,7 +134,10 @@ pub(crate) fn sources(config: &Config) -> Vec<Source> {
         });
     }
     let path = config.resolve(&config.dashboard.allow_file);
-    if let Some(stamp) = stamp(&path) {
+    // The trust's policy may keep allow entries to the trust: the site's own then stay
+    // in their file (shown, not applied) until it permits them again.
+    let permitted = config.local_allow_permitted();
+    if let Some(stamp) = stamp(&path).filter(|_| permitted) {
         out.push(Source {
             rank: rank_of_allow(config, config.allow.len()),
             name: DASHBOARD_ALLOW.to_string(),

@@ -51,9 +51,10 @@ pub fn domain(name: &str) -> Result<String, Refused> {
 /// The sites a change names are names a site can have.
 fn check_sites(change: &Change) -> Result<(), Refused> {
     let sites: &[String] = match change {
-        Change::Allow { sites, .. } | Change::Deny { sites, .. } | Change::List { sites, .. } => {
-            sites
-        }
+        Change::Allow { sites, .. }
+        | Change::Deny { sites, .. }
+        | Change::List { sites, .. }
+        | Change::LocalAllow { sites, .. } => sites,
         _ => &[],
     };
     for site in sites {

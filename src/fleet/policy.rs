@@ -75,6 +75,13 @@ pub enum Change {
     },
     /// Remove the list called `name`.
     Unlist { name: String },
+    /// Whether site admins may add allow entries of their own on their site's dashboard:
+    /// at the named sites, or (none named) wherever no site-specific setting says.
+    LocalAllow {
+        allowed: bool,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        sites: Vec<String>,
+    },
 }
 
 impl Change {
@@ -126,6 +133,15 @@ impl Change {
                 scope(sites, &[])
             ),
             Change::Unlist { name } => format!("remove list {name}"),
+            Change::LocalAllow { allowed, sites } => format!(
+                "local allow entries {}{}",
+                if *allowed {
+                    "permitted"
+                } else {
+                    "not permitted"
+                },
+                scope(sites, &[])
+            ),
         }
     }
 }
@@ -191,6 +207,10 @@ pub struct State {
     pub allow: BTreeMap<String, Entry>,
     pub deny: BTreeMap<String, Entry>,
     pub lists: BTreeMap<String, ListEntry>,
+    /// Whether sites' own allow entries are permitted: everywhere (until a change says,
+    /// they are), and at particular sites.
+    pub local_allow: Option<(bool, Origin)>,
+    pub local_allow_at: BTreeMap<String, (bool, Origin)>,
 }
 
 /// Why a change cannot be made to a state.
@@ -306,6 +326,15 @@ impl State {
             Change::Unlist { name } => {
                 self.lists.remove(name);
             }
+            Change::LocalAllow { allowed, sites } if sites.is_empty() => {
+                self.local_allow = Some((*allowed, origin));
+            }
+            Change::LocalAllow { allowed, sites } => {
+                for site in sites {
+                    self.local_allow_at
+                        .insert(site.clone(), (*allowed, origin.clone()));
+                }
+            }
         }
     }
 
@@ -344,6 +373,31 @@ impl State {
                 e.origin.reason
             ));
         }
+        let permitted = |allowed: bool| {
+            if allowed {
+                "permitted"
+            } else {
+                "not permitted"
+            }
+        };
+        if let Some((allowed, o)) = &self.local_allow {
+            out.push(format!(
+                "local allow entries {} [all sites] v{} by {}: {}",
+                permitted(*allowed),
+                o.version,
+                o.author,
+                o.reason
+            ));
+        }
+        for (site, (allowed, o)) in &self.local_allow_at {
+            out.push(format!(
+                "local allow entries {} [sites {site}] v{} by {}: {}",
+                permitted(*allowed),
+                o.version,
+                o.author,
+                o.reason
+            ));
+        }
         for (name, l) in &self.lists {
             out.push(format!(
                 "list {name} ({}) from {} [{}] v{} by {}: {}",
@@ -364,8 +418,13 @@ impl State {
         let here = |sites: &[String]| {
             site.is_none_or(|site| sites.is_empty() || sites.iter().any(|s| s == site))
         };
+        let local_allow = site
+            .and_then(|site| self.local_allow_at.get(site))
+            .or(self.local_allow.as_ref())
+            .is_none_or(|(allowed, _)| *allowed);
         let mut view = SiteView {
             version: self.version,
+            local_allow,
             ..SiteView::default()
         };
         for (kind, entries) in [("allow", &self.allow), ("deny", &self.deny)] {
@@ -449,7 +508,7 @@ pub struct SiteEntry {
 }
 
 /// The policy as one site applies it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SiteView {
     pub version: i64,
     pub allow: Vec<SiteEntry>,
@@ -457,6 +516,21 @@ pub struct SiteView {
     pub lists: Vec<(String, ListEntry)>,
     /// Entries left out here, and why (reported with the site's health).
     pub notes: Vec<String>,
+    /// Whether this site's admins may add allow entries of their own.
+    pub local_allow: bool,
+}
+
+impl Default for SiteView {
+    fn default() -> SiteView {
+        SiteView {
+            version: 0,
+            allow: Vec::new(),
+            deny: Vec::new(),
+            lists: Vec::new(),
+            notes: Vec::new(),
+            local_allow: true,
+        }
+    }
 }
 
 /// A site's view written out: `policy.toml` and the list files it names.
@@ -468,6 +542,7 @@ pub struct Rendered {
     pub files: Vec<(String, String)>,
 }
 
+use crate::config::LOCAL_ALLOW_OFF;
 use crate::config::POLICY_ENTRY_LISTS as ENTRY_LIST_PREFIX;
 
 impl SiteView {
@@ -545,6 +620,15 @@ impl SiteView {
                 toml_string(&l.url),
                 toml_string(format_name(l.format)),
                 l.min_entries,
+            ));
+        }
+        if !self.local_allow {
+            files.push((
+                LOCAL_ALLOW_OFF.to_string(),
+                format!(
+                    "The trust's policy (version {}) does not permit allow entries of this site's own.\n",
+                    self.version
+                ),
             ));
         }
         Rendered { sections, files }
@@ -801,6 +885,32 @@ mod tests {
         assert!(rendered.files[0].1.contains("every.example"));
         assert!(rendered.files[0].1.starts_with("# v1 "));
         assert!(rendered.sections.contains("groups = [\"staff\"]"));
+    }
+
+    #[test]
+    fn a_site_setting_for_local_allow_entries_wins_over_the_trust_wide_one() {
+        let local = |allowed: bool, sites: &[&str]| Change::LocalAllow {
+            allowed,
+            sites: sites.iter().map(|s| s.to_string()).collect(),
+        };
+        let none = BTreeSet::new();
+        let state = State::fold(&[]);
+        assert!(
+            state.for_site(Some("a"), &none).local_allow,
+            "permitted until said"
+        );
+        let state = State::fold(&[record(1, local(false, &[])), record(2, local(true, &["a"]))]);
+        assert!(state.for_site(Some("a"), &none).local_allow);
+        let b = state.for_site(Some("b"), &none);
+        assert!(!b.local_allow);
+        assert!(b
+            .render(Path::new("p"))
+            .files
+            .iter()
+            .any(|(name, _)| name == LOCAL_ALLOW_OFF));
+        let state = State::fold(&[record(1, local(false, &["a"])), record(2, local(true, &[]))]);
+        assert!(!state.for_site(Some("a"), &none).local_allow);
+        assert!(state.for_site(Some("b"), &none).local_allow);
     }
 
     #[test]
