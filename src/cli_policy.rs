@@ -132,8 +132,8 @@ pub enum ListCommand {
         category: String,
         #[arg(long)]
         url: String,
-        #[arg(long, value_enum, default_value = "auto")]
-        format: FormatArg,
+        #[arg(long, default_value = "auto", value_parser = parse_format)]
+        format: Format,
         /// A download with fewer entries is refused.
         #[arg(long, default_value_t = 0)]
         min_entries: u64,
@@ -154,31 +154,12 @@ pub enum ListCommand {
     },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum FormatArg {
-    Auto,
-    Hosts,
-    Domains,
-    Adblock,
-    Dnsmasq,
-    Unbound,
-    Rpz,
-    Hashed,
-}
-
-impl From<FormatArg> for Format {
-    fn from(f: FormatArg) -> Format {
-        match f {
-            FormatArg::Auto => Format::Auto,
-            FormatArg::Hosts => Format::Hosts,
-            FormatArg::Domains => Format::Domains,
-            FormatArg::Adblock => Format::Adblock,
-            FormatArg::Dnsmasq => Format::Dnsmasq,
-            FormatArg::Unbound => Format::Unbound,
-            FormatArg::Rpz => Format::Rpz,
-            FormatArg::Hashed => Format::Hashed,
-        }
-    }
+/// A list format as the config writes it (`hosts`, `adblock`, …).
+fn parse_format(text: &str) -> Result<Format, String> {
+    use serde::de::IntoDeserializer;
+    use serde::Deserialize;
+    Format::deserialize(text.into_deserializer())
+        .map_err(|e: serde::de::value::Error| e.to_string())
 }
 
 /// Run one `warden fleet policy` command.
@@ -191,80 +172,9 @@ pub fn run(command: PolicyCommand) -> Result<ExitCode> {
         } => show(&config.config, at.as_deref(), version),
         PolicyCommand::History { config } => history(&config.config),
         PolicyCommand::Diff { from, to, config } => diff(&config.config, from, to),
-        PolicyCommand::Allow(EntryCommand::Add {
-            name,
-            category,
-            sites,
-            groups,
-            why,
-            config,
-        }) => {
-            if category.is_some() {
-                bail!("--category is for deny entries: an allow entry holds for every category it is not locked in");
-            }
-            let name = domain(&name)?;
-            change(
-                &config.config,
-                &why,
-                Change::Allow {
-                    name,
-                    sites,
-                    groups,
-                },
-            )
-        }
-        PolicyCommand::Deny(EntryCommand::Add {
-            name,
-            category,
-            sites,
-            groups,
-            why,
-            config,
-        }) => {
-            let name = domain(&name)?;
-            change(
-                &config.config,
-                &why,
-                Change::Deny {
-                    name,
-                    category,
-                    sites,
-                    groups,
-                },
-            )
-        }
-        PolicyCommand::Allow(EntryCommand::Remove { name, why, config }) => {
-            let name = domain(&name)?;
-            change(&config.config, &why, Change::Unallow { name })
-        }
-        PolicyCommand::Deny(EntryCommand::Remove { name, why, config }) => {
-            let name = domain(&name)?;
-            change(&config.config, &why, Change::Undeny { name })
-        }
-        PolicyCommand::List(ListCommand::Add {
-            name,
-            category,
-            url,
-            format,
-            min_entries,
-            sites,
-            why,
-            config,
-        }) => change(
-            &config.config,
-            &why,
-            Change::List {
-                name,
-                category,
-                url,
-                format: format.into(),
-                min_entries,
-                sites,
-            },
-        ),
-        PolicyCommand::List(ListCommand::Remove { name, why, config }) => {
-            change(&config.config, &why, Change::Unlist { name })
-        }
+        PolicyCommand::Allow(command) => entry(true, command),
+        PolicyCommand::Deny(command) => entry(false, command),
+        PolicyCommand::List(command) => list(command),
         PolicyCommand::LocalAllow {
             setting,
             sites,
@@ -279,6 +189,81 @@ pub fn run(command: PolicyCommand) -> Result<ExitCode> {
             },
         ),
     }
+}
+
+/// `allow …` (`allow`: true) or `deny …`.
+fn entry(allow: bool, command: EntryCommand) -> Result<ExitCode> {
+    match command {
+        EntryCommand::Add {
+            name,
+            category,
+            sites,
+            groups,
+            why,
+            config,
+        } => {
+            let name = domain(&name)?;
+            let change = match allow {
+                true if category.is_some() => bail!(
+                    "--category is for deny entries: an allow entry holds for every category \
+                     it is not locked in"
+                ),
+                true => Change::Allow {
+                    name,
+                    sites,
+                    groups,
+                },
+                false => Change::Deny {
+                    name,
+                    category,
+                    sites,
+                    groups,
+                },
+            };
+            change_of(&config, &why, change)
+        }
+        EntryCommand::Remove { name, why, config } => {
+            let name = domain(&name)?;
+            let change = match allow {
+                true => Change::Unallow { name },
+                false => Change::Undeny { name },
+            };
+            change_of(&config, &why, change)
+        }
+    }
+}
+
+fn list(command: ListCommand) -> Result<ExitCode> {
+    match command {
+        ListCommand::Add {
+            name,
+            category,
+            url,
+            format,
+            min_entries,
+            sites,
+            why,
+            config,
+        } => change_of(
+            &config,
+            &why,
+            Change::List {
+                name,
+                category,
+                url,
+                format,
+                min_entries,
+                sites,
+            },
+        ),
+        ListCommand::Remove { name, why, config } => {
+            change_of(&config, &why, Change::Unlist { name })
+        }
+    }
+}
+
+fn change_of(config: &ConfigArg, why: &Why, change: Change) -> Result<ExitCode> {
+    self::change(&config.config, why, change)
 }
 
 fn domain(name: &str) -> Result<String> {

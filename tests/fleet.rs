@@ -1232,8 +1232,17 @@ fn health(pg: &Postgres, site: &str) -> String {
 fn a_trust_wide_deny_is_blocked_at_two_sites_within_seconds_and_a_locked_allow_is_refused() {
     let _alone = timed();
     let pg = Postgres::start();
-    let north = policy_site(&pg, "north");
-    let south = policy_site(&pg, "south");
+    // Polling once an hour: a change reaches them within seconds only by notification.
+    let notified = |name: &str| {
+        Site::with(
+            name,
+            500,
+            &pg.url(),
+            "policy_poll = \"1h\"\nheartbeat = \"1s\"\n",
+        )
+    };
+    let north = notified("north");
+    let south = notified("south");
     let (_trust, config) = trust_config(&pg);
     // Both follow before the change (their first heartbeat says so).
     for site in ["north", "south"] {

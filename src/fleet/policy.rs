@@ -549,37 +549,52 @@ impl SiteView {
     /// The sections and files for this view, the files named in `dir` as the config
     /// gives it (relative to the config file's folder, or absolute).
     pub fn render(&self, dir: &Path) -> Rendered {
-        let mut sections = format!(
-            "# The trust's policy, version {}, as this site applies it. Written by Warden\n\
-             # from the central store: do not edit (the next version replaces it).\n",
-            self.version
-        );
-        let mut files = Vec::new();
-        let mut add_file = |file: String, entries: &[&SiteEntry]| {
-            let mut text = String::new();
-            for e in entries {
-                text.push_str(&format!("# {}\n{}\n", e.comment, e.name));
-            }
-            files.push((file, text));
+        let mut out = Rendered {
+            sections: format!(
+                "# The trust's policy, version {}, as this site applies it. Written by Warden\n\
+                 # from the central store: do not edit (the next version replaces it).\n",
+                self.version
+            ),
+            files: Vec::new(),
         };
-        // Allow entries: one list for every group, one per group set.
-        let mut allow_by_groups: BTreeMap<Vec<String>, Vec<&SiteEntry>> = BTreeMap::new();
-        for e in &self.allow {
-            allow_by_groups.entry(e.groups.clone()).or_default().push(e);
+        self.render_allow(dir, &mut out);
+        self.render_deny(dir, &mut out);
+        self.render_lists(&mut out);
+        if !self.local_allow {
+            out.files.push((
+                LOCAL_ALLOW_OFF.to_string(),
+                format!(
+                    "The trust's policy (version {}) does not permit allow entries of this site's own.\n",
+                    self.version
+                ),
+            ));
         }
-        for (i, (groups, entries)) in allow_by_groups.iter().enumerate() {
+        out
+    }
+
+    /// Allow entries: one list for every group, one per set of groups.
+    fn render_allow(&self, dir: &Path, out: &mut Rendered) {
+        let mut by_groups: BTreeMap<Vec<String>, Vec<&SiteEntry>> = BTreeMap::new();
+        for e in &self.allow {
+            by_groups.entry(e.groups.clone()).or_default().push(e);
+        }
+        for (i, (groups, entries)) in by_groups.iter().enumerate() {
             let file = format!("allow-{i}.list");
-            sections.push_str(&format!(
+            out.sections.push_str(&format!(
                 "\n[[allow]]\nname = {}\npath = {}\nformat = \"domains\"\n",
                 toml_string(&format!("{ENTRY_LIST_PREFIX}allow-{i}")),
                 toml_string(&dir.join(&file).to_string_lossy()),
             ));
             if !groups.is_empty() {
-                sections.push_str(&format!("groups = {}\n", toml_strings(groups)));
+                out.sections
+                    .push_str(&format!("groups = {}\n", toml_strings(groups)));
             }
-            add_file(file, entries);
+            out.files.push((file, list_text(entries)));
         }
-        // Deny entries: for every group under their category, or a group's own list.
+    }
+
+    /// Deny entries: for every group under their category, or a group's own list.
+    fn render_deny(&self, dir: &Path, out: &mut Rendered) {
         let mut by_category: BTreeMap<&str, Vec<&SiteEntry>> = BTreeMap::new();
         let mut by_groups: BTreeMap<Vec<String>, Vec<&SiteEntry>> = BTreeMap::new();
         for e in &self.deny {
@@ -590,49 +605,52 @@ impl SiteView {
         }
         for (i, (category, entries)) in by_category.iter().enumerate() {
             let file = format!("deny-{i}.list");
-            sections.push_str(&format!(
+            out.sections.push_str(&format!(
                 "\n[[lists]]\nname = {}\ncategory = {}\npath = {}\nformat = \"domains\"\n",
                 toml_string(&format!("{ENTRY_LIST_PREFIX}deny-{i}")),
                 toml_string(category),
                 toml_string(&dir.join(&file).to_string_lossy()),
             ));
-            add_file(file, entries);
+            out.files.push((file, list_text(entries)));
         }
         for (i, (groups, entries)) in by_groups.iter().enumerate() {
             let file = format!("deny-group-{i}.list");
-            sections.push_str(&format!(
+            out.sections.push_str(&format!(
                 "\n[[deny]]\nname = {}\npath = {}\nformat = \"domains\"\ngroups = {}\n",
                 toml_string(&format!("{ENTRY_LIST_PREFIX}deny-group-{i}")),
                 toml_string(&dir.join(&file).to_string_lossy()),
                 toml_strings(groups),
             ));
-            add_file(file, entries);
+            out.files.push((file, list_text(entries)));
         }
+    }
+
+    /// Lists by URL, each downloaded into the site's `[sources] cache_dir`.
+    fn render_lists(&self, out: &mut Rendered) {
         for (name, l) in &self.lists {
-            sections.push_str(&format!(
+            out.sections.push_str(&format!(
                 "\n# v{} by {}: {}\n[[lists]]\nname = {}\ncategory = {}\nurl = {}\nformat = {}\n\
                  min_entries = {}\n",
                 l.origin.version,
-                l.origin.author,
+                comment_text(&l.origin.author),
                 comment_text(&l.origin.reason),
                 toml_string(name),
                 toml_string(&l.category),
                 toml_string(&l.url),
-                toml_string(format_name(l.format)),
+                toml_string(&format_name(l.format)),
                 l.min_entries,
             ));
         }
-        if !self.local_allow {
-            files.push((
-                LOCAL_ALLOW_OFF.to_string(),
-                format!(
-                    "The trust's policy (version {}) does not permit allow entries of this site's own.\n",
-                    self.version
-                ),
-            ));
-        }
-        Rendered { sections, files }
     }
+}
+
+/// A list file's text: each entry under its comment.
+fn list_text(entries: &[&SiteEntry]) -> String {
+    let mut text = String::new();
+    for e in entries {
+        text.push_str(&format!("# {}\n{}\n", e.comment, e.name));
+    }
+    text
 }
 
 fn comment_text(text: &str) -> String {
@@ -650,18 +668,12 @@ fn toml_strings(items: &[String]) -> String {
     format!("[{}]", quoted.join(", "))
 }
 
-/// A format as the config writes it.
-pub fn format_name(format: Format) -> &'static str {
-    match format {
-        Format::Auto => "auto",
-        Format::Hosts => "hosts",
-        Format::Domains => "domains",
-        Format::Adblock => "adblock",
-        Format::Dnsmasq => "dnsmasq",
-        Format::Unbound => "unbound",
-        Format::Rpz => "rpz",
-        Format::Hashed => "hashed",
-    }
+/// A format as the config writes it (its serde name).
+pub fn format_name(format: Format) -> String {
+    serde_json::to_value(format)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_else(|| "auto".to_string())
 }
 
 /// The central store's side: append a change, read the changes.
@@ -955,6 +967,11 @@ mod tests {
             .render(Path::new("/var/lib/warden/policy \"x\""));
         let value: toml::Table = toml::from_str(&rendered.sections).unwrap();
         assert_eq!(value["lists"].as_array().unwrap().len(), 2);
+        assert!(
+            rendered.sections.contains("format = \"hosts\""),
+            "{}",
+            rendered.sections
+        );
         assert!(state.lines()[1].contains("https://lists.example/feed"));
         assert!(!state.lines()[1].contains("secret"));
     }
