@@ -60,6 +60,19 @@ pub enum PolicyCommand {
     /// Block lists downloaded by every site from a URL.
     #[command(subcommand)]
     List(ListCommand),
+    /// The trust's categories and groups: `set FILE` (a file of `[categories.NAME]` and
+    /// `[groups.NAME]` tables, as in a config, replacing the previous settings) or
+    /// `clear`. Sites may add their own; they cannot define these again.
+    Settings {
+        #[arg(value_enum)]
+        action: SettingsAction,
+        /// The settings file (for `set`).
+        file: Option<std::path::PathBuf>,
+        #[command(flatten)]
+        why: Why,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
     /// Whether site admins may add allow entries of their own on their dashboard (on,
     /// until a change says off); while off, a site's own entries are not applied.
     LocalAllow {
@@ -74,6 +87,12 @@ pub enum PolicyCommand {
         #[command(flatten)]
         config: ConfigArg,
     },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SettingsAction {
+    Set,
+    Clear,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -175,6 +194,20 @@ pub fn run(command: PolicyCommand) -> Result<ExitCode> {
         PolicyCommand::Allow(command) => entry(true, command),
         PolicyCommand::Deny(command) => entry(false, command),
         PolicyCommand::List(command) => list(command),
+        PolicyCommand::Settings {
+            action,
+            file,
+            why,
+            config,
+        } => {
+            let toml = match (action, file) {
+                (SettingsAction::Set, Some(file)) => Config::local_text(&file)?,
+                (SettingsAction::Set, None) => bail!("settings set needs the settings file"),
+                (SettingsAction::Clear, None) => String::new(),
+                (SettingsAction::Clear, Some(_)) => bail!("settings clear takes no file"),
+            };
+            change_of(&config, &why, Change::Settings { toml })
+        }
         PolicyCommand::LocalAllow {
             setting,
             sites,
@@ -336,6 +369,9 @@ fn show(path: &Path, at: Option<&str>, version: Option<i64>) -> Result<ExitCode>
     }
     for line in lines {
         println!("{line}");
+    }
+    if let Some((toml, _)) = &state.settings {
+        println!("\nthe trust's categories and groups:\n{}", toml.trim_end());
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -1851,6 +1851,91 @@ fn a_site_adds_its_own_allow_entries_only_where_the_trust_permits() {
     assert_eq!(add("tracker.test").status, 303);
 }
 
+#[test]
+fn the_trusts_groups_apply_at_every_site_and_a_site_cannot_define_them_again() {
+    let pg = Postgres::start();
+    let north = policy_site(&pg, "north");
+    // South defines the default group itself: the trust's cannot be read with it.
+    let _south = Site::with(
+        "south",
+        500,
+        &pg.url(),
+        "policy_poll = \"1s\"\nheartbeat = \"1s\"\n[groups.default]\nblock = [\"adult\"]\n",
+    );
+    let (trust, config) = trust_config(&pg);
+    let settings = trust.path().join("settings.toml");
+    let set = |text: &str, reason: &str| {
+        std::fs::write(&settings, text).expect("settings");
+        policy(
+            &config,
+            &[
+                "settings",
+                "set",
+                settings.to_str().expect("a path"),
+                "--reason",
+                reason,
+                "--by",
+                "it-lead",
+            ],
+        )
+    };
+    let (code, out) = set(
+        "[groups.default]\nblock = [\"adult\"]\n[groups.staff]\nblock = []\n",
+        "one policy for every school",
+    );
+    assert_eq!(code, 0, "{out}");
+    wait_until(
+        "north on version 1",
+        || health(&pg, "north"),
+        |h| h.starts_with("1|"),
+    );
+    assert!(blocks(&north, "blocked.test"));
+    let refused = wait_until(
+        "south refuses version 1",
+        || health(&pg, "south"),
+        |h| h.starts_with("0|1|"),
+    );
+    assert!(
+        refused.contains("policy.toml") && refused.contains("default"),
+        "{refused}"
+    );
+
+    // The default group no longer blocks adult at any site; a locked list still blocks.
+    let (code, out) = set(
+        "[groups.default]\nblock = []\n",
+        "adult filtering moves to the firewall",
+    );
+    assert_eq!(code, 0, "{out}");
+    wait_until(
+        "north answers blocked.test",
+        || blocks(&north, "blocked.test"),
+        |b| !*b,
+    );
+    assert!(
+        blocks(&north, "locked.test"),
+        "a locked list blocks every group"
+    );
+
+    // Settings are categories and groups only, and cannot redefine the trust's own
+    // categories (a locked one least of all).
+    for (text, says) in [
+        ("[server]\nlisten = []\n", "[server]"),
+        ("[categories.terrorism]\nlocked = false\n", "terrorism"),
+        ("[groups.default]\nblock = [\"nope\"]\n", "nope"),
+        ("block = []\n", "table header"),
+    ] {
+        let (code, out) = set(text, "r");
+        assert_ne!(code, 0, "{text}: {out}");
+        assert!(out.contains(says), "{text}: {out}");
+    }
+    let shown = policy_ok(&config, &["show"]);
+    assert!(
+        shown.contains("settings groups.default v2 by it-lead"),
+        "{shown}"
+    );
+    assert!(shown.contains("[groups.default]\nblock = []"), "{shown}");
+}
+
 // ---- Skew: the previous release against the new central schema ----
 
 /// The release before the shared policy: central schema 4, the last commit before this

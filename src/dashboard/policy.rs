@@ -249,6 +249,13 @@ fn trust_policy(
                 }
             } }
         }
+        @if let Some((toml, o)) = &state.settings {
+            h2 { "The trust's categories and groups" }
+            p { "Version " (o.version) ", " (at(o)) " by " (o.author) ": " (o.reason)
+                ". Sites read these with their own config; they may add categories and groups of their own. \
+                 Change them with " code { "warden fleet policy settings set FILE" } "." }
+            pre { (toml) }
+        }
         @if editable { (add_form(session)) }
         h2 { "Changes" }
         @if records.is_empty() { p { "None yet." } } @else {

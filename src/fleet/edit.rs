@@ -106,6 +106,7 @@ fn check_locked(config: &Config, engine: Option<&Engine>, change: &Change) -> Re
                  restricted source, not from the trust's entries"
             )))
         }
+        Change::Settings { toml } => super::policy::settings_names(toml).map(drop),
         Change::Deny {
             category: None,
             groups,

@@ -75,6 +75,11 @@ pub enum Change {
     },
     /// Remove the list called `name`.
     Unlist { name: String },
+    /// The trust's categories and groups (`[categories.NAME]` and `[groups.NAME]` tables
+    /// as in a config file), replacing the previous ones; empty: none. Every site reads
+    /// them with its own config, which may add categories and groups of its own but
+    /// cannot define these again (that is a conflict: the version is refused there).
+    Settings { toml: String },
     /// Whether site admins may add allow entries of their own on their site's dashboard:
     /// at the named sites, or (none named) wherever no site-specific setting says.
     LocalAllow {
@@ -133,6 +138,11 @@ impl Change {
                 scope(sites, &[])
             ),
             Change::Unlist { name } => format!("remove list {name}"),
+            Change::Settings { toml } => match settings_names(toml) {
+                Ok(names) if names.is_empty() => "settings cleared".to_string(),
+                Ok(names) => format!("settings: {}", names.join(", ")),
+                Err(_) => "settings (unreadable)".to_string(),
+            },
             Change::LocalAllow { allowed, sites } => format!(
                 "local allow entries {}{}",
                 if *allowed {
@@ -144,6 +154,47 @@ impl Change {
             ),
         }
     }
+}
+
+/// The tables the trust's settings define (`categories.adult`, `groups.staff`, …), or why
+/// the text is not settings: TOML holding only `[categories.NAME]` and `[groups.NAME]`.
+pub fn settings_names(toml: &str) -> Result<Vec<String>, Refused> {
+    let first = toml
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty() && !l.starts_with('#'));
+    if first.is_some_and(|l| !l.starts_with('[')) {
+        return Err(Refused(
+            "the settings begin with a table header ([categories.NAME] or [groups.NAME]): \
+             they are read after a site's own config"
+                .to_string(),
+        ));
+    }
+    let table: toml::Table = toml::from_str(toml)
+        .map_err(|e| Refused(format!("the settings are not TOML: {}", e.message().trim())))?;
+    let mut names = Vec::new();
+    for (section, value) in &table {
+        if section != "categories" && section != "groups" {
+            return Err(Refused(format!(
+                "the settings hold [{section}]: the trust's settings are [categories.NAME] and \
+                 [groups.NAME] tables only (everything else is each site's own)"
+            )));
+        }
+        let Some(entries) = value.as_table() else {
+            return Err(Refused(format!(
+                "{section} must be tables: [{section}.NAME]"
+            )));
+        };
+        for (name, entry) in entries {
+            if !entry.is_table() {
+                return Err(Refused(format!(
+                    "{section}.{name} must be a table: [{section}.{name}]"
+                )));
+            }
+            names.push(format!("{section}.{name}"));
+        }
+    }
+    Ok(names)
 }
 
 /// A URL as it may be shown: no user info, query or fragment (a feed's token).
@@ -211,6 +262,8 @@ pub struct State {
     /// they are), and at particular sites.
     pub local_allow: Option<(bool, Origin)>,
     pub local_allow_at: BTreeMap<String, (bool, Origin)>,
+    /// The trust's categories and groups, as TOML (see [`Change::Settings`]).
+    pub settings: Option<(String, Origin)>,
 }
 
 /// Why a change cannot be made to a state.
@@ -326,6 +379,8 @@ impl State {
             Change::Unlist { name } => {
                 self.lists.remove(name);
             }
+            Change::Settings { toml } if toml.trim().is_empty() => self.settings = None,
+            Change::Settings { toml } => self.settings = Some((toml.clone(), origin)),
             Change::LocalAllow { allowed, sites } if sites.is_empty() => {
                 self.local_allow = Some((*allowed, origin));
             }
@@ -371,6 +426,15 @@ impl State {
                 e.origin.version,
                 e.origin.author,
                 e.origin.reason
+            ));
+        }
+        if let Some((toml, o)) = &self.settings {
+            let names = settings_names(toml)
+                .map(|n| n.join(", "))
+                .unwrap_or_default();
+            out.push(format!(
+                "settings {names} v{} by {}: {}",
+                o.version, o.author, o.reason
             ));
         }
         let permitted = |allowed: bool| {
@@ -425,6 +489,7 @@ impl State {
         let mut view = SiteView {
             version: self.version,
             local_allow,
+            settings: self.settings.clone(),
             ..SiteView::default()
         };
         for (kind, entries) in [("allow", &self.allow), ("deny", &self.deny)] {
@@ -468,6 +533,9 @@ impl SiteView {
     /// them (normalised): a name holding a line break would add lines of its own to a
     /// list file. The writers check every name; this guards a store edited by hand.
     pub fn check_names(&self) -> Result<(), Refused> {
+        if let Some((toml, _)) = &self.settings {
+            settings_names(toml)?;
+        }
         for entry in self.allow.iter().chain(&self.deny) {
             match crate::name::normalize(&entry.name) {
                 Ok(name) if name == entry.name => {}
@@ -518,6 +586,8 @@ pub struct SiteView {
     pub notes: Vec<String>,
     /// Whether this site's admins may add allow entries of their own.
     pub local_allow: bool,
+    /// The trust's categories and groups.
+    pub settings: Option<(String, Origin)>,
 }
 
 impl Default for SiteView {
@@ -529,6 +599,7 @@ impl Default for SiteView {
             lists: Vec::new(),
             notes: Vec::new(),
             local_allow: true,
+            settings: None,
         }
     }
 }
@@ -557,6 +628,15 @@ impl SiteView {
             ),
             files: Vec::new(),
         };
+        if let Some((toml, o)) = &self.settings {
+            out.sections.push_str(&format!(
+                "\n# The trust's categories and groups: v{} by {}: {}\n{}\n",
+                o.version,
+                comment_text(&o.author),
+                comment_text(&o.reason),
+                toml.trim_end()
+            ));
+        }
         self.render_allow(dir, &mut out);
         self.render_deny(dir, &mut out);
         self.render_lists(&mut out);
@@ -862,7 +942,7 @@ mod tests {
     #[test]
     fn a_change_of_an_unknown_kind_or_field_does_not_read() {
         assert!(serde_json::from_str::<Change>(r#"{"kind":"allow","name":"a.test"}"#).is_ok());
-        assert!(serde_json::from_str::<Change>(r#"{"kind":"settings","toml":""}"#).is_err());
+        assert!(serde_json::from_str::<Change>(r#"{"kind":"categories","toml":""}"#).is_err());
         assert!(serde_json::from_str::<Change>(
             r#"{"kind":"allow","name":"a.test","until":"2027-01-01"}"#
         )
@@ -923,6 +1003,42 @@ mod tests {
         let state = State::fold(&[record(1, local(false, &["a"])), record(2, local(true, &[]))]);
         assert!(!state.for_site(Some("a"), &none).local_allow);
         assert!(state.for_site(Some("b"), &none).local_allow);
+    }
+
+    #[test]
+    fn settings_are_category_and_group_tables_only() {
+        assert_eq!(
+            settings_names("# ours\n[categories.x]\n[groups.a]\nblock = [\"x\"]\n").unwrap(),
+            ["categories.x", "groups.a"]
+        );
+        for bad in [
+            "[server]\n",
+            "groups.a.block = []\n",
+            "[groups]\na = 1\n",
+            "[groups.a\n",
+            "[[lists]]\nname = \"x\"\n",
+        ] {
+            assert!(settings_names(bad).is_err(), "{bad:?}");
+        }
+        let state = State::fold(&[record(
+            1,
+            Change::Settings {
+                toml: "[groups.a]\nblock = []\n".into(),
+            },
+        )]);
+        let view = state.for_site(Some("x"), &BTreeSet::new());
+        let rendered = view.render(Path::new("p"));
+        assert!(rendered.sections.contains("\n[groups.a]\nblock = []\n"));
+        let cleared = State::fold(&[
+            record(
+                1,
+                Change::Settings {
+                    toml: "[groups.a]\n".into(),
+                },
+            ),
+            record(2, Change::Settings { toml: " ".into() }),
+        ]);
+        assert!(cleared.settings.is_none());
     }
 
     #[test]
