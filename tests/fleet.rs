@@ -1428,6 +1428,45 @@ fn a_site_restarted_with_the_database_down_filters_by_its_last_policy_then_catch
 }
 
 #[test]
+fn a_store_with_an_older_policy_than_the_site_applied_is_not_followed() {
+    let pg = Postgres::start();
+    let site = policy_site(&pg, "north");
+    let (_trust, config) = trust_config(&pg);
+    policy_ok(
+        &config,
+        &[
+            "deny",
+            "add",
+            "kept.example",
+            "--category",
+            "adult",
+            "--reason",
+            "r1",
+            "--by",
+            "a",
+        ],
+    );
+    wait_until(
+        "kept.example blocked",
+        || blocks(&site, "kept.example"),
+        |b| *b,
+    );
+    // The database emptied (restored from an old backup, or another one): the site keeps
+    // its rules and says why.
+    pg.sql("DELETE FROM policy_changes");
+    let refused = wait_until(
+        "refused",
+        || health(&pg, "north"),
+        |h| h.starts_with("1|0|"),
+    );
+    assert!(
+        refused.contains("older than the 1 applied here"),
+        "{refused}"
+    );
+    assert!(blocks(&site, "kept.example"));
+}
+
+#[test]
 fn a_version_that_does_not_build_at_a_site_is_refused_there_reported_and_the_rules_stay() {
     let pg = Postgres::start();
     let site = policy_site(&pg, "north");

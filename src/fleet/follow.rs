@@ -168,6 +168,27 @@ impl Follower {
         if latest == self.applied.version || (Some(latest) == refused && !retry) {
             return Ok(());
         }
+        if latest < self.applied.version {
+            // Not a change anyone made: another or a restored database. Going back (or to
+            // no policy at all) could drop deny entries, so a person decides.
+            let error = format!(
+                "the central store's newest policy version is {latest}, older than the {} applied \
+                 here: is this the trust's database, or a restored copy? The rules in force stay; \
+                 to follow this store, delete {} and restart",
+                self.applied.version,
+                self.dir.join(VERSION_FILE).display()
+            );
+            if self.applied.refused.as_ref().map(|(v, _)| *v) != Some(latest) {
+                tracing::error!(version = latest, %error, "fleet: policy version refused; the rules in force stay");
+            }
+            self.applied.refused = Some((latest, error));
+            self.metrics.fleet_policy(
+                self.applied.version,
+                latest.max(1),
+                self.applied.notes.len(),
+            );
+            return Ok(());
+        }
         let outcome = match policy::read_records(client, &self.settings, None).await {
             Ok(records) => {
                 let state = State::fold(&records);
