@@ -250,6 +250,31 @@ pub struct ListEntry {
     pub sites: Vec<String>,
 }
 
+impl ListEntry {
+    /// The list a `List` change adds (`None` for any other change).
+    fn from_change(change: &Change, origin: Origin) -> Option<ListEntry> {
+        let Change::List {
+            category,
+            url,
+            format,
+            min_entries,
+            sites,
+            ..
+        } = change
+        else {
+            return None;
+        };
+        Some(ListEntry {
+            origin,
+            category: category.clone(),
+            url: url.clone(),
+            format: *format,
+            min_entries: *min_entries,
+            sites: sites.clone(),
+        })
+    }
+}
+
 /// The policy as it stands after some version: the fold of every change up to it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct State {
@@ -318,24 +343,19 @@ impl State {
             reason: record.reason.clone(),
         };
         self.version = record.version;
+        let entry = |category: &Option<String>, sites: &[String], groups: &[String]| Entry {
+            origin: origin.clone(),
+            category: category.clone(),
+            sites: sites.to_vec(),
+            groups: groups.to_vec(),
+        };
         match &record.change {
             Change::Allow {
                 name,
                 sites,
                 groups,
             } => {
-                self.allow.insert(
-                    name.clone(),
-                    Entry {
-                        origin,
-                        category: None,
-                        sites: sites.clone(),
-                        groups: groups.clone(),
-                    },
-                );
-            }
-            Change::Unallow { name } => {
-                self.allow.remove(name);
+                self.allow.insert(name.clone(), entry(&None, sites, groups));
             }
             Change::Deny {
                 name,
@@ -343,41 +363,22 @@ impl State {
                 sites,
                 groups,
             } => {
-                self.deny.insert(
-                    name.clone(),
-                    Entry {
-                        origin,
-                        category: category.clone(),
-                        sites: sites.clone(),
-                        groups: groups.clone(),
-                    },
-                );
+                self.deny
+                    .insert(name.clone(), entry(category, sites, groups));
+            }
+            Change::Unallow { name } => {
+                self.allow.remove(name);
             }
             Change::Undeny { name } => {
                 self.deny.remove(name);
             }
-            Change::List {
-                name,
-                category,
-                url,
-                format,
-                min_entries,
-                sites,
-            } => {
-                self.lists.insert(
-                    name.clone(),
-                    ListEntry {
-                        origin,
-                        category: category.clone(),
-                        url: url.clone(),
-                        format: *format,
-                        min_entries: *min_entries,
-                        sites: sites.clone(),
-                    },
-                );
-            }
             Change::Unlist { name } => {
                 self.lists.remove(name);
+            }
+            Change::List { name, .. } => {
+                if let Some(list) = ListEntry::from_change(&record.change, origin) {
+                    self.lists.insert(name.clone(), list);
+                }
             }
             Change::Settings { toml } if toml.trim().is_empty() => self.settings = None,
             Change::Settings { toml } => self.settings = Some((toml.clone(), origin)),
@@ -395,24 +396,28 @@ impl State {
 
     /// Every entry in force, one line each, in a stable order (for `show` and `diff`).
     pub fn lines(&self) -> Vec<String> {
+        let mut out = self.entry_lines();
+        out.extend(self.setting_lines());
+        for (name, l) in &self.lists {
+            out.push(format!(
+                "list {name} ({}) from {} [{}] v{} by {}: {}",
+                l.category,
+                shown_url(&l.url),
+                scope_line(&l.sites, &[]),
+                l.origin.version,
+                l.origin.author,
+                l.origin.reason
+            ));
+        }
+        out
+    }
+
+    fn entry_lines(&self) -> Vec<String> {
         let mut out = Vec::new();
-        let scope = |sites: &[String], groups: &[String]| {
-            let sites = if sites.is_empty() {
-                "all sites".to_string()
-            } else {
-                format!("sites {}", sites.join(","))
-            };
-            let groups = if groups.is_empty() {
-                "all groups".to_string()
-            } else {
-                format!("groups {}", groups.join(","))
-            };
-            format!("{sites}; {groups}")
-        };
         for (name, e) in &self.allow {
             out.push(format!(
                 "allow {name} [{}] v{} by {}: {}",
-                scope(&e.sites, &e.groups),
+                scope_line(&e.sites, &e.groups),
                 e.origin.version,
                 e.origin.author,
                 e.origin.reason
@@ -422,12 +427,17 @@ impl State {
             let under = e.category.as_deref().unwrap_or("group-deny");
             out.push(format!(
                 "deny {name} as {under} [{}] v{} by {}: {}",
-                scope(&e.sites, &e.groups),
+                scope_line(&e.sites, &e.groups),
                 e.origin.version,
                 e.origin.author,
                 e.origin.reason
             ));
         }
+        out
+    }
+
+    fn setting_lines(&self) -> Vec<String> {
+        let mut out = Vec::new();
         if let Some((toml, o)) = &self.settings {
             let names = settings_names(toml)
                 .map(|n| n.join(", "))
@@ -444,33 +454,21 @@ impl State {
                 "not permitted"
             }
         };
-        if let Some((allowed, o)) = &self.local_allow {
+        let sites = self
+            .local_allow
+            .iter()
+            .map(|s| ("all sites".to_string(), s));
+        let each = self
+            .local_allow_at
+            .iter()
+            .map(|(site, s)| (format!("sites {site}"), s));
+        for (scope, (allowed, o)) in sites.chain(each) {
             out.push(format!(
-                "local allow entries {} [all sites] v{} by {}: {}",
+                "local allow entries {} [{scope}] v{} by {}: {}",
                 permitted(*allowed),
                 o.version,
                 o.author,
                 o.reason
-            ));
-        }
-        for (site, (allowed, o)) in &self.local_allow_at {
-            out.push(format!(
-                "local allow entries {} [sites {site}] v{} by {}: {}",
-                permitted(*allowed),
-                o.version,
-                o.author,
-                o.reason
-            ));
-        }
-        for (name, l) in &self.lists {
-            out.push(format!(
-                "list {name} ({}) from {} [{}] v{} by {}: {}",
-                l.category,
-                shown_url(&l.url),
-                scope(&l.sites, &[]),
-                l.origin.version,
-                l.origin.author,
-                l.origin.reason
             ));
         }
         out
@@ -549,6 +547,21 @@ impl SiteView {
         }
         Ok(())
     }
+}
+
+/// An entry's scope in a line: `all sites; groups staff`.
+fn scope_line(sites: &[String], groups: &[String]) -> String {
+    let sites = if sites.is_empty() {
+        "all sites".to_string()
+    } else {
+        format!("sites {}", sites.join(","))
+    };
+    let groups = if groups.is_empty() {
+        "all groups".to_string()
+    } else {
+        format!("groups {}", groups.join(","))
+    };
+    format!("{sites}; {groups}")
 }
 
 /// The comment written above an entry in a site's list file.
