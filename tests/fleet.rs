@@ -1205,6 +1205,33 @@ fn policy_ok(config: &Path, args: &[&str]) -> String {
     out
 }
 
+/// Store a trust-wide deny entry for `name` under `adult` (as `a`, for `reason`).
+fn deny_adult(config: &Path, name: &str, reason: &str) {
+    policy_ok(
+        config,
+        &[
+            "deny",
+            "add",
+            name,
+            "--category",
+            "adult",
+            "--reason",
+            reason,
+            "--by",
+            "a",
+        ],
+    );
+}
+
+/// Wait until `site` blocks `name` (or, with `blocked` false, answers it).
+fn wait_blocked(site: &Site, name: &str, blocked: bool) {
+    wait_until(
+        &format!("{}: {name} blocked {blocked}", site.name),
+        || blocks(site, name),
+        |b| *b == blocked,
+    );
+}
+
 /// A site following the policy closely: checks every second, beats every second.
 fn policy_site(pg: &Postgres, name: &str) -> Site {
     Site::with(
@@ -1344,11 +1371,7 @@ fn a_trust_wide_deny_is_blocked_at_two_sites_within_seconds_and_a_locked_allow_i
             "it-lead",
         ],
     );
-    wait_until(
-        "north: blocked.test allowed",
-        || blocks(&north, "blocked.test"),
-        |b| !*b,
-    );
+    wait_blocked(&north, "blocked.test", false);
     wait_until(
         "north: on version 2",
         || health(&pg, "north"),
@@ -1368,41 +1391,11 @@ fn a_site_restarted_with_the_database_down_filters_by_its_last_policy_then_catch
     let pg = Postgres::start();
     let mut site = policy_site(&pg, "north");
     let (_trust, config) = trust_config(&pg);
-    policy_ok(
-        &config,
-        &[
-            "deny",
-            "add",
-            "first.example",
-            "--category",
-            "adult",
-            "--reason",
-            "r1",
-            "--by",
-            "a",
-        ],
-    );
-    wait_until(
-        "first.example blocked",
-        || blocks(&site, "first.example"),
-        |b| *b,
-    );
+    deny_adult(&config, "first.example", "r1");
+    wait_blocked(&site, "first.example", true);
     site.stop();
     // A change the site has not seen, then the database goes away.
-    policy_ok(
-        &config,
-        &[
-            "deny",
-            "add",
-            "second.example",
-            "--category",
-            "adult",
-            "--reason",
-            "r2",
-            "--by",
-            "a",
-        ],
-    );
+    deny_adult(&config, "second.example", "r2");
     pg.stop();
     site.run();
     assert!(
@@ -1414,11 +1407,7 @@ fn a_site_restarted_with_the_database_down_filters_by_its_last_policy_then_catch
         "a version it never saw cannot be in force"
     );
     pg.restart();
-    wait_until(
-        "second.example blocked once the database is back",
-        || blocks(&site, "second.example"),
-        |b| *b,
-    );
+    wait_blocked(&site, "second.example", true);
     assert!(blocks(&site, "first.example"));
     wait_until(
         "reported on version 2",
@@ -1432,25 +1421,8 @@ fn a_store_with_an_older_policy_than_the_site_applied_is_not_followed() {
     let pg = Postgres::start();
     let site = policy_site(&pg, "north");
     let (_trust, config) = trust_config(&pg);
-    policy_ok(
-        &config,
-        &[
-            "deny",
-            "add",
-            "kept.example",
-            "--category",
-            "adult",
-            "--reason",
-            "r1",
-            "--by",
-            "a",
-        ],
-    );
-    wait_until(
-        "kept.example blocked",
-        || blocks(&site, "kept.example"),
-        |b| *b,
-    );
+    deny_adult(&config, "kept.example", "r1");
+    wait_blocked(&site, "kept.example", true);
     // The database emptied (restored from an old backup, or another one): the site keeps
     // its rules and says why.
     pg.sql("DELETE FROM policy_changes");
@@ -1472,25 +1444,8 @@ fn a_version_that_does_not_build_at_a_site_is_refused_there_reported_and_the_rul
     let site = policy_site(&pg, "north");
     let dashboard = FleetDashboard::with(&pg, &[("trustlead", &[])], "silent_after = \"10s\"\n");
     let (_trust, config) = trust_config(&pg);
-    policy_ok(
-        &config,
-        &[
-            "deny",
-            "add",
-            "kept.example",
-            "--category",
-            "adult",
-            "--reason",
-            "r1",
-            "--by",
-            "a",
-        ],
-    );
-    wait_until(
-        "kept.example blocked",
-        || blocks(&site, "kept.example"),
-        |b| *b,
-    );
+    deny_adult(&config, "kept.example", "r1");
+    wait_blocked(&site, "kept.example", true);
 
     // A list whose URL answers a login page instead of a list.
     let (feed, addr) = common::Feed::start(
@@ -1651,20 +1606,7 @@ fn a_silent_site_and_one_on_an_old_policy_are_flagged_on_the_fleet_overview() {
     }
     south.kill();
     let (_trust, config) = trust_config(&pg);
-    policy_ok(
-        &config,
-        &[
-            "deny",
-            "add",
-            "new.example",
-            "--category",
-            "adult",
-            "--reason",
-            "r",
-            "--by",
-            "a",
-        ],
-    );
+    deny_adult(&config, "new.example", "r");
     wait_until(
         "north applies version 1",
         || health(&pg, "north"),
@@ -1730,11 +1672,7 @@ fn a_trust_wide_admin_changes_the_policy_on_the_trust_dashboard_and_every_user_s
         ],
     );
     assert_eq!(added.status, 303, "{}", added.body);
-    wait_until(
-        "north blocks dash.example",
-        || blocks(&north, "dash.example"),
-        |b| *b,
-    );
+    wait_blocked(&north, "dash.example", true);
     let (_trust, config) = trust_config(&pg);
     let history = policy_ok(&config, &["history"]);
     assert!(
@@ -1799,11 +1737,7 @@ fn a_trust_wide_admin_changes_the_policy_on_the_trust_dashboard_and_every_user_s
         ],
     );
     assert_eq!(removed.status, 303, "{}", removed.body);
-    wait_until(
-        "north answers dash.example again",
-        || blocks(&north, "dash.example"),
-        |b| !*b,
-    );
+    wait_blocked(&north, "dash.example", false);
 }
 
 #[test]
@@ -1820,11 +1754,7 @@ fn a_site_adds_its_own_allow_entries_only_where_the_trust_permits() {
     let admin = Lead::sign_in(north.admin.expect("north's dashboard"), "admin");
     let add = |name: &str| admin.post("/admin/allow", &[("name", name), ("reason", "lessons")]);
     assert_eq!(add("blocked.test").status, 303);
-    wait_until(
-        "north's own entry applies",
-        || blocks(&north, "blocked.test"),
-        |b| !*b,
-    );
+    wait_blocked(&north, "blocked.test", false);
 
     let (_trust, config) = trust_config(&pg);
     policy_ok(
@@ -1841,11 +1771,7 @@ fn a_site_adds_its_own_allow_entries_only_where_the_trust_permits() {
         ],
     );
     // Its own entry is no longer applied, and no new one can be added.
-    wait_until(
-        "north's own entry set aside",
-        || blocks(&north, "blocked.test"),
-        |b| *b,
-    );
+    wait_blocked(&north, "blocked.test", true);
     let refused = add("tracker.test");
     assert_eq!(refused.status, 403, "{}", refused.body);
     assert!(
@@ -1882,11 +1808,7 @@ fn a_site_adds_its_own_allow_entries_only_where_the_trust_permits() {
             "it-lead",
         ],
     );
-    wait_until(
-        "north's own entry applies again",
-        || blocks(&north, "blocked.test"),
-        |b| !*b,
-    );
+    wait_blocked(&north, "blocked.test", false);
     assert_eq!(add("tracker.test").status, 303);
 }
 
@@ -1945,11 +1867,7 @@ fn the_trusts_groups_apply_at_every_site_and_a_site_cannot_define_them_again() {
         "adult filtering moves to the firewall",
     );
     assert_eq!(code, 0, "{out}");
-    wait_until(
-        "north answers blocked.test",
-        || blocks(&north, "blocked.test"),
-        |b| !*b,
-    );
+    wait_blocked(&north, "blocked.test", false);
     assert!(
         blocks(&north, "locked.test"),
         "a locked list blocks every group"
@@ -2092,25 +2010,8 @@ fn the_previous_release_keeps_working_against_the_new_central_schema() {
         "4,5"
     );
     let (_trust, config) = trust_config(&pg);
-    policy_ok(
-        &config,
-        &[
-            "deny",
-            "add",
-            "skew.example",
-            "--category",
-            "adult",
-            "--reason",
-            "r",
-            "--by",
-            "a",
-        ],
-    );
-    wait_until(
-        "the new site applies the policy",
-        || blocks(&new, "skew.example"),
-        |b| *b,
-    );
+    deny_adult(&config, "skew.example", "r");
+    wait_blocked(&new, "skew.example", true);
     block(&new, "new", "blocked.test", 10);
     assert_shipped(&pg, &new, 11);
 

@@ -230,6 +230,13 @@ pub struct Origin {
     pub reason: String,
 }
 
+impl Origin {
+    /// `v12 by j.smith: reason`, ending each line of `show`.
+    fn tail(&self) -> String {
+        format!("v{} by {}: {}", self.version, self.author, self.reason)
+    }
+}
+
 /// An allow or deny entry in force.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
@@ -400,13 +407,11 @@ impl State {
         out.extend(self.setting_lines());
         for (name, l) in &self.lists {
             out.push(format!(
-                "list {name} ({}) from {} [{}] v{} by {}: {}",
+                "list {name} ({}) from {} [{}] {}",
                 l.category,
                 shown_url(&l.url),
                 scope_line(&l.sites, &[]),
-                l.origin.version,
-                l.origin.author,
-                l.origin.reason
+                l.origin.tail()
             ));
         }
         out
@@ -416,21 +421,17 @@ impl State {
         let mut out = Vec::new();
         for (name, e) in &self.allow {
             out.push(format!(
-                "allow {name} [{}] v{} by {}: {}",
+                "allow {name} [{}] {}",
                 scope_line(&e.sites, &e.groups),
-                e.origin.version,
-                e.origin.author,
-                e.origin.reason
+                e.origin.tail()
             ));
         }
         for (name, e) in &self.deny {
             let under = e.category.as_deref().unwrap_or("group-deny");
             out.push(format!(
-                "deny {name} as {under} [{}] v{} by {}: {}",
+                "deny {name} as {under} [{}] {}",
                 scope_line(&e.sites, &e.groups),
-                e.origin.version,
-                e.origin.author,
-                e.origin.reason
+                e.origin.tail()
             ));
         }
         out
@@ -442,10 +443,7 @@ impl State {
             let names = settings_names(toml)
                 .map(|n| n.join(", "))
                 .unwrap_or_default();
-            out.push(format!(
-                "settings {names} v{} by {}: {}",
-                o.version, o.author, o.reason
-            ));
+            out.push(format!("settings {names} {}", o.tail()));
         }
         let permitted = |allowed: bool| {
             if allowed {
@@ -464,11 +462,9 @@ impl State {
             .map(|(site, s)| (format!("sites {site}"), s));
         for (scope, (allowed, o)) in sites.chain(each) {
             out.push(format!(
-                "local allow entries {} [{scope}] v{} by {}: {}",
+                "local allow entries {} [{scope}] {}",
                 permitted(*allowed),
-                o.version,
-                o.author,
-                o.reason
+                o.tail()
             ));
         }
         out
