@@ -1,6 +1,7 @@
 //! Entry points for the fuzz targets in `fuzz/` and for replaying their findings in the
-//! test suite (`tests/fuzz_regressions.rs`): the list parser, the config loader and
-//! the query handler's packet entry. Each takes arbitrary bytes and must not panic.
+//! test suite (`tests/fuzz_regressions.rs`): the list parser, the config loader, the
+//! query handler's packet entry and the EDNS identity options. Each takes arbitrary
+//! bytes and must not panic.
 
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
@@ -168,4 +169,18 @@ fn harness() -> &'static (tokio::runtime::Runtime, Handler) {
         });
         (runtime, handler)
     })
+}
+
+/// Read `data` as an OPT record's options, the way identity is taken from a query: any
+/// MAC read must print as one and parse back; any subnet must fit its family.
+pub fn edns_identity(data: &[u8]) {
+    use crate::dns::client_id::{Carried, Mac};
+    let carried = Carried::from_options(crate::dns::client_id::options(data));
+    if let Some((mac, _)) = carried.mac {
+        assert_eq!(Mac::parse(&mac.to_string()), Some(mac));
+    }
+    if let Some(subnet) = carried.subnet {
+        let width = if subnet.addr.is_ipv4() { 32 } else { 128 };
+        assert!(subnet.source_prefix <= width);
+    }
 }

@@ -33,3 +33,8 @@ fn config_loader_inputs() {
 fn query_packet_inputs() {
     replay("query_packet", warden::fuzzing::packet);
 }
+
+#[test]
+fn edns_identity_inputs() {
+    replay("edns_identity", warden::fuzzing::edns_identity);
+}

@@ -24,6 +24,7 @@
 
 pub mod answer;
 pub mod cache;
+pub mod client_id;
 pub mod limit;
 pub mod server;
 pub mod tasks;
