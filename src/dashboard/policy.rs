@@ -22,7 +22,7 @@ use super::state::{html, redirect, PageResult};
 use super::{Dashboard, PageError};
 use crate::config::{Role, POLICY_FILE};
 use crate::fleet::edit;
-use crate::fleet::policy::{Change, Record, State as PolicyState};
+use crate::fleet::policy::{scope_line, Change, Record, State as PolicyState};
 use crate::fleet::read::Scope;
 
 /// Changes shown on the page, newest first (`warden fleet policy history` has them all).
@@ -192,20 +192,6 @@ async fn propose(d: &Dashboard, session: &Session, reason: &str, change: Change)
     }
 }
 
-fn scope_text(sites: &[String], groups: &[String]) -> String {
-    let sites = if sites.is_empty() {
-        "every site".to_string()
-    } else {
-        sites.join(", ")
-    };
-    let groups = if groups.is_empty() {
-        "every group".to_string()
-    } else {
-        groups.join(", ")
-    };
-    format!("{sites}; {groups}")
-}
-
 fn trust_policy(
     records: &[Record],
     editable: bool,
@@ -234,14 +220,14 @@ fn trust_policy(
                     @for (kind, name, e) in state.allow.iter().map(|(n, e)| ("allow", n, e)).chain(state.deny.iter().map(|(n, e)| ("deny", n, e))) {
                         tr {
                             td { (kind) @if let Some(c) = &e.category { " (" (c) ")" } }
-                            td { (name) } td { (scope_text(&e.sites, &e.groups)) }
+                            td { (name) } td { (scope_line(&e.sites, &e.groups)) }
                             td { "v" (e.origin.version) } td { (at(&e.origin)) } td { (e.origin.author) } td { (e.origin.reason) }
                             @if editable { td { (remove_form(kind, name, session)) } }
                         }
                     }
                     @for (name, l) in &state.lists {
                         tr {
-                            td { "list (" (l.category) ")" } td { (name) } td { (scope_text(&l.sites, &[])) }
+                            td { "list (" (l.category) ")" } td { (name) } td { (scope_line(&l.sites, &[])) }
                             td { "v" (l.origin.version) } td { (at(&l.origin)) } td { (l.origin.author) } td { (l.origin.reason) }
                             @if editable { td { code { "warden fleet policy list remove" } } }
                         }

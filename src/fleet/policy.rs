@@ -546,7 +546,7 @@ impl SiteView {
 }
 
 /// An entry's scope in a line: `all sites; groups staff`.
-fn scope_line(sites: &[String], groups: &[String]) -> String {
+pub(crate) fn scope_line(sites: &[String], groups: &[String]) -> String {
     let sites = if sites.is_empty() {
         "all sites".to_string()
     } else {
@@ -827,11 +827,6 @@ impl Store<'_> {
         .map_err(failed)?;
         tx.commit().await.map_err(failed)?;
         Ok(Ok(version))
-    }
-
-    /// Every stored version, oldest first (up to `until`, if given).
-    pub async fn records(&self, until: Option<SystemTime>) -> Result<Vec<Record>, FleetError> {
-        read_records(&*self.client, self.settings, until).await
     }
 }
 
