@@ -10,7 +10,13 @@
 //!   including `restart_needed`: the settings the file changes that only a restart
 //!   applies (see [`crate::restart`]).
 //!
-//! The token is compared in constant time and never logged.
+//! - `POST /identity/signin` and `POST /identity/signout`: a sign-in feed (a logon
+//!   script, an agent) says who signed in where (JSON: `user`, `address`, optional
+//!   `groups` and `lifetime`; to sign out, `address` and optionally `user`). Needs
+//!   `Authorization: Bearer TOKEN` with one of `[[identity.feeds]]`' tokens; the feed's
+//!   name is recorded as where the sign-in came from.
+//!
+//! Tokens are compared in constant time and never logged.
 //!
 //! Every route, the dashboard's included, answers only requests that name this
 //! listener in `Host` ([`host`]): a web page cannot reach them by DNS rebinding.
@@ -29,6 +35,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 
+use crate::config::FeedConfig;
+use crate::identity::{feed, Sessions};
 use crate::metrics::Metrics;
 use crate::reload::Reloader;
 
@@ -53,6 +61,8 @@ pub struct Shared {
     pub serving: Arc<AtomicBool>,
     /// The e-safety lead's pages, when on.
     pub dashboard: Option<Arc<crate::dashboard::Dashboard>>,
+    /// Who is signed in where, which the sign-in feeds write.
+    pub sessions: Arc<Sessions>,
 }
 
 /// What the handlers share.
@@ -63,6 +73,7 @@ struct AdminState {
     serving: Arc<AtomicBool>,
     token: Arc<str>,
     dashboard: Option<Arc<crate::dashboard::Dashboard>>,
+    sessions: Arc<Sessions>,
 }
 
 /// What the `Host` check needs: the bound port, and the current config's `hosts`.
@@ -108,6 +119,7 @@ pub async fn start(
         serving: shared.serving,
         token: Arc::from(token),
         dashboard: shared.dashboard.clone(),
+        sessions: shared.sessions,
     };
     let mut app = router(state);
     if let Some(dashboard) = shared.dashboard {
@@ -169,7 +181,101 @@ fn router(state: AdminState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/reload", post(reload))
+        .route("/identity/signin", post(feed_sign_in))
+        .route("/identity/signout", post(feed_sign_out))
+        // A sign-in is a few hundred bytes: a bigger body is refused before it is read.
+        .layer(axum::extract::DefaultBodyLimit::max(FEED_BODY_LIMIT))
         .with_state(state)
+}
+
+/// The largest request body the admin routes take.
+const FEED_BODY_LIMIT: usize = 16 * 1024;
+
+/// The feed whose token the request bears, or the 401 to answer (counted, logged
+/// without the token).
+fn feed_of(state: &AdminState, headers: &HeaderMap) -> Result<FeedConfig, Response> {
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    let engine = state.reloader.current();
+    let config = &engine.config;
+    match feed::feed_for(&config.identity.feeds, &config.base_dir, presented) {
+        Some(feed) => Ok(feed.clone()),
+        None => {
+            state.metrics.feed_request("unknown", "bad_token");
+            tracing::warn!("sign-in feed request refused: missing or wrong token");
+            let body = serde_json::json!({"ok": false, "error": feed::FeedError::Token.to_string()});
+            Err((StatusCode::UNAUTHORIZED, axum::Json(body)).into_response())
+        }
+    }
+}
+
+/// The JSON body as `T`, or a 400 naming what is wrong with it.
+fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, String> {
+    serde_json::from_slice(body).map_err(|e| format!("the body is not a sign-in: {e}"))
+}
+
+async fn feed_sign_in(
+    State(state): State<AdminState>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let feed = match feed_of(&state, &headers) {
+        Ok(feed) => feed,
+        Err(refused) => return refused,
+    };
+    let name = feed.name.get_ref().clone();
+    let lifetime = state.reloader.current().config.identity.session_lifetime;
+    let result = json_body::<feed::SignIn>(&body).and_then(|request| {
+        let address = request.address;
+        let now = std::time::SystemTime::now();
+        feed::sign_in(&state.sessions, &feed, request, lifetime, now)
+            .map(|until| (address, until))
+            .map_err(|e| e.to_string())
+    });
+    match result {
+        Ok((address, until)) => {
+            state.metrics.feed_request(&name, "ok");
+            let until = chrono::DateTime::<chrono::Utc>::from(until).to_rfc3339();
+            let body = serde_json::json!({"ok": true, "address": address, "until": until});
+            (StatusCode::OK, axum::Json(body)).into_response()
+        }
+        Err(error) => {
+            state.metrics.feed_request(&name, "refused");
+            tracing::warn!(feed = name, %error, "sign-in refused");
+            let body = serde_json::json!({"ok": false, "error": error});
+            (StatusCode::BAD_REQUEST, axum::Json(body)).into_response()
+        }
+    }
+}
+
+async fn feed_sign_out(
+    State(state): State<AdminState>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let feed = match feed_of(&state, &headers) {
+        Ok(feed) => feed,
+        Err(refused) => return refused,
+    };
+    let name = feed.name.get_ref().clone();
+    match json_body::<feed::SignOut>(&body) {
+        Ok(request) => {
+            state.metrics.feed_request(&name, "ok");
+            let ended = state
+                .sessions
+                .sign_out(request.address, request.user.as_deref());
+            let body = serde_json::json!({"ok": true, "ended": ended});
+            (StatusCode::OK, axum::Json(body)).into_response()
+        }
+        Err(error) => {
+            state.metrics.feed_request(&name, "refused");
+            let body = serde_json::json!({"ok": false, "error": error});
+            (StatusCode::BAD_REQUEST, axum::Json(body)).into_response()
+        }
+    }
 }
 
 async fn metrics(State(state): State<AdminState>) -> Response {

@@ -14,8 +14,7 @@
 //! keep that cheap, a big list's rules go into the builder as they are parsed (no big
 //! list is held whole) and the new node table is sized from the serving base.
 
-use std::collections::{BTreeMap, HashMap};
-use std::net::IpAddr;
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -430,6 +429,7 @@ impl<'a> PartsBuilder<'a> {
                 deny: build_all(group_deny.into_iter().map(|(g, (b, _))| (g, b)))
                     .map_err(filter_err)?,
                 leases: read_leases(config),
+                directory: read_directory(config),
             },
         );
         tracing::debug!(
@@ -475,17 +475,40 @@ fn filter_error(config: &Config, source: FilterError) -> EngineError {
     }
 }
 
-/// Device names from `[server] dhcp_leases`, if set. A lease file that cannot be read
-/// is logged and ignored: names are labels for the audit log, never worth failing over.
-fn read_leases(config: &Config) -> HashMap<IpAddr, String> {
+/// Device names and MACs from `[server] dhcp_leases`, if set. A lease file that cannot
+/// be read is logged and ignored: names are labels for the audit log, never worth
+/// failing over.
+fn read_leases(config: &Config) -> crate::policy::clients::Leases {
     let Some(path) = &config.server.dhcp_leases else {
-        return HashMap::new();
+        return Default::default();
     };
     let path = config.resolve(path);
     crate::policy::clients::read_leases(&path).unwrap_or_else(|error| {
         tracing::warn!(path = %path.display(), %error, "cannot read the DHCP lease file; devices are shown by address");
-        HashMap::new()
+        Default::default()
     })
+}
+
+/// Directory groups from `[identity] directory`, if set. A file that cannot be read is
+/// logged and ignored (people then filter by their device's group); bad lines are
+/// named and skipped.
+fn read_directory(config: &Config) -> crate::identity::Directory {
+    let Some(path) = &config.identity.directory else {
+        return Default::default();
+    };
+    let path = config.resolve(path);
+    match crate::identity::Directory::read(&path) {
+        Ok((directory, problems)) => {
+            for (line, why) in problems {
+                tracing::warn!("{}:{line}: {why} (line skipped)", path.display());
+            }
+            directory
+        }
+        Err(error) => {
+            tracing::warn!(path = %path.display(), %error, "cannot read the [identity] directory file; people filter by their device's group");
+            Default::default()
+        }
+    }
 }
 
 /// Category numbers follow the config's (sorted) category order, as added above.

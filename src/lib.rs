@@ -95,6 +95,7 @@ pub mod dns;
 pub mod engine;
 pub mod filter;
 pub mod fleet;
+pub mod identity;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod lists;

@@ -113,6 +113,7 @@ pub struct Metrics {
     audit: AuditMetrics,
     alerts: AlertMetrics,
     fleet: FleetMetrics,
+    identity: IdentityMetrics,
     /// Read at each scrape: list freshness as the copies on disk record it.
     list_freshness: Mutex<Option<Box<FreshnessFn>>>,
     /// Where the audit figures are read from at scrape time, if auditing is on.
@@ -432,6 +433,35 @@ impl FleetMetrics {
     }
 }
 
+/// Who is signed in where: RADIUS accounting, sign-in feeds, the sign-ins held.
+struct IdentityMetrics {
+    radius_packets: IntCounterVec,
+    feed_requests: IntCounterVec,
+    signed_in: IntGauge,
+}
+
+impl IdentityMetrics {
+    fn register(r: &Registrar<'_>) -> IdentityMetrics {
+        IdentityMetrics {
+            radius_packets: r.counter_vec(
+                "warden_radius_packets_total",
+                "RADIUS accounting packets by result: signed_in, signed_out, nothing, refused \
+                 (answered); bad_authenticator, malformed, not_accounting, unknown_client (dropped)",
+                &["result"],
+            ),
+            feed_requests: r.counter_vec(
+                "warden_signin_feed_requests_total",
+                "Sign-in feed requests by feed and result (ok, refused, bad_token)",
+                &["feed", "result"],
+            ),
+            signed_in: r.gauge(
+                "warden_signed_in_users",
+                "Addresses with a signed-in user now (RADIUS, sign-in feeds, sessions file)",
+            ),
+        }
+    }
+}
+
 impl Metrics {
     pub fn new() -> Metrics {
         let registry = Registry::new();
@@ -443,6 +473,7 @@ impl Metrics {
         let audit = AuditMetrics::register(&r);
         let alerts = AlertMetrics::register(&r);
         let fleet = FleetMetrics::register(&r);
+        let identity = IdentityMetrics::register(&r);
         Metrics {
             query,
             lists,
@@ -450,6 +481,7 @@ impl Metrics {
             audit,
             alerts,
             fleet,
+            identity,
             list_freshness: Mutex::new(None),
             audit_source: Mutex::new(None),
             names: r.1.take(),
@@ -535,6 +567,30 @@ impl Metrics {
                     .set(i64::from(list.missing));
             }
         }
+    }
+
+    /// One RADIUS accounting packet, by what became of it.
+    pub(crate) fn radius_packet(&self, result: &str) {
+        self.identity
+            .radius_packets
+            .with_label_values(&[result])
+            .inc();
+    }
+
+    /// One sign-in feed request (`feed`: its configured name, or `unknown` for a bad
+    /// token), by result.
+    pub(crate) fn feed_request(&self, feed: &str, result: &str) {
+        self.identity
+            .feed_requests
+            .with_label_values(&[feed, result])
+            .inc();
+    }
+
+    /// How many addresses have someone signed in.
+    pub(crate) fn signed_in(&self, count: usize) {
+        self.identity
+            .signed_in
+            .set(i64::try_from(count).unwrap_or(i64::MAX));
     }
 
     /// Whether `setting` (named as in the file: `[server] listen`) needs a restart to

@@ -12,7 +12,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::config::{
+use crate::config::{IdentityConfig, 
     AdminConfig, AlertsConfig, AuditConfig, Config, DashboardConfig, ListConfig, ReloadConfig,
     ServerConfig, SourcesConfig,
 };
@@ -43,6 +43,8 @@ pub fn needed(started: &Config, new: &Config) -> Vec<String> {
         users: _,
         alerts,
         fleet,
+        identity,
+        users_to_groups: _, // built into the snapshot's policy
         base_dir: _, // the same file's folder
         path: _,
     } = started;
@@ -56,6 +58,7 @@ pub fn needed(started: &Config, new: &Config) -> Vec<String> {
     diff.alerts(alerts, &new.alerts);
     // The shipper is started once, with its database, site and schedule.
     diff.check("[fleet]", fleet, &new.fleet);
+    diff.identity(identity, &new.identity);
     if alerts.enabled() && audit.enabled() {
         diff.alert_wording(started, new);
     }
@@ -88,8 +91,29 @@ impl Diff {
             dhcp_leases: _,                // read at each build
             allow_networks: _,             // the snapshot's policy
             rate_limit: _,                 // read from the snapshot by each query
+            trusted_forwarders: _,         // the snapshot's policy
+            proxy_protocol: _,             // read from the snapshot by each connection
         } = started;
         self.check("[server] listen", listen, &new.listen);
+    }
+
+    /// The RADIUS listener and the sessions file's watcher start once, with their
+    /// settings; feeds are read by each request and the directory by each build.
+    fn identity(&mut self, started: &IdentityConfig, new: &IdentityConfig) {
+        let IdentityConfig {
+            session_lifetime,
+            directory: _,
+            sessions_file,
+            radius,
+            feeds: _,
+        } = started;
+        self.check(
+            "[identity] session_lifetime",
+            session_lifetime,
+            &new.session_lifetime,
+        );
+        self.check("[identity] sessions_file", sessions_file, &new.sessions_file);
+        self.check("[identity.radius]", radius, &new.radius);
     }
 
     /// Read at start to open the log and start its writer; `log_allowed` is read by

@@ -27,6 +27,7 @@ use arc_swap::ArcSwap;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::identity::Sessions;
 use crate::dns::tcp::TcpLimits;
 use crate::engine::Engine;
 use crate::metrics::Metrics;
@@ -128,14 +129,22 @@ async fn serve_until_stopped(
     // stop with the alerts.
     let fleet = start_fleet(&config, metrics, &reloader, &alerts_stop)?;
 
-    // 4. Listeners.
-    let server = start_dns(&config, shared, upstream, metrics, sink).await?;
+    // 4. Listeners. Sign-ins (RADIUS, feeds, the sessions file) are shared by the DNS
+    //    handler, which reads them, and the listeners that write them.
+    let sessions = Arc::new(Sessions::new());
+    let handler = dns::Handler::with_upstream(shared, upstream)
+        .with_metrics(metrics.clone())
+        .with_sessions(sessions.clone());
+    let server = start_dns(&config, handler, sink).await?;
     // A reload's TCP limits apply to the next connections.
     let tcp = server.tcp_table();
     reloader.on_swap(move |engine| tcp.set_limits(TcpLimits::from_config(&engine.config.server)));
     let stop = server.token();
+    if let Some(radius) = crate::identity::start(&config, &sessions, metrics, &stop).await? {
+        tracing::info!("RADIUS accounting on {radius} (UDP)");
+    }
     let serving = Arc::new(AtomicBool::new(false));
-    let admin = start_admin(&config, metrics, &reloader, &serving, &stop).await?;
+    let admin = start_admin(&config, metrics, &reloader, &serving, &stop, &sessions).await?;
     if let Some(addr) = config.dashboard.block_page {
         let bound = crate::blockpage::start(addr, reloader.clone(), stop.clone()).await?;
         tracing::info!("block page on http://{bound}/");
@@ -184,16 +193,13 @@ fn start_reloader(
     Arc::new(reloader)
 }
 
-/// Bind DNS (UDP and TCP) on every `[server] listen` address, with the handler that
-/// records blocks in `sink`.
+/// Bind DNS (UDP and TCP) on every `[server] listen` address, with `handler`
+/// recording blocks in `sink`.
 async fn start_dns(
     config: &Config,
-    shared: Arc<ArcSwap<Engine>>,
-    upstream: Arc<LiveForwarder>,
-    metrics: &Arc<Metrics>,
+    mut handler: dns::Handler,
     sink: Option<audit::Sink>,
 ) -> Result<dns::RunningServer> {
-    let mut handler = dns::Handler::with_upstream(shared, upstream).with_metrics(metrics.clone());
     if let Some(sink) = sink {
         handler = handler.with_audit(sink);
     }
@@ -318,6 +324,7 @@ async fn start_admin(
     reloader: &Arc<Reloader>,
     serving: &Arc<AtomicBool>,
     stop: &CancellationToken,
+    sessions: &Arc<Sessions>,
 ) -> Result<Option<admin::AdminServer>> {
     let settings = &config.admin;
     if !settings.enabled {
@@ -333,6 +340,7 @@ async fn start_admin(
             reloader: reloader.clone(),
             serving: serving.clone(),
             dashboard: dashboard.clone(),
+            sessions: sessions.clone(),
         },
         stop.clone(),
     )
@@ -343,7 +351,7 @@ async fn start_admin(
         );
     }
     tracing::info!(
-        "admin HTTP on {} (/metrics, /healthz, /readyz, POST /reload)",
+        "admin HTTP on {} (/metrics, /healthz, /readyz, POST /reload, POST /identity/signin)",
         server.addr
     );
     if dashboard.is_some() {

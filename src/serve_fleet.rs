@@ -76,6 +76,8 @@ async fn serve(path: &Path, engine: Engine, metrics: Arc<Metrics>) -> Result<()>
             // No DNS here: the health check reports the dashboard's own process.
             serving: Arc::new(AtomicBool::new(true)),
             dashboard: Some(Arc::new(dashboard)),
+            // No DNS here either: sign-ins posted to the trust dashboard reach no one.
+            sessions: Arc::new(crate::identity::Sessions::new()),
         },
         stop.clone(),
     )

@@ -1090,6 +1090,7 @@ fn old_log(path: &Path, rows: &[(u64, &str, &str)]) {
                 response: "nxdomain".into(),
                 cname: None,
                 outcome: Outcome::Blocked,
+            identity: Default::default(),
             };
             (event, 1, time)
         })

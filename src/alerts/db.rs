@@ -322,6 +322,7 @@ mod tests {
                 response: "nxdomain".into(),
                 cname: None,
                 outcome: Outcome::Blocked,
+            identity: Default::default(),
             });
         }
         writer.stop().unwrap();

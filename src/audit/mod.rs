@@ -98,6 +98,21 @@ pub struct Event {
     /// The blocked CNAME target, when the block came through a CNAME chain.
     pub cname: Option<String>,
     pub outcome: Outcome,
+    /// The MAC and signed-in user, when known, and where they came from.
+    pub identity: Identity,
+}
+
+/// Who asked, beyond the address and device name: personal data like them (hashed into
+/// the chain with them, purged with them).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Identity {
+    /// `aa:bb:cc:dd:ee:ff`.
+    pub mac: Option<String>,
+    /// The user signed in at the address.
+    pub user: Option<String>,
+    /// Where the address, MAC, user and group came from, e.g. `mac: query; user:
+    /// radius; group: user`.
+    pub sources: Option<String>,
 }
 
 /// The coalescing key: repeats of the same (client, outcome, categories, name) are counted
@@ -455,6 +470,7 @@ mod tests {
             response: "nxdomain".into(),
             cname: None,
             outcome: Outcome::Blocked,
+            identity: Default::default(),
         }
     }
 

@@ -33,6 +33,10 @@ pub struct SealedRow {
     pub personal: Option<String>,
     pub hash: String,
     pub purged: i64,
+    /// Who asked beyond the address: MAC, user, and where they came from.
+    pub mac: Option<String>,
+    pub user_name: Option<String>,
+    pub sources: Option<String>,
 }
 
 impl SealedRow {
@@ -43,13 +47,17 @@ impl SealedRow {
         let personal = if self.purged != 0 {
             self.personal.clone().unwrap_or_default()
         } else {
-            personal_digest(
-                self.salt.as_deref(),
-                &self.client_ip,
-                self.device.as_deref(),
-                &self.name,
-                self.cname.as_deref(),
-            )
+            Personal {
+                salt: self.salt.as_deref(),
+                client_ip: &self.client_ip,
+                device: self.device.as_deref(),
+                name: &self.name,
+                cname: self.cname.as_deref(),
+                mac: self.mac.as_deref(),
+                user: self.user_name.as_deref(),
+                sources: self.sources.as_deref(),
+            }
+            .digest()
         };
         let public = [
             Cell::Text(&self.first_seen),
@@ -80,25 +88,43 @@ pub fn genesis() -> String {
     super::store::ChainPoint::genesis().hash
 }
 
-/// A column value as the canonical form writes it.
-/// The digest of a row's personal columns, as the chain hashes them (and as a purge
-/// keeps it when the columns are deleted).
-pub fn personal_digest(
-    salt: Option<&str>,
-    client_ip: &str,
-    device: Option<&str>,
-    name: &str,
-    cname: Option<&str>,
-) -> String {
-    let cells = [
-        Cell::Maybe(salt),
-        Cell::Text(client_ip),
-        Cell::Maybe(device),
-        Cell::Text(name),
-        Cell::Maybe(cname),
-    ];
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(joined(&cells).as_bytes()))
+/// A row's personal columns, as the chain digests them (and as a purge keeps the
+/// digest when the columns are deleted).
+#[derive(Debug, Clone, Copy)]
+pub struct Personal<'a> {
+    pub salt: Option<&'a str>,
+    pub client_ip: &'a str,
+    pub device: Option<&'a str>,
+    pub name: &'a str,
+    pub cname: Option<&'a str>,
+    pub mac: Option<&'a str>,
+    pub user: Option<&'a str>,
+    pub sources: Option<&'a str>,
+}
+
+impl Personal<'_> {
+    /// `hex(SHA-256(salt ‖ client ‖ device ‖ name ‖ cname [‖ mac ‖ user ‖ sources]))`,
+    /// joined by U+001F (NULL as U+0000). The identity columns are added only when one
+    /// is set, so a row without them (every row written before they existed) keeps its
+    /// digest, and the chains written by earlier releases still verify.
+    pub fn digest(&self) -> String {
+        let mut cells = vec![
+            Cell::Maybe(self.salt),
+            Cell::Text(self.client_ip),
+            Cell::Maybe(self.device),
+            Cell::Text(self.name),
+            Cell::Maybe(self.cname),
+        ];
+        if self.mac.is_some() || self.user.is_some() || self.sources.is_some() {
+            cells.extend([
+                Cell::Maybe(self.mac),
+                Cell::Maybe(self.user),
+                Cell::Maybe(self.sources),
+            ]);
+        }
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(joined(&cells).as_bytes()))
+    }
 }
 
 enum Cell<'a> {
@@ -218,7 +244,8 @@ impl Store {
             .prepare_cached(
                 "SELECT id, seq, first_seen, last_seen, count, client_ip, device, grp, name, \
                  qtype, categories, locked, list, line, rule, response, cname, outcome, salt, \
-                 personal, hash, purged FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+                 personal, hash, purged, mac, user_name, sources FROM events WHERE seq > ?1 \
+                 ORDER BY seq LIMIT ?2",
             )
             .map_err(err)?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
@@ -247,6 +274,9 @@ impl Store {
                     personal: r.get(19)?,
                     hash: r.get::<_, Option<String>>(20)?.unwrap_or_default(),
                     purged: r.get(21)?,
+                    mac: r.get(22)?,
+                    user_name: r.get(23)?,
+                    sources: r.get(24)?,
                 })
             })
             .map_err(err)?;

@@ -46,7 +46,8 @@ const PAUSE_MAX: Duration = Duration::from_millis(100);
 /// The due rows of one category set, oldest first, along `events_categories`, with
 /// the personal columns in the order of `store::PERSONAL_COLUMNS` (a test checks).
 /// `?1` the set, `?2` its expiry, `?3` the batch limit.
-pub(crate) const DUE_ROWS: &str = "SELECT id, salt, client_ip, device, name, cname FROM events \
+pub(crate) const DUE_ROWS: &str = "SELECT id, salt, client_ip, device, name, cname, mac, \
+     user_name, sources FROM events \
      WHERE categories = ?1 AND purged = 0 AND first_seen < ?2 \
      AND last_seen < ?2 AND seq IS NOT NULL ORDER BY first_seen LIMIT ?3";
 
@@ -181,7 +182,8 @@ fn purge_set(
     };
     let mut update = tx.prepare_cached(
         "UPDATE events SET purged = 1, personal = ?2, salt = NULL, client_ip = '', \
-         device = NULL, name = '', cname = NULL WHERE id = ?1",
+         device = NULL, name = '', cname = NULL, mac = NULL, user_name = NULL, sources = NULL \
+         WHERE id = ?1",
     )?;
     for (id, digest) in &rows {
         update.execute(params![id, digest])?;
@@ -230,6 +232,7 @@ pub(crate) mod tests {
             response: "nxdomain".into(),
             cname: Some("alias.test".into()),
             outcome: Outcome::Blocked,
+            identity: Default::default(),
         };
         let key = Key::new(client, event.outcome, categories, name);
         let pending = Pending {

@@ -58,7 +58,7 @@ const GENESIS: &str = "000000000000000000000000000000000000000000000000000000000
 
 /// The layout version, kept in SQLite's `user_version`. Bump it when the schema changes,
 /// and add the step from the previous version to [`MIGRATIONS`].
-const SCHEMA_VERSION: i64 = 9;
+const SCHEMA_VERSION: i64 = 10;
 
 const SCHEMA: &str = r#"
 CREATE TABLE events (
@@ -503,8 +503,19 @@ ALTER TABLE reviews ADD COLUMN central_id INTEGER;
 CREATE UNIQUE INDEX reviews_central ON reviews(central_id) WHERE central_id IS NOT NULL;
 "#;
 
+/// v10: who asked beyond the address (`[identity]`, trusted forwarders): the device's
+/// MAC, the signed-in user, and where they came from. Personal data, hashed into the
+/// chain with the other personal columns when present (a row without them hashes as
+/// before) and purged with them. `events_user` serves the dashboard's user filter.
+const SCHEMA_V10: &str = r#"
+ALTER TABLE events ADD COLUMN mac TEXT;
+ALTER TABLE events ADD COLUMN user_name TEXT;
+ALTER TABLE events ADD COLUMN sources TEXT;
+CREATE INDEX events_user ON events(user_name, first_seen) WHERE purged = 0 AND user_name IS NOT NULL;
+"#;
+
 /// `(from version, SQL)`: the step that takes a log from `from` to `from + 1`.
-fn migrations() -> [(i64, String); 8] {
+fn migrations() -> [(i64, String); 9] {
     [
         (1, SCHEMA_V2.to_string()),
         (2, schema_v3()),
@@ -514,17 +525,21 @@ fn migrations() -> [(i64, String); 8] {
         (6, schema_v7()),
         (7, SCHEMA_V8.to_string()),
         (8, SCHEMA_V9.to_string()),
+        (9, SCHEMA_V10.to_string()),
     ]
 }
 
-/// The personal columns, digested (with the row's salt) into the canonical form.
-pub(crate) const PERSONAL_COLUMNS: &str = "salt, client_ip, device, name, cname";
+/// The personal columns, digested (with the row's salt) into the canonical form (see
+/// [`super::outbox::Personal`] for how).
+pub(crate) const PERSONAL_COLUMNS: &str =
+    "salt, client_ip, device, name, cname, mac, user_name, sources";
 /// The public columns of the canonical form, after `seq` and the personal digest.
 const PUBLIC_COLUMNS: &str = "first_seen, last_seen, count, grp, qtype, categories, locked, \
      list, line, rule, response, outcome";
 /// Everything needed to recompute a row's hash: personal columns, stored digest (for
 /// purged rows), seq, public columns.
-const CHAIN_SELECT: &str = "purged, personal, salt, client_ip, device, name, cname, seq, \
+const CHAIN_SELECT: &str = "purged, personal, salt, client_ip, device, name, cname, mac, \
+     user_name, sources, seq, \
      first_seen, last_seen, count, grp, qtype, categories, locked, list, line, rule, response, outcome";
 
 /// Result of walking the chain.
@@ -687,7 +702,7 @@ impl Store {
                     // One transaction: a crash cannot leave tables without their version.
                     c.execute_batch(&format!(
                         "BEGIN; {SCHEMA} {SCHEMA_V2} {} {SCHEMA_V4} {} {} {} {SCHEMA_V8} \
-                         {SCHEMA_V9} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;",
+                         {SCHEMA_V9} {SCHEMA_V10} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;",
                         schema_v3(),
                         schema_v5(),
                         schema_v6(),
@@ -1147,8 +1162,9 @@ fn insert_row(tx: &rusqlite::Transaction<'_>, pending: &Pending) -> rusqlite::Re
     let e = &pending.event;
     tx.prepare_cached(
         "INSERT INTO events (first_seen, last_seen, count, client_ip, device, grp, name, qtype, \
-         categories, locked, list, line, rule, response, cname, outcome, salt) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+         categories, locked, list, line, rule, response, cname, outcome, salt, mac, user_name, \
+         sources) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, \
+         ?17, ?18, ?19, ?20)",
     )?
     .execute(params![
         rfc3339(pending.first),
@@ -1168,6 +1184,9 @@ fn insert_row(tx: &rusqlite::Transaction<'_>, pending: &Pending) -> rusqlite::Re
         e.cname,
         e.outcome.as_str(),
         new_salt(),
+        e.identity.mac,
+        e.identity.user,
+        e.identity.sources,
     ])?;
     Ok(tx.last_insert_rowid())
 }
@@ -1217,11 +1236,23 @@ fn join_columns(
     Ok(out)
 }
 
-/// `hex(SHA-256(salt ‖ client ‖ device ‖ name ‖ cname))` from the [`PERSONAL_COLUMNS`]
-/// starting at column `first`.
+/// The digest of the [`PERSONAL_COLUMNS`] starting at column `first` (see
+/// [`super::outbox::Personal::digest`]).
 pub(crate) fn personal_digest(row: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<String> {
-    let personal = join_columns(row, first..first + PERSONAL_COLUMNS.split(',').count())?;
-    Ok(hex::encode(Sha256::digest(personal.as_bytes())))
+    let text = |i: usize| row.get::<_, Option<String>>(first + i);
+    let (salt, client_ip, device, name, cname) = (text(0)?, text(1)?, text(2)?, text(3)?, text(4)?);
+    let (mac, user, sources) = (text(5)?, text(6)?, text(7)?);
+    Ok(super::outbox::Personal {
+        salt: salt.as_deref(),
+        client_ip: client_ip.as_deref().unwrap_or_default(),
+        device: device.as_deref(),
+        name: name.as_deref().unwrap_or_default(),
+        cname: cname.as_deref(),
+        mac: mac.as_deref(),
+        user: user.as_deref(),
+        sources: sources.as_deref(),
+    }
+    .digest())
 }
 
 /// The canonical form of a row selected with [`CHAIN_SELECT`] from column `first`:
@@ -1716,6 +1747,7 @@ mod tests {
             response: "nxdomain".into(),
             cname: None,
             outcome: super::super::Outcome::Blocked,
+            identity: Default::default(),
         };
         let key = Key::new(client, event.outcome, &event.categories, name);
         let pending = Pending {

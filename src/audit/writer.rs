@@ -483,6 +483,7 @@ mod tests {
             response: "nxdomain".into(),
             cname: None,
             outcome: Outcome::Blocked,
+            identity: Default::default(),
         }
     }
 

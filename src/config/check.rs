@@ -477,6 +477,14 @@ impl<'a> Validator<'a> {
     fn check_members(&self, config: &Config) -> Result<(), ConfigError> {
         for client in &config.clients {
             self.group_exists(config, &client.group, "[[clients]]")?;
+            if client.cidr.is_some() == client.mac.is_some() {
+                return self.error(
+                    client.group.span(),
+                    "[[clients]] needs a cidr or a mac, and not both (one entry per \
+                     network or device)"
+                        .to_string(),
+                );
+            }
             // A device name is written into the audit log, shown on the dashboard and
             // shipped to the fleet's PostgreSQL (whose text cannot hold a NUL byte).
             if let Some(name) = client
@@ -490,6 +498,17 @@ impl<'a> Validator<'a> {
                 );
             }
         }
+        for entry in &config.users_to_groups {
+            self.group_exists(config, &entry.group, "[[users_to_groups]]")?;
+            if entry.user.is_some() == entry.directory_group.is_some() {
+                return self.error(
+                    entry.group.span(),
+                    "[[users_to_groups]] needs a directory_group or a user, and not both"
+                        .to_string(),
+                );
+            }
+        }
+        self.check_feeds(config)?;
         for allow in &config.allow {
             let what = format!("allow list {:?}", allow.name.get_ref());
             for group in &allow.groups {
@@ -586,6 +605,33 @@ impl<'a> Validator<'a> {
                 "[blocking] response = \"ip\" needs block_ip = [\"…\"] (the block-page address)"
                     .into(),
             );
+        }
+        Ok(())
+    }
+
+    /// Sign-in feeds have distinct names fit for the audit log.
+    fn check_feeds(&self, config: &Config) -> Result<(), ConfigError> {
+        let mut seen = std::collections::HashSet::new();
+        for feed in &config.identity.feeds {
+            let name = feed.name.get_ref();
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                return self.error(
+                    feed.name.span(),
+                    format!(
+                        "[[identity.feeds]] name {name:?}: only letters, digits, '-' and '_'"
+                    ),
+                );
+            }
+            if !seen.insert(name.as_str()) {
+                return self.error(
+                    feed.name.span(),
+                    format!("[[identity.feeds]] name {name:?} is used twice"),
+                );
+            }
         }
         Ok(())
     }

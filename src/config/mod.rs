@@ -20,6 +20,7 @@ mod blocking;
 mod check;
 mod dashboard;
 mod fleet;
+mod identity;
 mod lists;
 mod policy;
 mod server;
@@ -40,6 +41,7 @@ pub use fleet::{
     hosts_are_local, site_name_problem, FleetConfig, LOCAL_ALLOW_OFF, MAX_BATCH_ROWS,
     POLICY_ENTRY_LISTS, POLICY_FILE,
 };
+pub use identity::{FeedConfig, IdentityConfig, RadiusConfig, UserGroupConfig};
 pub use lists::{
     AllowConfig, DenyConfig, Format, ListConfig, ReloadConfig, SourcesConfig, DASHBOARD_ALLOW,
     DEFAULT_MAX_LIST_BYTES,
@@ -54,7 +56,7 @@ pub use server::{
 };
 pub use upstream::{ServerSpec, UpstreamConfig};
 pub use value::{
-    Days, Domain, HostName, HttpUrl, Mailbox, Net, Origin, TimeOfDay, TimeZone, ValueError,
+    Days, Domain, HostName, HttpUrl, Mac, Mailbox, Net, Origin, TimeOfDay, TimeZone, ValueError,
 };
 
 /// The config file every command reads unless given `--config`.
@@ -138,6 +140,12 @@ pub struct Config {
     /// stands alone).
     #[serde(default)]
     pub fleet: Option<FleetConfig>,
+    /// `[identity]`: who is signed in where (RADIUS accounting, sign-in feeds, files).
+    #[serde(default)]
+    pub identity: IdentityConfig,
+    /// `[[users_to_groups]]`: a person's directory group chooses their Warden group.
+    #[serde(default)]
+    pub users_to_groups: Vec<UserGroupConfig>,
     /// Folder of the config file: relative list paths start here. Not part of the file.
     #[serde(skip)]
     pub base_dir: PathBuf,

@@ -5,7 +5,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::blocking::BlockResponse;
-use super::value::{Days, Net, TimeOfDay};
+use super::value::{Days, Mac, Net, TimeOfDay};
 
 /// The built-in category of ways round the filter; defined even if the config does not.
 pub const CIRCUMVENTION: &str = "circumvention";
@@ -133,12 +133,18 @@ fn default_days() -> Vec<Days> {
     }]
 }
 
-/// `[[clients]]`: an address or network and the group (and device name) it belongs to.
+/// `[[clients]]`: an address, a network or a MAC address, and the group (and device
+/// name) it belongs to. A MAC entry follows the device whatever address it has (the
+/// MAC comes from a trusted forwarder's query or the DHCP leases).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClientConfig {
     /// `10.0.1.0/24`, `2001:db8::/64`, or one address.
-    pub cidr: Net,
+    #[serde(default)]
+    pub cidr: Option<Net>,
+    /// `aa:bb:cc:dd:ee:ff`.
+    #[serde(default)]
+    pub mac: Option<Spanned<Mac>>,
     pub group: Spanned<String>,
     /// A device name for the audit log (a label only, never a policy key).
     #[serde(default)]

@@ -53,6 +53,17 @@ pub struct ServerConfig {
     pub allow_networks: Vec<Net>,
     #[serde(default)]
     pub rate_limit: RateLimitConfig,
+    /// Forwarders in front of Warden (a router running dnsmasq, a Pi-hole) whose
+    /// identity options are believed: from these addresses only, EDNS Client Subnet
+    /// gives the device's address and dnsmasq's `add-mac` option its MAC. From anyone
+    /// else those options are ignored (a pupil's laptop cannot claim a staff MAC).
+    #[serde(default)]
+    pub trusted_forwarders: Vec<Net>,
+    /// Load balancers whose TCP connections start with a PROXY protocol v2 header
+    /// naming the real client. A connection from one of these without the header is
+    /// closed; a header from anyone else is never read as one.
+    #[serde(default)]
+    pub proxy_protocol: Vec<Net>,
 }
 
 impl ServerConfig {
@@ -153,6 +164,8 @@ impl Default for ServerConfig {
             dhcp_leases: None,
             allow_networks: default_allow_networks(),
             rate_limit: RateLimitConfig::default(),
+            trusted_forwarders: Vec::new(),
+            proxy_protocol: Vec::new(),
         }
     }
 }

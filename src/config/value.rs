@@ -48,7 +48,9 @@ macro_rules! deserialize_from_str {
     )*};
 }
 
-deserialize_from_str!(Net, TimeZone, TimeOfDay, Days, HttpUrl, Origin, Domain, Mailbox, HostName);
+deserialize_from_str!(
+    Net, TimeZone, TimeOfDay, Days, HttpUrl, Origin, Domain, Mailbox, HostName, Mac
+);
 
 /// Deserialize a duration (`90s`, `12h`) and check it lies in `MIN_MS..=MAX_MS`
 /// milliseconds (`u64::MAX`: no upper bound), so an out-of-range value fails the load
@@ -132,6 +134,52 @@ impl FromStr for Net {
             .map_err(|_| {
                 ValueError::new(text, "is neither an address nor a network like 10.0.1.0/24")
             })
+    }
+}
+
+/// A 48-bit (Ethernet, Wi-Fi) MAC address: `aa:bb:cc:dd:ee:ff` or `aa-bb-cc-dd-ee-ff`
+/// in either case, as configs, lease files and RADIUS `Calling-Station-Id` write it.
+/// Shown lower case with colons.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Mac(pub [u8; 6]);
+
+impl Mac {
+    /// The address in `text`, if it is one (see [`Mac`]); also the 12 bare hex digits
+    /// some controllers send (`AABBCCDDEEFF`).
+    pub fn parse(text: &str) -> Option<Mac> {
+        let text = text.trim();
+        let mut out = [0u8; 6];
+        if text.len() == 12 && text.bytes().all(|b| b.is_ascii_hexdigit()) {
+            for (i, byte) in out.iter_mut().enumerate() {
+                *byte = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
+            }
+            return Some(Mac(out));
+        }
+        let separator = if text.contains('-') { '-' } else { ':' };
+        let mut parts = text.split(separator);
+        for byte in &mut out {
+            let part = parts.next()?;
+            if part.len() != 2 || !part.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return None;
+            }
+            *byte = u8::from_str_radix(part, 16).ok()?;
+        }
+        parts.next().is_none().then_some(Mac(out))
+    }
+}
+
+impl FromStr for Mac {
+    type Err = ValueError;
+    fn from_str(text: &str) -> Result<Mac, ValueError> {
+        Mac::parse(text)
+            .ok_or_else(|| ValueError::new(text, "is not a MAC address like aa:bb:cc:dd:ee:ff"))
+    }
+}
+
+impl fmt::Display for Mac {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let [a, b, c, d, e, g] = self.0;
+        write!(f, "{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{g:02x}")
     }
 }
 

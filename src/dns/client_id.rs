@@ -9,7 +9,6 @@
 //! never panics on any bytes: an option that does not follow its format is ignored as
 //! a whole, never half-read.
 
-use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// EDNS Client Subnet (RFC 7871).
@@ -26,35 +25,7 @@ pub fn is_identity_option(code: u16) -> bool {
     matches!(code, CLIENT_SUBNET | MAC_RAW | MAC_TEXT | CPE_ID)
 }
 
-/// A 48-bit (Ethernet, Wi-Fi) MAC address.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Mac(pub [u8; 6]);
-
-impl fmt::Display for Mac {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let [a, b, c, d, e, g] = self.0;
-        write!(f, "{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{g:02x}")
-    }
-}
-
-impl Mac {
-    /// `aa:bb:cc:dd:ee:ff` or `aa-bb-cc-dd-ee-ff` (either case), as written in configs
-    /// and lease files.
-    pub fn parse(text: &str) -> Option<Mac> {
-        let text = text.trim();
-        let separator = if text.contains('-') { '-' } else { ':' };
-        let mut out = [0u8; 6];
-        let mut parts = text.split(separator);
-        for byte in &mut out {
-            let part = parts.next()?;
-            if part.len() != 2 {
-                return None;
-            }
-            *byte = u8::from_str_radix(part, 16).ok()?;
-        }
-        parts.next().is_none().then_some(Mac(out))
-    }
-}
+pub use crate::config::Mac;
 
 /// How a MAC address came in the query.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -45,15 +45,17 @@ use hickory_server::proto::op::{OpCode, ResponseCode};
 use hickory_server::proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 
-use crate::audit::{Event, Outcome, Sink};
+use crate::audit::{Event, Identity, Outcome, Sink};
 use crate::config::{BlockResponse, LimitAction};
 use crate::engine::Engine;
 use crate::filter::{Block, CategorySet};
 use crate::metrics::{Metrics, QueryOutcome};
 use crate::name;
-use crate::policy::{self, rebinding, safe_search, Who};
+use crate::identity::{Session, Sessions};
+use crate::policy::{self, rebinding, safe_search, Seen, Who};
 use crate::upstream::{Answer, Forwarder, LiveForwarder};
 use answer::Reply;
+use client_id::Carried;
 use cache::AnswerCache;
 
 pub use server::{start, start_with, RunningServer, ServeError};
@@ -71,6 +73,8 @@ pub struct Handler {
     limiter: limit::RateLimiter,
     /// Allowed answers as sent, for UDP's fast path.
     cache: AnswerCache,
+    /// Who is signed in where (RADIUS, sign-in feeds), shared with their listeners.
+    sessions: Arc<Sessions>,
 }
 
 /// Where the handler reads the time for schedules (tests inject their own).
@@ -97,7 +101,14 @@ impl Handler {
             metrics: Arc::new(Metrics::new()),
             clock: Arc::new(Utc::now),
             limiter: limit::RateLimiter::new(),
+            sessions: Arc::new(Sessions::new()),
         }
+    }
+
+    /// Read sign-ins from `sessions` (which the RADIUS listener and feeds fill).
+    pub fn with_sessions(mut self, sessions: Arc<Sessions>) -> Handler {
+        self.sessions = sessions;
+        self
     }
 
     /// Evaluate schedules at `clock`'s time instead of the system's.
@@ -127,9 +138,11 @@ impl Handler {
     /// fast path declines). `None` means "send nothing" (an over-limit query with
     /// `action = "drop"`).
     pub async fn resolve(&self, request: &Request) -> Option<Reply> {
-        // 0. Only clients on our networks, each within its rate.
+        // 0. Only clients on our networks, each within its rate (a trusted forwarder's
+        //    clients each within their own).
         let engine = self.engine.load_full();
-        if let Err(refusal) = self.admit(&engine, request.src().ip()) {
+        let carried = carried_by(&engine, request);
+        if let Err(refusal) = self.admit(&engine, request.src().ip(), &carried) {
             return refusal;
         }
         // 1. Only standard queries with exactly one IN question are served; anything
@@ -149,11 +162,12 @@ impl Handler {
         }
         let asked = Asked {
             client: request.src(),
+            carried,
             qname: query.original().name(),
             qtype: query.query_type(),
             protocol: request.protocol(),
         };
-        let cx = QueryContext::new(&engine, asked, &self.clock);
+        let cx = QueryContext::new(&engine, asked, &self.clock, &self.sessions);
         Some(self.answer(&cx).await.0)
     }
 
@@ -168,13 +182,15 @@ impl Handler {
         out: &mut Vec<u8>,
     ) -> Now {
         let engine = self.engine.load();
-        if let Err(refusal) = self.admit(&engine, client.ip()) {
+        let carried = carried_in(&engine, client, query);
+        if let Err(refusal) = self.admit(&engine, client.ip(), &carried) {
             return self.send_now(query, refusal, out);
         }
         let Some(qname) = query.name() else {
             return Now::Later;
         };
-        let cx = QueryContext::new(&engine, Asked::udp(client, &qname, query), &self.clock);
+        let asked = Asked::udp(client, carried, &qname, query);
+        let cx = QueryContext::new(&engine, asked, &self.clock, &self.sessions);
         match self.decide(&cx) {
             Step::Reply(reply) => self.send_now(query, Some(reply), out),
             Step::SafeSearch { .. } => Now::Later,
@@ -222,7 +238,9 @@ impl Handler {
             wire::write_reply(query, &reply, query.max_udp_payload(), out);
             return;
         };
-        let cx = QueryContext::new(&engine, Asked::udp(client, &qname, query), &self.clock);
+        let carried = carried_in(&engine, client, query);
+        let asked = Asked::udp(client, carried, &qname, query);
+        let cx = QueryContext::new(&engine, asked, &self.clock, &self.sessions);
         let (reply, keep) = self.answer(&cx).await;
         self.metrics.query(reply.outcome, Some(cx.qtype));
         let written = wire::write_reply(query, &reply, query.max_udp_payload(), out);
@@ -240,16 +258,24 @@ impl Handler {
     /// is never forwarded (no open resolver), and a looping device cannot starve the
     /// others or flood the audit log. `Err` holds the answer to give instead (`None`:
     /// send nothing). Both read the snapshot, so a reload's networks and rate apply to
-    /// the next query (each client's bucket is kept across it).
-    fn admit(&self, engine: &Engine, client: IpAddr) -> Result<(), Option<Reply>> {
-        if !engine.policy.admits(client) {
+    /// the next query (each client's bucket is kept across it). A trusted forwarder's
+    /// queries count against the device it names, so one busy router does not put a
+    /// whole school over the rate.
+    fn admit(
+        &self,
+        engine: &Engine,
+        source: IpAddr,
+        carried: &Carried,
+    ) -> Result<(), Option<Reply>> {
+        if !engine.policy.admits(source) {
             return Err(Some(Reply::error(ResponseCode::Refused)));
         }
         let limit = &engine.config.server.rate_limit;
+        let device = device_address(source, carried);
         if limit.qps > 0.0
             && !self
                 .limiter
-                .allow(client, limit.qps, limit.burst, Instant::now())
+                .allow(device, limit.qps, limit.burst, Instant::now())
         {
             return Err(match limit.action {
                 LimitAction::Refuse => Some(Reply {
@@ -332,7 +358,7 @@ impl Handler {
             .as_ref()
             .filter(|_| cx.engine.config.audit.log_allowed)
         {
-            sink.record(cx.client.ip(), Outcome::Allowed, "", &cx.name, || Event {
+            sink.record(cx.address, Outcome::Allowed, "", &cx.name, || Event {
                 response: response.to_string(),
                 ..cx.allowed_event()
             });
@@ -449,7 +475,7 @@ impl Handler {
         self.metrics.block(categories, &cx.who.group.name);
         tracing::debug!(
             target: "warden::block",
-            client = %cx.client.ip(),
+            client = %cx.address,
             group = cx.who.group.name,
             name = cx.name,
             qtype = %cx.qtype,
@@ -463,7 +489,7 @@ impl Handler {
         );
         if let Some(sink) = &self.audit {
             sink.record(
-                cx.client.ip(),
+                cx.address,
                 Outcome::Blocked,
                 categories,
                 &cx.name,
@@ -502,7 +528,7 @@ impl Handler {
     fn report_builtin(&self, cx: &QueryContext<'_>, b: Builtin) {
         self.blocked.fetch_add(1, Ordering::Relaxed);
         self.metrics.block(b.category, &cx.who.group.name);
-        tracing::debug!(target: "warden::block", client = %cx.client.ip(), name = cx.name, category = b.category, transport = %cx.protocol, "built-in block");
+        tracing::debug!(target: "warden::block", client = %cx.address, name = cx.name, category = b.category, transport = %cx.protocol, "built-in block");
         let locked = cx
             .engine
             .config
@@ -511,7 +537,7 @@ impl Handler {
             .is_some_and(|c| c.locked);
         if let Some(sink) = &self.audit {
             sink.record(
-                cx.client.ip(),
+                cx.address,
                 Outcome::Blocked,
                 b.category,
                 &cx.name,
@@ -529,6 +555,45 @@ impl Handler {
             );
         }
     }
+}
+
+/// What a trusted forwarder's options say of the device behind it (nothing from anyone
+/// else): read from the raw OPT record of a fast-path query only when the source is
+/// trusted, so an ordinary query pays one comparison.
+fn carried_in(engine: &Engine, source: SocketAddr, query: &wire::Query<'_>) -> Carried {
+    if !engine.policy.trusts_forwarder(source.ip()) {
+        return Carried::default();
+    }
+    Carried::from_options(client_id::options(query.opt_options()))
+}
+
+/// The same for a query hickory decoded (its options re-encoded one by one).
+fn carried_by(engine: &Engine, request: &Request) -> Carried {
+    let Some(edns) = request
+        .edns
+        .as_ref()
+        .filter(|_| engine.policy.trusts_forwarder(request.src().ip()))
+    else {
+        return Carried::default();
+    };
+    let options: Vec<(u16, Vec<u8>)> = edns
+        .options()
+        .options
+        .iter()
+        .filter_map(|(code, option)| Some((u16::from(*code), Vec::<u8>::try_from(option).ok()?)))
+        .collect();
+    Carried::from_options(options.iter().map(|(code, data)| (*code, data.as_slice())))
+}
+
+/// The device's address: the host address a trusted forwarder's client subnet gives,
+/// else the query's source. A subnet wider than one host names a network, not a
+/// device, and is not taken as an address.
+fn device_address(source: IpAddr, carried: &Carried) -> IpAddr {
+    carried
+        .subnet
+        .filter(|s| s.is_host())
+        .map_or(source, |s| s.addr)
+        .to_canonical()
 }
 
 /// `[upstream] cache_size` as a count of answers.
@@ -586,10 +651,11 @@ impl<'b, 'm> ListBlock<'b, 'm> {
     }
 }
 
-/// What a client asked, as it arrived: from where, the name as sent, the type, and
-/// over what.
+/// What a client asked, as it arrived: from where (and what a trusted forwarder says of
+/// the device behind it), the name as sent, the type, and over what.
 struct Asked<'a> {
     client: SocketAddr,
+    carried: Carried,
     qname: &'a Name,
     qtype: RecordType,
     protocol: Protocol,
@@ -597,9 +663,15 @@ struct Asked<'a> {
 
 impl<'a> Asked<'a> {
     /// A question read straight from a UDP packet.
-    fn udp(client: SocketAddr, qname: &'a Name, query: &wire::Query<'_>) -> Asked<'a> {
+    fn udp(
+        client: SocketAddr,
+        carried: Carried,
+        qname: &'a Name,
+        query: &wire::Query<'_>,
+    ) -> Asked<'a> {
         Asked {
             client,
+            carried,
             qname,
             qtype: query.record_type(),
             protocol: Protocol::Udp,
@@ -613,7 +685,12 @@ impl<'a> Asked<'a> {
 /// the engine snapshot it is decided under (so every stage reads the same one).
 struct QueryContext<'a> {
     engine: &'a Engine,
+    /// The query's source: the device, or a forwarder or proxy in front of it.
     client: SocketAddr,
+    /// The device's address: the source's, or the one a trusted forwarder gave.
+    address: IpAddr,
+    /// Who is signed in at `address`, if anyone.
+    session: Option<Arc<Session>>,
     who: Who<'a>,
     active: CategorySet,
     qname: &'a Name,
@@ -632,12 +709,26 @@ impl<'a> QueryContext<'a> {
     /// other subdomain); then who is asking, which decides what applies: their group
     /// and device (by address), and the group's categories at this minute (schedules;
     /// locked ones always).
-    fn new(engine: &'a Engine, asked: Asked<'a>, clock: &Clock) -> QueryContext<'a> {
-        let who = engine.policy.who(asked.client.ip());
+    fn new(
+        engine: &'a Engine,
+        asked: Asked<'a>,
+        clock: &Clock,
+        sessions: &Sessions,
+    ) -> QueryContext<'a> {
         let at = clock();
+        let address = device_address(asked.client.ip(), &asked.carried);
+        let session = sessions.find(address, SystemTime::from(at));
+        let seen = Seen {
+            address,
+            mac: asked.carried.mac.map(|(mac, _)| mac),
+            session: session.as_deref(),
+        };
+        let who = engine.policy.identify(&seen);
         QueryContext {
             engine,
             client: asked.client,
+            address,
+            session,
             active: engine.policy.active(who.group, at),
             who,
             qname: asked.qname,
@@ -645,6 +736,27 @@ impl<'a> QueryContext<'a> {
             qtype: asked.qtype,
             protocol: asked.protocol,
             at,
+        }
+    }
+
+    /// What the audit log keeps of who asked beyond the address and device name: the
+    /// MAC, the signed-in user, and where each came from.
+    fn identity(&self) -> Identity {
+        let mut sources = Vec::new();
+        if self.address != self.client.ip().to_canonical() {
+            sources.push(format!("address: client subnet from {}", self.client.ip()));
+        }
+        if let Some((_, from)) = self.who.mac {
+            sources.push(format!("mac: {}", from.as_str()));
+        }
+        if let Some(session) = &self.session {
+            sources.push(format!("user: {}", session.source));
+        }
+        sources.push(format!("group: {}", self.who.group_from.as_str()));
+        Identity {
+            mac: self.who.mac.map(|(mac, _)| mac.to_string()),
+            user: self.session.as_ref().map(|s| s.user.clone()),
+            sources: Some(sources.join("; ")),
         }
     }
 
@@ -670,8 +782,9 @@ impl<'a> QueryContext<'a> {
         Event {
             // The sink stamps the time it records at; this is when it was asked.
             time: SystemTime::from(self.at),
-            client: self.client.ip(),
+            client: self.address,
             device: self.who.device.map(str::to_string),
+            identity: self.identity(),
             group: self.who.group.name.clone(),
             name: self.name.clone(),
             qtype: self.qtype.to_string(),

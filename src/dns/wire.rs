@@ -42,6 +42,8 @@ const CD: u8 = 0x10;
 pub struct ClientEdns {
     pub payload: u16,
     pub dnssec_ok: bool,
+    /// Where its options (RDATA) start in the packet; they run to the packet's end.
+    options_at: usize,
 }
 
 /// An ordinary query: one question, no answer or authority records, at most an OPT
@@ -122,6 +124,13 @@ impl<'a> Query<'a> {
 
     pub fn record_type(&self) -> RecordType {
         RecordType::from(self.qtype)
+    }
+
+    /// The options of the client's OPT record, as raw `code, length, data` triples
+    /// (empty without one): read with [`super::client_id::options`].
+    pub(crate) fn opt_options(&self) -> &'a [u8] {
+        self.edns
+            .map_or(&[][..], |e| self.packet.get(e.options_at..).unwrap_or(&[]))
     }
 
     /// Did the client set DO in its OPT record?
@@ -217,6 +226,7 @@ fn read_opt(packet: &[u8], at: usize) -> Option<ClientEdns> {
     Some(ClientEdns {
         payload,
         dnssec_ok: flags & FLAG_DO != 0,
+        options_at: at + 11,
     })
 }
 

@@ -242,6 +242,16 @@ CREATE TABLE site_health (
     stale_locked    text NOT NULL DEFAULT ''
 );
 "#,
+    // 6: who asked beyond the address (a site's `[identity]`): MAC, signed-in user and
+    // where they came from, personal data purged like the rest; the user index serves
+    // the trust dashboard's user filter. Additive: a site one release behind ships
+    // rows without them.
+    r#"
+ALTER TABLE events ADD COLUMN mac text;
+ALTER TABLE events ADD COLUMN user_name text;
+ALTER TABLE events ADD COLUMN sources text;
+CREATE INDEX events_user ON events (user_name, at) WHERE purged = 0 AND user_name IS NOT NULL;
+"#,
 ];
 
 /// The steps after which a Warden that does not know them cannot use the store (a
@@ -578,15 +588,18 @@ async fn insert_rows(
     let personal = column(rows, |r| r.personal.clone());
     let hash = column(rows, |r| r.hash.clone());
     let purged = column(rows, |r| r.purged);
+    let mac = column(rows, |r| r.mac.clone());
+    let user_name = column(rows, |r| r.user_name.clone());
+    let sources = column(rows, |r| r.sources.clone());
     tx.execute(
         "INSERT INTO events (site, seq, local_id, at, first_seen, last_seen, count, client_ip, \
          device, grp, name, qtype, categories, locked, list, line, rule, response, cname, \
-         outcome, salt, personal, hash, purged) \
+         outcome, salt, personal, hash, purged, mac, user_name, sources) \
          SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::timestamptz[], \
          $5::text[], $6::text[], $7::bigint[], $8::text[], $9::text[], $10::text[], \
          $11::text[], $12::text[], $13::text[], $14::bigint[], $15::text[], $16::bigint[], \
          $17::text[], $18::text[], $19::text[], $20::text[], $21::text[], $22::text[], \
-         $23::text[], $24::bigint[]) \
+         $23::text[], $24::bigint[], $25::text[], $26::text[], $27::text[]) \
          ON CONFLICT DO NOTHING",
         &[
             &site,
@@ -613,6 +626,9 @@ async fn insert_rows(
             &personal,
             &hash,
             &purged,
+            &mac,
+            &user_name,
+            &sources,
         ],
     )
     .await

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::connect::Settings;
 use super::FleetError;
-use crate::audit::outbox::personal_digest;
+use crate::audit::outbox::Personal;
 use crate::audit::{rfc3339, Retention};
 
 /// Rows purged per transaction.
@@ -87,7 +87,8 @@ async fn purge_batch(
     let tx = client.transaction().await.map_err(failed)?;
     let rows = tx
         .query(
-            "SELECT site, seq, at, salt, client_ip, device, name, cname FROM events \
+            "SELECT site, seq, at, salt, client_ip, device, name, cname, mac, user_name, \
+             sources FROM events \
              WHERE categories = $1 AND purged = 0 AND at < $2::text::timestamptz \
              AND last_seen < $2 ORDER BY at LIMIT $3 FOR UPDATE",
             &[&set, &due, &BATCH],
@@ -102,18 +103,24 @@ async fn purge_batch(
         sites.push(row.get::<_, String>(0));
         seqs.push(row.get::<_, i64>(1));
         ats.push(row.get::<_, SystemTime>(2));
-        digests.push(personal_digest(
-            row.get(3),
-            row.get(4),
-            row.get(5),
-            row.get(6),
-            row.get(7),
-        ));
+        digests.push(
+            Personal {
+                salt: row.get(3),
+                client_ip: row.get(4),
+                device: row.get(5),
+                name: row.get(6),
+                cname: row.get(7),
+                mac: row.get(8),
+                user: row.get(9),
+                sources: row.get(10),
+            }
+            .digest(),
+        );
     }
     let n = tx
         .execute(
             "UPDATE events e SET purged = 1, personal = u.digest, salt = NULL, client_ip = '', \
-             device = NULL, name = '', cname = NULL \
+             device = NULL, name = '', cname = NULL, mac = NULL, user_name = NULL, sources = NULL \
              FROM unnest($1::text[], $2::bigint[], $3::timestamptz[], $4::text[]) \
                AS u(site, seq, at, digest) \
              WHERE e.site = u.site AND e.seq = u.seq AND e.at = u.at",

@@ -111,7 +111,8 @@ async fn read_page(
         .query(
             "SELECT local_id, seq, first_seen, last_seen, count, client_ip, device, grp, name, \
              qtype, categories, locked, list, line, rule, response, cname, outcome, salt, \
-             personal, hash, purged FROM events WHERE site = $1 AND seq > $2 \
+             personal, hash, purged, mac, user_name, sources FROM events WHERE site = $1 \
+             AND seq > $2 \
              ORDER BY seq LIMIT $3",
             &[&site, &after, &PAGE],
         )
@@ -142,6 +143,9 @@ async fn read_page(
                 personal: r.try_get(19)?,
                 hash: r.try_get(20)?,
                 purged: r.try_get(21)?,
+                mac: r.try_get(22)?,
+                user_name: r.try_get(23)?,
+                sources: r.try_get(24)?,
             })
         })
         .collect::<Result<Vec<_>, tokio_postgres::Error>>()

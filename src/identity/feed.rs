@@ -1,0 +1,312 @@
+//! Sign-ins from outside RADIUS: the sign-in feed (a logon script or agent posts who
+//! signed in where to the admin listener's `/identity/signin`, with its feed's token)
+//! and the sessions file (`user,address,until[,groups]` lines the admin or a script
+//! keeps, re-read when it changes).
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use serde::Deserialize;
+
+use super::{read_small, Session, SignInError, Sessions, Source};
+use crate::config::FeedConfig;
+
+/// The longest lifetime a feed may give a sign-in.
+pub const MAX_LIFETIME: Duration = Duration::from_secs(7 * 24 * 3600);
+/// The shortest token a feed may have: 32 characters is 190 bits from a password
+/// generator, beyond guessing over HTTP.
+pub const MIN_TOKEN_LEN: usize = 32;
+/// The most of a token file read.
+const MAX_TOKEN_BYTES: u64 = 4096;
+/// The most of a sessions file read (a large site's every device).
+const MAX_SESSIONS_FILE_BYTES: u64 = 32 * 1024 * 1024;
+
+/// A sign-in as a feed posts it (JSON).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignIn {
+    pub user: String,
+    pub address: IpAddr,
+    /// Directory groups ("Staff", "Year 7").
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// How long it lasts (`8h`, `45m`); default `[identity] session_lifetime`.
+    #[serde(default)]
+    pub lifetime: Option<String>,
+}
+
+/// A sign-out as a feed posts it (JSON): the address, and the user if the feed knows it
+/// (then only that user's sign-in there ends).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignOut {
+    pub address: IpAddr,
+    #[serde(default)]
+    pub user: Option<String>,
+}
+
+/// Why a feed's request was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum FeedError {
+    #[error("a valid feed token is required: Authorization: Bearer <a [[identity.feeds]] token_file>")]
+    Token,
+    #[error("lifetime {0:?}: a duration such as \"8h\" from 1 minute to 7 days")]
+    Lifetime(String),
+    #[error("{0}")]
+    Refused(#[from] SignInError),
+}
+
+/// The feed whose token `presented` is, if any. Every configured token is compared (in
+/// constant time), so the time taken says nothing about which one nearly matched. A
+/// token file that cannot be read, or holds a token shorter than [`MIN_TOKEN_LEN`],
+/// matches nothing (and is logged).
+pub fn feed_for<'a>(feeds: &'a [FeedConfig], base: &Path, presented: &str) -> Option<&'a FeedConfig> {
+    let presented = presented.trim().as_bytes();
+    let mut found = None;
+    for feed in feeds {
+        let path = base.join(&feed.token_file);
+        let token = match read_small(&path, MAX_TOKEN_BYTES) {
+            Ok(text) => text.lines().next().unwrap_or("").trim().to_string(),
+            Err(error) => {
+                tracing::warn!(feed = feed.name.get_ref(), path = %path.display(), %error, "sign-in feed token file unreadable");
+                continue;
+            }
+        };
+        if token.len() < MIN_TOKEN_LEN {
+            tracing::warn!(feed = feed.name.get_ref(), path = %path.display(), "sign-in feed token shorter than {MIN_TOKEN_LEN} characters: refused");
+            continue;
+        }
+        if constant_time_eq(presented, token.as_bytes()) && found.is_none() {
+            found = Some(feed);
+        }
+    }
+    found
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Take `request` from `feed`: sign the user in until its lifetime (or `default_life`).
+/// Returns when it ends.
+pub fn sign_in(
+    sessions: &Sessions,
+    feed: &FeedConfig,
+    request: SignIn,
+    default_life: Duration,
+    now: SystemTime,
+) -> Result<SystemTime, FeedError> {
+    let life = match &request.lifetime {
+        None => default_life,
+        Some(text) => humantime::parse_duration(text)
+            .ok()
+            .filter(|d| (Duration::from_secs(60)..=MAX_LIFETIME).contains(d))
+            .ok_or_else(|| FeedError::Lifetime(text.clone()))?,
+    };
+    let until = now + life;
+    let session = Session {
+        user: request.user.trim().to_string(),
+        groups: request.groups.iter().map(|g| g.trim().to_string()).collect(),
+        mac: None,
+        until,
+        source: Source::Feed(feed.name.get_ref().clone()),
+    };
+    sessions.sign_in(request.address, session, now)?;
+    Ok(until)
+}
+
+/// One problem in the sessions file: its line and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LineProblem {
+    pub line: usize,
+    pub reason: String,
+}
+
+/// Read the sessions file: `user,address,until[,group;group…]` per line (`#` comments,
+/// blank lines skipped; `until` RFC 3339). Lines past their `until` are left out; bad
+/// lines are reported by number and left out.
+pub fn read_sessions_file(
+    path: &Path,
+    now: SystemTime,
+) -> Result<(Vec<(IpAddr, Session)>, Vec<LineProblem>), std::io::Error> {
+    let text = read_small(path, MAX_SESSIONS_FILE_BYTES)?;
+    let mut entries = Vec::new();
+    let mut problems = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        match session_line(line) {
+            Ok((_, session)) if session.until <= now => {}
+            Ok(entry) => entries.push(entry),
+            Err(reason) => problems.push(LineProblem { line: i + 1, reason }),
+        }
+    }
+    Ok((entries, problems))
+}
+
+fn session_line(line: &str) -> Result<(IpAddr, Session), String> {
+    let fields: Vec<&str> = line.splitn(4, ',').map(str::trim).collect();
+    let [user, address, until, rest @ ..] = fields.as_slice() else {
+        return Err("expected user,address,until[,groups]".to_string());
+    };
+    if !super::valid_text(user) {
+        return Err(format!("user {user:?} cannot be kept"));
+    }
+    let address: IpAddr = address
+        .parse()
+        .map_err(|_| format!("{address:?} is not an IP address"))?;
+    let until = chrono::DateTime::parse_from_rfc3339(until)
+        .map_err(|_| format!("until {until:?} is not an RFC 3339 time (2026-12-04T16:00:00Z)"))?;
+    let groups: Vec<String> = rest
+        .first()
+        .map(|g| {
+            g.split(';')
+                .map(str::trim)
+                .filter(|g| !g.is_empty())
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default();
+    if groups.len() > super::MAX_GROUPS || !groups.iter().all(|g| super::valid_text(g)) {
+        return Err("a directory group that cannot be kept".to_string());
+    }
+    Ok((
+        address,
+        Session {
+            user: user.to_string(),
+            groups,
+            mac: None,
+            until: SystemTime::from(until.with_timezone(&chrono::Utc)),
+            source: Source::File,
+        },
+    ))
+}
+
+/// How often the sessions file is looked at, and expired sign-ins swept.
+pub const WATCH_EVERY: Duration = Duration::from_secs(1);
+
+/// Keep the sign-ins from the sessions file in step with it until `stop`: re-read when
+/// its size or modification time changes (and once at start); a file that disappears
+/// ends its sign-ins. Expired sign-ins of every source are swept as it goes, and the
+/// count of sign-ins held is kept in `/metrics`.
+pub async fn watch_sessions_file(
+    path: Option<PathBuf>,
+    sessions: Arc<Sessions>,
+    metrics: Arc<crate::metrics::Metrics>,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let mut seen: Option<(u64, Option<SystemTime>)> = None;
+    let mut interval = tokio::time::interval(WATCH_EVERY);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = interval.tick() => {}
+        }
+        let now = SystemTime::now();
+        sessions.expire(now);
+        metrics.signed_in(sessions.len());
+        let Some(path) = &path else { continue };
+        let stamp = std::fs::metadata(path).ok().map(|m| (m.len(), m.modified().ok()));
+        if stamp == seen {
+            continue;
+        }
+        seen = stamp;
+        let (entries, problems) = match stamp {
+            None => (Vec::new(), Vec::new()),
+            Some(_) => match read_sessions_file(path, now) {
+                Ok(read) => read,
+                Err(error) => {
+                    tracing::warn!(path = %path.display(), %error, "[identity] sessions_file unreadable: its sign-ins are kept as they were");
+                    continue;
+                }
+            },
+        };
+        for p in &problems {
+            tracing::warn!("{}:{}: {} (line skipped)", path.display(), p.line, p.reason);
+        }
+        tracing::info!(path = %path.display(), signed_in = entries.len(), skipped = problems.len(), "sessions file read");
+        sessions.replace_from(&Source::File, entries, now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn feed(dir: &Path, name: &str, token: &str) -> FeedConfig {
+        let path = dir.join(format!("{name}.token"));
+        std::fs::write(&path, format!("{token}\n")).unwrap();
+        FeedConfig {
+            name: toml::Spanned::new(0..0, name.to_string()),
+            token_file: path,
+        }
+    }
+
+    #[test]
+    fn only_a_feeds_own_token_of_fit_length_is_accepted() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = "k".repeat(40);
+        let feeds = vec![
+            feed(dir.path(), "short", "tooshort"),
+            feed(dir.path(), "logon", &good),
+        ];
+        assert_eq!(
+            feed_for(&feeds, dir.path(), &good).map(|f| f.name.get_ref().as_str()),
+            Some("logon")
+        );
+        assert!(feed_for(&feeds, dir.path(), "tooshort").is_none());
+        assert!(feed_for(&feeds, dir.path(), &"k".repeat(39)).is_none());
+        assert!(feed_for(&feeds, dir.path(), "").is_none());
+    }
+
+    #[test]
+    fn a_feed_sign_in_lasts_its_lifetime_within_bounds() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = feed(dir.path(), "logon", &"k".repeat(40));
+        let sessions = Sessions::new();
+        let now = SystemTime::now();
+        let request = |lifetime: Option<&str>| SignIn {
+            user: "jsmith".into(),
+            address: "10.0.1.5".parse().unwrap(),
+            groups: vec!["Staff".into()],
+            lifetime: lifetime.map(str::to_string),
+        };
+        let until = sign_in(&sessions, &f, request(Some("2m")), Duration::from_secs(3600), now).unwrap();
+        assert_eq!(until, now + Duration::from_secs(120));
+        let s = sessions.find("10.0.1.5".parse().unwrap(), now).unwrap();
+        assert_eq!(s.source.to_string(), "signin:logon");
+        assert!(sessions.find("10.0.1.5".parse().unwrap(), until).is_none());
+        for bad in ["10s", "8 fortnights", "30d"] {
+            assert!(matches!(
+                sign_in(&sessions, &f, request(Some(bad)), Duration::from_secs(60), now),
+                Err(FeedError::Lifetime(_))
+            ));
+        }
+    }
+
+    #[test]
+    fn the_sessions_file_takes_good_lines_and_names_bad_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sessions.csv");
+        std::fs::write(
+            &path,
+            "# user,address,until,groups\n\
+             pupil7,10.0.0.7,2099-01-01T00:00:00Z,Year 7\n\
+             old,10.0.0.8,2000-01-01T00:00:00Z\n\
+             bad,not-an-ip,2099-01-01T00:00:00Z\n\
+             jsmith,fd00::5,2099-01-01T08:00:00+01:00,Staff;Teachers\n\
+             short-line\n",
+        )
+        .unwrap();
+        let (entries, problems) = read_sessions_file(&path, SystemTime::now()).unwrap();
+        let users: Vec<&str> = entries.iter().map(|(_, s)| s.user.as_str()).collect();
+        assert_eq!(users, ["pupil7", "jsmith"]);
+        assert_eq!(entries[1].1.groups, ["Staff", "Teachers"]);
+        let lines: Vec<usize> = problems.iter().map(|p| p.line).collect();
+        assert_eq!(lines, [4, 6]);
+    }
+}

@@ -1,0 +1,447 @@
+//! Who is signed in at which address: the live map from a device's address to the
+//! person using it, fed by RADIUS accounting ([`radius`]), sign-in feeds and a sessions
+//! file ([`feed`]), read by the query path for the audit log and for groups that follow
+//! the person (`[[users_to_groups]]`).
+//!
+//! Every sign-in has an end: its source's own (a feed's lifetime, a file's `until`) or
+//! `[identity] session_lifetime` from its last renewal; past it the address is nobody's
+//! again. A Stop ends it at once. Sign-ins live in memory, outside the engine snapshot
+//! (they change by the second, and a reload must not drop them); the query path reads
+//! them with one lookup in a sharded map, none at all while nobody is signed in.
+
+pub mod feed;
+pub mod radius;
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use dashmap::DashMap;
+
+use crate::config::Mac;
+
+/// Where a sign-in came from, as the audit log records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// RADIUS accounting.
+    Radius,
+    /// The sign-in feed `[[identity.feeds]]` of this name.
+    Feed(String),
+    /// `[identity] sessions_file`.
+    File,
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::Radius => f.write_str("radius"),
+            Source::Feed(name) => write!(f, "signin:{name}"),
+            Source::File => f.write_str("file"),
+        }
+    }
+}
+
+/// One person signed in at one address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    pub user: String,
+    /// Directory groups the sign-in carried (RADIUS `Class`/`Filter-Id`, the feed's
+    /// `groups`); the directory file adds its own for the user.
+    pub groups: Vec<String>,
+    /// The device's MAC, when the source gave it (RADIUS `Calling-Station-Id`).
+    pub mac: Option<Mac>,
+    pub until: SystemTime,
+    pub source: Source,
+}
+
+/// The longest user name kept: far beyond any directory's, and a bound on what one
+/// packet or request can make us store.
+pub const MAX_USER_LEN: usize = 128;
+/// At most this many directory groups per sign-in, each at most [`MAX_USER_LEN`].
+pub const MAX_GROUPS: usize = 32;
+/// At most this many people signed in at once: a large trust site has a few thousand
+/// devices; the bound keeps a flood of forged sign-ins from taking the memory.
+pub const MAX_SESSIONS: usize = 200_000;
+
+/// Why a sign-in was not taken.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SignInError {
+    #[error("user name is empty, longer than {MAX_USER_LEN} characters or holds a control character")]
+    BadUser,
+    #[error("a directory group is empty, too long or holds a control character, or there are more than {MAX_GROUPS}")]
+    BadGroups,
+    #[error("the sign-in ends before it starts")]
+    Expired,
+    #[error("{MAX_SESSIONS} sign-ins are held already")]
+    Full,
+}
+
+/// The live sign-ins, by the device's address.
+#[derive(Debug, Default)]
+pub struct Sessions {
+    by_address: DashMap<IpAddr, Arc<Session>>,
+    /// Entries held (a cheap "anyone signed in?" for the query path), re-read after
+    /// every change.
+    count: AtomicUsize,
+    /// Held by every change, so changes and their recounts do not interleave.
+    writing: std::sync::Mutex<()>,
+}
+
+/// A user name or directory group fit to keep: not empty, bounded, no control
+/// characters (they go into the audit log, the dashboard and PostgreSQL).
+pub fn valid_text(text: &str) -> bool {
+    !text.trim().is_empty()
+        && text.chars().count() <= MAX_USER_LEN
+        && !text.chars().any(char::is_control)
+}
+
+impl Sessions {
+    pub fn new() -> Sessions {
+        Sessions::default()
+    }
+
+    /// Sign `session.user` in at `address`, replacing whoever was signed in there.
+    pub fn sign_in(
+        &self,
+        address: IpAddr,
+        session: Session,
+        now: SystemTime,
+    ) -> Result<(), SignInError> {
+        let _writing = crate::sync::lock(&self.writing);
+        if !valid_text(&session.user) {
+            return Err(SignInError::BadUser);
+        }
+        if session.groups.len() > MAX_GROUPS || !session.groups.iter().all(|g| valid_text(g)) {
+            return Err(SignInError::BadGroups);
+        }
+        if session.until <= now {
+            return Err(SignInError::Expired);
+        }
+        let address = address.to_canonical();
+        if !self.by_address.contains_key(&address) && self.len() >= MAX_SESSIONS {
+            self.by_address.retain(|_, s| s.until > now);
+            if self.by_address.len() >= MAX_SESSIONS {
+                return Err(SignInError::Full);
+            }
+        }
+        self.by_address.insert(address, Arc::new(session));
+        self.recount();
+        Ok(())
+    }
+
+    /// End the sign-in at `address`, if `user` (when given) is who is signed in there:
+    /// a late Stop for the previous user of an address must not sign out the next.
+    /// Returns whether one ended.
+    pub fn sign_out(&self, address: IpAddr, user: Option<&str>) -> bool {
+        let _writing = crate::sync::lock(&self.writing);
+        let address = address.to_canonical();
+        let removed = self
+            .by_address
+            .remove_if(&address, |_, s| {
+                user.is_none_or(|u| u.eq_ignore_ascii_case(&s.user))
+            })
+            .is_some();
+        self.recount();
+        removed
+    }
+
+    /// Who is signed in at `address` at `now`, if anyone.
+    pub fn find(&self, address: IpAddr, now: SystemTime) -> Option<Arc<Session>> {
+        if self.count.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
+        let session = self.by_address.get(&address.to_canonical())?.clone();
+        (session.until > now).then_some(session)
+    }
+
+    /// Drop every sign-in past its end.
+    pub fn expire(&self, now: SystemTime) {
+        let _writing = crate::sync::lock(&self.writing);
+        self.by_address.retain(|_, s| s.until > now);
+        self.recount();
+    }
+
+    /// Mutations are rare (a sign-in, not a query): the count is simply re-read, so the
+    /// query path's "anyone signed in?" can never say no while someone is.
+    fn recount(&self) {
+        self.count.store(self.by_address.len(), Ordering::Relaxed);
+    }
+
+    /// Replace every sign-in from `source` with `entries` (a re-read sessions file):
+    /// the file's lines are its whole truth.
+    pub fn replace_from(&self, source: &Source, entries: Vec<(IpAddr, Session)>, now: SystemTime) {
+        {
+            let _writing = crate::sync::lock(&self.writing);
+            self.by_address.retain(|_, s| &s.source != source);
+            self.recount();
+        }
+        for (address, session) in entries {
+            // A bad line was reported when the file was read; one that slips through
+            // here is skipped, never half-taken.
+            let _ = self.sign_in(address, session, now);
+        }
+    }
+
+    /// Sign-ins held (expired ones until the next sweep included).
+    pub fn len(&self) -> usize {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Everyone signed in now, by address (for the dashboard and `/metrics`).
+    pub fn snapshot(&self, now: SystemTime) -> Vec<(IpAddr, Arc<Session>)> {
+        let mut all: Vec<(IpAddr, Arc<Session>)> = self
+            .by_address
+            .iter()
+            .filter(|e| e.value().until > now)
+            .map(|e| (*e.key(), e.value().clone()))
+            .collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
+    }
+}
+
+/// Why the identity listeners cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    #[error("[identity.radius] listen {addr}: cannot bind: {source}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("[identity.radius] secret_file {path}: {reason}")]
+    Secret { path: std::path::PathBuf, reason: String },
+}
+
+/// The most of a secret file read.
+const MAX_SECRET_BYTES: u64 = 4096;
+
+/// Start what feeds `sessions` from `config`'s `[identity]`: the RADIUS accounting
+/// listener (if configured) and the watcher that reads the sessions file and sweeps
+/// expired sign-ins (always). Both end with `stop`. Returns the RADIUS listener's
+/// address, if any.
+pub async fn start(
+    config: &crate::config::Config,
+    sessions: &Arc<Sessions>,
+    metrics: &Arc<crate::metrics::Metrics>,
+    stop: &tokio_util::sync::CancellationToken,
+) -> Result<Option<std::net::SocketAddr>, IdentityError> {
+    let settings = &config.identity;
+    let file = settings.sessions_file.as_ref().map(|p| config.resolve(p));
+    let watch = feed::watch_sessions_file(file, sessions.clone(), metrics.clone(), stop.clone());
+    tokio::spawn(watch);
+    let Some(radius) = &settings.radius else {
+        return Ok(None);
+    };
+    let path = config.resolve(&radius.secret_file);
+    let secret = read_small(&path, MAX_SECRET_BYTES)
+        .map_err(|e| IdentityError::Secret {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?
+        .lines()
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_string();
+    if secret.is_empty() {
+        return Err(IdentityError::Secret {
+            path,
+            reason: "holds no secret (its first line is empty)".to_string(),
+        });
+    }
+    let addr = radius.listen;
+    let socket = tokio::net::UdpSocket::bind(addr)
+        .await
+        .map_err(|source| IdentityError::Bind { addr, source })?;
+    let bound = socket
+        .local_addr()
+        .map_err(|source| IdentityError::Bind { addr, source })?;
+    let clients = if radius.clients.is_empty() {
+        config.server.allow_networks.iter().map(|n| n.0).collect()
+    } else {
+        radius.clients.iter().map(|n| n.0).collect()
+    };
+    let counter = metrics.clone();
+    let listener = radius::Listener {
+        socket,
+        secret: secret.into_bytes(),
+        clients,
+        sessions: sessions.clone(),
+        lifetime: settings.session_lifetime,
+        count: Box::new(move |result| counter.radius_packet(result)),
+    };
+    tokio::spawn(listener.run(stop.clone()));
+    Ok(Some(bound))
+}
+
+/// The most of a directory file read (a trust's whole directory is a few MiB).
+const MAX_DIRECTORY_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Directory groups by user name (lower case), from `[identity] directory`: lines of
+/// `user,group;group…`. Lines that do not parse are reported by number and skipped.
+#[derive(Debug, Default, Clone)]
+pub struct Directory {
+    groups: HashMap<String, Vec<String>>,
+}
+
+impl Directory {
+    /// Read the directory file at `path`; problems are `(line, why)`.
+    pub fn read(path: &Path) -> Result<(Directory, Vec<(usize, String)>), std::io::Error> {
+        let text = read_small(path, MAX_DIRECTORY_BYTES)?;
+        let mut groups = HashMap::new();
+        let mut problems = Vec::new();
+        for (i, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let Some((user, list)) = line.split_once(',') else {
+                problems.push((i + 1, "expected user,group;group…".to_string()));
+                continue;
+            };
+            let user = user.trim();
+            let list: Vec<String> = list
+                .split(';')
+                .map(str::trim)
+                .filter(|g| !g.is_empty())
+                .map(str::to_string)
+                .collect();
+            if !valid_text(user) || list.len() > MAX_GROUPS || !list.iter().all(|g| valid_text(g)) {
+                problems.push((i + 1, "a user or group name that cannot be kept".to_string()));
+                continue;
+            }
+            groups.insert(user.to_lowercase(), list);
+        }
+        Ok((Directory { groups }, problems))
+    }
+
+    /// `user`'s directory groups, as the file lists them.
+    pub fn groups_of(&self, user: &str) -> &[String] {
+        self.groups
+            .get(&user.to_lowercase())
+            .map_or(&[], Vec::as_slice)
+    }
+
+    pub fn len(&self) -> usize {
+        self.groups.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.groups.is_empty()
+    }
+}
+
+/// A regular file's text (lossy UTF-8), at most `max` bytes: a FIFO or a device in its
+/// place cannot hang the reader.
+pub(crate) fn read_small(path: &Path, max: u64) -> Result<String, std::io::Error> {
+    use std::io::Read;
+    let file = crate::lists::open_regular(path).map_err(|e| match e {
+        crate::lists::ListError::Open { source, .. } => source,
+        other => std::io::Error::other(other.to_string()),
+    })?;
+    let mut bytes = Vec::new();
+    file.take(max).read_to_end(&mut bytes)?;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn session(user: &str, until: SystemTime) -> Session {
+        Session {
+            user: user.to_string(),
+            groups: vec!["Year 7".to_string()],
+            mac: None,
+            until,
+            source: Source::Radius,
+        }
+    }
+
+    #[test]
+    fn a_sign_in_holds_until_its_end_and_a_late_stop_for_someone_else_is_ignored() {
+        let sessions = Sessions::new();
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let ip: IpAddr = "10.0.0.5".parse().unwrap();
+        assert!(sessions.find(ip, now).is_none());
+        sessions
+            .sign_in(ip, session("pupil7", now + Duration::from_secs(60)), now)
+            .unwrap();
+        assert_eq!(sessions.find(ip, now).unwrap().user, "pupil7");
+        // IPv4-mapped form of the same address.
+        assert!(sessions.find("::ffff:10.0.0.5".parse().unwrap(), now).is_some());
+        assert!(sessions.find(ip, now + Duration::from_secs(60)).is_none());
+        assert!(!sessions.sign_out(ip, Some("someone-else")));
+        assert!(sessions.sign_out(ip, Some("PUPIL7")));
+        assert!(sessions.find(ip, now).is_none());
+        assert!(sessions.is_empty());
+    }
+
+    #[test]
+    fn bad_sign_ins_are_refused_whole() {
+        let sessions = Sessions::new();
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
+        let ip: IpAddr = "10.0.0.5".parse().unwrap();
+        let later = now + Duration::from_secs(60);
+        assert_eq!(
+            sessions.sign_in(ip, session("", later), now),
+            Err(SignInError::BadUser)
+        );
+        assert_eq!(
+            sessions.sign_in(ip, session("a\u{0}b", later), now),
+            Err(SignInError::BadUser)
+        );
+        assert_eq!(
+            sessions.sign_in(ip, session("pupil7", now), now),
+            Err(SignInError::Expired)
+        );
+        let mut many = session("pupil7", later);
+        many.groups = (0..=MAX_GROUPS).map(|i| format!("g{i}")).collect();
+        assert_eq!(sessions.sign_in(ip, many, now), Err(SignInError::BadGroups));
+        assert!(sessions.is_empty());
+    }
+
+    #[test]
+    fn replacing_a_source_leaves_the_others() {
+        let sessions = Sessions::new();
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
+        let later = now + Duration::from_secs(600);
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        sessions.sign_in(a, session("radius-user", later), now).unwrap();
+        let mut from_file = session("file-user", later);
+        from_file.source = Source::File;
+        sessions.sign_in(b, from_file.clone(), now).unwrap();
+        sessions.replace_from(&Source::File, Vec::new(), now);
+        assert!(sessions.find(b, now).is_none());
+        assert_eq!(sessions.find(a, now).unwrap().user, "radius-user");
+        assert_eq!(sessions.len(), 1);
+        sessions.expire(later);
+        assert_eq!(sessions.len(), 0);
+    }
+
+    #[test]
+    fn the_directory_file_reads_groups_and_names_bad_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("directory.csv");
+        std::fs::write(
+            &path,
+            "# user,groups\npupil7,Year 7;Pupils\nJSmith, Staff \nno-comma-here\n",
+        )
+        .unwrap();
+        let (directory, problems) = Directory::read(&path).unwrap();
+        assert_eq!(directory.groups_of("PUPIL7"), ["Year 7", "Pupils"]);
+        assert_eq!(directory.groups_of("jsmith"), ["Staff"]);
+        assert!(directory.groups_of("nobody").is_empty());
+        assert_eq!(problems.len(), 1);
+        assert_eq!(problems[0].0, 4);
+    }
+}
