@@ -32,7 +32,8 @@ pub struct SignIn {
     /// Directory groups ("Staff", "Year 7").
     #[serde(default)]
     pub groups: Vec<String>,
-    /// How long it lasts (`8h`, `45m`); default `[identity] session_lifetime`.
+    /// How long it lasts (`8h`, `45m`; 1 second to 7 days); default `[identity]
+    /// session_lifetime`.
     #[serde(default)]
     pub lifetime: Option<String>,
 }
@@ -52,7 +53,7 @@ pub struct SignOut {
 pub enum FeedError {
     #[error("a valid feed token is required: Authorization: Bearer <a [[identity.feeds]] token_file>")]
     Token,
-    #[error("lifetime {0:?}: a duration such as \"8h\" from 1 minute to 7 days")]
+    #[error("lifetime {0:?}: a duration such as \"8h\" from 1 second to 7 days")]
     Lifetime(String),
     #[error("{0}")]
     Refused(#[from] SignInError),
@@ -102,7 +103,7 @@ pub fn sign_in(
         None => default_life,
         Some(text) => humantime::parse_duration(text)
             .ok()
-            .filter(|d| (Duration::from_secs(60)..=MAX_LIFETIME).contains(d))
+            .filter(|d| (Duration::from_secs(1)..=MAX_LIFETIME).contains(d))
             .ok_or_else(|| FeedError::Lifetime(text.clone()))?,
     };
     let until = now + life;
@@ -280,7 +281,7 @@ mod tests {
         let s = sessions.find("10.0.1.5".parse().unwrap(), now).unwrap();
         assert_eq!(s.source.to_string(), "signin:logon");
         assert!(sessions.find("10.0.1.5".parse().unwrap(), until).is_none());
-        for bad in ["10s", "8 fortnights", "30d"] {
+        for bad in ["0s", "8 fortnights", "30d"] {
             assert!(matches!(
                 sign_in(&sessions, &f, request(Some(bad)), Duration::from_secs(60), now),
                 Err(FeedError::Lifetime(_))

@@ -40,6 +40,8 @@ pub const WAIT: Duration = Duration::from_secs(5);
 #[derive(Clone, Default)]
 pub struct Upstream {
     pub seen: Arc<Mutex<HashMap<String, usize>>>,
+    /// The code of every EDNS option any query brought (to show what leaves the site).
+    pub options: Arc<Mutex<Vec<u16>>>,
     lookups: Arc<Mutex<std::collections::HashSet<(String, RecordType, u16)>>>,
 }
 
@@ -79,6 +81,10 @@ impl RequestHandler for Upstream {
         let info = request.request_info().unwrap();
         let name = info.query.name().to_string().to_lowercase();
         let qtype = info.query.query_type();
+        if let Some(edns) = &request.edns {
+            let codes = edns.options().options.iter().map(|(c, _)| u16::from(*c));
+            self.options.lock().unwrap().extend(codes);
+        }
         let lookup = (name.clone(), qtype, request.metadata.id);
         if self.lookups.lock().unwrap().insert(lookup) {
             *self.seen.lock().unwrap().entry(name.clone()).or_default() += 1;
