@@ -977,7 +977,9 @@ impl Store {
         while let Some(row) = rows.next().map_err(err)? {
             let id: i64 = row.get(0).map_err(err)?;
             let stored: Option<String> = row.get(1).map_err(err)?;
-            let seq: i64 = row.get(9).map_err(err)?;
+            // Past `id, hash`, CHAIN_SELECT's `purged, personal`, the personal columns.
+            let seq_col = 4 + PERSONAL_COLUMNS.split(',').count();
+            let seq: i64 = row.get(seq_col).map_err(err)?;
             let broken = |reason: String| Ok(Walk::Broken { id, seq, reason });
             if seq != head.seq + 1 {
                 return broken(format!(
@@ -992,8 +994,9 @@ impl Store {
             }
             if row.get::<_, bool>(2).map_err(err)? {
                 purged += 1;
-                let last_seen: String = row.get(11).map_err(err)?;
-                let categories: String = row.get(15).map_err(err)?;
+                // PUBLIC_COLUMNS: first_seen, last_seen, count, grp, qtype, categories…
+                let last_seen: String = row.get(seq_col + 2).map_err(err)?;
+                let categories: String = row.get(seq_col + 6).map_err(err)?;
                 if let Some(policy) = policy {
                     let due = rfc3339(policy.expiry(&categories, now));
                     if last_seen >= due {
@@ -1453,7 +1456,7 @@ mod tests {
             .unwrap();
             // Back to version 2: what the rows held before versions 3 and 4 existed.
             c.execute_batch(&format!(
-                "{V9_UNDO} {} {V6_UNDO} {V5_UNDO} {V4_UNDO} PRAGMA user_version = 3;",
+                "{V10_UNDO} {V9_UNDO} {} {V6_UNDO} {V5_UNDO} {V4_UNDO} PRAGMA user_version = 3;",
                 v7_undo()
             ))
             .unwrap();
@@ -1530,8 +1533,8 @@ mod tests {
     #[test]
     fn a_version_5_or_6_log_gets_its_busy_names_at_every_level() {
         for (version, undo) in [
-            (5, format!("{V9_UNDO} {} {V6_UNDO}", v7_undo())),
-            (6, format!("{V9_UNDO} {}", v7_undo())),
+            (5, format!("{V10_UNDO} {V9_UNDO} {} {V6_UNDO}", v7_undo())),
+            (6, format!("{V10_UNDO} {V9_UNDO} {}", v7_undo())),
         ] {
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("old.sqlite");
@@ -1586,6 +1589,8 @@ mod tests {
     }
 
     /// Takes a version 9 log back to version 8: no reviews from the fleet dashboard.
+    const V10_UNDO: &str = "DROP INDEX events_user; ALTER TABLE events DROP COLUMN mac; \
+         ALTER TABLE events DROP COLUMN user_name; ALTER TABLE events DROP COLUMN sources;";
     const V9_UNDO: &str = "DROP INDEX reviews_central; ALTER TABLE reviews DROP COLUMN central_id;";
 
     /// Takes a version 8 log back to version 7: sign-ins keyed by a plain rowid.
@@ -1624,7 +1629,7 @@ mod tests {
                 if from_v7 {
                     store
                         .conn()
-                        .execute_batch(&format!("{V9_UNDO} {V8_UNDO} PRAGMA user_version = 7;"))
+                        .execute_batch(&format!("{V10_UNDO} {V9_UNDO} {V8_UNDO} PRAGMA user_version = 7;"))
                         .unwrap();
                 }
             }
@@ -1678,7 +1683,7 @@ mod tests {
                 .execute_batch(&format!(
                     "INSERT INTO signins (at, user, client_ip, result) \
                      VALUES ('2026-01-01T00:00:00Z', 'lead', '10.0.0.1', 'ok'); \
-                     {V9_UNDO} {} {V6_UNDO} {V5_UNDO} {V4_UNDO} PRAGMA user_version = 3;",
+                     {V10_UNDO} {V9_UNDO} {} {V6_UNDO} {V5_UNDO} {V4_UNDO} PRAGMA user_version = 3;",
                     v7_undo()
                 ))
                 .unwrap();
@@ -1728,6 +1733,79 @@ mod tests {
         assert_eq!(report.recorded, Some(20));
         drop(store);
         assert!(Store::open(&path).is_ok(), "a migrated log opens again");
+    }
+
+    /// Who asked (MAC, user, where they came from) is hashed into the chain when it is
+    /// there: an edit to it breaks the chain; a row without it hashes as rows did
+    /// before the columns existed (the older releases' chains still verify).
+    #[test]
+    fn identity_is_in_the_chain_and_an_edit_to_it_is_caught() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("a.sqlite")).unwrap();
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let (key, mut with) = entry("who.test", t0, 1);
+        with.event.identity = super::super::Identity {
+            mac: Some("aa:bb:cc:dd:ee:01".into()),
+            user: Some("pupil7".into()),
+            sources: Some("mac: query; user: radius; group: user".into()),
+        };
+        let batch = vec![(key, with), entry("plain.test", t0, 1)];
+        store
+            .write_batch(&batch, &mut OpenRows::default(), WINDOW, t0, true)
+            .unwrap();
+        let intact = |store: &Store| {
+            matches!(
+                store.verify(None, SystemTime::now()).unwrap(),
+                Verification::Intact { rows: 2, .. }
+            )
+        };
+        assert!(intact(&store));
+        // The row without identity hashes exactly as the five personal columns did.
+        let (salt, client, name): (String, String, String) = store
+            .conn()
+            .query_row(
+                "SELECT salt, client_ip, name FROM events WHERE name = 'plain.test'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .unwrap();
+        let old = format!("{salt}\u{1f}{client}\u{1f}\u{0}\u{1f}{name}\u{1f}\u{0}");
+        let digest = super::super::outbox::Personal {
+            salt: Some(&salt),
+            client_ip: &client,
+            device: None,
+            name: &name,
+            cname: None,
+            mac: None,
+            user: None,
+            sources: None,
+        }
+        .digest();
+        assert_eq!(digest, hex::encode(Sha256::digest(old.as_bytes())));
+        for edit in [
+            "UPDATE events SET user_name = 'someone-else' WHERE name = 'who.test'",
+            "UPDATE events SET mac = NULL WHERE name = 'who.test'",
+            "UPDATE events SET sources = 'group: default' WHERE name = 'who.test'",
+        ] {
+            let saved: (Option<String>, Option<String>, Option<String>) = store
+                .conn()
+                .query_row(
+                    "SELECT mac, user_name, sources FROM events WHERE name = 'who.test'",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
+                .unwrap();
+            store.conn().execute(edit, []).unwrap();
+            assert!(!intact(&store), "{edit} goes unnoticed");
+            store
+                .conn()
+                .execute(
+                    "UPDATE events SET mac = ?1, user_name = ?2, sources = ?3 WHERE name = 'who.test'",
+                    params![saved.0, saved.1, saved.2],
+                )
+                .unwrap();
+            assert!(intact(&store));
+        }
     }
 
     fn entry(name: &str, first: SystemTime, count: u64) -> (Key, Pending) {
