@@ -26,6 +26,8 @@ const GROUPS: [&str; 3] = ["pupils", "staff", "guests"];
 const CLIENTS: [&str; 4] = ["10.0.0.1", "10.0.0.2", "10.0.0.3", "fd00::7"];
 /// Device names; one is another client's address.
 const DEVICES: [Option<&str>; 4] = [None, Some("ipad-1"), Some("ipad-2"), Some("10.0.0.2")];
+/// Signed-in users; a row's is fixed by its client and device (see [`user_of`]).
+const USERS: [Option<&str>; 3] = [None, Some("pupil7"), Some("jsmith")];
 const NAMES: [&str; 5] = ["a.test", "b.test", "c.test", "d.test", "*"];
 const CATEGORIES: [&str; 4] = ["adult", "gambling", "self-harm", "terrorism"];
 
@@ -79,6 +81,12 @@ fn row() -> impl Strategy<Value = Row> {
         )
 }
 
+/// The user signed in for a row: the same person on several devices, and devices with
+/// nobody signed in.
+fn user_of(r: &Row) -> Option<&'static str> {
+    USERS[(r.client + r.device) % USERS.len()]
+}
+
 /// Most rows span a few seconds; some reach across quarter hours.
 fn span() -> impl Strategy<Value = i64> {
     prop_oneof![3 => 0i64..60_000, 1 => 0i64..1_800_000]
@@ -113,10 +121,13 @@ fn filter() -> impl Strategy<Value = Filter> {
             prop::option::of(0..5usize),
             0..3u8,
         ),
-        prop::collection::vec(0..4usize, 0..3),
+        (
+            prop::collection::vec(0..4usize, 0..3),
+            prop::option::of(1..USERS.len()),
+        ),
     )
         .prop_map(
-            |((since, until, category), (group, client, review), any)| Filter {
+            |((since, until, category), (group, client, review), (any, user))| Filter {
                 since: since.map(time),
                 until: until.map(time),
                 category: category.map(|c| CATEGORIES[c].to_string()),
@@ -125,6 +136,7 @@ fn filter() -> impl Strategy<Value = Filter> {
                     4 => "ipad-1".to_string(),
                     c => CLIENTS[c].to_string(),
                 }),
+                user: user.and_then(|u| USERS[u]).map(str::to_string),
                 unreviewed: review == 1,
                 reviewed: review == 2,
                 any_category: any.into_iter().map(|c| CATEGORIES[c].to_string()).collect(),
@@ -142,8 +154,8 @@ fn store_with(rows: &[Row]) -> (tempfile::TempDir, Store) {
     for r in rows {
         c.execute(
             "INSERT INTO events (first_seen, last_seen, count, client_ip, device, grp, name, \
-             qtype, categories, locked, list, line, rule, response, outcome) \
-             VALUES (?1, ?1, 1, ?2, ?3, ?4, ?5, 'A', ?6, 0, 'l', 1, 'r', 'nxdomain', ?7)",
+             qtype, categories, locked, list, line, rule, response, outcome, user_name) \
+             VALUES (?1, ?1, 1, ?2, ?3, ?4, ?5, 'A', ?6, 0, 'l', 1, 'r', 'nxdomain', ?7, ?8)",
             params![
                 time(r.at_ms),
                 CLIENTS[r.client],
@@ -152,6 +164,7 @@ fn store_with(rows: &[Row]) -> (tempfile::TempDir, Store) {
                 NAMES[r.name],
                 CATEGORY_SETS[r.set],
                 if r.blocked { "blocked" } else { "allowed" },
+                user_of(r),
             ],
         )
         .unwrap();
@@ -167,8 +180,8 @@ fn store_with(rows: &[Row]) -> (tempfile::TempDir, Store) {
         }
         if r.purged {
             c.execute(
-                "UPDATE events SET purged = 1, client_ip = '', device = NULL, name = '' \
-                 WHERE id = ?1",
+                "UPDATE events SET purged = 1, client_ip = '', device = NULL, name = '', \
+                 user_name = NULL WHERE id = ?1",
                 [id],
             )
             .unwrap();
@@ -213,6 +226,9 @@ fn reference_where(filter: &Filter) -> (String, Vec<Value>) {
     }
     if let Some(group) = &filter.group {
         add("e.grp = ?", group.clone());
+    }
+    if let Some(user) = &filter.user {
+        add("e.user_name = ?", user.clone());
     }
     if filter.unreviewed {
         clauses.push("NOT EXISTS (SELECT 1 FROM reviews WHERE event_id = e.id)".to_string());

@@ -59,6 +59,10 @@ pub struct EventRow {
     pub count: i64,
     pub client_ip: String,
     pub device: Option<String>,
+    /// The device's MAC, the signed-in user, and where they came from, when known.
+    pub mac: Option<String>,
+    pub user: Option<String>,
+    pub sources: Option<String>,
     pub group: String,
     pub name: String,
     pub qtype: String,
@@ -81,7 +85,8 @@ pub struct EventRow {
 
 /// The columns of [`EventRow`] in CSV order.
 pub const CSV_HEADER: &str = "id,seq,first_seen,last_seen,count,client_ip,device,group,name,qtype,\
-categories,locked,list,line,rule,response,cname,outcome,hash,prev_hash,salt,review_outcome,review_by,review_at,review_note";
+categories,locked,list,line,rule,response,cname,outcome,hash,prev_hash,salt,review_outcome,review_by,review_at,review_note,\
+mac,user,identity_sources";
 
 impl EventRow {
     /// The row as one CSV line (RFC 4180 quoting).
@@ -113,6 +118,9 @@ impl EventRow {
             review.map(|r| r.by.clone()).unwrap_or_default(),
             review.map(|r| r.at.clone()).unwrap_or_default(),
             review.map(|r| r.note.clone()).unwrap_or_default(),
+            self.mac.clone().unwrap_or_default(),
+            self.user.clone().unwrap_or_default(),
+            self.sources.clone().unwrap_or_default(),
         ];
         fields
             .iter()
@@ -138,7 +146,7 @@ pub(crate) fn csv_field(field: &str) -> String {
 const SELECT_EVENTS: &str = "SELECT e.id, e.seq, e.first_seen, e.last_seen, e.count, e.client_ip, \
     e.device, e.grp, e.name, e.qtype, e.categories, e.locked, e.list, e.line, e.rule, e.response, \
     e.cname, e.outcome, e.hash, r.outcome, r.by, r.at, r.note, e.salt, \
-    (SELECT p.hash FROM events p WHERE p.seq = e.seq - 1) \
+    (SELECT p.hash FROM events p WHERE p.seq = e.seq - 1), e.mac, e.user_name, e.sources \
     FROM events e LEFT JOIN reviews r ON r.id = \
       (SELECT max(id) FROM reviews WHERE event_id = e.id)";
 
@@ -153,6 +161,9 @@ fn event_from_row(row: &Row<'_>) -> rusqlite::Result<EventRow> {
         count: row.get(4)?,
         client_ip: row.get(5)?,
         device: row.get(6)?,
+        mac: row.get(25)?,
+        user: row.get(26)?,
+        sources: row.get(27)?,
         group: row.get(7)?,
         name: row.get(8)?,
         qtype: row.get(9)?,

@@ -1,6 +1,6 @@
 //! How a [`Filter`] becomes index ranges over `events`, so that no read of the lead's
-//! scans the table: each filter picks the index whose leading column it fixes (device or
-//! address, then category set, then review, then group, else time alone), and every index ends in
+//! scans the table: each filter picks the index whose leading column it fixes (user,
+//! device or address, then category set, then review, then group, else time alone), and every index ends in
 //! `first_seen`, so the rows come newest first and a page stops after its last row.
 //!
 //! Reviewed rows (about 1%) have an index of their own, so a reviewed filter is read from
@@ -25,6 +25,8 @@ pub struct Filter {
     pub category: Option<String>,
     /// Client IP address or device name.
     pub client: Option<String>,
+    /// The signed-in user (`[identity]`), exactly as recorded.
+    pub user: Option<String>,
     pub group: Option<String>,
     pub unreviewed: bool,
     /// Only events with at least one review.
@@ -162,6 +164,9 @@ fn time_bounds(
 
 /// The filter's conditions checked on each row of a range.
 fn row_checks(filter: &Filter, params: &mut Params, checks: &mut Vec<String>) {
+    if let Some(user) = &filter.user {
+        checks.push(format!("e.user_name = {}", params.push(user.clone())));
+    }
     if let Some(client) = &filter.client {
         let c = params.push(client.clone());
         checks.push(format!("(e.client_ip = {c} OR e.device = {c})"));
@@ -197,6 +202,13 @@ fn row_checks(filter: &Filter, params: &mut Params, checks: &mut Vec<String>) {
 
 /// The index ranges that cover `filter`'s rows, each row in exactly one.
 fn ranges(store: &Store, filter: &Filter, params: &mut Params) -> Result<Vec<Range>, AuditError> {
+    // A person's rows across every device they used: the user's own index.
+    if let Some(user) = &filter.user {
+        return Ok(vec![Range {
+            index: "events_user",
+            equal: format!("e.user_name = {}", params.push(user.clone())),
+        }]);
+    }
     if let Some(client) = &filter.client {
         let c = params.push(client.clone());
         return Ok(vec![

@@ -112,6 +112,7 @@ fn split(filter: &Filter, grain: Grain) -> Option<Split> {
 /// group and category set, and `tally` by review state for row counts only).
 fn tallied(filter: &Filter, review_split: bool) -> bool {
     filter.client.is_none()
+        && filter.user.is_none()
         && filter.before.is_none()
         && (review_split || !(filter.unreviewed || filter.reviewed))
 }

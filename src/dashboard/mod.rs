@@ -369,6 +369,7 @@ fn to_filter(f: &pages::FilterForm, config: &Config) -> Result<CentralFilter, Pa
             until,
             category: some(&f.category),
             client: some(&f.device),
+            user: some(&f.user),
             group: some(&f.group),
             unreviewed,
             reviewed,
@@ -482,12 +483,33 @@ async fn event_detail(
         .filter(|e| e.id != id)
         .take(20)
         .collect();
+    // The same person's, on any device and (on the fleet dashboard) at any site.
+    let person: Vec<EventRow> = match &event.user {
+        None => Vec::new(),
+        Some(user) => {
+            let same_person = CentralFilter {
+                filter: Filter {
+                    user: Some(user.clone()),
+                    ..Filter::default()
+                },
+                site: None,
+            };
+            d.backend
+                .list(&scope, same_person, 21)
+                .await?
+                .into_iter()
+                .filter(|e| e.id != id || e.site != event.site)
+                .take(20)
+                .collect()
+        }
+    };
     let engine = d.engine();
     let serious = serious_categories(&engine.config);
     let view = pages::Detail {
         event: &event,
         reviews: &reviews,
         others: &others,
+        person: &person,
         serious: &serious,
         saved,
         tz: localtime::zone(&engine.config),

@@ -313,6 +313,9 @@ pub struct FilterForm {
     pub group: String,
     #[serde(default)]
     pub device: String,
+    /// The signed-in person, across every device they used.
+    #[serde(default)]
+    pub user: String,
     #[serde(default)]
     pub state: String,
     /// On the fleet dashboard: one site's events.
@@ -333,6 +336,7 @@ impl FilterForm {
             ("category", &self.category),
             ("group", &self.group),
             ("device", &self.device),
+            ("user", &self.user),
             ("state", &self.state),
             ("site", &self.site),
         ];
@@ -413,6 +417,7 @@ pub fn events(p: &EventsPage<'_>, org: &str, session: &Session) -> Markup {
                     }
                 }
                 div { label for="device" { "Device or address" } input id="device" name="device" value=(f.device); }
+                div { label for="user" { "User" } input id="user" name="user" value=(f.user); }
                 div { label for="state" { "Review" }
                     select id="state" name="state" {
                         option value="" selected[f.state.is_empty()] { "Any" }
@@ -447,7 +452,7 @@ fn event_table(rows: &[EventRow], serious: &[String], tz: Tz) -> Markup {
                 thead { tr {
                     th scope="col" { "When" }
                     @if fleet { th scope="col" { "Location" } }
-                    th scope="col" { "Device" } th scope="col" { "Group" }
+                    th scope="col" { "Device" } th scope="col" { "User" } th scope="col" { "Group" }
                     th scope="col" { "Site" } th scope="col" { "Category" } th scope="col" { "Times" }
                     th scope="col" { "Review" }
                 } }
@@ -456,6 +461,7 @@ fn event_table(rows: &[EventRow], serious: &[String], tz: Tz) -> Markup {
                         td { a href=(format!("/events/{}", e.id)) { (when(&e.first_seen, tz)) } }
                         @if fleet { td { (e.site.as_deref().unwrap_or("")) } }
                         td { (device(e)) }
+                        td { @if let Some(user) = &e.user { a href=(user_link(user)) { (user) } } }
                         td { (e.group) }
                         td { (e.name) }
                         td { (categories(&e.categories, serious)) }
@@ -485,6 +491,11 @@ fn review_state(review: Option<&ReviewState>) -> Markup {
     }
 }
 
+/// The events page filtered to one person's blocks on every device.
+fn user_link(user: &str) -> String {
+    format!("/events?user={}", urlencode(user))
+}
+
 fn device(e: &EventRow) -> String {
     match &e.device {
         Some(d) => format!("{d} ({})", e.client_ip),
@@ -501,6 +512,8 @@ pub(crate) struct Detail<'a> {
     pub event: &'a EventRow,
     pub reviews: &'a [ReviewState],
     pub others: &'a [EventRow],
+    /// The same person's other recent blocks, on any device (when a user is known).
+    pub person: &'a [EventRow],
     pub serious: &'a [String],
     pub saved: bool,
     /// The zone every time on the page is shown in (`[server] timezone`).
@@ -525,6 +538,11 @@ pub(crate) fn event_detail(d: &Detail<'_>, org: &str, session: &Session) -> Mark
                 dt { "Times" } dd { (e.count) }
                 dt { "Device" } dd { (opt(&e.device)) }
                 dt { "Address" } dd { (e.client_ip) }
+                dt { "MAC address" } dd { (opt(&e.mac)) }
+                dt { "User" } dd {
+                    @if let Some(user) = &e.user { a href=(user_link(user)) { (user) } } @else { "-" }
+                }
+                dt { "Identified by" } dd { (opt(&e.sources)) }
                 dt { "Group" } dd { (e.group) }
                 dt { "Site asked for" } dd { (e.name) }
                 dt { "Record type" } dd { (e.qtype) }
@@ -561,6 +579,10 @@ pub(crate) fn event_detail(d: &Detail<'_>, org: &str, session: &Session) -> Mark
             }
             h2 { "This device's other recent blocks" }
             (event_table(d.others, d.serious, d.tz))
+            @if let Some(user) = &e.user {
+                h2 { (user) "'s other recent blocks, on any device" }
+                (event_table(d.person, d.serious, d.tz))
+            }
         },
     )
 }

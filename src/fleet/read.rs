@@ -565,7 +565,8 @@ const SELECT_EVENTS: &str = "SELECT e.id, e.site, e.seq, e.first_seen, e.last_se
     e.client_ip, e.device, e.grp, e.name, e.qtype, e.categories, e.locked, e.list, e.line, \
     e.rule, e.response, e.cname, e.outcome, e.hash, e.salt, r.outcome, r.by, r.at, r.note, \
     CASE WHEN e.seq = 1 THEN repeat('0', 64) ELSE \
-      (SELECT p.hash FROM events p WHERE p.site = e.site AND p.seq = e.seq - 1 LIMIT 1) END";
+      (SELECT p.hash FROM events p WHERE p.site = e.site AND p.seq = e.seq - 1 LIMIT 1) END, \
+    e.mac, e.user_name, e.sources";
 
 /// Each row's latest review, if it has one.
 const LATEST_REVIEW: &str = "LEFT JOIN LATERAL (SELECT a.outcome, a.by, a.at, a.note \
@@ -583,6 +584,9 @@ fn event_from_row(row: &Row) -> EventRow {
         count: row.get(5),
         client_ip: row.get(6),
         device: row.get(7),
+        mac: row.get(26),
+        user: row.get(27),
+        sources: row.get(28),
         group: row.get(8),
         name: row.get(9),
         qtype: row.get(10),
@@ -701,6 +705,9 @@ async fn conditions(
     }
     if let Some(group) = &f.group {
         checks.push(format!("e.grp = {}", params.push(group.clone())));
+    }
+    if let Some(user) = &f.user {
+        checks.push(format!("e.user_name = {}", params.push(user.clone())));
     }
     if f.unreviewed {
         checks.push("NOT e.reviewed".to_string());
