@@ -204,3 +204,96 @@ async fn the_lead_reviews_a_block_and_an_admin_allows_a_site_in_a_browser() {
     browser.quit().await;
     stop_warden(warden.child);
 }
+
+/// A query from the trusted forwarder (127.0.0.1) for the device at `subnet` with
+/// `mac` (dnsmasq's raw `add-mac` option).
+async fn forwarded_query(dns: SocketAddr, name: &str, subnet: &str, mac: [u8; 6]) {
+    use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsOption};
+    let mut msg = query_message(name, RecordType::A, true);
+    let edns = msg.edns.as_mut().unwrap();
+    let subnet = ClientSubnet::new(subnet.parse().unwrap(), 32, 0);
+    edns.options_mut().insert(EdnsOption::Subnet(subnet));
+    edns.options_mut()
+        .insert(EdnsOption::Unknown(65001, mac.to_vec()));
+    udp_exchange(dns, &msg.to_vec().unwrap())
+        .await
+        .expect("an answer");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lead_filters_by_user_and_sees_the_user_and_mac_of_a_block() {
+    let (_upstream, upstream_addr, _token) = start_upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dashboard_config(dir.path(), upstream_addr);
+    // The router at 127.0.0.1 passes each device's address and MAC; a logon script
+    // signs pupils in through the feed.
+    let token = "browser-feed-token-0123456789abcdefghij";
+    std::fs::write(dir.path().join("feed.token"), token).unwrap();
+    let text = std::fs::read_to_string(&path).unwrap().replacen(
+        "[server]\n",
+        "[server]\ntrusted_forwarders = [\"127.0.0.1\"]\n",
+        1,
+    ) + "[[identity.feeds]]\nname = \"logon\"\ntoken_file = \"feed.token\"\n";
+    std::fs::write(&path, text).unwrap();
+    let warden = spawn_warden_full(&path, &[]);
+    let admin = warden.admin.expect("admin address logged");
+    let db = dir.path().join("data/audit.sqlite");
+
+    for address in ["10.1.1.7", "10.1.1.8"] {
+        let body = format!(r#"{{"user": "pupil7", "address": "{address}"}}"#);
+        let reply = tokio::task::block_in_place(|| {
+            common::dashboard::send("POST", admin, "/identity/signin", |r| {
+                r.header("Authorization", format!("Bearer {token}"))
+                    .header("Content-Type", "application/json")
+                    .body(body)
+            })
+        });
+        assert_eq!(reply.status, 200, "{}", reply.body);
+    }
+    // pupil7 on two devices, and someone else's block.
+    let ipad = [0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0x07];
+    let laptop = [0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0x08];
+    forwarded_query(warden.dns, "pupil.tracker.test.", "10.1.1.7", ipad).await;
+    forwarded_query(warden.dns, "laptop.tracker.test.", "10.1.1.8", laptop).await;
+    forwarded_query(warden.dns, "other.tracker.test.", "10.1.1.9", [0xaa, 0, 0, 0, 0, 9]).await;
+    for name in ["pupil.tracker.test", "laptop.tracker.test", "other.tracker.test"] {
+        wait_for_row(&db, name).await;
+    }
+
+    let browser = Browser::start().await;
+    let page = sign_in(&browser, admin, "lead", LEAD_PASSWORD).await;
+    assert!(page.contains("Overview"), "{page}");
+    browser.open(admin, "/events").await;
+    browser.type_into("#user", "pupil7").await;
+    browser.click_and_wait("form.filters button").await;
+    assert!(browser.url().await.contains("user=pupil7"));
+    let page = browser.text().await;
+    assert!(
+        page.contains("pupil.tracker.test")
+            && page.contains("laptop.tracker.test")
+            && !page.contains("other.tracker.test"),
+        "{page}"
+    );
+    browser
+        .click_and_wait("table.events tbody a[href^='/events/']")
+        .await;
+    let page = browser.text().await;
+    assert!(page.contains("Blocked: "), "{page}");
+    assert!(page.contains("User") && page.contains("pupil7"), "{page}");
+    assert!(
+        page.contains("aa:bb:cc:dd:ee:07") || page.contains("aa:bb:cc:dd:ee:08"),
+        "{page}"
+    );
+    assert!(page.contains("user from sign-in feed logon"), "{page}");
+    assert!(
+        page.contains("pupil7's other recent blocks, on any device"),
+        "{page}"
+    );
+    save_screenshot("event-user.png", &browser.screenshot().await);
+    // The user links to the person's blocks on every device.
+    browser.open(admin, "/events?user=nobody").await;
+    assert!(browser.text().await.contains("No events match"));
+
+    browser.quit().await;
+    stop_warden(warden.child);
+}

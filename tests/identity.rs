@@ -285,7 +285,7 @@ async fn a_trusted_forwarders_subnet_and_mac_choose_the_group_and_are_recorded()
         assert_eq!(row.device.as_deref(), Some("pupil-ipad"), "{row:?}");
         assert_eq!(row.group, "pupils");
         let sources = row.sources.as_deref().unwrap_or("");
-        assert!(sources.contains("mac: query") && sources.contains("group: mac"), "{row:?}");
+        assert!(sources.contains("MAC from forwarder") && sources.contains("group by MAC"), "{row:?}");
     }
     let lab_rows = rows_for(site.dir.path(), "sub.blocked.test", 1);
     assert_eq!(lab_rows.len(), 1, "{lab_rows:?}");
@@ -299,7 +299,7 @@ async fn a_trusted_forwarders_subnet_and_mac_choose_the_group_and_are_recorded()
             .sources
             .as_deref()
             .unwrap_or("")
-            .contains("address: client subnet from 127.0.0.1"),
+            .contains("address via forwarder 127.0.0.1"),
         "{lab_row:?}"
     );
     assert_eq!(rows_for(site.dir.path(), "tcp.blocked.test", 1)[0].client, "10.9.9.9");
@@ -425,7 +425,7 @@ async fn radius_accounting_from_radclient_signs_a_pupil_in_and_out() {
     );
     assert_eq!(row.mac.as_deref(), Some("aa:bb:cc:00:00:07"));
     let sources = row.sources.as_deref().unwrap_or("");
-    assert!(sources.contains("user: radius") && sources.contains("group: user"), "{row:?}");
+    assert!(sources.contains("user from RADIUS") && sources.contains("group by user"), "{row:?}");
 
     // A packet under the wrong secret is dropped (no answer) and counted.
     let forged = "User-Name = \"jsmith\", Acct-Status-Type = Start, \
@@ -484,7 +484,7 @@ async fn the_sign_in_feed_refuses_a_wrong_token_and_a_sign_in_ends_at_its_lifeti
     assert!(blocked(&ask_udp("127.0.0.6", dns, "f.blocked.test", Carry::default()).await));
     let rows = rows_for(site.dir.path(), "f.blocked.test", 1);
     assert_eq!(rows[0].user.as_deref(), Some("pupil7"), "{rows:?}");
-    assert!(rows[0].sources.as_deref().unwrap_or("").contains("user: signin:logon"));
+    assert!(rows[0].sources.as_deref().unwrap_or("").contains("user from sign-in feed logon"));
     // The lifetime runs out: the address is nobody's again (staff, allowed).
     assert!(eventually("127.0.0.6", dns, "blocked.test", allowed).await);
     assert!(signed.elapsed() >= Duration::from_secs(3), "not before its lifetime");

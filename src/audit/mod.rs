@@ -110,8 +110,8 @@ pub struct Identity {
     pub mac: Option<String>,
     /// The user signed in at the address.
     pub user: Option<String>,
-    /// Where the address, MAC, user and group came from, e.g. `mac: query; user:
-    /// radius; group: user`.
+    /// Where the address, MAC, user and group came from, e.g. `MAC from forwarder; user
+    /// from RADIUS accounting; group by user`.
     pub sources: Option<String>,
 }
 

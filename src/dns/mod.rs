@@ -744,15 +744,18 @@ impl<'a> QueryContext<'a> {
     fn identity(&self) -> Identity {
         let mut sources = Vec::new();
         if self.address != self.client.ip().to_canonical() {
-            sources.push(format!("address: client subnet from {}", self.client.ip()));
+            sources.push(format!(
+                "address via forwarder {} (client subnet)",
+                self.client.ip()
+            ));
         }
         if let Some((_, from)) = self.who.mac {
-            sources.push(format!("mac: {}", from.as_str()));
+            sources.push(from.describe().to_string());
         }
         if let Some(session) = &self.session {
-            sources.push(format!("user: {}", session.source));
+            sources.push(format!("user from {}", session.source.describe()));
         }
-        sources.push(format!("group: {}", self.who.group_from.as_str()));
+        sources.push(self.who.group_from.describe().to_string());
         Identity {
             mac: self.who.mac.map(|(mac, _)| mac.to_string()),
             user: self.session.as_ref().map(|s| s.user.clone()),

@@ -44,6 +44,17 @@ impl std::fmt::Display for Source {
     }
 }
 
+impl Source {
+    /// How the dashboard and the audit log say where a sign-in came from.
+    pub fn describe(&self) -> String {
+        match self {
+            Source::Radius => "RADIUS accounting".to_string(),
+            Source::Feed(name) => format!("sign-in feed {name}"),
+            Source::File => "sessions file".to_string(),
+        }
+    }
+}
+
 /// One person signed in at one address.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Session {

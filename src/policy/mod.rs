@@ -170,22 +170,24 @@ pub enum GroupFrom {
 }
 
 impl MacFrom {
-    pub fn as_str(self) -> &'static str {
+    /// As the audit log says it: "MAC from …".
+    pub fn describe(self) -> &'static str {
         match self {
-            MacFrom::Query => "query",
-            MacFrom::Lease => "lease",
-            MacFrom::SignIn => "signin",
+            MacFrom::Query => "MAC from forwarder",
+            MacFrom::Lease => "MAC from DHCP lease",
+            MacFrom::SignIn => "MAC from sign-in",
         }
     }
 }
 
 impl GroupFrom {
-    pub fn as_str(self) -> &'static str {
+    /// As the audit log says it: "group by …".
+    pub fn describe(self) -> &'static str {
         match self {
-            GroupFrom::User => "user",
-            GroupFrom::Mac => "mac",
-            GroupFrom::Address => "address",
-            GroupFrom::Default => "default",
+            GroupFrom::User => "group by user",
+            GroupFrom::Mac => "group by MAC",
+            GroupFrom::Address => "group by address",
+            GroupFrom::Default => "default group",
         }
     }
 }
