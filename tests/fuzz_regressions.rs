@@ -38,3 +38,8 @@ fn query_packet_inputs() {
 fn edns_identity_inputs() {
     replay("edns_identity", warden::fuzzing::edns_identity);
 }
+
+#[test]
+fn radius_accounting_inputs() {
+    replay("radius_accounting", warden::fuzzing::radius_accounting);
+}

@@ -187,7 +187,7 @@ fn read_attribute(accounting: &mut Accounting, kind: u8, value: &[u8]) {
 }
 
 /// `MD5(Code ‖ Identifier ‖ Length ‖ 16 zero octets ‖ Attributes ‖ Secret)` (RFC 2866 §3).
-fn request_authenticator(packet: &[u8], secret: &[u8]) -> [u8; 16] {
+pub(crate) fn request_authenticator(packet: &[u8], secret: &[u8]) -> [u8; 16] {
     let mut md5 = Md5::new();
     md5.update(&packet[..4]);
     md5.update([0u8; 16]);
