@@ -220,6 +220,16 @@ pub struct CheckArgs {
     /// Decide as for this client address (its group; default: the default group).
     #[arg(long)]
     pub client: Option<std::net::IpAddr>,
+    /// Decide as for this device MAC (`[[clients]] mac` entries).
+    #[arg(long)]
+    pub mac: Option<crate::config::Mac>,
+    /// Decide as for this signed-in user: their group by `[[users_to_groups]]`, from the
+    /// directory file's groups and any given with `--groups`.
+    #[arg(long)]
+    pub user: Option<String>,
+    /// The user's directory groups, comma-separated, as a sign-in would carry them.
+    #[arg(long, requires = "user", value_delimiter = ',')]
+    pub groups: Vec<String>,
     /// Decide as at this time: "2026-11-23T10:00" (local, in the configured time zone) or RFC
     /// 3339 with an offset (default: now).
     #[arg(long)]
@@ -943,13 +953,29 @@ fn check(args: CheckArgs) -> Result<ExitCode> {
         Some(text) => parse_at(text, policy.tz)?,
         None => chrono::Utc::now(),
     };
-    let who = match args.client {
-        Some(ip) => policy.who(ip),
-        None => policy.default_who(),
+    let session = args.user.as_ref().map(|user| crate::identity::Session {
+        user: user.clone(),
+        groups: args.groups.iter().map(|g| g.trim().to_string()).collect(),
+        mac: None,
+        until: std::time::SystemTime::now() + std::time::Duration::from_secs(60),
+        source: crate::identity::Source::File,
+    });
+    let who = match (args.client, args.mac, &session) {
+        (None, None, None) => policy.default_who(),
+        (client, mac, session) => policy.identify(&crate::policy::Seen {
+            // Without an address, one no `[[clients]] cidr` entry can hold.
+            address: client.unwrap_or(std::net::IpAddr::from([0, 0, 0, 0])),
+            mac,
+            session: session.as_ref(),
+        }),
     };
     let (active, open) = policy.active_at(who.group, at);
-    let context =
-        (args.client.is_some() || args.at.is_some()).then_some(CheckContext { who, open: &open });
+    let asked_for_someone = args.client.is_some() || args.mac.is_some() || args.user.is_some();
+    let context = (asked_for_someone || args.at.is_some()).then_some(CheckContext {
+        who,
+        open: &open,
+        user: args.user.as_deref().map(|u| (u, policy.directory_groups(u))),
+    });
     let checker = Checker {
         engine: &engine,
         who,
@@ -1041,6 +1067,7 @@ impl Checker<'_> {
     ) -> String {
         let mut value = check_json(self.engine, name, verdict);
         value["group"] = self.who.group.name.clone().into();
+        value["group_by"] = self.who.group_from.describe().into();
         if let Some(kind) = special {
             value["verdict"] = "blocked".into();
             value["categories"] = serde_json::json!([crate::policy::CIRCUMVENTION]);
@@ -1089,11 +1116,19 @@ impl Checker<'_> {
 struct CheckContext<'a> {
     who: crate::policy::Who<'a>,
     open: &'a [&'a crate::policy::schedule::Window],
+    /// `--user`: the name, and their groups in the directory file.
+    user: Option<(&'a str, &'a [String])>,
 }
 
 impl CheckContext<'_> {
     fn suffix(&self, blocked_by: Option<crate::filter::CategorySet>) -> String {
         let mut text = format!("\tgroup {}", self.who.group.name);
+        if let Some((user, listed)) = self.user {
+            text.push_str(&format!(" ({})\tuser {user}", self.who.group_from.describe()));
+            if !listed.is_empty() {
+                text.push_str(&format!(" (directory: {})", listed.join(", ")));
+            }
+        }
         let deciding: Vec<&str> = self
             .open
             .iter()

@@ -514,3 +514,47 @@ async fn the_sign_in_feed_refuses_a_wrong_token_and_a_sign_in_ends_at_its_lifeti
     }
     assert!(allowed(&ask_udp("127.0.0.9", dns, "blocked.test", Carry::default()).await));
 }
+
+/// `warden check` for a person and a device, as the issue's `--client --user` asks.
+fn check(config: &Path, args: &[&str]) -> (i32, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_warden"))
+        .arg("check")
+        .args(["--config", config.to_str().unwrap()])
+        .args(args)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    (out.status.code().unwrap_or(-1), text + &String::from_utf8_lossy(&out.stderr))
+}
+
+#[test]
+fn warden_check_shows_the_decision_for_a_person_and_a_device() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_site(
+        dir.path(),
+        "127.0.0.1:1".parse().unwrap(),
+        "[identity]\ndirectory = \"directory.csv\"\n",
+    );
+    let (code, out) = check(&config, &["--client", "10.0.1.5", "--user", "pupil7", "blocked.test"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("blocked") && out.contains("group pupils (group by user)")
+            && out.contains("user pupil7 (directory: Year 7, Pupils)"),
+        "{out}"
+    );
+    let (code, out) = check(&config, &["--client", "10.0.1.5", "--user", "jsmith", "blocked.test"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("allowed") && out.contains("group staff"), "{out}");
+    // Someone the directory does not know, with the groups a sign-in would carry.
+    let (code, out) = check(&config, &["--user", "newpupil", "--groups", "Year 7", "blocked.test"]);
+    assert_eq!(code, 1, "{out}");
+    // A device by its MAC; the locked list for everyone.
+    let (code, out) = check(&config, &["--mac", "aa:bb:cc:dd:ee:01", "blocked.test"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("group pupils"), "{out}");
+    let (code, out) = check(&config, &["--user", "jsmith", "locked.test"]);
+    assert_eq!(code, 1, "{out}");
+    let (code, out) = check(&config, &["--mac", "not-a-mac", "blocked.test"]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("MAC"), "{out}");
+}
