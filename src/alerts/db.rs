@@ -15,7 +15,7 @@ use crate::audit::{rfc3339, AuditError, Store};
 
 /// The event columns a [`Sighting`] is read from, in its field order.
 const SIGHTING_COLUMNS: &str =
-    "id, first_seen, client_ip, device, grp, name, categories, list, rule, count";
+    "id, first_seen, client_ip, device, grp, name, categories, list, rule, count, mac, user_name";
 
 fn sighting(row: &rusqlite::Row<'_>) -> rusqlite::Result<Sighting> {
     Ok(Sighting {
@@ -29,6 +29,8 @@ fn sighting(row: &rusqlite::Row<'_>) -> rusqlite::Result<Sighting> {
         list: row.get(7)?,
         rule: row.get(8)?,
         count: row.get(9)?,
+        mac: row.get(10)?,
+        user: row.get(11)?,
     })
 }
 

@@ -217,6 +217,8 @@ mod tests {
             list: "ctiru".into(),
             rule: name.into(),
             count: 1,
+            mac: None,
+            user: None,
         }
     }
 

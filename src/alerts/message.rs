@@ -139,6 +139,9 @@ impl Message {
             self.device_words(s),
             s.group
         ));
+        if let Some(user) = &s.user {
+            out.push_str(&format!("Signed in as:      {user}\n"));
+        }
         // A hashed list's entry says nothing to a reader (and is hashed so the list's
         // contents stay unreadable): name the list only.
         let entry = if s.rule.starts_with("sha256:") || s.rule == s.name {
@@ -235,11 +238,14 @@ impl Message {
         )
     }
 
-    /// `ipad-3 (address 10.0.0.7)`, or `the device at 10.0.0.7`.
+    /// `ipad-3 (address 10.0.0.7)`, or `the device at 10.0.0.7`, with the MAC when
+    /// known: `ipad-3 (address 10.0.0.7, MAC aa:bb:cc:dd:ee:01)`.
     fn device_words(&self, s: &Sighting) -> String {
-        match &s.device {
-            Some(device) => format!("{device} (address {})", s.client),
-            None => format!("the device at {}", s.client),
+        match (&s.device, &s.mac) {
+            (Some(device), Some(mac)) => format!("{device} (address {}, MAC {mac})", s.client),
+            (Some(device), None) => format!("{device} (address {})", s.client),
+            (None, Some(mac)) => format!("the device at {} (MAC {mac})", s.client),
+            (None, None) => format!("the device at {}", s.client),
         }
     }
 
@@ -255,6 +261,8 @@ impl Message {
                     "time": s.time,
                     "client_ip": s.client,
                     "device": s.device,
+                    "mac": s.mac,
+                    "user": s.user,
                     "group": s.group,
                     "name": s.name,
                     "categories": s.categories,
@@ -271,6 +279,8 @@ impl Message {
             "category": self.key.category,
             "client_ip": self.key.client,
             "device": first.and_then(|s| s.device.clone()),
+            "mac": first.and_then(|s| s.mac.clone()),
+            "user": first.and_then(|s| s.user.clone()),
             "group": first.map(|s| s.group.clone()),
             "subject": self.subject(),
             "text": self.text(wording),
@@ -356,7 +366,23 @@ mod tests {
             list: "ctiru".into(),
             rule: name.into(),
             count: 2,
+            mac: None,
+            user: None,
         }
+    }
+
+    #[test]
+    fn an_alert_names_the_signed_in_user_and_the_mac_when_known() {
+        let mut s = sighting(7, "bad.test");
+        s.mac = Some("aa:bb:cc:dd:ee:01".into());
+        s.user = Some("pupil7".into());
+        let message = Message::alert(Key::new("10.0.0.7", "terrorism"), s);
+        let text = message.text(&wording());
+        assert!(text.contains("ipad-3 (address 10.0.0.7, MAC aa:bb:cc:dd:ee:01)"), "{text}");
+        assert!(text.contains("Signed in as:      pupil7"), "{text}");
+        let json = message.json(&wording());
+        assert_eq!(json["user"], "pupil7");
+        assert_eq!(json["events"][0]["mac"], "aa:bb:cc:dd:ee:01");
     }
 
     fn wording() -> Wording {

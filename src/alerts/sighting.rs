@@ -12,6 +12,9 @@ pub struct Sighting {
     pub time: String,
     pub client: String,
     pub device: Option<String>,
+    /// The device's MAC and the signed-in user, when known.
+    pub mac: Option<String>,
+    pub user: Option<String>,
     pub group: String,
     pub name: String,
     pub categories: String,
