@@ -89,9 +89,18 @@ struct Site {
 }
 
 async fn site(identity: &str) -> Site {
+    site_with("", identity).await
+}
+
+/// A site with more `[server]` settings (`server`) and `[identity]` ones.
+async fn site_with(server: &str, identity: &str) -> Site {
     let (upstream, addr, stop) = start_upstream().await;
     let dir = tempfile::tempdir().unwrap();
     let config = write_site(dir.path(), addr, identity);
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replacen("[server]\n", &format!("[server]\n{server}"), 1);
+    std::fs::write(&config, text).unwrap();
     let warden = tokio::task::spawn_blocking(move || common::spawn_warden_full(&config, &[]))
         .await
         .unwrap();
@@ -557,4 +566,73 @@ fn warden_check_shows_the_decision_for_a_person_and_a_device() {
     let (code, out) = check(&config, &["--mac", "not-a-mac", "blocked.test"]);
     assert_eq!(code, 2, "{out}");
     assert!(out.contains("MAC"), "{out}");
+}
+
+/// Send `bytes` on a TCP connection from `source`, then read one framed answer (or
+/// `None` if the connection is closed or silent for 8 s).
+async fn tcp_raw(source: &str, server: SocketAddr, bytes: &[u8]) -> Option<Message> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket
+        .bind(SocketAddr::new(source.parse().unwrap(), 0))
+        .unwrap();
+    let mut stream = tokio::time::timeout(WAIT, socket.connect(server))
+        .await
+        .unwrap()
+        .unwrap();
+    stream.write_all(bytes).await.ok()?;
+    let read = async {
+        let len = stream.read_u16().await.ok()?;
+        let mut answer = vec![0u8; usize::from(len)];
+        stream.read_exact(&mut answer).await.ok()?;
+        Message::from_vec(&answer).ok()
+    };
+    tokio::time::timeout(Duration::from_secs(8), read).await.ok()?
+}
+
+fn framed(name: &str) -> Vec<u8> {
+    let bytes = common::query_message(name, RecordType::A, true).to_vec().unwrap();
+    let mut out = (bytes.len() as u16).to_be_bytes().to_vec();
+    out.extend_from_slice(&bytes);
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_load_balancers_proxy_header_names_the_client_and_is_required_from_it() {
+    let site = site_with("proxy_protocol = [\"127.0.0.3\"]\n", "").await;
+    let dns = site.warden.dns;
+    let header = |client: &str| {
+        warden::dns::proxy::header_for(client.parse().unwrap(), dns)
+    };
+    // Through the balancer, the lab PC (10.9.9.9, the pupils' group) is blocked, and
+    // the audit row names it, and the balancer.
+    let mut bytes = header("10.9.9.9:40000");
+    bytes.extend_from_slice(&framed("p.blocked.test"));
+    let answer = tcp_raw("127.0.0.3", dns, &bytes).await.expect("an answer");
+    assert!(blocked(&answer), "{answer:?}");
+    let rows = rows_for(site.dir.path(), "p.blocked.test", 1);
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(
+        (rows[0].client.as_str(), rows[0].device.as_deref()),
+        ("10.9.9.9", Some("lab-pc"))
+    );
+    assert!(
+        rows[0].sources.as_deref().unwrap_or("").contains("address via proxy 127.0.0.3"),
+        "{rows:?}"
+    );
+    // Another client through it: staff, allowed.
+    let mut bytes = header("10.1.2.3:40001");
+    bytes.extend_from_slice(&framed("blocked.test"));
+    let answer = tcp_raw("127.0.0.3", dns, &bytes).await.expect("an answer");
+    assert!(allowed(&answer), "{answer:?}");
+    // From the balancer without a header: closed unanswered.
+    assert!(tcp_raw("127.0.0.3", dns, &framed("blocked.test")).await.is_none());
+    // From anyone else a header is not one: it claims nothing, and gets no answer.
+    let mut bytes = header("10.9.9.9:40002");
+    bytes.extend_from_slice(&framed("q.blocked.test"));
+    assert!(tcp_raw("127.0.0.2", dns, &bytes).await.is_none());
+    // …while their ordinary queries are answered as theirs (staff).
+    let answer = tcp_raw("127.0.0.2", dns, &framed("blocked.test")).await.expect("an answer");
+    assert!(allowed(&answer), "{answer:?}");
+    assert!(read_rows(site.dir.path(), "q.blocked.test").is_empty());
 }

@@ -26,6 +26,7 @@ pub mod answer;
 pub mod cache;
 pub mod client_id;
 pub mod limit;
+pub mod proxy;
 pub mod server;
 pub mod tasks;
 pub mod tcp;
@@ -138,6 +139,12 @@ impl Handler {
     /// fast path declines). `None` means "send nothing" (an over-limit query with
     /// `action = "drop"`).
     pub async fn resolve(&self, request: &Request) -> Option<Reply> {
+        self.resolve_via(request, None).await
+    }
+
+    /// [`Handler::resolve`] for a query a load balancer at `via` passed on (PROXY
+    /// protocol: `request`'s source is the client it named).
+    pub(crate) async fn resolve_via(&self, request: &Request, via: Option<IpAddr>) -> Option<Reply> {
         // 0. Only clients on our networks, each within its rate (a trusted forwarder's
         //    clients each within their own).
         let engine = self.engine.load_full();
@@ -162,6 +169,7 @@ impl Handler {
         }
         let asked = Asked {
             client: request.src(),
+            via,
             carried,
             qname: query.original().name(),
             qtype: query.query_type(),
@@ -655,6 +663,8 @@ impl<'b, 'm> ListBlock<'b, 'm> {
 /// the device behind it), the name as sent, the type, and over what.
 struct Asked<'a> {
     client: SocketAddr,
+    /// The load balancer that named `client` (PROXY protocol), if one did.
+    via: Option<IpAddr>,
     carried: Carried,
     qname: &'a Name,
     qtype: RecordType,
@@ -671,6 +681,7 @@ impl<'a> Asked<'a> {
     ) -> Asked<'a> {
         Asked {
             client,
+            via: None,
             carried,
             qname,
             qtype: query.record_type(),
@@ -691,6 +702,8 @@ struct QueryContext<'a> {
     address: IpAddr,
     /// Who is signed in at `address`, if anyone.
     session: Option<Arc<Session>>,
+    /// The load balancer that passed the query on, if one did.
+    via: Option<IpAddr>,
     who: Who<'a>,
     active: CategorySet,
     qname: &'a Name,
@@ -729,6 +742,7 @@ impl<'a> QueryContext<'a> {
             client: asked.client,
             address,
             session,
+            via: asked.via,
             active: engine.policy.active(who.group, at),
             who,
             qname: asked.qname,
@@ -743,6 +757,9 @@ impl<'a> QueryContext<'a> {
     /// MAC, the signed-in user, and where each came from.
     fn identity(&self) -> Identity {
         let mut sources = Vec::new();
+        if let Some(proxy) = self.via {
+            sources.push(format!("address via proxy {proxy} (PROXY protocol)"));
+        }
         if self.address != self.client.ip().to_canonical() {
             sources.push(format!(
                 "address via forwarder {} (client subnet)",
@@ -831,7 +848,33 @@ impl RequestHandler for Handler {
         request: &Request,
         responder: R,
     ) -> ResponseInfo {
-        let reply = self.resolve(request).await;
+        self.respond(request, None, responder).await
+    }
+}
+
+impl Handler {
+    /// Whether TCP connections from `peer` must start with a PROXY protocol header
+    /// (`[server] proxy_protocol`, as the serving snapshot has it).
+    pub(crate) fn expects_proxy_header(&self, peer: IpAddr) -> bool {
+        let peer = peer.to_canonical();
+        let engine = self.engine.load();
+        engine
+            .config
+            .server
+            .proxy_protocol
+            .iter()
+            .any(|net| net.0.contains(&peer))
+    }
+
+    /// Answer `request` (passed on by the load balancer at `via`, if any) through
+    /// `responder`, counting it.
+    pub(crate) async fn respond<R: ResponseHandler>(
+        &self,
+        request: &Request,
+        via: Option<IpAddr>,
+        responder: R,
+    ) -> ResponseInfo {
+        let reply = self.resolve_via(request, via).await;
         let qtype = request.request_info().ok().map(|i| i.query.query_type());
         let outcome = reply
             .as_ref()

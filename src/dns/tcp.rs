@@ -30,12 +30,11 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use hickory_server::net::runtime::TokioTime;
 use hickory_server::net::xfer::Protocol;
 use hickory_server::net::NetError;
 use hickory_server::proto::op::MessageType;
 use hickory_server::proto::rr::Record;
-use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
+use hickory_server::server::{Request, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponse;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::OwnedReadHalf;
@@ -45,7 +44,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::limit::{ConnectionId, ConnectionLimits, ConnectionTable, IdleCheck};
 use super::tasks::Tasks;
-use super::{wire, Handler};
+use super::{proxy, wire, Handler};
 use crate::config::ServerConfig;
 use crate::config::{DEFAULT_TCP_CONNECTIONS, DEFAULT_TCP_CONNECTIONS_PER_CLIENT};
 use crate::policy::clients::device_key;
@@ -147,34 +146,99 @@ pub async fn serve(
                 }
             },
         };
-        let close = stop.child_token();
-        let client = client_of(peer);
-        let admitted = table.lock().admit(client, close.clone(), Instant::now());
+        let ways = Ways {
+            table: table.clone(),
+            tasks: tasks.clone(),
+            stop: stop.clone(),
+        };
+        if handler.expects_proxy_header(peer.ip()) {
+            // A load balancer: its header names the client, which the limits then
+            // count (read in a task of its own, so a slow balancer holds up no one).
+            let handler = handler.clone();
+            tasks.spawn(async move {
+                if let Some((stream, client)) = read_proxy_header(stream, peer).await {
+                    ways.admit(stream, client, Some(peer.ip()), handler);
+                }
+            });
+            continue;
+        }
+        ways.admit(stream, peer, None, handler.clone());
+    }
+}
+
+/// What admitting a connection needs: the table of open connections, the server's
+/// tasks and its stop.
+struct Ways {
+    table: Arc<Table>,
+    tasks: Tasks,
+    stop: CancellationToken,
+}
+
+impl Ways {
+    /// Admit the connection of `client` (passed on by the balancer at `via`, if any)
+    /// within the limits, and serve it in a task; or close it at once.
+    fn admit(self, stream: TcpStream, client: SocketAddr, via: Option<IpAddr>, handler: Arc<Handler>) {
+        let close = self.stop.child_token();
+        let key = client_of(client);
+        let admitted = self.table.lock().admit(key, close.clone(), Instant::now());
         let id = match admitted {
             Ok(admitted) => {
                 if admitted.evicted > 0 {
-                    tracing::debug!(%client, closed = admitted.evicted, "idle TCP connections closed to make room");
+                    tracing::debug!(client = %key, closed = admitted.evicted, "idle TCP connections closed to make room");
                 }
                 admitted.id
             }
             Err(refusal) => {
-                tracing::debug!(%client, %refusal, "TCP connection refused");
+                tracing::debug!(client = %key, %refusal, "TCP connection refused");
                 drop(stream);
-                continue;
+                return;
             }
         };
         let conn = Conn {
-            table: table.clone(),
+            table: self.table,
             id,
-            peer,
+            peer: client,
+            via,
             close,
-            tasks: tasks.clone(),
+            tasks: self.tasks.clone(),
         };
-        let handler = handler.clone();
-        tasks.spawn(async move {
+        self.tasks.spawn(async move {
             conn.serve(stream, handler).await;
         });
     }
+}
+
+/// Read the PROXY protocol v2 header a balancer at `peer` must send first (within
+/// [`MESSAGE_TIMEOUT`]): the stream and the client it names (the balancer itself for a
+/// `LOCAL` health check), or `None` (the connection is dropped) for a missing, slow or
+/// malformed header.
+async fn read_proxy_header(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+) -> Option<(TcpStream, SocketAddr)> {
+    let read = async {
+        let mut fixed = [0u8; proxy::FIXED];
+        stream.read_exact(&mut fixed).await.ok()?;
+        let length = match proxy::rest_len(&fixed) {
+            Ok(length) => length,
+            Err(error) => {
+                tracing::warn!(%peer, %error, "[server] proxy_protocol: connection without a valid header closed");
+                return None;
+            }
+        };
+        let mut rest = vec![0u8; length];
+        stream.read_exact(&mut rest).await.ok()?;
+        match proxy::parse(&fixed, &rest) {
+            Ok(proxy::Header::Local) => Some(peer),
+            Ok(proxy::Header::Proxied(client)) => Some(client),
+            Err(error) => {
+                tracing::warn!(%peer, %error, "[server] proxy_protocol: connection without a valid header closed");
+                None
+            }
+        }
+    };
+    let client = tokio::time::timeout(MESSAGE_TIMEOUT, read).await.ok()??;
+    Some((stream, client))
 }
 
 /// One admitted connection: its place in the table, the token that closes it
@@ -183,7 +247,10 @@ pub async fn serve(
 struct Conn {
     table: Arc<Table>,
     id: ConnectionId,
+    /// The client: the peer, or the one a load balancer's PROXY header named.
     peer: SocketAddr,
+    /// The load balancer, if the connection came through one.
+    via: Option<IpAddr>,
     close: CancellationToken,
     tasks: Tasks,
 }
@@ -208,11 +275,9 @@ impl Conn {
                 permit = in_flight.clone().acquire_owned() => permit.ok(),
             };
             let last = permit.is_none();
-            let (handler, tx) = (handler.clone(), tx.clone());
+            let (handler, tx, via) = (handler.clone(), tx.clone(), self.via);
             self.tasks.spawn(async move {
-                handler
-                    .handle_request::<_, TokioTime>(&request, Answer { tx })
-                    .await;
+                handler.respond(&request, via, Answer { tx }).await;
                 drop((permit, busy));
             });
             if last {
