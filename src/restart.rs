@@ -106,7 +106,9 @@ impl Diff {
             sessions_file,
             radius,
             feeds: _,
+            state_file,
         } = started;
+        self.check("[identity] state_file", state_file, &new.state_file);
         self.check(
             "[identity] session_lifetime",
             session_lifetime,

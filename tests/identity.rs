@@ -522,6 +522,22 @@ async fn the_sign_in_feed_refuses_a_wrong_token_and_a_sign_in_ends_at_its_lifeti
         assert_eq!(reply.0, 400, "{bad}: {reply:?}");
     }
     assert!(allowed(&ask_udp("127.0.0.9", dns, "blocked.test", Carry::default()).await));
+
+    // A restart keeps who is signed in (the state file), so the pupil stays a pupil.
+    let kept = r#"{"user": "pupil7", "address": "127.0.0.10", "lifetime": "1h"}"#;
+    let reply = tokio::task::block_in_place(|| post_feed(&site, "/identity/signin", FEED_TOKEN, kept));
+    assert_eq!(reply.0, 200, "{reply:?}");
+    assert!(blocked(&ask_udp("127.0.0.10", dns, "blocked.test", Carry::default()).await));
+    let mut site = site;
+    let old = std::mem::replace(&mut site.warden.child, std::process::Command::new("true").spawn().unwrap());
+    assert!(common::stop_warden(old).success());
+    let config = site.dir.path().join("warden.toml");
+    site.warden = tokio::task::spawn_blocking(move || common::spawn_warden_full(&config, &[]))
+        .await
+        .unwrap();
+    let dns = site.warden.dns;
+    assert!(blocked(&ask_udp("127.0.0.10", dns, "blocked.test", Carry::default()).await));
+    assert!(allowed(&ask_udp("127.0.0.8", dns, "blocked.test", Carry::default()).await));
 }
 
 /// `warden check` for a person and a device, as the issue's `--client --user` asks.

@@ -36,6 +36,22 @@ pub struct IdentityConfig {
     /// own token, posting to the admin listener's `/identity/signin`.
     #[serde(default)]
     pub feeds: Vec<FeedConfig>,
+    /// Where the sign-ins are kept across a restart (readable by Warden only), so a
+    /// restart does not put everyone back in their device's group until the next
+    /// RADIUS update or feed post.
+    #[serde(default = "default_state_file")]
+    pub state_file: PathBuf,
+}
+
+impl IdentityConfig {
+    /// Whether anything feeds sign-ins (RADIUS, a feed, a sessions file).
+    pub fn has_sources(&self) -> bool {
+        self.radius.is_some() || !self.feeds.is_empty() || self.sessions_file.is_some()
+    }
+}
+
+fn default_state_file() -> PathBuf {
+    PathBuf::from("data/signins.json")
 }
 
 impl Default for IdentityConfig {
@@ -46,6 +62,7 @@ impl Default for IdentityConfig {
             sessions_file: None,
             radius: None,
             feeds: Vec::new(),
+            state_file: default_state_file(),
         }
     }
 }

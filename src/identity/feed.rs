@@ -190,48 +190,78 @@ fn session_line(line: &str) -> Result<(IpAddr, Session), String> {
 /// How often the sessions file is looked at, and expired sign-ins swept.
 pub const WATCH_EVERY: Duration = Duration::from_secs(1);
 
-/// Keep the sign-ins from the sessions file in step with it until `stop`: re-read when
-/// its size or modification time changes (and once at start); a file that disappears
-/// ends its sign-ins. Expired sign-ins of every source are swept as it goes, and the
-/// count of sign-ins held is kept in `/metrics`.
-pub async fn watch_sessions_file(
-    path: Option<PathBuf>,
-    sessions: Arc<Sessions>,
-    metrics: Arc<crate::metrics::Metrics>,
-    stop: tokio_util::sync::CancellationToken,
-) {
-    let mut seen: Option<(u64, Option<SystemTime>)> = None;
-    let mut interval = tokio::time::interval(WATCH_EVERY);
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = interval.tick() => {}
-        }
-        let now = SystemTime::now();
-        sessions.expire(now);
-        metrics.signed_in(sessions.len());
-        let Some(path) = &path else { continue };
-        let stamp = std::fs::metadata(path).ok().map(|m| (m.len(), m.modified().ok()));
-        if stamp == seen {
-            continue;
-        }
-        seen = stamp;
-        let (entries, problems) = match stamp {
-            None => (Vec::new(), Vec::new()),
-            Some(_) => match read_sessions_file(path, now) {
-                Ok(read) => read,
-                Err(error) => {
-                    tracing::warn!(path = %path.display(), %error, "[identity] sessions_file unreadable: its sign-ins are kept as they were");
-                    continue;
+/// The sign-ins' housekeeping, every [`WATCH_EVERY`]: expired sign-ins swept, the
+/// sessions file followed, the state file written when the sign-ins changed, the count
+/// kept in `/metrics`.
+pub struct Watch {
+    pub sessions_file: Option<PathBuf>,
+    /// Where the sign-ins are kept across a restart (`None`: nothing feeds them).
+    pub state_file: Option<PathBuf>,
+    pub sessions: Arc<Sessions>,
+    pub metrics: Arc<crate::metrics::Metrics>,
+}
+
+impl Watch {
+    /// Run until `stop`; the state is written once more on the way out.
+    pub async fn run(self, stop: tokio_util::sync::CancellationToken) {
+        let mut seen = None;
+        let mut saved = u64::MAX;
+        let mut interval = tokio::time::interval(WATCH_EVERY);
+        loop {
+            let stopping = tokio::select! {
+                _ = stop.cancelled() => true,
+                _ = interval.tick() => false,
+            };
+            let now = SystemTime::now();
+            self.sessions.expire(now);
+            self.metrics.signed_in(self.sessions.len());
+            if let Some(path) = &self.sessions_file {
+                follow_sessions_file(path, &self.sessions, &mut seen, now);
+            }
+            if let Some(path) = &self.state_file {
+                let generation = self.sessions.generation();
+                if generation != saved {
+                    match self.sessions.save(path, now) {
+                        Ok(()) => saved = generation,
+                        Err(error) => tracing::warn!(path = %path.display(), %error, "cannot write [identity] state_file; sign-ins would not survive a restart"),
+                    }
                 }
-            },
-        };
-        for p in &problems {
-            tracing::warn!("{}:{}: {} (line skipped)", path.display(), p.line, p.reason);
+            }
+            if stopping {
+                return;
+            }
         }
-        tracing::info!(path = %path.display(), signed_in = entries.len(), skipped = problems.len(), "sessions file read");
-        sessions.replace_from(&Source::File, entries, now);
     }
+}
+
+/// Re-read the sessions file at `path` if its size or modification time changed since
+/// `seen` (and the first time); a file that disappeared ends its sign-ins.
+fn follow_sessions_file(
+    path: &Path,
+    sessions: &Sessions,
+    seen: &mut Option<Option<(u64, Option<SystemTime>)>>,
+    now: SystemTime,
+) {
+    let stamp = std::fs::metadata(path).ok().map(|m| (m.len(), m.modified().ok()));
+    if *seen == Some(stamp) {
+        return;
+    }
+    *seen = Some(stamp);
+    let (entries, problems) = match stamp {
+        None => (Vec::new(), Vec::new()),
+        Some(_) => match read_sessions_file(path, now) {
+            Ok(read) => read,
+            Err(error) => {
+                tracing::warn!(path = %path.display(), %error, "[identity] sessions_file unreadable: its sign-ins are kept as they were");
+                return;
+            }
+        },
+    };
+    for p in &problems {
+        tracing::warn!("{}:{}: {} (line skipped)", path.display(), p.line, p.reason);
+    }
+    tracing::info!(path = %path.display(), signed_in = entries.len(), skipped = problems.len(), "sessions file read");
+    sessions.replace_from(&Source::File, entries, now);
 }
 
 #[cfg(test)]

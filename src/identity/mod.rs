@@ -99,6 +99,8 @@ pub struct Sessions {
     count: AtomicUsize,
     /// Held by every change, so changes and their recounts do not interleave.
     writing: std::sync::Mutex<()>,
+    /// Bumped by every change: the state file is written when it moved.
+    changes: std::sync::atomic::AtomicU64,
 }
 
 /// A user name or directory group fit to keep: not empty, bounded, no control
@@ -179,6 +181,83 @@ impl Sessions {
     /// query path's "anyone signed in?" can never say no while someone is.
     fn recount(&self) {
         self.count.store(self.by_address.len(), Ordering::Relaxed);
+        self.changes.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A number that changes whenever the sign-ins do.
+    pub fn generation(&self) -> u64 {
+        self.changes.load(Ordering::Relaxed)
+    }
+
+    /// Write the sign-ins in force to `path` (atomically, readable by Warden only).
+    pub fn save(&self, path: &Path, now: SystemTime) -> std::io::Result<()> {
+        let saved: Vec<Saved> = self
+            .snapshot(now)
+            .into_iter()
+            .map(|(address, s)| Saved {
+                address,
+                user: s.user.clone(),
+                groups: s.groups.clone(),
+                mac: s.mac.map(|m| m.to_string()),
+                until: chrono::DateTime::<chrono::Utc>::from(s.until).to_rfc3339(),
+                source: s.source.to_string(),
+            })
+            .collect();
+        let text = serde_json::to_string(&saved).map_err(std::io::Error::other)?;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
+        let temp = path.with_extension("json.tmp");
+        {
+            use std::io::Write;
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create(true).truncate(true);
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::OpenOptionsExt;
+                options.mode(0o600);
+            }
+            let mut file = options.open(&temp)?;
+            file.write_all(text.as_bytes())?;
+            file.sync_all()?;
+        }
+        std::fs::rename(&temp, path)
+    }
+
+    /// Take back the sign-ins `save` wrote that are still in force; a missing file is
+    /// none, an unreadable one is reported (and nothing is taken from it).
+    pub fn restore(&self, path: &Path, now: SystemTime) -> std::io::Result<usize> {
+        let text = match read_small(path, MAX_STATE_BYTES) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(e),
+        };
+        let saved: Vec<Saved> = serde_json::from_str(&text).map_err(std::io::Error::other)?;
+        let mut taken = 0;
+        for s in saved {
+            let Ok(until) = chrono::DateTime::parse_from_rfc3339(&s.until) else {
+                continue;
+            };
+            let source = match s.source.as_str() {
+                "radius" => Source::Radius,
+                "file" => Source::File,
+                other => match other.strip_prefix("signin:") {
+                    Some(feed) => Source::Feed(feed.to_string()),
+                    None => continue,
+                },
+            };
+            let session = Session {
+                user: s.user,
+                groups: s.groups,
+                mac: s.mac.as_deref().and_then(Mac::parse),
+                until: SystemTime::from(until.with_timezone(&chrono::Utc)),
+                source,
+            };
+            if self.sign_in(s.address, session, now).is_ok() {
+                taken += 1;
+            }
+        }
+        Ok(taken)
     }
 
     /// Replace every sign-in from `source` with `entries` (a re-read sessions file):
@@ -244,9 +323,24 @@ pub async fn start(
     stop: &tokio_util::sync::CancellationToken,
 ) -> Result<Option<std::net::SocketAddr>, IdentityError> {
     let settings = &config.identity;
+    let state = settings
+        .has_sources()
+        .then(|| config.resolve(&settings.state_file));
+    if let Some(path) = &state {
+        match sessions.restore(path, SystemTime::now()) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(path = %path.display(), "{n} sign-ins taken back from before the restart"),
+            Err(error) => tracing::warn!(path = %path.display(), %error, "[identity] state_file unreadable: sign-ins start empty"),
+        }
+    }
     let file = settings.sessions_file.as_ref().map(|p| config.resolve(p));
-    let watch = feed::watch_sessions_file(file, sessions.clone(), metrics.clone(), stop.clone());
-    tokio::spawn(watch);
+    let watch = feed::Watch {
+        sessions_file: file,
+        state_file: state,
+        sessions: sessions.clone(),
+        metrics: metrics.clone(),
+    };
+    tokio::spawn(watch.run(stop.clone()));
     let Some(radius) = &settings.radius else {
         return Ok(None);
     };
@@ -291,6 +385,20 @@ pub async fn start(
     tokio::spawn(listener.run(stop.clone()));
     Ok(Some(bound))
 }
+
+/// One sign-in as the state file keeps it.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Saved {
+    address: IpAddr,
+    user: String,
+    groups: Vec<String>,
+    mac: Option<String>,
+    until: String,
+    source: String,
+}
+
+/// The most of a state file read (far beyond [`MAX_SESSIONS`] sign-ins).
+const MAX_STATE_BYTES: u64 = 256 * 1024 * 1024;
 
 /// The most of a directory file read (a trust's whole directory is a few MiB).
 const MAX_DIRECTORY_BYTES: u64 = 64 * 1024 * 1024;
@@ -437,6 +545,46 @@ mod tests {
         assert_eq!(sessions.len(), 1);
         sessions.expire(later);
         assert_eq!(sessions.len(), 0);
+    }
+
+    #[test]
+    fn sign_ins_survive_a_save_and_restore_and_expired_ones_do_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("data/signins.json");
+        let now = SystemTime::now();
+        let sessions = Sessions::new();
+        let mut radius = session("pupil7", now + Duration::from_secs(600));
+        radius.mac = Some(Mac([0xaa, 0xbb, 0xcc, 0, 0, 7]));
+        sessions.sign_in("10.0.0.7".parse().unwrap(), radius.clone(), now).unwrap();
+        let mut feed = session("jsmith", now + Duration::from_secs(5));
+        feed.source = Source::Feed("logon".into());
+        sessions.sign_in("fd00::5".parse().unwrap(), feed.clone(), now).unwrap();
+        let before = sessions.generation();
+        sessions.save(&path, now).unwrap();
+        assert_eq!(sessions.generation(), before, "saving changes nothing");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o077, 0, "personal data: owner only");
+        }
+        let restored = Sessions::new();
+        assert_eq!(restored.restore(&path, now).unwrap(), 2);
+        let got = restored.find("10.0.0.7".parse().unwrap(), now).unwrap();
+        assert_eq!(got.user, "pupil7");
+        assert_eq!(got.mac, radius.mac);
+        assert_eq!(got.source, Source::Radius);
+        let got = restored.find("fd00::5".parse().unwrap(), now).unwrap();
+        assert_eq!(got.source, Source::Feed("logon".into()));
+        // Later, the feed's sign-in has ended: it is not taken back.
+        let later = Sessions::new();
+        assert_eq!(later.restore(&path, now + Duration::from_secs(60)).unwrap(), 1);
+        // A missing file is no sign-ins; a corrupt one an error, nothing taken.
+        assert_eq!(Sessions::new().restore(&dir.path().join("none.json"), now).unwrap(), 0);
+        std::fs::write(&path, "{ not json").unwrap();
+        let corrupt = Sessions::new();
+        assert!(corrupt.restore(&path, now).is_err());
+        assert!(corrupt.is_empty());
     }
 
     #[test]
