@@ -1064,7 +1064,8 @@ fn the_fleet_dashboard_scopes_each_lead_and_shares_reviews_with_the_sites() {
 }
 
 /// A sealed log of blocks by (days ago, categories, name), each from its own device,
-/// through Warden's own write path.
+/// through Warden's own write path; every other one (the first, third, …) by `pupil7`,
+/// signed in over RADIUS, with the device's MAC.
 fn old_log(path: &Path, rows: &[(u64, &str, &str)]) {
     use warden::audit::synthetic::SyntheticWriter;
     use warden::audit::{Event, Outcome};
@@ -1090,7 +1091,14 @@ fn old_log(path: &Path, rows: &[(u64, &str, &str)]) {
                 response: "nxdomain".into(),
                 cname: None,
                 outcome: Outcome::Blocked,
-            identity: Default::default(),
+                identity: match i % 2 {
+                    0 => warden::audit::Identity {
+                        mac: Some(format!("aa:bb:cc:dd:ee:{i:02x}")),
+                        user: Some("pupil7".into()),
+                        sources: Some("user from RADIUS accounting; group by user".into()),
+                    },
+                    _ => Default::default(),
+                },
             };
             (event, 1, time)
         })
@@ -1156,9 +1164,29 @@ fn central_retention_purges_by_category_and_the_chain_still_verifies() {
         "0"
     );
     assert_tallies(&pg);
+    // Who asked (user, MAC) was shipped with the rows, and purged with the due ones.
+    let who = pg.sql(
+        "SELECT string_agg(name || ':' || coalesce(user_name, '-') || ':' || \
+         coalesce(mac, '-'), ' ' ORDER BY seq) FROM events WHERE site = 'ash'",
+    );
+    assert!(
+        who.contains("both.blocked.test:pupil7:aa:bb:cc:dd:ee:02")
+            && who.contains("kept.locked.test:-:-")
+            && who.contains("recent.blocked.test:pupil7:aa:bb:cc:dd:ee:04")
+            && who.matches(":-:-").count() == 3,
+        "{who}"
+    );
     let trust = Lead::sign_in(fleet.addr, "trust");
     let listed = trust.get("/events").body;
     assert!(listed.contains("recent.blocked.test") && !listed.contains("old0"));
+    // The trust's dashboard filters by the person, across the site's devices.
+    let pupil = trust.get("/events?user=pupil7").body;
+    assert!(
+        pupil.contains("recent.blocked.test")
+            && pupil.contains("both.blocked.test")
+            && !pupil.contains("kept.locked.test"),
+        "{pupil}"
+    );
     let (status, out) = fleet_verify(&site.config);
     assert_eq!(status, 0, "{out}");
     assert!(out.contains("site ash: intact (5 rows)"), "{out}");
