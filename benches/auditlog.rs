@@ -236,7 +236,7 @@ fn event(rng: &mut Rng, time: SystemTime) -> Event {
         response: "nxdomain".into(),
         cname: None,
         outcome: Outcome::Blocked,
-            identity: Default::default(),
+        identity: Default::default(),
     }
 }
 

@@ -147,7 +147,7 @@ fn event(i: u64, time: SystemTime) -> Event {
         response: "nxdomain".into(),
         cname: None,
         outcome: Outcome::Blocked,
-            identity: Default::default(),
+        identity: Default::default(),
     }
 }
 

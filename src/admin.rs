@@ -193,7 +193,7 @@ const FEED_BODY_LIMIT: usize = 16 * 1024;
 
 /// The feed whose token the request bears, or the 401 to answer (counted, logged
 /// without the token).
-fn feed_of(state: &AdminState, headers: &HeaderMap) -> Result<FeedConfig, Response> {
+fn feed_of(state: &AdminState, headers: &HeaderMap) -> Result<FeedConfig, Box<Response>> {
     let presented = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -206,8 +206,11 @@ fn feed_of(state: &AdminState, headers: &HeaderMap) -> Result<FeedConfig, Respon
         None => {
             state.metrics.feed_request("unknown", "bad_token");
             tracing::warn!("sign-in feed request refused: missing or wrong token");
-            let body = serde_json::json!({"ok": false, "error": feed::FeedError::Token.to_string()});
-            Err((StatusCode::UNAUTHORIZED, axum::Json(body)).into_response())
+            let body =
+                serde_json::json!({"ok": false, "error": feed::FeedError::Token.to_string()});
+            Err(Box::new(
+                (StatusCode::UNAUTHORIZED, axum::Json(body)).into_response(),
+            ))
         }
     }
 }
@@ -224,7 +227,7 @@ async fn feed_sign_in(
 ) -> Response {
     let feed = match feed_of(&state, &headers) {
         Ok(feed) => feed,
-        Err(refused) => return refused,
+        Err(refused) => return *refused,
     };
     let name = feed.name.get_ref().clone();
     let lifetime = state.reloader.current().config.identity.session_lifetime;
@@ -258,7 +261,7 @@ async fn feed_sign_out(
 ) -> Response {
     let feed = match feed_of(&state, &headers) {
         Ok(feed) => feed,
-        Err(refused) => return refused,
+        Err(refused) => return *refused,
     };
     let name = feed.name.get_ref().clone();
     match json_body::<feed::SignOut>(&body) {

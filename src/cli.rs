@@ -974,7 +974,10 @@ fn check(args: CheckArgs) -> Result<ExitCode> {
     let context = (asked_for_someone || args.at.is_some()).then_some(CheckContext {
         who,
         open: &open,
-        user: args.user.as_deref().map(|u| (u, policy.directory_groups(u))),
+        user: args
+            .user
+            .as_deref()
+            .map(|u| (u, policy.directory_groups(u))),
     });
     let checker = Checker {
         engine: &engine,
@@ -1124,7 +1127,10 @@ impl CheckContext<'_> {
     fn suffix(&self, blocked_by: Option<crate::filter::CategorySet>) -> String {
         let mut text = format!("\tgroup {}", self.who.group.name);
         if let Some((user, listed)) = self.user {
-            text.push_str(&format!(" ({})\tuser {user}", self.who.group_from.describe()));
+            text.push_str(&format!(
+                " ({})\tuser {user}",
+                self.who.group_from.describe()
+            ));
             if !listed.is_empty() {
                 text.push_str(&format!(" (directory: {})", listed.join(", ")));
             }

@@ -139,7 +139,7 @@ fn wire_option_codes(mut rest: &[u8]) -> Vec<u16> {
 fn claims_identity(codes: impl IntoIterator<Item = u16>) -> bool {
     codes
         .into_iter()
-        .any(|c| crate::dns::client_id::is_identity_option(c))
+        .any(crate::dns::client_id::is_identity_option)
 }
 
 /// Is a query name (its raw labels) under a name the harness's lists block for the
@@ -222,7 +222,10 @@ pub fn edns_identity(data: &[u8]) {
         let width = if subnet.addr.is_ipv4() { 32 } else { 128 };
         assert!(subnet.source_prefix <= width);
     }
-    for name in [&b"\x06locked\x04test\x00"[..], b"\x01x\x07blocked\x04test\x00"] {
+    for name in [
+        &b"\x06locked\x04test\x00"[..],
+        b"\x01x\x07blocked\x04test\x00",
+    ] {
         packet(&query_with_options(name, data));
     }
 }
@@ -268,12 +271,19 @@ pub fn radius_accounting(data: &[u8]) {
     let life = std::time::Duration::from_secs(3600);
     match radius::apply(&accounting, &sessions, life, now) {
         Applied::SignedIn => {
-            let address = accounting.address.unwrap_or_else(|| panic!("signed in nowhere"));
-            let session = sessions.find(address, now).unwrap_or_else(|| panic!("not kept"));
+            let address = accounting
+                .address
+                .unwrap_or_else(|| panic!("signed in nowhere"));
+            let session = sessions
+                .find(address, now)
+                .unwrap_or_else(|| panic!("not kept"));
             assert_eq!(Some(&session.user), accounting.user.as_ref());
             assert!(crate::identity::valid_text(&session.user));
         }
         Applied::SignedOut | Applied::Nothing | Applied::Refused => {}
     }
-    assert_eq!(radius::response(&accounting, SECRET)[1], accounting.identifier);
+    assert_eq!(
+        radius::response(&accounting, SECRET)[1],
+        accounting.identifier
+    );
 }

@@ -95,9 +95,9 @@ pub mod dns;
 pub mod engine;
 pub mod filter;
 pub mod fleet;
-pub mod identity;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod identity;
 pub mod lists;
 pub(crate) mod localtime;
 pub mod memory;

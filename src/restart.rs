@@ -12,9 +12,9 @@
 
 use std::collections::BTreeSet;
 
-use crate::config::{IdentityConfig, 
-    AdminConfig, AlertsConfig, AuditConfig, Config, DashboardConfig, ListConfig, ReloadConfig,
-    ServerConfig, SourcesConfig,
+use crate::config::{
+    AdminConfig, AlertsConfig, AuditConfig, Config, DashboardConfig, IdentityConfig, ListConfig,
+    ReloadConfig, ServerConfig, SourcesConfig,
 };
 
 /// The settings that differ between `started` (the config the process started with)
@@ -45,7 +45,7 @@ pub fn needed(started: &Config, new: &Config) -> Vec<String> {
         fleet,
         identity,
         users_to_groups: _, // built into the snapshot's policy
-        base_dir: _, // the same file's folder
+        base_dir: _,        // the same file's folder
         path: _,
     } = started;
     diff.server(server, &new.server);
@@ -114,7 +114,11 @@ impl Diff {
             session_lifetime,
             &new.session_lifetime,
         );
-        self.check("[identity] sessions_file", sessions_file, &new.sessions_file);
+        self.check(
+            "[identity] sessions_file",
+            sessions_file,
+            &new.sessions_file,
+        );
         self.check("[identity.radius]", radius, &new.radius);
     }
 

@@ -27,9 +27,9 @@ use arc_swap::ArcSwap;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::identity::Sessions;
 use crate::dns::tcp::TcpLimits;
 use crate::engine::Engine;
+use crate::identity::Sessions;
 use crate::metrics::Metrics;
 use crate::reload::Reloader;
 use crate::upstream::{Forwarder, LiveForwarder};

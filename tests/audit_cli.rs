@@ -46,7 +46,7 @@ fn block(name: &str, client: &str, categories: &str, time: SystemTime) -> Event 
         response: "nxdomain".into(),
         cname: None,
         outcome: Outcome::Blocked,
-            identity: Default::default(),
+        identity: Default::default(),
     }
 }
 

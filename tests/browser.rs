@@ -255,8 +255,18 @@ async fn the_lead_filters_by_user_and_sees_the_user_and_mac_of_a_block() {
     let laptop = [0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0x08];
     forwarded_query(warden.dns, "pupil.tracker.test.", "10.1.1.7", ipad).await;
     forwarded_query(warden.dns, "laptop.tracker.test.", "10.1.1.8", laptop).await;
-    forwarded_query(warden.dns, "other.tracker.test.", "10.1.1.9", [0xaa, 0, 0, 0, 0, 9]).await;
-    for name in ["pupil.tracker.test", "laptop.tracker.test", "other.tracker.test"] {
+    forwarded_query(
+        warden.dns,
+        "other.tracker.test.",
+        "10.1.1.9",
+        [0xaa, 0, 0, 0, 0, 9],
+    )
+    .await;
+    for name in [
+        "pupil.tracker.test",
+        "laptop.tracker.test",
+        "other.tracker.test",
+    ] {
         wait_for_row(&db, name).await;
     }
 

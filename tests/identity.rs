@@ -27,7 +27,11 @@ fn write_site(dir: &Path, upstream: SocketAddr, identity: &str) -> PathBuf {
     std::fs::write(dir.join("ctiru.txt"), "locked.test\n").unwrap();
     std::fs::write(dir.join("radius.secret"), format!("{SECRET}\n")).unwrap();
     std::fs::write(dir.join("feed.token"), format!("{FEED_TOKEN}\n")).unwrap();
-    std::fs::write(dir.join("directory.csv"), "pupil7,Year 7;Pupils\njsmith,Staff\n").unwrap();
+    std::fs::write(
+        dir.join("directory.csv"),
+        "pupil7,Year 7;Pupils\njsmith,Staff\n",
+    )
+    .unwrap();
     let config = format!(
         r#"
 [server]
@@ -97,9 +101,11 @@ async fn site_with(server: &str, identity: &str) -> Site {
     let (upstream, addr, stop) = start_upstream().await;
     let dir = tempfile::tempdir().unwrap();
     let config = write_site(dir.path(), addr, identity);
-    let text = std::fs::read_to_string(&config)
-        .unwrap()
-        .replacen("[server]\n", &format!("[server]\n{server}"), 1);
+    let text = std::fs::read_to_string(&config).unwrap().replacen(
+        "[server]\n",
+        &format!("[server]\n{server}"),
+        1,
+    );
     std::fs::write(&config, text).unwrap();
     let warden = tokio::task::spawn_blocking(move || common::spawn_warden_full(&config, &[]))
         .await
@@ -171,7 +177,10 @@ async fn ask_tcp(source: &str, server: SocketAddr, name: &str, carry: Carry<'_>)
     let mut framed = (bytes.len() as u16).to_be_bytes().to_vec();
     framed.extend_from_slice(&bytes);
     stream.write_all(&framed).await.unwrap();
-    let len = tokio::time::timeout(WAIT, stream.read_u16()).await.unwrap().unwrap();
+    let len = tokio::time::timeout(WAIT, stream.read_u16())
+        .await
+        .unwrap()
+        .unwrap();
     let mut answer = vec![0u8; usize::from(len)];
     stream.read_exact(&mut answer).await.unwrap();
     Message::from_vec(&answer).unwrap()
@@ -272,19 +281,31 @@ async fn a_trusted_forwarders_subnet_and_mac_choose_the_group_and_are_recorded()
             mac: Some((code, data)),
             ..Carry::default()
         };
-        assert!(blocked(&ask_udp("127.0.0.1", dns, "blocked.test", carry).await), "{code}");
-        assert!(blocked(&ask_tcp("127.0.0.1", dns, "blocked.test", carry).await), "{code}");
+        assert!(
+            blocked(&ask_udp("127.0.0.1", dns, "blocked.test", carry).await),
+            "{code}"
+        );
+        assert!(
+            blocked(&ask_tcp("127.0.0.1", dns, "blocked.test", carry).await),
+            "{code}"
+        );
     }
     // A host subnet names the device: the lab PC's address puts it with the pupils.
     let lab = Carry {
         subnet: Some(("10.9.9.9", 32)),
         ..Carry::default()
     };
-    assert!(blocked(&ask_udp("127.0.0.1", dns, "sub.blocked.test", lab).await));
-    assert!(blocked(&ask_tcp("127.0.0.1", dns, "tcp.blocked.test", lab).await));
+    assert!(blocked(
+        &ask_udp("127.0.0.1", dns, "sub.blocked.test", lab).await
+    ));
+    assert!(blocked(
+        &ask_tcp("127.0.0.1", dns, "tcp.blocked.test", lab).await
+    ));
     // Without either, the forwarder's own queries are staff's (the default group).
     let plain = Carry::default();
-    assert!(allowed(&ask_udp("127.0.0.1", dns, "blocked.test", plain).await));
+    assert!(allowed(
+        &ask_udp("127.0.0.1", dns, "blocked.test", plain).await
+    ));
 
     let rows = rows_for(site.dir.path(), "blocked.test", 2);
     let blocked_rows: Vec<&Row> = rows.iter().filter(|r| r.outcome == "blocked").collect();
@@ -294,13 +315,20 @@ async fn a_trusted_forwarders_subnet_and_mac_choose_the_group_and_are_recorded()
         assert_eq!(row.device.as_deref(), Some("pupil-ipad"), "{row:?}");
         assert_eq!(row.group, "pupils");
         let sources = row.sources.as_deref().unwrap_or("");
-        assert!(sources.contains("MAC from forwarder") && sources.contains("group by MAC"), "{row:?}");
+        assert!(
+            sources.contains("MAC from forwarder") && sources.contains("group by MAC"),
+            "{row:?}"
+        );
     }
     let lab_rows = rows_for(site.dir.path(), "sub.blocked.test", 1);
     assert_eq!(lab_rows.len(), 1, "{lab_rows:?}");
     let lab_row = &lab_rows[0];
     assert_eq!(
-        (lab_row.client.as_str(), lab_row.device.as_deref(), lab_row.group.as_str()),
+        (
+            lab_row.client.as_str(),
+            lab_row.device.as_deref(),
+            lab_row.group.as_str()
+        ),
         ("10.9.9.9", Some("lab-pc"), "pupils")
     );
     assert!(
@@ -311,15 +339,22 @@ async fn a_trusted_forwarders_subnet_and_mac_choose_the_group_and_are_recorded()
             .contains("address via forwarder 127.0.0.1"),
         "{lab_row:?}"
     );
-    assert_eq!(rows_for(site.dir.path(), "tcp.blocked.test", 1)[0].client, "10.9.9.9");
+    assert_eq!(
+        rows_for(site.dir.path(), "tcp.blocked.test", 1)[0].client,
+        "10.9.9.9"
+    );
 
     // Allowed names are forwarded, but never with the device's subnet or MAC.
     let everything = Carry {
         subnet: Some(("10.9.9.9", 32)),
         mac: Some((65001, raw_mac)),
     };
-    assert!(allowed(&ask_udp("127.0.0.1", dns, "allowed.test", everything).await));
-    assert!(allowed(&ask_tcp("127.0.0.1", dns, "allowed.test", everything).await));
+    assert!(allowed(
+        &ask_udp("127.0.0.1", dns, "allowed.test", everything).await
+    ));
+    assert!(allowed(
+        &ask_tcp("127.0.0.1", dns, "allowed.test", everything).await
+    ));
     assert!(site.upstream.count("allowed.test.") >= 1);
     assert_eq!(identity_options_upstream(&site.upstream), Vec::<u16>::new());
 }
@@ -334,14 +369,25 @@ async fn the_same_options_from_an_untrusted_client_are_ignored_and_never_forward
     };
     // 127.0.0.2 is not a trusted forwarder: its claim to be the pupils' device (or the
     // lab PC) changes nothing; it is staff, by its own address, and so allowed.
-    assert!(allowed(&ask_udp("127.0.0.2", dns, "blocked.test", claim).await));
-    assert!(allowed(&ask_tcp("127.0.0.2", dns, "blocked.test", claim).await));
+    assert!(allowed(
+        &ask_udp("127.0.0.2", dns, "blocked.test", claim).await
+    ));
+    assert!(allowed(
+        &ask_tcp("127.0.0.2", dns, "blocked.test", claim).await
+    ));
     let rows = rows_for(site.dir.path(), "blocked.test", 1);
     assert!(!rows.is_empty());
     for row in &rows {
         assert_eq!(row.client, "127.0.0.2", "{row:?}");
-        assert_eq!((row.mac.as_deref(), row.device.as_deref()), (None, None), "{row:?}");
-        assert_eq!((row.group.as_str(), row.outcome.as_str()), ("staff", "allowed"));
+        assert_eq!(
+            (row.mac.as_deref(), row.device.as_deref()),
+            (None, None),
+            "{row:?}"
+        );
+        assert_eq!(
+            (row.group.as_str(), row.outcome.as_str()),
+            ("staff", "allowed")
+        );
     }
     assert!(site.upstream.count("blocked.test.") >= 1);
     assert_eq!(identity_options_upstream(&site.upstream), Vec::<u16>::new());
@@ -413,7 +459,9 @@ async fn radius_accounting_from_radclient_signs_a_pupil_in_and_out() {
     .await;
     let (dns, port) = (site.warden.dns, radius_port(&site));
     // Nobody signed in at 127.0.0.5: staff by default, allowed.
-    assert!(allowed(&ask_udp("127.0.0.5", dns, "blocked.test", Carry::default()).await));
+    assert!(allowed(
+        &ask_udp("127.0.0.5", dns, "blocked.test", Carry::default()).await
+    ));
 
     let start = "User-Name = \"pupil7\", Acct-Status-Type = Start, \
                  Framed-IP-Address = 127.0.0.5, Calling-Station-Id = \"AA-BB-CC-00-00-07\", \
@@ -423,7 +471,9 @@ async fn radius_accounting_from_radclient_signs_a_pupil_in_and_out() {
         .unwrap();
     assert!(answered, "radclient got an Accounting-Response");
     // pupil7 is in "Year 7" (the directory file): the pupils' group, whatever the device.
-    assert!(blocked(&ask_udp("127.0.0.5", dns, "r.blocked.test", Carry::default()).await));
+    assert!(blocked(
+        &ask_udp("127.0.0.5", dns, "r.blocked.test", Carry::default()).await
+    ));
     let rows = rows_for(site.dir.path(), "r.blocked.test", 1);
     assert_eq!(rows.len(), 1, "{rows:?}");
     let row = &rows[0];
@@ -434,7 +484,10 @@ async fn radius_accounting_from_radclient_signs_a_pupil_in_and_out() {
     );
     assert_eq!(row.mac.as_deref(), Some("aa:bb:cc:00:00:07"));
     let sources = row.sources.as_deref().unwrap_or("");
-    assert!(sources.contains("user from RADIUS") && sources.contains("group by user"), "{row:?}");
+    assert!(
+        sources.contains("user from RADIUS") && sources.contains("group by user"),
+        "{row:?}"
+    );
 
     // A packet under the wrong secret is dropped (no answer) and counted.
     let forged = "User-Name = \"jsmith\", Acct-Status-Type = Start, \
@@ -443,9 +496,16 @@ async fn radius_accounting_from_radclient_signs_a_pupil_in_and_out() {
         .await
         .unwrap();
     assert!(!answered, "a forged packet gets no answer");
-    assert!(metric(&site, "warden_radius_packets_total{result=\"bad_authenticator\"}") >= 1.0);
+    assert!(
+        metric(
+            &site,
+            "warden_radius_packets_total{result=\"bad_authenticator\"}"
+        ) >= 1.0
+    );
     // …and changed nothing: pupil7 is still signed in there.
-    assert!(blocked(&ask_udp("127.0.0.5", dns, "blocked.test", Carry::default()).await));
+    assert!(blocked(
+        &ask_udp("127.0.0.5", dns, "blocked.test", Carry::default()).await
+    ));
 
     let stop = "User-Name = \"pupil7\", Acct-Status-Type = Stop, \
                 Framed-IP-Address = 127.0.0.5, Acct-Session-Id = \"s1\"\n";
@@ -454,7 +514,9 @@ async fn radius_accounting_from_radclient_signs_a_pupil_in_and_out() {
         .unwrap();
     assert!(answered);
     // Stop ends it: staff again.
-    assert!(allowed(&ask_udp("127.0.0.5", dns, "blocked.test", Carry::default()).await));
+    assert!(allowed(
+        &ask_udp("127.0.0.5", dns, "blocked.test", Carry::default()).await
+    ));
     assert!(metric(&site, "warden_radius_packets_total{result=\"signed_in\"}") >= 1.0);
     assert!(metric(&site, "warden_radius_packets_total{result=\"signed_out\"}") >= 1.0);
 }
@@ -482,35 +544,60 @@ async fn the_sign_in_feed_refuses_a_wrong_token_and_a_sign_in_ends_at_its_lifeti
     let dns = site.warden.dns;
     let sign_in = r#"{"user": "pupil7", "address": "127.0.0.6", "lifetime": "3s"}"#;
     let wrong = tokio::task::block_in_place(|| {
-        post_feed(&site, "/identity/signin", "not-the-token-0123456789-abcdefghij", sign_in)
+        post_feed(
+            &site,
+            "/identity/signin",
+            "not-the-token-0123456789-abcdefghij",
+            sign_in,
+        )
     });
     assert_eq!(wrong.0, 401, "{wrong:?}");
-    assert!(allowed(&ask_udp("127.0.0.6", dns, "blocked.test", Carry::default()).await));
+    assert!(allowed(
+        &ask_udp("127.0.0.6", dns, "blocked.test", Carry::default()).await
+    ));
 
     let signed = Instant::now();
-    let ok = tokio::task::block_in_place(|| post_feed(&site, "/identity/signin", FEED_TOKEN, sign_in));
+    let ok =
+        tokio::task::block_in_place(|| post_feed(&site, "/identity/signin", FEED_TOKEN, sign_in));
     assert_eq!(ok.0, 200, "{ok:?}");
-    assert!(blocked(&ask_udp("127.0.0.6", dns, "f.blocked.test", Carry::default()).await));
+    assert!(blocked(
+        &ask_udp("127.0.0.6", dns, "f.blocked.test", Carry::default()).await
+    ));
     let rows = rows_for(site.dir.path(), "f.blocked.test", 1);
     assert_eq!(rows[0].user.as_deref(), Some("pupil7"), "{rows:?}");
-    assert!(rows[0].sources.as_deref().unwrap_or("").contains("user from sign-in feed logon"));
+    assert!(rows[0]
+        .sources
+        .as_deref()
+        .unwrap_or("")
+        .contains("user from sign-in feed logon"));
     // The lifetime runs out: the address is nobody's again (staff, allowed).
     assert!(eventually("127.0.0.6", dns, "blocked.test", allowed).await);
-    assert!(signed.elapsed() >= Duration::from_secs(3), "not before its lifetime");
+    assert!(
+        signed.elapsed() >= Duration::from_secs(3),
+        "not before its lifetime"
+    );
 
     // A sign-in whose groups say Staff, and an explicit sign-out.
     let staff = r#"{"user": "visitor", "address": "127.0.0.7", "groups": ["Staff"]}"#;
     let pupil = r#"{"user": "pupil7", "address": "127.0.0.8"}"#;
     for body in [staff, pupil] {
-        let reply = tokio::task::block_in_place(|| post_feed(&site, "/identity/signin", FEED_TOKEN, body));
+        let reply =
+            tokio::task::block_in_place(|| post_feed(&site, "/identity/signin", FEED_TOKEN, body));
         assert_eq!(reply.0, 200, "{reply:?}");
     }
-    assert!(allowed(&ask_udp("127.0.0.7", dns, "blocked.test", Carry::default()).await));
-    assert!(blocked(&ask_udp("127.0.0.8", dns, "blocked.test", Carry::default()).await));
+    assert!(allowed(
+        &ask_udp("127.0.0.7", dns, "blocked.test", Carry::default()).await
+    ));
+    assert!(blocked(
+        &ask_udp("127.0.0.8", dns, "blocked.test", Carry::default()).await
+    ));
     let out = r#"{"address": "127.0.0.8", "user": "pupil7"}"#;
-    let reply = tokio::task::block_in_place(|| post_feed(&site, "/identity/signout", FEED_TOKEN, out));
+    let reply =
+        tokio::task::block_in_place(|| post_feed(&site, "/identity/signout", FEED_TOKEN, out));
     assert_eq!(reply.0, 200, "{reply:?}");
-    assert!(allowed(&ask_udp("127.0.0.8", dns, "blocked.test", Carry::default()).await));
+    assert!(allowed(
+        &ask_udp("127.0.0.8", dns, "blocked.test", Carry::default()).await
+    ));
     // Bad bodies are refused with a reason, and nothing is signed in.
     for bad in [
         r#"{"user": "", "address": "127.0.0.9"}"#,
@@ -518,26 +605,39 @@ async fn the_sign_in_feed_refuses_a_wrong_token_and_a_sign_in_ends_at_its_lifeti
         r#"{"user": "x", "address": "127.0.0.9", "lifetime": "9 years"}"#,
         "not json",
     ] {
-        let reply = tokio::task::block_in_place(|| post_feed(&site, "/identity/signin", FEED_TOKEN, bad));
+        let reply =
+            tokio::task::block_in_place(|| post_feed(&site, "/identity/signin", FEED_TOKEN, bad));
         assert_eq!(reply.0, 400, "{bad}: {reply:?}");
     }
-    assert!(allowed(&ask_udp("127.0.0.9", dns, "blocked.test", Carry::default()).await));
+    assert!(allowed(
+        &ask_udp("127.0.0.9", dns, "blocked.test", Carry::default()).await
+    ));
 
     // A restart keeps who is signed in (the state file), so the pupil stays a pupil.
     let kept = r#"{"user": "pupil7", "address": "127.0.0.10", "lifetime": "1h"}"#;
-    let reply = tokio::task::block_in_place(|| post_feed(&site, "/identity/signin", FEED_TOKEN, kept));
+    let reply =
+        tokio::task::block_in_place(|| post_feed(&site, "/identity/signin", FEED_TOKEN, kept));
     assert_eq!(reply.0, 200, "{reply:?}");
-    assert!(blocked(&ask_udp("127.0.0.10", dns, "blocked.test", Carry::default()).await));
+    assert!(blocked(
+        &ask_udp("127.0.0.10", dns, "blocked.test", Carry::default()).await
+    ));
     let mut site = site;
-    let old = std::mem::replace(&mut site.warden.child, std::process::Command::new("true").spawn().unwrap());
+    let old = std::mem::replace(
+        &mut site.warden.child,
+        std::process::Command::new("true").spawn().unwrap(),
+    );
     assert!(common::stop_warden(old).success());
     let config = site.dir.path().join("warden.toml");
     site.warden = tokio::task::spawn_blocking(move || common::spawn_warden_full(&config, &[]))
         .await
         .unwrap();
     let dns = site.warden.dns;
-    assert!(blocked(&ask_udp("127.0.0.10", dns, "blocked.test", Carry::default()).await));
-    assert!(allowed(&ask_udp("127.0.0.8", dns, "blocked.test", Carry::default()).await));
+    assert!(blocked(
+        &ask_udp("127.0.0.10", dns, "blocked.test", Carry::default()).await
+    ));
+    assert!(allowed(
+        &ask_udp("127.0.0.8", dns, "blocked.test", Carry::default()).await
+    ));
 }
 
 /// `warden check` for a person and a device, as the issue's `--client --user` asks.
@@ -549,7 +649,10 @@ fn check(config: &Path, args: &[&str]) -> (i32, String) {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    (out.status.code().unwrap_or(-1), text + &String::from_utf8_lossy(&out.stderr))
+    (
+        out.status.code().unwrap_or(-1),
+        text + &String::from_utf8_lossy(&out.stderr),
+    )
 }
 
 #[test]
@@ -560,18 +663,31 @@ fn warden_check_shows_the_decision_for_a_person_and_a_device() {
         "127.0.0.1:1".parse().unwrap(),
         "[identity]\ndirectory = \"directory.csv\"\n",
     );
-    let (code, out) = check(&config, &["--client", "10.0.1.5", "--user", "pupil7", "blocked.test"]);
+    let (code, out) = check(
+        &config,
+        &["--client", "10.0.1.5", "--user", "pupil7", "blocked.test"],
+    );
     assert_eq!(code, 1, "{out}");
     assert!(
-        out.contains("blocked") && out.contains("group pupils (group by user)")
+        out.contains("blocked")
+            && out.contains("group pupils (group by user)")
             && out.contains("user pupil7 (directory: Year 7, Pupils)"),
         "{out}"
     );
-    let (code, out) = check(&config, &["--client", "10.0.1.5", "--user", "jsmith", "blocked.test"]);
+    let (code, out) = check(
+        &config,
+        &["--client", "10.0.1.5", "--user", "jsmith", "blocked.test"],
+    );
     assert_eq!(code, 0, "{out}");
-    assert!(out.contains("allowed") && out.contains("group staff"), "{out}");
+    assert!(
+        out.contains("allowed") && out.contains("group staff"),
+        "{out}"
+    );
     // Someone the directory does not know, with the groups a sign-in would carry.
-    let (code, out) = check(&config, &["--user", "newpupil", "--groups", "Year 7", "blocked.test"]);
+    let (code, out) = check(
+        &config,
+        &["--user", "newpupil", "--groups", "Year 7", "blocked.test"],
+    );
     assert_eq!(code, 1, "{out}");
     // A device by its MAC; the locked list for everyone.
     let (code, out) = check(&config, &["--mac", "aa:bb:cc:dd:ee:01", "blocked.test"]);
@@ -603,11 +719,15 @@ async fn tcp_raw(source: &str, server: SocketAddr, bytes: &[u8]) -> Option<Messa
         stream.read_exact(&mut answer).await.ok()?;
         Message::from_vec(&answer).ok()
     };
-    tokio::time::timeout(Duration::from_secs(8), read).await.ok()?
+    tokio::time::timeout(Duration::from_secs(8), read)
+        .await
+        .ok()?
 }
 
 fn framed(name: &str) -> Vec<u8> {
-    let bytes = common::query_message(name, RecordType::A, true).to_vec().unwrap();
+    let bytes = common::query_message(name, RecordType::A, true)
+        .to_vec()
+        .unwrap();
     let mut out = (bytes.len() as u16).to_be_bytes().to_vec();
     out.extend_from_slice(&bytes);
     out
@@ -617,9 +737,7 @@ fn framed(name: &str) -> Vec<u8> {
 async fn a_load_balancers_proxy_header_names_the_client_and_is_required_from_it() {
     let site = site_with("proxy_protocol = [\"127.0.0.3\"]\n", "").await;
     let dns = site.warden.dns;
-    let header = |client: &str| {
-        warden::dns::proxy::header_for(client.parse().unwrap(), dns)
-    };
+    let header = |client: &str| warden::dns::proxy::header_for(client.parse().unwrap(), dns);
     // Through the balancer, the lab PC (10.9.9.9, the pupils' group) is blocked, and
     // the audit row names it, and the balancer.
     let mut bytes = header("10.9.9.9:40000");
@@ -633,7 +751,11 @@ async fn a_load_balancers_proxy_header_names_the_client_and_is_required_from_it(
         ("10.9.9.9", Some("lab-pc"))
     );
     assert!(
-        rows[0].sources.as_deref().unwrap_or("").contains("address via proxy 127.0.0.3"),
+        rows[0]
+            .sources
+            .as_deref()
+            .unwrap_or("")
+            .contains("address via proxy 127.0.0.3"),
         "{rows:?}"
     );
     // Another client through it: staff, allowed.
@@ -642,13 +764,17 @@ async fn a_load_balancers_proxy_header_names_the_client_and_is_required_from_it(
     let answer = tcp_raw("127.0.0.3", dns, &bytes).await.expect("an answer");
     assert!(allowed(&answer), "{answer:?}");
     // From the balancer without a header: closed unanswered.
-    assert!(tcp_raw("127.0.0.3", dns, &framed("blocked.test")).await.is_none());
+    assert!(tcp_raw("127.0.0.3", dns, &framed("blocked.test"))
+        .await
+        .is_none());
     // From anyone else a header is not one: it claims nothing, and gets no answer.
     let mut bytes = header("10.9.9.9:40002");
     bytes.extend_from_slice(&framed("q.blocked.test"));
     assert!(tcp_raw("127.0.0.2", dns, &bytes).await.is_none());
     // …while their ordinary queries are answered as theirs (staff).
-    let answer = tcp_raw("127.0.0.2", dns, &framed("blocked.test")).await.expect("an answer");
+    let answer = tcp_raw("127.0.0.2", dns, &framed("blocked.test"))
+        .await
+        .expect("an answer");
     assert!(allowed(&answer), "{answer:?}");
     assert!(read_rows(site.dir.path(), "q.blocked.test").is_empty());
 }

@@ -324,7 +324,7 @@ mod tests {
                 response: "nxdomain".into(),
                 cname: None,
                 outcome: Outcome::Blocked,
-            identity: Default::default(),
+                identity: Default::default(),
             });
         }
         writer.stop().unwrap();

@@ -378,7 +378,10 @@ mod tests {
         s.user = Some("pupil7".into());
         let message = Message::alert(Key::new("10.0.0.7", "terrorism"), s);
         let text = message.text(&wording());
-        assert!(text.contains("ipad-3 (address 10.0.0.7, MAC aa:bb:cc:dd:ee:01)"), "{text}");
+        assert!(
+            text.contains("ipad-3 (address 10.0.0.7, MAC aa:bb:cc:dd:ee:01)"),
+            "{text}"
+        );
         assert!(text.contains("Signed in as:      pupil7"), "{text}");
         let json = message.json(&wording());
         assert_eq!(json["user"], "pupil7");

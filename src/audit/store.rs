@@ -1629,7 +1629,9 @@ mod tests {
                 if from_v7 {
                     store
                         .conn()
-                        .execute_batch(&format!("{V10_UNDO} {V9_UNDO} {V8_UNDO} PRAGMA user_version = 7;"))
+                        .execute_batch(&format!(
+                            "{V10_UNDO} {V9_UNDO} {V8_UNDO} PRAGMA user_version = 7;"
+                        ))
                         .unwrap();
                 }
             }

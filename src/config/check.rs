@@ -621,9 +621,7 @@ impl<'a> Validator<'a> {
             {
                 return self.error(
                     feed.name.span(),
-                    format!(
-                        "[[identity.feeds]] name {name:?}: only letters, digits, '-' and '_'"
-                    ),
+                    format!("[[identity.feeds]] name {name:?}: only letters, digits, '-' and '_'"),
                 );
             }
             if !seen.insert(name.as_str()) {

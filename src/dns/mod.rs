@@ -50,14 +50,14 @@ use crate::audit::{Event, Identity, Outcome, Sink};
 use crate::config::{BlockResponse, LimitAction};
 use crate::engine::Engine;
 use crate::filter::{Block, CategorySet};
+use crate::identity::{Session, Sessions};
 use crate::metrics::{Metrics, QueryOutcome};
 use crate::name;
-use crate::identity::{Session, Sessions};
 use crate::policy::{self, rebinding, safe_search, Seen, Who};
 use crate::upstream::{Answer, Forwarder, LiveForwarder};
 use answer::Reply;
-use client_id::Carried;
 use cache::AnswerCache;
+use client_id::Carried;
 
 pub use server::{start, start_with, RunningServer, ServeError};
 
@@ -144,7 +144,11 @@ impl Handler {
 
     /// [`Handler::resolve`] for a query a load balancer at `via` passed on (PROXY
     /// protocol: `request`'s source is the client it named).
-    pub(crate) async fn resolve_via(&self, request: &Request, via: Option<IpAddr>) -> Option<Reply> {
+    pub(crate) async fn resolve_via(
+        &self,
+        request: &Request,
+        via: Option<IpAddr>,
+    ) -> Option<Reply> {
         // 0. Only clients on our networks, each within its rate (a trusted forwarder's
         //    clients each within their own).
         let engine = self.engine.load_full();
@@ -496,12 +500,8 @@ impl Handler {
             "blocked"
         );
         if let Some(sink) = &self.audit {
-            sink.record(
-                cx.address,
-                Outcome::Blocked,
-                categories,
-                &cx.name,
-                || Event {
+            sink.record(cx.address, Outcome::Blocked, categories, &cx.name, || {
+                Event {
                     categories: categories.to_string(),
                     locked: block.locked,
                     list: block.rule.list_name().to_string(),
@@ -511,8 +511,8 @@ impl Handler {
                     cname: list.via_cname.map(str::to_string),
                     outcome: Outcome::Blocked,
                     ..cx.allowed_event()
-                },
-            );
+                }
+            });
         }
     }
 
@@ -544,12 +544,8 @@ impl Handler {
             .get(b.category)
             .is_some_and(|c| c.locked);
         if let Some(sink) = &self.audit {
-            sink.record(
-                cx.address,
-                Outcome::Blocked,
-                b.category,
-                &cx.name,
-                || Event {
+            sink.record(cx.address, Outcome::Blocked, b.category, &cx.name, || {
+                Event {
                     categories: b.category.to_string(),
                     locked,
                     list: "built-in".to_string(),
@@ -559,8 +555,8 @@ impl Handler {
                     cname: None,
                     outcome: Outcome::Blocked,
                     ..cx.allowed_event()
-                },
-            );
+                }
+            });
         }
     }
 }

@@ -162,7 +162,10 @@ mod tests {
 
     #[test]
     fn bad_headers_are_named() {
-        let good = header_for("10.0.0.9:1".parse().unwrap(), "10.0.0.1:53".parse().unwrap());
+        let good = header_for(
+            "10.0.0.9:1".parse().unwrap(),
+            "10.0.0.1:53".parse().unwrap(),
+        );
         let mut wrong = good.clone();
         wrong[0] = b'X';
         assert_eq!(parse_bytes(&wrong), Err(ProxyError::Signature));

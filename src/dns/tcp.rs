@@ -177,7 +177,13 @@ struct Ways {
 impl Ways {
     /// Admit the connection of `client` (passed on by the balancer at `via`, if any)
     /// within the limits, and serve it in a task; or close it at once.
-    fn admit(self, stream: TcpStream, client: SocketAddr, via: Option<IpAddr>, handler: Arc<Handler>) {
+    fn admit(
+        self,
+        stream: TcpStream,
+        client: SocketAddr,
+        via: Option<IpAddr>,
+        handler: Arc<Handler>,
+    ) {
         let close = self.stop.child_token();
         let key = client_of(client);
         let admitted = self.table.lock().admit(key, close.clone(), Instant::now());

@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::Deserialize;
 
-use super::{read_small, Session, SignInError, Sessions, Source};
+use super::{read_small, Session, Sessions, SignInError, Source};
 use crate::config::FeedConfig;
 
 /// The longest lifetime a feed may give a sign-in.
@@ -51,7 +51,9 @@ pub struct SignOut {
 /// Why a feed's request was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum FeedError {
-    #[error("a valid feed token is required: Authorization: Bearer <a [[identity.feeds]] token_file>")]
+    #[error(
+        "a valid feed token is required: Authorization: Bearer <a [[identity.feeds]] token_file>"
+    )]
     Token,
     #[error("lifetime {0:?}: a duration such as \"8h\" from 1 second to 7 days")]
     Lifetime(String),
@@ -63,7 +65,11 @@ pub enum FeedError {
 /// constant time), so the time taken says nothing about which one nearly matched. A
 /// token file that cannot be read, or holds a token shorter than [`MIN_TOKEN_LEN`],
 /// matches nothing (and is logged).
-pub fn feed_for<'a>(feeds: &'a [FeedConfig], base: &Path, presented: &str) -> Option<&'a FeedConfig> {
+pub fn feed_for<'a>(
+    feeds: &'a [FeedConfig],
+    base: &Path,
+    presented: &str,
+) -> Option<&'a FeedConfig> {
     let presented = presented.trim().as_bytes();
     let mut found = None;
     for feed in feeds {
@@ -109,7 +115,11 @@ pub fn sign_in(
     let until = now + life;
     let session = Session {
         user: request.user.trim().to_string(),
-        groups: request.groups.iter().map(|g| g.trim().to_string()).collect(),
+        groups: request
+            .groups
+            .iter()
+            .map(|g| g.trim().to_string())
+            .collect(),
         mac: None,
         until,
         source: Source::Feed(feed.name.get_ref().clone()),
@@ -125,13 +135,13 @@ pub struct LineProblem {
     pub reason: String,
 }
 
+/// The sign-ins a sessions file holds, and its lines that could not be read.
+pub type SessionsFile = (Vec<(IpAddr, Session)>, Vec<LineProblem>);
+
 /// Read the sessions file: `user,address,until[,group;group…]` per line (`#` comments,
 /// blank lines skipped; `until` RFC 3339). Lines past their `until` are left out; bad
 /// lines are reported by number and left out.
-pub fn read_sessions_file(
-    path: &Path,
-    now: SystemTime,
-) -> Result<(Vec<(IpAddr, Session)>, Vec<LineProblem>), std::io::Error> {
+pub fn read_sessions_file(path: &Path, now: SystemTime) -> Result<SessionsFile, std::io::Error> {
     let text = read_small(path, MAX_SESSIONS_FILE_BYTES)?;
     let mut entries = Vec::new();
     let mut problems = Vec::new();
@@ -143,7 +153,10 @@ pub fn read_sessions_file(
         match session_line(line) {
             Ok((_, session)) if session.until <= now => {}
             Ok(entry) => entries.push(entry),
-            Err(reason) => problems.push(LineProblem { line: i + 1, reason }),
+            Err(reason) => problems.push(LineProblem {
+                line: i + 1,
+                reason,
+            }),
         }
     }
     Ok((entries, problems))
@@ -223,7 +236,9 @@ impl Watch {
                 if generation != saved {
                     match self.sessions.save(path, now) {
                         Ok(()) => saved = generation,
-                        Err(error) => tracing::warn!(path = %path.display(), %error, "cannot write [identity] state_file; sign-ins would not survive a restart"),
+                        Err(error) => {
+                            tracing::warn!(path = %path.display(), %error, "cannot write [identity] state_file; sign-ins would not survive a restart")
+                        }
                     }
                 }
             }
@@ -242,7 +257,9 @@ fn follow_sessions_file(
     seen: &mut Option<Option<(u64, Option<SystemTime>)>>,
     now: SystemTime,
 ) {
-    let stamp = std::fs::metadata(path).ok().map(|m| (m.len(), m.modified().ok()));
+    let stamp = std::fs::metadata(path)
+        .ok()
+        .map(|m| (m.len(), m.modified().ok()));
     if *seen == Some(stamp) {
         return;
     }
@@ -306,14 +323,27 @@ mod tests {
             groups: vec!["Staff".into()],
             lifetime: lifetime.map(str::to_string),
         };
-        let until = sign_in(&sessions, &f, request(Some("2m")), Duration::from_secs(3600), now).unwrap();
+        let until = sign_in(
+            &sessions,
+            &f,
+            request(Some("2m")),
+            Duration::from_secs(3600),
+            now,
+        )
+        .unwrap();
         assert_eq!(until, now + Duration::from_secs(120));
         let s = sessions.find("10.0.1.5".parse().unwrap(), now).unwrap();
         assert_eq!(s.source.to_string(), "signin:logon");
         assert!(sessions.find("10.0.1.5".parse().unwrap(), until).is_none());
         for bad in ["0s", "8 fortnights", "30d"] {
             assert!(matches!(
-                sign_in(&sessions, &f, request(Some(bad)), Duration::from_secs(60), now),
+                sign_in(
+                    &sessions,
+                    &f,
+                    request(Some(bad)),
+                    Duration::from_secs(60),
+                    now
+                ),
                 Err(FeedError::Lifetime(_))
             ));
         }

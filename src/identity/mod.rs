@@ -80,7 +80,9 @@ pub const MAX_SESSIONS: usize = 200_000;
 /// Why a sign-in was not taken.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SignInError {
-    #[error("user name is empty, longer than {MAX_USER_LEN} characters or holds a control character")]
+    #[error(
+        "user name is empty, longer than {MAX_USER_LEN} characters or holds a control character"
+    )]
     BadUser,
     #[error("a directory group is empty, too long or holds a control character, or there are more than {MAX_GROUPS}")]
     BadGroups,
@@ -292,7 +294,7 @@ impl Sessions {
             .filter(|e| e.value().until > now)
             .map(|e| (*e.key(), e.value().clone()))
             .collect();
-        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all.sort_by_key(|(address, _)| *address);
         all
     }
 }
@@ -306,7 +308,10 @@ pub enum IdentityError {
         source: std::io::Error,
     },
     #[error("[identity.radius] secret_file {path}: {reason}")]
-    Secret { path: std::path::PathBuf, reason: String },
+    Secret {
+        path: std::path::PathBuf,
+        reason: String,
+    },
 }
 
 /// The most of a secret file read.
@@ -329,8 +334,12 @@ pub async fn start(
     if let Some(path) = &state {
         match sessions.restore(path, SystemTime::now()) {
             Ok(0) => {}
-            Ok(n) => tracing::info!(path = %path.display(), "{n} sign-ins taken back from before the restart"),
-            Err(error) => tracing::warn!(path = %path.display(), %error, "[identity] state_file unreadable: sign-ins start empty"),
+            Ok(n) => {
+                tracing::info!(path = %path.display(), "{n} sign-ins taken back from before the restart")
+            }
+            Err(error) => {
+                tracing::warn!(path = %path.display(), %error, "[identity] state_file unreadable: sign-ins start empty")
+            }
         }
     }
     let file = settings.sessions_file.as_ref().map(|p| config.resolve(p));
@@ -433,7 +442,10 @@ impl Directory {
                 .map(str::to_string)
                 .collect();
             if !valid_text(user) || list.len() > MAX_GROUPS || !list.iter().all(|g| valid_text(g)) {
-                problems.push((i + 1, "a user or group name that cannot be kept".to_string()));
+                problems.push((
+                    i + 1,
+                    "a user or group name that cannot be kept".to_string(),
+                ));
                 continue;
             }
             groups.insert(user.to_lowercase(), list);
@@ -496,7 +508,9 @@ mod tests {
             .unwrap();
         assert_eq!(sessions.find(ip, now).unwrap().user, "pupil7");
         // IPv4-mapped form of the same address.
-        assert!(sessions.find("::ffff:10.0.0.5".parse().unwrap(), now).is_some());
+        assert!(sessions
+            .find("::ffff:10.0.0.5".parse().unwrap(), now)
+            .is_some());
         assert!(sessions.find(ip, now + Duration::from_secs(60)).is_none());
         assert!(!sessions.sign_out(ip, Some("someone-else")));
         assert!(sessions.sign_out(ip, Some("PUPIL7")));
@@ -535,7 +549,9 @@ mod tests {
         let later = now + Duration::from_secs(600);
         let a: IpAddr = "10.0.0.1".parse().unwrap();
         let b: IpAddr = "10.0.0.2".parse().unwrap();
-        sessions.sign_in(a, session("radius-user", later), now).unwrap();
+        sessions
+            .sign_in(a, session("radius-user", later), now)
+            .unwrap();
         let mut from_file = session("file-user", later);
         from_file.source = Source::File;
         sessions.sign_in(b, from_file.clone(), now).unwrap();
@@ -555,10 +571,14 @@ mod tests {
         let sessions = Sessions::new();
         let mut radius = session("pupil7", now + Duration::from_secs(600));
         radius.mac = Some(Mac([0xaa, 0xbb, 0xcc, 0, 0, 7]));
-        sessions.sign_in("10.0.0.7".parse().unwrap(), radius.clone(), now).unwrap();
+        sessions
+            .sign_in("10.0.0.7".parse().unwrap(), radius.clone(), now)
+            .unwrap();
         let mut feed = session("jsmith", now + Duration::from_secs(5));
         feed.source = Source::Feed("logon".into());
-        sessions.sign_in("fd00::5".parse().unwrap(), feed.clone(), now).unwrap();
+        sessions
+            .sign_in("fd00::5".parse().unwrap(), feed.clone(), now)
+            .unwrap();
         let before = sessions.generation();
         sessions.save(&path, now).unwrap();
         assert_eq!(sessions.generation(), before, "saving changes nothing");
@@ -578,9 +598,17 @@ mod tests {
         assert_eq!(got.source, Source::Feed("logon".into()));
         // Later, the feed's sign-in has ended: it is not taken back.
         let later = Sessions::new();
-        assert_eq!(later.restore(&path, now + Duration::from_secs(60)).unwrap(), 1);
+        assert_eq!(
+            later.restore(&path, now + Duration::from_secs(60)).unwrap(),
+            1
+        );
         // A missing file is no sign-ins; a corrupt one an error, nothing taken.
-        assert_eq!(Sessions::new().restore(&dir.path().join("none.json"), now).unwrap(), 0);
+        assert_eq!(
+            Sessions::new()
+                .restore(&dir.path().join("none.json"), now)
+                .unwrap(),
+            0
+        );
         std::fs::write(&path, "{ not json").unwrap();
         let corrupt = Sessions::new();
         assert!(corrupt.restore(&path, now).is_err());

@@ -412,7 +412,10 @@ mod tests {
         assert_eq!(apply(&a, &sessions, life, now), Applied::SignedIn);
         let ip: IpAddr = "10.0.0.7".parse().unwrap();
         let s = sessions.find(ip, now).unwrap();
-        assert_eq!((s.user.as_str(), s.groups.as_slice()), ("pupil7", &["Year 7".to_string()][..]));
+        assert_eq!(
+            (s.user.as_str(), s.groups.as_slice()),
+            ("pupil7", &["Year 7".to_string()][..])
+        );
         let stop = request(
             SECRET,
             &[

@@ -299,7 +299,12 @@ impl Policy {
             macs,
             users_to_groups,
             directory: parts.directory,
-            forwarders: config.server.trusted_forwarders.iter().map(|n| n.0).collect(),
+            forwarders: config
+                .server
+                .trusted_forwarders
+                .iter()
+                .map(|n| n.0)
+                .collect(),
             leases: parts.leases,
             locked,
             tz,
@@ -341,7 +346,11 @@ impl Policy {
             .mac
             .map(|m| (m, MacFrom::Query))
             .or_else(|| lease.and_then(|l| l.mac).map(|m| (m, MacFrom::Lease)))
-            .or_else(|| seen.session.and_then(|s| s.mac).map(|m| (m, MacFrom::SignIn)));
+            .or_else(|| {
+                seen.session
+                    .and_then(|s| s.mac)
+                    .map(|m| (m, MacFrom::SignIn))
+            });
         let by_mac = mac.and_then(|(m, _)| self.macs.get(&m));
         let by_address = self.clients.lookup(address);
         let (group, group_from) = if let Some(g) = seen.session.and_then(|s| self.user_group(s)) {
