@@ -33,6 +33,7 @@
 mod busy_names;
 pub mod checkpoint;
 pub mod outbox;
+pub mod personal;
 pub mod purge;
 #[cfg(test)]
 mod reads_tests;

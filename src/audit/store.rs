@@ -530,7 +530,7 @@ fn migrations() -> [(i64, String); 9] {
 }
 
 /// The personal columns, digested (with the row's salt) into the canonical form (see
-/// [`super::outbox::Personal`] for how).
+/// [`super::personal::Personal`] for how).
 pub(crate) const PERSONAL_COLUMNS: &str =
     "salt, client_ip, device, name, cname, mac, user_name, sources";
 /// The public columns of the canonical form, after `seq` and the personal digest.
@@ -1240,12 +1240,12 @@ fn join_columns(
 }
 
 /// The digest of the [`PERSONAL_COLUMNS`] starting at column `first` (see
-/// [`super::outbox::Personal::digest`]).
+/// [`super::personal::Personal::digest`]).
 pub(crate) fn personal_digest(row: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<String> {
     let text = |i: usize| row.get::<_, Option<String>>(first + i);
     let (salt, client_ip, device, name, cname) = (text(0)?, text(1)?, text(2)?, text(3)?, text(4)?);
     let (mac, user, sources) = (text(5)?, text(6)?, text(7)?);
-    Ok(super::outbox::Personal {
+    Ok(super::personal::Personal {
         salt: salt.as_deref(),
         client_ip: client_ip.as_deref().unwrap_or_default(),
         device: device.as_deref(),
@@ -1772,7 +1772,7 @@ mod tests {
             )
             .unwrap();
         let old = format!("{salt}\u{1f}{client}\u{1f}\u{0}\u{1f}{name}\u{1f}\u{0}");
-        let digest = super::super::outbox::Personal {
+        let digest = super::super::personal::Personal {
             salt: Some(&salt),
             client_ip: &client,
             device: None,

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::connect::Settings;
 use super::FleetError;
-use crate::audit::outbox::Personal;
+use crate::audit::personal::Personal;
 use crate::audit::{rfc3339, Retention};
 
 /// Rows purged per transaction.

@@ -132,6 +132,41 @@ pub struct Policy {
     allowed: Vec<ipnet::IpNet>,
 }
 
+/// Who belongs where, compiled from `[[clients]]` and `[[users_to_groups]]` with the
+/// groups' numbers.
+struct Members {
+    by_address: ClientIndex,
+    by_mac: HashMap<Mac, Membership>,
+    users_to_groups: Vec<(UserGroupConfig, usize)>,
+}
+
+impl Members {
+    fn build(config: &Config, by_name: &BTreeMap<String, usize>) -> Members {
+        let member = |c: &crate::config::ClientConfig| {
+            let group = *by_name.get(c.group.get_ref())?;
+            Some(Membership {
+                group,
+                name: c.name.clone(),
+            })
+        };
+        let clients = &config.clients;
+        Members {
+            by_address: ClientIndex::new(
+                clients.iter().filter_map(|c| Some((c.cidr?.0, member(c)?))),
+            ),
+            by_mac: clients
+                .iter()
+                .filter_map(|c| Some((*c.mac.as_ref()?.get_ref(), member(c)?)))
+                .collect(),
+            users_to_groups: config
+                .users_to_groups
+                .iter()
+                .filter_map(|u| Some((u.clone(), *by_name.get(u.group.get_ref())?)))
+                .collect(),
+        }
+    }
+}
+
 /// What applies to one client.
 #[derive(Debug, Clone, Copy)]
 pub struct Who<'a> {
@@ -268,36 +303,14 @@ impl Policy {
             .map(|(i, g)| (g.name.clone(), i))
             .collect();
         let default_group = by_name.get(config.default_group()).copied().unwrap_or(0);
-        let member = |c: &crate::config::ClientConfig| {
-            let group = *by_name.get(c.group.get_ref())?;
-            Some(Membership {
-                group,
-                name: c.name.clone(),
-            })
-        };
-        let clients = ClientIndex::new(
-            config
-                .clients
-                .iter()
-                .filter_map(|c| Some((c.cidr?.0, member(c)?))),
-        );
-        let macs = config
-            .clients
-            .iter()
-            .filter_map(|c| Some((*c.mac.as_ref()?.get_ref(), member(c)?)))
-            .collect();
-        let users_to_groups = config
-            .users_to_groups
-            .iter()
-            .filter_map(|u| Some((u.clone(), *by_name.get(u.group.get_ref())?)))
-            .collect();
+        let members = Members::build(config, &by_name);
         Policy {
             groups,
             by_name,
             default_group,
-            clients,
-            macs,
-            users_to_groups,
+            clients: members.by_address,
+            macs: members.by_mac,
+            users_to_groups: members.users_to_groups,
             directory: parts.directory,
             forwarders: config
                 .server
