@@ -217,7 +217,7 @@ fn feed_of(state: &AdminState, headers: &HeaderMap) -> Result<FeedConfig, Box<Re
 
 /// The JSON body as `T`, or a 400 naming what is wrong with it.
 fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, String> {
-    serde_json::from_slice(body).map_err(|e| format!("the body is not a sign-in: {e}"))
+    serde_json::from_slice(body).map_err(|e| format!("the body is not a sign-in feed request: {e}"))
 }
 
 async fn feed_sign_in(

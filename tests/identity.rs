@@ -164,26 +164,12 @@ async fn ask_udp(source: &str, server: SocketAddr, name: &str, carry: Carry<'_>)
 
 /// Ask over TCP from `source` (hickory's decoder, not the UDP fast path).
 async fn ask_tcp(source: &str, server: SocketAddr, name: &str, carry: Carry<'_>) -> Message {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let bytes = query_with(name, carry).to_vec().unwrap();
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket
-        .bind(SocketAddr::new(source.parse().unwrap(), 0))
-        .unwrap();
-    let mut stream = tokio::time::timeout(WAIT, socket.connect(server))
-        .await
-        .unwrap()
-        .unwrap();
     let mut framed = (bytes.len() as u16).to_be_bytes().to_vec();
     framed.extend_from_slice(&bytes);
-    stream.write_all(&framed).await.unwrap();
-    let len = tokio::time::timeout(WAIT, stream.read_u16())
+    tcp_raw(source, server, &framed)
         .await
-        .unwrap()
-        .unwrap();
-    let mut answer = vec![0u8; usize::from(len)];
-    stream.read_exact(&mut answer).await.unwrap();
-    Message::from_vec(&answer).unwrap()
+        .expect("an answer over TCP")
 }
 
 /// Warden's block: NXDOMAIN with the Extended DNS Error "Blocked" (15) saying why.
