@@ -961,9 +961,10 @@ fn export_csv_quotes_fields_and_carries_the_chain_hashes() {
         .iter()
         .find(|r| r[0] == id.to_string())
         .unwrap();
-    assert_eq!(adult[header.len() - 1], note);
-    assert_eq!(adult[header.len() - 4], "incident");
-    assert_eq!(adult[header.len() - 3], "lead");
+    let column = |h: &str| header.iter().position(|c| *c == h).unwrap();
+    assert_eq!(adult[column("review_note")], note);
+    assert_eq!(adult[column("review_outcome")], "incident");
+    assert_eq!(adult[column("review_by")], "lead");
 
     // Filters apply to exports too.
     let out = fx.audit(&["export", "--format", "csv", "--category", "terrorism"]);

@@ -2026,8 +2026,9 @@ fn the_previous_release_keeps_working_against_the_new_central_schema() {
     assert_shipped(&pg, &old, 20);
     assert_eq!(pg.sql("SELECT version FROM warden_schema"), "4");
 
-    // This release joins: it migrates the store (schema 5 adds; a Warden of schema 4
-    // may still use it) and follows the trust's policy.
+    // This release joins: it migrates the store (schemas 5 and 6 add: policy, then the
+    // identity columns; a Warden of schema 4 may still use it) and follows the trust's
+    // policy.
     let new = policy_site(&pg, "new-school");
     wait_until(
         "the new site's heartbeat",
@@ -2036,7 +2037,7 @@ fn the_previous_release_keeps_working_against_the_new_central_schema() {
     );
     assert_eq!(
         pg.sql("SELECT version || ',' || applied FROM warden_schema"),
-        "4,5"
+        "4,6"
     );
     let (_trust, config) = trust_config(&pg);
     deny_adult(&config, "skew.example", "r");

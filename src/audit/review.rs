@@ -62,6 +62,8 @@ pub struct EventRow {
     /// The device's MAC, the signed-in user, and where they came from, when known.
     pub mac: Option<String>,
     pub user: Option<String>,
+    /// Named as its CSV column, so `list --json` and the export agree.
+    #[serde(rename = "identity_sources")]
     pub sources: Option<String>,
     pub group: String,
     pub name: String,
