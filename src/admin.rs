@@ -229,29 +229,16 @@ async fn feed_sign_in(
         Ok(feed) => feed,
         Err(refused) => return *refused,
     };
-    let name = feed.name.get_ref().clone();
     let lifetime = state.reloader.current().config.identity.session_lifetime;
     let result = json_body::<feed::SignIn>(&body).and_then(|request| {
         let address = request.address;
         let now = std::time::SystemTime::now();
-        feed::sign_in(&state.sessions, &feed, request, lifetime, now)
-            .map(|until| (address, until))
-            .map_err(|e| e.to_string())
+        let until = feed::sign_in(&state.sessions, &feed, request, lifetime, now)
+            .map_err(|e| e.to_string())?;
+        let until = chrono::DateTime::<chrono::Utc>::from(until).to_rfc3339();
+        Ok(serde_json::json!({"ok": true, "address": address, "until": until}))
     });
-    match result {
-        Ok((address, until)) => {
-            state.metrics.feed_request(&name, "ok");
-            let until = chrono::DateTime::<chrono::Utc>::from(until).to_rfc3339();
-            let body = serde_json::json!({"ok": true, "address": address, "until": until});
-            (StatusCode::OK, axum::Json(body)).into_response()
-        }
-        Err(error) => {
-            state.metrics.feed_request(&name, "refused");
-            tracing::warn!(feed = name, %error, "sign-in refused");
-            let body = serde_json::json!({"ok": false, "error": error});
-            (StatusCode::BAD_REQUEST, axum::Json(body)).into_response()
-        }
-    }
+    feed_reply(&state, &feed, result)
 }
 
 async fn feed_sign_out(
@@ -263,18 +250,31 @@ async fn feed_sign_out(
         Ok(feed) => feed,
         Err(refused) => return *refused,
     };
-    let name = feed.name.get_ref().clone();
-    match json_body::<feed::SignOut>(&body) {
-        Ok(request) => {
-            state.metrics.feed_request(&name, "ok");
-            let ended = state
-                .sessions
-                .sign_out(request.address, request.user.as_deref());
-            let body = serde_json::json!({"ok": true, "ended": ended});
-            (StatusCode::OK, axum::Json(body)).into_response()
+    let result = json_body::<feed::SignOut>(&body).map(|request| {
+        let ended = state
+            .sessions
+            .sign_out(request.address, request.user.as_deref());
+        serde_json::json!({"ok": true, "ended": ended})
+    });
+    feed_reply(&state, &feed, result)
+}
+
+/// A feed request's answer, counted under its feed: 200 with `done`, or 400 with the
+/// error (logged, so the admin can see why a logon script's posts are refused).
+fn feed_reply(
+    state: &AdminState,
+    feed: &FeedConfig,
+    result: Result<serde_json::Value, String>,
+) -> Response {
+    let name = feed.name.get_ref();
+    match result {
+        Ok(done) => {
+            state.metrics.feed_request(name, "ok");
+            (StatusCode::OK, axum::Json(done)).into_response()
         }
         Err(error) => {
-            state.metrics.feed_request(&name, "refused");
+            state.metrics.feed_request(name, "refused");
+            tracing::warn!(feed = name, %error, "sign-in feed request refused");
             let body = serde_json::json!({"ok": false, "error": error});
             (StatusCode::BAD_REQUEST, axum::Json(body)).into_response()
         }

@@ -309,7 +309,7 @@ mod tests {
         // Zero-padded, so names seen in the same instant tie-break in the same order.
         let names: Vec<String> = (0..64).map(|i| format!("n{i:03}.terror.test")).collect();
         for name in &names {
-            sink.record(client, Outcome::Blocked, "terrorism", name, || Event {
+            sink.record(client, Default::default(), Outcome::Blocked, "terrorism", name, || Event {
                 time: SystemTime::now(),
                 client,
                 device: None,

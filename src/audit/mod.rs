@@ -3,7 +3,9 @@
 //!
 //! ## Path of a block event
 //! 1. The query path calls [`Sink::record`]: the event is counted into an in-memory
-//!    coalescer keyed by (client, name, categories), a sharded map with short locks. The
+//!    coalescer keyed by (client, person, name, categories), a sharded map with short
+//!    locks (the person: the device's MAC and the signed-in user, so two people at one
+//!    address are two rows, never one counted under the first's name). The
 //!    query never waits on the disk, a channel or the writer.
 //! 2. The writer task ([`writer`]) owns the SQLite connection. At least once per
 //!    `flush_interval` it drains the coalescer and, in one transaction, adds each key's
@@ -116,13 +118,64 @@ pub struct Identity {
     pub sources: Option<String>,
 }
 
-/// The coalescing key: repeats of the same (client, outcome, categories, name) are counted
-/// into one row. Raw bytes: address octets, outcome, categories, U+001F, name.
+/// Who asked beyond the address, as far as it keeps rows apart: the device's MAC and
+/// the signed-in user. Two pupils at one address (one after the other on a shared PC,
+/// or behind a forwarder that names no device) are two rows, each with its own count.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Person<'a> {
+    pub mac: Option<crate::config::Mac>,
+    pub user: Option<&'a str>,
+}
+
+impl<'a> Person<'a> {
+    /// Nobody known beyond the address (overflow entries fold people together).
+    pub const NOBODY: Person<'static> = Person {
+        mac: None,
+        user: None,
+    };
+
+    /// The person `event` records (what its key was made from).
+    pub fn of(event: &'a Event) -> Person<'a> {
+        Person {
+            mac: event
+                .identity
+                .mac
+                .as_deref()
+                .and_then(crate::config::Mac::parse),
+            user: event.identity.user.as_deref(),
+        }
+    }
+
+    /// Append to a key: a fixed layout (a MAC flag and its six octets, the user's length
+    /// and bytes), so no two people encode alike. `None` if `out` is full.
+    fn encode<B: Extend<u8>>(&self, out: &mut B, room: impl Fn(usize) -> bool) -> Option<()> {
+        let user = self.user.unwrap_or("").as_bytes();
+        let len = u16::try_from(user.len()).ok()?;
+        if !room(1 + 6 + 2 + user.len()) {
+            return None;
+        }
+        match self.mac {
+            Some(mac) => {
+                out.extend([1]);
+                out.extend(mac.0);
+            }
+            None => out.extend([0]),
+        }
+        out.extend(len.to_be_bytes());
+        out.extend(user.iter().copied());
+        Some(())
+    }
+}
+
+/// The coalescing key: repeats of the same (client, person, outcome, categories, name)
+/// are counted into one row. Raw bytes: address octets, person ([`Person::encode`]),
+/// outcome, categories, U+001F, name.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub(crate) struct Key(Vec<u8>);
 
-/// Longest key: 16 address octets, outcome, categories (≤ 63 names of ≤ 64 bytes would be
-/// longer, but such keys simply take the allocating path), separator, 253-byte name.
+/// Longest key kept on the stack: 16 address octets, a person with a short user name,
+/// outcome, categories (≤ 63 names of ≤ 64 bytes would be longer, but such keys simply
+/// take the allocating path), separator, 253-byte name.
 const KEY_INLINE: usize = 512;
 
 /// A key built on the stack, for looking up repeats without allocating.
@@ -130,12 +183,20 @@ type KeyBuf = arrayvec::ArrayVec<u8, KEY_INLINE>;
 
 impl Key {
     /// Encode into `out`; `None` if it does not fit (then use [`Key::new`]).
-    fn encode(client: IpAddr, outcome: Outcome, categories: &str, name: &str) -> Option<KeyBuf> {
+    fn encode(
+        client: IpAddr,
+        person: Person<'_>,
+        outcome: Outcome,
+        categories: &str,
+        name: &str,
+    ) -> Option<KeyBuf> {
         let mut out = KeyBuf::new();
         match client {
             IpAddr::V4(v4) => out.try_extend_from_slice(&v4.octets()).ok()?,
             IpAddr::V6(v6) => out.try_extend_from_slice(&v6.octets()).ok()?,
         }
+        let room = out.remaining_capacity();
+        person.encode(&mut out, |n| n <= room)?;
         out.try_push(outcome as u8).ok()?;
         out.try_extend_from_slice(categories.as_bytes()).ok()?;
         out.try_push(0x1f).ok()?; // categories never contain it
@@ -145,18 +206,35 @@ impl Key {
 
     /// The key of `client`'s overflow entry for `outcome` and `categories`.
     pub(crate) fn overflow(client: IpAddr, outcome: Outcome, categories: &str) -> Key {
-        Key::new(client, outcome, categories, OVERFLOW_NAME)
+        Key::new(client, Person::NOBODY, outcome, categories, OVERFLOW_NAME)
     }
 
-    pub(crate) fn new(client: IpAddr, outcome: Outcome, categories: &str, name: &str) -> Key {
-        match Key::encode(client, outcome, categories, name) {
+    /// The key `event` is coalesced under.
+    pub(crate) fn of(event: &Event) -> Key {
+        if event.name == OVERFLOW_NAME {
+            return Key::overflow(event.client, event.outcome, &event.categories);
+        }
+        let person = Person::of(event);
+        Key::new(event.client, person, event.outcome, &event.categories, &event.name)
+    }
+
+    pub(crate) fn new(
+        client: IpAddr,
+        person: Person<'_>,
+        outcome: Outcome,
+        categories: &str,
+        name: &str,
+    ) -> Key {
+        match Key::encode(client, person, outcome, categories, name) {
             Some(buf) => Key(buf.to_vec()),
             None => {
-                let mut key = Vec::with_capacity(name.len() + categories.len() + 18);
+                let mut key = Vec::with_capacity(name.len() + categories.len() + 160);
                 key.extend_from_slice(&match client {
                     IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
                     IpAddr::V6(v6) => v6.octets(),
                 });
+                // A user name longer than u16 is refused at sign-in; never here.
+                let _ = person.encode(&mut key, |_| true);
                 key.push(outcome as u8);
                 key.extend_from_slice(categories.as_bytes());
                 key.push(0x1f);
@@ -247,6 +325,7 @@ impl Sink {
     pub fn record(
         &self,
         client: IpAddr,
+        person: Person<'_>,
         outcome: Outcome,
         categories: &str,
         name: &str,
@@ -258,21 +337,23 @@ impl Sink {
         // A repeat (the common case under load) only counts, and moves `last` by the
         // coarse clock: a precise reading was over 1% of a blocked query's CPU.
         let coarse = coarse_now();
-        if period.count_repeat(client, outcome, categories, name, coarse) {
+        if period.count_repeat(client, person, outcome, categories, name, coarse) {
             return;
         }
         // Over a bound, fold the name into the client's overflow entry, then the client
         // into the global one: the count survives, the detail degrades.
         let fold = inner.fold_target(&period, client, outcome, categories);
         let key = match fold {
-            None => Key::new(client, outcome, categories, name),
+            None => Key::new(client, person, outcome, categories, name),
             Some(target) => {
                 inner.folded.fetch_add(1, Ordering::Relaxed);
                 // A flood's every query lands here: count it without allocating.
-                if period.count_repeat(target, outcome, categories, OVERFLOW_NAME, coarse) {
+                let nobody = Person::NOBODY;
+                if period.count_repeat(target, nobody, outcome, categories, OVERFLOW_NAME, coarse)
+                {
                     return;
                 }
-                Key::new(target, outcome, categories, OVERFLOW_NAME)
+                Key::overflow(target, outcome, categories)
             }
         };
         // A first sighting is evidence: the precise time.
@@ -347,12 +428,13 @@ impl Period {
     fn count_repeat(
         &self,
         client: IpAddr,
+        person: Person<'_>,
         outcome: Outcome,
         categories: &str,
         name: &str,
         time: SystemTime,
     ) -> bool {
-        let Some(buf) = Key::encode(client, outcome, categories, name) else {
+        let Some(buf) = Key::encode(client, person, outcome, categories, name) else {
             return false;
         };
         match self.pending.get_mut(&buf[..]) {
@@ -386,7 +468,8 @@ impl SinkInner {
             return None;
         }
         if held >= 2 * self.max_pending {
-            let own = match Key::encode(client, outcome, categories, OVERFLOW_NAME) {
+            let nobody = Person::NOBODY;
+            let own = match Key::encode(client, nobody, outcome, categories, OVERFLOW_NAME) {
                 Some(buf) => period.pending.contains_key(&buf[..]),
                 None => period
                     .pending
@@ -406,6 +489,8 @@ pub(crate) fn fold_event(event: &mut Event, client: IpAddr, why: &str) {
     event.name = OVERFLOW_NAME.to_string();
     event.client = client;
     event.rule = why.to_string();
+    // Folded together, the blocks are no one person's.
+    event.identity = Identity::default();
 }
 
 /// The wall clock to within a few milliseconds (the kernel's last tick), read without
@@ -446,8 +531,10 @@ mod tests {
 
     fn record(sink: &Sink, client: [u8; 4], name: &str) {
         let e = event(client, name);
+        let recorded = e.clone();
         sink.record(
             e.client,
+            Person::of(&recorded),
             e.outcome,
             &e.categories.clone(),
             &e.name.clone(),
@@ -503,10 +590,59 @@ mod tests {
         assert_eq!(sink.queue_depth(), 0);
     }
 
+    /// Record `name` blocked for whoever `identity` names at `client`.
+    fn record_person(sink: &Sink, client: [u8; 4], name: &str, identity: Identity) {
+        let mut e = event(client, name);
+        e.identity = identity;
+        let recorded = e.clone();
+        sink.record(e.client, Person::of(&recorded), e.outcome, "adult", name, || e);
+    }
+
+    #[test]
+    fn two_people_at_one_address_are_two_rows_each_with_its_own_count() {
+        let sink = Sink::new(100);
+        let as_user = |user: &str| Identity {
+            user: Some(user.to_string()),
+            ..Identity::default()
+        };
+        let as_mac = |mac: &str| Identity {
+            mac: Some(mac.to_string()),
+            ..Identity::default()
+        };
+        for _ in 0..3 {
+            record_person(&sink, [10, 0, 0, 1], "x.test", as_user("pupil7"));
+        }
+        record_person(&sink, [10, 0, 0, 1], "x.test", as_user("pupil8"));
+        record_person(&sink, [10, 0, 0, 1], "x.test", as_mac("aa:bb:cc:dd:ee:01"));
+        record_person(&sink, [10, 0, 0, 1], "x.test", as_mac("aa:bb:cc:dd:ee:02"));
+        record_person(&sink, [10, 0, 0, 1], "x.test", Identity::default());
+        let drained = sink.drain();
+        let counts: HashMap<(Option<String>, Option<String>), u64> = drained
+            .iter()
+            .map(|(key, p)| {
+                assert_eq!(key, &Key::of(&p.event), "each row sits under its own key");
+                let who = (p.event.identity.user.clone(), p.event.identity.mac.clone());
+                (who, p.count)
+            })
+            .collect();
+        assert_eq!(counts.len(), 5, "{counts:?}");
+        assert_eq!(counts[&(Some("pupil7".to_string()), None)], 3);
+        assert_eq!(counts[&(Some("pupil8".to_string()), None)], 1);
+        assert_eq!(counts[&(None, Some("aa:bb:cc:dd:ee:02".to_string()))], 1);
+        // A user name no longer than u16 but past the inline key still keys apart.
+        let long = "u".repeat(600);
+        record_person(&sink, [10, 0, 0, 1], "x.test", as_user(&long));
+        record_person(&sink, [10, 0, 0, 1], "x.test", as_user(&long));
+        record_person(&sink, [10, 0, 0, 1], "x.test", as_user(&format!("{long}v")));
+        let drained = sink.drain();
+        assert_eq!(drained.len(), 2);
+        assert_eq!(drained.iter().map(|(_, p)| p.count).sum::<u64>(), 3);
+    }
+
     fn record_as(sink: &Sink, client: IpAddr, name: &str) {
         let mut e = event([0, 0, 0, 0], name);
         e.client = client;
-        sink.record(client, e.outcome, "adult", name, || e.clone());
+        sink.record(client, Person::NOBODY, e.outcome, "adult", name, || e.clone());
     }
 
     /// Named (not folded) entries per client in a drain.

@@ -234,7 +234,7 @@ pub(crate) mod tests {
             outcome: Outcome::Blocked,
             identity: Default::default(),
         };
-        let key = Key::new(client, event.outcome, categories, name);
+        let key = Key::of(&event);
         let pending = Pending {
             count: 2,
             first,

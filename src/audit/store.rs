@@ -1829,7 +1829,7 @@ mod tests {
             outcome: super::super::Outcome::Blocked,
             identity: Default::default(),
         };
-        let key = Key::new(client, event.outcome, &event.categories, name);
+        let key = Key::of(&event);
         let pending = Pending {
             count,
             first,

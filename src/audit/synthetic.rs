@@ -44,7 +44,7 @@ impl SyntheticWriter {
         // The batch holding each key's latest entry.
         let mut latest: HashMap<Key, usize> = HashMap::with_capacity(events.len());
         for (event, count, last) in events {
-            let key = Key::new(event.client, event.outcome, &event.categories, &event.name);
+            let key = Key::of(&event);
             let slot = match latest.get(&key) {
                 Some(&i) => {
                     let open = &batches[i][&key];

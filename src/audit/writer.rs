@@ -489,7 +489,7 @@ mod tests {
 
     fn record(sink: &Sink, client: [u8; 4], name: &str) {
         let e = event(IpAddr::from(client), name);
-        sink.record(e.client, e.outcome, "adult", name, || e.clone());
+        sink.record(e.client, Default::default(), e.outcome, "adult", name, || e.clone());
     }
 
     /// A name long enough that a few hundred of them need many database pages.
@@ -761,7 +761,7 @@ mod tests {
                 let mut e = event(client, &format!("n{name}.test"));
                 e.categories = categories.to_string();
                 let time = base + Duration::from_millis(u64::from(*offset));
-                let key = Key::new(client, e.outcome, categories, &e.name);
+                let key = Key::of(&e);
                 merge(&mut held, key, Pending { count: 1, first: time, last: time, event: e });
             }
             let before: u64 = held.values().map(|p| p.count).sum();
@@ -784,12 +784,7 @@ mod tests {
             prop_assert_eq!(named + folded, before);
             for (key, p) in &held {
                 let e = &p.event;
-                let expected = if e.name == OVERFLOW_NAME {
-                    Key::overflow(e.client, e.outcome, &e.categories)
-                } else {
-                    Key::new(e.client, e.outcome, &e.categories, &e.name)
-                };
-                prop_assert_eq!(key, &expected, "each entry sits under its own key");
+                prop_assert_eq!(key, &Key::of(e), "each entry sits under its own key");
             }
         }
     }

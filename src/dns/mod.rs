@@ -46,7 +46,7 @@ use hickory_server::proto::op::{OpCode, ResponseCode};
 use hickory_server::proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 
-use crate::audit::{Event, Identity, Outcome, Sink};
+use crate::audit::{Event, Identity, Outcome, Person, Sink};
 use crate::config::{BlockResponse, LimitAction};
 use crate::engine::Engine;
 use crate::filter::{Block, CategorySet};
@@ -370,7 +370,7 @@ impl Handler {
             .as_ref()
             .filter(|_| cx.engine.config.audit.log_allowed)
         {
-            sink.record(cx.address, Outcome::Allowed, "", &cx.name, || Event {
+            sink.record(cx.address, cx.person(), Outcome::Allowed, "", &cx.name, || Event {
                 response: response.to_string(),
                 ..cx.allowed_event()
             });
@@ -500,7 +500,7 @@ impl Handler {
             "blocked"
         );
         if let Some(sink) = &self.audit {
-            sink.record(cx.address, Outcome::Blocked, categories, &cx.name, || {
+            sink.record(cx.address, cx.person(), Outcome::Blocked, categories, &cx.name, || {
                 Event {
                     categories: categories.to_string(),
                     locked: block.locked,
@@ -544,7 +544,7 @@ impl Handler {
             .get(b.category)
             .is_some_and(|c| c.locked);
         if let Some(sink) = &self.audit {
-            sink.record(cx.address, Outcome::Blocked, b.category, &cx.name, || {
+            sink.record(cx.address, cx.person(), Outcome::Blocked, b.category, &cx.name, || {
                 Event {
                     categories: b.category.to_string(),
                     locked,
@@ -773,6 +773,14 @@ impl<'a> QueryContext<'a> {
             mac: self.who.mac.map(|(mac, _)| mac.to_string()),
             user: self.session.as_ref().map(|s| s.user.clone()),
             sources: Some(sources.join("; ")),
+        }
+    }
+
+    /// Who asked beyond the address, as the audit log keeps rows apart.
+    fn person(&self) -> Person<'_> {
+        Person {
+            mac: self.who.mac.map(|(mac, _)| mac),
+            user: self.session.as_deref().map(|s| s.user.as_str()),
         }
     }
 

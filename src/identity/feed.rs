@@ -10,7 +10,8 @@ use std::time::{Duration, SystemTime};
 
 use serde::Deserialize;
 
-use super::{read_small, Session, Sessions, SignInError, Source};
+use super::{Session, Sessions, SignInError, Source};
+use crate::lists::read_small;
 use crate::config::FeedConfig;
 
 /// The longest lifetime a feed may give a sign-in.

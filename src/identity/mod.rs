@@ -22,6 +22,7 @@ use std::time::SystemTime;
 use dashmap::DashMap;
 
 use crate::config::Mac;
+use crate::lists::read_small;
 
 /// Where a sign-in came from, as the audit log records it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -467,19 +468,6 @@ impl Directory {
     pub fn is_empty(&self) -> bool {
         self.groups.is_empty()
     }
-}
-
-/// A regular file's text (lossy UTF-8), at most `max` bytes: a FIFO or a device in its
-/// place cannot hang the reader.
-pub(crate) fn read_small(path: &Path, max: u64) -> Result<String, std::io::Error> {
-    use std::io::Read;
-    let file = crate::lists::open_regular(path).map_err(|e| match e {
-        crate::lists::ListError::Open { source, .. } => source,
-        other => std::io::Error::other(other.to_string()),
-    })?;
-    let mut bytes = Vec::new();
-    file.take(max).read_to_end(&mut bytes)?;
-    Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
 #[cfg(test)]
