@@ -56,7 +56,9 @@ pub struct ServerConfig {
     /// Forwarders in front of Warden (a router running dnsmasq, a Pi-hole) whose
     /// identity options are believed: from these addresses only, EDNS Client Subnet
     /// gives the device's address and dnsmasq's `add-mac` option its MAC. From anyone
-    /// else those options are ignored (a pupil's laptop cannot claim a staff MAC).
+    /// else those options are ignored (a pupil's laptop cannot claim a staff MAC), and
+    /// the forwarder must strip the ones its clients send (dnsmasq `strip-mac`,
+    /// `strip-subnet`): a query with two of a kind has both ignored.
     #[serde(default)]
     pub trusted_forwarders: Vec<Net>,
     /// Load balancers whose TCP connections start with a PROXY protocol v2 header

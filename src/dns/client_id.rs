@@ -25,6 +25,11 @@ pub fn is_identity_option(code: u16) -> bool {
     matches!(code, CLIENT_SUBNET | MAC_RAW | MAC_TEXT | CPE_ID)
 }
 
+/// Whether an option carries a device's MAC (in one of the forms [`mac`] reads).
+fn is_mac_option(code: u16) -> bool {
+    matches!(code, MAC_RAW | MAC_TEXT)
+}
+
 pub use crate::config::Mac;
 
 /// How a MAC address came in the query.
@@ -141,18 +146,58 @@ pub struct Carried {
 }
 
 impl Carried {
-    /// Read every option (code, data) of a query's OPT record: the first well-formed
-    /// one of each kind counts.
+    /// Read every option (code, data) of a query's OPT record. A kind (client subnet,
+    /// MAC) that appears more than once counts as absent: two claims mean one of them is
+    /// not the forwarder's (a client's own option that the forwarder kept and added to),
+    /// and neither can be told from the other.
     pub fn from_options<'a>(options: impl IntoIterator<Item = (u16, &'a [u8])>) -> Carried {
-        let mut carried = Carried::default();
+        let mut subnets = Claims::default();
+        let mut macs = Claims::default();
         for (code, data) in options {
-            if code == CLIENT_SUBNET && carried.subnet.is_none() {
-                carried.subnet = client_subnet(data);
-            } else if carried.mac.is_none() {
-                carried.mac = mac(code, data);
+            if code == CLIENT_SUBNET {
+                subnets.add(client_subnet(data));
+            } else if is_mac_option(code) {
+                macs.add(mac(code, data));
             }
         }
-        carried
+        Carried {
+            subnet: subnets.only(),
+            mac: macs.only(),
+        }
+    }
+}
+
+/// The claims of one kind seen in a query: the one there is, if exactly one.
+struct Claims<T> {
+    first: Option<T>,
+    count: usize,
+}
+
+impl<T> Default for Claims<T> {
+    fn default() -> Self {
+        Claims {
+            first: None,
+            count: 0,
+        }
+    }
+}
+
+impl<T> Claims<T> {
+    /// One more option of the kind (`None`: it did not parse, but still counts as a
+    /// claim).
+    fn add(&mut self, value: Option<T>) {
+        self.count += 1;
+        if self.count == 1 {
+            self.first = value;
+        }
+    }
+
+    fn only(self) -> Option<T> {
+        if self.count == 1 {
+            self.first
+        } else {
+            None
+        }
     }
 }
 
@@ -230,6 +275,30 @@ mod tests {
         }
         assert!(Mac::parse("00:1b:21:3c:4d:5e:7f").is_none());
         assert!(Mac::parse("0:1b:21:3c:4d:5e").is_none());
+    }
+
+    #[test]
+    fn a_kind_claimed_twice_counts_as_absent() {
+        let staff = [0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0x01];
+        let own = [0x02, 0, 0, 0, 0, 0x07];
+        let one = Carried::from_options([(MAC_RAW, &own[..])]);
+        assert_eq!(one.mac, Some((Mac(own), MacForm::Raw)));
+        // A client's own claim kept beside the forwarder's: neither is believed.
+        let two = Carried::from_options([(MAC_RAW, &staff[..]), (MAC_RAW, &own[..])]);
+        assert_eq!(two.mac, None);
+        let text = b"aa:bb:cc:dd:ee:01";
+        let mixed = Carried::from_options([(MAC_TEXT, &text[..]), (MAC_RAW, &own[..])]);
+        assert_eq!(mixed.mac, None);
+        // Even an unreadable second claim spoils the first.
+        let bad = Carried::from_options([(MAC_RAW, &own[..]), (MAC_RAW, &[1u8][..])]);
+        assert_eq!(bad.mac, None);
+        let a = ecs(1, 32, 0, &[10, 0, 0, 5]);
+        let b = ecs(1, 32, 0, &[10, 9, 9, 9]);
+        let subnets = Carried::from_options([(CLIENT_SUBNET, &a[..]), (CLIENT_SUBNET, &b[..])]);
+        assert_eq!(subnets.subnet, None);
+        // One of each kind is fine.
+        let both = Carried::from_options([(CLIENT_SUBNET, &a[..]), (MAC_RAW, &own[..])]);
+        assert!(both.subnet.is_some() && both.mac.is_some());
     }
 
     #[test]
