@@ -222,6 +222,7 @@ fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, String> {
 
 async fn feed_sign_in(
     State(state): State<AdminState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
@@ -233,7 +234,7 @@ async fn feed_sign_in(
     let result = json_body::<feed::SignIn>(&body).and_then(|request| {
         let address = request.address;
         let now = std::time::SystemTime::now();
-        let until = feed::sign_in(&state.sessions, &feed, request, lifetime, now)
+        let until = feed::sign_in(&state.sessions, &feed, peer.ip(), request, lifetime, now)
             .map_err(|e| e.to_string())?;
         let until = chrono::DateTime::<chrono::Utc>::from(until).to_rfc3339();
         Ok(serde_json::json!({"ok": true, "address": address, "until": until}))
@@ -243,6 +244,7 @@ async fn feed_sign_in(
 
 async fn feed_sign_out(
     State(state): State<AdminState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
@@ -250,11 +252,12 @@ async fn feed_sign_out(
         Ok(feed) => feed,
         Err(refused) => return *refused,
     };
-    let result = json_body::<feed::SignOut>(&body).map(|request| {
+    let result = json_body::<feed::SignOut>(&body).and_then(|request| {
+        feed::authorize(&feed, peer.ip(), request.address).map_err(|e| e.to_string())?;
         let ended = state
             .sessions
             .sign_out(request.address, request.user.as_deref());
-        serde_json::json!({"ok": true, "ended": ended})
+        Ok(serde_json::json!({"ok": true, "ended": ended}))
     });
     feed_reply(&state, &feed, result)
 }
@@ -335,7 +338,7 @@ async fn reload(State(state): State<AdminState>, headers: HeaderMap) -> Response
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
-    if !constant_time_eq(presented.trim().as_bytes(), state.token.as_bytes()) {
+    if !crate::secret::matches(presented.trim().as_bytes(), state.token.as_bytes()) {
         tracing::warn!("POST /reload refused: missing or wrong token");
         let body = serde_json::json!({
             "ok": false,
@@ -366,13 +369,6 @@ async fn reload(State(state): State<AdminState>, headers: HeaderMap) -> Response
             (StatusCode::UNPROCESSABLE_ENTITY, axum::Json(body)).into_response()
         }
     }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() || b.is_empty() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// The admin token from `path`; if the file does not exist, a new random one is written
@@ -431,14 +427,6 @@ fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn token_comparison() {
-        assert!(constant_time_eq(b"abc", b"abc"));
-        assert!(!constant_time_eq(b"abd", b"abc"));
-        assert!(!constant_time_eq(b"ab", b"abc"));
-        assert!(!constant_time_eq(b"", b""));
-    }
 
     #[test]
     fn token_file_is_created_private_and_reused() {

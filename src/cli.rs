@@ -959,12 +959,12 @@ fn check(args: CheckArgs) -> Result<ExitCode> {
         mac: None,
         until: std::time::SystemTime::now() + std::time::Duration::from_secs(60),
         source: crate::identity::Source::File,
+        id: None,
     });
     let who = match (args.client, args.mac, &session) {
         (None, None, None) => policy.default_who(),
         (client, mac, session) => policy.identify(&crate::policy::Seen {
-            // Without an address, one no `[[clients]] cidr` entry can hold.
-            address: client.unwrap_or(std::net::IpAddr::from([0, 0, 0, 0])),
+            address: client,
             mac,
             session: session.as_ref(),
         }),

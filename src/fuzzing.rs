@@ -259,7 +259,9 @@ pub fn radius_accounting(data: &[u8]) {
     signed[0] = radius::ACCOUNTING_REQUEST;
     let length = signed.len() as u16;
     signed[2..4].copy_from_slice(&length.to_be_bytes());
-    let authenticator = radius::request_authenticator(&signed, SECRET);
+    let Some(authenticator) = radius::request_authenticator(&signed, SECRET) else {
+        return;
+    };
     signed[4..20].copy_from_slice(&authenticator);
     let accounting = match radius::parse(&signed, SECRET) {
         Ok(a) => a,
@@ -280,7 +282,19 @@ pub fn radius_accounting(data: &[u8]) {
             assert_eq!(Some(&session.user), accounting.user.as_ref());
             assert!(crate::identity::valid_text(&session.user));
         }
-        Applied::SignedOut | Applied::Nothing | Applied::Refused => {}
+        Applied::Stale => {
+            let at = accounting
+                .event_time
+                .unwrap_or_else(|| panic!("stale without a time"));
+            assert!(
+                at.duration_since(now)
+                    .or_else(|_| now.duration_since(at))
+                    .unwrap_or_default()
+                    > radius::MAX_SKEW
+            );
+            assert!(sessions.is_empty());
+        }
+        Applied::SignedOut | Applied::Nothing | Applied::Refused | Applied::Ended => {}
     }
     assert_eq!(
         radius::response(&accounting, SECRET)[1],

@@ -106,6 +106,7 @@ pub mod name;
 pub(crate) mod policy;
 pub mod reload;
 mod restart;
+pub mod secret;
 mod serve;
 mod serve_fleet;
 mod sources;

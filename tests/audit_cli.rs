@@ -176,7 +176,14 @@ impl Fixture {
         let before = SystemTime::now();
         for e in live {
             let event = e.clone();
-            sink.record(e.client, Default::default(), e.outcome, &e.categories, &e.name, || event);
+            sink.record(
+                e.client,
+                Default::default(),
+                e.outcome,
+                &e.categories,
+                &e.name,
+                || event,
+            );
         }
         let after = SystemTime::now();
         writer.stop().unwrap(); // flushes and seals every row
@@ -1759,7 +1766,14 @@ fn writer_survives_a_retention_reaching_before_1970() {
     .unwrap();
     std::thread::sleep(Duration::from_millis(100)); // past the first flush and purge
     let e = block("late.example", "10.0.3.1", "adult", SystemTime::now());
-    sink.record(e.client, Default::default(), e.outcome, "adult", "late.example", || e.clone());
+    sink.record(
+        e.client,
+        Default::default(),
+        e.outcome,
+        "adult",
+        "late.example",
+        || e.clone(),
+    );
     writer.stop().expect("the writer is still running");
     let n: i64 = rusqlite::Connection::open(&db)
         .unwrap()

@@ -19,6 +19,8 @@ use hickory_proto::rr::RecordType;
 const SECRET: &str = "radius-test-secret";
 /// The sign-in feed's token.
 const FEED_TOKEN: &str = "feed-token-0123456789-abcdefghijklmnop";
+const DC_TOKEN: &str = "dc-token-0123456789-abcdefghijklmnopqrs";
+const PC_TOKEN: &str = "pc-token-0123456789-abcdefghijklmnopqrs";
 
 /// Pupils block `adult`; staff (the default group) block only the locked category.
 /// 127.0.0.1 is the trusted forwarder; 127.0.0.2 and the rest are ordinary clients.
@@ -440,7 +442,8 @@ async fn eventually(source: &str, dns: SocketAddr, name: &str, ok: fn(&Message) 
 async fn radius_accounting_from_radclient_signs_a_pupil_in_and_out() {
     let site = site(
         "[identity]\ndirectory = \"directory.csv\"\n\
-         [identity.radius]\nlisten = \"127.0.0.1:0\"\nsecret_file = \"radius.secret\"\n",
+         [identity.radius]\nlisten = \"127.0.0.1:0\"\nsecret_file = \"radius.secret\"\n\
+         clients = [\"127.0.0.1\"]\n",
     )
     .await;
     let (dns, port) = (site.warden.dns, radius_port(&site));
@@ -505,6 +508,53 @@ async fn radius_accounting_from_radclient_signs_a_pupil_in_and_out() {
     ));
     assert!(metric(&site, "warden_radius_packets_total{result=\"signed_in\"}") >= 1.0);
     assert!(metric(&site, "warden_radius_packets_total{result=\"signed_out\"}") >= 1.0);
+
+    // The captured Start sent again after its Stop: answered, but no one is signed in.
+    let answered = tokio::task::spawn_blocking(move || radclient(port, SECRET, start))
+        .await
+        .unwrap();
+    assert!(answered);
+    assert!(
+        metric(
+            &site,
+            "warden_radius_packets_total{result=\"ended_session\"}"
+        ) >= 1.0
+    );
+    assert!(allowed(
+        &ask_udp("127.0.0.5", dns, "blocked.test", Carry::default()).await
+    ));
+    // A Start stamped an hour ago (a replay, or a clock far off) is not taken either.
+    let stale = "User-Name = \"pupil7\", Acct-Status-Type = Start, \
+                 Framed-IP-Address = 127.0.0.5, Acct-Session-Id = \"s2\", \
+                 Event-Timestamp = 1000000000\n";
+    let answered = tokio::task::spawn_blocking(move || radclient(port, SECRET, stale))
+        .await
+        .unwrap();
+    assert!(answered);
+    assert!(metric(&site, "warden_radius_packets_total{result=\"stale\"}") >= 1.0);
+    assert!(allowed(
+        &ask_udp("127.0.0.5", dns, "blocked.test", Carry::default()).await
+    ));
+    // A fresh session, ended by a Stop that names only the session.
+    let fresh = "User-Name = \"pupil7\", Acct-Status-Type = Start, \
+                 Framed-IP-Address = 127.0.0.5, Acct-Session-Id = \"s3\"\n";
+    assert!(
+        tokio::task::spawn_blocking(move || radclient(port, SECRET, fresh))
+            .await
+            .unwrap()
+    );
+    assert!(blocked(
+        &ask_udp("127.0.0.5", dns, "blocked.test", Carry::default()).await
+    ));
+    let bare_stop = "User-Name = \"pupil7\", Acct-Status-Type = Stop, Acct-Session-Id = \"s3\"\n";
+    assert!(
+        tokio::task::spawn_blocking(move || radclient(port, SECRET, bare_stop))
+            .await
+            .unwrap()
+    );
+    assert!(allowed(
+        &ask_udp("127.0.0.5", dns, "blocked.test", Carry::default()).await
+    ));
 }
 
 /// POST a sign-in (or sign-out) to the feed.
@@ -524,7 +574,9 @@ fn post_feed(site: &Site, path: &str, token: &str, body: &str) -> (u16, String) 
 async fn the_sign_in_feed_refuses_a_wrong_token_and_a_sign_in_ends_at_its_lifetime() {
     let site = site(
         "[identity]\ndirectory = \"directory.csv\"\n\
-         [[identity.feeds]]\nname = \"logon\"\ntoken_file = \"feed.token\"\n",
+         [[identity.feeds]]\nname = \"logon\"\ntoken_file = \"feed.token\"\n\
+         [[identity.feeds]]\nname = \"dc\"\ntoken_file = \"dc.token\"\nfrom = [\"10.0.0.2\"]\n\
+         [[identity.feeds]]\nname = \"pcs\"\ntoken_file = \"pc.token\"\nagents = true\n",
     )
     .await;
     let dns = site.warden.dns;
@@ -598,6 +650,44 @@ async fn the_sign_in_feed_refuses_a_wrong_token_and_a_sign_in_ends_at_its_lifeti
     assert!(allowed(
         &ask_udp("127.0.0.9", dns, "blocked.test", Carry::default()).await
     ));
+
+    // A feed limited to its server refuses its own token from here; an agents feed
+    // signs in only the poster's own address, and never chooses a group.
+    std::fs::write(site.dir.path().join("dc.token"), format!("{DC_TOKEN}\n")).unwrap();
+    std::fs::write(site.dir.path().join("pc.token"), format!("{PC_TOKEN}\n")).unwrap();
+    let elsewhere = r#"{"user": "pupil7", "address": "127.0.0.11"}"#;
+    let reply =
+        tokio::task::block_in_place(|| post_feed(&site, "/identity/signin", DC_TOKEN, elsewhere));
+    assert_eq!(reply.0, 400, "{reply:?}");
+    assert!(reply.1.contains("not accepted from 127.0.0.1"), "{reply:?}");
+    let reply =
+        tokio::task::block_in_place(|| post_feed(&site, "/identity/signin", PC_TOKEN, elsewhere));
+    assert!(
+        reply.0 == 400 && reply.1.contains("only the address it posts from"),
+        "{reply:?}"
+    );
+    // From 127.0.0.1 for 127.0.0.1: taken, recorded, but pupil7's group does not follow.
+    let own = r#"{"user": "pupil7", "address": "127.0.0.1", "groups": ["Year 7"]}"#;
+    let reply = tokio::task::block_in_place(|| post_feed(&site, "/identity/signin", PC_TOKEN, own));
+    assert_eq!(reply.0, 200, "{reply:?}");
+    assert!(allowed(
+        &ask_udp("127.0.0.1", dns, "a.blocked.test", Carry::default()).await
+    ));
+    let rows = rows_for(site.dir.path(), "a.blocked.test", 1);
+    let row = rows
+        .first()
+        .expect("the allowed query is logged (log_allowed)");
+    assert_eq!(
+        (row.user.as_deref(), row.group.as_str()),
+        (Some("pupil7"), "staff")
+    );
+    assert!(
+        row.sources
+            .as_deref()
+            .unwrap_or("")
+            .contains("the device's own sign-in (feed pcs)"),
+        "{row:?}"
+    );
 
     // A restart keeps who is signed in (the state file), so the pupil stays a pupil.
     let kept = r#"{"user": "pupil7", "address": "127.0.0.10", "lifetime": "1h"}"#;

@@ -309,23 +309,30 @@ mod tests {
         // Zero-padded, so names seen in the same instant tie-break in the same order.
         let names: Vec<String> = (0..64).map(|i| format!("n{i:03}.terror.test")).collect();
         for name in &names {
-            sink.record(client, Default::default(), Outcome::Blocked, "terrorism", name, || Event {
-                time: SystemTime::now(),
+            sink.record(
                 client,
-                device: None,
-                group: "pupils".into(),
-                name: name.clone(),
-                qtype: "A".into(),
-                categories: "terrorism".into(),
-                locked: true,
-                list: "ctiru".into(),
-                line: 1,
-                rule: name.clone(),
-                response: "nxdomain".into(),
-                cname: None,
-                outcome: Outcome::Blocked,
-                identity: Default::default(),
-            });
+                Default::default(),
+                Outcome::Blocked,
+                "terrorism",
+                name,
+                || Event {
+                    time: SystemTime::now(),
+                    client,
+                    device: None,
+                    group: "pupils".into(),
+                    name: name.clone(),
+                    qtype: "A".into(),
+                    categories: "terrorism".into(),
+                    locked: true,
+                    list: "ctiru".into(),
+                    line: 1,
+                    rule: name.clone(),
+                    response: "nxdomain".into(),
+                    cname: None,
+                    outcome: Outcome::Blocked,
+                    identity: Default::default(),
+                },
+            );
         }
         writer.stop().unwrap();
         let store = Store::open(&path).unwrap();

@@ -215,7 +215,13 @@ impl Key {
             return Key::overflow(event.client, event.outcome, &event.categories);
         }
         let person = Person::of(event);
-        Key::new(event.client, person, event.outcome, &event.categories, &event.name)
+        Key::new(
+            event.client,
+            person,
+            event.outcome,
+            &event.categories,
+            &event.name,
+        )
     }
 
     pub(crate) fn new(
@@ -349,8 +355,7 @@ impl Sink {
                 inner.folded.fetch_add(1, Ordering::Relaxed);
                 // A flood's every query lands here: count it without allocating.
                 let nobody = Person::NOBODY;
-                if period.count_repeat(target, nobody, outcome, categories, OVERFLOW_NAME, coarse)
-                {
+                if period.count_repeat(target, nobody, outcome, categories, OVERFLOW_NAME, coarse) {
                     return;
                 }
                 Key::overflow(target, outcome, categories)
@@ -595,7 +600,14 @@ mod tests {
         let mut e = event(client, name);
         e.identity = identity;
         let recorded = e.clone();
-        sink.record(e.client, Person::of(&recorded), e.outcome, "adult", name, || e);
+        sink.record(
+            e.client,
+            Person::of(&recorded),
+            e.outcome,
+            "adult",
+            name,
+            || e,
+        );
     }
 
     #[test]
@@ -642,7 +654,9 @@ mod tests {
     fn record_as(sink: &Sink, client: IpAddr, name: &str) {
         let mut e = event([0, 0, 0, 0], name);
         e.client = client;
-        sink.record(client, Person::NOBODY, e.outcome, "adult", name, || e.clone());
+        sink.record(client, Person::NOBODY, e.outcome, "adult", name, || {
+            e.clone()
+        });
     }
 
     /// Named (not folded) entries per client in a drain.

@@ -489,7 +489,14 @@ mod tests {
 
     fn record(sink: &Sink, client: [u8; 4], name: &str) {
         let e = event(IpAddr::from(client), name);
-        sink.record(e.client, Default::default(), e.outcome, "adult", name, || e.clone());
+        sink.record(
+            e.client,
+            Default::default(),
+            e.outcome,
+            "adult",
+            name,
+            || e.clone(),
+        );
     }
 
     /// A name long enough that a few hundred of them need many database pages.

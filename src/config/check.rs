@@ -609,8 +609,17 @@ impl<'a> Validator<'a> {
         Ok(())
     }
 
-    /// Sign-in feeds have distinct names fit for the audit log.
+    /// Sign-in feeds have distinct names fit for the audit log; RADIUS accounting names
+    /// the controllers that may send it.
     fn check_feeds(&self, config: &Config) -> Result<(), ConfigError> {
+        if let Some(radius) = &config.identity.radius {
+            if radius.clients.get_ref().is_empty() {
+                return self.error(
+                    radius.clients.span(),
+                    "[identity.radius] clients is empty: name the controllers (addresses or networks) that send accounting".into(),
+                );
+            }
+        }
         let mut seen = std::collections::HashSet::new();
         for feed in &config.identity.feeds {
             let name = feed.name.get_ref();

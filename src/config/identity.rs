@@ -77,10 +77,10 @@ pub struct RadiusConfig {
     /// A file holding the shared secret (first line), readable by Warden only. A
     /// packet whose authenticator does not match it is dropped and counted.
     pub secret_file: PathBuf,
-    /// The addresses allowed to send accounting (the controllers); others are dropped
-    /// and counted. Default: any address `[server] allow_networks` admits.
-    #[serde(default)]
-    pub clients: Vec<Net>,
+    /// The addresses allowed to send accounting (the controllers, as addresses or
+    /// networks); others are dropped and counted. Required: accounting signs people in,
+    /// so only the controllers may send it.
+    pub clients: Spanned<Vec<Net>>,
 }
 
 /// `[[identity.feeds]]`.
@@ -92,6 +92,17 @@ pub struct FeedConfig {
     /// A file holding this feed's token (first line, at least 32 characters), sent as
     /// `Authorization: Bearer TOKEN`.
     pub token_file: PathBuf,
+    /// Who may post with this token (addresses or networks, as the admin listener sees
+    /// them); default: anyone who reaches the admin listener. A server-side feed (the
+    /// domain controller's collector) should name its server.
+    #[serde(default)]
+    pub from: Vec<Net>,
+    /// The token sits on the devices themselves (a logon script on every PC), where a
+    /// pupil could read it: a post may then sign in or out only the address it comes
+    /// from, and its sign-in is recorded as the device's own claim, which never chooses
+    /// a group. Such posts must reach the admin listener directly, not through a proxy.
+    #[serde(default)]
+    pub agents: bool,
 }
 
 /// `[[users_to_groups]]`: people in directory group `directory_group` (or the one user

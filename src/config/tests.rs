@@ -88,6 +88,7 @@ fn check_cases() -> Vec<Case> {
         ("client cidr and mac", s("[[clients]]\ncidr = \"10.0.0.1\"\nmac = \"aa:bb:cc:dd:ee:ff\"\ngroup = \"default\"\n"), 4, "needs a cidr or a mac"),
         ("users_to_groups both", s("[[users_to_groups]]\nuser = \"a\"\ndirectory_group = \"Staff\"\ngroup = \"default\"\n"), 4, "needs a directory_group or a user"),
         ("feed name", s("[[identity.feeds]]\nname = \"a b\"\ntoken_file = \"t\"\n"), 2, "only letters"),
+        ("radius clients", s("[identity.radius]\nlisten = \"127.0.0.1:0\"\nsecret_file = \"s\"\nclients = []\n"), 4, "name the controllers"),
         ("feed twice", s("[[identity.feeds]]\nname = \"a\"\ntoken_file = \"t\"\n[[identity.feeds]]\nname = \"a\"\ntoken_file = \"u\"\n"), 5, "used twice"),
         ("default group", s("[server]\ndefault_group = \"kids\"\n[groups.staff]\n"), 2, "default_group \"kids\""),
         ("circumvention locked", s("[categories.circumvention]\nlocked = true\n[groups.default]\ncircumvention = false\n"), 4, "no group can turn it off"),

@@ -370,10 +370,17 @@ impl Handler {
             .as_ref()
             .filter(|_| cx.engine.config.audit.log_allowed)
         {
-            sink.record(cx.address, cx.person(), Outcome::Allowed, "", &cx.name, || Event {
-                response: response.to_string(),
-                ..cx.allowed_event()
-            });
+            sink.record(
+                cx.address,
+                cx.person(),
+                Outcome::Allowed,
+                "",
+                &cx.name,
+                || Event {
+                    response: response.to_string(),
+                    ..cx.allowed_event()
+                },
+            );
         }
     }
 
@@ -500,8 +507,13 @@ impl Handler {
             "blocked"
         );
         if let Some(sink) = &self.audit {
-            sink.record(cx.address, cx.person(), Outcome::Blocked, categories, &cx.name, || {
-                Event {
+            sink.record(
+                cx.address,
+                cx.person(),
+                Outcome::Blocked,
+                categories,
+                &cx.name,
+                || Event {
                     categories: categories.to_string(),
                     locked: block.locked,
                     list: block.rule.list_name().to_string(),
@@ -511,8 +523,8 @@ impl Handler {
                     cname: list.via_cname.map(str::to_string),
                     outcome: Outcome::Blocked,
                     ..cx.allowed_event()
-                }
-            });
+                },
+            );
         }
     }
 
@@ -544,8 +556,13 @@ impl Handler {
             .get(b.category)
             .is_some_and(|c| c.locked);
         if let Some(sink) = &self.audit {
-            sink.record(cx.address, cx.person(), Outcome::Blocked, b.category, &cx.name, || {
-                Event {
+            sink.record(
+                cx.address,
+                cx.person(),
+                Outcome::Blocked,
+                b.category,
+                &cx.name,
+                || Event {
                     categories: b.category.to_string(),
                     locked,
                     list: "built-in".to_string(),
@@ -555,8 +572,8 @@ impl Handler {
                     cname: None,
                     outcome: Outcome::Blocked,
                     ..cx.allowed_event()
-                }
-            });
+                },
+            );
         }
     }
 }
@@ -728,7 +745,7 @@ impl<'a> QueryContext<'a> {
         let address = device_address(asked.client.ip(), &asked.carried);
         let session = sessions.find(address, SystemTime::from(at));
         let seen = Seen {
-            address,
+            address: Some(address),
             mac: asked.carried.mac.map(|(mac, _)| mac),
             session: session.as_deref(),
         };

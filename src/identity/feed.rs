@@ -11,16 +11,14 @@ use std::time::{Duration, SystemTime};
 use serde::Deserialize;
 
 use super::{Session, Sessions, SignInError, Source};
-use crate::lists::read_small;
 use crate::config::FeedConfig;
+use crate::lists::read_small;
 
 /// The longest lifetime a feed may give a sign-in.
 pub const MAX_LIFETIME: Duration = Duration::from_secs(7 * 24 * 3600);
 /// The shortest token a feed may have: 32 characters is 190 bits from a password
 /// generator, beyond guessing over HTTP.
 pub const MIN_TOKEN_LEN: usize = 32;
-/// The most of a token file read.
-const MAX_TOKEN_BYTES: u64 = 4096;
 /// The most of a sessions file read (a large site's every device).
 const MAX_SESSIONS_FILE_BYTES: u64 = 32 * 1024 * 1024;
 
@@ -58,6 +56,12 @@ pub enum FeedError {
     Token,
     #[error("lifetime {0:?}: a duration such as \"8h\" from 1 second to 7 days")]
     Lifetime(String),
+    #[error("this feed's token is not accepted from {0} (its `from`)")]
+    NotFrom(IpAddr),
+    #[error(
+        "an agents feed signs in or out only the address it posts from ({peer}), not {address}"
+    )]
+    NotOwnAddress { peer: IpAddr, address: IpAddr },
     #[error("{0}")]
     Refused(#[from] SignInError),
 }
@@ -75,8 +79,8 @@ pub fn feed_for<'a>(
     let mut found = None;
     for feed in feeds {
         let path = base.join(&feed.token_file);
-        let token = match read_small(&path, MAX_TOKEN_BYTES) {
-            Ok(text) => text.lines().next().unwrap_or("").trim().to_string(),
+        let token = match crate::secret::first_line(&path) {
+            Ok(line) => line.trim().to_string(),
             Err(error) => {
                 tracing::warn!(feed = feed.name.get_ref(), path = %path.display(), %error, "sign-in feed token file unreadable");
                 continue;
@@ -86,26 +90,37 @@ pub fn feed_for<'a>(
             tracing::warn!(feed = feed.name.get_ref(), path = %path.display(), "sign-in feed token shorter than {MIN_TOKEN_LEN} characters: refused");
             continue;
         }
-        if constant_time_eq(presented, token.as_bytes()) && found.is_none() {
+        if crate::secret::matches(presented, token.as_bytes()) && found.is_none() {
             found = Some(feed);
         }
     }
     found
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// Whether `feed`'s token may act on `address` when posted from `peer`: `peer` within
+/// its `from`, and for an agents feed, `address` the poster's own.
+pub fn authorize(feed: &FeedConfig, peer: IpAddr, address: IpAddr) -> Result<(), FeedError> {
+    let peer = peer.to_canonical();
+    if !feed.from.is_empty() && !feed.from.iter().any(|net| net.0.contains(&peer)) {
+        return Err(FeedError::NotFrom(peer));
+    }
+    if feed.agents && address.to_canonical() != peer {
+        return Err(FeedError::NotOwnAddress { peer, address });
+    }
+    Ok(())
 }
 
-/// Take `request` from `feed`: sign the user in until its lifetime (or `default_life`).
-/// Returns when it ends.
+/// Take `request`, posted from `peer`, from `feed`: sign the user in until its lifetime
+/// (or `default_life`). An agents feed's groups are not taken. Returns when it ends.
 pub fn sign_in(
     sessions: &Sessions,
     feed: &FeedConfig,
+    peer: IpAddr,
     request: SignIn,
     default_life: Duration,
     now: SystemTime,
 ) -> Result<SystemTime, FeedError> {
+    authorize(feed, peer, request.address)?;
     let life = match &request.lifetime {
         None => default_life,
         Some(text) => humantime::parse_duration(text)
@@ -116,14 +131,23 @@ pub fn sign_in(
     let until = now + life;
     let session = Session {
         user: request.user.trim().to_string(),
-        groups: request
-            .groups
-            .iter()
-            .map(|g| g.trim().to_string())
-            .collect(),
+        groups: if feed.agents {
+            Vec::new() // a pupil could post any; the directory file's count
+        } else {
+            request
+                .groups
+                .iter()
+                .map(|g| g.trim().to_string())
+                .collect()
+        },
         mac: None,
         until,
-        source: Source::Feed(feed.name.get_ref().clone()),
+        source: if feed.agents {
+            Source::Agent(feed.name.get_ref().clone())
+        } else {
+            Source::Feed(feed.name.get_ref().clone())
+        },
+        id: None,
     };
     sessions.sign_in(request.address, session, now)?;
     Ok(until)
@@ -174,29 +198,18 @@ fn session_line(line: &str) -> Result<(IpAddr, Session), String> {
     let address: IpAddr = address
         .parse()
         .map_err(|_| format!("{address:?} is not an IP address"))?;
-    let until = chrono::DateTime::parse_from_rfc3339(until)
-        .map_err(|_| format!("until {until:?} is not an RFC 3339 time (2026-12-04T16:00:00Z)"))?;
-    let groups: Vec<String> = rest
-        .first()
-        .map(|g| {
-            g.split(';')
-                .map(str::trim)
-                .filter(|g| !g.is_empty())
-                .map(str::to_string)
-                .collect()
-        })
-        .unwrap_or_default();
-    if groups.len() > super::MAX_GROUPS || !groups.iter().all(|g| super::valid_text(g)) {
-        return Err("a directory group that cannot be kept".to_string());
-    }
+    let until = super::rfc3339(until)
+        .ok_or_else(|| format!("until {until:?} is not an RFC 3339 time (2026-12-04T16:00:00Z)"))?;
+    let groups = super::group_list(rest.first().copied().unwrap_or(""))?;
     Ok((
         address,
         Session {
             user: user.to_string(),
             groups,
             mac: None,
-            until: SystemTime::from(until.with_timezone(&chrono::Utc)),
+            until,
             source: Source::File,
+            id: None,
         },
     ))
 }
@@ -292,6 +305,8 @@ mod tests {
         FeedConfig {
             name: toml::Spanned::new(0..0, name.to_string()),
             token_file: path,
+            from: Vec::new(),
+            agents: false,
         }
     }
 
@@ -327,6 +342,7 @@ mod tests {
         let until = sign_in(
             &sessions,
             &f,
+            "10.0.1.5".parse().unwrap(),
             request(Some("2m")),
             Duration::from_secs(3600),
             now,
@@ -341,6 +357,7 @@ mod tests {
                 sign_in(
                     &sessions,
                     &f,
+                    "10.0.1.5".parse().unwrap(),
                     request(Some(bad)),
                     Duration::from_secs(60),
                     now
@@ -348,6 +365,86 @@ mod tests {
                 Err(FeedError::Lifetime(_))
             ));
         }
+    }
+
+    #[test]
+    fn a_feed_acts_only_from_its_networks_and_an_agent_only_for_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut server = feed(dir.path(), "dc", &"k".repeat(40));
+        server.from = vec!["10.0.0.2".parse().unwrap()];
+        let sessions = Sessions::new();
+        let now = SystemTime::now();
+        let life = Duration::from_secs(3600);
+        let staff_at = |address: &str| SignIn {
+            user: "jsmith".into(),
+            address: address.parse().unwrap(),
+            groups: vec!["Staff".into()],
+            lifetime: None,
+        };
+        let ip = |t: &str| t.parse::<IpAddr>().unwrap();
+        // The server signs anyone in, with their groups; no one else may use its token.
+        sign_in(
+            &sessions,
+            &server,
+            ip("10.0.0.2"),
+            staff_at("10.0.1.5"),
+            life,
+            now,
+        )
+        .unwrap();
+        assert_eq!(
+            sessions.find(ip("10.0.1.5"), now).unwrap().groups,
+            ["Staff"]
+        );
+        let elsewhere = sign_in(
+            &sessions,
+            &server,
+            ip("10.0.1.9"),
+            staff_at("10.0.1.9"),
+            life,
+            now,
+        );
+        assert!(
+            matches!(elsewhere, Err(FeedError::NotFrom(_))),
+            "{elsewhere:?}"
+        );
+        assert!(sessions.find(ip("10.0.1.9"), now).is_none());
+
+        // An agent (its token on every PC) signs in only its own address, as a claim
+        // that chooses no group.
+        let mut agent = feed(dir.path(), "pcs", &"a".repeat(40));
+        agent.agents = true;
+        let other = sign_in(
+            &sessions,
+            &agent,
+            ip("10.0.1.7"),
+            staff_at("10.0.1.5"),
+            life,
+            now,
+        );
+        assert!(
+            matches!(other, Err(FeedError::NotOwnAddress { .. })),
+            "{other:?}"
+        );
+        assert_eq!(
+            sessions.find(ip("10.0.1.5"), now).unwrap().groups,
+            ["Staff"]
+        );
+        sign_in(
+            &sessions,
+            &agent,
+            ip("10.0.1.7"),
+            staff_at("10.0.1.7"),
+            life,
+            now,
+        )
+        .unwrap();
+        let claimed = sessions.find(ip("10.0.1.7"), now).unwrap();
+        assert!(claimed.groups.is_empty());
+        assert_eq!(claimed.source, Source::Agent("pcs".into()));
+        assert!(!claimed.source.chooses_group());
+        assert!(authorize(&agent, ip("10.0.1.7"), ip("10.0.1.5")).is_err());
+        assert!(authorize(&agent, ip("::ffff:10.0.1.7"), ip("10.0.1.7")).is_ok());
     }
 
     #[test]

@@ -31,6 +31,9 @@ pub enum Source {
     Radius,
     /// The sign-in feed `[[identity.feeds]]` of this name.
     Feed(String),
+    /// The sign-in feed of this name with `agents = true`: the device's own claim, so
+    /// recorded in the audit log but never choosing a group.
+    Agent(String),
     /// `[identity] sessions_file`.
     File,
 }
@@ -40,17 +43,42 @@ impl std::fmt::Display for Source {
         match self {
             Source::Radius => f.write_str("radius"),
             Source::Feed(name) => write!(f, "signin:{name}"),
+            Source::Agent(name) => write!(f, "agent:{name}"),
             Source::File => f.write_str("file"),
         }
     }
 }
 
+impl std::str::FromStr for Source {
+    type Err = ();
+
+    /// The form [`Source`]'s `Display` writes (as the state file keeps it).
+    fn from_str(text: &str) -> Result<Source, ()> {
+        match text {
+            "radius" => Ok(Source::Radius),
+            "file" => Ok(Source::File),
+            other => match other.split_once(':') {
+                Some(("signin", feed)) => Ok(Source::Feed(feed.to_string())),
+                Some(("agent", feed)) => Ok(Source::Agent(feed.to_string())),
+                _ => Err(()),
+            },
+        }
+    }
+}
+
 impl Source {
+    /// Whether a sign-in from here may choose the person's group (a device's claim
+    /// about itself may not).
+    pub fn chooses_group(&self) -> bool {
+        !matches!(self, Source::Agent(_))
+    }
+
     /// How the dashboard and the audit log say where a sign-in came from.
     pub fn describe(&self) -> String {
         match self {
             Source::Radius => "RADIUS accounting".to_string(),
             Source::Feed(name) => format!("sign-in feed {name}"),
+            Source::Agent(name) => format!("the device's own sign-in (feed {name})"),
             Source::File => "sessions file".to_string(),
         }
     }
@@ -67,6 +95,9 @@ pub struct Session {
     pub mac: Option<Mac>,
     pub until: SystemTime,
     pub source: Source,
+    /// The source's own name for the session (RADIUS `Acct-Session-Id`), by which a
+    /// Stop without an address ends it.
+    pub id: Option<String>,
 }
 
 /// The longest user name kept: far beyond any directory's, and a bound on what one
@@ -82,11 +113,11 @@ pub const MAX_SESSIONS: usize = 200_000;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SignInError {
     #[error(
-        "user name is empty, longer than {MAX_USER_LEN} characters or holds a control character"
+        "user name {0} is empty, longer than {MAX_USER_LEN} characters or holds a control character"
     )]
-    BadUser,
-    #[error("a directory group is empty, too long or holds a control character, or there are more than {MAX_GROUPS}")]
-    BadGroups,
+    BadUser(String),
+    #[error("{0}")]
+    BadGroups(String),
     #[error("the sign-in ends before it starts")]
     Expired,
     #[error("{MAX_SESSIONS} sign-ins are held already")]
@@ -100,8 +131,9 @@ pub struct Sessions {
     /// Entries held (a cheap "anyone signed in?" for the query path), re-read after
     /// every change.
     count: AtomicUsize,
-    /// Held by every change, so changes and their recounts do not interleave.
-    writing: std::sync::Mutex<()>,
+    /// Held by every change, so changes and their recounts do not interleave; it holds
+    /// the session IDs recently ended (see [`Sessions::ended`]).
+    writing: std::sync::Mutex<Ended>,
     /// Bumped by every change: the state file is written when it moved.
     changes: std::sync::atomic::AtomicU64,
 }
@@ -112,6 +144,46 @@ pub fn valid_text(text: &str) -> bool {
     !text.trim().is_empty()
         && text.chars().count() <= MAX_USER_LEN
         && !text.chars().any(char::is_control)
+}
+
+/// `text` quoted for an error message: control characters escaped, cut at 40
+/// characters (it may be anything a packet or a request held).
+pub fn shown(text: &str) -> String {
+    let mut out: String = text.chars().take(40).flat_map(char::escape_debug).collect();
+    if text.chars().count() > 40 {
+        out.push('…');
+    }
+    format!("\"{out}\"")
+}
+
+/// Why `groups` cannot be kept, naming the group at fault; `Ok` if they can.
+fn check_groups(groups: &[String]) -> Result<(), String> {
+    if groups.len() > MAX_GROUPS {
+        return Err(format!(
+            "{} directory groups; at most {MAX_GROUPS}",
+            groups.len()
+        ));
+    }
+    match groups.iter().find(|g| !valid_text(g)) {
+        Some(bad) => Err(format!(
+            "directory group {} is empty, longer than {MAX_USER_LEN} characters or holds a control character",
+            shown(bad)
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Directory groups written `Staff; Year 7` (a sessions or directory file's field):
+/// trimmed, empty ones dropped, each checked.
+pub(crate) fn group_list(text: &str) -> Result<Vec<String>, String> {
+    let groups: Vec<String> = text
+        .split(';')
+        .map(str::trim)
+        .filter(|g| !g.is_empty())
+        .map(str::to_string)
+        .collect();
+    check_groups(&groups)?;
+    Ok(groups)
 }
 
 impl Sessions {
@@ -127,12 +199,22 @@ impl Sessions {
         now: SystemTime,
     ) -> Result<(), SignInError> {
         let _writing = crate::sync::lock(&self.writing);
+        self.insert(address, session, now)?;
+        self.recount(true);
+        Ok(())
+    }
+
+    /// [`Sessions::sign_in`] with the writing lock held (the count left to the caller).
+    fn insert(
+        &self,
+        address: IpAddr,
+        session: Session,
+        now: SystemTime,
+    ) -> Result<(), SignInError> {
         if !valid_text(&session.user) {
-            return Err(SignInError::BadUser);
+            return Err(SignInError::BadUser(shown(&session.user)));
         }
-        if session.groups.len() > MAX_GROUPS || !session.groups.iter().all(|g| valid_text(g)) {
-            return Err(SignInError::BadGroups);
-        }
+        check_groups(&session.groups).map_err(SignInError::BadGroups)?;
         if session.until <= now {
             return Err(SignInError::Expired);
         }
@@ -144,7 +226,6 @@ impl Sessions {
             }
         }
         self.by_address.insert(address, Arc::new(session));
-        self.recount();
         Ok(())
     }
 
@@ -160,8 +241,27 @@ impl Sessions {
                 user.is_none_or(|u| u.eq_ignore_ascii_case(&s.user))
             })
             .is_some();
-        self.recount();
+        self.recount(removed);
         removed
+    }
+
+    /// End the session the source calls `id` wherever it is (a RADIUS Stop that names
+    /// no address), and remember for a while that it ended, so a late or replayed
+    /// update of it signs no one back in. Returns whether one ended.
+    pub fn end_session(&self, source: &Source, id: &str, now: SystemTime) -> bool {
+        let mut writing = crate::sync::lock(&self.writing);
+        writing.add(id, now);
+        let before = self.by_address.len();
+        self.by_address
+            .retain(|_, s| !(&s.source == source && s.id.as_deref() == Some(id)));
+        let removed = self.by_address.len() != before;
+        self.recount(removed);
+        removed
+    }
+
+    /// Whether the session `id` ended lately (within [`ENDED_KEPT`]).
+    pub fn ended(&self, id: &str, now: SystemTime) -> bool {
+        crate::sync::lock(&self.writing).holds(id, now)
     }
 
     /// Who is signed in at `address` at `now`, if anyone.
@@ -176,15 +276,19 @@ impl Sessions {
     /// Drop every sign-in past its end.
     pub fn expire(&self, now: SystemTime) {
         let _writing = crate::sync::lock(&self.writing);
+        let before = self.by_address.len();
         self.by_address.retain(|_, s| s.until > now);
-        self.recount();
+        self.recount(self.by_address.len() != before);
     }
 
     /// Mutations are rare (a sign-in, not a query): the count is simply re-read, so the
-    /// query path's "anyone signed in?" can never say no while someone is.
-    fn recount(&self) {
+    /// query path's "anyone signed in?" can never say no while someone is. `changed`
+    /// moves the generation (the state file is written when it moves).
+    fn recount(&self, changed: bool) {
         self.count.store(self.by_address.len(), Ordering::Relaxed);
-        self.changes.fetch_add(1, Ordering::Relaxed);
+        if changed {
+            self.changes.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// A number that changes whenever the sign-ins do.
@@ -204,6 +308,7 @@ impl Sessions {
                 mac: s.mac.map(|m| m.to_string()),
                 until: chrono::DateTime::<chrono::Utc>::from(s.until).to_rfc3339(),
                 source: s.source.to_string(),
+                id: s.id.clone(),
             })
             .collect();
         let text = serde_json::to_string(&saved).map_err(std::io::Error::other)?;
@@ -227,9 +332,17 @@ impl Sessions {
         std::fs::rename(&temp, path)
     }
 
-    /// Take back the sign-ins `save` wrote that are still in force; a missing file is
-    /// none, an unreadable one is reported (and nothing is taken from it).
-    pub fn restore(&self, path: &Path, now: SystemTime) -> std::io::Result<usize> {
+    /// Take back the sign-ins `save` wrote that are still in force and whose source
+    /// still feeds sign-ins (`live`), each ending no later than `lifetime` from now (a
+    /// lifetime shortened since applies); a missing file is none, an unreadable one is
+    /// reported (and nothing is taken from it).
+    pub fn restore(
+        &self,
+        path: &Path,
+        now: SystemTime,
+        lifetime: std::time::Duration,
+        live: impl Fn(&Source) -> bool,
+    ) -> std::io::Result<usize> {
         let text = match read_small(path, MAX_STATE_BYTES) {
             Ok(text) => text,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
@@ -238,23 +351,19 @@ impl Sessions {
         let saved: Vec<Saved> = serde_json::from_str(&text).map_err(std::io::Error::other)?;
         let mut taken = 0;
         for s in saved {
-            let Ok(until) = chrono::DateTime::parse_from_rfc3339(&s.until) else {
+            let (Some(until), Ok(source)) = (rfc3339(&s.until), s.source.parse::<Source>()) else {
                 continue;
             };
-            let source = match s.source.as_str() {
-                "radius" => Source::Radius,
-                "file" => Source::File,
-                other => match other.strip_prefix("signin:") {
-                    Some(feed) => Source::Feed(feed.to_string()),
-                    None => continue,
-                },
-            };
+            if !live(&source) {
+                continue;
+            }
             let session = Session {
                 user: s.user,
                 groups: s.groups,
                 mac: s.mac.as_deref().and_then(Mac::parse),
-                until: SystemTime::from(until.with_timezone(&chrono::Utc)),
+                until: until.min(now + lifetime),
                 source,
+                id: s.id,
             };
             if self.sign_in(s.address, session, now).is_ok() {
                 taken += 1;
@@ -265,17 +374,17 @@ impl Sessions {
 
     /// Replace every sign-in from `source` with `entries` (a re-read sessions file):
     /// the file's lines are its whole truth.
+    /// The swap is whole: no query sees the file's people signed out in between, and
+    /// no other sign-in lands half-way.
     pub fn replace_from(&self, source: &Source, entries: Vec<(IpAddr, Session)>, now: SystemTime) {
-        {
-            let _writing = crate::sync::lock(&self.writing);
-            self.by_address.retain(|_, s| &s.source != source);
-            self.recount();
-        }
+        let _writing = crate::sync::lock(&self.writing);
+        self.by_address.retain(|_, s| &s.source != source);
         for (address, session) in entries {
             // A bad line was reported when the file was read; one that slips through
             // here is skipped, never half-taken.
-            let _ = self.sign_in(address, session, now);
+            let _ = self.insert(address, session, now);
         }
+        self.recount(true);
     }
 
     /// Sign-ins held (expired ones until the next sweep included).
@@ -315,9 +424,6 @@ pub enum IdentityError {
     },
 }
 
-/// The most of a secret file read.
-const MAX_SECRET_BYTES: u64 = 4096;
-
 /// Start what feeds `sessions` from `config`'s `[identity]`: the RADIUS accounting
 /// listener (if configured) and the watcher that reads the sessions file and sweeps
 /// expired sign-ins (always). Both end with `stop`. Returns the RADIUS listener's
@@ -333,7 +439,14 @@ pub async fn start(
         .has_sources()
         .then(|| config.resolve(&settings.state_file));
     if let Some(path) = &state {
-        match sessions.restore(path, SystemTime::now()) {
+        let live = |source: &Source| match source {
+            Source::Radius => settings.radius.is_some(),
+            Source::File => settings.sessions_file.is_some(),
+            Source::Feed(name) | Source::Agent(name) => settings.feeds.iter().any(|f| {
+                f.name.get_ref() == name && f.agents == matches!(source, Source::Agent(_))
+            }),
+        };
+        match sessions.restore(path, SystemTime::now(), settings.session_lifetime, live) {
             Ok(0) => {}
             Ok(n) => {
                 tracing::info!(path = %path.display(), "{n} sign-ins taken back from before the restart")
@@ -355,16 +468,10 @@ pub async fn start(
         return Ok(None);
     };
     let path = config.resolve(&radius.secret_file);
-    let secret = read_small(&path, MAX_SECRET_BYTES)
-        .map_err(|e| IdentityError::Secret {
-            path: path.clone(),
-            reason: e.to_string(),
-        })?
-        .lines()
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_string();
+    let secret = crate::secret::first_line(&path).map_err(|e| IdentityError::Secret {
+        path: path.clone(),
+        reason: e.to_string(),
+    })?;
     if secret.is_empty() {
         return Err(IdentityError::Secret {
             path,
@@ -378,11 +485,7 @@ pub async fn start(
     let bound = socket
         .local_addr()
         .map_err(|source| IdentityError::Bind { addr, source })?;
-    let clients = if radius.clients.is_empty() {
-        config.server.allow_networks.iter().map(|n| n.0).collect()
-    } else {
-        radius.clients.iter().map(|n| n.0).collect()
-    };
+    let clients = radius.clients.get_ref().iter().map(|n| n.0).collect();
     let counter = metrics.clone();
     let listener = radius::Listener {
         socket,
@@ -391,6 +494,7 @@ pub async fn start(
         sessions: sessions.clone(),
         lifetime: settings.session_lifetime,
         count: Box::new(move |result| counter.radius_packet(result)),
+        warned: std::sync::Mutex::new(None),
     };
     tokio::spawn(listener.run(stop.clone()));
     Ok(Some(bound))
@@ -405,6 +509,55 @@ struct Saved {
     mac: Option<String>,
     until: String,
     source: String,
+    #[serde(default)]
+    id: Option<String>,
+}
+
+/// An RFC 3339 time (`2026-12-04T16:00:00Z`, any offset) as a `SystemTime`.
+pub(crate) fn rfc3339(text: &str) -> Option<SystemTime> {
+    let time = chrono::DateTime::parse_from_rfc3339(text.trim()).ok()?;
+    Some(SystemTime::from(time.with_timezone(&chrono::Utc)))
+}
+
+/// How long an ended session's ID is remembered: longer than a controller retries or
+/// buffers accounting.
+pub const ENDED_KEPT: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+/// At most this many ended session IDs are remembered (the oldest forgotten first).
+const MAX_ENDED: usize = 100_000;
+
+/// Session IDs ended lately, with when: a late Interim-Update, or a captured Start
+/// replayed, for a session that has ended signs no one back in.
+#[derive(Debug, Default)]
+pub struct Ended {
+    at: HashMap<String, SystemTime>,
+}
+
+impl Ended {
+    fn add(&mut self, id: &str, now: SystemTime) {
+        if self.at.len() >= MAX_ENDED {
+            self.at
+                .retain(|_, at| now.duration_since(*at).unwrap_or_default() < ENDED_KEPT);
+            if self.at.len() >= MAX_ENDED {
+                if let Some(oldest) = self
+                    .at
+                    .iter()
+                    .min_by_key(|(_, at)| **at)
+                    .map(|(k, _)| k.clone())
+                {
+                    self.at.remove(&oldest);
+                }
+            }
+        }
+        let id: String = id.chars().take(MAX_USER_LEN).collect();
+        self.at.insert(id, now);
+    }
+
+    fn holds(&self, id: &str, now: SystemTime) -> bool {
+        let id: String = id.chars().take(MAX_USER_LEN).collect();
+        self.at
+            .get(&id)
+            .is_some_and(|at| now.duration_since(*at).unwrap_or_default() < ENDED_KEPT)
+    }
 }
 
 /// The most of a state file read (far beyond [`MAX_SESSIONS`] sign-ins).
@@ -436,20 +589,16 @@ impl Directory {
                 continue;
             };
             let user = user.trim();
-            let list: Vec<String> = list
-                .split(';')
-                .map(str::trim)
-                .filter(|g| !g.is_empty())
-                .map(str::to_string)
-                .collect();
-            if !valid_text(user) || list.len() > MAX_GROUPS || !list.iter().all(|g| valid_text(g)) {
-                problems.push((
-                    i + 1,
-                    "a user or group name that cannot be kept".to_string(),
-                ));
+            if !valid_text(user) {
+                problems.push((i + 1, format!("user {} cannot be kept", shown(user))));
                 continue;
             }
-            groups.insert(user.to_lowercase(), list);
+            match group_list(list) {
+                Ok(list) => {
+                    groups.insert(user.to_lowercase(), list);
+                }
+                Err(reason) => problems.push((i + 1, reason)),
+            }
         }
         Ok((Directory { groups }, problems))
     }
@@ -512,21 +661,20 @@ mod tests {
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
         let ip: IpAddr = "10.0.0.5".parse().unwrap();
         let later = now + Duration::from_secs(60);
-        assert_eq!(
-            sessions.sign_in(ip, session("", later), now),
-            Err(SignInError::BadUser)
-        );
-        assert_eq!(
-            sessions.sign_in(ip, session("a\u{0}b", later), now),
-            Err(SignInError::BadUser)
-        );
+        let refusal = |s: Session| sessions.sign_in(ip, s, now).unwrap_err().to_string();
+        assert!(refusal(session("", later)).contains("user name \"\" is empty"));
+        // A control character is named escaped, never written raw into a log.
+        assert!(refusal(session("a\u{0}b", later)).contains(r#""a\0b""#));
         assert_eq!(
             sessions.sign_in(ip, session("pupil7", now), now),
             Err(SignInError::Expired)
         );
         let mut many = session("pupil7", later);
         many.groups = (0..=MAX_GROUPS).map(|i| format!("g{i}")).collect();
-        assert_eq!(sessions.sign_in(ip, many, now), Err(SignInError::BadGroups));
+        assert!(refusal(many).contains("33 directory groups"));
+        let mut odd = session("pupil7", later);
+        odd.groups = vec!["Staff".into(), "Year\n7".into()];
+        assert!(refusal(odd).contains(r#"directory group "Year\n7""#));
         assert!(sessions.is_empty());
     }
 

@@ -2,6 +2,11 @@
 //! signed in on which address. Start and Interim-Update sign the `User-Name` in at the
 //! `Framed-IP-Address` (or `Framed-IPv6-Address`, RFC 6911), Stop signs them out.
 //!
+//! Replays: a Start or Interim-Update whose `Acct-Event-Timestamp` is more than
+//! [`MAX_SKEW`] from now is answered but not acted on, and one for a session whose Stop
+//! has been seen (by `Acct-Session-Id`) signs no one back in; a Stop acts whenever it
+//! comes, and ends its session by ID even without an address.
+//!
 //! Only accounting is spoken, and only as a receiver: an Accounting-Request whose
 //! Request Authenticator does not match the shared secret (RFC 2866 §3), that comes from
 //! an address not allowed to send, or that does not parse is dropped without an answer
@@ -37,7 +42,14 @@ const FILTER_ID: u8 = 11;
 const CLASS: u8 = 25;
 const CALLING_STATION_ID: u8 = 31;
 const ACCT_STATUS_TYPE: u8 = 40;
+const ACCT_SESSION_ID: u8 = 44;
+const EVENT_TIMESTAMP: u8 = 55;
 const FRAMED_IPV6_ADDRESS: u8 = 168;
+
+/// How far an `Acct-Event-Timestamp` may be from Warden's clock for a sign-in to be
+/// taken: a controller's clock a little off, or accounting buffered for a few minutes,
+/// is fine; a packet captured and sent again later is not.
+pub const MAX_SKEW: Duration = Duration::from_secs(300);
 
 /// `Acct-Status-Type` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,6 +84,10 @@ pub struct Accounting {
     /// `Class` and `Filter-Id` values that are text: the directory groups a RADIUS
     /// server put there.
     pub groups: Vec<String>,
+    /// `Acct-Session-Id`: the controller's name for the session.
+    pub session_id: Option<String>,
+    /// `Acct-Event-Timestamp`: when the controller says this happened.
+    pub event_time: Option<SystemTime>,
 }
 
 /// Why a packet was dropped.
@@ -135,7 +151,8 @@ pub fn parse(datagram: &[u8], secret: &[u8]) -> Result<Accounting, Dropped> {
     let attributes = attributes(packet)?;
     let mut authenticator = [0u8; 16];
     authenticator.copy_from_slice(&packet[4..20]);
-    if !constant_time_eq(&request_authenticator(packet, secret), &authenticator) {
+    let expected = request_authenticator(packet, secret).ok_or(Dropped::Malformed)?;
+    if !crate::secret::matches(&expected, &authenticator) {
         return Err(Dropped::BadAuthenticator);
     }
     let mut accounting = Accounting {
@@ -146,6 +163,8 @@ pub fn parse(datagram: &[u8], secret: &[u8]) -> Result<Accounting, Dropped> {
         address: None,
         mac: None,
         groups: Vec::new(),
+        session_id: None,
+        event_time: None,
     };
     for (kind, value) in attributes {
         read_attribute(&mut accounting, kind, value);
@@ -175,6 +194,17 @@ fn read_attribute(accounting: &mut Accounting, kind: u8, value: &[u8]) {
             }
         }
         CALLING_STATION_ID => accounting.mac = text().and_then(Mac::parse),
+        ACCT_SESSION_ID => {
+            accounting.session_id = text()
+                .filter(|id| super::valid_text(id))
+                .map(str::to_string)
+        }
+        EVENT_TIMESTAMP => {
+            if let Ok(bytes) = <[u8; 4]>::try_from(value) {
+                let seconds = u64::from(u32::from_be_bytes(bytes));
+                accounting.event_time = Some(SystemTime::UNIX_EPOCH + Duration::from_secs(seconds));
+            }
+        }
         CLASS | FILTER_ID => {
             if let Some(group) = text().filter(|g| super::valid_text(g)) {
                 if accounting.groups.len() < super::MAX_GROUPS {
@@ -186,14 +216,15 @@ fn read_attribute(accounting: &mut Accounting, kind: u8, value: &[u8]) {
     }
 }
 
-/// `MD5(Code ‖ Identifier ‖ Length ‖ 16 zero octets ‖ Attributes ‖ Secret)` (RFC 2866 §3).
-pub(crate) fn request_authenticator(packet: &[u8], secret: &[u8]) -> [u8; 16] {
+/// `MD5(Code ‖ Identifier ‖ Length ‖ 16 zero octets ‖ Attributes ‖ Secret)` (RFC 2866
+/// §3); `None` for fewer than 20 octets.
+pub(crate) fn request_authenticator(packet: &[u8], secret: &[u8]) -> Option<[u8; 16]> {
     let mut md5 = Md5::new();
-    md5.update(&packet[..4]);
+    md5.update(packet.get(..4)?);
     md5.update([0u8; 16]);
-    md5.update(&packet[MIN_LEN..]);
+    md5.update(packet.get(MIN_LEN..)?);
     md5.update(secret);
-    md5.finalize().into()
+    Some(md5.finalize().into())
 }
 
 /// The Accounting-Response to `request` (no attributes): `MD5(Code ‖ Identifier ‖
@@ -212,11 +243,6 @@ pub fn response(request: &Accounting, secret: &[u8]) -> [u8; MIN_LEN] {
     out
 }
 
-/// Compare without stopping at the first difference.
-fn constant_time_eq(a: &[u8; 16], b: &[u8; 16]) -> bool {
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 /// What one authenticated request did to the sign-ins.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Applied {
@@ -227,6 +253,10 @@ pub enum Applied {
     Nothing,
     /// A sign-in the map refused (a name it cannot keep, the map full).
     Refused,
+    /// A sign-in whose event time is more than [`MAX_SKEW`] away: answered, not taken.
+    Stale,
+    /// An update for a session already stopped: answered, not taken.
+    Ended,
 }
 
 impl Applied {
@@ -237,6 +267,8 @@ impl Applied {
             Applied::SignedOut => "signed_out",
             Applied::Nothing => "nothing",
             Applied::Refused => "refused",
+            Applied::Stale => "stale",
+            Applied::Ended => "ended_session",
         }
     }
 }
@@ -248,34 +280,72 @@ pub fn apply(
     lifetime: Duration,
     now: SystemTime,
 ) -> Applied {
-    let (Some(status), Some(user), Some(address)) =
-        (accounting.status, &accounting.user, accounting.address)
-    else {
+    match accounting.status {
+        Some(Status::Start | Status::InterimUpdate) => sign_in(accounting, sessions, lifetime, now),
+        Some(Status::Stop) => sign_out(accounting, sessions, now),
+        Some(Status::Other(_)) | None => Applied::Nothing,
+    }
+}
+
+/// A Start or Interim-Update: sign the user in at the address, unless it is stale or
+/// its session has stopped.
+fn sign_in(
+    accounting: &Accounting,
+    sessions: &Sessions,
+    lifetime: Duration,
+    now: SystemTime,
+) -> Applied {
+    let (Some(user), Some(address)) = (&accounting.user, accounting.address) else {
         return Applied::Nothing;
     };
-    match status {
-        Status::Start | Status::InterimUpdate => {
-            let session = Session {
-                user: user.clone(),
-                groups: accounting.groups.clone(),
-                mac: accounting.mac,
-                until: now + lifetime,
-                source: Source::Radius,
-            };
-            match sessions.sign_in(address, session, now) {
-                Ok(()) => Applied::SignedIn,
-                Err(_) => Applied::Refused,
-            }
-        }
-        Status::Stop => {
-            if sessions.sign_out(address, Some(user)) {
-                Applied::SignedOut
-            } else {
-                Applied::Nothing
-            }
-        }
-        Status::Other(_) => Applied::Nothing,
+    if accounting
+        .event_time
+        .is_some_and(|t| skew(t, now) > MAX_SKEW)
+    {
+        return Applied::Stale;
     }
+    if let Some(id) = &accounting.session_id {
+        if sessions.ended(id, now) {
+            return Applied::Ended;
+        }
+    }
+    let session = Session {
+        user: user.clone(),
+        groups: accounting.groups.clone(),
+        mac: accounting.mac,
+        until: now + lifetime,
+        source: Source::Radius,
+        id: accounting.session_id.clone(),
+    };
+    match sessions.sign_in(address, session, now) {
+        Ok(()) => Applied::SignedIn,
+        Err(_) => Applied::Refused,
+    }
+}
+
+/// A Stop: end the session by its ID (wherever it is, and for good) and the user's
+/// sign-in at the address.
+fn sign_out(accounting: &Accounting, sessions: &Sessions, now: SystemTime) -> Applied {
+    let by_id = accounting
+        .session_id
+        .as_deref()
+        .is_some_and(|id| sessions.end_session(&Source::Radius, id, now));
+    let by_address = match (&accounting.user, accounting.address) {
+        (Some(user), Some(address)) => sessions.sign_out(address, Some(user)),
+        _ => false,
+    };
+    if by_id || by_address {
+        Applied::SignedOut
+    } else {
+        Applied::Nothing
+    }
+}
+
+/// How far apart two times are, either way.
+fn skew(a: SystemTime, b: SystemTime) -> Duration {
+    a.duration_since(b)
+        .or_else(|_| b.duration_since(a))
+        .unwrap_or_default()
 }
 
 /// Who may send accounting, the secret, and what to count.
@@ -287,6 +357,9 @@ pub struct Listener {
     pub lifetime: Duration,
     /// Called with each packet's `result` label.
     pub count: Box<dyn Fn(&'static str) + Send + Sync>,
+    /// When a bad authenticator was last logged (at most one warning a minute: a
+    /// controller with the wrong secret sends thousands).
+    pub warned: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 impl Listener {
@@ -315,6 +388,9 @@ impl Listener {
         let accounting = match parse(datagram, &self.secret) {
             Ok(a) => a,
             Err(drop) => {
+                if drop == Dropped::BadAuthenticator && self.time_to_warn() {
+                    tracing::warn!(target: "warden::radius", %from, "accounting dropped: its authenticator does not match [identity.radius] secret_file (is the controller's secret the same?); see warden_radius_packets_total");
+                }
                 tracing::debug!(target: "warden::radius", %from, %drop, "accounting packet dropped");
                 return drop.label();
             }
@@ -327,6 +403,17 @@ impl Listener {
             .send_to(&response(&accounting, &self.secret), from)
             .await;
         applied.label()
+    }
+
+    /// Whether a minute has passed since the last warning (and if so, that it is now).
+    fn time_to_warn(&self) -> bool {
+        let mut warned = crate::sync::lock(&self.warned);
+        let now = std::time::Instant::now();
+        if warned.is_some_and(|at| now.duration_since(at) < Duration::from_secs(60)) {
+            return false;
+        }
+        *warned = Some(now);
+        true
     }
 }
 

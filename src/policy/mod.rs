@@ -232,7 +232,9 @@ impl GroupFrom {
 /// signed in there.
 #[derive(Debug, Clone, Copy)]
 pub struct Seen<'s> {
-    pub address: IpAddr,
+    /// The device's address (`None`: asked about a person or MAC alone, as `warden check
+    /// --user` may be, so no address entry applies).
+    pub address: Option<IpAddr>,
     pub mac: Option<Mac>,
     pub session: Option<&'s Session>,
 }
@@ -335,7 +337,7 @@ impl Policy {
     /// no MAC given): see [`Policy::identify`].
     pub fn who(&self, client: IpAddr) -> Who<'_> {
         self.identify(&Seen {
-            address: client,
+            address: Some(client),
             mac: None,
             session: None,
         })
@@ -353,8 +355,11 @@ impl Policy {
     /// the default group. The device's name comes from its MAC or address entry, else
     /// the DHCP leases; its MAC from the query, else the leases, else the sign-in.
     pub fn identify(&self, seen: &Seen<'_>) -> Who<'_> {
-        let address = seen.address.to_canonical();
-        let lease = self.leases.by_address.get(&address);
+        let address = seen.address.map(|a| a.to_canonical());
+        // A lease's MAC is only as good as the address: a device that takes another's
+        // address by hand takes its lease's MAC too (a MAC from the query is the
+        // forwarder's own sighting).
+        let lease = address.and_then(|a| self.leases.by_address.get(&a));
         let mac = seen
             .mac
             .map(|m| (m, MacFrom::Query))
@@ -365,7 +370,7 @@ impl Policy {
                     .map(|m| (m, MacFrom::SignIn))
             });
         let by_mac = mac.and_then(|(m, _)| self.macs.get(&m));
-        let by_address = self.clients.lookup(address);
+        let by_address = address.and_then(|a| self.clients.lookup(a));
         let (group, group_from) = if let Some(g) = seen.session.and_then(|s| self.user_group(s)) {
             (g, GroupFrom::User)
         } else if let Some(m) = by_mac {
@@ -395,7 +400,11 @@ impl Policy {
     /// The group `[[users_to_groups]]` gives the person signed in as `session`: the
     /// first entry naming them or one of their directory groups (the sign-in's own and
     /// the directory file's).
+    /// A device's own claim (an agents feed) chooses nothing.
     fn user_group(&self, session: &Session) -> Option<usize> {
+        if !session.source.chooses_group() {
+            return None;
+        }
         let listed = self.directory.groups_of(&session.user);
         self.users_to_groups
             .iter()
