@@ -483,7 +483,7 @@ fn read_leases(config: &Config) -> crate::policy::clients::Leases {
         return Default::default();
     };
     let path = config.resolve(path);
-    crate::policy::clients::read_leases(&path).unwrap_or_else(|error| {
+    crate::policy::clients::read_leases(&path, std::time::SystemTime::now()).unwrap_or_else(|error| {
         tracing::warn!(path = %path.display(), %error, "cannot read the DHCP lease file; devices are shown by address");
         Default::default()
     })

@@ -631,6 +631,7 @@ mod tests {
             mac: None,
             until,
             source: Source::Radius,
+            id: None,
         }
     }
 
@@ -700,6 +701,31 @@ mod tests {
     }
 
     #[test]
+    fn the_generation_moves_only_when_the_sign_ins_change() {
+        let sessions = Sessions::new();
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
+        let ip: IpAddr = "10.0.0.5".parse().unwrap();
+        let g0 = sessions.generation();
+        sessions.expire(now);
+        assert!(!sessions.sign_out(ip, None));
+        assert_eq!(
+            sessions.generation(),
+            g0,
+            "nothing changed, nothing to save"
+        );
+        sessions
+            .sign_in(ip, session("pupil7", now + Duration::from_secs(60)), now)
+            .unwrap();
+        let g1 = sessions.generation();
+        assert_ne!(g1, g0);
+        sessions.expire(now + Duration::from_secs(30));
+        assert_eq!(sessions.generation(), g1);
+        sessions.expire(now + Duration::from_secs(61));
+        assert_ne!(sessions.generation(), g1, "an expiry is a change");
+        assert!(sessions.is_empty());
+    }
+
+    #[test]
     fn sign_ins_survive_a_save_and_restore_and_expired_ones_do_not() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("data/signins.json");
@@ -707,6 +733,7 @@ mod tests {
         let sessions = Sessions::new();
         let mut radius = session("pupil7", now + Duration::from_secs(600));
         radius.mac = Some(Mac([0xaa, 0xbb, 0xcc, 0, 0, 7]));
+        radius.id = Some("acct-1".into());
         sessions
             .sign_in("10.0.0.7".parse().unwrap(), radius.clone(), now)
             .unwrap();
@@ -724,30 +751,42 @@ mod tests {
             let mode = std::fs::metadata(&path).unwrap().permissions().mode();
             assert_eq!(mode & 0o077, 0, "personal data: owner only");
         }
+        let day = Duration::from_secs(86_400);
+        let all = |_: &Source| true;
         let restored = Sessions::new();
-        assert_eq!(restored.restore(&path, now).unwrap(), 2);
+        assert_eq!(restored.restore(&path, now, day, all).unwrap(), 2);
         let got = restored.find("10.0.0.7".parse().unwrap(), now).unwrap();
         assert_eq!(got.user, "pupil7");
         assert_eq!(got.mac, radius.mac);
         assert_eq!(got.source, Source::Radius);
+        assert_eq!(got.id.as_deref(), Some("acct-1"));
         let got = restored.find("fd00::5".parse().unwrap(), now).unwrap();
         assert_eq!(got.source, Source::Feed("logon".into()));
         // Later, the feed's sign-in has ended: it is not taken back.
         let later = Sessions::new();
+        let then = now + Duration::from_secs(60);
+        assert_eq!(later.restore(&path, then, day, all).unwrap(), 1);
+        // A lifetime shortened since the save applies; a source no longer configured
+        // gives nothing back.
+        let shorter = Sessions::new();
         assert_eq!(
-            later.restore(&path, now + Duration::from_secs(60)).unwrap(),
-            1
-        );
-        // A missing file is no sign-ins; a corrupt one an error, nothing taken.
-        assert_eq!(
-            Sessions::new()
-                .restore(&dir.path().join("none.json"), now)
+            shorter
+                .restore(&path, now, Duration::from_secs(60), all)
                 .unwrap(),
-            0
+            2
         );
+        let got = shorter.find("10.0.0.7".parse().unwrap(), now).unwrap();
+        assert_eq!(got.until, now + Duration::from_secs(60));
+        let radius_only = Sessions::new();
+        let no_feeds = |s: &Source| *s == Source::Radius;
+        assert_eq!(radius_only.restore(&path, now, day, no_feeds).unwrap(), 1);
+        assert!(radius_only.find("fd00::5".parse().unwrap(), now).is_none());
+        // A missing file is no sign-ins; a corrupt one an error, nothing taken.
+        let none = dir.path().join("none.json");
+        assert_eq!(Sessions::new().restore(&none, now, day, all).unwrap(), 0);
         std::fs::write(&path, "{ not json").unwrap();
         let corrupt = Sessions::new();
-        assert!(corrupt.restore(&path, now).is_err());
+        assert!(corrupt.restore(&path, now, day, all).is_err());
         assert!(corrupt.is_empty());
     }
 

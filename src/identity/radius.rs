@@ -438,7 +438,7 @@ mod tests {
         packet.extend_from_slice(&[0u8; 16]);
         packet.extend_from_slice(&body);
         let auth = request_authenticator(&packet, secret);
-        packet[4..20].copy_from_slice(&auth);
+        packet[4..20].copy_from_slice(&auth.unwrap());
         packet
     }
 
@@ -516,6 +516,81 @@ mod tests {
         assert!(sessions.find(ip, now).is_none());
     }
 
+    fn with_session(status: u32, id: &str, stamp: Option<u32>, address: bool) -> Accounting {
+        let mut attributes = vec![
+            attr(ACCT_STATUS_TYPE, &status.to_be_bytes()),
+            attr(USER_NAME, b"pupil7"),
+            attr(ACCT_SESSION_ID, id.as_bytes()),
+        ];
+        if address {
+            attributes.push(attr(FRAMED_IP_ADDRESS, &[10, 0, 0, 9]));
+        }
+        if let Some(stamp) = stamp {
+            attributes.push(attr(EVENT_TIMESTAMP, &stamp.to_be_bytes()));
+        }
+        parse(&request(SECRET, &attributes), SECRET).unwrap()
+    }
+
+    #[test]
+    fn stale_and_ended_sessions_sign_no_one_in_and_a_stop_ends_its_session_by_id() {
+        let sessions = Sessions::new();
+        let life = Duration::from_secs(3600);
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let ip: IpAddr = "10.0.0.9".parse().unwrap();
+        let stamp = |ago: u64| Some(1_800_000_000u32 - ago as u32);
+        // Stamped just now, or a little off: taken. Stamped an hour ago: not.
+        assert_eq!(
+            apply(&with_session(1, "a", stamp(0), true), &sessions, life, now),
+            Applied::SignedIn
+        );
+        assert_eq!(
+            apply(
+                &with_session(3, "a", stamp(200), true),
+                &sessions,
+                life,
+                now
+            ),
+            Applied::SignedIn
+        );
+        assert_eq!(
+            apply(
+                &with_session(3, "b", stamp(3600), true),
+                &sessions,
+                life,
+                now
+            ),
+            Applied::Stale
+        );
+        assert_eq!(
+            sessions.find(ip, now).and_then(|s| s.id.clone()).as_deref(),
+            Some("a")
+        );
+        // A Stop naming only the session ends it; the session's updates then sign no
+        // one in, however fresh.
+        assert_eq!(
+            apply(&with_session(2, "a", None, false), &sessions, life, now),
+            Applied::SignedOut
+        );
+        assert!(sessions.find(ip, now).is_none());
+        assert_eq!(
+            apply(&with_session(3, "a", stamp(0), true), &sessions, life, now),
+            Applied::Ended
+        );
+        assert!(sessions.find(ip, now).is_none());
+        // Another session is unaffected; a day later the ended ID is forgotten.
+        assert_eq!(
+            apply(&with_session(1, "c", None, true), &sessions, life, now),
+            Applied::SignedIn
+        );
+        let tomorrow = now + super::super::ENDED_KEPT;
+        assert!(!sessions.ended("a", tomorrow));
+        // A second Stop for an ended session changes nothing.
+        assert_eq!(
+            apply(&with_session(2, "a", None, false), &sessions, life, now),
+            Applied::Nothing
+        );
+    }
+
     #[test]
     fn malformed_packets_are_named() {
         assert_eq!(parse(&[4, 1, 0], SECRET), Err(Dropped::Malformed));
@@ -538,7 +613,7 @@ mod tests {
         fn any_bytes_are_parsed_or_dropped(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
             if let Ok(a) = parse(&bytes, SECRET) {
                 let framed = framed(&bytes).unwrap();
-                prop_assert_eq!(request_authenticator(framed, SECRET), a.authenticator);
+                prop_assert_eq!(request_authenticator(framed, SECRET), Some(a.authenticator));
             }
         }
 

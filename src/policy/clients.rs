@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::Path;
+use std::time::SystemTime;
 
 use ipnet::IpNet;
 
@@ -104,6 +105,9 @@ impl Leases {
         let mut leases = Leases::default();
         for (ip, lease) in entries {
             if lease.name.is_none() && lease.mac.is_none() {
+                // Nothing known (or a lease no longer in force): the address is
+                // no one's by its lease.
+                leases.by_address.remove(&ip.to_canonical());
                 continue;
             }
             if let (Some(mac), Some(name)) = (lease.mac, &lease.name) {
@@ -117,25 +121,18 @@ impl Leases {
 }
 
 /// Device names and MACs from a DHCP lease file: dnsmasq's (`expiry mac ip name
-/// clientid` per line) or ISC dhcpd's (`lease IP { … hardware ethernet MAC;
-/// client-hostname "name"; … }`), detected from the content. Unreadable entries are
-/// skipped: a bad lease file must never stop DNS. Read like a list: a regular file only
-/// (a FIFO or device in its place cannot hang a reload), at most [`MAX_LEASE_BYTES`].
-pub(crate) fn read_leases(path: &Path) -> Result<Leases, crate::lists::ListError> {
-    use std::io::Read;
-    let file = crate::lists::open_regular(path)?;
-    let mut bytes = Vec::new();
-    file.take(MAX_LEASE_BYTES)
-        .read_to_end(&mut bytes)
-        .map_err(|source| crate::lists::ListError::Open {
-            path: path.to_path_buf(),
-            source,
-        })?;
-    let text = String::from_utf8_lossy(&bytes);
+/// clientid` per line) or ISC dhcpd's (`lease IP { … binding state active; hardware
+/// ethernet MAC; client-hostname "name"; … }`), detected from the content. Only leases
+/// in force at `now` count: an expired or freed lease names the device that *had* the
+/// address. Unreadable entries are skipped: a bad lease file must never stop DNS. Read
+/// like a list: a regular file only (a FIFO or device in its place cannot hang a
+/// reload), at most [`MAX_LEASE_BYTES`].
+pub(crate) fn read_leases(path: &Path, now: SystemTime) -> Result<Leases, std::io::Error> {
+    let text = crate::lists::read_small(path, MAX_LEASE_BYTES)?;
     Ok(if text.contains("lease ") && text.contains('{') {
         Leases::from_entries(isc_leases(&text))
     } else {
-        Leases::from_entries(dnsmasq_leases(&text))
+        Leases::from_entries(dnsmasq_leases(&text, now))
     })
 }
 
@@ -150,10 +147,19 @@ fn clean_name(name: &str) -> Option<String> {
     ok.then(|| name.to_string())
 }
 
-fn dnsmasq_leases(text: &str) -> Vec<(IpAddr, Lease)> {
+/// dnsmasq's leases: the first field is when the lease expires (seconds since 1970; 0
+/// for never): expired ones are left out.
+fn dnsmasq_leases(text: &str, now: SystemTime) -> Vec<(IpAddr, Lease)> {
+    let now = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
     text.lines()
         .filter_map(|line| {
             let fields: Vec<&str> = line.split_whitespace().collect();
+            let expiry = fields.first()?.parse::<u64>().ok()?;
+            if expiry != 0 && expiry <= now {
+                return None;
+            }
             let ip = fields.get(2)?.parse::<IpAddr>().ok()?;
             let lease = Lease {
                 name: fields.get(3).and_then(|n| clean_name(n)),
@@ -175,7 +181,12 @@ fn isc_leases(text: &str) -> Vec<(IpAddr, Lease)> {
         };
         let body = body.split('}').next().unwrap_or("");
         let mut lease = Lease::default();
+        // Without a binding state (old dhcpd) the lease is taken as active.
+        let mut active = true;
         for stmt in body.split(';').map(str::trim) {
+            if let Some(state) = stmt.strip_prefix("binding state ") {
+                active = state.trim() == "active";
+            }
             if let Some(name) = stmt
                 .strip_prefix("client-hostname ")
                 .or_else(|| stmt.strip_prefix("ddns-hostname "))
@@ -187,7 +198,166 @@ fn isc_leases(text: &str) -> Vec<(IpAddr, Lease)> {
                 lease.mac = Some(mac);
             }
         }
-        out.push((ip, lease));
+        // A later block for the address is newer: a freed lease after an active one
+        // ends it (an empty lease overrides the older one's name and MAC).
+        out.push((ip, if active { lease } else { Lease::default() }));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn devices_are_counted_by_ipv4_address_or_ipv6_slash_64() {
+        let key = |t: &str| device_key(t.parse().expect("test address"));
+        assert_eq!(key("10.0.0.5"), key("::ffff:10.0.0.5"));
+        assert_ne!(key("10.0.0.5"), key("10.0.0.6"));
+        assert_eq!(
+            key("2001:db8:1:2::1"),
+            key("2001:db8:1:2:ffff:1234:5678:9abc")
+        );
+        assert_eq!(
+            key("2001:db8:1:2::1"),
+            "2001:db8:1:2::".parse::<IpAddr>().expect("net")
+        );
+        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
+    }
+
+    fn member(group: usize, name: Option<&str>) -> Membership {
+        Membership {
+            group,
+            name: name.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn most_specific_entry_wins_for_v4_and_v6() {
+        let entries = [
+            ("10.0.0.0/8", 1, None),
+            ("10.0.1.0/24", 2, None),
+            ("10.0.1.23", 3, Some("reception-laptop")),
+            ("2001:db8::/32", 4, None),
+            ("2001:db8:1::/48", 5, None),
+            ("0.0.0.0/0", 6, None),
+        ];
+        let index = ClientIndex::new(entries.iter().map(|(n, g, name)| {
+            (
+                n.parse::<crate::config::Net>().unwrap().0,
+                member(*g, *name),
+            )
+        }));
+        let cases: [(&str, Option<usize>); 9] = [
+            ("10.0.1.23", Some(3)),
+            ("10.0.1.24", Some(2)),
+            ("10.9.9.9", Some(1)),
+            ("192.168.1.1", Some(6)),
+            ("::ffff:10.0.1.23", Some(3)),
+            ("2001:db8:1::5", Some(5)),
+            ("2001:db8:2::5", Some(4)),
+            ("2001:db9::1", None),
+            ("::1", None),
+        ];
+        for (ip, want) in cases {
+            let got = index.lookup(ip.parse().unwrap()).map(|m| m.group);
+            assert_eq!(got, want, "{ip}");
+        }
+        assert_eq!(
+            index
+                .lookup("10.0.1.23".parse().unwrap())
+                .unwrap()
+                .name
+                .as_deref(),
+            Some("reception-laptop")
+        );
+        assert!(ClientIndex::default()
+            .lookup("10.0.0.1".parse().unwrap())
+            .is_none());
+    }
+
+    #[test]
+    fn networks_parse_and_host_bits_are_ignored() {
+        let net = |t: &str| t.parse::<crate::config::Net>();
+        assert_eq!(
+            net("10.0.1.7/24").unwrap().0.trunc().to_string(),
+            "10.0.1.0/24"
+        );
+        assert_eq!(net("fe80::1").unwrap().0.to_string(), "fe80::1/128");
+        assert!(net("10.0.1.0/33").is_err());
+        assert!(net("reception")
+            .unwrap_err()
+            .to_string()
+            .contains("reception"));
+    }
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().unwrap()
+    }
+
+    fn mac(text: &str) -> Mac {
+        Mac::parse(text).unwrap()
+    }
+
+    #[test]
+    fn dnsmasq_leases_in_force_give_names_and_macs() {
+        let now = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_767_225_000);
+        let text = "1767225600 aa:bb:cc:dd:ee:ff 10.0.1.23 reception-laptop 01:aa\n\
+                    1767225600 aa:bb:cc:dd:ee:00 10.0.1.24 * *\n\
+                    1767224000 aa:bb:cc:dd:ee:01 10.0.1.25 gone-home *\n\
+                    0 aa:bb:cc:dd:ee:02 10.0.1.26 forever *\n\
+                    garbage line\n";
+        let leases = Leases::from_entries(dnsmasq_leases(text, now));
+        let at = |a: &str| leases.by_address.get(&ip(a)).cloned();
+        assert_eq!(
+            at("10.0.1.23").and_then(|l| l.name).as_deref(),
+            Some("reception-laptop")
+        );
+        assert_eq!(
+            at("10.0.1.23").and_then(|l| l.mac),
+            Some(mac("aa:bb:cc:dd:ee:ff"))
+        );
+        // Unnamed, but its MAC is known.
+        assert_eq!(
+            at("10.0.1.24").map(|l| (l.name, l.mac)),
+            Some((None, Some(mac("aa:bb:cc:dd:ee:00"))))
+        );
+        // Expired: nobody's.
+        assert_eq!(at("10.0.1.25"), None);
+        assert_eq!(
+            at("10.0.1.26").and_then(|l| l.name).as_deref(),
+            Some("forever")
+        );
+        assert_eq!(
+            leases
+                .name_by_mac
+                .get(&mac("aa:bb:cc:dd:ee:ff"))
+                .map(String::as_str),
+            Some("reception-laptop")
+        );
+        assert_eq!(leases.by_address.len(), 3);
+    }
+
+    #[test]
+    fn isc_leases_count_only_while_active_and_the_newest_block_wins() {
+        let text = "lease 10.0.2.5 {\n  binding state active;\n  client-hostname \"old-name\";\n}\n\
+                    lease 10.0.2.5 {\n  binding state active;\n  hardware ethernet 00:11:22:33:44:55;\n  client-hostname \"library-pc-3\";\n}\n\
+                    lease 10.0.2.6 {\n  hardware ethernet 00:11:22:33:44:66;\n}\n\
+                    lease 10.0.2.7 {\n  binding state active;\n  hardware ethernet 00:11:22:33:44:77;\n}\n\
+                    lease 10.0.2.7 {\n  binding state free;\n  hardware ethernet 00:11:22:33:44:77;\n}\n\
+                    lease 10.0.2.8 {\n  binding state expired;\n  client-hostname \"stale\";\n}\n";
+        let leases = Leases::from_entries(isc_leases(text));
+        let at = |a: &str| leases.by_address.get(&ip(a)).cloned();
+        let newest = at("10.0.2.5").unwrap();
+        assert_eq!(newest.name.as_deref(), Some("library-pc-3"));
+        assert_eq!(newest.mac, Some(mac("00:11:22:33:44:55")));
+        // No binding state (an old dhcpd): taken as active.
+        assert_eq!(
+            at("10.0.2.6").and_then(|l| l.mac),
+            Some(mac("00:11:22:33:44:66"))
+        );
+        // Freed after it was active, or expired: the address is no one's by its lease.
+        assert_eq!(at("10.0.2.7"), None);
+        assert_eq!(at("10.0.2.8"), None);
+    }
 }
