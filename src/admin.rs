@@ -230,7 +230,7 @@ async fn feed_sign_in(
         Ok(feed) => feed,
         Err(refused) => return *refused,
     };
-    let lifetime = state.reloader.current().config.identity.session_lifetime;
+    let lifetime = state.sessions.lifetime();
     let result = json_body::<feed::SignIn>(&body).and_then(|request| {
         let address = request.address;
         let now = std::time::SystemTime::now();

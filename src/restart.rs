@@ -98,10 +98,11 @@ impl Diff {
     }
 
     /// The RADIUS listener and the sessions file's watcher start once, with their
-    /// settings; feeds are read by each request and the directory by each build.
+    /// settings; feeds are read by each request, the directory by each build, and the
+    /// session lifetime from the sign-ins map, which each reload sets.
     fn identity(&mut self, started: &IdentityConfig, new: &IdentityConfig) {
         let IdentityConfig {
-            session_lifetime,
+            session_lifetime: _,
             directory: _,
             sessions_file,
             radius,
@@ -109,11 +110,6 @@ impl Diff {
             state_file,
         } = started;
         self.check("[identity] state_file", state_file, &new.state_file);
-        self.check(
-            "[identity] session_lifetime",
-            session_lifetime,
-            &new.session_lifetime,
-        );
         self.check(
             "[identity] sessions_file",
             sessions_file,

@@ -132,6 +132,9 @@ async fn serve_until_stopped(
     // 4. Listeners. Sign-ins (RADIUS, feeds, the sessions file) are shared by the DNS
     //    handler, which reads them, and the listeners that write them.
     let sessions = Arc::new(Sessions::new());
+    sessions.set_lifetime(config.identity.session_lifetime);
+    let lifetimes = sessions.clone();
+    reloader.on_swap(move |engine| lifetimes.set_lifetime(engine.config.identity.session_lifetime));
     let handler = dns::Handler::with_upstream(shared, upstream)
         .with_metrics(metrics.clone())
         .with_sessions(sessions.clone());

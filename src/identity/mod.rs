@@ -125,7 +125,7 @@ pub enum SignInError {
 }
 
 /// The live sign-ins, by the device's address.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Sessions {
     by_address: DashMap<IpAddr, Arc<Session>>,
     /// Entries held (a cheap "anyone signed in?" for the query path), re-read after
@@ -136,7 +136,24 @@ pub struct Sessions {
     writing: std::sync::Mutex<Ended>,
     /// Bumped by every change: the state file is written when it moved.
     changes: std::sync::atomic::AtomicU64,
+    /// `[identity] session_lifetime` in milliseconds, as the last reload set it.
+    lifetime_ms: std::sync::atomic::AtomicU64,
 }
+
+impl Default for Sessions {
+    fn default() -> Self {
+        Sessions {
+            by_address: DashMap::new(),
+            count: AtomicUsize::new(0),
+            writing: std::sync::Mutex::new(Ended::default()),
+            changes: std::sync::atomic::AtomicU64::new(0),
+            lifetime_ms: std::sync::atomic::AtomicU64::new(DEFAULT_LIFETIME_MS),
+        }
+    }
+}
+
+/// `[identity] session_lifetime`'s default (12 hours), until a config sets one.
+const DEFAULT_LIFETIME_MS: u64 = 12 * 3_600_000;
 
 /// A user name or directory group fit to keep: not empty, bounded, no control
 /// characters (they go into the audit log, the dashboard and PostgreSQL).
@@ -189,6 +206,18 @@ pub(crate) fn group_list(text: &str) -> Result<Vec<String>, String> {
 impl Sessions {
     pub fn new() -> Sessions {
         Sessions::default()
+    }
+
+    /// How long a sign-in lasts when its source gives no end of its own (`[identity]
+    /// session_lifetime`, which a reload may change).
+    pub fn lifetime(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.lifetime_ms.load(Ordering::Relaxed))
+    }
+
+    /// Set by the start and by each reload.
+    pub fn set_lifetime(&self, lifetime: std::time::Duration) {
+        let ms = u64::try_from(lifetime.as_millis()).unwrap_or(u64::MAX);
+        self.lifetime_ms.store(ms, Ordering::Relaxed);
     }
 
     /// Sign `session.user` in at `address`, replacing whoever was signed in there.
@@ -492,7 +521,6 @@ pub async fn start(
         secret: secret.into_bytes(),
         clients,
         sessions: sessions.clone(),
-        lifetime: settings.session_lifetime,
         count: Box::new(move |result| counter.radius_packet(result)),
         warned: std::sync::Mutex::new(None),
     };

@@ -354,7 +354,6 @@ pub struct Listener {
     pub secret: Vec<u8>,
     pub clients: Vec<ipnet::IpNet>,
     pub sessions: Arc<Sessions>,
-    pub lifetime: Duration,
     /// Called with each packet's `result` label.
     pub count: Box<dyn Fn(&'static str) + Send + Sync>,
     /// When a bad authenticator was last logged (at most one warning a minute: a
@@ -395,7 +394,8 @@ impl Listener {
                 return drop.label();
             }
         };
-        let applied = apply(&accounting, &self.sessions, self.lifetime, now);
+        let lifetime = self.sessions.lifetime();
+        let applied = apply(&accounting, &self.sessions, lifetime, now);
         // Answered even when nothing changed, so the controller stops retrying; a send
         // that fails is the sender's retry to make.
         let _ = self
