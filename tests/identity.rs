@@ -405,6 +405,13 @@ fn radclient(port: u16, secret: &str, attributes: &str) -> bool {
 }
 
 /// The port a log line `RADIUS accounting on ADDR` names.
+/// [`radclient`] off the async runtime: whether an Accounting-Response came back.
+async fn account(port: u16, secret: &'static str, attributes: &'static str) -> bool {
+    tokio::task::spawn_blocking(move || radclient(port, secret, attributes))
+        .await
+        .expect("radclient task")
+}
+
 fn radius_port(site: &Site) -> u16 {
     let log = site.warden.log_text();
     let addr = log
@@ -455,9 +462,7 @@ async fn radius_accounting_from_radclient_signs_a_pupil_in_and_out() {
     let start = "User-Name = \"pupil7\", Acct-Status-Type = Start, \
                  Framed-IP-Address = 127.0.0.5, Calling-Station-Id = \"AA-BB-CC-00-00-07\", \
                  Acct-Session-Id = \"s1\"\n";
-    let answered = tokio::task::spawn_blocking(move || radclient(port, SECRET, start))
-        .await
-        .unwrap();
+    let answered = account(port, SECRET, start).await;
     assert!(answered, "radclient got an Accounting-Response");
     // pupil7 is in "Year 7" (the directory file): the pupils' group, whatever the device.
     assert!(blocked(
@@ -481,9 +486,7 @@ async fn radius_accounting_from_radclient_signs_a_pupil_in_and_out() {
     // A packet under the wrong secret is dropped (no answer) and counted.
     let forged = "User-Name = \"jsmith\", Acct-Status-Type = Start, \
                   Framed-IP-Address = 127.0.0.5\n";
-    let answered = tokio::task::spawn_blocking(move || radclient(port, "wrong-secret", forged))
-        .await
-        .unwrap();
+    let answered = account(port, "wrong-secret", forged).await;
     assert!(!answered, "a forged packet gets no answer");
     assert!(
         metric(
@@ -498,9 +501,7 @@ async fn radius_accounting_from_radclient_signs_a_pupil_in_and_out() {
 
     let stop = "User-Name = \"pupil7\", Acct-Status-Type = Stop, \
                 Framed-IP-Address = 127.0.0.5, Acct-Session-Id = \"s1\"\n";
-    let answered = tokio::task::spawn_blocking(move || radclient(port, SECRET, stop))
-        .await
-        .unwrap();
+    let answered = account(port, SECRET, stop).await;
     assert!(answered);
     // Stop ends it: staff again.
     assert!(allowed(
@@ -510,9 +511,7 @@ async fn radius_accounting_from_radclient_signs_a_pupil_in_and_out() {
     assert!(metric(&site, "warden_radius_packets_total{result=\"signed_out\"}") >= 1.0);
 
     // The captured Start sent again after its Stop: answered, but no one is signed in.
-    let answered = tokio::task::spawn_blocking(move || radclient(port, SECRET, start))
-        .await
-        .unwrap();
+    let answered = account(port, SECRET, start).await;
     assert!(answered);
     assert!(
         metric(
@@ -527,9 +526,7 @@ async fn radius_accounting_from_radclient_signs_a_pupil_in_and_out() {
     let stale = "User-Name = \"pupil7\", Acct-Status-Type = Start, \
                  Framed-IP-Address = 127.0.0.5, Acct-Session-Id = \"s2\", \
                  Event-Timestamp = 1000000000\n";
-    let answered = tokio::task::spawn_blocking(move || radclient(port, SECRET, stale))
-        .await
-        .unwrap();
+    let answered = account(port, SECRET, stale).await;
     assert!(answered);
     assert!(metric(&site, "warden_radius_packets_total{result=\"stale\"}") >= 1.0);
     assert!(allowed(
@@ -538,20 +535,12 @@ async fn radius_accounting_from_radclient_signs_a_pupil_in_and_out() {
     // A fresh session, ended by a Stop that names only the session.
     let fresh = "User-Name = \"pupil7\", Acct-Status-Type = Start, \
                  Framed-IP-Address = 127.0.0.5, Acct-Session-Id = \"s3\"\n";
-    assert!(
-        tokio::task::spawn_blocking(move || radclient(port, SECRET, fresh))
-            .await
-            .unwrap()
-    );
+    assert!(account(port, SECRET, fresh).await);
     assert!(blocked(
         &ask_udp("127.0.0.5", dns, "blocked.test", Carry::default()).await
     ));
     let bare_stop = "User-Name = \"pupil7\", Acct-Status-Type = Stop, Acct-Session-Id = \"s3\"\n";
-    assert!(
-        tokio::task::spawn_blocking(move || radclient(port, SECRET, bare_stop))
-            .await
-            .unwrap()
-    );
+    assert!(account(port, SECRET, bare_stop).await);
     assert!(allowed(
         &ask_udp("127.0.0.5", dns, "blocked.test", Carry::default()).await
     ));
