@@ -134,7 +134,15 @@ async fn serve_until_stopped(
     let sessions = Arc::new(Sessions::new());
     sessions.set_lifetime(config.identity.session_lifetime);
     let lifetimes = sessions.clone();
-    reloader.on_swap(move |engine| lifetimes.set_lifetime(engine.config.identity.session_lifetime));
+    reloader.on_swap(move |engine| {
+        let config = &engine.config;
+        lifetimes.set_lifetime(config.identity.session_lifetime);
+        for problem in
+            crate::identity::feed::token_problems(&config.identity.feeds, &config.base_dir)
+        {
+            tracing::warn!("{problem}: the feed accepts nothing until it is fixed");
+        }
+    });
     let handler = dns::Handler::with_upstream(shared, upstream)
         .with_metrics(metrics.clone())
         .with_sessions(sessions.clone());

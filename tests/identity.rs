@@ -29,6 +29,8 @@ fn write_site(dir: &Path, upstream: SocketAddr, identity: &str) -> PathBuf {
     std::fs::write(dir.join("ctiru.txt"), "locked.test\n").unwrap();
     std::fs::write(dir.join("radius.secret"), format!("{SECRET}\n")).unwrap();
     std::fs::write(dir.join("feed.token"), format!("{FEED_TOKEN}\n")).unwrap();
+    std::fs::write(dir.join("dc.token"), format!("{DC_TOKEN}\n")).unwrap();
+    std::fs::write(dir.join("pc.token"), format!("{PC_TOKEN}\n")).unwrap();
     std::fs::write(
         dir.join("directory.csv"),
         "pupil7,Year 7;Pupils\njsmith,Staff\n",
@@ -642,8 +644,6 @@ async fn the_sign_in_feed_refuses_a_wrong_token_and_a_sign_in_ends_at_its_lifeti
 
     // A feed limited to its server refuses its own token from here; an agents feed
     // signs in only the poster's own address, and never chooses a group.
-    std::fs::write(site.dir.path().join("dc.token"), format!("{DC_TOKEN}\n")).unwrap();
-    std::fs::write(site.dir.path().join("pc.token"), format!("{PC_TOKEN}\n")).unwrap();
     let elsewhere = r#"{"user": "pupil7", "address": "127.0.0.11"}"#;
     let reply =
         tokio::task::block_in_place(|| post_feed(&site, "/identity/signin", DC_TOKEN, elsewhere));
@@ -842,4 +842,74 @@ async fn a_load_balancers_proxy_header_names_the_client_and_is_required_from_it(
         .expect("an answer");
     assert!(allowed(&answer), "{answer:?}");
     assert!(read_rows(site.dir.path(), "q.blocked.test").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_balancer_holding_headers_back_is_capped_and_then_served_again() {
+    let site = site_with("proxy_protocol = [\"127.0.0.3\"]\n", "").await;
+    let dns = site.warden.dns;
+    // Connections from the balancer that never send their header, up to the cap.
+    let mut stalled = Vec::new();
+    for _ in 0..warden::dns::tcp::PENDING_HEADERS {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket
+            .bind(SocketAddr::new("127.0.0.3".parse().unwrap(), 0))
+            .unwrap();
+        stalled.push(socket.connect(dns).await.unwrap());
+    }
+    // One more, header and all, is closed unanswered: the cap holds.
+    let mut bytes = warden::dns::proxy::header_for("10.1.2.3:40001".parse().unwrap(), dns);
+    bytes.extend_from_slice(&framed("blocked.test"));
+    assert!(tcp_raw("127.0.0.3", dns, &bytes).await.is_none());
+    // Once the stalled ones go, the balancer is served again.
+    drop(stalled);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(answer) = tcp_raw("127.0.0.3", dns, &bytes).await {
+            assert!(allowed(&answer), "{answer:?}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the balancer is not served again"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warden_will_not_start_with_a_feed_whose_token_file_is_missing() {
+    use std::process::{Command, Stdio};
+    let (_upstream, addr, stop) = start_upstream().await;
+    let _stop = stop.drop_guard();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_site(
+        dir.path(),
+        addr,
+        "[[identity.feeds]]\nname = \"lost\"\ntoken_file = \"lost.token\"\n",
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_warden"))
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("warden started with a feed whose token file is missing");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success());
+    assert!(
+        stderr.contains("[[identity.feeds]] \"lost\" token_file") && stderr.contains("lost.token"),
+        "{stderr}"
+    );
 }

@@ -59,6 +59,10 @@ pub const PRESSURE_IDLE: Duration = Duration::from_secs(2);
 pub(crate) const IN_FLIGHT: usize = 64;
 /// Answers queued for one connection's writer.
 const WRITE_QUEUE: usize = IN_FLIGHT;
+/// PROXY headers being read at once. A balancer's connection is counted by the table
+/// only once its header names the client, so until then this cap is what bounds the
+/// tasks a balancer (or a fault in one) can hold open; beyond it new ones are closed.
+pub const PENDING_HEADERS: usize = 256;
 
 /// Limits for the TCP listener.
 #[derive(Debug, Clone, Copy)]
@@ -132,6 +136,7 @@ pub async fn serve(
     tasks: Tasks,
     stop: CancellationToken,
 ) {
+    let headers = Arc::new(Semaphore::new(PENDING_HEADERS));
     loop {
         let (stream, peer) = tokio::select! {
             biased;
@@ -154,9 +159,15 @@ pub async fn serve(
         if handler.expects_proxy_header(peer.ip()) {
             // A load balancer: its header names the client, which the limits then
             // count (read in a task of its own, so a slow balancer holds up no one).
+            let Ok(permit) = headers.clone().try_acquire_owned() else {
+                tracing::debug!(%peer, "TCP connection closed: {PENDING_HEADERS} PROXY headers already pending");
+                continue;
+            };
             let handler = handler.clone();
             tasks.spawn(async move {
-                if let Some((stream, client)) = read_proxy_header(stream, peer).await {
+                let header = read_proxy_header(stream, peer).await;
+                drop(permit);
+                if let Some((stream, client)) = header {
                     ways.admit(stream, client, Some(peer.ip()), handler);
                 }
             });

@@ -69,7 +69,7 @@ pub enum FeedError {
 /// The feed whose token `presented` is, if any. Every configured token is compared (in
 /// constant time), so the time taken says nothing about which one nearly matched. A
 /// token file that cannot be read, or holds a token shorter than [`MIN_TOKEN_LEN`],
-/// matches nothing (and is logged).
+/// matches nothing (and is logged; [`token_problems`] names them at start and reload).
 pub fn feed_for<'a>(
     feeds: &'a [FeedConfig],
     base: &Path,
@@ -78,23 +78,51 @@ pub fn feed_for<'a>(
     let presented = presented.trim().as_bytes();
     let mut found = None;
     for feed in feeds {
-        let path = base.join(&feed.token_file);
-        let token = match crate::secret::first_line(&path) {
-            Ok(line) => line.trim().to_string(),
-            Err(error) => {
-                tracing::warn!(feed = feed.name.get_ref(), path = %path.display(), %error, "sign-in feed token file unreadable");
+        let token = match token_of(feed, base) {
+            Ok(token) => token,
+            Err(problem) => {
+                tracing::warn!("{problem}: the feed accepts nothing");
                 continue;
             }
         };
-        if token.len() < MIN_TOKEN_LEN {
-            tracing::warn!(feed = feed.name.get_ref(), path = %path.display(), "sign-in feed token shorter than {MIN_TOKEN_LEN} characters: refused");
-            continue;
-        }
         if crate::secret::matches(presented, token.as_bytes()) && found.is_none() {
             found = Some(feed);
         }
     }
     found
+}
+
+/// The token in `feed`'s token file (relative to `base`), or what is wrong with it.
+fn token_of(feed: &FeedConfig, base: &Path) -> Result<String, String> {
+    let path = base.join(&feed.token_file);
+    let what = || {
+        format!(
+            "[[identity.feeds]] {:?} token_file {}",
+            feed.name.get_ref(),
+            path.display()
+        )
+    };
+    let token = crate::secret::first_line(&path)
+        .map_err(|error| format!("{}: {error}", what()))?
+        .trim()
+        .to_string();
+    if token.len() < MIN_TOKEN_LEN {
+        return Err(format!(
+            "{}: the token is shorter than {MIN_TOKEN_LEN} characters",
+            what()
+        ));
+    }
+    Ok(token)
+}
+
+/// What is wrong with each feed's token file, one message per feed that would accept
+/// nothing (checked at start, where it stops Warden, and at each reload, where it is
+/// logged: a token file is read at each request, so fixing it needs no reload).
+pub fn token_problems(feeds: &[FeedConfig], base: &Path) -> Vec<String> {
+    feeds
+        .iter()
+        .filter_map(|feed| token_of(feed, base).err())
+        .collect()
 }
 
 /// Whether `feed`'s token may act on `address` when posted from `peer`: `peer` within
@@ -231,7 +259,7 @@ pub struct Watch {
 impl Watch {
     /// Run until `stop`; the state is written once more on the way out.
     pub async fn run(self, stop: tokio_util::sync::CancellationToken) {
-        let mut seen = None;
+        let mut followed = Followed::default();
         let mut saved = u64::MAX;
         let mut interval = tokio::time::interval(WATCH_EVERY);
         loop {
@@ -243,7 +271,7 @@ impl Watch {
             self.sessions.expire(now);
             self.metrics.signed_in(self.sessions.len());
             if let Some(path) = &self.sessions_file {
-                follow_sessions_file(path, &self.sessions, &mut seen, now);
+                follow_sessions_file(path, &self.sessions, &mut followed, now);
             }
             if let Some(path) = &self.state_file {
                 let generation = self.sessions.generation();
@@ -263,31 +291,64 @@ impl Watch {
     }
 }
 
-/// Re-read the sessions file at `path` if its size or modification time changed since
-/// `seen` (and the first time); a file that disappeared ends its sign-ins.
+/// How the sessions file looked (by its metadata) when it was last looked at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stamp {
+    Absent,
+    Present {
+        len: u64,
+        modified: Option<SystemTime>,
+    },
+}
+
+impl Stamp {
+    fn of(path: &Path) -> Stamp {
+        match std::fs::metadata(path) {
+            Ok(m) => Stamp::Present {
+                len: m.len(),
+                modified: m.modified().ok(),
+            },
+            Err(_) => Stamp::Absent,
+        }
+    }
+}
+
+/// What [`follow_sessions_file`] remembers between looks: the file as last taken in,
+/// and as last found unreadable (so that failure is warned of once, yet retried on
+/// every look until a read succeeds).
+#[derive(Debug, Default)]
+struct Followed {
+    taken: Option<Stamp>,
+    failed: Option<Stamp>,
+}
+
+/// Re-read the sessions file at `path` unless it is unchanged since it was last taken
+/// in; a file that disappeared ends its sign-ins.
 fn follow_sessions_file(
     path: &Path,
     sessions: &Sessions,
-    seen: &mut Option<Option<(u64, Option<SystemTime>)>>,
+    followed: &mut Followed,
     now: SystemTime,
 ) {
-    let stamp = std::fs::metadata(path)
-        .ok()
-        .map(|m| (m.len(), m.modified().ok()));
-    if *seen == Some(stamp) {
+    let stamp = Stamp::of(path);
+    if followed.taken == Some(stamp) {
         return;
     }
-    *seen = Some(stamp);
     let (entries, problems) = match stamp {
-        None => (Vec::new(), Vec::new()),
-        Some(_) => match read_sessions_file(path, now) {
+        Stamp::Absent => (Vec::new(), Vec::new()),
+        Stamp::Present { .. } => match read_sessions_file(path, now) {
             Ok(read) => read,
             Err(error) => {
-                tracing::warn!(path = %path.display(), %error, "[identity] sessions_file unreadable: its sign-ins are kept as they were");
+                if followed.failed != Some(stamp) {
+                    tracing::warn!(path = %path.display(), %error, "[identity] sessions_file unreadable: its sign-ins are kept as they were until it can be read");
+                }
+                followed.failed = Some(stamp);
                 return;
             }
         },
     };
+    followed.taken = Some(stamp);
+    followed.failed = None;
     for p in &problems {
         tracing::warn!("{}:{}: {} (line skipped)", path.display(), p.line, p.reason);
     }
@@ -325,6 +386,15 @@ mod tests {
         assert!(feed_for(&feeds, dir.path(), "tooshort").is_none());
         assert!(feed_for(&feeds, dir.path(), &"k".repeat(39)).is_none());
         assert!(feed_for(&feeds, dir.path(), "").is_none());
+        let problems = token_problems(&feeds, dir.path());
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].contains("\"short\" token_file"), "{problems:?}");
+        let missing = FeedConfig {
+            token_file: dir.path().join("absent.token"),
+            ..feeds[1].clone()
+        };
+        let problems = token_problems(&[missing], dir.path());
+        assert!(problems[0].contains("absent.token"), "{problems:?}");
     }
 
     #[test]
@@ -467,5 +537,35 @@ mod tests {
         assert_eq!(entries[1].1.groups, ["Staff", "Teachers"]);
         let lines: Vec<usize> = problems.iter().map(|p| p.line).collect();
         assert_eq!(lines, [4, 6]);
+    }
+
+    #[test]
+    fn an_unreadable_sessions_file_is_retried_until_read_though_unchanged() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sessions.csv");
+        let sessions = Sessions::new();
+        let mut followed = Followed::default();
+        let now = SystemTime::now();
+        let pupil: IpAddr = "10.0.0.7".parse().unwrap();
+        std::fs::write(&path, "pupil7,10.0.0.7,2099-01-01T00:00:00Z\n").unwrap();
+        follow_sessions_file(&path, &sessions, &mut followed, now);
+        assert!(sessions.find(pupil, now).is_some());
+        // The file becomes one that cannot be read (a FIFO): the sign-in is kept.
+        std::fs::remove_file(&path).unwrap();
+        let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path; mkfifo has no other preconditions.
+        assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+        let fifo_modified = std::fs::metadata(&path).unwrap().modified().unwrap();
+        follow_sessions_file(&path, &sessions, &mut followed, now);
+        assert!(sessions.find(pupil, now).is_some());
+        // Replaced by an empty regular file that looks the same by its metadata (the
+        // same length and time): it is read all the same, and ends the sign-in.
+        std::fs::remove_file(&path).unwrap();
+        let file = std::fs::File::create(&path).unwrap();
+        file.set_modified(fifo_modified).unwrap();
+        drop(file);
+        follow_sessions_file(&path, &sessions, &mut followed, now);
+        assert!(sessions.find(pupil, now).is_none());
+        assert_eq!(followed.failed, None);
     }
 }

@@ -451,6 +451,8 @@ pub enum IdentityError {
         path: std::path::PathBuf,
         reason: String,
     },
+    #[error("{0}")]
+    FeedToken(String),
 }
 
 /// Start what feeds `sessions` from `config`'s `[identity]`: the RADIUS accounting
@@ -464,6 +466,12 @@ pub async fn start(
     stop: &tokio_util::sync::CancellationToken,
 ) -> Result<Option<std::net::SocketAddr>, IdentityError> {
     let settings = &config.identity;
+    if let Some(problem) = feed::token_problems(&settings.feeds, &config.base_dir)
+        .into_iter()
+        .next()
+    {
+        return Err(IdentityError::FeedToken(problem));
+    }
     let state = settings
         .has_sources()
         .then(|| config.resolve(&settings.state_file));
