@@ -4,7 +4,7 @@
 //! "all allowed" for `check`), 1 "something is blocked" for `check`, 2 any error.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
@@ -14,9 +14,6 @@ use crate::audit;
 use crate::engine::Engine;
 use crate::filter::Verdict;
 use crate::name;
-
-/// Default config path, relative to the working directory (the repository root).
-pub(crate) use crate::config::DEFAULT_CONFIG;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -52,6 +49,9 @@ pub enum Command {
     /// Manage who can sign in to the dashboard (`[[users]]` in the config file).
     #[command(subcommand)]
     User(UserCommand),
+    /// Enrolled devices (`[[devices]]`) for DNS over TLS and HTTPS, and their profiles.
+    #[command(subcommand)]
+    Device(crate::cli_device::DeviceCommand),
     /// The trust's central store (`[fleet]`).
     #[command(subcommand)]
     Fleet(FleetCommand),
@@ -203,12 +203,7 @@ pub enum AuditCommand {
     },
 }
 
-#[derive(Debug, Args)]
-pub struct ConfigArg {
-    /// Configuration file.
-    #[arg(short, long, default_value = DEFAULT_CONFIG)]
-    pub config: PathBuf,
-}
+pub use crate::cli_args::ConfigArg;
 
 #[derive(Debug, Args)]
 pub struct CheckArgs {
@@ -302,6 +297,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Config(ConfigCommand::Check { config }) => config_check(&config.config),
         Command::Audit(command) => audit_command(command),
         Command::User(command) => user_command(command),
+        Command::Device(command) => crate::cli_device::run(command),
         Command::Fleet(FleetCommand::Verify { config }) => {
             fleet_verify(&config.config, &mut std::io::stdout().lock())
         }
@@ -967,6 +963,7 @@ fn check(args: CheckArgs) -> Result<ExitCode> {
             address: client,
             mac,
             session: session.as_ref(),
+            device_id: None,
         }),
     };
     let (active, open) = policy.active_at(who.group, at);

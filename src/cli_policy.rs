@@ -13,17 +13,11 @@ use std::time::SystemTime;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 
-use crate::config::{Config, Format, DEFAULT_CONFIG};
+use crate::config::{Config, Format};
 use crate::fleet::policy::{self, Change, State};
 use crate::fleet::{edit, Settings};
 
-/// The trust's config file (as every command takes it).
-#[derive(Debug, Args)]
-pub struct ConfigArg {
-    /// Configuration file.
-    #[arg(short, long, default_value = DEFAULT_CONFIG)]
-    pub config: std::path::PathBuf,
-}
+pub use crate::cli_args::ConfigArg;
 
 #[derive(Debug, Subcommand)]
 pub enum PolicyCommand {

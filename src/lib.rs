@@ -26,7 +26,11 @@
 //!   reads ordinary queries straight from the packet and answers refusals, blocks and
 //!   cached answers inside its receive loop; the work they spawn is tracked
 //!   ([`dns::tasks`]) so that a stop drains it (at most 2 s) before the audit log is
-//!   sealed; [`upstream`] forwards allowed queries through `hickory-resolver`.
+//!   sealed; [`upstream`] forwards allowed queries through `hickory-resolver`. DNS over
+//!   TLS ([`dns::dot`]) and over HTTPS ([`dns::doh`]) take their queries through the
+//!   same handler, with a device ID that chooses an enrolled device's group anywhere;
+//!   [`tls`] keeps their certificate (the admin's files, re-read on renewal, or a
+//!   self-signed one).
 //! - [`audit`] records every block for the e-safety lead: coalesced in memory on the
 //!   query path, written to SQLite by its own thread, hash-chained, purged on schedule.
 //! - [`alerts`] tells the e-safety lead at once (webhook, email) about blocks in the
@@ -88,9 +92,13 @@ pub mod alerts;
 pub mod audit;
 mod blockpage;
 pub mod cli;
+mod cli_args;
+mod cli_device;
 mod cli_policy;
 pub mod config;
+mod config_edit;
 pub mod dashboard;
+mod devices;
 pub mod dns;
 pub mod engine;
 pub mod filter;
@@ -104,6 +112,7 @@ pub mod memory;
 pub mod metrics;
 pub mod name;
 pub(crate) mod policy;
+mod profiles;
 pub mod reload;
 mod restart;
 pub mod secret;
@@ -111,5 +120,6 @@ mod serve;
 mod serve_fleet;
 mod sources;
 pub(crate) mod sync;
+pub mod tls;
 pub mod upstream;
 mod users;

@@ -104,6 +104,42 @@ fn qtype_class(qtype: Option<RecordType>) -> usize {
         .unwrap_or(QTYPE_CLASSES.len() - 1)
 }
 
+/// The transport a query came over, as logs and `/metrics` name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Transport {
+    #[default]
+    Udp,
+    Tcp,
+    /// DNS over TLS (RFC 7858).
+    Tls,
+    /// DNS over HTTPS (RFC 8484).
+    Https,
+}
+
+impl Transport {
+    pub const ALL: [Transport; 4] = [
+        Transport::Udp,
+        Transport::Tcp,
+        Transport::Tls,
+        Transport::Https,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Udp => "udp",
+            Transport::Tcp => "tcp",
+            Transport::Tls => "dot",
+            Transport::Https => "doh",
+        }
+    }
+}
+
+impl std::fmt::Display for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Every metric Warden exports, by family.
 pub struct Metrics {
     registry: Registry,
@@ -137,6 +173,9 @@ struct QueryMetrics {
     upstream_duration: Histogram,
     cache_hits: IntCounter,
     cache_misses: IntCounter,
+    /// By [`Transport::ALL`]'s order.
+    transports: Vec<IntCounter>,
+    handshakes: IntCounterVec,
 }
 
 impl QueryMetrics {
@@ -182,6 +221,22 @@ impl QueryMetrics {
                 "warden_cache_misses_total",
                 "Allowed queries that had to ask upstream",
             ),
+            handshakes: r.counter_vec(
+                "warden_tls_handshakes_total",
+                "TLS handshakes on the encrypted listeners, by transport (dot, doh) and result (ok, failed, timeout)",
+                &["transport", "result"],
+            ),
+            transports: {
+                let by_transport = r.counter_vec(
+                    "warden_queries_by_transport_total",
+                    "DNS queries received, by transport (udp, tcp, dot, doh)",
+                    &["transport"],
+                );
+                Transport::ALL
+                    .iter()
+                    .map(|t| by_transport.with_label_values(&[t.as_str()]))
+                    .collect()
+            },
         }
     }
 }
@@ -502,6 +557,23 @@ impl Metrics {
             .position(|o| *o == outcome)
             .unwrap_or(0);
         self.query.queries[row][qtype_class(qtype)].inc();
+    }
+
+    /// One query received over `transport`.
+    pub(crate) fn transport(&self, transport: Transport) {
+        let row = Transport::ALL
+            .iter()
+            .position(|t| *t == transport)
+            .unwrap_or(0);
+        self.query.transports[row].inc();
+    }
+
+    /// One TLS handshake on an encrypted listener, by result.
+    pub(crate) fn handshake(&self, transport: Transport, result: &str) {
+        self.query
+            .handshakes
+            .with_label_values(&[transport.as_str(), result])
+            .inc();
     }
 
     /// Count one block under each of its categories.

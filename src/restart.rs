@@ -13,8 +13,8 @@
 use std::collections::BTreeSet;
 
 use crate::config::{
-    AdminConfig, AlertsConfig, AuditConfig, Config, DashboardConfig, IdentityConfig, ListConfig,
-    ReloadConfig, ServerConfig, SourcesConfig,
+    AdminConfig, AlertsConfig, AuditConfig, Config, DashboardConfig, EncryptedConfig,
+    IdentityConfig, ListConfig, ReloadConfig, ServerConfig, SourcesConfig,
 };
 
 /// The settings that differ between `started` (the config the process started with)
@@ -45,7 +45,9 @@ pub fn needed(started: &Config, new: &Config) -> Vec<String> {
         fleet,
         identity,
         users_to_groups: _, // built into the snapshot's policy
-        base_dir: _,        // the same file's folder
+        encrypted,
+        devices: _,  // built into the snapshot's policy
+        base_dir: _, // the same file's folder
         path: _,
     } = started;
     diff.server(server, &new.server);
@@ -59,6 +61,7 @@ pub fn needed(started: &Config, new: &Config) -> Vec<String> {
     // The shipper is started once, with its database, site and schedule.
     diff.check("[fleet]", fleet, &new.fleet);
     diff.identity(identity, &new.identity);
+    diff.encrypted(encrypted, &new.encrypted);
     if alerts.enabled() && audit.enabled() {
         diff.alert_wording(started, new);
     }
@@ -116,6 +119,38 @@ impl Diff {
             &new.sessions_file,
         );
         self.check("[identity.radius]", radius, &new.radius);
+    }
+
+    /// The encrypted listeners bind once, with their certificate's files and name; what
+    /// an unknown ID gets and the device rate are read by each query, and the
+    /// certificate's contents are re-read when the files change.
+    fn encrypted(&mut self, started: &EncryptedConfig, new: &EncryptedConfig) {
+        let EncryptedConfig {
+            dot_listen,
+            doh_listen,
+            hostname,
+            cert_file,
+            key_file,
+            self_signed_dir,
+            unknown_device: _,
+            addresses: _,   // read by `warden device profile`
+            public_port: _, // read by `warden device profile`
+            device_rate_limit: _,
+        } = started;
+        self.check("[encrypted] dot_listen", dot_listen, &new.dot_listen);
+        self.check("[encrypted] doh_listen", doh_listen, &new.doh_listen);
+        self.check(
+            "[encrypted] hostname",
+            hostname.get_ref(),
+            new.hostname.get_ref(),
+        );
+        self.check("[encrypted] cert_file", cert_file, &new.cert_file);
+        self.check("[encrypted] key_file", key_file, &new.key_file);
+        self.check(
+            "[encrypted] self_signed_dir",
+            self_signed_dir,
+            &new.self_signed_dir,
+        );
     }
 
     /// Read at start to open the log and start its writer; `log_allowed` is read by

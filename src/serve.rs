@@ -165,6 +165,12 @@ async fn serve_until_stopped(
     let reload_stop = reloader.stop_token();
     spawn_reload_triggers(&config, reloader, metrics.clone(), stop.clone())?;
     serving.store(true, Ordering::Relaxed);
+    for addr in &server.dot_addrs {
+        tracing::info!("DNS over TLS on {addr}");
+    }
+    for addr in &server.doh_addrs {
+        tracing::info!("DNS over HTTPS on https://{addr}{}", dns::doh::PATH);
+    }
     for addr in &server.addrs {
         tracing::info!("serving DNS on {addr} (UDP and TCP)");
     }
@@ -172,18 +178,43 @@ async fn serve_until_stopped(
 
     // 6. DNS drains (its queries in flight finish or are cut off), then the alerts save
     //    their cursor, then the admin listener ends.
+    let behind_dns = BehindDns {
+        alerts_stop,
+        alerts,
+        fleet,
+        admin,
+    };
     server.wait().await?;
-    alerts_stop.cancel();
-    if let Some(alerts) = alerts {
-        alerts.wait().await;
-    }
-    for task in fleet {
-        let _ = task.await;
-    }
-    if let Some(admin) = admin {
-        admin.wait().await;
-    }
+    tracing::debug!("stopping: DNS drained");
+    behind_dns.stop().await;
     Ok(())
+}
+
+/// What stops after DNS, in order: the alerts (saving their cursor), the fleet tasks,
+/// the admin listener. Each step is logged, so a stop that hangs says where.
+struct BehindDns {
+    alerts_stop: CancellationToken,
+    alerts: Option<alerts::Alerts>,
+    fleet: Vec<tokio::task::JoinHandle<()>>,
+    admin: Option<admin::AdminServer>,
+}
+
+impl BehindDns {
+    async fn stop(self) {
+        self.alerts_stop.cancel();
+        if let Some(alerts) = self.alerts {
+            alerts.wait().await;
+            tracing::debug!("stopping: alerts stopped");
+        }
+        for task in self.fleet {
+            let _ = task.await;
+        }
+        tracing::debug!("stopping: fleet tasks stopped");
+        if let Some(admin) = self.admin {
+            admin.wait().await;
+            tracing::debug!("stopping: admin listener stopped");
+        }
+    }
 }
 
 /// The reloader over the serving snapshot (and the forwarder a reload of `[upstream]`
@@ -215,7 +246,32 @@ async fn start_dns(
         handler = handler.with_audit(sink);
     }
     let limits = TcpLimits::from_config(&config.server);
-    Ok(dns::start_with(&config.server.listen, handler, limits).await?)
+    let encrypted = encrypted_setup(config)?;
+    Ok(dns::start_full(&config.server.listen, handler, limits, encrypted).await?)
+}
+
+/// DNS over TLS and over HTTPS, if `[encrypted]` asks for them: the certificate loaded
+/// (or made, self-signed) and its fingerprint logged, for the admin to compare with
+/// what a device shows.
+fn encrypted_setup(config: &Config) -> Result<Option<dns::EncryptedSetup>> {
+    let encrypted = &config.encrypted;
+    if !encrypted.enabled() {
+        return Ok(None);
+    }
+    let certs = crate::tls::Certs::load(config).context("[encrypted] certificate")?;
+    let files = certs.files();
+    tracing::info!(
+        cert = %files.cert.display(),
+        self_signed = files.self_signed,
+        "TLS certificate SHA-256 fingerprint {}",
+        certs.fingerprint()
+    );
+    Ok(Some(dns::EncryptedSetup {
+        dot: encrypted.dot_listen.clone(),
+        doh: encrypted.doh_listen.clone(),
+        certs,
+        hostname: encrypted.hostname.get_ref().clone(),
+    }))
 }
 
 /// On `signal`, stop every listener (DNS starts draining) and any reload in progress

@@ -1,52 +1,29 @@
 //! `warden user add|remove|list`: the dashboard's `[[users]]`, edited in the config file
-//! itself with `toml_edit`, so the admin's comments and layout survive. The new file is
-//! validated as a whole before it replaces the old one, so a bad edit never leaves a
-//! config Warden would refuse at its next start.
+//! itself ([`crate::config_edit`]: comments and layout survive, and a bad edit is never
+//! written).
 
 use std::io::{BufRead, IsTerminal};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use toml_edit::{ArrayOfTables, DocumentMut, Item, Table};
+use toml_edit::{ArrayOfTables, DocumentMut, Table};
 
-use crate::config::{check_user_name, Config, Role};
+use crate::config::{check_user_name, Role};
+use crate::config_edit::{load, save, tables_mut, EditError};
 use crate::dashboard::auth;
-
-/// Why a user could not be added or removed.
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum UserError {
-    #[error("cannot read {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("cannot write {path}: {source}")]
-    Write {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("{path}: {message}")]
-    Toml { path: PathBuf, message: String },
-    #[error("{0}")]
-    Invalid(String),
-    #[error("the edited config would not load, so it was not written: {0}")]
-    Config(#[from] crate::config::ConfigError),
-    #[error(transparent)]
-    Hash(#[from] auth::AuthError),
-}
 
 /// Shortest password accepted.
 pub(crate) const MIN_PASSWORD: usize = 10;
 
 /// Read a new password: twice, without echo, on a terminal; one line from standard input
 /// otherwise (for scripts and tests).
-pub(crate) fn read_password(name: &str) -> Result<String, UserError> {
+pub(crate) fn read_password(name: &str) -> Result<String, EditError> {
     let password = if std::io::stdin().is_terminal() {
         let first = rpassword::prompt_password(format!("New password for {name}: "))
-            .map_err(|e| UserError::Invalid(format!("cannot read the password: {e}")))?;
+            .map_err(|e| EditError::Invalid(format!("cannot read the password: {e}")))?;
         let second = rpassword::prompt_password("Again: ")
-            .map_err(|e| UserError::Invalid(format!("cannot read the password: {e}")))?;
+            .map_err(|e| EditError::Invalid(format!("cannot read the password: {e}")))?;
         if first != second {
-            return Err(UserError::Invalid("the two passwords differ".into()));
+            return Err(EditError::Invalid("the two passwords differ".into()));
         }
         first
     } else {
@@ -54,57 +31,22 @@ pub(crate) fn read_password(name: &str) -> Result<String, UserError> {
         std::io::stdin()
             .lock()
             .read_line(&mut line)
-            .map_err(|e| UserError::Invalid(format!("cannot read the password: {e}")))?;
+            .map_err(|e| EditError::Invalid(format!("cannot read the password: {e}")))?;
         line.trim_end_matches(['\r', '\n']).to_string()
     };
     if password.chars().count() < MIN_PASSWORD {
-        return Err(UserError::Invalid(format!(
+        return Err(EditError::Invalid(format!(
             "the password must be at least {MIN_PASSWORD} characters"
         )));
     }
     Ok(password)
 }
 
-fn load(path: &Path) -> Result<(String, DocumentMut), UserError> {
-    let text = std::fs::read_to_string(path).map_err(|source| UserError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let doc = text.parse::<DocumentMut>().map_err(|e| UserError::Toml {
-        path: path.to_path_buf(),
-        message: e.to_string().trim_end().to_string(),
-    })?;
-    Ok((text, doc))
-}
-
 fn users_mut<'a>(
     doc: &'a mut DocumentMut,
     path: &Path,
-) -> Result<&'a mut ArrayOfTables, UserError> {
-    let item = doc
-        .entry("users")
-        .or_insert(Item::ArrayOfTables(ArrayOfTables::new()));
-    item.as_array_of_tables_mut()
-        .ok_or_else(|| UserError::Toml {
-            path: path.to_path_buf(),
-            message: "`users` must be written as [[users]] tables".into(),
-        })
-}
-
-/// Validate `text` as a config, then replace the file with it.
-fn save(path: &Path, text: &str) -> Result<(), UserError> {
-    Config::parse(text, path)?;
-    let temp = path.with_extension("toml.tmp");
-    let write = |source| UserError::Write {
-        path: path.to_path_buf(),
-        source,
-    };
-    std::fs::write(&temp, text).map_err(write)?;
-    // Keep the config's permissions (it now holds password hashes).
-    if let Ok(meta) = std::fs::metadata(path) {
-        std::fs::set_permissions(&temp, meta.permissions()).map_err(write)?;
-    }
-    std::fs::rename(&temp, path).map_err(write)
+) -> Result<&'a mut ArrayOfTables, EditError> {
+    tables_mut(doc, path, "users")
 }
 
 /// Add user `name` with `role` and `password`, or reset an existing one's role and
@@ -115,13 +57,13 @@ pub fn add(
     role: Role,
     password: &str,
     sites: &[String],
-) -> Result<bool, UserError> {
-    check_user_name(name).map_err(|e| UserError::Invalid(e.to_string()))?;
+) -> Result<bool, EditError> {
+    check_user_name(name).map_err(|e| EditError::Invalid(e.to_string()))?;
     if let Some(problem) = sites
         .iter()
         .find_map(|s| crate::config::site_name_problem(s))
     {
-        return Err(UserError::Invalid(format!("--site: {problem}")));
+        return Err(EditError::Invalid(format!("--site: {problem}")));
     }
     let (_, mut doc) = load(path)?;
     let hash = auth::hash_password(password)?;
@@ -156,13 +98,13 @@ pub fn add(
 }
 
 /// Remove user `name`.
-pub fn remove(path: &Path, name: &str) -> Result<(), UserError> {
+pub fn remove(path: &Path, name: &str) -> Result<(), EditError> {
     let (_, mut doc) = load(path)?;
     let users = users_mut(&mut doc, path)?;
     let before = users.len();
     users.retain(|t| t.get("name").and_then(|v| v.as_str()) != Some(name));
     if users.len() == before {
-        return Err(UserError::Invalid(format!(
+        return Err(EditError::Invalid(format!(
             "there is no user {name:?} in {}",
             path.display()
         )));
@@ -176,6 +118,7 @@ pub fn remove(path: &Path, name: &str) -> Result<(), UserError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Config;
 
     const CONFIG: &str = "# The admin's comment stays.\n[server]\nlisten = [\"127.0.0.1:5353\"]\n";
 

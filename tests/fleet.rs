@@ -118,7 +118,7 @@ impl Site {
 
     fn stop(&mut self) {
         if let Some(child) = self.child.take() {
-            common::stop_warden(child);
+            common::stop_warden_logged(child, Some(self.log.as_ref()));
         }
     }
 

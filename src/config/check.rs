@@ -509,6 +509,7 @@ impl<'a> Validator<'a> {
             }
         }
         self.check_feeds(config)?;
+        self.check_encrypted(config)?;
         for allow in &config.allow {
             let what = format!("allow list {:?}", allow.name.get_ref());
             for group in &allow.groups {
@@ -643,6 +644,61 @@ impl<'a> Validator<'a> {
         Ok(())
     }
 
+    /// `[encrypted]` names a usable host and both certificate files or neither; every
+    /// `[[devices]]` entry has an ID fit for a TLS name, used once, and a known group.
+    fn check_encrypted(&self, config: &Config) -> Result<(), ConfigError> {
+        let encrypted = &config.encrypted;
+        let host = encrypted.hostname.get_ref();
+        if !valid_hostname(host) {
+            return self.error(
+                encrypted.hostname.span(),
+                format!("[encrypted] hostname {host:?} is not a DNS name (warden.school.example)"),
+            );
+        }
+        if encrypted.cert_file.is_some() != encrypted.key_file.is_some() {
+            return self.error_at(
+                self.header_line("[encrypted]"),
+                "[encrypted] cert_file and key_file go together (neither: a self-signed certificate)".into(),
+            );
+        }
+        let mut seen = std::collections::HashSet::new();
+        for device in &config.devices {
+            let id = device.id.get_ref();
+            if !super::valid_device_id(id) {
+                return self.error(
+                    device.id.span(),
+                    format!(
+                        "[[devices]] id of {:?}: 8 to 63 lowercase letters and digits",
+                        device.name
+                    ),
+                );
+            }
+            if !seen.insert(id.as_str()) {
+                return self.error(
+                    device.id.span(),
+                    format!("[[devices]] id of {:?} is used twice", device.name),
+                );
+            }
+            let texts = [Some(device.name.as_str()), device.user.as_deref()];
+            if device.name.is_empty()
+                || texts
+                    .iter()
+                    .flatten()
+                    .any(|t| t.chars().any(char::is_control))
+            {
+                return self.error(
+                    device.id.span(),
+                    format!(
+                        "[[devices]] {:?}: the name is empty or a name holds a control character",
+                        device.name
+                    ),
+                );
+            }
+            self.group_exists(config, &device.group, "[[devices]]")?;
+        }
+        Ok(())
+    }
+
     /// The group a client or list names exists.
     fn group_exists(
         &self,
@@ -689,4 +745,20 @@ impl<'a> Validator<'a> {
             ),
         )
     }
+}
+
+/// Whether `host` is a DNS host name: dot-separated labels of letters, digits and
+/// hyphens (not at either end of a label), 253 characters at most.
+fn valid_hostname(host: &str) -> bool {
+    host.len() <= 253
+        && !host.is_empty()
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
 }

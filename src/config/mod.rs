@@ -19,6 +19,7 @@ mod audit;
 mod blocking;
 mod check;
 mod dashboard;
+mod encrypted;
 mod fleet;
 mod identity;
 mod lists;
@@ -37,6 +38,9 @@ pub use alerts::{AlertsConfig, EmailConfig, StartTls};
 pub use audit::{AuditConfig, RetentionDays, MAX_RETENTION_DAYS};
 pub use blocking::{BlockResponse, BlockingConfig, RebindingConfig};
 pub use dashboard::{check_user_name, AdminConfig, DashboardConfig, Role, UserConfig};
+pub use encrypted::{
+    shown_device_id, valid_device_id, DeviceConfig, EncryptedConfig, UnknownDevice, DEVICE_ID_LEN,
+};
 pub use fleet::{
     hosts_are_local, site_name_problem, FleetConfig, LOCAL_ALLOW_OFF, MAX_BATCH_ROWS,
     POLICY_ENTRY_LISTS, POLICY_FILE,
@@ -146,6 +150,12 @@ pub struct Config {
     /// `[[users_to_groups]]`: a person's directory group chooses their Warden group.
     #[serde(default)]
     pub users_to_groups: Vec<UserGroupConfig>,
+    /// `[encrypted]`: DNS over TLS and over HTTPS, for enrolled devices and browsers.
+    #[serde(default)]
+    pub encrypted: EncryptedConfig,
+    /// `[[devices]]`: enrolled devices and their IDs (`warden device add` writes these).
+    #[serde(default)]
+    pub devices: Vec<DeviceConfig>,
     /// Folder of the config file: relative list paths start here. Not part of the file.
     #[serde(skip)]
     pub base_dir: PathBuf,

@@ -20,6 +20,7 @@
 //! are tested here without sockets or sleeps.
 
 use std::collections::{BTreeSet, HashMap};
+use std::hash::Hash;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
@@ -35,19 +36,21 @@ struct Bucket {
     last: Instant,
 }
 
-/// Token buckets keyed by client address.
-#[derive(Debug, Default)]
-pub(crate) struct RateLimiter {
-    buckets: DashMap<IpAddr, Bucket, foldhash::fast::RandomState>,
+/// Token buckets keyed by client address (or by another key: an enrolled device's ID).
+#[derive(Debug)]
+pub(crate) struct RateLimiter<K: Eq + Hash = IpAddr> {
+    buckets: DashMap<K, Bucket, foldhash::fast::RandomState>,
 }
 
-impl RateLimiter {
-    pub fn new() -> RateLimiter {
-        RateLimiter::default()
+impl<K: Eq + Hash + Clone> RateLimiter<K> {
+    pub fn new() -> RateLimiter<K> {
+        RateLimiter {
+            buckets: DashMap::default(),
+        }
     }
 
     /// May `client` ask one more query now, at `qps` sustained with bursts of `burst`?
-    pub fn allow(&self, client: IpAddr, qps: f64, burst: f64, now: Instant) -> bool {
+    pub fn allow(&self, client: K, qps: f64, burst: f64, now: Instant) -> bool {
         if self.buckets.len() > MAX_CLIENTS {
             self.sweep(qps, burst, now);
         }

@@ -25,6 +25,8 @@
 pub mod answer;
 pub mod cache;
 pub mod client_id;
+pub mod doh;
+pub mod dot;
 pub mod limit;
 pub mod proxy;
 pub mod server;
@@ -47,10 +49,11 @@ use hickory_server::proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 
 use crate::audit::{Event, Identity, Outcome, Person, Sink};
-use crate::config::{BlockResponse, LimitAction};
+use crate::config::{BlockResponse, LimitAction, UnknownDevice};
 use crate::engine::Engine;
 use crate::filter::{Block, CategorySet};
 use crate::identity::{Session, Sessions};
+pub use crate::metrics::Transport;
 use crate::metrics::{Metrics, QueryOutcome};
 use crate::name;
 use crate::policy::{self, rebinding, safe_search, Seen, Who};
@@ -59,7 +62,7 @@ use answer::Reply;
 use cache::AnswerCache;
 use client_id::Carried;
 
-pub use server::{start, start_with, RunningServer, ServeError};
+pub use server::{start, start_full, start_with, EncryptedSetup, RunningServer, ServeError};
 
 /// The query handler: the engine snapshot, the upstream forwarder, the audit sink and
 /// the metrics.
@@ -72,6 +75,8 @@ pub struct Handler {
     metrics: Arc<Metrics>,
     clock: Clock,
     limiter: limit::RateLimiter,
+    /// Token buckets per enrolled device (DoT, DoH).
+    devices: limit::RateLimiter<Box<str>>,
     /// Allowed answers as sent, for UDP's fast path.
     cache: AnswerCache,
     /// Who is signed in where (RADIUS, sign-in feeds), shared with their listeners.
@@ -102,6 +107,7 @@ impl Handler {
             metrics: Arc::new(Metrics::new()),
             clock: Arc::new(Utc::now),
             limiter: limit::RateLimiter::new(),
+            devices: limit::RateLimiter::new(),
             sessions: Arc::new(Sessions::new()),
         }
     }
@@ -130,6 +136,11 @@ impl Handler {
         self
     }
 
+    /// The metrics it counts in (the encrypted listeners count their handshakes there).
+    pub(crate) fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
     /// A counter of blocked answers given, readable while the server runs.
     pub fn blocked_counter(&self) -> Arc<AtomicU64> {
         self.blocked.clone()
@@ -139,21 +150,23 @@ impl Handler {
     /// fast path declines). `None` means "send nothing" (an over-limit query with
     /// `action = "drop"`).
     pub async fn resolve(&self, request: &Request) -> Option<Reply> {
-        self.resolve_via(request, None).await
+        self.resolve_arrived(request, &Arrival::of(request)).await
     }
 
-    /// [`Handler::resolve`] for a query a load balancer at `via` passed on (PROXY
-    /// protocol: `request`'s source is the client it named).
-    pub(crate) async fn resolve_via(
+    /// [`Handler::resolve`] for a query that came as `arrival` says: over which
+    /// transport, passed on by which load balancer (PROXY protocol: `request`'s source
+    /// is the client it named), with which device ID.
+    pub(crate) async fn resolve_arrived(
         &self,
         request: &Request,
-        via: Option<IpAddr>,
+        arrival: &Arrival,
     ) -> Option<Reply> {
-        // 0. Only clients on our networks, each within its rate (a trusted forwarder's
-        //    clients each within their own).
+        // 0. Only clients on our networks (or enrolled devices), each within its rate
+        //    (a trusted forwarder's clients each within their own).
         let engine = self.engine.load_full();
         let carried = carried_by(&engine, request);
-        if let Err(refusal) = self.admit(&engine, request.src().ip(), &carried) {
+        let device_id = arrival.device_id.as_deref();
+        if let Err(refusal) = self.admit(&engine, request.src().ip(), &carried, device_id) {
             return refusal;
         }
         // 1. Only standard queries with exactly one IN question are served; anything
@@ -173,11 +186,12 @@ impl Handler {
         }
         let asked = Asked {
             client: request.src(),
-            via,
+            via: arrival.via,
             carried,
             qname: query.original().name(),
             qtype: query.query_type(),
-            protocol: request.protocol(),
+            transport: arrival.transport,
+            device_id,
         };
         let cx = QueryContext::new(&engine, asked, &self.clock, &self.sessions);
         Some(self.answer(&cx).await.0)
@@ -193,9 +207,10 @@ impl Handler {
         client: SocketAddr,
         out: &mut Vec<u8>,
     ) -> Now {
+        self.metrics.transport(Transport::Udp);
         let engine = self.engine.load();
         let carried = carried_in(&engine, client, query);
-        if let Err(refusal) = self.admit(&engine, client.ip(), &carried) {
+        if let Err(refusal) = self.admit(&engine, client.ip(), &carried, None) {
             return self.send_now(query, refusal, out);
         }
         let Some(qname) = query.name() else {
@@ -272,13 +287,29 @@ impl Handler {
     /// send nothing). Both read the snapshot, so a reload's networks and rate apply to
     /// the next query (each client's bucket is kept across it). A trusted forwarder's
     /// queries count against the device it names, so one busy router does not put a
-    /// whole school over the rate.
+    /// whole school over the rate. An enrolled device's ID (DoT, DoH) admits it from
+    /// anywhere, within its own rate (`[encrypted.device_rate_limit]`); an ID that is
+    /// not enrolled is refused or treated as no ID (`[encrypted] unknown_device`).
     fn admit(
         &self,
         engine: &Engine,
         source: IpAddr,
         carried: &Carried,
+        device_id: Option<&str>,
     ) -> Result<(), Option<Reply>> {
+        if let Some(id) = device_id {
+            if engine.policy.enrolled(id).is_some() {
+                let limit = &engine.config.encrypted.device_rate_limit;
+                let now = Instant::now();
+                if limit.qps > 0.0 && !self.devices.allow(id.into(), limit.qps, limit.burst, now) {
+                    return Err(over_limit(limit.action));
+                }
+                return Ok(());
+            }
+            if engine.config.encrypted.unknown_device == UnknownDevice::Refuse {
+                return Err(Some(Reply::error(ResponseCode::Refused)));
+            }
+        }
         if !engine.policy.admits(source) {
             return Err(Some(Reply::error(ResponseCode::Refused)));
         }
@@ -289,13 +320,7 @@ impl Handler {
                 .limiter
                 .allow(device, limit.qps, limit.burst, Instant::now())
         {
-            return Err(match limit.action {
-                LimitAction::Refuse => Some(Reply {
-                    outcome: QueryOutcome::RateLimited,
-                    ..Reply::error(ResponseCode::Refused)
-                }),
-                LimitAction::Drop => None,
-            });
+            return Err(over_limit(limit.action));
         }
         Ok(())
     }
@@ -498,7 +523,7 @@ impl Handler {
             group = cx.who.group.name,
             name = cx.name,
             qtype = %cx.qtype,
-            transport = %cx.protocol,
+            transport = %cx.transport,
             categories = %categories,
             locked = block.locked,
             list = block.rule.list_name(),
@@ -548,7 +573,7 @@ impl Handler {
     fn report_builtin(&self, cx: &QueryContext<'_>, b: Builtin) {
         self.blocked.fetch_add(1, Ordering::Relaxed);
         self.metrics.block(b.category, &cx.who.group.name);
-        tracing::debug!(target: "warden::block", client = %cx.address, name = cx.name, category = b.category, transport = %cx.protocol, "built-in block");
+        tracing::debug!(target: "warden::block", client = %cx.address, name = cx.name, category = b.category, transport = %cx.transport, "built-in block");
         let locked = cx
             .engine
             .config
@@ -672,8 +697,34 @@ impl<'b, 'm> ListBlock<'b, 'm> {
     }
 }
 
+/// How a query reached the handler, beyond its source address.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Arrival {
+    pub transport: Transport,
+    /// The load balancer that passed it on (PROXY protocol), if one did.
+    pub via: Option<IpAddr>,
+    /// The device ID it came with (DoH path, DoT TLS name), if any.
+    pub device_id: Option<Arc<str>>,
+}
+
+impl Arrival {
+    /// A query hickory decoded from a plain socket: UDP or TCP, nothing more.
+    fn of(request: &Request) -> Arrival {
+        let transport = if request.protocol() == Protocol::Udp {
+            Transport::Udp
+        } else {
+            Transport::Tcp
+        };
+        Arrival {
+            transport,
+            ..Arrival::default()
+        }
+    }
+}
+
 /// What a client asked, as it arrived: from where (and what a trusted forwarder says of
-/// the device behind it), the name as sent, the type, and over what.
+/// the device behind it), the name as sent, the type, over what and with which device
+/// ID.
 struct Asked<'a> {
     client: SocketAddr,
     /// The load balancer that named `client` (PROXY protocol), if one did.
@@ -681,7 +732,8 @@ struct Asked<'a> {
     carried: Carried,
     qname: &'a Name,
     qtype: RecordType,
-    protocol: Protocol,
+    transport: Transport,
+    device_id: Option<&'a str>,
 }
 
 impl<'a> Asked<'a> {
@@ -698,7 +750,8 @@ impl<'a> Asked<'a> {
             carried,
             qname,
             qtype: query.record_type(),
-            protocol: Protocol::Udp,
+            transport: Transport::Udp,
+            device_id: None,
         }
     }
 }
@@ -723,7 +776,7 @@ struct QueryContext<'a> {
     /// The name in the matcher's key form: what is matched, and what is logged.
     name: String,
     qtype: RecordType,
-    protocol: Protocol,
+    transport: Transport,
     /// When it was asked, by the handler's clock: the schedules' time and the audit's.
     at: DateTime<Utc>,
 }
@@ -743,11 +796,19 @@ impl<'a> QueryContext<'a> {
     ) -> QueryContext<'a> {
         let at = clock();
         let address = device_address(asked.client.ip(), &asked.carried);
-        let session = sessions.find(address, SystemTime::from(at));
+        // An enrolled device's sign-in is its own, not whoever is signed in at the
+        // address it happens to come from.
+        let enrolled = asked
+            .device_id
+            .is_some_and(|id| engine.policy.enrolled(id).is_some());
+        let session = (!enrolled)
+            .then(|| sessions.find(address, SystemTime::from(at)))
+            .flatten();
         let seen = Seen {
             address: Some(address),
             mac: asked.carried.mac.map(|(mac, _)| mac),
             session: session.as_deref(),
+            device_id: asked.device_id,
         };
         let who = engine.policy.identify(&seen);
         QueryContext {
@@ -761,7 +822,7 @@ impl<'a> QueryContext<'a> {
             qname: asked.qname,
             name: name::key(asked.qname.iter()),
             qtype: asked.qtype,
-            protocol: asked.protocol,
+            transport: asked.transport,
             at,
         }
     }
@@ -785,19 +846,30 @@ impl<'a> QueryContext<'a> {
         if let Some(session) = &self.session {
             sources.push(format!("user from {}", session.source.describe()));
         }
+        if self.who.enrolled.is_some() {
+            sources.push(format!("enrolled device over {}", self.transport));
+        }
         sources.push(self.who.group_from.describe().to_string());
         Identity {
             mac: self.who.mac.map(|(mac, _)| mac.to_string()),
-            user: self.session.as_ref().map(|s| s.user.clone()),
+            user: self.user().map(str::to_string),
             sources: Some(sources.join("; ")),
         }
+    }
+
+    /// The person asking: the one signed in at the address, or the enrolled device's.
+    fn user(&self) -> Option<&str> {
+        self.session
+            .as_deref()
+            .map(|s| s.user.as_str())
+            .or_else(|| self.who.enrolled.and_then(|d| d.user.as_deref()))
     }
 
     /// Who asked beyond the address, as the audit log keeps rows apart.
     fn person(&self) -> Person<'_> {
         Person {
             mac: self.who.mac.map(|(mac, _)| mac),
-            user: self.session.as_deref().map(|s| s.user.as_str()),
+            user: self.user(),
         }
     }
 
@@ -841,6 +913,17 @@ impl<'a> QueryContext<'a> {
     }
 }
 
+/// What an over-limit query gets: REFUSED (counted as rate-limited), or nothing.
+fn over_limit(action: LimitAction) -> Option<Reply> {
+    match action {
+        LimitAction::Refuse => Some(Reply {
+            outcome: QueryOutcome::RateLimited,
+            ..Reply::error(ResponseCode::Refused)
+        }),
+        LimitAction::Drop => None,
+    }
+}
+
 /// What [`Handler::answer_now`] did with a UDP query.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Now {
@@ -869,7 +952,8 @@ impl RequestHandler for Handler {
         request: &Request,
         responder: R,
     ) -> ResponseInfo {
-        self.respond(request, None, responder).await
+        self.respond(request, &Arrival::of(request), responder)
+            .await
     }
 }
 
@@ -887,15 +971,16 @@ impl Handler {
             .any(|net| net.0.contains(&peer))
     }
 
-    /// Answer `request` (passed on by the load balancer at `via`, if any) through
-    /// `responder`, counting it.
+    /// Answer `request` (which came as `arrival` says) through `responder`, counting
+    /// it.
     pub(crate) async fn respond<R: ResponseHandler>(
         &self,
         request: &Request,
-        via: Option<IpAddr>,
+        arrival: &Arrival,
         responder: R,
     ) -> ResponseInfo {
-        let reply = self.resolve_via(request, via).await;
+        let reply = self.resolve_arrived(request, arrival).await;
+        self.metrics.transport(arrival.transport);
         let qtype = request.request_info().ok().map(|i| i.query.query_type());
         let outcome = reply
             .as_ref()

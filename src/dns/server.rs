@@ -20,9 +20,11 @@ use tokio::net::{TcpListener, UdpSocket};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::dot::{self, Encrypted};
 use super::tasks::Tasks;
 use super::tcp::{self, TcpLimits};
-use super::{udp, Handler};
+use super::{doh, udp, Handler, Transport};
+use crate::tls::Certs;
 
 /// How long a stop waits for the queries in flight (upstream lookups, TCP queries
 /// already read) before cutting them off: longer than an upstream answer takes, short
@@ -39,12 +41,18 @@ pub enum ServeError {
     },
     #[error("the DNS server stopped with an error: {0}")]
     Stopped(String),
+    #[error("[encrypted]: {0}")]
+    Tls(String),
 }
 
 /// A server that is running; drop-safe, stop it with [`RunningServer::shutdown`].
 pub struct RunningServer {
     /// The addresses actually bound (port 0 resolved).
     pub addrs: Vec<SocketAddr>,
+    /// The DNS over TLS addresses bound.
+    pub dot_addrs: Vec<SocketAddr>,
+    /// The DNS over HTTPS addresses bound.
+    pub doh_addrs: Vec<SocketAddr>,
     token: CancellationToken,
     task: JoinHandle<Result<(), ServeError>>,
     /// The TCP connections of every listener, and the limits they are held to.
@@ -98,11 +106,42 @@ pub async fn start_with(
     handler: Handler,
     limits: TcpLimits,
 ) -> Result<RunningServer, ServeError> {
+    start_full(listen, handler, limits, None).await
+}
+
+/// The encrypted listeners to start beside UDP and TCP (`[encrypted]`).
+pub struct EncryptedSetup {
+    pub dot: Vec<SocketAddr>,
+    pub doh: Vec<SocketAddr>,
+    /// The certificate both present (and watch for renewal while the server runs).
+    pub certs: Arc<Certs>,
+    /// `[encrypted] hostname`: device IDs are the label before it in the TLS name.
+    pub hostname: String,
+}
+
+/// [`start_with`], and DNS over TLS and over HTTPS as `encrypted` says.
+pub async fn start_full(
+    listen: &[SocketAddr],
+    handler: Handler,
+    limits: TcpLimits,
+    encrypted: Option<EncryptedSetup>,
+) -> Result<RunningServer, ServeError> {
     let handler = Arc::new(handler);
     let mut sockets = Vec::with_capacity(listen.len());
     for &addr in listen {
         sockets.push(bind_pair(addr).await?);
     }
+    let (mut dot, mut doh) = (Vec::new(), Vec::new());
+    if let Some(setup) = &encrypted {
+        for &addr in &setup.dot {
+            dot.push(bind_tcp(addr, "tls").await?);
+        }
+        for &addr in &setup.doh {
+            doh.push(bind_tcp(addr, "https").await?);
+        }
+    }
+    let dot_addrs = dot.iter().filter_map(|l| l.local_addr().ok()).collect();
+    let doh_addrs = doh.iter().filter_map(|l| l.local_addr().ok()).collect();
     let token = CancellationToken::new();
     let addrs = sockets.iter().map(|(addr, _, _)| *addr).collect();
     // One connection table for every listener: the caps count all TCP connections.
@@ -124,13 +163,73 @@ pub async fn start_with(
             token.clone(),
         )));
     }
+    if let Some(setup) = encrypted {
+        let base = Encrypted {
+            handler: handler.clone(),
+            acceptor: acceptor(&setup, &[])?,
+            hostname: Arc::from(setup.hostname.to_ascii_lowercase()),
+            table: table.clone(),
+            tasks: tasks.clone(),
+            stop: token.clone(),
+        };
+        listeners.extend(spawn_encrypted(&setup, base, dot, doh)?);
+        tokio::spawn(setup.certs.clone().watch(token.clone()));
+    }
     let task = tokio::spawn(stop_and_drain(listeners, tasks, token.clone()));
     Ok(RunningServer {
         addrs,
+        dot_addrs,
+        doh_addrs,
         token,
         task,
         table,
     })
+}
+
+/// A TLS acceptor presenting `setup`'s certificate, offering `alpn`.
+fn acceptor(
+    setup: &EncryptedSetup,
+    alpn: &[&[u8]],
+) -> Result<tokio_rustls::TlsAcceptor, ServeError> {
+    setup
+        .certs
+        .server_config(alpn)
+        .map(tokio_rustls::TlsAcceptor::from)
+        .map_err(|e| ServeError::Tls(e.to_string()))
+}
+
+/// Serve DNS over TLS on `dot` and over HTTPS (HTTP/2 or HTTP/1.1, by ALPN) on `doh`.
+fn spawn_encrypted(
+    setup: &EncryptedSetup,
+    base: Encrypted,
+    dot: Vec<TcpListener>,
+    doh: Vec<TcpListener>,
+) -> Result<Vec<JoinHandle<()>>, ServeError> {
+    let mut listeners = Vec::new();
+    for listener in dot {
+        let accept = base.clone().accept(listener, Transport::Tls, dot::serve);
+        listeners.push(tokio::spawn(accept));
+    }
+    let https = Encrypted {
+        acceptor: acceptor(setup, &[b"h2", b"http/1.1"])?,
+        ..base
+    };
+    for listener in doh {
+        let accept = https.clone().accept(listener, Transport::Https, doh::serve);
+        listeners.push(tokio::spawn(accept));
+    }
+    Ok(listeners)
+}
+
+/// A TCP listener on `addr` for `proto` (named in the error).
+async fn bind_tcp(addr: SocketAddr, proto: &'static str) -> Result<TcpListener, ServeError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr,
+            proto,
+            source,
+        })
 }
 
 /// Wait for every listener to end (they end when `token` is cancelled; one that fails

@@ -36,15 +36,14 @@ use hickory_server::proto::op::MessageType;
 use hickory_server::proto::rr::Record;
 use hickory_server::server::{Request, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponse;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::OwnedReadHalf;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use super::limit::{ConnectionId, ConnectionLimits, ConnectionTable, IdleCheck};
 use super::tasks::Tasks;
-use super::{proxy, wire, Handler};
+use super::{proxy, wire, Arrival, Handler, Transport};
 use crate::config::ServerConfig;
 use crate::config::{DEFAULT_TCP_CONNECTIONS, DEFAULT_TCP_CONNECTIONS_PER_CLIENT};
 use crate::policy::clients::device_key;
@@ -168,33 +167,41 @@ pub async fn serve(
                 let header = read_proxy_header(stream, peer).await;
                 drop(permit);
                 if let Some((stream, client)) = header {
-                    ways.admit(stream, client, Some(peer.ip()), handler);
+                    let arrival = Arrival {
+                        transport: Transport::Tcp,
+                        via: Some(peer.ip()),
+                        device_id: None,
+                    };
+                    if let Some(conn) = ways.admit(client, arrival) {
+                        conn.spawn_serving(stream, handler);
+                    }
                 }
             });
             continue;
         }
-        ways.admit(stream, peer, None, handler.clone());
+        let arrival = Arrival {
+            transport: Transport::Tcp,
+            ..Arrival::default()
+        };
+        if let Some(conn) = ways.admit(peer, arrival) {
+            conn.spawn_serving(stream, handler.clone());
+        }
     }
 }
 
 /// What admitting a connection needs: the table of open connections, the server's
-/// tasks and its stop.
-struct Ways {
-    table: Arc<Table>,
-    tasks: Tasks,
-    stop: CancellationToken,
+/// tasks and its stop. DNS over TLS and over HTTPS admit theirs here too, so the caps
+/// count every stream connection together.
+pub(crate) struct Ways {
+    pub table: Arc<Table>,
+    pub tasks: Tasks,
+    pub stop: CancellationToken,
 }
 
 impl Ways {
-    /// Admit the connection of `client` (passed on by the balancer at `via`, if any)
-    /// within the limits, and serve it in a task; or close it at once.
-    fn admit(
-        self,
-        stream: TcpStream,
-        client: SocketAddr,
-        via: Option<IpAddr>,
-        handler: Arc<Handler>,
-    ) {
+    /// Admit a connection of `client` (which came as `arrival` says) within the
+    /// limits: its place in the table, or `None` (the caller closes it at once).
+    pub(crate) fn admit(self, client: SocketAddr, arrival: Arrival) -> Option<Conn> {
         let close = self.stop.child_token();
         let key = client_of(client);
         let admitted = self.table.lock().admit(key, close.clone(), Instant::now());
@@ -206,22 +213,18 @@ impl Ways {
                 admitted.id
             }
             Err(refusal) => {
-                tracing::debug!(client = %key, %refusal, "TCP connection refused");
-                drop(stream);
-                return;
+                tracing::debug!(client = %key, %refusal, transport = %arrival.transport, "connection refused");
+                return None;
             }
         };
-        let conn = Conn {
+        Some(Conn {
             table: self.table,
             id,
             peer: client,
-            via,
+            arrival,
             close,
-            tasks: self.tasks.clone(),
-        };
-        self.tasks.spawn(async move {
-            conn.serve(stream, handler).await;
-        });
+            tasks: self.tasks,
+        })
     }
 }
 
@@ -261,23 +264,33 @@ async fn read_proxy_header(
 /// One admitted connection: its place in the table, the token that closes it
 /// (cancelled by the table's eviction, by the server's stop, or by its own writer), and
 /// the server's tasks, where its queries run.
-struct Conn {
-    table: Arc<Table>,
-    id: ConnectionId,
+pub(crate) struct Conn {
+    pub table: Arc<Table>,
+    pub id: ConnectionId,
     /// The client: the peer, or the one a load balancer's PROXY header named.
-    peer: SocketAddr,
-    /// The load balancer, if the connection came through one.
-    via: Option<IpAddr>,
-    close: CancellationToken,
-    tasks: Tasks,
+    pub peer: SocketAddr,
+    /// How its queries come: the transport, the balancer, the device ID.
+    pub arrival: Arrival,
+    pub close: CancellationToken,
+    pub tasks: Tasks,
 }
 
 impl Conn {
-    /// Read length-prefixed messages until idle, closed or stopped; answer each query in
-    /// its own task; one writer task sends the answers.
-    async fn serve(self, stream: TcpStream, handler: Arc<Handler>) {
+    /// Serve a plain TCP connection in a task of its own.
+    fn spawn_serving(self, stream: TcpStream, handler: Arc<Handler>) {
         let _ = stream.set_nodelay(true);
-        let (mut reader, writer) = stream.into_split();
+        let tasks = self.tasks.clone();
+        tasks.spawn(async move { self.serve(stream, handler).await });
+    }
+
+    /// Read length-prefixed messages (RFC 7766, and RFC 7858 inside TLS) until idle,
+    /// closed or stopped; answer each query in its own task; one writer task sends the
+    /// answers.
+    pub(crate) async fn serve<S>(self, stream: S, handler: Arc<Handler>)
+    where
+        S: AsyncRead + AsyncWrite + Send + 'static,
+    {
+        let (mut reader, writer) = tokio::io::split(stream);
         let (tx, rx) = mpsc::channel::<Vec<u8>>(WRITE_QUEUE);
         let write = tokio::spawn(write_answers(writer, rx, self.close.clone()));
         let in_flight = Arc::new(Semaphore::new(IN_FLIGHT));
@@ -292,9 +305,9 @@ impl Conn {
                 permit = in_flight.clone().acquire_owned() => permit.ok(),
             };
             let last = permit.is_none();
-            let (handler, tx, via) = (handler.clone(), tx.clone(), self.via);
+            let (handler, tx, arrival) = (handler.clone(), tx.clone(), self.arrival.clone());
             self.tasks.spawn(async move {
-                handler.respond(&request, via, Answer { tx }).await;
+                handler.respond(&request, &arrival, Answer { tx }).await;
                 drop((permit, busy));
             });
             if last {
@@ -309,7 +322,10 @@ impl Conn {
 
     /// The next whole message, and the mark that keeps the connection busy (not idle)
     /// until it is dealt with; `None` when the connection should close.
-    async fn next_message(&self, reader: &mut OwnedReadHalf) -> Option<(Vec<u8>, Busy)> {
+    async fn next_message<R>(&self, reader: &mut R) -> Option<(Vec<u8>, Busy)>
+    where
+        R: AsyncRead + Unpin,
+    {
         // A read cut short by close or idleness loses bytes, which is fine: the
         // connection closes.
         let length = tokio::select! {
@@ -362,7 +378,7 @@ impl Drop for Conn {
 }
 
 /// Resolves when connection `id` has been idle too long (or the table closed it).
-async fn idle_expired(table: &Table, id: ConnectionId) {
+pub(crate) async fn idle_expired(table: &Table, id: ConnectionId) {
     loop {
         let check = table.lock().idle_check(id, Instant::now());
         match check {
@@ -374,8 +390,8 @@ async fn idle_expired(table: &Table, id: ConnectionId) {
 
 /// The writer: frames and sends each answer. A client that does not take an answer
 /// within [`MESSAGE_TIMEOUT`] is closed, so it cannot pin a busy connection.
-async fn write_answers(
-    mut writer: tokio::net::tcp::OwnedWriteHalf,
+async fn write_answers<W: AsyncWrite + Unpin>(
+    mut writer: W,
     mut rx: mpsc::Receiver<Vec<u8>>,
     close: CancellationToken,
 ) {
@@ -397,14 +413,14 @@ async fn write_answers(
 
 /// A message being read or answered on a connection: the connection is busy while any
 /// exists, and idle from when the last one is dropped.
-struct Busy {
+pub(crate) struct Busy {
     table: Arc<Table>,
     id: ConnectionId,
 }
 
 impl Busy {
     /// `None` if the table has closed the connection meanwhile.
-    fn begin(table: &Arc<Table>, id: ConnectionId) -> Option<Busy> {
+    pub(crate) fn begin(table: &Arc<Table>, id: ConnectionId) -> Option<Busy> {
         table.lock().begin(id).then(|| Busy {
             table: table.clone(),
             id,

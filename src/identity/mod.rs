@@ -341,24 +341,7 @@ impl Sessions {
             })
             .collect();
         let text = serde_json::to_string(&saved).map_err(std::io::Error::other)?;
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)?;
-        }
-        let temp = path.with_extension("json.tmp");
-        {
-            use std::io::Write;
-            let mut options = std::fs::OpenOptions::new();
-            options.write(true).create(true).truncate(true);
-            #[cfg(unix)]
-            {
-                use std::os::unix::fs::OpenOptionsExt;
-                options.mode(0o600);
-            }
-            let mut file = options.open(&temp)?;
-            file.write_all(text.as_bytes())?;
-            file.sync_all()?;
-        }
-        std::fs::rename(&temp, path)
+        crate::secret::write_private(path, text.as_bytes())
     }
 
     /// Take back the sign-ins `save` wrote that are still in force and whose source

@@ -260,13 +260,19 @@ pub(crate) fn open_regular(path: &Path) -> Result<File, ListError> {
 /// [`open_regular`] does: a FIFO or a device in its place cannot hang the reader.
 /// For the files beside the lists: leases, secrets, tokens, sign-in state.
 pub(crate) fn read_small(path: &Path, max: u64) -> Result<String, std::io::Error> {
+    let bytes = read_small_bytes(path, max)?;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// [`read_small`] as bytes.
+pub(crate) fn read_small_bytes(path: &Path, max: u64) -> Result<Vec<u8>, std::io::Error> {
     let file = open_regular(path).map_err(|e| match e {
         ListError::Open { source, .. } => source,
         other => std::io::Error::other(other.to_string()),
     })?;
     let mut bytes = Vec::new();
     file.take(max).read_to_end(&mut bytes)?;
-    Ok(String::from_utf8_lossy(&bytes).into_owned())
+    Ok(bytes)
 }
 
 /// What a file that is not a regular one is, for the error message.

@@ -130,6 +130,18 @@ pub struct Policy {
     pub tz: Tz,
     /// `[server] allow_networks`.
     allowed: Vec<ipnet::IpNet>,
+    /// `[[devices]]`, by ID.
+    devices: HashMap<String, Enrolled>,
+}
+
+/// An enrolled device (`[[devices]]`), as its ID finds it.
+#[derive(Debug)]
+pub struct Enrolled {
+    pub name: String,
+    /// Its group's number.
+    group: usize,
+    /// The person it belongs to, if one.
+    pub user: Option<String>,
 }
 
 /// Who belongs where, compiled from `[[clients]]` and `[[users_to_groups]]` with the
@@ -167,6 +179,25 @@ impl Members {
     }
 }
 
+/// `[[devices]]` by ID, each with its group's number.
+fn enrolled_devices(
+    config: &Config,
+    by_name: &BTreeMap<String, usize>,
+) -> HashMap<String, Enrolled> {
+    config
+        .devices
+        .iter()
+        .filter_map(|d| {
+            let device = Enrolled {
+                name: d.name.clone(),
+                group: *by_name.get(d.group.get_ref())?,
+                user: d.user.clone(),
+            };
+            Some((d.id.get_ref().clone(), device))
+        })
+        .collect()
+}
+
 /// What applies to one client.
 #[derive(Debug, Clone, Copy)]
 pub struct Who<'a> {
@@ -178,6 +209,9 @@ pub struct Who<'a> {
     pub mac: Option<(Mac, MacFrom)>,
     /// What chose the group.
     pub group_from: GroupFrom,
+    /// The enrolled device the query's ID named, if any (then nothing else about the
+    /// query's source applied).
+    pub enrolled: Option<&'a Enrolled>,
 }
 
 /// How a device's MAC was learned.
@@ -194,6 +228,8 @@ pub enum MacFrom {
 /// What chose a client's group, most specific first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GroupFrom {
+    /// An enrolled device's ID (`[[devices]]`), over DNS over TLS or HTTPS.
+    Device,
     /// The signed-in person (`[[users_to_groups]]`).
     User,
     /// A `[[clients]] mac` entry.
@@ -219,6 +255,7 @@ impl GroupFrom {
     /// As the audit log says it: "group by …".
     pub fn describe(self) -> &'static str {
         match self {
+            GroupFrom::Device => "group by enrolled device ID",
             GroupFrom::User => "group by user",
             GroupFrom::Mac => "group by MAC",
             GroupFrom::Address => "group by address",
@@ -237,6 +274,8 @@ pub struct Seen<'s> {
     pub address: Option<IpAddr>,
     pub mac: Option<Mac>,
     pub session: Option<&'s Session>,
+    /// The device ID the query came with (DoH path, DoT TLS name), if any.
+    pub device_id: Option<&'s str>,
 }
 
 /// Inputs the engine has compiled already: the matcher (for category numbers) and the
@@ -305,6 +344,7 @@ impl Policy {
             .map(|(i, g)| (g.name.clone(), i))
             .collect();
         let default_group = by_name.get(config.default_group()).copied().unwrap_or(0);
+        let devices = enrolled_devices(config, &by_name);
         let members = Members::build(config, &by_name);
         Policy {
             groups,
@@ -324,7 +364,13 @@ impl Policy {
             locked,
             tz,
             allowed: config.server.allow_networks.iter().map(|n| n.0).collect(),
+            devices,
         }
+    }
+
+    /// The enrolled device with ID `id`, if there is one.
+    pub(crate) fn enrolled(&self, id: &str) -> Option<&Enrolled> {
+        self.devices.get(id)
     }
 
     /// May `client` use this resolver at all (`[server] allow_networks`)?
@@ -340,6 +386,7 @@ impl Policy {
             address: Some(client),
             mac: None,
             session: None,
+            device_id: None,
         })
     }
 
@@ -349,12 +396,29 @@ impl Policy {
         !self.forwarders.is_empty() && self.forwarders.iter().any(|net| net.contains(&source))
     }
 
-    /// What applies to the client `seen` describes. The group follows the person first:
+    /// What applies to the client `seen` describes. An enrolled device's ID decides
+    /// alone: its group, its name. Otherwise the group follows the person first:
     /// the signed-in user's `[[users_to_groups]]` entry, else the device's `[[clients]]
     /// mac` entry, else the most specific `[[clients]] cidr` entry for its address, else
     /// the default group. The device's name comes from its MAC or address entry, else
     /// the DHCP leases; its MAC from the query, else the leases, else the sign-in.
     pub fn identify(&self, seen: &Seen<'_>) -> Who<'_> {
+        if let Some((group, enrolled)) = seen
+            .device_id
+            .and_then(|id| self.enrolled(id))
+            .map(|d| (d.group, d))
+        {
+            // An enrolled device is itself wherever it is: off site its address is a
+            // stranger's, so nothing else about the query applies.
+            return Who {
+                group: &self.groups[group],
+                group_id: group,
+                device: Some(&enrolled.name),
+                mac: None,
+                group_from: GroupFrom::Device,
+                enrolled: Some(enrolled),
+            };
+        }
         let address = seen.address.map(|a| a.to_canonical());
         // A lease's MAC is only as good as the address: a device that takes another's
         // address by hand takes its lease's MAC too (a MAC from the query is the
@@ -394,6 +458,7 @@ impl Policy {
             device,
             mac,
             group_from,
+            enrolled: None,
         }
     }
 
@@ -436,6 +501,7 @@ impl Policy {
             device: None,
             mac: None,
             group_from: GroupFrom::Default,
+            enrolled: None,
         }
     }
 

@@ -617,17 +617,30 @@ pub fn signal(child: &std::process::Child, signal: &str) {
 }
 
 /// SIGTERM the child and wait (at most 10 s) for it to exit; returns its status.
-pub fn stop_warden(mut child: std::process::Child) -> std::process::ExitStatus {
+pub fn stop_warden(child: std::process::Child) -> std::process::ExitStatus {
+    stop_warden_logged(child, None)
+}
+
+/// [`stop_warden`], showing the end of `log` (the child's stderr as read so far) if it
+/// does not stop: its last lines say where the stop hung.
+pub fn stop_warden_logged(
+    mut child: std::process::Child,
+    log: Option<&std::sync::Mutex<Vec<String>>>,
+) -> std::process::ExitStatus {
     signal(&child, "-TERM");
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
         if let Some(status) = child.try_wait().unwrap() {
             return status;
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "warden did not stop on SIGTERM"
-        );
+        if std::time::Instant::now() >= deadline {
+            let tail = log.map_or_else(String::new, |log| {
+                let lines = log.lock().unwrap();
+                lines[lines.len().saturating_sub(40)..].join("\n")
+            });
+            let _ = child.kill();
+            panic!("warden did not stop on SIGTERM; the end of its log:\n{tail}");
+        }
         std::thread::sleep(Duration::from_millis(50));
     }
 }
