@@ -165,15 +165,7 @@ async fn serve_until_stopped(
     let reload_stop = reloader.stop_token();
     spawn_reload_triggers(&config, reloader, metrics.clone(), stop.clone())?;
     serving.store(true, Ordering::Relaxed);
-    for addr in &server.dot_addrs {
-        tracing::info!("DNS over TLS on {addr}");
-    }
-    for addr in &server.doh_addrs {
-        tracing::info!("DNS over HTTPS on https://{addr}{}", dns::doh::PATH);
-    }
-    for addr in &server.addrs {
-        tracing::info!("serving DNS on {addr} (UDP and TCP)");
-    }
+    announce(&server);
     tokio::spawn(stop_on(signal, stop, reload_stop));
 
     // 6. DNS drains (its queries in flight finish or are cut off), then the alerts save
@@ -188,6 +180,19 @@ async fn serve_until_stopped(
     tracing::debug!("stopping: DNS drained");
     behind_dns.stop().await;
     Ok(())
+}
+
+/// Say where DNS is served (plain last: tests and scripts wait for that line).
+fn announce(server: &dns::RunningServer) {
+    for addr in &server.dot_addrs {
+        tracing::info!("DNS over TLS on {addr}");
+    }
+    for addr in &server.doh_addrs {
+        tracing::info!("DNS over HTTPS on https://{addr}{}", dns::doh::PATH);
+    }
+    for addr in &server.addrs {
+        tracing::info!("serving DNS on {addr} (UDP and TCP)");
+    }
 }
 
 /// What stops after DNS, in order: the alerts (saving their cursor), the fleet tasks,
