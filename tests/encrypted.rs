@@ -557,3 +557,42 @@ async fn a_device_is_held_to_its_own_rate() {
         assert_eq!(ask(LAPTOP), "NOERROR");
     });
 }
+
+/// Headless Chromium with its DNS over HTTPS set as the Chrome policy sets it
+/// (`dns_over_https.mode = secure` and the device's template, in the browser's local
+/// state), trusting Warden's self-signed certificate by its key: opening a blocked site
+/// fails to resolve, and the block is in the audit log as the device's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_with_the_doh_policy_is_filtered_as_the_device() {
+    let site = site("", &[]).await;
+    let pem = std::fs::read(site.dir.path().join("data/tls/cert.pem")).unwrap();
+    let der = {
+        use rustls::pki_types::pem::PemObject;
+        rustls::pki_types::CertificateDer::pem_slice_iter(&pem)
+            .next()
+            .unwrap()
+            .unwrap()
+    };
+    let template = format!("https://{}/dns-query/{IPAD}", site.doh);
+    let browser = common::browser::Browser::start_with(
+        &[format!(
+            "--ignore-certificate-errors-spki-list={}",
+            spki_pin(&der)
+        )],
+        serde_json::json!({
+            "dns_over_https.mode": "secure",
+            "dns_over_https.templates": template,
+        }),
+    )
+    .await;
+    let opened = browser.goto("http://www.blocked.test/").await;
+    browser.quit().await;
+    let error = opened.expect_err("a blocked site does not load");
+    assert!(error.contains("ERR_NAME_NOT_RESOLVED"), "{error}");
+    let found = tokio::task::block_in_place(|| rows(site.dir.path(), "www.blocked.test", 1));
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(
+        (found[0].0.as_str(), found[0].1.as_str()),
+        ("iPad 7", "pupils")
+    );
+}

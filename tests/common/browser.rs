@@ -82,18 +82,36 @@ fn start_driver() -> (Child, u16) {
 impl Browser {
     /// Start chromedriver and a headless Chromium session.
     pub async fn start() -> Browser {
+        Browser::start_with(&[], json!({})).await
+    }
+
+    /// [`Browser::start`] with more command-line `args` and `local_state` preferences
+    /// (the browser-wide settings an enterprise policy sets, such as DNS over HTTPS).
+    pub async fn start_with(args: &[String], local_state: Value) -> Browser {
         let chrome_bin = find(&["/usr/bin/chromium", "/usr/lib/chromium/chromium"])
             .expect("chromium not found: apt-get install chromium chromium-driver");
         let (mut driver, port) = start_driver();
         let mut caps = Map::new();
         caps.insert("browserName".into(), json!("chrome"));
+        let mut all_args: Vec<String> = [
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--window-size=1100,1000",
+            "--no-first-run",
+            "--no-proxy-server",
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+        all_args.extend(args.iter().cloned());
         caps.insert(
             "goog:chromeOptions".into(),
             json!({
                 "binary": chrome_bin,
-                "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
-                         "--disable-dev-shm-usage", "--window-size=1100,1000",
-                         "--no-first-run", "--no-proxy-server"]
+                "args": all_args,
+                "localState": local_state,
             }),
         );
         let connector = hyper_util::client::legacy::connect::HttpConnector::new();
@@ -108,6 +126,12 @@ impl Browser {
         };
         kill_group(&mut driver);
         panic!("{failure}");
+    }
+
+    /// Go to `url`: `Err` with the browser's reason when the page cannot load (a name
+    /// that does not resolve, a refused connection).
+    pub async fn goto(&self, url: &str) -> Result<(), String> {
+        self.client.goto(url).await.map_err(|e| e.to_string())
     }
 
     /// Open `http://addr/path` (returns once the page has loaded).
