@@ -16,6 +16,8 @@ use common::{start_upstream, Spawned};
 /// The enrolled iPad (pupils, who block `adult`) and staff laptop.
 const IPAD: &str = "ipad7pupil7k3j5h7g9";
 const LAPTOP: &str = "laptop3staffm2n4p6q8";
+/// A second pupils' iPad, nobody's in particular.
+const IPAD8: &str = "ipad8sharedz9y8x7w6";
 const HOST: &str = "warden.test";
 
 struct Site {
@@ -82,6 +84,10 @@ user = "pupil7"
 id = "{LAPTOP}"
 name = "Staff laptop 3"
 group = "staff"
+[[devices]]
+id = "{IPAD8}"
+name = "iPad 8"
+group = "pupils"
 "#
         ),
     )
@@ -241,6 +247,14 @@ async fn kdig_over_tls_and_https_is_filtered_as_the_enrolled_device() {
             );
             assert!(sources.contains("group by enrolled device ID"), "{sources}");
         }
+        // Two devices behind one address (a home router) are two rows.
+        for id in [IPAD, IPAD8] {
+            let answer = dot(&site, "c.blocked.test", Some(&format!("{id}.{HOST}")));
+            assert!(blocked(&answer), "{answer}");
+        }
+        let found = rows(site.dir.path(), "c.blocked.test", 2);
+        let devices: Vec<&str> = found.iter().map(|r| r.0.as_str()).collect();
+        assert_eq!(devices, ["iPad 7", "iPad 8"], "{found:?}");
         // Metrics count queries by transport, and never show an ID.
         let admin = site.warden.admin.expect("the admin listener");
         let (_, metrics) = common::http("GET", admin, "/metrics", &[]);

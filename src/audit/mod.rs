@@ -118,13 +118,15 @@ pub struct Identity {
     pub sources: Option<String>,
 }
 
-/// Who asked beyond the address, as far as it keeps rows apart: the device's MAC and
-/// the signed-in user. Two pupils at one address (one after the other on a shared PC,
-/// or behind a forwarder that names no device) are two rows, each with its own count.
+/// Who asked beyond the address, as far as it keeps rows apart: the device's MAC, its
+/// name and the signed-in user. Two pupils at one address (one after the other on a
+/// shared PC, or behind a forwarder that names no device) are two rows, each with its
+/// own count; so are two enrolled devices behind one home router.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Person<'a> {
     pub mac: Option<crate::config::Mac>,
     pub user: Option<&'a str>,
+    pub device: Option<&'a str>,
 }
 
 impl<'a> Person<'a> {
@@ -132,6 +134,7 @@ impl<'a> Person<'a> {
     pub const NOBODY: Person<'static> = Person {
         mac: None,
         user: None,
+        device: None,
     };
 
     /// The person `event` records (what its key was made from).
@@ -143,15 +146,19 @@ impl<'a> Person<'a> {
                 .as_deref()
                 .and_then(crate::config::Mac::parse),
             user: event.identity.user.as_deref(),
+            device: event.device.as_deref(),
         }
     }
 
-    /// Append to a key: a fixed layout (a MAC flag and its six octets, the user's length
-    /// and bytes), so no two people encode alike. `None` if `out` is full.
+    /// Append to a key: a fixed layout (a MAC flag and its six octets, then the user's
+    /// and the device's lengths and bytes), so no two people encode alike. `None` if
+    /// `out` is full.
     fn encode<B: Extend<u8>>(&self, out: &mut B, room: impl Fn(usize) -> bool) -> Option<()> {
         let user = self.user.unwrap_or("").as_bytes();
-        let len = u16::try_from(user.len()).ok()?;
-        if !room(1 + 6 + 2 + user.len()) {
+        let device = self.device.unwrap_or("").as_bytes();
+        let user_len = u16::try_from(user.len()).ok()?;
+        let device_len = u16::try_from(device.len()).ok()?;
+        if !room(1 + 6 + 2 + user.len() + 2 + device.len()) {
             return None;
         }
         match self.mac {
@@ -161,8 +168,10 @@ impl<'a> Person<'a> {
             }
             None => out.extend([0]),
         }
-        out.extend(len.to_be_bytes());
+        out.extend(user_len.to_be_bytes());
         out.extend(user.iter().copied());
+        out.extend(device_len.to_be_bytes());
+        out.extend(device.iter().copied());
         Some(())
     }
 }

@@ -870,6 +870,7 @@ impl<'a> QueryContext<'a> {
         Person {
             mac: self.who.mac.map(|(mac, _)| mac),
             user: self.user(),
+            device: self.who.device,
         }
     }
 

@@ -1,0 +1,156 @@
+#!/usr/bin/env bash
+# Throughput of Warden's encrypted listeners, beside its plain ones measured in the same
+# run (run by hand, never by CI; see benches/README.md, "Encrypted listeners").
+#
+# One Warden (release build, audit log on) blocks a synthetic list of $RULES names and
+# serves them over UDP, TCP, DNS over TLS and DNS over HTTPS (HTTP/2, the device ID in the
+# path, so the enrolled-device path is what is measured). The server is pinned to one core
+# ($SERVER_CPU), dnsperf to the other ($CLIENT_CPU). For each transport in turn (the order
+# rotating from one repeat to the next), dnsperf saturates it for $DURATION s with blocked
+# names, and the script reads:
+#   - queries/s (dnsperf's "Queries per second");
+#   - server CPU per query: the utime+stime delta of the Warden process (/proc/PID/stat)
+#     over the queries answered.
+# It prints each transport's medians over $REPEATS runs and the ratios of DoT and DoH to
+# TCP and UDP, which are the baseline: the same server, the same names, the same run.
+#
+# hickory-dns's own DoH is not measured beside it: see benches/README.md for why.
+#
+# Usage: benches/encrypted/encrypted.sh 2>&1 | tee encrypted.log
+# Environment (all optional): RULES=100000 DURATION=10 REPEATS=3 CLIENTS=8
+#   OUTSTANDING=100 SERVER_CPU=1 CLIENT_CPU=0 PORT_BASE=5550 WARDEN_BIN KEEP_WORK=1
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+RULES=${RULES:-100000}
+DURATION=${DURATION:-10}
+REPEATS=${REPEATS:-3}
+CLIENTS=${CLIENTS:-8}
+OUTSTANDING=${OUTSTANDING:-100}
+SERVER_CPU=${SERVER_CPU:-1}
+CLIENT_CPU=${CLIENT_CPU:-0}
+PORT_BASE=${PORT_BASE:-5550}
+DEVICE=benchdevice0000000000
+export LC_ALL=C
+
+say() { printf '==> %s\n' "$*" >&2; }
+die() { printf 'encrypted.sh: error: %s\n' "$*" >&2; exit 1; }
+
+[ "$(nproc)" -ge 2 ] || die "needs 2 CPUs (server and dnsperf on different cores)"
+[[ "$REPEATS" =~ ^[1-9][0-9]*$ ]] || die "REPEATS must be a positive integer"
+command -v dnsperf >/dev/null 2>&1 || die "dnsperf (2.5 or later, for DoT and DoH) is needed: apt-get install dnsperf"
+dnsperf -h 2>&1 | grep -q "doh" || die "this dnsperf cannot speak DoH (2.5 or later is needed)"
+
+if [ -z "${WARDEN_BIN:-}" ]; then
+    say "building warden (release)"
+    (cd "$ROOT" && cargo build --release --bin warden)
+    WARDEN_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/warden"
+fi
+[ -x "$WARDEN_BIN" ] || die "warden binary not found ($WARDEN_BIN)"
+
+WORK=$(mktemp -d /tmp/warden-encrypted-bench.XXXXXX)
+SERVER_PID=""
+cleanup() {
+    [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null && wait "$SERVER_PID" 2>/dev/null || true
+    [ -n "${KEEP_WORK:-}" ] && say "work dir kept: $WORK" || rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+say "list of $RULES names, queries, config in $WORK"
+awk -v n="$RULES" 'BEGIN { for (i = 0; i < n; i++) printf "b%d.bench-blocked.test\n", i }' > "$WORK/list.txt"
+awk '{ print $1 " A" }' "$WORK/list.txt" > "$WORK/queries.txt"
+UDP_PORT=$((PORT_BASE + 1)) DOT_PORT=$((PORT_BASE + 2)) DOH_PORT=$((PORT_BASE + 3))
+cat > "$WORK/warden.toml" <<EOF
+[server]
+listen = ["127.0.0.1:$UDP_PORT"]
+default_group = "all"
+tcp_max_connections = 4096
+tcp_connections_per_client = 4096
+[server.rate_limit]
+qps = 0.0
+[admin]
+enabled = false
+[audit]
+path = "$WORK/audit.db"
+[upstream]
+servers = ["127.0.0.1:9"]
+[categories.bench]
+[[lists]]
+name = "bench"
+category = "bench"
+path = "$WORK/list.txt"
+[groups.all]
+block = ["bench"]
+[encrypted]
+dot_listen = ["127.0.0.1:$DOT_PORT"]
+doh_listen = ["127.0.0.1:$DOH_PORT"]
+hostname = "warden.bench"
+self_signed_dir = "$WORK/tls"
+[encrypted.device_rate_limit]
+qps = 0.0
+[[devices]]
+id = "$DEVICE"
+name = "bench device"
+group = "all"
+EOF
+"$WARDEN_BIN" config check --config "$WORK/warden.toml" >/dev/null
+
+taskset -c "$SERVER_CPU" "$WARDEN_BIN" serve --config "$WORK/warden.toml" 2> "$WORK/warden.log" &
+SERVER_PID=$!
+for _ in $(seq 1 300); do
+    grep -q "serving DNS on" "$WORK/warden.log" && break
+    kill -0 "$SERVER_PID" 2>/dev/null || die "warden exited: $(tail -5 "$WORK/warden.log")"
+    sleep 0.1
+done
+grep -q "serving DNS on" "$WORK/warden.log" || die "warden did not start within 30 s"
+
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$SERVER_PID/stat"; }
+TICKS=$(getconf CLK_TCK)
+
+# run TRANSPORT: one saturating dnsperf run; prints "qps cpu_us_per_query"
+run() {
+    local mode=$1 port=$UDP_PORT extra=()
+    case $mode in
+    udp | tcp) ;;
+    dot) port=$DOT_PORT ;;
+    doh) port=$DOH_PORT; extra=(-O "doh-uri=https://warden.bench:$DOH_PORT/dns-query/$DEVICE") ;;
+    esac
+    local before after out
+    before=$(cpu_ticks)
+    out=$(taskset -c "$CLIENT_CPU" dnsperf -m "$mode" -s 127.0.0.1 -p "$port" -d "$WORK/queries.txt" \
+        -l "$DURATION" -c "$CLIENTS" -q "$OUTSTANDING" "${extra[@]}" 2>&1) || true
+    after=$(cpu_ticks)
+    echo "$out" > "$WORK/dnsperf-$mode-$(date +%s%N).txt"
+    local qps completed
+    qps=$(echo "$out" | awk '/Queries per second:/ { print $4 }')
+    completed=$(echo "$out" | awk '/Queries completed:/ { print $3 }')
+    [ -n "$qps" ] && [ -n "$completed" ] && [ "$completed" -gt 0 ] || die "dnsperf -m $mode gave no result: $(echo "$out" | tail -5)"
+    awk -v q="$qps" -v c="$completed" -v t=$((after - before)) -v hz="$TICKS" \
+        'BEGIN { printf "%.0f %.2f\n", q, t / hz * 1e6 / c }'
+}
+
+declare -A QPS CPU
+TRANSPORTS=(udp tcp dot doh)
+for r in $(seq 1 "$REPEATS"); do
+    # Rotate the order, so no transport always runs first (or last).
+    order=("${TRANSPORTS[@]:$(((r - 1) % 4))}" "${TRANSPORTS[@]:0:$(((r - 1) % 4))}")
+    for t in "${order[@]}"; do
+        read -r q c < <(run "$t")
+        QPS[$t]+="$q " CPU[$t]+="$c "
+        say "run $r $t: $q queries/s, $c µs CPU per query"
+    done
+done
+
+median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
+declare -A MQ MC
+for t in "${TRANSPORTS[@]}"; do
+    MQ[$t]=$(echo "${QPS[$t]}" | median)
+    MC[$t]=$(echo "${CPU[$t]}" | median)
+done
+printf '\n%s, %s rules, %s repeats of %s s, dnsperf -c %s -q %s, server on CPU %s\n' \
+    "$("$WARDEN_BIN" --version 2>/dev/null || echo warden)" "$RULES" "$REPEATS" "$DURATION" "$CLIENTS" "$OUTSTANDING" "$SERVER_CPU"
+printf '%-10s %12s %14s %12s %12s\n' transport 'queries/s' 'CPU µs/query' 'qps vs tcp' 'qps vs udp'
+for t in "${TRANSPORTS[@]}"; do
+    awk -v t="$t" -v q="${MQ[$t]}" -v c="${MC[$t]}" -v tq="${MQ[tcp]}" -v uq="${MQ[udp]}" \
+        'BEGIN { printf "%-10s %12.0f %14.2f %11.2fx %11.2fx\n", t, q, c, q / tq, q / uq }'
+done
