@@ -22,20 +22,17 @@ use std::time::Duration;
 use base64::Engine as _;
 use bytes::Bytes;
 use hickory_server::net::xfer::Protocol;
-use hickory_server::net::NetError;
 use hickory_server::proto::op::{Message, MessageType};
-use hickory_server::proto::rr::Record;
-use hickory_server::server::{Request, ResponseHandler, ResponseInfo};
-use hickory_server::zone_handler::MessageResponse;
+use hickory_server::server::Request;
 use http::{header, Method, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
-use tokio::sync::oneshot;
+use tokio::sync::mpsc;
 
 use super::dot::Encrypted;
-use super::tcp::{idle_expired, Busy, Conn, IN_FLIGHT, MESSAGE_TIMEOUT};
+use super::tcp::{idle_expired, Answer, Busy, Conn, IN_FLIGHT, MESSAGE_TIMEOUT};
 use super::{Arrival, Handler};
 
 /// The media type of a DNS message (RFC 8484 §6).
@@ -128,21 +125,16 @@ impl Exchange {
             Ok(request) if request.metadata.message_type == MessageType::Query => request,
             _ => return status(StatusCode::BAD_REQUEST, "not a DNS query\n"),
         };
-        let (tx, rx) = oneshot::channel();
+        // One answer at most: the handler's responder sends it here (as over TCP).
+        let (tx, mut rx) = mpsc::channel(1);
         self.handler
-            .respond(
-                &request,
-                &arrival,
-                Answer {
-                    tx: Arc::new(std::sync::Mutex::new(Some(tx))),
-                },
-            )
+            .respond(&request, &arrival, Answer { tx })
             .await;
         drop(busy);
-        match rx.await {
-            Ok(bytes) => dns_response(bytes),
+        match rx.recv().await {
+            Some(bytes) => dns_response(bytes),
             // Nothing sent: over the rate limit with `action = "drop"`.
-            Err(_) => status(StatusCode::TOO_MANY_REQUESTS, "slow down\n"),
+            None => status(StatusCode::TOO_MANY_REQUESTS, "slow down\n"),
         }
     }
 }
@@ -246,33 +238,6 @@ fn status(code: StatusCode, text: &'static str) -> http::Response<Full<Bytes>> {
         header::HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     response
-}
-
-/// Encodes the answer and hands it to the waiting request.
-#[derive(Clone)]
-struct Answer {
-    tx: Arc<std::sync::Mutex<Option<oneshot::Sender<Vec<u8>>>>>,
-}
-
-#[async_trait::async_trait]
-impl ResponseHandler for Answer {
-    async fn send_response<'a>(
-        &mut self,
-        response: MessageResponse<
-            '_,
-            'a,
-            impl Iterator<Item = &'a Record> + Send + 'a,
-            impl Iterator<Item = &'a Record> + Send + 'a,
-            impl Iterator<Item = &'a Record> + Send + 'a,
-            impl Iterator<Item = &'a Record> + Send + 'a,
-        >,
-    ) -> Result<ResponseInfo, NetError> {
-        let (info, bytes) = super::answer::encode(response, u16::MAX)?;
-        if let Some(tx) = crate::sync::lock(&self.tx).take() {
-            let _ = tx.send(bytes);
-        }
-        Ok(info)
-    }
 }
 
 #[cfg(test)]

@@ -434,10 +434,11 @@ impl Drop for Busy {
     }
 }
 
-/// Encodes an answer and hands it to the connection's writer.
+/// Encodes an answer and hands it to whoever sends it: the connection's writer (TCP,
+/// DoT) or the waiting HTTP request (DoH).
 #[derive(Clone)]
-struct Answer {
-    tx: mpsc::Sender<Vec<u8>>,
+pub(crate) struct Answer {
+    pub tx: mpsc::Sender<Vec<u8>>,
 }
 
 #[async_trait::async_trait]
