@@ -234,7 +234,7 @@ pub fn fingerprint(der: &[u8]) -> String {
 /// `[encrypted] addresses`.
 fn ensure_self_signed(files: &CertFiles, encrypted: &EncryptedConfig) -> Result<(), TlsError> {
     let host = encrypted.hostname.get_ref();
-    if read_pair(files).is_ok() && !near_end(&files.cert) {
+    if read_pair(files).is_ok() && still_fits(&files.cert, host) {
         return Ok(());
     }
     let failed = |reason: String| TlsError::SelfSigned {
@@ -273,19 +273,31 @@ fn ensure_self_signed(files: &CertFiles, encrypted: &EncryptedConfig) -> Result<
     Ok(())
 }
 
-/// Whether the certificate at `path` ends within [`RENEW_BEFORE_DAYS`] (or cannot be
-/// read for its dates).
-fn near_end(path: &Path) -> bool {
+/// Whether the self-signed certificate at `path` can go on being served: it names
+/// `host` (the host name may have changed since it was made) and does not end within
+/// [`RENEW_BEFORE_DAYS`].
+fn still_fits(path: &Path, host: &str) -> bool {
     let Ok(pem) = crate::lists::read_small_bytes(path, MAX_PEM_BYTES) else {
-        return true;
+        return false;
     };
     let Some(Ok(der)) = CertificateDer::pem_slice_iter(&pem).next() else {
-        return true;
+        return false;
     };
-    match not_after(&der) {
-        Some(end) => end - chrono::Utc::now() < chrono::Duration::days(RENEW_BEFORE_DAYS),
-        None => true,
-    }
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(&der) else {
+        return false;
+    };
+    let names_host = cert
+        .subject_alternative_name()
+        .ok()
+        .flatten()
+        .is_some_and(|san| {
+            san.value.general_names.iter().any(|name| {
+                matches!(name, x509_parser::extensions::GeneralName::DNSName(n) if n.eq_ignore_ascii_case(host))
+            })
+        });
+    let lasts = not_after(&der)
+        .is_some_and(|end| end - chrono::Utc::now() >= chrono::Duration::days(RENEW_BEFORE_DAYS));
+    names_host && lasts
 }
 
 /// When a certificate ends.
@@ -305,6 +317,12 @@ mod tests {
             format!("[encrypted]\nhostname = \"warden.school.test\"\n{extra}"),
         )
         .unwrap();
+        Config::load(&path).unwrap()
+    }
+
+    fn config_named(dir: &Path, host: &str) -> Config {
+        let path = dir.join("renamed.toml");
+        std::fs::write(&path, format!("[encrypted]\nhostname = \"{host}\"\n")).unwrap();
         Config::load(&path).unwrap()
     }
 
@@ -360,6 +378,9 @@ mod tests {
             (SELF_SIGNED_DAYS - 2..=SELF_SIGNED_DAYS).contains(&days),
             "{days}"
         );
+        // Under another host name: made again, for that name.
+        let renamed = config_named(dir.path(), "warden.other.test");
+        assert_ne!(Certs::load(&renamed).unwrap().fingerprint(), first);
     }
 
     #[test]
