@@ -39,6 +39,11 @@ impl Drop for Site {
 /// A site with DoT and DoH on loopback and two enrolled devices; `encrypted` adds to
 /// `[encrypted]`, `files` are written first (name, contents).
 async fn site(encrypted: &str, files: &[(&str, Vec<u8>)]) -> Site {
+    site_with("", encrypted, files).await
+}
+
+/// [`site`] with more `[server]` settings.
+async fn site_with(server: &str, encrypted: &str, files: &[(&str, Vec<u8>)]) -> Site {
     let (_upstream, addr, stop) = start_upstream().await;
     let dir = tempfile::tempdir().unwrap();
     for (name, bytes) in files {
@@ -53,6 +58,7 @@ async fn site(encrypted: &str, files: &[(&str, Vec<u8>)]) -> Site {
 [server]
 listen = ["127.0.0.1:0"]
 default_group = "staff"
+{server}
 [admin]
 listen = "127.0.0.1:0"
 [audit]
@@ -609,4 +615,141 @@ async fn chromium_with_the_doh_policy_is_filtered_as_the_device() {
         (found[0].0.as_str(), found[0].1.as_str()),
         ("iPad 7", "pupils")
     );
+}
+
+/// Accepts any certificate: the PROXY test below checks what the server does with the
+/// header, not its certificate (the kdig tests check that).
+#[derive(Debug)]
+struct AnyCertificate;
+
+impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &[rustls::pki_types::CertificateDer<'_>],
+        _: &rustls::pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _: &[u8],
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        _: &[u8],
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        rustls::crypto::ring::default_provider()
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// Over DoT from the balancer at 127.0.0.3: a PROXY header for `client`, then TLS for
+/// the iPad's name, then one framed query for `name`; the answer's status, if any.
+async fn dot_via_balancer(
+    dot: SocketAddr,
+    client: &str,
+    name: &str,
+) -> Option<hickory_proto::op::ResponseCode> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.3:0".parse().unwrap()).unwrap();
+    let mut tcp = socket.connect(dot).await.unwrap();
+    tcp.write_all(&warden::dns::proxy::header_for(
+        client.parse().unwrap(),
+        dot,
+    ))
+    .await
+    .ok()?;
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .dangerous()
+    .with_custom_certificate_verifier(std::sync::Arc::new(AnyCertificate))
+    .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let server = rustls::pki_types::ServerName::try_from(format!("{IPAD}.{HOST}")).unwrap();
+    let exchange = async {
+        let mut tls = connector.connect(server, tcp).await.ok()?;
+        let query = common::query_message(name, hickory_proto::rr::RecordType::A, true)
+            .to_vec()
+            .unwrap();
+        tls.write_all(&(query.len() as u16).to_be_bytes())
+            .await
+            .ok()?;
+        tls.write_all(&query).await.ok()?;
+        let len = tls.read_u16().await.ok()?;
+        let mut answer = vec![0u8; usize::from(len)];
+        tls.read_exact(&mut answer).await.ok()?;
+        let message = hickory_proto::op::Message::from_vec(&answer).ok()?;
+        Some(message.metadata.response_code)
+    };
+    tokio::time::timeout(Duration::from_secs(10), exchange)
+        .await
+        .ok()?
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_balancers_proxy_header_names_the_client_of_an_encrypted_connection() {
+    let site = site_with("proxy_protocol = [\"127.0.0.3\"]", "", &[]).await;
+    let answer = dot_via_balancer(site.dot, "10.9.9.9:40000", "p.blocked.test").await;
+    assert_eq!(answer, Some(hickory_proto::op::ResponseCode::NXDomain));
+    tokio::task::block_in_place(|| {
+        let db = rusqlite::Connection::open_with_flags(
+            site.dir.path().join("audit.db"),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        );
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let row: (String, String, String) = loop {
+            let found = db.as_ref().ok().and_then(|db| {
+                db.query_row(
+                    "SELECT client_ip, coalesce(device, '-'), coalesce(sources, '') FROM events \
+                     WHERE name = 'p.blocked.test'",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
+                .ok()
+            });
+            if let Some(row) = found {
+                break row;
+            }
+            assert!(Instant::now() < deadline, "no audit row");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert_eq!((row.0.as_str(), row.1.as_str()), ("10.9.9.9", "iPad 7"));
+        assert!(row.2.contains("address via proxy 127.0.0.3"), "{row:?}");
+    });
+    // Without its header, the balancer's connection is closed unanswered.
+    use tokio::io::AsyncWriteExt;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.3:0".parse().unwrap()).unwrap();
+    let mut tcp = socket.connect(site.dot).await.unwrap();
+    let _ = tcp
+        .write_all(&[0x16, 0x03, 0x01, 0x00, 0x05, 1, 2, 3, 4, 5, 6, 7])
+        .await;
+    let mut buf = [0u8; 16];
+    let read = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio::io::AsyncReadExt::read(&mut tcp, &mut buf),
+    )
+    .await
+    .expect("closed within the header timeout");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
 }

@@ -6,7 +6,8 @@
 //! the same [`Handler`].
 //!
 //! A device names itself in the TLS name it asks for: `{device id}.{hostname}`
-//! ([`device_id_in_name`]); the handler decides what that ID gets.
+//! ([`device_id_in_name`]); the handler decides what that ID gets. Behind a TCP load
+//! balancer (`[server] proxy_protocol`), its PROXY header names the client, as on TCP.
 //!
 //! hickory-server has a DoT listener of its own, but it would bypass the connection
 //! table and the handler's arrival (transport, device ID), so Warden drives rustls
@@ -20,7 +21,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use super::tasks::Tasks;
-use super::tcp::{Conn, Table, Ways, MESSAGE_TIMEOUT};
+use super::tcp::{read_proxy_header, Conn, Table, Ways, MESSAGE_TIMEOUT, PENDING_HEADERS};
 use super::{Arrival, Handler, Transport};
 
 /// What an encrypted listener needs beyond its socket: the handler, the TLS set-up,
@@ -48,6 +49,7 @@ impl Encrypted {
         Fut: std::future::Future<Output = ()> + Send + 'static,
     {
         let serve = Arc::new(serve);
+        let headers = Arc::new(tokio::sync::Semaphore::new(PENDING_HEADERS));
         loop {
             let (stream, peer) = tokio::select! {
                 biased;
@@ -61,25 +63,64 @@ impl Encrypted {
                     }
                 },
             };
-            let ways = Ways {
-                table: self.table.clone(),
-                tasks: self.tasks.clone(),
-                stop: self.stop.clone(),
-            };
-            let arrival = Arrival {
-                transport,
-                ..Arrival::default()
-            };
-            let Some(conn) = ways.admit(peer, arrival) else {
-                continue;
+            // A load balancer's connection starts with a PROXY header naming the client
+            // (read first, within the same cap as on TCP); anyone else's is the client's.
+            let balancer = self.handler.expects_proxy_header(peer.ip());
+            let permit = match balancer {
+                false => None,
+                true => match headers.clone().try_acquire_owned() {
+                    Ok(permit) => Some(permit),
+                    Err(_) => continue,
+                },
             };
             let (me, serve) = (self.clone(), serve.clone());
             self.tasks.spawn(async move {
-                let _ = stream.set_nodelay(true);
-                if let Some(tls) = me.handshake(stream, peer, &conn).await {
-                    serve(me, conn, tls).await;
-                }
+                let (stream, client, via) = match permit {
+                    None => (stream, peer, None),
+                    Some(permit) => {
+                        let header = read_proxy_header(stream, peer).await;
+                        drop(permit);
+                        let Some((stream, client)) = header else {
+                            return;
+                        };
+                        (stream, client, Some(peer.ip()))
+                    }
+                };
+                me.admit_and_serve(stream, client, via, transport, serve.as_ref())
+                    .await;
             });
+        }
+    }
+
+    /// Admit the connection of `client` (passed on by the balancer at `via`, if any) to
+    /// the table, do its handshake, and serve it.
+    async fn admit_and_serve<F, Fut>(
+        self,
+        stream: TcpStream,
+        client: SocketAddr,
+        via: Option<std::net::IpAddr>,
+        transport: Transport,
+        serve: &F,
+    ) where
+        F: Fn(Encrypted, Conn, tokio_rustls::server::TlsStream<TcpStream>) -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
+        let ways = Ways {
+            table: self.table.clone(),
+            tasks: self.tasks.clone(),
+            stop: self.stop.clone(),
+        };
+        let arrival = Arrival {
+            transport,
+            via,
+            device_id: None,
+        };
+        let Some(conn) = ways.admit(client, arrival) else {
+            return;
+        };
+        let _ = stream.set_nodelay(true);
+        if let Some(tls) = self.handshake(stream, client, &conn).await {
+            serve(self, conn, tls).await;
         }
     }
 

@@ -232,7 +232,7 @@ impl Ways {
 /// [`MESSAGE_TIMEOUT`]): the stream and the client it names (the balancer itself for a
 /// `LOCAL` health check), or `None` (the connection is dropped) for a missing, slow or
 /// malformed header.
-async fn read_proxy_header(
+pub(crate) async fn read_proxy_header(
     mut stream: TcpStream,
     peer: SocketAddr,
 ) -> Option<(TcpStream, SocketAddr)> {
