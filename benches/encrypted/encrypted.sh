@@ -39,7 +39,10 @@ die() { printf 'encrypted.sh: error: %s\n' "$*" >&2; exit 1; }
 [ "$(nproc)" -ge 2 ] || die "needs 2 CPUs (server and dnsperf on different cores)"
 [[ "$REPEATS" =~ ^[1-9][0-9]*$ ]] || die "REPEATS must be a positive integer"
 command -v dnsperf >/dev/null 2>&1 || die "dnsperf (2.5 or later, for DoT and DoH) is needed: apt-get install dnsperf"
-dnsperf -h 2>&1 | grep -q "doh" || die "this dnsperf cannot speak DoH (2.5 or later is needed)"
+# (Read into a variable first: with pipefail, grep -q closing the pipe early would
+# fail the check.)
+DNSPERF_HELP=$(dnsperf -h 2>&1 || true)
+grep -q "doh" <<<"$DNSPERF_HELP" || die "this dnsperf cannot speak DoH (2.5 or later is needed)"
 
 if [ -z "${WARDEN_BIN:-}" ]; then
     say "building warden (release)"
