@@ -2,7 +2,8 @@
 //! `kdig` (`+tls`, `+https`) and `curl --doh-url`, against the real binary. Each checks
 //! what the issue promises: a device's ID (in the TLS name or the DoH path) chooses its
 //! group and names it in the audit log; an unknown ID gets the configured answer; a
-//! certificate replaced on disk is served to the next connection; the profiles parse.
+//! certificate replaced on disk is served to the next connection; the profiles parse;
+//! queries multiplexed on one HTTP/2 connection are each answered.
 
 mod common;
 
@@ -546,6 +547,69 @@ async fn doh_speaks_http_1_1_and_refuses_what_is_not_a_query() {
             &format!("{base}/dns-query"),
         ]);
         assert!(garbage.starts_with("400"), "{garbage}");
+    });
+}
+
+/// Queries multiplexed on one HTTP/2 connection (as browsers send them).
+const STREAMS: usize = 64;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queries_in_flight_together_on_one_http2_connection_are_each_answered() {
+    let site = site("", &[]).await;
+    use base64::Engine as _;
+    let out = site.dir.path().join("answers");
+    std::fs::create_dir(&out).unwrap();
+    // Each its own name and ID, so an answer can be matched to its query.
+    let mut args: Vec<String> = ["-sk", "--http2", "--parallel", "--max-time", "20"]
+        .map(String::from)
+        .to_vec();
+    args.extend(["--parallel-max".into(), STREAMS.to_string()]);
+    args.extend(["-w".into(), "%{http_code} %{num_connects}\\n".into()]);
+    for i in 0..STREAMS {
+        let mut query = common::query_message(
+            &format!("q{i}.blocked.test"),
+            hickory_proto::rr::RecordType::A,
+            false,
+        );
+        query.metadata.id = 1000 + i as u16;
+        let encoded =
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(query.to_vec().unwrap());
+        args.push(format!("https://{}/dns-query/{IPAD}?dns={encoded}", site.doh));
+        args.extend(["-o".into(), out.join(i.to_string()).display().to_string()]);
+    }
+    tokio::task::block_in_place(|| {
+        let curl = Command::new("curl").args(&args).output().expect("curl");
+        let report = String::from_utf8_lossy(&curl.stdout).into_owned();
+        let lines: Vec<&str> = report.lines().collect();
+        assert_eq!(lines.len(), STREAMS, "{report}");
+        assert!(lines.iter().all(|l| l.starts_with("200 ")), "{report}");
+        // One connection carried them all: the first transfer made it, the rest joined.
+        let connects: u32 = lines
+            .iter()
+            .filter_map(|l| l.split(' ').nth(1)?.parse::<u32>().ok())
+            .sum();
+        assert_eq!(connects, 1, "{report}");
+        for i in 0..STREAMS {
+            let bytes = std::fs::read(out.join(i.to_string())).unwrap();
+            let answer = hickory_proto::op::Message::from_vec(&bytes).unwrap();
+            assert_eq!(answer.metadata.id, 1000 + i as u16, "answer {i}");
+            assert_eq!(
+                answer.queries[0].name().to_string(),
+                format!("q{i}.blocked.test."),
+                "answer {i}"
+            );
+            assert_eq!(
+                answer.metadata.response_code,
+                hickory_proto::op::ResponseCode::NXDomain,
+                "answer {i}"
+            );
+        }
+        for i in 0..STREAMS {
+            let name = format!("q{i}.blocked.test");
+            let found = rows(site.dir.path(), &name, 1);
+            assert_eq!(found.len(), 1, "{name}: {found:?}");
+            assert_eq!(found[0].0, "iPad 7", "{name}: {found:?}");
+        }
     });
 }
 

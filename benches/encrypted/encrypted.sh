@@ -5,20 +5,27 @@
 # One Warden (release build, audit log on) blocks a synthetic list of $RULES names and
 # serves them over UDP, TCP, DNS over TLS and DNS over HTTPS (HTTP/2, the device ID in the
 # path, so the enrolled-device path is what is measured). The server is pinned to one core
-# ($SERVER_CPU), dnsperf to the other ($CLIENT_CPU). For each transport in turn (the order
-# rotating from one repeat to the next), dnsperf saturates it for $DURATION s with blocked
-# names, and the script reads:
-#   - queries/s (dnsperf's "Queries per second");
+# ($SERVER_CPU), the load generator to the other ($CLIENT_CPU). For each transport in turn
+# (the order rotating from one repeat to the next), the load generator saturates it for
+# $DURATION s with blocked names, and the script reads:
+#   - queries/s (dnsperf's "Queries per second"; for DoH, h2load's requests/s);
 #   - server CPU per query: the utime+stime delta of the Warden process (/proc/PID/stat)
 #     over the queries answered.
 # It prints each transport's medians over $REPEATS runs and the ratios of DoT and DoH to
 # TCP and UDP, which are the baseline: the same server, the same names, the same run.
+#
+# DoH load comes from nghttp2's h2load (GET `?dns=` URIs, one per name, $CLIENTS
+# connections with $OUTSTANDING streams in flight between them), not from dnsperf: the
+# DoH client of dnsperf 2.10 takes one response per read from the socket (its source
+# says so), so when a server writes several answers in one TLS record the rest wait
+# until more bytes arrive and are counted lost; it measures itself, not the server.
 #
 # hickory-dns's own DoH is not measured beside it: see benches/README.md for why.
 #
 # Usage: benches/encrypted/encrypted.sh 2>&1 | tee encrypted.log
 # Environment (all optional): RULES=100000 DURATION=10 REPEATS=3 CLIENTS=8
 #   OUTSTANDING=100 SERVER_CPU=1 CLIENT_CPU=0 PORT_BASE=5550 WARDEN_BIN KEEP_WORK=1
+# Needs: dnsperf (2.5 or later), h2load (Debian: nghttp2-client), python3, taskset.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -42,7 +49,9 @@ command -v dnsperf >/dev/null 2>&1 || die "dnsperf (2.5 or later, for DoT and Do
 # (Read into a variable first: with pipefail, grep -q closing the pipe early would
 # fail the check.)
 DNSPERF_HELP=$(dnsperf -h 2>&1 || true)
-grep -q "doh" <<<"$DNSPERF_HELP" || die "this dnsperf cannot speak DoH (2.5 or later is needed)"
+grep -q "dot" <<<"$DNSPERF_HELP" || die "this dnsperf cannot speak DoT (2.5 or later is needed)"
+command -v h2load >/dev/null 2>&1 || die "h2load is needed for DoH: apt-get install nghttp2-client"
+command -v python3 >/dev/null 2>&1 || die "python3 is needed (to write the DoH URIs)"
 
 if [ -z "${WARDEN_BIN:-}" ]; then
     say "building warden (release)"
@@ -63,6 +72,15 @@ say "list of $RULES names, queries, config in $WORK"
 awk -v n="$RULES" 'BEGIN { for (i = 0; i < n; i++) printf "b%d.bench-blocked.test\n", i }' > "$WORK/list.txt"
 awk '{ print $1 " A" }' "$WORK/list.txt" > "$WORK/queries.txt"
 UDP_PORT=$((PORT_BASE + 1)) DOT_PORT=$((PORT_BASE + 2)) DOH_PORT=$((PORT_BASE + 3))
+# The same names as DoH GET URIs (RFC 8484: base64url without padding, ID 0).
+python3 - "$WORK/list.txt" "https://127.0.0.1:$DOH_PORT/dns-query/$DEVICE?dns=" > "$WORK/uris.txt" <<'PY'
+import base64, struct, sys
+for line in open(sys.argv[1]):
+    labels = line.strip().split(".")
+    qname = b"".join(bytes([len(l)]) + l.encode() for l in labels) + b"\0"
+    message = struct.pack(">6H", 0, 0x0100, 1, 0, 0, 0) + qname + struct.pack(">2H", 1, 1)
+    print(sys.argv[2] + base64.urlsafe_b64encode(message).decode().rstrip("="))
+PY
 cat > "$WORK/warden.toml" <<EOF
 [server]
 listen = ["127.0.0.1:$UDP_PORT"]
@@ -110,24 +128,41 @@ grep -q "serving DNS on" "$WORK/warden.log" || die "warden did not start within 
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$SERVER_PID/stat"; }
 TICKS=$(getconf CLK_TCK)
 
-# run TRANSPORT: one saturating dnsperf run; prints "qps cpu_us_per_query"
-run() {
-    local mode=$1 port=$UDP_PORT extra=()
+# load TRANSPORT: one saturating run of the load generator; prints its report
+load() {
+    local mode=$1 port=$UDP_PORT
     case $mode in
-    udp | tcp) ;;
+    doh)
+        # Streams per connection: $OUTSTANDING in flight across $CLIENTS connections.
+        local streams=$(((OUTSTANDING + CLIENTS - 1) / CLIENTS))
+        taskset -c "$CLIENT_CPU" h2load -i "$WORK/uris.txt" -c "$CLIENTS" -m "$streams" \
+            -D "$DURATION" 2>&1
+        return
+        ;;
     dot) port=$DOT_PORT ;;
-    doh) port=$DOH_PORT; extra=(-O "doh-uri=https://warden.bench:$DOH_PORT/dns-query/$DEVICE") ;;
     esac
-    local before after out
+    taskset -c "$CLIENT_CPU" dnsperf -m "$mode" -s 127.0.0.1 -p "$port" -d "$WORK/queries.txt" \
+        -l "$DURATION" -c "$CLIENTS" -q "$OUTSTANDING" 2>&1
+}
+
+# run TRANSPORT: one saturating run; prints "qps cpu_us_per_query"
+run() {
+    local mode=$1 before after out
     before=$(cpu_ticks)
-    out=$(taskset -c "$CLIENT_CPU" dnsperf -m "$mode" -s 127.0.0.1 -p "$port" -d "$WORK/queries.txt" \
-        -l "$DURATION" -c "$CLIENTS" -q "$OUTSTANDING" "${extra[@]}" 2>&1) || true
+    out=$(load "$mode") || true
     after=$(cpu_ticks)
-    echo "$out" > "$WORK/dnsperf-$mode-$(date +%s%N).txt"
+    echo "$out" > "$WORK/load-$mode-$(date +%s%N).txt"
     local qps completed
-    qps=$(echo "$out" | awk '/Queries per second:/ { print $4 }')
-    completed=$(echo "$out" | awk '/Queries completed:/ { print $3 }')
-    [ -n "$qps" ] && [ -n "$completed" ] && [ "$completed" -gt 0 ] || die "dnsperf -m $mode gave no result: $(echo "$out" | tail -5)"
+    if [ "$mode" = doh ]; then
+        # "finished in 10.00s, 51234.50 req/s, ..." and "requests: N total, N started,
+        # N done, N succeeded, ..." (only 2xx answers count as succeeded).
+        qps=$(echo "$out" | awk '/^finished in/ { print $4 }')
+        completed=$(echo "$out" | awk '/^requests:/ { print $8 }')
+    else
+        qps=$(echo "$out" | awk '/Queries per second:/ { print $4 }')
+        completed=$(echo "$out" | awk '/Queries completed:/ { print $3 }')
+    fi
+    [ -n "$qps" ] && [ -n "$completed" ] && [ "$completed" -gt 0 ] || die "$mode load gave no result: $(echo "$out" | tail -5)"
     awk -v q="$qps" -v c="$completed" -v t=$((after - before)) -v hz="$TICKS" \
         'BEGIN { printf "%.0f %.2f\n", q, t / hz * 1e6 / c }'
 }
