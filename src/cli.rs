@@ -83,7 +83,8 @@ pub enum UserCommand {
     Add {
         /// The name they sign in with.
         name: String,
-        /// `lead` reviews events; `admin` also manages allow entries.
+        /// `governor` sees the overview and the review report in counts; `lead` reviews
+        /// events; `admin` also manages allow entries.
         #[arg(long, value_enum, default_value = "lead")]
         role: RoleArg,
         /// On the trust's fleet dashboard, a site this user sees (repeat for several);
@@ -104,10 +105,23 @@ pub enum UserCommand {
         #[command(flatten)]
         config: ConfigArg,
     },
+    /// Set up two-factor sign-in for a user: prints the enrolment URI, a QR code to scan
+    /// with an authenticator app, and ten single-use recovery codes (shown only now).
+    /// Setting it up again replaces the secret and the codes, and ends their sessions.
+    #[command(name = "2fa")]
+    TwoFactor {
+        name: String,
+        /// Remove the user's second factor instead.
+        #[arg(long)]
+        remove: bool,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum RoleArg {
+    Governor,
     Lead,
     Admin,
 }
@@ -315,6 +329,7 @@ fn user_command(command: UserCommand) -> Result<ExitCode> {
             config,
         } => {
             let role = match role {
+                RoleArg::Governor => crate::config::Role::Governor,
                 RoleArg::Lead => crate::config::Role::Lead,
                 RoleArg::Admin => crate::config::Role::Admin,
             };
@@ -338,9 +353,18 @@ fn user_command(command: UserCommand) -> Result<ExitCode> {
                 println!("no users yet: add one with `warden user add NAME --role lead`");
             }
             for user in &loaded.users {
-                println!("{}\t{}", user.name.get_ref(), user.role.as_str());
+                let factor = match &user.totp_secret {
+                    Some(_) => "two-factor",
+                    None => "password only",
+                };
+                println!("{}\t{}\t{factor}", user.name.get_ref(), user.role.as_str());
             }
         }
+        UserCommand::TwoFactor {
+            name,
+            remove,
+            config,
+        } => crate::users::two_factor(&config.config, &name, remove)?,
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -319,6 +319,7 @@ impl Diff {
             organisation: _,
             block_page,
             hosts: _,
+            require_2fa_for: _,
         } = started;
         self.check("[dashboard] enabled", enabled, &new.enabled);
         self.check("[dashboard] block_page", block_page, &new.block_page);

@@ -10,6 +10,7 @@ use toml_edit::{ArrayOfTables, DocumentMut, Table};
 use crate::config::{check_user_name, Role};
 use crate::config_edit::{load, save, tables_mut, EditError};
 use crate::dashboard::auth;
+use crate::dashboard::second_factor::{self, Enrolment};
 
 /// Shortest password accepted.
 pub(crate) const MIN_PASSWORD: usize = 10;
@@ -95,6 +96,115 @@ pub fn add(
     }
     save(path, &doc.to_string())?;
     Ok(new)
+}
+
+/// `warden user 2fa NAME [--remove]`: set up (or remove) `name`'s second factor, and
+/// print what they need to enrol.
+pub fn two_factor(path: &Path, name: &str, remove: bool) -> Result<(), EditError> {
+    if remove {
+        set_second_factor(path, name, None)?;
+        println!(
+            "removed {name}'s second factor in {}; a running Warden picks it up at its next reload",
+            path.display()
+        );
+        return Ok(());
+    }
+    let (text, _) = load(path)?;
+    let organisation = crate::config::Config::parse(&text, path)?
+        .dashboard
+        .organisation;
+    let enrolment = Enrolment::new(name, &organisation)?;
+    if std::io::stdin().is_terminal() {
+        show_enrolment(name, &enrolment);
+        confirm_code(&enrolment)?;
+    }
+    set_second_factor(
+        path,
+        name,
+        Some((&enrolment.secret_base32, &enrolment.recovery_hashes())),
+    )?;
+    if !std::io::stdin().is_terminal() {
+        show_enrolment(name, &enrolment);
+    }
+    println!(
+        "two-factor sign-in set up for {name} in {}; a running Warden picks it up at its \
+         next reload (their open sessions end)",
+        path.display()
+    );
+    Ok(())
+}
+
+/// The URI, its QR code and the recovery codes.
+fn show_enrolment(name: &str, enrolment: &Enrolment) {
+    println!("Scan this with {name}'s authenticator app, or enter the URI or secret by hand:\n");
+    if let Some(qr) = second_factor::terminal_qr(&enrolment.uri) {
+        println!("{qr}");
+    }
+    println!("URI:    {}", enrolment.uri);
+    println!("Secret: {}\n", enrolment.secret_base32);
+    println!("Recovery codes (each signs in once, in place of a code; keep them safe, they are not shown again):");
+    for code in &enrolment.recovery_codes {
+        println!("  {code}");
+    }
+    println!();
+}
+
+/// On a terminal: the code the app now shows must match before the secret is saved, so
+/// a mistyped enrolment cannot lock the user out.
+fn confirm_code(enrolment: &Enrolment) -> Result<(), EditError> {
+    let secret = second_factor::decode_secret(&enrolment.secret_base32)
+        .map_err(|e| EditError::Invalid(format!("the new secret {e}")))?;
+    for _ in 0..3 {
+        print!("Code the app shows now (to confirm): ");
+        use std::io::Write as _;
+        let _ = std::io::stdout().flush();
+        let mut line = String::new();
+        std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .map_err(|e| EditError::Invalid(format!("cannot read the code: {e}")))?;
+        let unix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        if second_factor::check(&secret, &[], &line, unix).is_some() {
+            return Ok(());
+        }
+        println!("That code does not match (is the phone's clock right?).");
+    }
+    Err(EditError::Invalid(
+        "no matching code: nothing was changed".to_string(),
+    ))
+}
+
+/// Write (or with `None`, remove) `name`'s TOTP secret and recovery-code hashes.
+fn set_second_factor(
+    path: &Path,
+    name: &str,
+    factor: Option<(&str, &[String])>,
+) -> Result<(), EditError> {
+    let (_, mut doc) = load(path)?;
+    let users = users_mut(&mut doc, path)?;
+    let Some(table) = users
+        .iter_mut()
+        .find(|t| t.get("name").and_then(|v| v.as_str()) == Some(name))
+    else {
+        return Err(EditError::Invalid(format!(
+            "there is no user {name:?} in {}: add them first with `warden user add {name}`",
+            path.display()
+        )));
+    };
+    match factor {
+        Some((secret, hashes)) => {
+            table["totp_secret"] = toml_edit::value(secret);
+            table["recovery_codes"] = toml_edit::value(hashes.iter().collect::<toml_edit::Array>());
+        }
+        None => {
+            table.remove("totp_secret");
+            table.remove("recovery_codes");
+        }
+    }
+    save(path, &doc.to_string())
 }
 
 /// Remove user `name`.

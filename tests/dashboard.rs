@@ -3,7 +3,8 @@
 //! form checks the session's CSRF token; responses carry the security headers; bad input
 //! gets a 4xx page that says what was wrong; a lead cannot use the admin pages; an
 //! admin's allow entry takes effect on the next DNS query, and a locked name cannot be
-//! allowed. Users are created with the real `warden user add`.
+//! allowed; a governor sees counts, never who; two-factor sign-in refuses a wrong or a
+//! reused code. Users are created with the real `warden user add` and `warden user 2fa`.
 
 mod common;
 
@@ -11,7 +12,8 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::dashboard::{
-    add_user, dashboard_config, request, send, sign_in, Reply, ADMIN_PASSWORD, LEAD_PASSWORD,
+    add_user, dashboard_config, request, send, sign_in, sign_in_with_code, Reply, ADMIN_PASSWORD,
+    LEAD_PASSWORD,
 };
 use common::*;
 use hickory_proto::op::ResponseCode;
@@ -806,6 +808,178 @@ fn a_device_page_counts_up_to_a_bound() {
         category.body.contains("10002 matching events"),
         "{}",
         category.body
+    );
+    stop_warden(s.warden.child);
+}
+
+const GOVERNOR_PASSWORD: &str = "governors review annually";
+
+#[test]
+fn a_governor_sees_the_overview_in_counts_and_never_who() {
+    let s = setup_with(|_, config| add_user(config, "governor", "governor", GOVERNOR_PASSWORD));
+    let lead = sign_in(s.admin, "lead", LEAD_PASSWORD).unwrap();
+    let id = block_and_wait(&s, "locked.test", &lead);
+    // The lead's overview names the serious block and the device.
+    let wait_for = |session: &str, text: &str| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let page = request("GET", s.admin, "/", Some(session), None);
+            if page.body.contains(text) || Instant::now() > deadline {
+                return page;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let page = wait_for(&lead, "/events?device=");
+    assert!(page.body.contains("locked.test"), "{}", page.body);
+
+    let governor = sign_in(s.admin, "governor", GOVERNOR_PASSWORD).unwrap();
+    let page = request("GET", s.admin, "/", Some(&governor), None);
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("Blocks per category"), "{}", page.body);
+    assert!(
+        page.body.contains("waiting for the e-safety lead"),
+        "{}",
+        page.body
+    );
+    for who in ["locked.test", "/events", "127.0.0.1"] {
+        assert!(!page.body.contains(who), "{who} on a governor's page");
+    }
+    for path in [
+        "/events".to_string(),
+        format!("/events/{id}"),
+        "/export.csv".to_string(),
+        "/policy".to_string(),
+    ] {
+        assert_message(
+            &request("GET", s.admin, &path, Some(&governor), None),
+            403,
+            "in counts",
+        );
+    }
+    assert_message(
+        &request("GET", s.admin, "/admin", Some(&governor), None),
+        403,
+        "Only an admin",
+    );
+    let token = csrf(&s, &governor);
+    let review = request(
+        "POST",
+        s.admin,
+        &format!("/events/{id}/review"),
+        Some(&governor),
+        Some(&[("csrf", &token), ("outcome", "no-action"), ("note", "x")]),
+    );
+    assert_message(&review, 403, "in counts");
+    stop_warden(s.warden.child);
+}
+
+/// `warden user 2fa NAME` for the user in `config`: the secret and recovery codes it
+/// printed.
+fn enrol_second_factor(config: &std::path::Path, name: &str) -> (Vec<u8>, Vec<String>) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_warden"))
+        .args(["user", "2fa", name, "--config"])
+        .arg(config)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let secret = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Secret: "))
+        .expect("the secret is printed");
+    let secret = totp_rs::Secret::Encoded(secret.trim().to_string())
+        .to_bytes()
+        .unwrap();
+    let codes: Vec<String> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("  "))
+        .map(str::to_string)
+        .collect();
+    assert_eq!(codes.len(), 10, "{text}");
+    assert!(text.contains("otpauth://totp/"), "{text}");
+    (secret, codes)
+}
+
+/// The TOTP code for `secret` at `offset` seconds from now.
+fn totp_code(secret: &[u8], offset: i64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    totp_rs::TOTP::new_unchecked(
+        totp_rs::Algorithm::SHA1,
+        6,
+        0,
+        30,
+        secret.to_vec(),
+        None,
+        String::new(),
+    )
+    .generate((now + offset) as u64)
+}
+
+#[test]
+fn two_factor_sign_in_refuses_a_wrong_or_reused_code() {
+    let enrolled = std::sync::Mutex::new(None);
+    let s = setup_with(|_, config| {
+        *enrolled.lock().unwrap() = Some(enrol_second_factor(config, "lead"));
+        let mut text = std::fs::read_to_string(config).unwrap();
+        text = text.replace(
+            "[dashboard]\n",
+            "[dashboard]\nrequire_2fa_for = [\"admin\"]\n",
+        );
+        std::fs::write(config, text).unwrap();
+    });
+    let (secret, recovery) = enrolled.into_inner().unwrap().unwrap();
+    let refused = |code: &str| {
+        let reply = sign_in_with_code(s.admin, "lead", LEAD_PASSWORD, code).unwrap_err();
+        assert_message(&reply, 401, "do not match");
+    };
+    // The right password alone, or with a code from ten minutes ahead, is not enough.
+    refused("");
+    refused(&totp_code(&secret, 600));
+    // The code the app shows now signs in; the same code again does not.
+    let code = totp_code(&secret, 0);
+    let session = sign_in_with_code(s.admin, "lead", LEAD_PASSWORD, &code)
+        .expect("the current code signs in");
+    assert_eq!(
+        request("GET", s.admin, "/", Some(&session), None).status,
+        200
+    );
+    refused(&code);
+    // A recovery code signs in once.
+    assert!(sign_in_with_code(s.admin, "lead", LEAD_PASSWORD, &recovery[0]).is_ok());
+    refused(&recovery[0]);
+    // An admin's role needs a second factor, and theirs is not set up: not signed in,
+    // and told what to do.
+    let admin = sign_in(s.admin, "admin", ADMIN_PASSWORD).unwrap_err();
+    assert_message(&admin, 403, "warden user 2fa admin");
+
+    let db = rusqlite::Connection::open(s.dir.path().join("data/audit.sqlite")).unwrap();
+    let results: Vec<String> = db
+        .prepare("SELECT user || ':' || result FROM signins ORDER BY id")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(
+        results,
+        [
+            "lead:wrong-code",
+            "lead:wrong-code",
+            "lead:ok",
+            "lead:reused-code",
+            "lead:ok",
+            "lead:reused-code",
+            "admin:needs-2fa",
+        ]
     );
     stop_warden(s.warden.child);
 }

@@ -574,7 +574,10 @@ async fn queries_in_flight_together_on_one_http2_connection_are_each_answered() 
         query.metadata.id = 1000 + i as u16;
         let encoded =
             base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(query.to_vec().unwrap());
-        args.push(format!("https://{}/dns-query/{IPAD}?dns={encoded}", site.doh));
+        args.push(format!(
+            "https://{}/dns-query/{IPAD}?dns={encoded}",
+            site.doh
+        ));
         args.extend(["-o".into(), out.join(i.to_string()).display().to_string()]);
     }
     tokio::task::block_in_place(|| {

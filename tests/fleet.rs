@@ -866,6 +866,16 @@ impl FleetDashboard {
 
     /// Users as (name, role, sites), each with [`LEAD_PASSWORD`].
     fn of(pg: &Postgres, users: &[(&str, &str, &[&str])], extra: &str) -> FleetDashboard {
+        FleetDashboard::prepared(pg, users, extra, |_| {})
+    }
+
+    /// [`FleetDashboard::of`], with `prepare(config)` run once the users are added.
+    fn prepared(
+        pg: &Postgres,
+        users: &[(&str, &str, &[&str])],
+        extra: &str,
+        prepare: impl FnOnce(&std::path::Path),
+    ) -> FleetDashboard {
         let (dir, config) = fleet_config(&format!(
             "[fleet]\ndatabase = \"{}\"\npassword_file = \"pg.pw\"\n{extra}",
             pg.url()
@@ -873,6 +883,7 @@ impl FleetDashboard {
         for (name, role, sites) in users {
             common::dashboard::add_user_of(&config, name, role, LEAD_PASSWORD, sites);
         }
+        prepare(&config);
         let spawned = common::spawn_warden_command(&["fleet", "serve"], &config, &[]);
         FleetDashboard {
             _dir: dir,
@@ -2033,9 +2044,9 @@ fn the_previous_release_keeps_working_against_the_new_central_schema() {
     assert_shipped(&pg, &old, 20);
     assert_eq!(pg.sql("SELECT version FROM warden_schema"), "4");
 
-    // This release joins: it migrates the store (schemas 5 and 6 add: policy, then the
-    // identity columns; a Warden of schema 4 may still use it) and follows the trust's
-    // policy.
+    // This release joins: it migrates the store (schemas 5 to 7 add: policy, the
+    // identity columns, the dashboard's second factors; a Warden of schema 4 may still
+    // use it) and follows the trust's policy.
     let new = policy_site(&pg, "new-school");
     wait_until(
         "the new site's heartbeat",
@@ -2044,7 +2055,7 @@ fn the_previous_release_keeps_working_against_the_new_central_schema() {
     );
     assert_eq!(
         pg.sql("SELECT version || ',' || applied FROM warden_schema"),
-        "4,6"
+        "4,7"
     );
     let (_trust, config) = trust_config(&pg);
     deny_adult(&config, "skew.example", "r");
@@ -2083,4 +2094,82 @@ fn the_previous_release_keeps_working_against_the_new_central_schema() {
     assert_eq!(code, 0, "{text}");
     assert!(text.contains("site old-school: intact (25 rows)"), "{text}");
     assert!(text.contains("site new-school: intact (11 rows)"), "{text}");
+}
+
+#[test]
+fn the_trust_dashboard_refuses_a_reused_code_and_shows_a_governor_counts_only() {
+    let pg = Postgres::start();
+    let (mut elm, mut oak) = two_sites(&pg, ("elm", 1), ("oak", 1));
+    let secret = std::sync::Mutex::new(String::new());
+    let fleet = FleetDashboard::prepared(
+        &pg,
+        &[("trust", "lead", &[]), ("governor", "governor", &[])],
+        "",
+        |config| {
+            let out = std::process::Command::new(env!("CARGO_BIN_EXE_warden"))
+                .args(["user", "2fa", "trust", "--config"])
+                .arg(config)
+                .stdin(std::process::Stdio::null())
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{out:?}");
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            *secret.lock().unwrap() = text
+                .lines()
+                .find_map(|l| l.strip_prefix("Secret: "))
+                .expect("the secret is printed")
+                .trim()
+                .to_string();
+        },
+    );
+    let secret = totp_rs::Secret::Encoded(secret.into_inner().unwrap())
+        .to_bytes()
+        .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let code = totp_rs::TOTP::new_unchecked(
+        totp_rs::Algorithm::SHA1,
+        6,
+        0,
+        30,
+        secret,
+        None,
+        String::new(),
+    )
+    .generate(now);
+    let sign_in =
+        |code: &str| common::dashboard::sign_in_with_code(fleet.addr, "trust", LEAD_PASSWORD, code);
+    assert_eq!(sign_in("").unwrap_err().status, 401);
+    let session = sign_in(&code).expect("the current code signs in");
+    let trust = Lead {
+        addr: fleet.addr,
+        session,
+    };
+    assert_eq!(sign_in(&code).unwrap_err().status, 401, "a reused code");
+    assert_eq!(
+        pg.sql("SELECT count(*) FROM dashboard_second_factor_uses WHERE \"user\" = 'trust'"),
+        "1"
+    );
+    // The lead's overview links each site's blocks to its events; the governor's
+    // shows the counts without them, and no event page opens for them.
+    wait_until(
+        "both sites on the trust's overview",
+        || trust.get("/").body,
+        |page| page.contains("/events?site=elm") && page.contains("/events?site=oak"),
+    );
+    let governor = Lead::sign_in(fleet.addr, "governor");
+    let page = governor.get("/");
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(
+        page.body.contains("elm") && page.body.contains("oak"),
+        "{}",
+        page.body
+    );
+    assert!(!page.body.contains("/events"), "{}", page.body);
+    assert_eq!(governor.get("/events").status, 403);
+    assert_eq!(governor.get("/export.csv").status, 403);
+    elm.stop();
+    oak.stop();
 }

@@ -47,6 +47,26 @@ pub(crate) fn record_signin(
         .map_err(|e| store.wrap(e))
 }
 
+/// Record that `user` used second factor `kind` = `value` (a TOTP step, a recovery
+/// code's hash); false if it had been used before, which then must be refused.
+pub(crate) fn use_second_factor(
+    store: &Store,
+    at: SystemTime,
+    user: &str,
+    kind: &str,
+    value: &str,
+) -> Result<bool, AuditError> {
+    store
+        .conn()
+        .execute(
+            "INSERT OR IGNORE INTO second_factor_uses (user, kind, value, at) \
+             VALUES (?1, ?2, ?3, ?4)",
+            params![user, kind, value, rfc3339(at)],
+        )
+        .map(|n| n == 1)
+        .map_err(|e| store.wrap(e))
+}
+
 pub(crate) fn recent_signins(store: &Store, limit: u32) -> Result<Vec<SignIn>, AuditError> {
     let err = |e| store.wrap(e);
     let mut stmt = store

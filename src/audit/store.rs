@@ -58,7 +58,7 @@ const GENESIS: &str = "000000000000000000000000000000000000000000000000000000000
 
 /// The layout version, kept in SQLite's `user_version`. Bump it when the schema changes,
 /// and add the step from the previous version to [`MIGRATIONS`].
-const SCHEMA_VERSION: i64 = 10;
+const SCHEMA_VERSION: i64 = 11;
 
 const SCHEMA: &str = r#"
 CREATE TABLE events (
@@ -514,8 +514,20 @@ ALTER TABLE events ADD COLUMN sources TEXT;
 CREATE INDEX events_user ON events(user_name, first_seen) WHERE purged = 0 AND user_name IS NOT NULL;
 "#;
 
+/// v11: the dashboard's second factors used (a TOTP step, a recovery code's hash), so
+/// none is accepted twice; kept apart from the events (not personal data about pupils).
+const SCHEMA_V11: &str = r#"
+CREATE TABLE second_factor_uses (
+    user TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    value TEXT NOT NULL,
+    at TEXT NOT NULL,
+    PRIMARY KEY (user, kind, value)
+) WITHOUT ROWID;
+"#;
+
 /// `(from version, SQL)`: the step that takes a log from `from` to `from + 1`.
-fn migrations() -> [(i64, String); 9] {
+fn migrations() -> [(i64, String); 10] {
     [
         (1, SCHEMA_V2.to_string()),
         (2, schema_v3()),
@@ -526,6 +538,7 @@ fn migrations() -> [(i64, String); 9] {
         (7, SCHEMA_V8.to_string()),
         (8, SCHEMA_V9.to_string()),
         (9, SCHEMA_V10.to_string()),
+        (10, SCHEMA_V11.to_string()),
     ]
 }
 
@@ -702,7 +715,7 @@ impl Store {
                     // One transaction: a crash cannot leave tables without their version.
                     c.execute_batch(&format!(
                         "BEGIN; {SCHEMA} {SCHEMA_V2} {} {SCHEMA_V4} {} {} {} {SCHEMA_V8} \
-                         {SCHEMA_V9} {SCHEMA_V10} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;",
+                         {SCHEMA_V9} {SCHEMA_V10} {SCHEMA_V11} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;",
                         schema_v3(),
                         schema_v5(),
                         schema_v6(),
@@ -1456,7 +1469,7 @@ mod tests {
             .unwrap();
             // Back to version 2: what the rows held before versions 3 and 4 existed.
             c.execute_batch(&format!(
-                "{V10_UNDO} {V9_UNDO} {} {V6_UNDO} {V5_UNDO} {V4_UNDO} PRAGMA user_version = 3;",
+                "{V11_UNDO} {V10_UNDO} {V9_UNDO} {} {V6_UNDO} {V5_UNDO} {V4_UNDO} PRAGMA user_version = 3;",
                 v7_undo()
             ))
             .unwrap();
@@ -1533,8 +1546,11 @@ mod tests {
     #[test]
     fn a_version_5_or_6_log_gets_its_busy_names_at_every_level() {
         for (version, undo) in [
-            (5, format!("{V10_UNDO} {V9_UNDO} {} {V6_UNDO}", v7_undo())),
-            (6, format!("{V10_UNDO} {V9_UNDO} {}", v7_undo())),
+            (
+                5,
+                format!("{V11_UNDO} {V10_UNDO} {V9_UNDO} {} {V6_UNDO}", v7_undo()),
+            ),
+            (6, format!("{V11_UNDO} {V10_UNDO} {V9_UNDO} {}", v7_undo())),
         ] {
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("old.sqlite");
@@ -1589,6 +1605,7 @@ mod tests {
     }
 
     /// Takes a version 9 log back to version 8: no reviews from the fleet dashboard.
+    const V11_UNDO: &str = "DROP TABLE second_factor_uses;";
     const V10_UNDO: &str = "DROP INDEX events_user; ALTER TABLE events DROP COLUMN mac; \
          ALTER TABLE events DROP COLUMN user_name; ALTER TABLE events DROP COLUMN sources;";
     const V9_UNDO: &str = "DROP INDEX reviews_central; ALTER TABLE reviews DROP COLUMN central_id;";
@@ -1630,7 +1647,7 @@ mod tests {
                     store
                         .conn()
                         .execute_batch(&format!(
-                            "{V10_UNDO} {V9_UNDO} {V8_UNDO} PRAGMA user_version = 7;"
+                            "{V11_UNDO} {V10_UNDO} {V9_UNDO} {V8_UNDO} PRAGMA user_version = 7;"
                         ))
                         .unwrap();
                 }
@@ -1685,7 +1702,7 @@ mod tests {
                 .execute_batch(&format!(
                     "INSERT INTO signins (at, user, client_ip, result) \
                      VALUES ('2026-01-01T00:00:00Z', 'lead', '10.0.0.1', 'ok'); \
-                     {V10_UNDO} {V9_UNDO} {} {V6_UNDO} {V5_UNDO} {V4_UNDO} PRAGMA user_version = 3;",
+                     {V11_UNDO} {V10_UNDO} {V9_UNDO} {} {V6_UNDO} {V5_UNDO} {V4_UNDO} PRAGMA user_version = 3;",
                     v7_undo()
                 ))
                 .unwrap();

@@ -369,6 +369,42 @@ impl<'a> Validator<'a> {
                     ),
                 );
             }
+            self.check_second_factor(user)?;
+        }
+        Ok(())
+    }
+
+    /// A user's TOTP secret decodes and is long enough; recovery codes are kept as
+    /// hashes, and only beside a secret.
+    fn check_second_factor(&self, user: &super::UserConfig) -> Result<(), ConfigError> {
+        let name = user.name.get_ref();
+        if let Some(secret) = &user.totp_secret {
+            if let Err(problem) = super::decode_totp_secret(secret.get_ref()) {
+                return self.error(
+                    secret.span(),
+                    format!(
+                        "[[users]] {name:?}: totp_secret {problem}; \
+                         set it up again with `warden user 2fa {name}`"
+                    ),
+                );
+            }
+        }
+        for code in &user.recovery_codes {
+            if user.totp_secret.is_none() {
+                return self.error(
+                    code.span(),
+                    format!("[[users]] {name:?}: recovery_codes without a totp_secret"),
+                );
+            }
+            if !super::is_recovery_hash(code.get_ref()) {
+                return self.error(
+                    code.span(),
+                    format!(
+                        "[[users]] {name:?}: recovery_codes holds what is not a SHA-256 \
+                         hash; they are written by `warden user 2fa {name}`"
+                    ),
+                );
+            }
         }
         Ok(())
     }

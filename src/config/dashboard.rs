@@ -75,6 +75,10 @@ pub struct DashboardConfig {
     /// `Host` is refused (421), so a web page cannot reach it by DNS rebinding.
     #[serde(default)]
     pub hosts: Vec<HostName>,
+    /// Roles that must sign in with a second factor (`warden user 2fa NAME`): a user of
+    /// one of them without it cannot sign in until it is set up.
+    #[serde(default)]
+    pub require_2fa_for: Vec<Role>,
 }
 
 impl Default for DashboardConfig {
@@ -88,6 +92,7 @@ impl Default for DashboardConfig {
             organisation: String::new(),
             block_page: None,
             hosts: Vec::new(),
+            require_2fa_for: Vec::new(),
         }
     }
 }
@@ -106,6 +111,9 @@ fn default_contact() -> String {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
+    /// A governor or senior leader: the overview and the review report, in counts, never
+    /// who (no event page, no export).
+    Governor,
     /// Reviews events and exports them.
     Lead,
     /// Also adds allow entries.
@@ -115,9 +123,15 @@ pub enum Role {
 impl Role {
     pub fn as_str(self) -> &'static str {
         match self {
+            Role::Governor => "governor",
             Role::Lead => "lead",
             Role::Admin => "admin",
         }
+    }
+
+    /// Whether this role may see who did what: event pages, the events list, exports.
+    pub fn sees_people(self) -> bool {
+        matches!(self, Role::Lead | Role::Admin)
     }
 }
 
@@ -133,6 +147,12 @@ pub struct UserConfig {
     /// without it, every site. A site's own dashboard shows only its own log.
     #[serde(default)]
     pub sites: Option<Vec<Spanned<String>>>,
+    /// Two-factor sign-in: the TOTP secret (base32), written by `warden user 2fa`.
+    #[serde(default)]
+    pub totp_secret: Option<Spanned<String>>,
+    /// The SHA-256 (hex) of each single-use recovery code, written with the secret.
+    #[serde(default)]
+    pub recovery_codes: Vec<Spanned<String>>,
 }
 
 /// A dashboard user name: 1–64 letters, digits, `.`, `_`, `-` or `@`.
@@ -147,4 +167,29 @@ pub fn check_user_name(name: &str) -> Result<(), ValueError> {
         ));
     }
     Ok(())
+}
+
+/// Why a TOTP secret cannot be used.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SecretError {
+    #[error("is not base32 (letters A to Z and digits 2 to 7)")]
+    NotBase32,
+    #[error("is {0} bits; at least 128 are needed")]
+    TooShort(usize),
+}
+
+/// Decode a base32 TOTP secret, checking it is long enough to be one.
+pub fn decode_totp_secret(encoded: &str) -> Result<Vec<u8>, SecretError> {
+    let bytes = totp_rs::Secret::Encoded(encoded.trim().to_ascii_uppercase())
+        .to_bytes()
+        .map_err(|_| SecretError::NotBase32)?;
+    if bytes.len() < 16 {
+        return Err(SecretError::TooShort(bytes.len() * 8));
+    }
+    Ok(bytes)
+}
+
+/// Whether `hash` is how a recovery code is kept: 64 lowercase hex digits.
+pub fn is_recovery_hash(hash: &str) -> bool {
+    hash.len() == 64 && hash.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }

@@ -37,7 +37,10 @@ use serde::Deserialize;
 pub use alerts::{AlertsConfig, EmailConfig, StartTls};
 pub use audit::{AuditConfig, RetentionDays, MAX_RETENTION_DAYS};
 pub use blocking::{BlockResponse, BlockingConfig, RebindingConfig};
-pub use dashboard::{check_user_name, AdminConfig, DashboardConfig, Role, UserConfig};
+pub use dashboard::{
+    check_user_name, decode_totp_secret, is_recovery_hash, AdminConfig, DashboardConfig, Role,
+    SecretError, UserConfig,
+};
 pub use encrypted::{
     shown_device_id, valid_device_id, DeviceConfig, EncryptedConfig, UnknownDevice, DEVICE_ID_LEN,
 };

@@ -53,6 +53,10 @@ const LIST: &str =
 const HASH: &str =
     "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$Z7h0S0wn9S8mC3ysX9x8pUKYtSp3xg5tZ2jC2D5Z1rY";
 
+/// A TOTP secret and a recovery-code hash that parse.
+const T: &str = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP";
+const R: &str = "5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8";
+
 /// `(what, config text, the line the error must name, a fragment of its message)`.
 type Case = (&'static str, String, usize, &'static str);
 
@@ -85,6 +89,9 @@ fn check_cases() -> Vec<Case> {
         ("user name", format!("[[users]]\nname = \"a b\"\nrole = \"lead\"\npassword_hash = \"{HASH}\"\n"), 2, "[[users]] name"),
         ("user twice", format!("[[users]]\nname = \"a\"\nrole = \"lead\"\npassword_hash = \"{HASH}\"\n[[users]]\nname = \"a\"\nrole = \"admin\"\npassword_hash = \"{HASH}\"\n"), 6, "used twice"),
         ("user hash", s("[[users]]\nname = \"a\"\nrole = \"lead\"\npassword_hash = \"plain\"\n"), 4, "not an Argon2 hash"),
+        ("totp secret", format!("[[users]]\nname = \"a\"\nrole = \"lead\"\npassword_hash = \"{HASH}\"\ntotp_secret = \"JBSWY3DPEHPK3PXP\"\n"), 5, "totp_secret is 80 bits"),
+        ("recovery without totp", format!("[[users]]\nname = \"a\"\nrole = \"lead\"\npassword_hash = \"{HASH}\"\nrecovery_codes = [\n  \"{R}\",\n]\n"), 6, "without a totp_secret"),
+        ("recovery hash", format!("[[users]]\nname = \"a\"\nrole = \"lead\"\npassword_hash = \"{HASH}\"\ntotp_secret = \"{T}\"\nrecovery_codes = [\n  \"abcde-fghjk\",\n]\n"), 7, "not a SHA-256"),
         ("client cidr and mac", s("[[clients]]\ncidr = \"10.0.0.1\"\nmac = \"aa:bb:cc:dd:ee:ff\"\ngroup = \"default\"\n"), 4, "needs a cidr or a mac"),
         ("users_to_groups both", s("[[users_to_groups]]\nuser = \"a\"\ndirectory_group = \"Staff\"\ngroup = \"default\"\n"), 4, "needs a directory_group or a user"),
         ("feed name", s("[[identity.feeds]]\nname = \"a b\"\ntoken_file = \"t\"\n"), 2, "only letters"),

@@ -37,10 +37,10 @@ pub(crate) const FAILURE_WINDOW: Duration = Duration::from_secs(15 * 60);
 /// Most sessions held at once; past it the oldest is ended (bounded memory).
 const MAX_SESSIONS: usize = 1024;
 
-/// Why a password could not be hashed.
+/// Why a password could not be hashed (or a secret made).
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
-    #[error("no randomness for the salt: {0}")]
+    #[error("no randomness: {0}")]
     Random(String),
     #[error("hashing the password: {0}")]
     Hash(String),
@@ -88,6 +88,9 @@ pub(crate) enum CheckError {
     Busy(Duration),
     #[error("the password check did not finish: {0}")]
     Failed(String),
+    /// The use of a second factor could not be recorded (so it could not be accepted).
+    #[error("recording the second factor's use: {0}")]
+    Store(String),
 }
 
 /// Checks passwords on blocking threads, [`CONCURRENT_CHECKS`] at a time, and counts
@@ -157,6 +160,9 @@ pub struct Session {
     pub csrf: String,
     /// The password hash signed in with: a reset password (a new hash) ends the session.
     hash: String,
+    /// The TOTP secret signed in with, if any: setting up (or removing) two-factor
+    /// sign-in ends the session, as does a role coming to need it.
+    second_factor: Option<String>,
     created: Instant,
     expires: Instant,
 }
@@ -175,6 +181,7 @@ impl Sessions {
         user: &str,
         role: Role,
         hash: &str,
+        second_factor: Option<&str>,
         ttl: Duration,
     ) -> Result<String, AuthError> {
         if self.map.len() >= MAX_SESSIONS {
@@ -199,6 +206,7 @@ impl Sessions {
                 role,
                 csrf: random_token()?,
                 hash: hash.to_string(),
+                second_factor: second_factor.map(str::to_string),
                 created: now,
                 expires: now + ttl,
             },
@@ -207,14 +215,18 @@ impl Sessions {
     }
 
     /// The live session for `token`, checked against the current config: a user who
-    /// has been removed, or whose role or password changed, is signed out.
+    /// has been removed, or whose role, password or second factor changed, is signed
+    /// out, as is one signed in without a second factor that their role now needs.
     pub fn get(&self, token: &str, config: &Config) -> Option<Session> {
         let session = self.map.get(token)?.clone();
+        let needs_second_factor = config.dashboard.require_2fa_for.contains(&session.role);
         let still_valid = session.expires > Instant::now()
+            && (session.second_factor.is_some() || !needs_second_factor)
             && config.users.iter().any(|u| {
                 *u.name.get_ref() == session.user
                     && u.role == session.role
                     && *u.password_hash.get_ref() == session.hash
+                    && u.totp_secret.as_ref().map(|s| s.get_ref()) == session.second_factor.as_ref()
             });
         if !still_valid {
             self.map.remove(token);

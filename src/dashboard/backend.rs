@@ -282,6 +282,25 @@ impl Backend {
         }
     }
 
+    /// Record a second factor's use; false if it had been used before.
+    pub(super) async fn use_second_factor(
+        &self,
+        at: SystemTime,
+        user: String,
+        kind: &'static str,
+        value: String,
+    ) -> Result<bool, BackendError> {
+        match self {
+            Backend::Site { .. } => {
+                self.db(move |s| records::use_second_factor(s, at, &user, kind, &value))
+                    .await
+            }
+            Backend::Fleet(central) => Ok(central
+                .use_second_factor(&crate::audit::rfc3339(at), &user, kind, &value)
+                .await?),
+        }
+    }
+
     /// Stream `filter`'s events as CSV; `done` is told the rows written when it ends.
     pub(super) fn export(
         &self,

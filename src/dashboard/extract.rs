@@ -2,6 +2,8 @@
 //!
 //! - [`Signed`]: a page (GET) needs a live session; without one the browser is sent to
 //!   the sign-in form.
+//! - [`Reviewer`]: a page that shows who did what (events, an event, the export, the
+//!   policy): a lead's or an admin's; a governor gets 403.
 //! - [`Admin`]: a page only an admin may see; a lead gets 403.
 //! - [`SignedForm`]: a form POST needs a live session (401 without one, since a POST
 //!   cannot be replayed through a redirect), a readable form (400) and the session's CSRF
@@ -21,6 +23,9 @@ use crate::config::Role;
 /// A signed-in user asking for a page.
 pub(crate) struct Signed(pub Session);
 
+/// A signed-in lead or admin asking for a page.
+pub(crate) struct Reviewer(pub Session);
+
 /// A signed-in admin asking for a page.
 pub struct Admin(pub Session);
 
@@ -39,6 +44,16 @@ impl FromRequestParts<Arc<Dashboard>> for Signed {
         d.session(&parts.headers)
             .map(Signed)
             .ok_or(PageError::SignInFirst)
+    }
+}
+
+impl FromRequestParts<Arc<Dashboard>> for Reviewer {
+    type Rejection = PageError;
+
+    async fn from_request_parts(parts: &mut Parts, d: &Arc<Dashboard>) -> Result<Self, PageError> {
+        let Signed(session) = Signed::from_request_parts(parts, d).await?;
+        require_reviewer(&session)?;
+        Ok(Reviewer(session))
     }
 }
 
@@ -73,6 +88,19 @@ pub(crate) fn require_admin(session: &Session) -> Result<(), PageError> {
     } else {
         Err(PageError::Forbidden(
             "Only an admin can change the allow list. Ask your Warden admin.".to_string(),
+        ))
+    }
+}
+
+/// Only a lead or an admin may go on: a governor's account shows counts, never who.
+pub(crate) fn require_reviewer(session: &Session) -> Result<(), PageError> {
+    if session.role.sees_people() {
+        Ok(())
+    } else {
+        Err(PageError::Forbidden(
+            "A governor's account shows the overview and the review report, in counts: \
+             events and who was blocked are for the e-safety lead."
+                .to_string(),
         ))
     }
 }

@@ -3,7 +3,7 @@
 //! | route | who | what |
 //! |---|---|---|
 //! | `GET/POST /login`, `POST /logout` | anyone | sign in and out |
-//! | `GET /` | lead, admin | blocks per category per day, serious blocks to review, top devices, list health |
+//! | `GET /` | governor, lead, admin | blocks per category per day, serious blocks to review, top devices, list health (a governor: counts only) |
 //! | `GET /events` | lead, admin | filter by dates, category, group, device, review state; paged |
 //! | `GET /events/{id}`, `POST /events/{id}/review` | lead, admin | every audit field; append a review |
 //! | `GET /export.csv` | lead, admin | the current filter's events as CSV, for the incident log |
@@ -25,6 +25,7 @@ mod export;
 mod extract;
 pub mod pages;
 mod policy;
+pub mod second_factor;
 pub mod signin;
 mod state;
 
@@ -41,7 +42,9 @@ use axum::Router;
 use chrono_tz::Tz;
 
 use self::auth::{Session, SESSION_COOKIE};
-use self::extract::{require_admin, Admin, CarriesCsrf, Signed, SignedForm};
+use self::extract::{
+    require_admin, require_reviewer, Admin, CarriesCsrf, Reviewer, Signed, SignedForm,
+};
 use self::state::{cookie, html, login_page, redirect, PageResult};
 pub use self::state::{Dashboard, DashboardError, PageError};
 use crate::audit::records::{self, AllowChange};
@@ -206,11 +209,16 @@ async fn overview(
         true => Vec::new(),
         false => list_health(&engine, &d.metrics, now),
     };
+    // A governor's overview is counts only: the rows that name a device are not sent.
+    let (serious_rows, top_devices) = match session.role.sees_people() {
+        true => (&data.serious[..], &data.top_devices[..]),
+        false => (&[][..], &[][..]),
+    };
     let page = pages::Overview {
         chart,
-        serious: &data.serious,
+        serious: serious_rows,
         unreviewed_total: data.unreviewed_total,
-        top_devices: &data.top_devices,
+        top_devices,
         lists: &lists,
         total_30d: data.total,
         tz,
@@ -394,7 +402,7 @@ fn query<T>(parsed: Result<Query<T>, QueryRejection>) -> Result<T, PageError> {
 
 async fn events(
     State(d): State<Arc<Dashboard>>,
-    Signed(session): Signed,
+    Reviewer(session): Reviewer,
     parsed: Result<Query<pages::FilterForm>, QueryRejection>,
 ) -> PageResult {
     let form = query(parsed)?;
@@ -459,7 +467,7 @@ struct DetailQuery {
 
 async fn event_detail(
     State(d): State<Arc<Dashboard>>,
-    Signed(session): Signed,
+    Reviewer(session): Reviewer,
     id: Result<Path<i64>, PathRejection>,
     parsed: Result<Query<DetailQuery>, QueryRejection>,
 ) -> PageResult {
@@ -540,6 +548,7 @@ async fn review_submit(
     id: Result<Path<i64>, PathRejection>,
     SignedForm(session, review_form): SignedForm<ReviewForm>,
 ) -> PageResult {
+    require_reviewer(&session)?;
     let id = event_id(id)?;
     if review_form.note.chars().count() > MAX_NOTE {
         return Err(PageError::BadRequest(format!(
@@ -573,7 +582,7 @@ fn cursor(text: &str) -> Result<Option<(String, i64)>, PageError> {
 
 async fn export_csv(
     State(d): State<Arc<Dashboard>>,
-    Signed(session): Signed,
+    Reviewer(session): Reviewer,
     parsed: Result<Query<pages::FilterForm>, QueryRejection>,
 ) -> PageResult {
     let form = query(parsed)?;

@@ -72,8 +72,10 @@ pub fn layout(title: &str, org: &str, session: Option<&Session>, body: Markup) -
                     @if let Some(s) = session {
                         nav aria-label="Main" {
                             a href="/" { "Overview" }
-                            a href="/events" { "Events" }
-                            a href="/policy" { "Policy" }
+                            @if s.role.sees_people() {
+                                a href="/events" { "Events" }
+                                a href="/policy" { "Policy" }
+                            }
                             @if s.role == Role::Admin { a href="/admin" { "Admin" } }
                         }
                         form method="post" action="/logout" {
@@ -121,6 +123,10 @@ pub fn login(org: &str, csrf: &str, error: Option<&str>, user: &str) -> Markup {
                     div.field {
                         label for="password" { "Password" }
                         input id="password" name="password" type="password" autocomplete="current-password" required;
+                    }
+                    div.field {
+                        label for="code" { "Code from your authenticator app, or a recovery code (if two-factor sign-in is set up for you)" }
+                        input id="code" name="code" autocomplete="one-time-code" inputmode="numeric" maxlength="32";
                     }
                     button type="submit" { "Sign in" }
                 }
@@ -179,6 +185,7 @@ pub fn overview(o: &Overview<'_>, org: &str, session: &Session, serious: &[Strin
             @if let Some(site) = o.only {
                 p { "Showing " strong { (site) } " only. " a href="/" { "Show every site" } }
             }
+            @if session.role.sees_people() {
             h2 { "Serious blocks to review" }
             @if o.serious.is_empty() {
                 p { "None waiting: every serious block has been reviewed." }
@@ -187,9 +194,13 @@ pub fn overview(o: &Overview<'_>, org: &str, session: &Session, serious: &[Strin
                 (event_table(o.serious, serious, o.tz))
             }
             p { a href="/events?state=unreviewed" { "All unreviewed events (" (o.unreviewed_total) ")" } }
+            } @else {
+            // A governor sees how many, never who.
+            p { "Events waiting for the e-safety lead's review: " strong { (o.unreviewed_total) } "." }
+            }
             h2 { "Blocks per category, last 30 days (" (o.total_30d) " in all)" }
             (o.chart)
-            @if o.sites.is_none() {
+            @if o.sites.is_none() && session.role.sees_people() {
             h2 { "Devices with the most blocks, last 30 days" }
             @if o.top_devices.is_empty() { p { "No blocks in the last 30 days." } } @else {
                 div.scroll { table {
@@ -200,7 +211,7 @@ pub fn overview(o: &Overview<'_>, org: &str, session: &Session, serious: &[Strin
                 } }
             }
             }
-            @if let Some(sites) = o.sites { (fleet_sites(sites, o.tz)) }
+            @if let Some(sites) = o.sites { (fleet_sites(sites, o.tz, session.role.sees_people())) }
             @if o.sites.is_none() {
             h2 { "Block lists" }
             div.scroll { table {
@@ -224,7 +235,7 @@ pub fn overview(o: &Overview<'_>, org: &str, session: &Session, serious: &[Strin
 
 /// The fleet overview's sites: each with its blocks per category over the last 30 days
 /// and how far its log has reached the central store.
-fn fleet_sites(sites: &[SiteState], tz: Tz) -> Markup {
+fn fleet_sites(sites: &[SiteState], tz: Tz, links_to_events: bool) -> Markup {
     html! {
         h2 { "Sites, last 30 days" }
         @if sites.is_empty() { p { "No site has shipped its log yet." } } @else {
@@ -239,7 +250,9 @@ fn fleet_sites(sites: &[SiteState], tz: Tz) -> Markup {
                         td { a href=(format!("/?site={}", urlencode(&site.site))) { (site.site) } }
                         td { (site.blocks.iter().map(|(_, n)| n).sum::<i64>()) }
                         td { @for (category, n) in &site.blocks {
-                            a href=(format!("/events?site={}&category={}", urlencode(&site.site), urlencode(category))) { (category) }
+                            @if links_to_events {
+                                a href=(format!("/events?site={}&category={}", urlencode(&site.site), urlencode(category))) { (category) }
+                            } @else { (category) }
                             " " (n) "; "
                         } }
                         td { "row " (site.head_seq)

@@ -16,7 +16,7 @@ use maud::{html, Markup};
 
 use super::auth::Session;
 use super::backend::BackendError;
-use super::extract::{CarriesCsrf, Signed, SignedForm};
+use super::extract::{CarriesCsrf, Reviewer, SignedForm};
 use super::pages::{self, layout, urlencode};
 use super::state::{html, redirect, PageResult};
 use super::{Dashboard, PageError};
@@ -41,7 +41,7 @@ fn may_edit(d: &Dashboard, session: &Session) -> bool {
 
 pub(super) async fn page(
     State(d): State<Arc<Dashboard>>,
-    Signed(session): Signed,
+    Reviewer(session): Reviewer,
     parsed: Result<Query<PolicyQuery>, QueryRejection>,
 ) -> PageResult {
     let notice = super::query(parsed)?.done;

@@ -8,6 +8,12 @@
 //! 3. Only then is the password checked, on a blocking thread, a few at a time
 //!    ([`auth::PasswordChecker`]); a check that never got its turn gives the
 //!    attempt back.
+//! 4. With the right password, a user with two-factor sign-in must give a code
+//!    ([`second_factor`]) not used before (the store records each use, so a code seen
+//!    over a shoulder is no use after); a wrong or used code is a failure like a wrong
+//!    password, with the same words, so they do not say the password was right. A user
+//!    whose role `[dashboard] require_2fa_for` names, without a second factor set up,
+//!    is not signed in.
 //!
 //! Every password check is counted (`warden_dashboard_password_checks_total`) and every
 //! outcome too (`warden_dashboard_signins_total{result}`), beside the sign-in records
@@ -22,14 +28,18 @@ use axum::extract::{ConnectInfo, Form, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 
 use super::auth::{self, Attempt, CheckError, LOGIN_COOKIE, SESSION_COOKIE};
+use super::second_factor;
 use super::state::{cookie, form, login_page, redirect, Dashboard, PageError, PageResult};
-use crate::config::Role;
+use crate::config::{Role, UserConfig};
 
 #[derive(serde::Deserialize)]
 pub(super) struct LoginForm {
     csrf: String,
     user: String,
     password: String,
+    /// A TOTP or recovery code; empty for a user without two-factor sign-in.
+    #[serde(default)]
+    code: String,
 }
 
 pub(super) async fn login_submit(
@@ -71,11 +81,16 @@ pub(super) async fn login_submit(
         .users
         .iter()
         .find(|u| *u.name.get_ref() == user)
-        .map(|u| (u.password_hash.get_ref().clone(), u.role));
-    let hash = account.as_ref().map(|(hash, _)| hash.clone());
+        .cloned();
+    let required = engine.config.dashboard.require_2fa_for.clone();
+    drop(engine);
+    let hash = account.as_ref().map(|u| u.password_hash.get_ref().clone());
     match d.checker.verify(login.password, hash).await {
         Ok(true) => match account {
-            Some((hash, role)) => signed_in(&d, attempt, client, &hash, role).await,
+            Some(account) => {
+                second_factor_then_sign_in(&d, attempt, client, &account, &required, &login.code)
+                    .await
+            }
             // The decoy hash matched a password: no account, so still a refusal.
             None => refuse_wrong(&d, attempt, client, "unknown-user").await,
         },
@@ -89,6 +104,84 @@ pub(super) async fn login_submit(
         }
         Err(error) => refuse_busy(&d, attempt, client, error).await,
     }
+}
+
+/// The password was right: check the second factor (if the user has one, or their
+/// role needs one), then sign in.
+async fn second_factor_then_sign_in(
+    d: &Dashboard,
+    attempt: Attempt,
+    client: IpAddr,
+    account: &UserConfig,
+    required: &[Role],
+    code: &str,
+) -> PageResult {
+    let hash = account.password_hash.get_ref();
+    let Some(secret) = &account.totp_secret else {
+        if required.contains(&account.role) {
+            return refuse_without_second_factor(d, attempt, client, account).await;
+        }
+        return signed_in(d, attempt, client, hash, account.role, None).await;
+    };
+    // Checked at start-up and reload; a secret that no longer decodes signs nobody in.
+    let Ok(bytes) = second_factor::decode_secret(secret.get_ref()) else {
+        return refuse_wrong(d, attempt, client, "wrong-code").await;
+    };
+    let recovery: Vec<String> = account
+        .recovery_codes
+        .iter()
+        .map(|c| c.get_ref().clone())
+        .collect();
+    let now = SystemTime::now();
+    let unix = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let Some(matched) = second_factor::check(&bytes, &recovery, code, unix) else {
+        return refuse_wrong(d, attempt, client, "wrong-code").await;
+    };
+    let user = attempt.user().to_string();
+    let first_use = d
+        .backend
+        .use_second_factor(now, user.clone(), matched.kind.as_str(), matched.value)
+        .await;
+    match first_use {
+        Ok(true) => {
+            signed_in(
+                d,
+                attempt,
+                client,
+                hash,
+                account.role,
+                Some(secret.get_ref()),
+            )
+            .await
+        }
+        Ok(false) => refuse_wrong(d, attempt, client, "reused-code").await,
+        // Without the record a code could be used twice: refuse, and nothing was learnt.
+        Err(error) => refuse_busy(d, attempt, client, CheckError::Store(error.to_string())).await,
+    }
+}
+
+/// The role needs a second factor and this user has none yet: the password was right,
+/// so this says what to do rather than that it was wrong.
+async fn refuse_without_second_factor(
+    d: &Dashboard,
+    attempt: Attempt,
+    client: IpAddr,
+    account: &UserConfig,
+) -> PageResult {
+    let user = attempt.user().to_string();
+    d.limiter.release(attempt);
+    d.signin_metrics.count("needs-2fa");
+    record_signin(d, &user, client, "needs-2fa").await;
+    tracing::warn!(user = %user, client = %client, role = account.role.as_str(), "dashboard sign-in needs two-factor set up");
+    let text = format!(
+        "A {} must sign in with a code from an authenticator app, and yours is not set up \
+         yet. Ask your Warden admin to run: warden user 2fa {user}",
+        account.role.as_str()
+    );
+    login_page(d, Some(&text), &user, StatusCode::FORBIDDEN)
 }
 
 /// Too many attempts from this device or for this name: say for how long.
@@ -124,7 +217,7 @@ async fn refuse_wrong(
     tracing::warn!(user = %user, client = %client, result, "dashboard sign-in refused");
     login_page(
         d,
-        Some("That user name and password do not match."),
+        Some("That user name, password and code do not match."),
         &user,
         StatusCode::UNAUTHORIZED,
     )
@@ -157,6 +250,7 @@ async fn signed_in(
     client: IpAddr,
     hash: &str,
     role: Role,
+    second_factor: Option<&str>,
 ) -> PageResult {
     let user = attempt.user().to_string();
     d.limiter.succeeded(attempt);
@@ -167,7 +261,7 @@ async fn signed_in(
     let config = &engine.config.dashboard;
     let token = d
         .sessions
-        .start(&user, role, hash, config.session_ttl)
+        .start(&user, role, hash, second_factor, config.session_ttl)
         .map_err(|e| PageError::Internal(e.to_string()))?;
     let cookie = auth::set_cookie(
         SESSION_COOKIE,

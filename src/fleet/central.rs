@@ -252,6 +252,17 @@ ALTER TABLE events ADD COLUMN user_name text;
 ALTER TABLE events ADD COLUMN sources text;
 CREATE INDEX events_user ON events (user_name, at) WHERE purged = 0 AND user_name IS NOT NULL;
 "#,
+    // 7: the trust dashboard's second factors used (a TOTP step, a recovery code's
+    // hash), so none is accepted twice. Additive.
+    r#"
+CREATE TABLE dashboard_second_factor_uses (
+    "user"      text NOT NULL,
+    kind        text NOT NULL,
+    value       text NOT NULL,
+    at          text NOT NULL,
+    PRIMARY KEY ("user", kind, value)
+);
+"#,
 ];
 
 /// The steps after which a Warden that does not know them cannot use the store (a

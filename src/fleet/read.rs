@@ -499,6 +499,32 @@ impl Central {
             .map_err(|e| self.failed(e))?;
         Ok(())
     }
+
+    /// Record that `user` used second factor `kind` = `value` (a TOTP step, a recovery
+    /// code's hash); false if it had been used before, which then must be refused.
+    pub async fn use_second_factor(
+        &self,
+        at: &str,
+        user: &str,
+        kind: &str,
+        value: &str,
+    ) -> Result<bool, FleetError> {
+        let client = self.client().await?;
+        let inserted = client
+            .execute(
+                "INSERT INTO dashboard_second_factor_uses (\"user\", kind, value, at) \
+                 VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                &[
+                    &super::central::pg_text(user.to_string()),
+                    &kind,
+                    &value,
+                    &at,
+                ],
+            )
+            .await
+            .map_err(|e| self.failed(e))?;
+        Ok(inserted == 1)
+    }
 }
 
 /// A site as the fleet overview shows it.

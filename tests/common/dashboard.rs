@@ -175,6 +175,16 @@ pub fn add_user_of(
 /// Sign in through the form; returns the session cookie (`warden_session=…`), or the
 /// reply that refused it.
 pub fn sign_in(admin: SocketAddr, user: &str, password: &str) -> Result<String, Box<Reply>> {
+    sign_in_with_code(admin, user, password, "")
+}
+
+/// [`sign_in`] with a two-factor code (TOTP or recovery) in the form.
+pub fn sign_in_with_code(
+    admin: SocketAddr,
+    user: &str,
+    password: &str,
+    code: &str,
+) -> Result<String, Box<Reply>> {
     let form = request("GET", admin, "/login", None, None);
     let login_cookie = form.cookie("warden_login").expect("login cookie");
     let csrf = form.hidden("csrf").expect("csrf field");
@@ -183,7 +193,12 @@ pub fn sign_in(admin: SocketAddr, user: &str, password: &str) -> Result<String, 
         admin,
         "/login",
         Some(&format!("warden_login={login_cookie}")),
-        Some(&[("csrf", &csrf), ("user", user), ("password", password)]),
+        Some(&[
+            ("csrf", &csrf),
+            ("user", user),
+            ("password", password),
+            ("code", code),
+        ]),
     );
     match reply.cookie("warden_session") {
         Some(token) if reply.status == 303 => Ok(format!("warden_session={token}")),
