@@ -404,6 +404,12 @@ async fn start_admin(
     }
     let token = admin::load_or_create_token(&config.resolve(&settings.token_file))?;
     let dashboard = open_dashboard(config, metrics, reloader)?;
+    if let Some(dashboard) = &dashboard {
+        tokio::spawn(crate::dashboard::end_allow_entries_at_their_date(
+            dashboard.clone(),
+            stop.clone(),
+        ));
+    }
     let server = admin::start(
         settings.listen,
         token,

@@ -983,3 +983,84 @@ fn two_factor_sign_in_refuses_a_wrong_or_reused_code() {
     );
     stop_warden(s.warden.child);
 }
+
+/// Whether Warden blocks `name` (its answer carries the Blocked extended error; a name
+/// it forwards gets the test upstream's answer without one).
+fn is_blocked(s: &Setup, name: &str) -> bool {
+    let reply = s
+        .runtime
+        .block_on(udp(s.warden.dns, &format!("{name}."), RecordType::A, true));
+    ede(&reply).is_some()
+}
+
+#[test]
+fn an_allow_entry_with_an_end_date_ends_then_and_says_so() {
+    let s = setup_with(|dir, _| {
+        // As the form writes them: one that ended yesterday, one that holds for years.
+        std::fs::create_dir_all(dir.join("data")).unwrap();
+        std::fs::write(
+            dir.join("data/allow-dashboard.txt"),
+            "# 2025-11-05T09:00:00Z by admin until 2025-11-06T00:00:00Z: the Year 9 trip\n\
+             blocked.test\n\
+             # 2025-11-05T09:00:00Z by admin until 2099-01-01T00:00:00Z: science lessons\n\
+             tracker.test\n",
+        )
+        .unwrap();
+    });
+    // The ended one is taken out at start-up (and recorded); the other stays allowed.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !is_blocked(&s, "blocked.test") {
+        assert!(Instant::now() < deadline, "the ended entry still allows");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(!is_blocked(&s, "tracker.test"));
+    assert!(is_blocked(&s, "www.blocked.test"));
+    let file = std::fs::read_to_string(s.dir.path().join("data/allow-dashboard.txt")).unwrap();
+    assert!(
+        !file.contains("blocked.test") && file.contains("tracker.test"),
+        "{file}"
+    );
+    let db = rusqlite::Connection::open(s.dir.path().join("data/audit.sqlite")).unwrap();
+    let changes: Vec<String> = db
+        .prepare("SELECT by || ' ' || action || ' ' || name || ': ' || reason FROM allow_changes ORDER BY id")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(changes, ["warden expire blocked.test: the Year 9 trip"]);
+
+    // The form takes a last day: not in the past, not beyond a year, a real date.
+    let admin = sign_in(s.admin, "admin", ADMIN_PASSWORD).unwrap();
+    let today = chrono::Utc::now().date_naive();
+    let post = |name: &str, until: &str| {
+        let token = csrf(&s, &admin);
+        request(
+            "POST",
+            s.admin,
+            "/admin/allow",
+            Some(&admin),
+            Some(&[
+                ("csrf", &token),
+                ("name", name),
+                ("reason", "a lesson"),
+                ("until", until),
+            ]),
+        )
+    };
+    let past = (today - chrono::Days::new(3)).to_string();
+    assert_message(&post("ok1.test", &past), 400, "in the past");
+    let far = (today + chrono::Days::new(400)).to_string();
+    assert_message(&post("ok1.test", &far), 400, "at most a year ahead");
+    assert_message(&post("ok1.test", "next friday"), 400, "is not a date");
+    let tomorrow = today + chrono::Days::new(1);
+    assert_eq!(post("ok1.test", &tomorrow.to_string()).status, 303);
+    let file = std::fs::read_to_string(s.dir.path().join("data/allow-dashboard.txt")).unwrap();
+    let ends = format!("until {}T00:00:00", tomorrow + chrono::Days::new(1));
+    assert!(file.contains(&ends), "{file}");
+    let page = request("GET", s.admin, "/admin", Some(&admin), None);
+    assert!(page.body.contains("until "), "{}", page.body);
+    // Added over a year ago: the page asks whether it is still needed.
+    assert!(page.body.contains("still needed"), "{}", page.body);
+    stop_warden(s.warden.child);
+}

@@ -4,8 +4,13 @@
 //!
 //! Edits replace the file atomically (write a temporary file, then rename), so a reload
 //! or a crash never sees half a file.
+//!
+//! An entry may end (for a trip or a lesson): its comment then says `until` when, as
+//! `2026-12-06T10:00:00Z by admin until 2026-12-21T00:00:00Z: the Year 9 trip`, and
+//! [`super::expiry`] takes it out of the file at that time.
 
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
 /// Why the allow file could not be changed.
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +35,28 @@ pub fn entries(text: &str) -> Vec<(String, String)> {
         }
     }
     out
+}
+
+/// When the entry with `comment` ends, if it says: the time after `until` in the part
+/// before the first `": "` (the reason after it may say anything).
+pub fn until(comment: &str) -> Option<SystemTime> {
+    let head = comment.split(": ").next()?;
+    let (_, when) = head.split_once(" until ")?;
+    humantime::parse_rfc3339_weak(when.trim()).ok()
+}
+
+/// When the entry with `comment` was added: the time it starts with.
+pub fn added(comment: &str) -> Option<SystemTime> {
+    let first = comment.split_whitespace().next()?;
+    humantime::parse_rfc3339_weak(first).ok()
+}
+
+/// The entries in `text` that have ended by `now`: (name, comment).
+pub fn ended(text: &str, now: SystemTime) -> Vec<(String, String)> {
+    entries(text)
+        .into_iter()
+        .filter(|(_, comment)| until(comment).is_some_and(|t| t <= now))
+        .collect()
 }
 
 /// `text` with `name` added, under a comment line. Control characters in the comment
@@ -116,6 +143,35 @@ mod tests {
         assert_eq!(removed, "# evil c.test\nb.test\n");
         assert!(without_entry(&removed, "a.test").is_none());
         assert_eq!(without_entry("b.test\n", "b.test").unwrap(), "");
+    }
+
+    #[test]
+    fn an_entry_ends_when_its_comment_says_until() {
+        let t = |s: &str| humantime::parse_rfc3339_weak(s).unwrap();
+        let text = with_entry(
+            "",
+            "trip.test",
+            "2026-12-06T10:00:00Z by admin until 2026-12-21T00:00:00Z: Year 9 trip",
+        );
+        let text = with_entry(
+            &text,
+            "always.test",
+            "2026-12-06T10:00:00Z by admin: lessons",
+        );
+        // A reason that says "until" is a reason, not an end.
+        let text = with_entry(
+            &text,
+            "reason.test",
+            "2026-12-06T10:00:00Z by admin: until 2026-12-07T00:00:00Z, says the head",
+        );
+        assert_eq!(until(&entries(&text)[0].1), Some(t("2026-12-21T00:00:00Z")));
+        assert_eq!(until(&entries(&text)[1].1), None);
+        assert_eq!(until(&entries(&text)[2].1), None);
+        assert!(ended(&text, t("2026-12-20T23:59:59Z")).is_empty());
+        let gone = ended(&text, t("2026-12-21T00:00:00Z"));
+        assert_eq!(gone.len(), 1);
+        assert_eq!(gone[0].0, "trip.test");
+        assert!(ended(&text, t("2099-01-01T00:00:00Z")).len() == 1);
     }
 
     #[test]

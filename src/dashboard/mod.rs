@@ -18,9 +18,13 @@
 //! connection of the dashboard's own beside the audit writer's.
 
 pub mod allow;
+mod allow_edit;
 pub mod auth;
 mod backend;
 pub mod chart;
+mod expiry;
+use self::allow_edit::{allow_file, change_allow_file, AllowEdit};
+pub(crate) use self::expiry::run as end_allow_entries_at_their_date;
 mod export;
 mod extract;
 pub mod pages;
@@ -29,7 +33,6 @@ pub mod second_factor;
 pub mod signin;
 mod state;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -47,7 +50,7 @@ use self::extract::{
 };
 use self::state::{cookie, html, login_page, redirect, PageResult};
 pub use self::state::{Dashboard, DashboardError, PageError};
-use crate::audit::records::{self, AllowChange};
+use crate::audit::records;
 use crate::audit::review::{EventRow, Filter};
 use crate::audit::rfc3339;
 use crate::config::{Config, Role};
@@ -622,10 +625,6 @@ async fn export_csv(
 
 // ---- Admin ----
 
-fn allow_file(config: &Config) -> PathBuf {
-    config.resolve(&config.dashboard.allow_file)
-}
-
 #[derive(serde::Deserialize)]
 struct AdminQuery {
     #[serde(default)]
@@ -665,6 +664,7 @@ async fn admin_page(
         notice,
         tz: localtime::zone(&engine.config),
         local_allow: engine.config.local_allow_permitted(),
+        review_before: SystemTime::now() - std::time::Duration::from_secs(365 * 86_400),
     };
     Ok(html(pages::admin(
         &view,
@@ -679,6 +679,42 @@ struct AllowForm {
     name: String,
     #[serde(default)]
     reason: String,
+    /// The last day the entry holds (`YYYY-MM-DD`, in `[server] timezone`); empty for
+    /// one that stays until removed.
+    #[serde(default)]
+    until: String,
+}
+
+/// Longest an entry with an end may last: beyond a year it is a standing decision, and
+/// should be made (and reviewed) as one.
+const MAX_UNTIL_DAYS: u64 = 366;
+
+/// When an entry that holds through `day` (as typed) ends: the start of the next day in
+/// `tz`. `None` for an empty field.
+fn allow_until(
+    day: &str,
+    now: SystemTime,
+    tz: chrono_tz::Tz,
+) -> Result<Option<SystemTime>, PageError> {
+    let day = day.trim();
+    if day.is_empty() {
+        return Ok(None);
+    }
+    let date = chrono::NaiveDate::parse_from_str(day, "%Y-%m-%d")
+        .map_err(|_| PageError::BadRequest(format!("{day:?} is not a date (YYYY-MM-DD).")))?;
+    let today = localtime::day_of(now.into(), tz);
+    if date < today {
+        return Err(PageError::BadRequest(format!("{day} is in the past.")));
+    }
+    if date > today + chrono::Days::new(MAX_UNTIL_DAYS) {
+        return Err(PageError::BadRequest(
+            "An allow entry can end at most a year ahead; leave the date empty for one that \
+             stays until it is removed."
+                .to_string(),
+        ));
+    }
+    let end = localtime::start_of_day(date + chrono::Days::new(1), tz);
+    Ok(Some(end.into()))
 }
 
 impl CarriesCsrf for AllowForm {
@@ -757,16 +793,22 @@ async fn allow_add(
             )));
         }
     }
-    let comment = format!(
-        "{} by {}: {reason}",
-        rfc3339(SystemTime::now()),
-        session.user
-    );
-    change_allow_file(&d, &session, "add", &name, &reason, |text| {
+    let now = SystemTime::now();
+    let comment = match allow_until(&f.until, now, localtime::zone(&engine.config))? {
+        Some(end) => format!(
+            "{} by {} until {}: {reason}",
+            rfc3339(now),
+            session.user,
+            rfc3339(end)
+        ),
+        None => format!("{} by {}: {reason}", rfc3339(now), session.user),
+    };
+    change_allow_file(&d, &session.user, |text| {
         if allow::entries(text).iter().any(|(n, _)| *n == name) {
             return Err(PageError::Conflict(format!("{name} is already allowed.")));
         }
-        Ok(allow::with_entry(text, &name, &comment))
+        let change = AllowEdit::new("add", &name, &reason);
+        Ok((allow::with_entry(text, &name, &comment), vec![change]))
     })
     .await?;
     Ok(redirect(&format!(
@@ -780,49 +822,15 @@ async fn allow_remove(
     SignedForm(session, f): SignedForm<AllowForm>,
 ) -> PageResult {
     let (name, reason) = check_allow_form(&d, &session, &f)?;
-    change_allow_file(&d, &session, "remove", &name, &reason, |text| {
-        allow::without_entry(text, &name).ok_or_else(|| {
+    change_allow_file(&d, &session.user, |text| {
+        let after = allow::without_entry(text, &name).ok_or_else(|| {
             PageError::NotFound(format!("{name} is not in the dashboard's allow list."))
-        })
+        })?;
+        Ok((after, vec![AllowEdit::new("remove", &name, &reason)]))
     })
     .await?;
     Ok(redirect(&format!(
         "/admin?done={}",
         pages::urlencode(&format!("{name} is blocked again as its lists say."))
     )))
-}
-
-/// Edit the allow file with `edit`, reload, and record the change. If the reload fails
-/// the file is put back, so the file and the rules in force never disagree.
-async fn change_allow_file(
-    d: &Dashboard,
-    session: &Session,
-    action: &str,
-    name: &str,
-    reason: &str,
-    edit: impl FnOnce(&str) -> Result<String, PageError>,
-) -> Result<(), PageError> {
-    let _one_at_a_time = d.allow_edit.lock().await;
-    let path = allow_file(&d.engine().config);
-    let before = allow::read(&path).map_err(|e| PageError::Internal(e.to_string()))?;
-    let after = edit(&before)?;
-    allow::write(&path, &after).map_err(|e| PageError::Internal(e.to_string()))?;
-    let why = format!("dashboard: {} {action} {name}", session.user);
-    if let Err(error) = d.reloader.reload(&why).await {
-        let restored = allow::write(&path, &before);
-        tracing::error!(%error, restored = restored.is_ok(), "allow-list change rolled back");
-        return Err(PageError::Internal(format!(
-            "the new rules did not load, so nothing was changed: {error}"
-        )));
-    }
-    let change = AllowChange {
-        at: rfc3339(SystemTime::now()),
-        by: session.user.clone(),
-        action: action.to_string(),
-        name: name.to_string(),
-        reason: reason.to_string(),
-    };
-    tracing::info!(user = %session.user, action, name, reason, "allow list changed in the dashboard");
-    d.db(move |s| records::record_allow_change(s, &change))
-        .await
 }

@@ -610,6 +610,29 @@ pub struct AdminPage<'a> {
     pub tz: Tz,
     /// Whether the trust's policy permits this site's own allow entries.
     pub local_allow: bool,
+    /// Entries added before this are flagged for review (a year on).
+    pub review_before: std::time::SystemTime,
+}
+
+/// An allow entry's comment (`AT by USER [until END]: REASON`) with its times shown in
+/// `tz`; a comment in another shape (written by hand) as it is.
+fn allow_note(note: &str, tz: Tz) -> Markup {
+    let Some((head, reason)) = note.split_once(": ") else {
+        return html! { (note) };
+    };
+    let mut words = head.split(' ');
+    let (Some(at), Some("by"), Some(user)) = (words.next(), words.next(), words.next()) else {
+        return html! { (note) };
+    };
+    let until = match (words.next(), words.next()) {
+        (Some("until"), Some(end)) => Some(end),
+        _ => None,
+    };
+    html! {
+        (when(at, tz)) " by " (user)
+        @if let Some(end) = until { ", " strong { "until " (when(end, tz)) } }
+        ": " (reason)
+    }
 }
 
 pub fn admin(a: &AdminPage<'_>, org: &str, session: &Session) -> Markup {
@@ -631,6 +654,7 @@ pub fn admin(a: &AdminPage<'_>, org: &str, session: &Session) -> Markup {
                 input type="hidden" name="csrf" value=(session.csrf);
                 div.field { label for="name" { "Site (domain name)" } input id="name" name="name" required maxlength="253"; }
                 div.field { label for="reason" { "Reason (recorded with your name)" } input id="reason" name="reason" required maxlength="500"; }
+                div.field { label for="until" { "Until (the last day it holds, for a trip or a lesson; empty: until removed)" } input id="until" name="until" type="date"; }
                 button type="submit" { "Allow" }
             } }
             h2 { "Allowed in the dashboard" }
@@ -639,7 +663,13 @@ pub fn admin(a: &AdminPage<'_>, org: &str, session: &Session) -> Markup {
                     thead { tr { th scope="col" { "Site" } th scope="col" { "Added" } th scope="col" { "Remove" } } }
                     tbody { @for (name, note) in a.entries {
                         tr {
-                            td { (name) } td { (note) }
+                            td { (name) }
+                            td {
+                                (allow_note(note, a.tz))
+                                @if super::allow::added(note).is_some_and(|t| t < a.review_before) {
+                                    " " span.serious { "Added over a year ago: is it still needed?" }
+                                }
+                            }
                             td {
                                 form method="post" action="/admin/allow/remove" {
                                     input type="hidden" name="csrf" value=(session.csrf);
