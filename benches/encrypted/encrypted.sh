@@ -157,7 +157,6 @@ tls_listen_port = $H_DOT_PORT
 https_listen_port = $H_DOH_PORT
 directory = "$WORK/hickory"
 drop_privileges = false
-disable_quic = true
 
 [tls_cert]
 path = "cert.pem"
