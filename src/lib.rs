@@ -97,6 +97,7 @@ mod cli_device;
 mod cli_policy;
 pub mod config;
 mod config_edit;
+pub mod config_history;
 pub mod dashboard;
 mod devices;
 pub mod dns;

@@ -119,6 +119,7 @@ async fn serve_until_stopped(
     let upstream = Arc::new(LiveForwarder::new(forwarder));
     let shared = Arc::new(ArcSwap::from_pointee(engine));
     let reloader = start_reloader(path, &shared, metrics, &upstream);
+    record_config_history(&config, &reloader);
     // Alerts read what the audit writer commits; they stop after DNS does.
     let alerts_stop = CancellationToken::new();
     let alerts = match &sink {
@@ -354,6 +355,39 @@ fn start_audit(config: &Config) -> Result<Option<(audit::Sink, audit::Writer)>> 
         audit::writer::WriterSettings::from_config(settings),
     )?;
     Ok(Some((sink, writer)))
+}
+
+/// Record the config as it starts and as each reload leaves it, for the annual review
+/// ([`crate::config_history`]), on a connection of its own to the audit log.
+fn record_config_history(config: &Config, reloader: &Reloader) {
+    if !config.audit.enabled() {
+        return;
+    }
+    let store = match audit::Store::open(&config.resolve(&config.audit.path)) {
+        Ok(store) => Arc::new(std::sync::Mutex::new(store)),
+        Err(error) => {
+            tracing::warn!(%error, "config changes are not recorded for the review");
+            return;
+        }
+    };
+    record_config(&store, config.path.clone(), "start");
+    reloader.on_swap(move |engine| record_config(&store, engine.config.path.clone(), "reload"));
+}
+
+fn record_config(
+    store: &Arc<std::sync::Mutex<audit::Store>>,
+    path: std::path::PathBuf,
+    why: &'static str,
+) {
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || {
+        let store = crate::sync::lock(&store);
+        match crate::config_history::record(&store, &path, why, std::time::SystemTime::now()) {
+            Ok(true) => tracing::info!(why, "config change recorded for the review"),
+            Ok(false) => {}
+            Err(error) => tracing::warn!(%error, "could not record the config's change"),
+        }
+    });
 }
 
 /// Ship the audit log to the trust's central store and follow the trust's policy, if

@@ -12,8 +12,8 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::dashboard::{
-    add_user, dashboard_config, request, send, sign_in, sign_in_with_code, Reply, ADMIN_PASSWORD,
-    LEAD_PASSWORD,
+    add_user, dashboard_config, enrol_second_factor, request, send, sign_in, sign_in_with_code,
+    totp_code, Reply, ADMIN_PASSWORD, LEAD_PASSWORD,
 };
 use common::*;
 use hickory_proto::op::ResponseCode;
@@ -85,6 +85,14 @@ fn event_id(body: &str, name: &str) -> Option<i64> {
 fn row_of<'a>(body: &'a str, name: &str) -> Option<&'a str> {
     body.split("<tr>")
         .find(|row| row.contains(&format!("<td>{name}</td>")))
+}
+
+/// The first column of `sql`'s rows in the audit database, as text.
+fn strings(s: &Setup, sql: &str) -> Vec<String> {
+    let db = rusqlite::Connection::open(s.dir.path().join("data/audit.sqlite")).unwrap();
+    let mut stmt = db.prepare(sql).unwrap();
+    let rows = stmt.query_map([], |r| r.get(0)).unwrap();
+    rows.map(Result::unwrap).collect()
 }
 
 fn csrf(s: &Setup, session: &str) -> String {
@@ -179,14 +187,7 @@ fn sign_in_checks_password_form_token_and_attempts_and_is_recorded() {
     assert_message(&limited, 429, "Too many failed sign-ins");
 
     // Every attempt is recorded, and the admin page shows them.
-    let db = rusqlite::Connection::open(s.dir.path().join("data/audit.sqlite")).unwrap();
-    let results: Vec<String> = db
-        .prepare("SELECT user || ':' || result FROM signins ORDER BY id")
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
+    let results = strings(&s, "SELECT user || ':' || result FROM signins ORDER BY id");
     assert_eq!(
         results[..3],
         ["lead:wrong-password", "nobody:unknown-user", "lead:ok"]
@@ -432,14 +433,7 @@ fn leads_cannot_use_admin_pages_and_admins_allow_within_the_rules() {
     );
     assert_eq!(removed.status, 303, "{}", removed.body);
     assert!(blocked("x.blocked.test."));
-    let db = rusqlite::Connection::open(s.dir.path().join("data/audit.sqlite")).unwrap();
-    let changes: Vec<String> = db
-        .prepare("SELECT by || ' ' || action || ' ' || name || ': ' || reason FROM allow_changes ORDER BY id")
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
+    let changes = strings(&s, "SELECT by || ' ' || action || ' ' || name || ': ' || reason FROM allow_changes ORDER BY id");
     assert_eq!(
         changes,
         [
@@ -874,56 +868,6 @@ fn a_governor_sees_the_overview_in_counts_and_never_who() {
     stop_warden(s.warden.child);
 }
 
-/// `warden user 2fa NAME` for the user in `config`: the secret and recovery codes it
-/// printed.
-fn enrol_second_factor(config: &std::path::Path, name: &str) -> (Vec<u8>, Vec<String>) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_warden"))
-        .args(["user", "2fa", name, "--config"])
-        .arg(config)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "{text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let secret = text
-        .lines()
-        .find_map(|l| l.strip_prefix("Secret: "))
-        .expect("the secret is printed");
-    let secret = totp_rs::Secret::Encoded(secret.trim().to_string())
-        .to_bytes()
-        .unwrap();
-    let codes: Vec<String> = text
-        .lines()
-        .filter_map(|l| l.strip_prefix("  "))
-        .map(str::to_string)
-        .collect();
-    assert_eq!(codes.len(), 10, "{text}");
-    assert!(text.contains("otpauth://totp/"), "{text}");
-    (secret, codes)
-}
-
-/// The TOTP code for `secret` at `offset` seconds from now.
-fn totp_code(secret: &[u8], offset: i64) -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
-    totp_rs::TOTP::new_unchecked(
-        totp_rs::Algorithm::SHA1,
-        6,
-        0,
-        30,
-        secret.to_vec(),
-        None,
-        String::new(),
-    )
-    .generate((now + offset) as u64)
-}
-
 #[test]
 fn two_factor_sign_in_refuses_a_wrong_or_reused_code() {
     let enrolled = std::sync::Mutex::new(None);
@@ -961,14 +905,7 @@ fn two_factor_sign_in_refuses_a_wrong_or_reused_code() {
     let admin = sign_in(s.admin, "admin", ADMIN_PASSWORD).unwrap_err();
     assert_message(&admin, 403, "warden user 2fa admin");
 
-    let db = rusqlite::Connection::open(s.dir.path().join("data/audit.sqlite")).unwrap();
-    let results: Vec<String> = db
-        .prepare("SELECT user || ':' || result FROM signins ORDER BY id")
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
+    let results = strings(&s, "SELECT user || ':' || result FROM signins ORDER BY id");
     assert_eq!(
         results,
         [
@@ -1020,14 +957,7 @@ fn an_allow_entry_with_an_end_date_ends_then_and_says_so() {
         !file.contains("blocked.test") && file.contains("tracker.test"),
         "{file}"
     );
-    let db = rusqlite::Connection::open(s.dir.path().join("data/audit.sqlite")).unwrap();
-    let changes: Vec<String> = db
-        .prepare("SELECT by || ' ' || action || ' ' || name || ': ' || reason FROM allow_changes ORDER BY id")
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
+    let changes = strings(&s, "SELECT by || ' ' || action || ' ' || name || ': ' || reason FROM allow_changes ORDER BY id");
     assert_eq!(changes, ["warden expire blocked.test: the Year 9 trip"]);
 
     // The form takes a last day: not in the past, not beyond a year, a real date.
@@ -1062,5 +992,61 @@ fn an_allow_entry_with_an_end_date_ends_then_and_says_so() {
     assert!(page.body.contains("until "), "{}", page.body);
     // Added over a year ago: the page asks whether it is still needed.
     assert!(page.body.contains("still needed"), "{}", page.body);
+    stop_warden(s.warden.child);
+}
+
+#[test]
+fn every_config_change_is_recorded_with_its_diff_and_no_secret() {
+    let s = setup();
+    let config = s.dir.path().join("warden.toml");
+    let db = s.dir.path().join("data/audit.sqlite");
+    let rows = || -> Vec<(String, String, String)> {
+        let Ok(db) = rusqlite::Connection::open(&db) else {
+            return Vec::new();
+        };
+        let Ok(mut stmt) = db.prepare("SELECT why, diff, text FROM config_changes ORDER BY id")
+        else {
+            return Vec::new();
+        };
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .map(|rows| rows.filter_map(Result::ok).collect())
+            .unwrap_or_default()
+    };
+    let wait_for = |n: usize| {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let got = rows();
+            if got.len() >= n || Instant::now() > deadline {
+                return got;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let started = wait_for(1);
+    assert_eq!(started.len(), 1, "{started:?}");
+    assert_eq!(started[0].0, "start");
+    // The watcher reloads an edited config; the change is recorded with its diff.
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, text.replace("Hillside School", "Hillside Academy")).unwrap();
+    let changed = wait_for(2);
+    assert_eq!(changed.len(), 2, "{changed:?}");
+    assert_eq!(changed[1].0, "reload");
+    assert!(
+        changed[1].1.contains("-organisation = \"Hillside School\""),
+        "{}",
+        changed[1].1
+    );
+    assert!(
+        changed[1]
+            .1
+            .contains("+organisation = \"Hillside Academy\""),
+        "{}",
+        changed[1].1
+    );
+    // The users' password hashes never reach the history.
+    assert!(text.contains("$argon2id$"));
+    for (_, diff, text) in &changed {
+        assert!(!diff.contains("$argon2id$") && !text.contains("$argon2id$"));
+    }
     stop_warden(s.warden.child);
 }

@@ -2100,45 +2100,18 @@ fn the_previous_release_keeps_working_against_the_new_central_schema() {
 fn the_trust_dashboard_refuses_a_reused_code_and_shows_a_governor_counts_only() {
     let pg = Postgres::start();
     let (mut elm, mut oak) = two_sites(&pg, ("elm", 1), ("oak", 1));
-    let secret = std::sync::Mutex::new(String::new());
+    let enrolled = std::sync::Mutex::new(None);
     let fleet = FleetDashboard::prepared(
         &pg,
         &[("trust", "lead", &[]), ("governor", "governor", &[])],
         "",
         |config| {
-            let out = std::process::Command::new(env!("CARGO_BIN_EXE_warden"))
-                .args(["user", "2fa", "trust", "--config"])
-                .arg(config)
-                .stdin(std::process::Stdio::null())
-                .output()
-                .unwrap();
-            assert!(out.status.success(), "{out:?}");
-            let text = String::from_utf8_lossy(&out.stdout).into_owned();
-            *secret.lock().unwrap() = text
-                .lines()
-                .find_map(|l| l.strip_prefix("Secret: "))
-                .expect("the secret is printed")
-                .trim()
-                .to_string();
+            *enrolled.lock().unwrap() =
+                Some(common::dashboard::enrol_second_factor(config, "trust"));
         },
     );
-    let secret = totp_rs::Secret::Encoded(secret.into_inner().unwrap())
-        .to_bytes()
-        .unwrap();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let code = totp_rs::TOTP::new_unchecked(
-        totp_rs::Algorithm::SHA1,
-        6,
-        0,
-        30,
-        secret,
-        None,
-        String::new(),
-    )
-    .generate(now);
+    let (secret, _) = enrolled.into_inner().unwrap().unwrap();
+    let code = common::dashboard::totp_code(&secret, 0);
     let sign_in =
         |code: &str| common::dashboard::sign_in_with_code(fleet.addr, "trust", LEAD_PASSWORD, code);
     assert_eq!(sign_in("").unwrap_err().status, 401);

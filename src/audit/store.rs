@@ -515,7 +515,9 @@ CREATE INDEX events_user ON events(user_name, first_seen) WHERE purged = 0 AND u
 "#;
 
 /// v11: the dashboard's second factors used (a TOTP step, a recovery code's hash), so
-/// none is accepted twice; kept apart from the events (not personal data about pupils).
+/// none is accepted twice; and every change to the config, secrets redacted, with its
+/// diff (`crate::config_history`), for the annual review. Neither is personal data
+/// about pupils, and neither is purged with the events.
 const SCHEMA_V11: &str = r#"
 CREATE TABLE second_factor_uses (
     user TEXT NOT NULL,
@@ -524,6 +526,14 @@ CREATE TABLE second_factor_uses (
     at TEXT NOT NULL,
     PRIMARY KEY (user, kind, value)
 ) WITHOUT ROWID;
+CREATE TABLE config_changes (
+    id INTEGER PRIMARY KEY,
+    at TEXT NOT NULL,
+    why TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    text TEXT NOT NULL,
+    diff TEXT NOT NULL
+);
 "#;
 
 /// `(from version, SQL)`: the step that takes a log from `from` to `from + 1`.
@@ -1605,7 +1615,7 @@ mod tests {
     }
 
     /// Takes a version 9 log back to version 8: no reviews from the fleet dashboard.
-    const V11_UNDO: &str = "DROP TABLE second_factor_uses;";
+    const V11_UNDO: &str = "DROP TABLE second_factor_uses; DROP TABLE config_changes;";
     const V10_UNDO: &str = "DROP INDEX events_user; ALTER TABLE events DROP COLUMN mac; \
          ALTER TABLE events DROP COLUMN user_name; ALTER TABLE events DROP COLUMN sources;";
     const V9_UNDO: &str = "DROP INDEX reviews_central; ALTER TABLE reviews DROP COLUMN central_id;";

@@ -205,3 +205,53 @@ pub fn sign_in_with_code(
         _ => Err(Box::new(reply)),
     }
 }
+
+/// `warden user 2fa NAME` for the user in `config`: the secret and recovery codes it
+/// printed.
+pub fn enrol_second_factor(config: &std::path::Path, name: &str) -> (Vec<u8>, Vec<String>) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_warden"))
+        .args(["user", "2fa", name, "--config"])
+        .arg(config)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let secret = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Secret: "))
+        .expect("the secret is printed");
+    let secret = totp_rs::Secret::Encoded(secret.trim().to_string())
+        .to_bytes()
+        .unwrap();
+    let codes: Vec<String> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("  "))
+        .map(str::to_string)
+        .collect();
+    assert_eq!(codes.len(), 10, "{text}");
+    assert!(text.contains("otpauth://totp/"), "{text}");
+    (secret, codes)
+}
+
+/// The TOTP code for `secret` at `offset` seconds from now.
+pub fn totp_code(secret: &[u8], offset: i64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    totp_rs::TOTP::new_unchecked(
+        totp_rs::Algorithm::SHA1,
+        6,
+        0,
+        30,
+        secret.to_vec(),
+        None,
+        String::new(),
+    )
+    .generate((now + offset) as u64)
+}
