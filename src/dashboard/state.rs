@@ -271,7 +271,8 @@ pub(crate) struct SigninMetrics {
     registry: Registry,
     /// Argon2 verifications run (a decoy check for an unknown user included).
     pub checks: IntCounter,
-    /// Sign-in attempts by result: ok, wrong-password, unknown-user, limited, busy.
+    /// Sign-in attempts by result: ok, wrong-password, unknown-user, wrong-code,
+    /// reused-code, needs-2fa, limited, busy.
     results: IntCounterVec,
 }
 
