@@ -1048,5 +1048,15 @@ fn every_config_change_is_recorded_with_its_diff_and_no_secret() {
     for (_, diff, text) in &changed {
         assert!(!diff.contains("$argon2id$") && !text.contains("$argon2id$"));
     }
+    // The admin page shows the change.
+    let admin = sign_in(s.admin, "admin", ADMIN_PASSWORD).unwrap();
+    let page = request("GET", s.admin, "/admin", Some(&admin), None);
+    assert!(page.body.contains("Recent config changes"), "{}", page.body);
+    assert!(
+        page.body
+            .contains("+organisation = &quot;Hillside Academy&quot;"),
+        "{}",
+        page.body
+    );
     stop_warden(s.warden.child);
 }

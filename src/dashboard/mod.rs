@@ -642,11 +642,12 @@ async fn admin_page(
     let text =
         allow::read(&allow_file(&engine.config)).map_err(|e| PageError::Internal(e.to_string()))?;
     let entries = allow::entries(&text);
-    let (changes, signins) = d
+    let (changes, signins, config_changes) = d
         .db(|s| {
             Ok((
                 records::recent_allow_changes(s, 20)?,
                 records::recent_signins(s, 20)?,
+                crate::config_history::recent(s, "", 10)?,
             ))
         })
         .await?;
@@ -665,6 +666,7 @@ async fn admin_page(
         tz: localtime::zone(&engine.config),
         local_allow: engine.config.local_allow_permitted(),
         review_before: SystemTime::now() - std::time::Duration::from_secs(365 * 86_400),
+        config_changes: &config_changes,
     };
     Ok(html(pages::admin(
         &view,

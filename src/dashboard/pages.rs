@@ -612,6 +612,8 @@ pub struct AdminPage<'a> {
     pub local_allow: bool,
     /// Entries added before this are flagged for review (a year on).
     pub review_before: std::time::SystemTime,
+    /// The latest recorded changes to the config, newest first.
+    pub config_changes: &'a [crate::config_history::ConfigChange],
 }
 
 /// An allow entry's comment (`AT by USER [until END]: REASON`) with its times shown in
@@ -683,6 +685,16 @@ pub fn admin(a: &AdminPage<'_>, org: &str, session: &Session) -> Markup {
                         }
                     } }
                 } }
+            }
+            h2 { "Recent config changes" }
+            p { "Recorded at start-up and after each reload that changed the config file (secrets redacted), for the annual review." }
+            @if a.config_changes.is_empty() { p { "None recorded yet." } } @else {
+                @for c in a.config_changes {
+                    details {
+                        summary { (when(&c.at, a.tz)) " (" (c.why) ")" }
+                        pre { (c.diff) }
+                    }
+                }
             }
             h2 { "Recent allow-list changes" }
             @if a.changes.is_empty() { p { "None." } } @else {
