@@ -637,6 +637,22 @@ fn allow_note(note: &str, tz: Tz) -> Markup {
     }
 }
 
+/// The latest recorded config changes, each with its diff folded away.
+fn config_changes(changes: &[crate::config_history::ConfigChange], tz: Tz) -> Markup {
+    html! {
+        h2 { "Recent config changes" }
+        p { "Recorded at start-up and after each reload that changed the config file (secrets redacted), for the annual review." }
+        @if changes.is_empty() { p { "None recorded yet." } } @else {
+            @for c in changes {
+                details {
+                    summary { (when(&c.at, tz)) " (" (c.why) ")" }
+                    pre { (c.diff) }
+                }
+            }
+        }
+    }
+}
+
 pub fn admin(a: &AdminPage<'_>, org: &str, session: &Session) -> Markup {
     layout(
         "Admin",
@@ -686,16 +702,7 @@ pub fn admin(a: &AdminPage<'_>, org: &str, session: &Session) -> Markup {
                     } }
                 } }
             }
-            h2 { "Recent config changes" }
-            p { "Recorded at start-up and after each reload that changed the config file (secrets redacted), for the annual review." }
-            @if a.config_changes.is_empty() { p { "None recorded yet." } } @else {
-                @for c in a.config_changes {
-                    details {
-                        summary { (when(&c.at, a.tz)) " (" (c.why) ")" }
-                        pre { (c.diff) }
-                    }
-                }
-            }
+            (config_changes(a.config_changes, a.tz))
             h2 { "Recent allow-list changes" }
             @if a.changes.is_empty() { p { "None." } } @else {
                 div.scroll { table {
