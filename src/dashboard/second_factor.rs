@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 use totp_rs::{Algorithm, TOTP};
 
 use super::auth::AuthError;
-pub use crate::config::{decode_totp_secret as decode_secret, is_recovery_hash, SecretError};
+pub use crate::config::decode_totp_secret as decode_secret;
 
 /// Seconds per step.
 const STEP: u64 = 30;
@@ -66,11 +66,6 @@ fn totp(secret: Vec<u8>, user: &str) -> TOTP {
         Some("Warden".to_string()),
         user.to_string(),
     )
-}
-
-/// The code for `unix` seconds (for tests and the enrolment check).
-pub fn code_at(secret: &[u8], unix: u64) -> String {
-    totp(secret.to_vec(), "").generate(unix)
 }
 
 /// Check what the user typed against their secret and recovery-code hashes at `unix`
@@ -202,6 +197,12 @@ pub fn terminal_qr(text: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{is_recovery_hash, SecretError};
+
+    /// The code for `unix` seconds.
+    fn code_at(secret: &[u8], unix: u64) -> String {
+        totp(secret.to_vec(), "").generate(unix)
+    }
 
     /// RFC 6238 appendix B's SHA-1 secret.
     const RFC_SECRET: &[u8] = b"12345678901234567890";
