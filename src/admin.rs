@@ -9,6 +9,8 @@
 //!   TOKEN`, the token in `[admin] token_file`; answers with the result as JSON,
 //!   including `restart_needed`: the settings the file changes that only a restart
 //!   applies (see [`crate::restart`]).
+//! - `POST /selftest`: run the self-test ([`crate::selftest`]) now and answer with its
+//!   results as JSON (`warden selftest` asks this). Needs the same token.
 //!
 //! - `POST /identity/signin` and `POST /identity/signout`: a sign-in feed (a logon
 //!   script, an agent) says who signed in where (JSON: `user`, `address`, optional
@@ -63,6 +65,8 @@ pub struct Shared {
     pub dashboard: Option<Arc<crate::dashboard::Dashboard>>,
     /// Who is signed in where, which the sign-in feeds write.
     pub sessions: Arc<Sessions>,
+    /// The self-test, which `POST /selftest` runs.
+    pub selftest: Option<Arc<crate::selftest::SelfTester>>,
 }
 
 /// What the handlers share.
@@ -74,6 +78,7 @@ struct AdminState {
     token: Arc<str>,
     dashboard: Option<Arc<crate::dashboard::Dashboard>>,
     sessions: Arc<Sessions>,
+    selftest: Option<Arc<crate::selftest::SelfTester>>,
 }
 
 /// What the `Host` check needs: the bound port, and the current config's `hosts`.
@@ -120,6 +125,7 @@ pub async fn start(
         token: Arc::from(token),
         dashboard: shared.dashboard.clone(),
         sessions: shared.sessions,
+        selftest: shared.selftest,
     };
     let mut app = router(state);
     if let Some(dashboard) = shared.dashboard {
@@ -181,6 +187,7 @@ fn router(state: AdminState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/reload", post(reload))
+        .route("/selftest", post(selftest))
         .route("/identity/signin", post(feed_sign_in))
         .route("/identity/signout", post(feed_sign_out))
         // A sign-in is a few hundred bytes: a bigger body is refused before it is read.
@@ -332,19 +339,47 @@ async fn readyz(State(state): State<AdminState>) -> Response {
     }
 }
 
-async fn reload(State(state): State<AdminState>, headers: HeaderMap) -> Response {
+/// The 401 for a request without the admin token (`None`: it has it).
+fn refuse_without_token(state: &AdminState, headers: &HeaderMap, route: &str) -> Option<Response> {
     let presented = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
-    if !crate::secret::matches(presented.trim().as_bytes(), state.token.as_bytes()) {
-        tracing::warn!("POST /reload refused: missing or wrong token");
-        let body = serde_json::json!({
-            "ok": false,
-            "error": "a valid token is required: Authorization: Bearer <[admin] token_file>"
-        });
-        return (StatusCode::UNAUTHORIZED, axum::Json(body)).into_response();
+    if crate::secret::matches(presented.trim().as_bytes(), state.token.as_bytes()) {
+        return None;
+    }
+    tracing::warn!("POST {route} refused: missing or wrong token");
+    let body = serde_json::json!({
+        "ok": false,
+        "error": "a valid token is required: Authorization: Bearer <[admin] token_file>"
+    });
+    Some((StatusCode::UNAUTHORIZED, axum::Json(body)).into_response())
+}
+
+/// `POST /selftest`: run the self-test now; the run as JSON (`ok` false if any check
+/// failed).
+async fn selftest(State(state): State<AdminState>, headers: HeaderMap) -> Response {
+    if let Some(refused) = refuse_without_token(&state, &headers, "/selftest") {
+        return refused;
+    }
+    let Some(tester) = &state.selftest else {
+        let body = serde_json::json!({"ok": false, "error": "the self-test is not running"});
+        return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response();
+    };
+    let run = tester.run("on demand").await;
+    let body = serde_json::json!({
+        "ok": run.ok(),
+        "passed": run.passed(),
+        "total": run.outcomes.len(),
+        "run": run,
+    });
+    (StatusCode::OK, axum::Json(body)).into_response()
+}
+
+async fn reload(State(state): State<AdminState>, headers: HeaderMap) -> Response {
+    if let Some(refused) = refuse_without_token(&state, &headers, "/reload") {
+        return refused;
     }
     match state.reloader.reload("POST /reload").await {
         Ok(done) => {

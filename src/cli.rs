@@ -46,6 +46,11 @@ pub enum Command {
     Audit(AuditCommand),
     /// Ask the running Warden to reload its config and lists now (over the admin API).
     Reload(ConfigArg),
+    /// Write the review report for the annual filtering review and the governors.
+    Report(crate::cli_report::ReportArgs),
+    /// Ask the running Warden to check its filtering now: every group's categories, safe
+    /// search and circumvention answers. Exit 1 if any check fails.
+    Selftest(ConfigArg),
     /// Manage who can sign in to the dashboard (`[[users]]` in the config file).
     #[command(subcommand)]
     User(UserCommand),
@@ -308,6 +313,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Lists(ListsCommand::Stats { config, json }) => lists_stats(&config.config, json),
         Command::Lists(ListsCommand::Update { config }) => lists_update(&config.config),
         Command::Reload(config) => reload(&config.config),
+        Command::Selftest(config) => crate::cli_selftest::run(&config.config),
+        Command::Report(args) => crate::cli_report::run(args),
         Command::Config(ConfigCommand::Check { config }) => config_check(&config.config),
         Command::Audit(command) => audit_command(command),
         Command::User(command) => user_command(command),
@@ -723,7 +730,7 @@ fn audit_review(
 /// `warden reload`: POST /reload to the admin listener named in the config.
 fn reload(path: &Path) -> Result<ExitCode> {
     let config = crate::config::Config::load(path)?;
-    let runtime = current_thread_runtime()?;
+    let runtime = crate::cli_daemon::current_thread_runtime()?;
     let reply = runtime.block_on(ask_daemon_to_reload(&config))?;
     let ok = reply.get("ok").and_then(|v| v.as_bool()).unwrap_or(false);
     if ok {
@@ -759,44 +766,13 @@ fn restart_lines(reply: &serde_json::Value) -> Vec<String> {
         .collect()
 }
 
-fn current_thread_runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")
-}
-
 /// POST /reload with the admin token; the daemon's JSON reply.
 async fn ask_daemon_to_reload(config: &crate::config::Config) -> Result<serde_json::Value> {
-    let admin = &config.admin;
     anyhow::ensure!(
-        admin.enabled,
+        config.admin.enabled,
         "[admin] enabled = false: reload with SIGHUP instead"
     );
-    let token = crate::admin::read_token(&config.resolve(&admin.token_file))?;
-    let mut addr = admin.listen;
-    if addr.ip().is_unspecified() {
-        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-    }
-    let url = format!("http://{addr}/reload");
-    let response = reqwest::Client::new()
-        .post(&url)
-        .bearer_auth(token)
-        .timeout(std::time::Duration::from_secs(120))
-        .send()
-        .await
-        .with_context(|| format!("no running Warden answered at {url}"))?;
-    let status = response.status();
-    let body: serde_json::Value = response
-        .json()
-        .await
-        .with_context(|| format!("{url} answered HTTP {status} without a JSON body"))?;
-    anyhow::ensure!(
-        status != reqwest::StatusCode::UNAUTHORIZED,
-        "{url} refused the token in {}",
-        config.resolve(&admin.token_file).display()
-    );
-    Ok(body)
+    crate::cli_daemon::post(config, "/reload").await
 }
 
 /// `warden lists update`: fetch every URL list now, with progress and a result table.
@@ -809,7 +785,7 @@ fn lists_update(path: &Path) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let fetcher = crate::sources::Fetcher::new(&config)?;
-    let runtime = current_thread_runtime()?;
+    let runtime = crate::cli_daemon::current_thread_runtime()?;
     let terminal = std::io::stderr().is_terminal();
     let rows: Vec<UpdateRow> = list_sources
         .iter()

@@ -133,6 +133,103 @@ pub fn recent(store: &Store, since: &str, limit: u32) -> Result<Vec<ConfigChange
     rows.collect::<Result<_, _>>().map_err(|e| store.wrap(e))
 }
 
+/// One recorded change with the config's text before and after it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChangeWithTexts {
+    pub at: String,
+    pub why: String,
+    pub diff: String,
+    pub before: String,
+    pub text: String,
+}
+
+/// The changes recorded since `since` (RFC 3339), oldest first, each with the text
+/// before it (the previous change's, or empty for the first ever recorded).
+pub fn with_texts(store: &Store, since: &str) -> Result<Vec<ChangeWithTexts>, AuditError> {
+    let conn = store.conn();
+    let mut before: String = conn
+        .query_row(
+            "SELECT text FROM config_changes WHERE at < ?1 ORDER BY id DESC LIMIT 1",
+            [since],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(|e| store.wrap(e))?
+        .unwrap_or_default();
+    let mut stmt = conn
+        .prepare("SELECT at, why, diff, text FROM config_changes WHERE at >= ?1 ORDER BY id")
+        .map_err(|e| store.wrap(e))?;
+    let rows = stmt
+        .query_map([since], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get::<_, String>(3)?,
+            ))
+        })
+        .map_err(|e| store.wrap(e))?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (at, why, diff, text) = row.map_err(|e| store.wrap(e))?;
+        let previous = std::mem::replace(&mut before, text.clone());
+        out.push(ChangeWithTexts {
+            at,
+            why,
+            diff,
+            before: previous,
+            text,
+        });
+    }
+    Ok(out)
+}
+
+/// Tables whose entries name people and devices: their values are left out of the
+/// governors' report (the keys stay, so the change is still seen).
+const PERSONAL_TABLES: &[&str] = &["clients", "devices", "users_to_groups"];
+/// Within those, the keys kept as written (what the entry does, not whom it is about).
+const KEPT_KEYS: &[&str] = &["group", "directory_group"];
+
+/// `text` (a redacted config) with every value in [`PERSONAL_TABLES`] entries replaced,
+/// except [`KEPT_KEYS`]. Text that is not TOML becomes empty.
+pub fn anonymise(text: &str) -> String {
+    let Ok(mut doc) = text.parse::<toml_edit::DocumentMut>() else {
+        return String::new();
+    };
+    for table in PERSONAL_TABLES {
+        let Some(item) = doc.get_mut(table) else {
+            continue;
+        };
+        match item {
+            toml_edit::Item::ArrayOfTables(array) => array.iter_mut().for_each(anonymise_table),
+            toml_edit::Item::Value(toml_edit::Value::Array(array)) => {
+                for value in array.iter_mut() {
+                    if let toml_edit::Value::InlineTable(inline) = value {
+                        for (key, inner) in inline.iter_mut() {
+                            if !KEPT_KEYS.contains(&key.get()) {
+                                *inner = toml_edit::Value::from(PERSONAL);
+                            }
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    doc.to_string()
+}
+
+/// What the governors' report shows in place of a person's or device's value.
+const PERSONAL: &str = "(personal)";
+
+fn anonymise_table(table: &mut toml_edit::Table) {
+    for (key, item) in table.iter_mut() {
+        if !KEPT_KEYS.contains(&key.get()) {
+            *item = toml_edit::value(PERSONAL);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -192,5 +289,38 @@ mod tests {
         // A file that cannot be read is an error, not a silent skip.
         std::fs::remove_file(&path).unwrap();
         assert!(record(&store, &path, "reload", t0).is_err());
+    }
+}
+
+#[cfg(test)]
+mod anonymise_tests {
+    use super::*;
+
+    #[test]
+    fn who_is_who_is_left_out_and_what_it_does_kept() {
+        let text = "users_to_groups = [{ user = \"pupil7\", group = \"pupils\" }]\n\
+                    [server]\nlisten = [\"10.0.0.1:53\"]\n\
+                    [[clients]]\ncidr = \"10.0.1.23\"\nname = \"ipad-3\"\ngroup = \"pupils\"\n\
+                    [[devices]]\nid = \"abcdefgh1\"\nname = \"Sam's laptop\"\nuser = \"sam\"\ngroup = \"staff\"\n";
+        let shown = anonymise(text);
+        for gone in [
+            "10.0.1.23",
+            "ipad-3",
+            "abcdefgh1",
+            "Sam's laptop",
+            "\"sam\"",
+            "pupil7",
+        ] {
+            assert!(!shown.contains(gone), "{gone} in\n{shown}");
+        }
+        for kept in [
+            "10.0.0.1:53",
+            "group = \"pupils\"",
+            "group = \"staff\"",
+            "[[clients]]",
+        ] {
+            assert!(shown.contains(kept), "{kept} not in\n{shown}");
+        }
+        assert_eq!(anonymise("not = [toml"), "");
     }
 }

@@ -359,7 +359,42 @@ impl<'a> PartsBuilder<'a> {
             };
             self.lists.push((base::rank_of_allow(config, j), loaded));
         }
+        self.add_group_dashboard_allow(&mut group_allow)?;
         Ok(group_allow)
+    }
+
+    /// The dashboard's allow entries for one group (an approved request, say), each
+    /// group's file into its own matcher, when the trust's policy permits local entries.
+    fn add_group_dashboard_allow(
+        &mut self,
+        group_allow: &mut BTreeMap<String, MatcherBuilder>,
+    ) -> Result<(), EngineError> {
+        let config = self.config;
+        if !config.local_allow_permitted() {
+            return Ok(());
+        }
+        for group in config.group_names() {
+            let path = config.group_allow_file(&group);
+            if !path.exists() {
+                continue;
+            }
+            let name = format!("{DASHBOARD_ALLOW}:{group}");
+            let parsed = load(config, &name, &path, crate::config::Format::Domains)?;
+            group_allow
+                .entry(group)
+                .or_default()
+                .add_list(&name, ListKind::Allow, &parsed.rules)
+                .map_err(|e| self.filter_err(e))?;
+            let loaded = LoadedList {
+                name,
+                category: None,
+                report: parsed.report,
+                missing: false,
+            };
+            self.lists
+                .push((base::rank_of_allow(config, config.allow.len()), loaded));
+        }
+        Ok(())
     }
 
     /// A group's own deny lists, under one category of their own, in a matcher per group.

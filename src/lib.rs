@@ -52,6 +52,9 @@
 //! - [`admin`] is the HTTP listener for [`metrics`] (Prometheus), health and reload;
 //!   [`dashboard`] adds the e-safety lead's pages to it (sign-in, overview, events,
 //!   reviews, CSV export, allow entries); [`blockpage`] tells a blocked user why.
+//! - [`selftest`] checks, every few minutes and on demand, that each group's categories,
+//!   safe search and circumvention answers are filtered as configured, by asking the
+//!   DNS listener itself with a marker only this process can set; a new failure alerts.
 //! - `localtime` shows stored UTC times in `[server] timezone` with their offset;
 //!   `sync` holds the one poison-tolerant lock helper.
 //! - [`serve`] wires a running daemon together in start-up order (and stops it in
@@ -93,8 +96,11 @@ pub mod audit;
 mod blockpage;
 pub mod cli;
 mod cli_args;
+mod cli_daemon;
 mod cli_device;
 mod cli_policy;
+mod cli_report;
+mod cli_selftest;
 pub mod config;
 mod config_edit;
 pub mod config_history;
@@ -115,8 +121,11 @@ pub mod name;
 pub(crate) mod policy;
 mod profiles;
 pub mod reload;
+pub mod report;
+pub mod requests;
 mod restart;
 pub mod secret;
+pub mod selftest;
 mod serve;
 mod serve_fleet;
 mod sources;

@@ -150,6 +150,7 @@ pub struct Metrics {
     alerts: AlertMetrics,
     fleet: FleetMetrics,
     identity: IdentityMetrics,
+    selftest: SelfTestMetrics,
     /// Read at each scrape: list freshness as the copies on disk record it.
     list_freshness: Mutex<Option<Box<FreshnessFn>>>,
     /// Where the audit figures are read from at scrape time, if auditing is on.
@@ -417,6 +418,35 @@ impl AlertMetrics {
     }
 }
 
+/// The self-test (`crate::selftest`).
+struct SelfTestMetrics {
+    ok: IntGaugeVec,
+    runs: IntCounterVec,
+    last_run: Gauge,
+}
+
+impl SelfTestMetrics {
+    fn register(r: &Registrar<'_>) -> SelfTestMetrics {
+        SelfTestMetrics {
+            ok: r.gauge_vec(
+                "warden_selftest_ok",
+                "1 if the last self-test found this group's category (or safe-search, youtube) \
+                 filtered as configured, 0 if not",
+                &["group", "category"],
+            ),
+            runs: r.counter_vec(
+                "warden_selftest_runs_total",
+                "Self-test runs, by result (pass: every check passed; fail)",
+                &["result"],
+            ),
+            last_run: r.float_gauge(
+                "warden_selftest_last_run_timestamp_seconds",
+                "When the last self-test ran (Unix time)",
+            ),
+        }
+    }
+}
+
 /// Shipping the audit log to the trust's central store (`[fleet]`).
 struct FleetMetrics {
     shipped: IntCounter,
@@ -529,7 +559,9 @@ impl Metrics {
         let alerts = AlertMetrics::register(&r);
         let fleet = FleetMetrics::register(&r);
         let identity = IdentityMetrics::register(&r);
+        let selftest = SelfTestMetrics::register(&r);
         Metrics {
+            selftest,
             query,
             lists,
             reload,
@@ -548,6 +580,27 @@ impl Metrics {
     /// series yet, which `/metrics` leaves out until their first sample).
     pub fn names(&self) -> &[String] {
         &self.names
+    }
+
+    /// A self-test's results: `ok` per (group, category), replacing the last run's (a
+    /// group or category no longer checked leaves the metric).
+    pub fn selftest(&self, results: &[(String, String, bool)], at: std::time::SystemTime) {
+        let gauges = &self.selftest.ok;
+        gauges.reset();
+        for (group, category, ok) in results {
+            gauges
+                .with_label_values(&[group.as_str(), category.as_str()])
+                .set(i64::from(*ok));
+        }
+        let passed = results.iter().all(|(_, _, ok)| *ok);
+        self.selftest
+            .runs
+            .with_label_values(&[if passed { "pass" } else { "fail" }])
+            .inc();
+        let seconds = at
+            .duration_since(std::time::SystemTime::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        self.selftest.last_run.set(seconds);
     }
 
     /// Count one answered query.

@@ -47,6 +47,7 @@ pub fn needed(started: &Config, new: &Config) -> Vec<String> {
         users_to_groups: _, // built into the snapshot's policy
         encrypted,
         devices: _,  // built into the snapshot's policy
+        selftest: _, // read from the snapshot at each run
         base_dir: _, // the same file's folder
         path: _,
     } = started;

@@ -132,21 +132,11 @@ async fn serve_until_stopped(
 
     // 4. Listeners. Sign-ins (RADIUS, feeds, the sessions file) are shared by the DNS
     //    handler, which reads them, and the listeners that write them.
-    let sessions = Arc::new(Sessions::new());
-    sessions.set_lifetime(config.identity.session_lifetime);
-    let lifetimes = sessions.clone();
-    reloader.on_swap(move |engine| {
-        let config = &engine.config;
-        lifetimes.set_lifetime(config.identity.session_lifetime);
-        for problem in
-            crate::identity::feed::token_problems(&config.identity.feeds, &config.base_dir)
-        {
-            tracing::warn!("{problem}: the feed accepts nothing until it is fixed");
-        }
-    });
-    let handler = dns::Handler::with_upstream(shared, upstream)
+    let sessions = sign_ins(&config, &reloader);
+    let handler = dns::Handler::with_upstream(shared.clone(), upstream)
         .with_metrics(metrics.clone())
         .with_sessions(sessions.clone());
+    let probe = handler.probe_key();
     let server = start_dns(&config, handler, sink).await?;
     // A reload's TCP limits apply to the next connections.
     let tcp = server.tcp_table();
@@ -155,10 +145,17 @@ async fn serve_until_stopped(
     if let Some(radius) = crate::identity::start(&config, &sessions, metrics, &stop).await? {
         tracing::info!("RADIUS accounting on {radius} (UDP)");
     }
+    let selftest = start_selftest(&config, &server, shared, probe, metrics, &stop)?;
     let serving = Arc::new(AtomicBool::new(false));
-    let admin = start_admin(&config, metrics, &reloader, &serving, &stop, &sessions).await?;
+    let listeners = AdminParts {
+        serving: serving.clone(),
+        sessions: sessions.clone(),
+        selftest,
+    };
+    let admin = start_admin(&config, metrics, &reloader, listeners, &stop).await?;
     if let Some(addr) = config.dashboard.block_page {
-        let bound = crate::blockpage::start(addr, reloader.clone(), stop.clone()).await?;
+        let store = requests_store(&config);
+        let bound = crate::blockpage::start(addr, reloader.clone(), store, stop.clone()).await?;
         tracing::info!("block page on http://{bound}/");
     }
 
@@ -181,6 +178,39 @@ async fn serve_until_stopped(
     tracing::debug!("stopping: DNS drained");
     behind_dns.stop().await;
     Ok(())
+}
+
+/// Where the block page files requests to unblock a site: the audit database, on a
+/// connection of its own (none with the audit log off: the page then offers no form).
+fn requests_store(config: &Config) -> Option<audit::Store> {
+    if !config.audit.enabled() {
+        return None;
+    }
+    match audit::Store::open(&config.resolve(&config.audit.path)) {
+        Ok(store) => Some(store),
+        Err(error) => {
+            tracing::warn!(%error, "the block page takes no requests");
+            None
+        }
+    }
+}
+
+/// Who is signed in where: shared by the DNS handler, which reads it, and the
+/// listeners that write it; a reload applies its lifetime and checks the feeds' tokens.
+fn sign_ins(config: &Config, reloader: &Reloader) -> Arc<Sessions> {
+    let sessions = Arc::new(Sessions::new());
+    sessions.set_lifetime(config.identity.session_lifetime);
+    let lifetimes = sessions.clone();
+    reloader.on_swap(move |engine| {
+        let config = &engine.config;
+        lifetimes.set_lifetime(config.identity.session_lifetime);
+        for problem in
+            crate::identity::feed::token_problems(&config.identity.feeds, &config.base_dir)
+        {
+            tracing::warn!("{problem}: the feed accepts nothing until it is fixed");
+        }
+    });
+    sessions
 }
 
 /// Say where DNS is served (plain last: tests and scripts wait for that line).
@@ -423,14 +453,48 @@ fn start_fleet(
     Ok(tasks)
 }
 
+/// The self-test ([`crate::selftest`]), asking the first DNS address bound, recording
+/// in the audit log and alerting on the `[alerts]` channels; its timer ends with `stop`.
+fn start_selftest(
+    config: &Config,
+    server: &dns::RunningServer,
+    engine: Arc<ArcSwap<Engine>>,
+    probe: dns::probe::ProbeKey,
+    metrics: &Arc<Metrics>,
+    stop: &CancellationToken,
+) -> Result<Option<Arc<crate::selftest::SelfTester>>> {
+    let Some(&addr) = server.addrs.first() else {
+        return Ok(None);
+    };
+    let mut tester =
+        crate::selftest::SelfTester::new(engine, addr, probe, metrics.clone()).with_notifier(
+            alerts::notice::Notifier::from_config(config, metrics.clone())?,
+        );
+    if config.audit.enabled() {
+        match audit::Store::open(&config.resolve(&config.audit.path)) {
+            Ok(store) => tester = tester.with_store(store),
+            Err(error) => tracing::warn!(%error, "self-test results are not recorded"),
+        }
+    }
+    let tester = Arc::new(tester);
+    tokio::spawn(tester.clone().run_forever(stop.clone()));
+    Ok(Some(tester))
+}
+
+/// What the admin listener serves besides metrics and reloads.
+struct AdminParts {
+    serving: Arc<AtomicBool>,
+    sessions: Arc<Sessions>,
+    selftest: Option<Arc<crate::selftest::SelfTester>>,
+}
+
 /// The admin listener, unless `[admin] enabled = false`.
 async fn start_admin(
     config: &Config,
     metrics: &Arc<Metrics>,
     reloader: &Arc<Reloader>,
-    serving: &Arc<AtomicBool>,
+    parts: AdminParts,
     stop: &CancellationToken,
-    sessions: &Arc<Sessions>,
 ) -> Result<Option<admin::AdminServer>> {
     let settings = &config.admin;
     if !settings.enabled {
@@ -450,9 +514,10 @@ async fn start_admin(
         admin::Shared {
             metrics: metrics.clone(),
             reloader: reloader.clone(),
-            serving: serving.clone(),
+            serving: parts.serving,
             dashboard: dashboard.clone(),
-            sessions: sessions.clone(),
+            sessions: parts.sessions,
+            selftest: parts.selftest,
         },
         stop.clone(),
     )
@@ -463,7 +528,7 @@ async fn start_admin(
         );
     }
     tracing::info!(
-        "admin HTTP on {} (/metrics, /healthz, /readyz, POST /reload, POST /identity/signin)",
+        "admin HTTP on {} (/metrics, /healthz, /readyz, POST /reload, POST /selftest, POST /identity/signin)",
         server.addr
     );
     if dashboard.is_some() {

@@ -78,6 +78,8 @@ async fn serve(path: &Path, engine: Engine, metrics: Arc<Metrics>) -> Result<()>
             dashboard: Some(Arc::new(dashboard)),
             // No DNS here either: sign-ins posted to the trust dashboard reach no one.
             sessions: Arc::new(crate::identity::Sessions::new()),
+            // Nor a listener for a self-test to ask.
+            selftest: None,
         },
         stop.clone(),
     )

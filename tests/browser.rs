@@ -307,3 +307,358 @@ async fn the_lead_filters_by_user_and_sees_the_user_and_mac_of_a_block() {
     browser.quit().await;
     stop_warden(warden.child);
 }
+
+/// The review report's sections, as the page, the file and the PDF title them.
+const REPORT_SECTIONS: [&str; 7] = [
+    "1. What is filtered, for whom",
+    "2. Changes in the period",
+    "3. Outcomes",
+    "4. Self-test history",
+    "5. Allow entries over a year old",
+    "6. Coverage: what DNS filtering can and cannot do",
+    "7. Review record",
+];
+
+/// `text` holds every section and none of `identifying`.
+fn assert_governors_version(text: &str, identifying: &[&str]) {
+    for section in REPORT_SECTIONS {
+        assert!(text.contains(section), "{section:?} missing:\n{text}");
+    }
+    for value in identifying {
+        assert!(
+            !text.contains(value),
+            "{value:?} in the governors' version:\n{text}"
+        );
+    }
+}
+
+/// `pdftotext FILE -`: the PDF's text (poppler-utils, which `.ci/run` installs).
+fn pdf_text(pdf: &Path) -> String {
+    let out = std::process::Command::new("pdftotext")
+        .args(["-layout", pdf.to_str().unwrap(), "-"])
+        .output()
+        .expect("pdftotext runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Layout may break a heading across spaces: compare with single spaces.
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_review_report_renders_prints_to_pdf_and_names_no_one_for_governors() {
+    let (_upstream, upstream_addr, _token) = start_upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dashboard_config(dir.path(), upstream_addr);
+    // A named device, and a pupil signed in through a feed.
+    let token = "report-feed-token-0123456789abcdefghij";
+    std::fs::write(dir.path().join("feed.token"), token).unwrap();
+    let text = std::fs::read_to_string(&path).unwrap()
+        + "[[clients]]\ncidr = \"127.0.0.2\"\ngroup = \"default\"\nname = \"ipad-3\"\n\
+           [[identity.feeds]]\nname = \"logon\"\ntoken_file = \"feed.token\"\n";
+    std::fs::write(&path, text).unwrap();
+    common::dashboard::add_user(&path, "gov", "governor", "governor password 1");
+    let warden = spawn_warden_full(&path, &[]);
+    let admin = warden.admin.expect("admin address logged");
+    let db = dir.path().join("data/audit.sqlite");
+    let body = r#"{"user": "pupil7", "address": "127.0.0.3"}"#;
+    let reply = tokio::task::block_in_place(|| {
+        common::dashboard::send("POST", admin, "/identity/signin", |r| {
+            r.header("Authorization", format!("Bearer {token}"))
+                .header("Content-Type", "application/json")
+                .body(body)
+        })
+    });
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    // A serious block on the named device, an adult block by the signed-in pupil.
+    udp_from(
+        "127.0.0.2".parse().unwrap(),
+        warden.dns,
+        "locked.test.",
+        RecordType::A,
+    )
+    .await;
+    udp_from(
+        "127.0.0.3".parse().unwrap(),
+        warden.dns,
+        "pupil.tracker.test.",
+        RecordType::A,
+    )
+    .await;
+    wait_for_row(&db, "locked.test").await;
+    wait_for_row(&db, "pupil.tracker.test").await;
+    let identifying = ["127.0.0.2", "127.0.0.3", "ipad-3", "pupil7"];
+
+    // The admin allows a site for a lesson, naming the device in the reason.
+    let browser = Browser::start().await;
+    sign_in(&browser, admin, "admin", ADMIN_PASSWORD).await;
+    browser.open(admin, "/admin").await;
+    browser.type_into("#name", "lesson.test").await;
+    browser
+        .type_into("#reason", "Year 9 lesson, asked for on ipad-3")
+        .await;
+    browser
+        .click_and_wait("form[action='/admin/allow'] button")
+        .await;
+    assert!(browser.text().await.contains("lesson.test is now allowed"));
+    browser.open(admin, "/").await;
+    browser.click_and_wait("header form button").await;
+
+    // The lead's full report names the device of the serious block.
+    sign_in(&browser, admin, "lead", LEAD_PASSWORD).await;
+    browser.open(admin, "/report?since=12m").await;
+    let page = browser.text().await;
+    for section in REPORT_SECTIONS {
+        assert!(page.contains(section), "{section:?} missing:\n{page}");
+    }
+    assert!(page.contains("Filtering review: full report"), "{page}");
+    assert!(
+        page.contains("ipad-3") && page.contains("locked.test"),
+        "{page}"
+    );
+    assert!(
+        page.contains("lesson.test") && page.contains("Year 9 lesson"),
+        "{page}"
+    );
+    save_screenshot("report.png", &browser.screenshot().await);
+    // The lead may look at the governors' version too.
+    browser.open(admin, "/report?since=12m&governors=yes").await;
+    assert_governors_version(&browser.text().await, &identifying);
+    browser.open(admin, "/").await;
+    browser.click_and_wait("header form button").await;
+
+    // A governor gets the governors' version, whatever the address asks for.
+    sign_in(&browser, admin, "gov", "governor password 1").await;
+    browser.open(admin, "/report?since=12m&governors=no").await;
+    let page = browser.text().await;
+    assert!(
+        page.contains("Filtering review: governors' report"),
+        "{page}"
+    );
+    assert!(
+        page.contains("lesson.test") && page.contains("Year 9 lesson"),
+        "{page}"
+    );
+    assert_governors_version(&page, &identifying);
+    browser.quit().await;
+
+    // The same report as a file, printed to PDF by headless Chromium.
+    let html = dir.path().join("report.html");
+    let pdf = dir.path().join("report.pdf");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_warden"))
+        .args([
+            "report",
+            "--config",
+            path.to_str().unwrap(),
+            "--since",
+            "12m",
+        ])
+        .args(["--governors", "--out", html.to_str().unwrap()])
+        .args(["--pdf", pdf.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_governors_version(&std::fs::read_to_string(&html).unwrap(), &identifying);
+    let text = pdf_text(&pdf);
+    assert_governors_version(&text, &identifying);
+    assert!(text.contains("Hillside School"), "{text}");
+    let png = dir.path().join("page");
+    let status = std::process::Command::new("pdftoppm")
+        .args(["-png", "-r", "60", "-f", "1", "-l", "1", "-singlefile"])
+        .arg(&pdf)
+        .arg(&png)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let first_page = std::fs::read(dir.path().join("page.png")).unwrap();
+    save_screenshot("report-pdf-page-1.png", &first_page);
+    stop_warden(warden.child);
+}
+
+/// POST the block page's form to `page` as the browser of `host` would, from `source`:
+/// the status.
+async fn file_request(source: &str, page: SocketAddr, host: &str, what: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
+    let mut stream = tokio::time::timeout(Duration::from_secs(10), socket.connect(page))
+        .await
+        .unwrap()
+        .unwrap();
+    let body = format!("what={}&name=", what.replace(' ', "+"));
+    let head = format!(
+        "POST /request HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(body.as_bytes()).await.unwrap();
+    let mut reply = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut reply)).await;
+    let text = String::from_utf8_lossy(&reply);
+    text.split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {text:?}"))
+}
+
+/// Requests in the audit database.
+fn request_rows(db: &Path) -> i64 {
+    rusqlite::Connection::open(db)
+        .unwrap()
+        .query_row("SELECT count(*) FROM unblock_requests", [], |r| r.get(0))
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_from_the_block_page_is_approved_for_its_group_and_the_site_resolves() {
+    let (upstream, upstream_addr, _token) = start_upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dashboard_config(dir.path(), upstream_addr);
+    // Blocked names answer the block page's address; pupils (default) and staff both
+    // block adult; 127.0.0.9 is a member of staff.
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace(
+            "[blocking]\n",
+            "[blocking]\nresponse = \"ip\"\nblock_ip = [\"127.0.0.1\"]\n",
+        )
+        .replace(
+            "organisation = \"Hillside School\"\n",
+            "organisation = \"Hillside School\"\ncontact = \"Ms Patel\"\nblock_page = \"127.0.0.1:0\"\n",
+        )
+        + "[groups.default]\nblock = [\"adult\"]\n[groups.staff]\nblock = [\"adult\"]\n\
+           [[clients]]\ncidr = \"127.0.0.9\"\ngroup = \"staff\"\n";
+    std::fs::write(&path, text).unwrap();
+    let warden = spawn_warden_full(&path, &[]);
+    let admin = warden.admin.expect("admin address logged");
+    let db = dir.path().join("data/audit.sqlite");
+    let log = warden.log_text();
+    let page: SocketAddr = log
+        .split("block page on http://")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .and_then(|addr| addr.parse().ok())
+        .unwrap_or_else(|| panic!("the block page's address is logged:\n{log}"));
+
+    // A pupil's browser lands on the block page for blocked.test and files a request.
+    let rules =
+        "--host-resolver-rules=MAP blocked.test 127.0.0.1,MAP locked.test 127.0.0.1".to_string();
+    let browser = Browser::start_with(&[rules], serde_json::json!({})).await;
+    browser
+        .goto(&format!("http://blocked.test:{}/", page.port()))
+        .await
+        .unwrap();
+    let text = browser.text().await;
+    assert!(
+        text.contains("blocked.test is blocked")
+            && text.contains("Think this was blocked wrongly?"),
+        "{text}"
+    );
+    browser
+        .type_into("#what", "Our history homework on the Tudors")
+        .await;
+    browser.type_into("#name", "Sam").await;
+    browser
+        .click_and_wait("form[action='/request'] button")
+        .await;
+    let text = browser.text().await;
+    assert!(
+        text.contains("Request sent") && text.contains("number 1"),
+        "{text}"
+    );
+    // A locked category offers no form, and takes no request.
+    browser
+        .goto(&format!("http://locked.test:{}/", page.port()))
+        .await
+        .unwrap();
+    let text = browser.text().await;
+    assert!(
+        text.contains("cannot be unblocked on request") && text.contains("Ms Patel"),
+        "{text}"
+    );
+    assert!(!text.contains("Think this was blocked wrongly?"), "{text}");
+    assert_eq!(
+        file_request("127.0.0.1", page, "locked.test", "please").await,
+        403
+    );
+    assert_eq!(request_rows(&db), 1);
+
+    // The admin approves it for the pupil's group.
+    sign_in(&browser, admin, "admin", ADMIN_PASSWORD).await;
+    browser.open(admin, "/requests").await;
+    let text = browser.text().await;
+    assert!(
+        text.contains("Request 1: blocked.test")
+            && text.contains("Our history homework on the Tudors")
+            && text.contains("Sam"),
+        "{text}"
+    );
+    browser.click_and_wait("form.approve button").await;
+    let text = browser.text().await;
+    assert!(
+        text.contains("blocked.test is now allowed (request 1)"),
+        "{text}"
+    );
+
+    // The pupil's next visit resolves; staff, another group, are still blocked.
+    let before = upstream.count("blocked.test.");
+    let answer = udp(warden.dns, "blocked.test.", RecordType::A, true).await;
+    assert_eq!(ede(&answer), None, "{answer:?}");
+    assert_eq!(upstream.count("blocked.test."), before + 1, "forwarded");
+    let staff = udp_from(
+        "127.0.0.9".parse().unwrap(),
+        warden.dns,
+        "blocked.test.",
+        RecordType::A,
+    )
+    .await;
+    assert!(ede(&staff).is_some(), "still blocked for staff: {staff:?}");
+    // The entry says why, and for whom.
+    browser.open(admin, "/admin").await;
+    let text = browser.text().await;
+    assert!(
+        text.contains("group default")
+            && text.contains("request 1 from the block page: Our history homework"),
+        "{text}"
+    );
+    browser.open(admin, "/").await;
+    browser.click_and_wait("header form button").await;
+
+    // The lead sees the decision.
+    sign_in(&browser, admin, "lead", LEAD_PASSWORD).await;
+    browser.open(admin, "/requests").await;
+    let text = browser.text().await;
+    assert!(
+        text.contains("None waiting") && text.contains("approved (group default)"),
+        "{text}"
+    );
+    browser.quit().await;
+
+    // Twenty requests from one device in a minute are limited; another device is not.
+    let mut statuses = Vec::new();
+    for _ in 0..20 {
+        statuses.push(file_request("127.0.0.1", page, "tracker.test", "for a lesson").await);
+    }
+    let accepted = statuses.iter().filter(|s| **s == 200).count();
+    let limited = statuses.iter().filter(|s| **s == 429).count();
+    assert!(
+        accepted <= 5 && limited >= 15 && accepted + limited == 20,
+        "{statuses:?}"
+    );
+    assert_eq!(request_rows(&db), 1 + accepted as i64);
+    assert_eq!(
+        file_request("127.0.0.5", page, "tracker.test", "for a lesson").await,
+        200
+    );
+    stop_warden(warden.child);
+}

@@ -17,7 +17,7 @@ use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 use reqwest::header::{HeaderName, HeaderValue};
 
 use super::error::AlertError;
-use super::message::{Message, Wording};
+use super::message::Letter;
 use crate::config::{Config, StartTls};
 
 /// How long one delivery attempt may take, connection included.
@@ -90,11 +90,11 @@ impl Channel {
     }
 
     /// One attempt, bounded by [`ATTEMPT_TIMEOUT`].
-    pub async fn send(&self, message: &Message, wording: &Wording) -> Result<(), DeliveryError> {
+    pub async fn send(&self, letter: &Letter) -> Result<(), DeliveryError> {
         let attempt = async {
             match self {
-                Channel::Webhook(w) => w.send(message, wording).await,
-                Channel::Email(e) => e.send(message, wording).await,
+                Channel::Webhook(w) => w.send(letter).await,
+                Channel::Email(e) => e.send(letter).await,
             }
         };
         tokio::time::timeout(ATTEMPT_TIMEOUT, attempt)
@@ -111,9 +111,9 @@ pub(crate) struct Webhook {
 }
 
 impl Webhook {
-    async fn send(&self, message: &Message, wording: &Wording) -> Result<(), DeliveryError> {
+    async fn send(&self, letter: &Letter) -> Result<(), DeliveryError> {
         let url = shown_url(&self.url);
-        let mut request = self.client.post(&self.url).json(&message.json(wording));
+        let mut request = self.client.post(&self.url).json(&letter.json);
         if let Some((name, value)) = self.auth_header()? {
             request = request.header(name, value);
         }
@@ -173,20 +173,20 @@ pub(crate) struct Email {
 }
 
 impl Email {
-    async fn send(&self, message: &Message, wording: &Wording) -> Result<(), DeliveryError> {
+    async fn send(&self, letter: &Letter) -> Result<(), DeliveryError> {
         let failed = |reason: String| DeliveryError::Email {
             host: format!("{}:{}", self.host, self.port),
             reason,
         };
         let mut builder = lettre::Message::builder()
             .from(self.from.clone())
-            .subject(message.subject())
+            .subject(letter.subject.clone())
             .header(ContentType::TEXT_PLAIN);
         for to in &self.to {
             builder = builder.to(to.clone());
         }
         let email = builder
-            .body(message.text(wording))
+            .body(letter.text.clone())
             .map_err(|e| failed(e.to_string()))?;
         // Built per attempt (alerts are rare): the password file is read now, so a
         // changed password is used without a restart.

@@ -38,6 +38,15 @@ impl Kind {
     }
 }
 
+/// What a channel sends: an email's subject and text, a webhook's JSON (whose `text`
+/// is the email's).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Letter {
+    pub subject: String,
+    pub text: String,
+    pub json: serde_json::Value,
+}
+
 /// One message to the lead, sent on every channel.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
@@ -69,6 +78,15 @@ impl Message {
             key: held.key,
             sightings,
             more: held.more,
+        }
+    }
+
+    /// The message as the channels send it.
+    pub fn letter(&self, wording: &Wording) -> Letter {
+        Letter {
+            subject: self.subject(),
+            text: self.text(wording),
+            json: self.json(wording),
         }
     }
 

@@ -33,6 +33,7 @@ pub mod db;
 mod error;
 pub mod limit;
 pub mod message;
+pub mod notice;
 pub mod sighting;
 
 pub use self::error::AlertError;
@@ -48,6 +49,9 @@ use tokio_util::sync::CancellationToken;
 use self::channel::Channel;
 use self::limit::{Limiter, Offer};
 use self::message::{Kind, Message, Wording};
+use self::notice::backoff;
+#[cfg(test)]
+use self::notice::MAX_BACKOFF;
 use self::sighting::Key;
 use crate::audit::store::Retention;
 use crate::audit::{before, rfc3339, AuditError, Store};
@@ -56,8 +60,6 @@ use crate::engine::Engine;
 use crate::metrics::Metrics;
 use crate::sync::lock;
 
-/// Retries never wait longer than this between two attempts.
-const MAX_BACKOFF: Duration = Duration::from_secs(600);
 /// Events older than this when first read are not alerted (only reviewable).
 const STALE: Duration = Duration::from_secs(24 * 3600);
 /// Events read per query.
@@ -461,12 +463,6 @@ impl Drop for InFlight {
     }
 }
 
-/// The wait after failed attempt number `attempt` (1, 2, …): `base`, doubling, capped.
-fn backoff(base: Duration, attempt: u32) -> Duration {
-    base.saturating_mul(1u32 << attempt.saturating_sub(1).min(20))
-        .min(MAX_BACKOFF)
-}
-
 /// Try `message` on `channel` until it is delivered or `deadline` would pass, recording
 /// every attempt.
 async fn run_delivery(
@@ -478,7 +474,7 @@ async fn run_delivery(
 ) {
     let shared = flight.shared.clone();
     loop {
-        let result = channel.send(&message, &shared.wording).await;
+        let result = channel.send(&message.letter(&shared.wording)).await;
         attempt += 1;
         let delay = backoff(shared.retry_backoff, attempt);
         let outcome = match &result {

@@ -156,12 +156,22 @@ impl Store {
                 .map_err(err)?;
             step.signins = n as u64;
             run.signins_done = n < room;
+            // Requests to unblock a site say who asked: blanked at the same age (what
+            // was asked and decided stays, for the review).
+            tx.prepare_cached(DUE_REQUESTS)
+                .and_then(|mut s| s.execute(params![due]))
+                .map_err(err)?;
         }
         tx.commit().map_err(err)?;
         step.done = run.sets.is_empty() && run.signins_done;
         Ok(step)
     }
 }
+
+/// Blank who asked in requests to unblock a site filed before `?1`
+/// ([`crate::requests`]).
+const DUE_REQUESTS: &str = "UPDATE unblock_requests SET client_ip = '', device = NULL, \
+     requester = NULL WHERE at < ?1 AND (client_ip <> '' OR device IS NOT NULL OR requester IS NOT NULL)";
 
 /// Purge up to `limit` due rows of category set `categories` (expiry `due`); returns
 /// how many.

@@ -58,7 +58,7 @@ const GENESIS: &str = "000000000000000000000000000000000000000000000000000000000
 
 /// The layout version, kept in SQLite's `user_version`. Bump it when the schema changes,
 /// and add the step from the previous version to [`MIGRATIONS`].
-const SCHEMA_VERSION: i64 = 11;
+const SCHEMA_VERSION: i64 = 12;
 
 const SCHEMA: &str = r#"
 CREATE TABLE events (
@@ -536,8 +536,43 @@ CREATE TABLE config_changes (
 );
 "#;
 
+/// v12: the self-test's results (`crate::selftest`): one row per run, with what failed,
+/// for the dashboard and the annual review (no personal data); and the requests to
+/// unblock a site filed from the block page (`crate::requests`), whose address, device
+/// and name are personal data, blanked with the audit log's retention.
+const SCHEMA_V12: &str = r#"
+CREATE TABLE unblock_requests (
+    id INTEGER PRIMARY KEY,
+    at TEXT NOT NULL,
+    client_ip TEXT NOT NULL,
+    device TEXT,
+    grp TEXT NOT NULL,
+    site TEXT NOT NULL,
+    categories TEXT NOT NULL,
+    what TEXT NOT NULL,
+    requester TEXT,
+    state TEXT NOT NULL DEFAULT 'open' CHECK (state IN ('open', 'approved', 'declined')),
+    decided_at TEXT,
+    decided_by TEXT,
+    note TEXT,
+    allow_group TEXT,
+    allow_until TEXT
+);
+CREATE INDEX unblock_requests_state ON unblock_requests(state, id);
+CREATE INDEX unblock_requests_at ON unblock_requests(at);
+CREATE TABLE selftest_runs (
+    id INTEGER PRIMARY KEY,
+    at TEXT NOT NULL,
+    trigger TEXT NOT NULL,
+    passed INTEGER NOT NULL,
+    total INTEGER NOT NULL,
+    failures TEXT NOT NULL
+);
+CREATE INDEX selftest_runs_at ON selftest_runs(at);
+"#;
+
 /// `(from version, SQL)`: the step that takes a log from `from` to `from + 1`.
-fn migrations() -> [(i64, String); 10] {
+fn migrations() -> [(i64, String); 11] {
     [
         (1, SCHEMA_V2.to_string()),
         (2, schema_v3()),
@@ -549,6 +584,7 @@ fn migrations() -> [(i64, String); 10] {
         (8, SCHEMA_V9.to_string()),
         (9, SCHEMA_V10.to_string()),
         (10, SCHEMA_V11.to_string()),
+        (11, SCHEMA_V12.to_string()),
     ]
 }
 
@@ -725,7 +761,7 @@ impl Store {
                     // One transaction: a crash cannot leave tables without their version.
                     c.execute_batch(&format!(
                         "BEGIN; {SCHEMA} {SCHEMA_V2} {} {SCHEMA_V4} {} {} {} {SCHEMA_V8} \
-                         {SCHEMA_V9} {SCHEMA_V10} {SCHEMA_V11} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;",
+                         {SCHEMA_V9} {SCHEMA_V10} {SCHEMA_V11} {SCHEMA_V12} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;",
                         schema_v3(),
                         schema_v5(),
                         schema_v6(),
@@ -1479,7 +1515,7 @@ mod tests {
             .unwrap();
             // Back to version 2: what the rows held before versions 3 and 4 existed.
             c.execute_batch(&format!(
-                "{V11_UNDO} {V10_UNDO} {V9_UNDO} {} {V6_UNDO} {V5_UNDO} {V4_UNDO} PRAGMA user_version = 3;",
+                "{V12_UNDO} {V11_UNDO} {V10_UNDO} {V9_UNDO} {} {V6_UNDO} {V5_UNDO} {V4_UNDO} PRAGMA user_version = 3;",
                 v7_undo()
             ))
             .unwrap();
@@ -1558,9 +1594,15 @@ mod tests {
         for (version, undo) in [
             (
                 5,
-                format!("{V11_UNDO} {V10_UNDO} {V9_UNDO} {} {V6_UNDO}", v7_undo()),
+                format!(
+                    "{V12_UNDO} {V11_UNDO} {V10_UNDO} {V9_UNDO} {} {V6_UNDO}",
+                    v7_undo()
+                ),
             ),
-            (6, format!("{V11_UNDO} {V10_UNDO} {V9_UNDO} {}", v7_undo())),
+            (
+                6,
+                format!("{V12_UNDO} {V11_UNDO} {V10_UNDO} {V9_UNDO} {}", v7_undo()),
+            ),
         ] {
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("old.sqlite");
@@ -1615,6 +1657,7 @@ mod tests {
     }
 
     /// Takes a version 9 log back to version 8: no reviews from the fleet dashboard.
+    const V12_UNDO: &str = "DROP TABLE selftest_runs; DROP TABLE unblock_requests;";
     const V11_UNDO: &str = "DROP TABLE second_factor_uses; DROP TABLE config_changes;";
     const V10_UNDO: &str = "DROP INDEX events_user; ALTER TABLE events DROP COLUMN mac; \
          ALTER TABLE events DROP COLUMN user_name; ALTER TABLE events DROP COLUMN sources;";
@@ -1657,7 +1700,7 @@ mod tests {
                     store
                         .conn()
                         .execute_batch(&format!(
-                            "{V11_UNDO} {V10_UNDO} {V9_UNDO} {V8_UNDO} PRAGMA user_version = 7;"
+                            "{V12_UNDO} {V11_UNDO} {V10_UNDO} {V9_UNDO} {V8_UNDO} PRAGMA user_version = 7;"
                         ))
                         .unwrap();
                 }
@@ -1712,7 +1755,7 @@ mod tests {
                 .execute_batch(&format!(
                     "INSERT INTO signins (at, user, client_ip, result) \
                      VALUES ('2026-01-01T00:00:00Z', 'lead', '10.0.0.1', 'ok'); \
-                     {V11_UNDO} {V10_UNDO} {V9_UNDO} {} {V6_UNDO} {V5_UNDO} {V4_UNDO} PRAGMA user_version = 3;",
+                     {V12_UNDO} {V11_UNDO} {V10_UNDO} {V9_UNDO} {} {V6_UNDO} {V5_UNDO} {V4_UNDO} PRAGMA user_version = 3;",
                     v7_undo()
                 ))
                 .unwrap();

@@ -118,7 +118,31 @@ impl<'a> Validator<'a> {
         self.check_alerts(config)?;
         self.check_email(config)?;
         self.check_fleet(config)?;
+        self.check_selftest(config)?;
         self.check_blocking(config)
+    }
+
+    /// `[selftest]` checks defined groups; each canary is a name that can be asked.
+    fn check_selftest(&self, config: &Config) -> Result<(), ConfigError> {
+        for group in &config.selftest.groups {
+            self.group_exists(config, group, "[selftest] groups")?;
+        }
+        for (name, category) in &config.categories {
+            let Some(canary) = &category.canary else {
+                continue;
+            };
+            let text = canary.get_ref().trim_end_matches('.');
+            if !valid_hostname(text) || !text.contains('.') {
+                return self.error(
+                    canary.span(),
+                    format!(
+                        "[categories.{name}] canary {:?} is not a domain name (like \"canary.example.org\")",
+                        canary.get_ref()
+                    ),
+                );
+            }
+        }
+        Ok(())
     }
 
     /// `[fleet]`: a PostgreSQL URL without a password (it would be logged), TLS unless
@@ -454,6 +478,9 @@ impl<'a> Validator<'a> {
         for (group, settings) in &config.groups {
             for category in &settings.block {
                 self.category_exists(config, category, &format!("group {group:?} blocks"))?;
+            }
+            for category in &settings.required {
+                self.category_exists(config, category, &format!("group {group:?} requires"))?;
             }
             if !settings.circumvention.get_ref() && locked(CIRCUMVENTION) {
                 return self.error(

@@ -24,6 +24,7 @@ mod fleet;
 mod identity;
 mod lists;
 mod policy;
+mod selftest;
 mod server;
 mod upstream;
 mod value;
@@ -57,6 +58,7 @@ pub use policy::{
     CategoryConfig, ClientConfig, GroupConfig, ScheduleConfig, YouTubeMode, ALERT_BY_DEFAULT,
     CIRCUMVENTION, MAX_CATEGORIES,
 };
+pub use selftest::SelfTestConfig;
 pub use server::{
     LimitAction, RateLimitConfig, ServerConfig, DEFAULT_TCP_CONNECTIONS,
     DEFAULT_TCP_CONNECTIONS_PER_CLIENT,
@@ -159,6 +161,9 @@ pub struct Config {
     /// `[[devices]]`: enrolled devices and their IDs (`warden device add` writes these).
     #[serde(default)]
     pub devices: Vec<DeviceConfig>,
+    /// `[selftest]`: Warden checking its own filtering, every few minutes.
+    #[serde(default)]
+    pub selftest: SelfTestConfig,
     /// Folder of the config file: relative list paths start here. Not part of the file.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -319,6 +324,36 @@ impl Config {
                 .join(LOCAL_ALLOW_OFF)
                 .exists()
         })
+    }
+
+    /// Where the dashboard keeps allow entries for one group only: beside
+    /// `[dashboard] allow_file`, named after the group (`allow-dashboard-pupils.txt`), any
+    /// character that a file name should not hold written as `%XX`.
+    pub fn group_allow_file(&self, group: &str) -> PathBuf {
+        let main = self.resolve(&self.dashboard.allow_file);
+        let stem = main.file_stem().map_or("allow-dashboard".into(), |s| {
+            s.to_string_lossy().into_owned()
+        });
+        let safe: String = group
+            .chars()
+            .map(|c| match c {
+                'a'..='z' | 'A'..='Z' | '0'..='9' | '-' | '_' => c.to_string(),
+                other => format!("%{:02X}", u32::from(other)),
+            })
+            .collect();
+        let name = match main.extension() {
+            Some(ext) => format!("{stem}-{safe}.{}", ext.to_string_lossy()),
+            None => format!("{stem}-{safe}"),
+        };
+        main.with_file_name(name)
+    }
+
+    /// The names of every group (the default one alone when none is configured).
+    pub fn group_names(&self) -> Vec<String> {
+        if self.groups.is_empty() {
+            return vec![self.default_group().to_string()];
+        }
+        self.groups.keys().cloned().collect()
     }
 
     /// The default group's name (`[server] default_group`).

@@ -35,6 +35,10 @@ pub struct CategoryConfig {
     /// for self-harm).
     #[serde(default)]
     pub signpost: String,
+    /// A name on this category's lists that the self-test asks for to see it blocked
+    /// (none: one is taken from the lists, which a hashed list cannot give).
+    #[serde(default)]
+    pub canary: Option<Spanned<String>>,
 }
 
 impl CategoryConfig {
@@ -79,6 +83,10 @@ pub struct GroupConfig {
     /// How this group's blocked names are answered (default: `[blocking] response`).
     #[serde(default)]
     pub block_response: Option<BlockResponse>,
+    /// Categories this group must always block (the locked ones are required anyway):
+    /// the self-test fails while the group does not.
+    #[serde(default)]
+    pub required: Vec<Spanned<String>>,
 }
 
 /// YouTube's restricted modes.

@@ -32,16 +32,27 @@ impl AllowEdit {
     }
 }
 
-/// Edit the allow file with `edit` (the new text and the changes it makes), reload, and
-/// record each change as `by`'s. If the reload fails the file is put back, so the file
+/// Where the allow entries of `group` are kept: the file for every group (`None`), or
+/// that group's own.
+pub(crate) fn allow_file_of(config: &Config, group: Option<&str>) -> std::path::PathBuf {
+    match group {
+        Some(group) => config.group_allow_file(group),
+        None => allow_file(config),
+    }
+}
+
+/// Edit the allow file of `group` (`None`: every group's) with `edit` (the new text and
+/// the changes it makes), reload, and record each change as `by`'s (a group's change
+/// says which group in its reason). If the reload fails the file is put back, so the file
 /// and the rules in force never disagree. Returns how many changes were made.
 pub(crate) async fn change_allow_file(
     d: &Dashboard,
     by: &str,
+    group: Option<&str>,
     edit: impl FnOnce(&str) -> Result<(String, Vec<AllowEdit>), PageError>,
 ) -> Result<usize, PageError> {
     let _one_at_a_time = d.allow_edit.lock().await;
-    let path = allow_file(&d.engine().config);
+    let path = allow_file_of(&d.engine().config, group);
     let before = allow::read(&path).map_err(|e| PageError::Internal(e.to_string()))?;
     let (after, edits) = edit(&before)?;
     if edits.is_empty() {
@@ -70,7 +81,10 @@ pub(crate) async fn change_allow_file(
                 by: by.to_string(),
                 action: e.action.to_string(),
                 name: e.name,
-                reason: e.reason,
+                reason: match group {
+                    Some(group) => format!("for group {group} only: {}", e.reason),
+                    None => e.reason,
+                },
             }
         })
         .collect();

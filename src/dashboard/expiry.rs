@@ -39,9 +39,23 @@ pub(crate) async fn run(d: Arc<Dashboard>, stop: CancellationToken) {
     }
 }
 
-/// Take out the entries ended by `now`; how many were.
+/// Take out the entries ended by `now`, from the file for every group and each group's
+/// own; how many were.
 pub(super) async fn sweep(d: &Dashboard, now: SystemTime) -> Result<usize, PageError> {
-    change_allow_file(d, BY, |text| {
+    let mut ended = sweep_file(d, None, now).await?;
+    for group in d.engine().config.group_names() {
+        ended += sweep_file(d, Some(&group), now).await?;
+    }
+    Ok(ended)
+}
+
+/// Take out the entries of `group`'s file ended by `now`.
+async fn sweep_file(
+    d: &Dashboard,
+    group: Option<&str>,
+    now: SystemTime,
+) -> Result<usize, PageError> {
+    change_allow_file(d, BY, group, |text| {
         let mut after = text.to_string();
         let mut edits = Vec::new();
         for (name, comment) in allow::ended(text, now) {

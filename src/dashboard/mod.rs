@@ -23,12 +23,14 @@ pub mod auth;
 mod backend;
 pub mod chart;
 mod expiry;
-use self::allow_edit::{allow_file, change_allow_file, AllowEdit};
+use self::allow_edit::{change_allow_file, AllowEdit};
 pub(crate) use self::expiry::run as end_allow_entries_at_their_date;
 mod export;
 mod extract;
 pub mod pages;
 mod policy;
+mod report_page;
+mod requests_page;
 pub mod second_factor;
 pub mod signin;
 mod state;
@@ -78,6 +80,9 @@ pub fn routes(dashboard: Arc<Dashboard>) -> Router {
         .route("/admin", get(admin_page))
         .route("/admin/allow", post(allow_add))
         .route("/admin/allow/remove", post(allow_remove))
+        .route("/report", get(report_page::page))
+        .route("/requests", get(requests_page::page))
+        .route("/requests/{id}", post(requests_page::decide))
         .route("/policy", get(policy::page))
         .route("/policy/add", post(policy::add))
         .route("/policy/remove", post(policy::remove))
@@ -99,8 +104,11 @@ pub(crate) async fn security_headers(mut response: Response) -> Response {
         (header::X_FRAME_OPTIONS, "DENY"),
         (header::REFERRER_POLICY, "no-referrer"),
     ];
+    // A page that sets its own policy keeps it (the report: its inline style by hash).
     for (name, value) in set {
-        headers.insert(name, HeaderValue::from_static(value));
+        headers
+            .entry(name)
+            .or_insert(HeaderValue::from_static(value));
     }
     headers
         .entry(header::CACHE_CONTROL)
@@ -176,6 +184,9 @@ struct OverviewQuery {
     site: Option<String>,
 }
 
+/// Self-test runs listed on the overview.
+const SELFTEST_RUNS_SHOWN: u32 = 12;
+
 async fn overview(
     State(d): State<Arc<Dashboard>>,
     Signed(session): Signed,
@@ -212,6 +223,21 @@ async fn overview(
         true => Vec::new(),
         false => list_health(&engine, &d.metrics, now),
     };
+    // So is the self-test: the trust's dashboard has no listener of its own.
+    let (selftest, requests_waiting) = match d.backend.is_fleet() {
+        true => (None, None),
+        false => {
+            let (runs, waiting) = d
+                .db(|s| {
+                    Ok((
+                        crate::selftest::history::recent(s, "", SELFTEST_RUNS_SHOWN)?,
+                        crate::requests::open_count(s)?,
+                    ))
+                })
+                .await?;
+            (Some(runs), Some(waiting))
+        }
+    };
     // A governor's overview is counts only: the rows that name a device are not sent.
     let (serious_rows, top_devices) = match session.role.sees_people() {
         true => (&data.serious[..], &data.top_devices[..]),
@@ -228,6 +254,8 @@ async fn overview(
         fleet,
         sites: data.sites.as_deref(),
         only: only.as_deref().filter(|_| d.backend.is_fleet()),
+        selftest: selftest.as_deref(),
+        requests_waiting: requests_waiting.filter(|_| session.role.sees_people()),
     };
     Ok(html(pages::overview(
         &page,
@@ -631,6 +659,21 @@ struct AdminQuery {
     done: Option<String>,
 }
 
+/// The dashboard's allow entries, for every group and each group's own: (group or
+/// empty, name, comment).
+fn every_allow_entry(config: &Config) -> Result<Vec<(String, String, String)>, PageError> {
+    let mut out = Vec::new();
+    let files = std::iter::once(None).chain(config.group_names().into_iter().map(Some));
+    for group in files {
+        let path = allow_edit::allow_file_of(config, group.as_deref());
+        let text = allow::read(&path).map_err(|e| PageError::Internal(e.to_string()))?;
+        for (name, note) in allow::entries(&text) {
+            out.push((group.clone().unwrap_or_default(), name, note));
+        }
+    }
+    Ok(out)
+}
+
 async fn admin_page(
     State(d): State<Arc<Dashboard>>,
     Admin(session): Admin,
@@ -639,9 +682,7 @@ async fn admin_page(
     let notice = query(parsed)?.done;
     not_on_the_fleet_dashboard(&d)?;
     let engine = d.engine();
-    let text =
-        allow::read(&allow_file(&engine.config)).map_err(|e| PageError::Internal(e.to_string()))?;
-    let entries = allow::entries(&text);
+    let entries = every_allow_entry(&engine.config)?;
     let (changes, signins, config_changes) = d
         .db(|s| {
             Ok((
@@ -667,6 +708,7 @@ async fn admin_page(
         local_allow: engine.config.local_allow_permitted(),
         review_before: SystemTime::now() - std::time::Duration::from_secs(365 * 86_400),
         config_changes: &config_changes,
+        groups: &engine.config.group_names(),
     };
     Ok(html(pages::admin(
         &view,
@@ -685,6 +727,23 @@ struct AllowForm {
     /// one that stays until removed.
     #[serde(default)]
     until: String,
+    /// The group whose own entry it is (empty: the entries for every group).
+    #[serde(default)]
+    group: String,
+}
+
+/// The group a form names (`None` for every group), which must be one of `config`'s.
+fn form_group<'f>(config: &Config, group: &'f str) -> Result<Option<&'f str>, PageError> {
+    let group = group.trim();
+    if group.is_empty() {
+        return Ok(None);
+    }
+    if !config.group_names().iter().any(|g| g == group) {
+        return Err(PageError::BadRequest(format!(
+            "There is no group {group:?}."
+        )));
+    }
+    Ok(Some(group))
 }
 
 /// Longest an entry with an end may last: beyond a year it is a standing decision, and
@@ -773,6 +832,25 @@ async fn allow_add(
     SignedForm(session, f): SignedForm<AllowForm>,
 ) -> PageResult {
     let (name, reason) = check_allow_form(&d, &session, &f)?;
+    let group = form_group(&d.engine().config, &f.group)?;
+    add_allow_entry(&d, &session.user, &name, &reason, &f.until, group).await?;
+    Ok(redirect(&format!(
+        "/admin?done={}",
+        pages::urlencode(&format!("{name} is now allowed."))
+    )))
+}
+
+/// Allow `name` for `group` (`None`: every group) as `user`'s entry with `reason`, until
+/// the end of the day `until` if one is given (`YYYY-MM-DD`). Refused for a name on a
+/// locked list, one already allowed there, or when the trust keeps allow entries.
+pub(crate) async fn add_allow_entry(
+    d: &Dashboard,
+    user: &str,
+    name: &str,
+    reason: &str,
+    until: &str,
+    group: Option<&str>,
+) -> Result<(), PageError> {
     let engine = d.engine();
     if !engine.config.local_allow_permitted() {
         return Err(PageError::Forbidden(
@@ -784,7 +862,7 @@ async fn allow_add(
     // A locked (statutory) list always wins over an allow entry: refuse to pretend.
     if let Some(block) = engine
         .matcher
-        .lookup(&name, engine.matcher.all_categories())
+        .lookup(name, engine.matcher.all_categories())
         .block()
     {
         if block.locked {
@@ -796,27 +874,23 @@ async fn allow_add(
         }
     }
     let now = SystemTime::now();
-    let comment = match allow_until(&f.until, now, localtime::zone(&engine.config))? {
+    let comment = match allow_until(until, now, localtime::zone(&engine.config))? {
         Some(end) => format!(
-            "{} by {} until {}: {reason}",
+            "{} by {user} until {}: {reason}",
             rfc3339(now),
-            session.user,
             rfc3339(end)
         ),
-        None => format!("{} by {}: {reason}", rfc3339(now), session.user),
+        None => format!("{} by {user}: {reason}", rfc3339(now)),
     };
-    change_allow_file(&d, &session.user, |text| {
+    change_allow_file(d, user, group, |text| {
         if allow::entries(text).iter().any(|(n, _)| *n == name) {
             return Err(PageError::Conflict(format!("{name} is already allowed.")));
         }
-        let change = AllowEdit::new("add", &name, &reason);
-        Ok((allow::with_entry(text, &name, &comment), vec![change]))
+        let change = AllowEdit::new("add", name, reason);
+        Ok((allow::with_entry(text, name, &comment), vec![change]))
     })
     .await?;
-    Ok(redirect(&format!(
-        "/admin?done={}",
-        pages::urlencode(&format!("{name} is now allowed."))
-    )))
+    Ok(())
 }
 
 async fn allow_remove(
@@ -824,7 +898,8 @@ async fn allow_remove(
     SignedForm(session, f): SignedForm<AllowForm>,
 ) -> PageResult {
     let (name, reason) = check_allow_form(&d, &session, &f)?;
-    change_allow_file(&d, &session.user, |text| {
+    let group = form_group(&d.engine().config, &f.group)?;
+    change_allow_file(&d, &session.user, group, |text| {
         let after = allow::without_entry(text, &name).ok_or_else(|| {
             PageError::NotFound(format!("{name} is not in the dashboard's allow list."))
         })?;

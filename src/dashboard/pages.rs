@@ -72,8 +72,10 @@ pub fn layout(title: &str, org: &str, session: Option<&Session>, body: Markup) -
                     @if let Some(s) = session {
                         nav aria-label="Main" {
                             a href="/" { "Overview" }
+                            a href="/report" { "Report" }
                             @if s.role.sees_people() {
                                 a href="/events" { "Events" }
+                                a href="/requests" { "Requests" }
                                 a href="/policy" { "Policy" }
                             }
                             @if s.role == Role::Admin { a href="/admin" { "Admin" } }
@@ -160,6 +162,10 @@ pub struct Overview<'a> {
     pub sites: Option<&'a [SiteState]>,
     /// On the fleet dashboard: the one site shown, when one was asked for.
     pub only: Option<&'a str>,
+    /// This Warden's latest self-test runs, newest first (none on the fleet dashboard).
+    pub selftest: Option<&'a [crate::selftest::history::RunSummary]>,
+    /// Requests to unblock a site waiting for a decision (lead and admin only).
+    pub requests_waiting: Option<i64>,
 }
 
 /// How far this site's audit log has reached the trust's central store.
@@ -185,6 +191,10 @@ pub fn overview(o: &Overview<'_>, org: &str, session: &Session, serious: &[Strin
             @if let Some(site) = o.only {
                 p { "Showing " strong { (site) } " only. " a href="/" { "Show every site" } }
             }
+            @if let Some(n) = o.requests_waiting.filter(|n| *n > 0) {
+                p { a href="/requests" { (n) " request" @if n != 1 { "s" } " to unblock a site waiting for a decision" } }
+            }
+            @if let Some(runs) = o.selftest { (selftest_section(runs, o.tz)) }
             @if session.role.sees_people() {
             h2 { "Serious blocks to review" }
             @if o.serious.is_empty() {
@@ -231,6 +241,38 @@ pub fn overview(o: &Overview<'_>, org: &str, session: &Session, serious: &[Strin
             @if let Some(f) = &o.fleet { (fleet_state(f, o.tz)) }
         },
     )
+}
+
+/// "Filtering checked at 10:42: 14 of 14 checks pass", what fails now, and the latest
+/// runs.
+fn selftest_section(runs: &[crate::selftest::history::RunSummary], tz: Tz) -> Markup {
+    html! {
+        h2 { "Filtering self-test" }
+        @match runs.first() {
+            None => p { "Filtering not checked yet: the first check runs soon after Warden starts." },
+            Some(last) => {
+                p {
+                    @let words = format!("Filtering checked at {}: {} of {} checks pass", when(&last.at, tz), last.passed, last.total);
+                    @if last.ok() { (words) "." } @else { span.serious { (words) "." } }
+                }
+                @if !last.ok() {
+                    ul { @for f in &last.failures { li { strong { (f.label()) } ": " (f.detail) } } }
+                }
+                details {
+                    summary { "The latest " (runs.len()) " checks" }
+                    div.scroll { table {
+                        thead { tr { th scope="col" { "When" } th scope="col" { "Why" } th scope="col" { "Result" } } }
+                        tbody { @for r in runs {
+                            tr {
+                                td { (when(&r.at, tz)) } td { (r.trigger) }
+                                td { @if r.ok() { (r.passed) " of " (r.total) " pass" } @else { span.serious { (r.total - r.passed) " of " (r.total) " fail" } } }
+                            }
+                        } }
+                    } }
+                }
+            }
+        }
+    }
 }
 
 /// The fleet overview's sites: each with its blocks per category over the last 30 days
@@ -601,7 +643,8 @@ pub(crate) fn event_detail(d: &Detail<'_>, org: &str, session: &Session) -> Mark
 }
 
 pub struct AdminPage<'a> {
-    pub entries: &'a [(String, String)],
+    /// (group, or empty for every group; name; comment).
+    pub entries: &'a [(String, String, String)],
     pub changes: &'a [AllowChange],
     pub users: &'a [(String, Role)],
     pub signins: &'a [SignIn],
@@ -614,6 +657,8 @@ pub struct AdminPage<'a> {
     pub review_before: std::time::SystemTime,
     /// The latest recorded changes to the config, newest first.
     pub config_changes: &'a [crate::config_history::ConfigChange],
+    /// The groups an entry may be for alone.
+    pub groups: &'a [String],
 }
 
 /// An allow entry's comment (`AT by USER [until END]: REASON`) with its times shown in
@@ -673,15 +718,20 @@ pub fn admin(a: &AdminPage<'_>, org: &str, session: &Session) -> Markup {
                 div.field { label for="name" { "Site (domain name)" } input id="name" name="name" required maxlength="253"; }
                 div.field { label for="reason" { "Reason (recorded with your name)" } input id="reason" name="reason" required maxlength="500"; }
                 div.field { label for="until" { "Until (the last day it holds, for a trip or a lesson; empty: until removed)" } input id="until" name="until" type="date"; }
+                div.field { label for="group" { "For" } select id="group" name="group" {
+                    option value="" { "every group" }
+                    @for g in a.groups { option value=(g) { "group " (g) " only" } }
+                } }
                 button type="submit" { "Allow" }
             } }
             h2 { "Allowed in the dashboard" }
             @if a.entries.is_empty() { p { "None yet." } } @else {
                 div.scroll { table {
-                    thead { tr { th scope="col" { "Site" } th scope="col" { "Added" } th scope="col" { "Remove" } } }
-                    tbody { @for (name, note) in a.entries {
+                    thead { tr { th scope="col" { "Site" } th scope="col" { "For" } th scope="col" { "Added" } th scope="col" { "Remove" } } }
+                    tbody { @for (group, name, note) in a.entries {
                         tr {
                             td { (name) }
+                            td { @if group.is_empty() { "every group" } @else { "group " (group) } }
                             td {
                                 (allow_note(note, a.tz))
                                 @if super::allow::added(note).is_some_and(|t| t < a.review_before) {
@@ -692,8 +742,9 @@ pub fn admin(a: &AdminPage<'_>, org: &str, session: &Session) -> Markup {
                                 form method="post" action="/admin/allow/remove" {
                                     input type="hidden" name="csrf" value=(session.csrf);
                                     input type="hidden" name="name" value=(name);
-                                    label for=(format!("reason-{name}")) { "Reason" }
-                                    input id=(format!("reason-{name}")) name="reason" required maxlength="500";
+                                    input type="hidden" name="group" value=(group);
+                                    label for=(format!("reason-{group}-{name}")) { "Reason" }
+                                    input id=(format!("reason-{group}-{name}")) name="reason" required maxlength="500";
                                     " "
                                     button type="submit" { "Remove" }
                                 }

@@ -28,6 +28,7 @@ pub mod client_id;
 pub mod doh;
 pub mod dot;
 pub mod limit;
+pub mod probe;
 pub mod proxy;
 pub mod server;
 pub mod tasks;
@@ -81,6 +82,8 @@ pub struct Handler {
     cache: AnswerCache,
     /// Who is signed in where (RADIUS, sign-in feeds), shared with their listeners.
     sessions: Arc<Sessions>,
+    /// What marks a query as the self-test's ([`probe`]).
+    probe: probe::ProbeKey,
 }
 
 /// Where the handler reads the time for schedules (tests inject their own).
@@ -109,7 +112,13 @@ impl Handler {
             limiter: limit::RateLimiter::new(),
             devices: limit::RateLimiter::new(),
             sessions: Arc::new(Sessions::new()),
+            probe: probe::ProbeKey::random(),
         }
+    }
+
+    /// The key the self-test marks its queries with ([`probe`]).
+    pub fn probe_key(&self) -> probe::ProbeKey {
+        self.probe.clone()
     }
 
     /// Read sign-ins from `sessions` (which the RADIUS listener and feeds fill).
@@ -166,8 +175,14 @@ impl Handler {
         let engine = self.engine.load_full();
         let carried = carried_by(&engine, request);
         let device_id = arrival.device_id.as_deref();
-        if let Err(refusal) = self.admit(&engine, request.src().ip(), &carried, device_id) {
-            return refusal;
+        let options = edns_options(request);
+        let probe = self
+            .probe
+            .group_in(options.iter().map(|(code, data)| (*code, data.as_slice())));
+        if probe.is_none() {
+            if let Err(refusal) = self.admit(&engine, request.src().ip(), &carried, device_id) {
+                return refusal;
+            }
         }
         // 1. Only standard queries with exactly one IN question are served; anything
         //    else gets the error a resolver would give, before any work is done.
@@ -192,6 +207,7 @@ impl Handler {
             qtype: query.query_type(),
             transport: arrival.transport,
             device_id,
+            probe,
         };
         let cx = QueryContext::new(&engine, asked, &self.clock, &self.sessions);
         Some(self.answer(&cx).await.0)
@@ -207,19 +223,24 @@ impl Handler {
         client: SocketAddr,
         out: &mut Vec<u8>,
     ) -> Now {
-        self.metrics.transport(Transport::Udp);
         let engine = self.engine.load();
         let carried = carried_in(&engine, client, query);
-        if let Err(refusal) = self.admit(&engine, client.ip(), &carried, None) {
-            return self.send_now(query, refusal, out);
+        // The self-test's checks are not devices' queries: not admitted, not counted.
+        let probe = self.probe_in(query);
+        let counted = probe.is_none();
+        if counted {
+            self.metrics.transport(Transport::Udp);
+            if let Err(refusal) = self.admit(&engine, client.ip(), &carried, None) {
+                return self.send_now(query, refusal, counted, out);
+            }
         }
         let Some(qname) = query.name() else {
             return Now::Later;
         };
-        let asked = Asked::udp(client, carried, &qname, query);
+        let asked = Asked::udp(client, carried, &qname, query, probe);
         let cx = QueryContext::new(&engine, asked, &self.clock, &self.sessions);
         match self.decide(&cx) {
-            Step::Reply(reply) => self.send_now(query, Some(reply), out),
+            Step::Reply(reply) => self.send_now(query, Some(reply), counted, out),
             Step::SafeSearch { .. } => Now::Later,
             Step::Forward => {
                 let key = cache::key(cx.who.group_id, cx.active, query);
@@ -229,22 +250,38 @@ impl Handler {
                 {
                     return Now::Later;
                 }
-                self.metrics.answer_cache_hit();
                 self.record_allowed(&cx, "forwarded");
-                self.metrics.query(QueryOutcome::Allowed, Some(cx.qtype));
+                if counted {
+                    self.metrics.answer_cache_hit();
+                    self.metrics.query(QueryOutcome::Allowed, Some(cx.qtype));
+                }
                 Now::Send
             }
         }
     }
 
-    /// Write `reply` (`None`: nothing to send) for the fast path, and count it.
-    fn send_now(&self, query: &wire::Query<'_>, reply: Option<Reply>, out: &mut Vec<u8>) -> Now {
+    /// The group a fast-path query is the self-test's check of, if it is one.
+    fn probe_in<'q>(&self, query: &wire::Query<'q>) -> Option<&'q str> {
+        self.probe.group_in(client_id::options(query.opt_options()))
+    }
+
+    /// Write `reply` (`None`: nothing to send) for the fast path, and count it if
+    /// `counted` (a device's query, not the self-test's).
+    fn send_now(
+        &self,
+        query: &wire::Query<'_>,
+        reply: Option<Reply>,
+        counted: bool,
+        out: &mut Vec<u8>,
+    ) -> Now {
         let qtype = Some(query.record_type());
         let Some(reply) = reply else {
             self.metrics.query(QueryOutcome::RateLimited, qtype);
             return Now::Drop;
         };
-        self.metrics.query(reply.outcome, qtype);
+        if counted {
+            self.metrics.query(reply.outcome, qtype);
+        }
         wire::write_reply(query, &reply, query.max_udp_payload(), out);
         Now::Send
     }
@@ -266,10 +303,12 @@ impl Handler {
             return;
         };
         let carried = carried_in(&engine, client, query);
-        let asked = Asked::udp(client, carried, &qname, query);
+        let asked = Asked::udp(client, carried, &qname, query, self.probe_in(query));
         let cx = QueryContext::new(&engine, asked, &self.clock, &self.sessions);
         let (reply, keep) = self.answer(&cx).await;
-        self.metrics.query(reply.outcome, Some(cx.qtype));
+        if !cx.probe {
+            self.metrics.query(reply.outcome, Some(cx.qtype));
+        }
         let written = wire::write_reply(query, &reply, query.max_udp_payload(), out);
         if keep && !written.truncated {
             // `[upstream] cache_size` of the snapshot that allowed it: a reload applies.
@@ -393,7 +432,7 @@ impl Handler {
         if let Some(sink) = self
             .audit
             .as_ref()
-            .filter(|_| cx.engine.config.audit.log_allowed)
+            .filter(|_| cx.engine.config.audit.log_allowed && !cx.probe)
         {
             sink.record(
                 cx.address,
@@ -515,6 +554,9 @@ impl Handler {
     /// DEBUG: names are personal data, and the audit log is where they belong).
     fn report_block(&self, cx: &QueryContext<'_>, list: &ListBlock<'_, '_>, mode: BlockResponse) {
         let (block, categories) = (list.block, list.categories);
+        if cx.probe {
+            return; // the self-test's check: no device asked
+        }
         self.blocked.fetch_add(1, Ordering::Relaxed);
         self.metrics.block(categories, &cx.who.group.name);
         tracing::debug!(
@@ -571,6 +613,9 @@ impl Handler {
     /// Count and record a block that no list made (a built-in answer or rebinding
     /// protection), in its own category, for the lead like any other.
     fn report_builtin(&self, cx: &QueryContext<'_>, b: Builtin) {
+        if cx.probe {
+            return; // the self-test's check: no device asked
+        }
         self.blocked.fetch_add(1, Ordering::Relaxed);
         self.metrics.block(b.category, &cx.who.group.name);
         tracing::debug!(target: "warden::block", client = %cx.address, name = cx.name, category = b.category, transport = %cx.transport, "built-in block");
@@ -613,22 +658,25 @@ fn carried_in(engine: &Engine, source: SocketAddr, query: &wire::Query<'_>) -> C
     Carried::from_options(client_id::options(query.opt_options()))
 }
 
-/// The same for a query hickory decoded (its options re-encoded one by one).
+/// The same for a query hickory decoded.
 fn carried_by(engine: &Engine, request: &Request) -> Carried {
-    let Some(edns) = request
-        .edns
-        .as_ref()
-        .filter(|_| engine.policy.trusts_forwarder(request.src().ip()))
-    else {
+    if !engine.policy.trusts_forwarder(request.src().ip()) {
         return Carried::default();
+    }
+    let options = edns_options(request);
+    Carried::from_options(options.iter().map(|(code, data)| (*code, data.as_slice())))
+}
+
+/// The options of a query hickory decoded, re-encoded one by one (none without EDNS).
+fn edns_options(request: &Request) -> Vec<(u16, Vec<u8>)> {
+    let Some(edns) = request.edns.as_ref() else {
+        return Vec::new();
     };
-    let options: Vec<(u16, Vec<u8>)> = edns
-        .options()
+    edns.options()
         .options
         .iter()
         .filter_map(|(code, option)| Some((u16::from(*code), Vec::<u8>::try_from(option).ok()?)))
-        .collect();
-    Carried::from_options(options.iter().map(|(code, data)| (*code, data.as_slice())))
+        .collect()
 }
 
 /// The device's address: the host address a trusted forwarder's client subnet gives,
@@ -734,6 +782,8 @@ struct Asked<'a> {
     qtype: RecordType,
     transport: Transport,
     device_id: Option<&'a str>,
+    /// The group the self-test checks, if this is its query ([`probe`]).
+    probe: Option<&'a str>,
 }
 
 impl<'a> Asked<'a> {
@@ -743,6 +793,7 @@ impl<'a> Asked<'a> {
         carried: Carried,
         qname: &'a Name,
         query: &wire::Query<'_>,
+        probe: Option<&'a str>,
     ) -> Asked<'a> {
         Asked {
             client,
@@ -752,6 +803,7 @@ impl<'a> Asked<'a> {
             qtype: query.record_type(),
             transport: Transport::Udp,
             device_id: None,
+            probe,
         }
     }
 }
@@ -779,6 +831,8 @@ struct QueryContext<'a> {
     transport: Transport,
     /// When it was asked, by the handler's clock: the schedules' time and the audit's.
     at: DateTime<Utc>,
+    /// The self-test's check, not a device's question: never recorded or counted.
+    probe: bool,
 }
 
 impl<'a> QueryContext<'a> {
@@ -810,7 +864,10 @@ impl<'a> QueryContext<'a> {
             session: session.as_deref(),
             device_id: asked.device_id,
         };
-        let who = engine.policy.identify(&seen);
+        // The self-test asks as a member of the group it checks.
+        let probe = asked.probe.and_then(|g| engine.policy.self_test_who(g));
+        let is_probe = probe.is_some();
+        let who = probe.unwrap_or_else(|| engine.policy.identify(&seen));
         QueryContext {
             engine,
             client: asked.client,
@@ -824,6 +881,7 @@ impl<'a> QueryContext<'a> {
             qtype: asked.qtype,
             transport: asked.transport,
             at,
+            probe: is_probe,
         }
     }
 

@@ -103,7 +103,14 @@ pub struct ListReport {
     pub skipped: BTreeMap<&'static str, SkipTally>,
     #[serde(serialize_with = "serialize_ms")]
     pub load_time: Duration,
+    /// The first few names the list blocks, as written (not hashed, not wildcards, not
+    /// exceptions): where the self-test takes a category's canary from.
+    #[serde(skip)]
+    pub samples: Vec<String>,
 }
+
+/// Names kept per list in [`ListReport::samples`].
+const SAMPLES: usize = 4;
 
 /// How one configured list loaded.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -452,6 +459,11 @@ pub(crate) fn parse_reader_with(
             report.record_skip(*reason, line_no, text);
         }
         for parsed in outcome.rules.drain(..) {
+            let sample = match (&parsed.target, parsed.syntax) {
+                (_, Syntax::Wildcard | Syntax::AdblockException | Syntax::RpzPassthru) => None,
+                (Target::Name(name), _) if report.samples.len() < SAMPLES => Some(name.clone()),
+                _ => None,
+            };
             let rule = Rule {
                 target: parsed.target,
                 syntax: parsed.syntax,
@@ -459,6 +471,7 @@ pub(crate) fn parse_reader_with(
             };
             if accept(rule) {
                 report.accepted += 1;
+                report.samples.extend(sample);
             } else {
                 report.duplicates += 1;
             }

@@ -238,6 +238,8 @@ pub enum GroupFrom {
     Address,
     /// `[server] default_group`.
     Default,
+    /// Warden's own self-test, checking the group it names.
+    SelfTest,
 }
 
 impl MacFrom {
@@ -260,6 +262,7 @@ impl GroupFrom {
             GroupFrom::Mac => "group by MAC",
             GroupFrom::Address => "group by address",
             GroupFrom::Default => "default group",
+            GroupFrom::SelfTest => "self-test",
         }
     }
 }
@@ -491,6 +494,19 @@ impl Policy {
 
     pub fn default_group(&self) -> &Group {
         &self.groups[self.default_group]
+    }
+
+    /// The self-test checking `group` (see [`crate::dns::probe`]), if the group exists.
+    pub(crate) fn self_test_who(&self, group: &str) -> Option<Who<'_>> {
+        let &group_id = self.by_name.get(group)?;
+        Some(Who {
+            group: &self.groups[group_id],
+            group_id,
+            device: None,
+            mac: None,
+            group_from: GroupFrom::SelfTest,
+            enrolled: None,
+        })
     }
 
     /// An unnamed client of the default group.

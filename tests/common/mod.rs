@@ -263,6 +263,7 @@ timeout = "1s"
 [categories.adult]
 [categories.terrorism]
 locked = true
+canary = "locked.test"
 [[lists]]
 name = "adult"
 category = "adult"

@@ -8,16 +8,27 @@
 //! current rules for the asking device's group, so the page agrees with the DNS answer.
 //! Only plain HTTP can be answered: an HTTPS site cannot be impersonated without a
 //! certificate, so browsers show their own error for those.
+//!
+//! For a category that is not locked the page also offers "I think this was blocked
+//! wrongly" ([`request`]): a short form filed as a request for the admin.
+
+pub mod reason;
+pub mod request;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::routing::post;
 use axum::Router;
 use maud::{html, Markup, DOCTYPE};
 
+use self::reason::{host_of, reason, Reason};
+use self::request::{offers_form, PageState};
+use crate::audit::Store;
+use crate::dns::limit::RateLimiter;
 use crate::reload::Reloader;
 
 /// Why the block page cannot start.
@@ -28,10 +39,12 @@ pub(crate) struct BlockPageError {
     source: std::io::Error,
 }
 
-/// Bind `addr` and serve the block page until `stop`. Returns the bound address.
+/// Bind `addr` and serve the block page until `stop`, filing requests in `store` (none:
+/// no form). Returns the bound address.
 pub async fn start(
     addr: SocketAddr,
     reloader: Arc<Reloader>,
+    store: Option<Store>,
     stop: tokio_util::sync::CancellationToken,
 ) -> Result<SocketAddr, BlockPageError> {
     let listener = tokio::net::TcpListener::bind(addr)
@@ -40,9 +53,16 @@ pub async fn start(
     let bound = listener
         .local_addr()
         .map_err(|source| BlockPageError { addr, source })?;
+    let state = PageState {
+        reloader,
+        store: store.map(|s| Arc::new(Mutex::new(s))),
+        limiter: Arc::new(RateLimiter::new()),
+    };
     let app = Router::new()
+        .route("/request", post(request::submit))
         .fallback(page)
-        .with_state(reloader)
+        .layer(axum::extract::DefaultBodyLimit::max(request::BODY_LIMIT))
+        .with_state(state)
         .layer(axum::middleware::map_response(
             crate::dashboard::security_headers,
         ))
@@ -58,30 +78,22 @@ pub async fn start(
     Ok(bound)
 }
 
-/// What the page says about one blocked name.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Reason {
-    pub name: String,
-    /// (category, description, signpost) for each category of the deciding rule.
-    pub categories: Vec<(String, String, String)>,
-}
-
 async fn page(
-    State(reloader): State<Arc<Reloader>>,
+    State(state): State<PageState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Response {
-    let engine = reloader.current();
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(strip_port)
-        .unwrap_or("");
-    let reason = crate::name::normalize(host)
-        .ok()
-        .and_then(|name| reason(&engine, &name, peer.ip()));
+    let engine = state.reloader.current();
+    let reason =
+        host_of(&headers).and_then(|name| reason(&engine, &name, peer.ip().to_canonical()));
     let dashboard = &engine.config.dashboard;
-    let body = render(reason.as_ref(), &dashboard.organisation, &dashboard.contact);
+    let form = offers_form(&state, reason.as_ref());
+    let body = render(
+        reason.as_ref(),
+        &dashboard.organisation,
+        &dashboard.contact,
+        form,
+    );
     // 403 with a page: the browser shows it, and nothing caches it as the site.
     (
         StatusCode::FORBIDDEN,
@@ -91,46 +103,8 @@ async fn page(
         .into_response()
 }
 
-/// `host[:port]` or `[v6]:port` → host.
-fn strip_port(host: &str) -> &str {
-    if let Some(rest) = host.strip_prefix('[') {
-        return rest.split(']').next().unwrap_or(rest);
-    }
-    host.rsplit_once(':').map_or(host, |(h, _)| h)
-}
-
-/// Why `name` is blocked for `client`, or `None` if it is not (then the page stays
-/// general: the device may have a stale DNS answer).
-pub fn reason(
-    engine: &crate::engine::Engine,
-    name: &str,
-    client: std::net::IpAddr,
-) -> Option<Reason> {
-    let who = engine.policy.who(client);
-    let active = engine.policy.active_now(who.group);
-    let verdict = engine.matcher.lookup(name, active);
-    let block = verdict.block()?;
-    let categories = block
-        .categories
-        .iter()
-        .map(|id| {
-            let category = engine.matcher.category(id).name.clone();
-            let config = engine.config.categories.get(&category);
-            (
-                category,
-                config.map(|c| c.description.clone()).unwrap_or_default(),
-                config.map(|c| c.signpost.clone()).unwrap_or_default(),
-            )
-        })
-        .collect();
-    Some(Reason {
-        name: name.to_string(),
-        categories,
-    })
-}
-
-/// The page for `reason` (or a general one).
-pub fn render(reason: Option<&Reason>, organisation: &str, contact: &str) -> Markup {
+/// The page for `reason` (or a general one), with the request form if `form`.
+pub fn render(reason: Option<&Reason>, organisation: &str, contact: &str, form: bool) -> Markup {
     let policy = if organisation.is_empty() {
         "this network's e-safety policy".to_string()
     } else {
@@ -158,7 +132,12 @@ pub fn render(reason: Option<&Reason>, organisation: &str, contact: &str) -> Mar
                         }
                         None => { p { "The site you asked for is blocked under " (policy) "." } }
                     }
-                    p { "If you think this is a mistake, or you need this site for your work, ask " (contact) "." }
+                    @if reason.is_some_and(|r| r.locked) {
+                        p { "This site is on a list the law requires every school to block, so it cannot be unblocked on request. If you want to talk about it, speak to " (contact) "." }
+                    } @else {
+                        p { "If you think this is a mistake, or you need this site for your work, ask " (contact) "." }
+                    }
+                    @if form { (request::form()) }
                 }
             }
         }
@@ -167,6 +146,7 @@ pub fn render(reason: Option<&Reason>, organisation: &str, contact: &str) -> Mar
 
 #[cfg(test)]
 mod tests {
+    use super::reason::strip_port;
     use super::*;
 
     #[test]
@@ -180,6 +160,7 @@ mod tests {
     fn the_page_names_the_site_category_help_and_contact() {
         let reason = Reason {
             name: "harm.test".into(),
+            locked: false,
             categories: vec![(
                 "self-harm".into(),
                 "Self-harm and suicide promotion".into(),
@@ -190,6 +171,7 @@ mod tests {
             Some(&reason),
             "Hillside School",
             "Ms Patel, the e-safety lead",
+            true,
         )
         .into_string();
         for expected in [
@@ -198,6 +180,7 @@ mod tests {
             "Category: self-harm",
             "Samaritans: call 116 123",
             "Ms Patel, the e-safety lead",
+            "Think this was blocked wrongly?",
         ] {
             assert!(page.contains(expected), "{expected} missing from {page}");
         }

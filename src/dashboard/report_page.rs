@@ -1,0 +1,60 @@
+//! The review report on the dashboard (`/report`): the page `warden report` writes
+//! ([`crate::report`]), for the period asked (`?since=12m`). A governor always gets the
+//! governors' version (counts, not names); the lead and the admin get the full one, or
+//! the governors' with `?governors=yes`. The page prints to A4 from the browser.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderValue};
+use maud::PreEscaped;
+
+use super::extract::Signed;
+use super::state::{html, PageResult};
+use super::{Dashboard, PageError};
+use crate::report::{period, render, Options};
+
+#[derive(serde::Deserialize)]
+pub(super) struct ReportQuery {
+    #[serde(default)]
+    since: Option<String>,
+    #[serde(default)]
+    governors: Option<String>,
+}
+
+pub(super) async fn page(
+    State(d): State<Arc<Dashboard>>,
+    Signed(session): Signed,
+    parsed: Result<Query<ReportQuery>, QueryRejection>,
+) -> PageResult {
+    let asked = super::query(parsed)?;
+    let engine = d.engine();
+    let now = SystemTime::now();
+    let tz = crate::localtime::zone(&engine.config);
+    let since_text = asked.since.unwrap_or_else(|| "12m".to_string());
+    let since =
+        period::since(&since_text, now, tz).map_err(|e| PageError::BadRequest(e.to_string()))?;
+    let wants_governors = asked
+        .governors
+        .is_some_and(|g| matches!(g.as_str(), "yes" | "1" | "true" | "on"));
+    let options = Options {
+        since,
+        governors: wants_governors || !session.role.sees_people(),
+    };
+    let report = d
+        .db(move |store| crate::report::gather(&engine, store, options, now))
+        .await?;
+    let nav = render::Nav {
+        since: since_text,
+        may_choose: session.role.sees_people(),
+    };
+    let mut response = html(PreEscaped(render::page_with_nav(&report, Some(&nav))));
+    if let Ok(policy) = HeaderValue::from_str(&render::content_security_policy()) {
+        response
+            .headers_mut()
+            .insert(header::CONTENT_SECURITY_POLICY, policy);
+    }
+    Ok(response)
+}
