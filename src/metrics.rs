@@ -155,6 +155,8 @@ pub struct Metrics {
     list_freshness: Mutex<Option<Box<FreshnessFn>>>,
     /// Where the audit figures are read from at scrape time, if auditing is on.
     audit_source: Mutex<Option<(Sink, Arc<WriterStats>)>>,
+    /// The last self-test in words, for the fleet heartbeat.
+    selftest_summary: Mutex<String>,
     names: Vec<String>,
 }
 
@@ -571,6 +573,7 @@ impl Metrics {
             identity,
             list_freshness: Mutex::new(None),
             audit_source: Mutex::new(None),
+            selftest_summary: Mutex::new(String::new()),
             names: r.1.take(),
             registry,
         }
@@ -582,9 +585,21 @@ impl Metrics {
         &self.names
     }
 
+    /// The last self-test in words (`14 of 14 checks pass at …; failing: …`), empty
+    /// before the first.
+    pub fn selftest_summary(&self) -> String {
+        crate::sync::lock(&self.selftest_summary).clone()
+    }
+
     /// A self-test's results: `ok` per (group, category), replacing the last run's (a
-    /// group or category no longer checked leaves the metric).
-    pub fn selftest(&self, results: &[(String, String, bool)], at: std::time::SystemTime) {
+    /// group or category no longer checked leaves the metric), and the run in words.
+    pub fn selftest(
+        &self,
+        results: &[(String, String, bool)],
+        at: std::time::SystemTime,
+        summary: String,
+    ) {
+        *crate::sync::lock(&self.selftest_summary) = summary;
         let gauges = &self.selftest.ok;
         gauges.reset();
         for (group, category, ok) in results {

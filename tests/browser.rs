@@ -50,6 +50,19 @@ fn save_screenshot(name: &str, png: &[u8]) {
     }
 }
 
+/// A logon script's sign-in of `user` at `address`, through the feed with `token`.
+fn feed_sign_in(admin: SocketAddr, token: &str, user: &str, address: &str) {
+    let body = format!(r#"{{"user": "{user}", "address": "{address}"}}"#);
+    let reply = tokio::task::block_in_place(|| {
+        common::dashboard::send("POST", admin, "/identity/signin", |r| {
+            r.header("Authorization", format!("Bearer {token}"))
+                .header("Content-Type", "application/json")
+                .body(body)
+        })
+    });
+    assert_eq!(reply.status, 200, "{}", reply.body);
+}
+
 async fn sign_in(browser: &Browser, admin: SocketAddr, user: &str, password: &str) -> String {
     browser.open(admin, "/login").await;
     browser.type_into("#user", user).await;
@@ -240,15 +253,7 @@ async fn the_lead_filters_by_user_and_sees_the_user_and_mac_of_a_block() {
     let db = dir.path().join("data/audit.sqlite");
 
     for address in ["10.1.1.7", "10.1.1.8"] {
-        let body = format!(r#"{{"user": "pupil7", "address": "{address}"}}"#);
-        let reply = tokio::task::block_in_place(|| {
-            common::dashboard::send("POST", admin, "/identity/signin", |r| {
-                r.header("Authorization", format!("Bearer {token}"))
-                    .header("Content-Type", "application/json")
-                    .body(body)
-            })
-        });
-        assert_eq!(reply.status, 200, "{}", reply.body);
+        feed_sign_in(admin, token, "pupil7", address);
     }
     // pupil7 on two devices, and someone else's block.
     let ipad = [0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0x07];
@@ -366,15 +371,7 @@ async fn the_review_report_renders_prints_to_pdf_and_names_no_one_for_governors(
     let warden = spawn_warden_full(&path, &[]);
     let admin = warden.admin.expect("admin address logged");
     let db = dir.path().join("data/audit.sqlite");
-    let body = r#"{"user": "pupil7", "address": "127.0.0.3"}"#;
-    let reply = tokio::task::block_in_place(|| {
-        common::dashboard::send("POST", admin, "/identity/signin", |r| {
-            r.header("Authorization", format!("Bearer {token}"))
-                .header("Content-Type", "application/json")
-                .body(body)
-        })
-    });
-    assert_eq!(reply.status, 200, "{}", reply.body);
+    feed_sign_in(admin, token, "pupil7", "127.0.0.3");
     // A serious block on the named device, an adult block by the signed-in pupil.
     udp_from(
         "127.0.0.2".parse().unwrap(),

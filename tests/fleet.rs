@@ -1638,7 +1638,7 @@ fn history_shows_every_change_and_the_policy_at_a_past_time() {
 }
 
 #[test]
-fn a_silent_site_and_one_on_an_old_policy_are_flagged_on_the_fleet_overview() {
+fn a_silent_site_and_one_on_an_old_policy_are_flagged_on_the_fleet_overview_with_each_self_test() {
     let pg = Postgres::start();
     let north = policy_site(&pg, "north");
     let mut south = policy_site(&pg, "south");
@@ -1674,6 +1674,29 @@ fn a_silent_site_and_one_on_an_old_policy_are_flagged_on_the_fleet_overview() {
     assert!(south_row.contains("OLD POLICY: v0 of v1"), "{south_row}");
     assert!(!north_row.contains("SILENT"), "{north_row}");
     assert!(north_row.contains("Policy v1 (newest)"), "{north_row}");
+    // Each site's last self-test travels in its heartbeat.
+    assert!(
+        north_row.contains("Filtering check: ") && north_row.contains(" checks pass at 20"),
+        "{north_row}"
+    );
+    // The site's review report shows the trust's policy as applied there.
+    let report = north.dir.path().join("report.html");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_warden"))
+        .args(["report", "--config", north.config.to_str().unwrap()])
+        .args(["--out", report.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let html = std::fs::read_to_string(&report).unwrap();
+    assert!(
+        html.contains("The trust's policy (version 1 applies here)")
+            && html.contains("new.example"),
+        "{html}"
+    );
     drop(north);
 }
 
@@ -2056,9 +2079,9 @@ fn the_previous_release_keeps_working_against_the_new_central_schema() {
     assert_shipped(&pg, &old, 20);
     assert_eq!(pg.sql("SELECT version FROM warden_schema"), "4");
 
-    // This release joins: it migrates the store (schemas 5 to 7 add: policy, the
-    // identity columns, the dashboard's second factors; a Warden of schema 4 may still
-    // use it) and follows the trust's policy.
+    // This release joins: it migrates the store (schemas 5 to 8 add: policy, the
+    // identity columns, the dashboard's second factors, the self-test in the heartbeat;
+    // a Warden of schema 4 may still use it) and follows the trust's policy.
     let new = policy_site(&pg, "new-school");
     wait_until(
         "the new site's heartbeat",
@@ -2067,7 +2090,7 @@ fn the_previous_release_keeps_working_against_the_new_central_schema() {
     );
     assert_eq!(
         pg.sql("SELECT version || ',' || applied FROM warden_schema"),
-        "4,7"
+        "4,8"
     );
     let (_trust, config) = trust_config(&pg);
     deny_adult(&config, "skew.example", "r");

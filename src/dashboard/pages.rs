@@ -330,6 +330,8 @@ fn site_health(health: Option<&SiteHealth>, tz: Tz) -> Markup {
             span.serious { "Locked list stale: " (h.stale_locked) } br;
         }
         @for note in &h.notes { span.serious { "Conflict: " (note) } br; }
+        @if h.selftest.contains("fail") { span.serious { "Filtering check: " (h.selftest) } br; }
+        @else if !h.selftest.is_empty() { "Filtering check: " (h.selftest) br; }
         "Warden " (h.warden_version) ", " (h.rules) " rules, "
         (format!("{:.0}", h.queries_per_min)) " queries/min, "
         (format!("{:.0}", h.blocks_per_min)) " blocks/min, backlog " (h.backlog_rows) " rows"

@@ -20,7 +20,7 @@ use super::extract::{CarriesCsrf, Reviewer, SignedForm};
 use super::pages::{self, layout, urlencode};
 use super::state::{html, redirect, PageResult};
 use super::{Dashboard, PageError};
-use crate::config::{Role, POLICY_FILE};
+use crate::config::Role;
 use crate::fleet::edit;
 use crate::fleet::policy::{scope_line, Change, Record, State as PolicyState};
 use crate::fleet::read::Scope;
@@ -318,39 +318,23 @@ fn add_form(session: &Session) -> Markup {
 
 /// A site's view: the version it applies and the entries in its policy folder.
 fn site_policy(config: &crate::config::Config) -> Markup {
-    let Some(fleet) = &config.fleet else {
+    if config.fleet.is_none() {
         return html! {
             h1 { "Policy" }
             p { "This Warden follows no trust's policy ([fleet] is not set): its own allow entries are on the Admin page." }
         };
-    };
-    let dir = config.resolve(&fleet.policy_dir);
-    let version = std::fs::read_to_string(dir.join("version")).unwrap_or_default();
-    let mut files: Vec<(String, String)> = std::fs::read_dir(&dir)
-        .map(|entries| {
-            entries
-                .filter_map(Result::ok)
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n.ends_with(".list"))
-                .filter_map(|n| {
-                    let text = std::fs::read_to_string(dir.join(&n)).ok()?;
-                    Some((n, text))
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    files.sort();
-    let has_policy = dir.join(POLICY_FILE).exists();
+    }
+    let applied = crate::fleet::policy::applied_here(config);
     html! {
         h1 { "The trust's policy at this site" }
-        @if !has_policy { p { "No version applied yet." } } @else {
-            p { "Version " (version.trim()) " applies here (from the trust's central store; the trust's dashboard shows who changed what and why)." }
+        @if let Some((version, files)) = &applied {
+            p { "Version " (version) " applies here (from the trust's central store; the trust's dashboard shows who changed what and why)." }
             div.scroll { table {
                 thead { tr { th scope="col" { "List" } th scope="col" { "Name" } th scope="col" { "Version, time, by and reason" } } }
-                tbody { @for (file, text) in &files { @for (name, note) in super::allow::entries(text) {
+                tbody { @for (file, text) in files { @for (name, note) in super::allow::entries(text) {
                     tr { td { (if file.starts_with("allow") { "allow" } else { "deny" }) } td { (name) } td { (note) } }
                 } } }
             } }
-        }
+        } @else { p { "No version applied yet." } }
     }
 }

@@ -263,6 +263,11 @@ CREATE TABLE dashboard_second_factor_uses (
     PRIMARY KEY ("user", kind, value)
 );
 "#,
+    // 8: each site's last self-test in its heartbeat ("14 of 14 checks pass at …", and
+    // what fails), for the trust's overview. Additive: an older site leaves it empty.
+    r#"
+ALTER TABLE site_health ADD COLUMN selftest text NOT NULL DEFAULT '';
+"#,
 ];
 
 /// The steps after which a Warden that does not know them cannot use the store (a

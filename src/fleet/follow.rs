@@ -395,15 +395,16 @@ impl Follower {
             .execute(
                 "INSERT INTO site_health (site, at, warden_version, policy_version, \
                  refused_version, refused_error, policy_notes, rules, last_reload, \
-                 backlog_rows, queries_per_min, blocks_per_min, stale_locked) \
-                 VALUES ($1, now(), $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+                 backlog_rows, queries_per_min, blocks_per_min, stale_locked, selftest) \
+                 VALUES ($1, now(), $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
                  ON CONFLICT (site) DO UPDATE SET at = now(), \
                  warden_version = EXCLUDED.warden_version, policy_version = EXCLUDED.policy_version, \
                  refused_version = EXCLUDED.refused_version, refused_error = EXCLUDED.refused_error, \
                  policy_notes = EXCLUDED.policy_notes, rules = EXCLUDED.rules, \
                  last_reload = EXCLUDED.last_reload, backlog_rows = EXCLUDED.backlog_rows, \
                  queries_per_min = EXCLUDED.queries_per_min, \
-                 blocks_per_min = EXCLUDED.blocks_per_min, stale_locked = EXCLUDED.stale_locked",
+                 blocks_per_min = EXCLUDED.blocks_per_min, stale_locked = EXCLUDED.stale_locked, \
+                 selftest = EXCLUDED.selftest",
                 &[
                     &self.settings.site,
                     &env!("CARGO_PKG_VERSION"),
@@ -417,6 +418,7 @@ impl Follower {
                     &q_rate,
                     &b_rate,
                     &stale.join(", "),
+                    &self.metrics.selftest_summary(),
                 ],
             )
             .await

@@ -758,6 +758,32 @@ fn toml_strings(items: &[String]) -> String {
 }
 
 /// A format as the config writes it (its serde name).
+/// The trust's policy as last applied at this site (`[fleet] policy_dir`): its version
+/// and each entry list's file name and text; `None` without `[fleet]` or before the
+/// first version is applied.
+pub fn applied_here(config: &crate::config::Config) -> Option<(String, Vec<(String, String)>)> {
+    let dir = config.resolve(&config.fleet.as_ref()?.policy_dir);
+    if !dir.join(crate::config::POLICY_FILE).exists() {
+        return None;
+    }
+    let version = std::fs::read_to_string(dir.join("version")).unwrap_or_default();
+    let mut files: Vec<(String, String)> = std::fs::read_dir(&dir)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.ends_with(".list"))
+                .filter_map(|n| {
+                    let text = std::fs::read_to_string(dir.join(&n)).ok()?;
+                    Some((n, text))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    Some((version.trim().to_string(), files))
+}
+
 pub fn format_name(format: Format) -> String {
     serde_json::to_value(format)
         .ok()

@@ -324,7 +324,7 @@ impl Central {
             "SELECT h.site, h.at, extract(epoch FROM now() - h.at)::float8, h.warden_version, \
              h.policy_version, (SELECT coalesce(max(version), 0) FROM policy_changes), \
              h.refused_version, h.refused_error, h.policy_notes, h.rules, h.last_reload, \
-             h.backlog_rows, h.queries_per_min, h.blocks_per_min, h.stale_locked \
+             h.backlog_rows, h.queries_per_min, h.blocks_per_min, h.stale_locked, h.selftest \
              FROM site_health h WHERE {only}"
         );
         let rows = client
@@ -355,6 +355,7 @@ impl Central {
                     queries_per_min: r.get(12),
                     blocks_per_min: r.get(13),
                     stale_locked: r.get(14),
+                    selftest: r.get(15),
                 };
                 (r.get(0), health)
             })
@@ -560,6 +561,8 @@ pub struct SiteHealth {
     pub rules: i64,
     pub last_reload: String,
     pub backlog_rows: i64,
+    /// Its last self-test, in words (empty: none yet, or a Warden without one).
+    pub selftest: String,
     pub queries_per_min: f64,
     pub blocks_per_min: f64,
     /// Locked lists past their `max_age`, comma-separated.

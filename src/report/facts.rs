@@ -6,6 +6,7 @@
 
 use rusqlite::params;
 
+pub use crate::audit::records::AllowChange;
 use crate::audit::{AuditError, Store};
 
 /// Blocks in one month (`2026-03`, UTC) and category set.
@@ -115,16 +116,6 @@ pub fn deliveries(store: &Store, since: &str) -> Result<Vec<(String, String, i64
         since,
         |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
     )
-}
-
-/// One change to the dashboard's allow entries.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AllowChange {
-    pub at: String,
-    pub by: String,
-    pub action: String,
-    pub name: String,
-    pub reason: String,
 }
 
 /// The allow-entry changes since `since`, oldest first.

@@ -143,6 +143,16 @@ pub struct Report {
     pub requests: Vec<(String, i64)>,
     pub selftest: SelfTestFacts,
     pub old_allow: Vec<OldAllow>,
+    /// The trust's policy applied here (with `[fleet]`).
+    pub trust_policy: Option<TrustPolicy>,
+}
+
+/// The trust's policy as applied at this site.
+#[derive(Debug, Clone)]
+pub struct TrustPolicy {
+    pub version: String,
+    /// (allow or deny, name, its version, time, author and reason).
+    pub entries: Vec<(String, String, String)>,
 }
 
 /// Gather the report for `engine`'s config from `store`, at `now`.
@@ -186,6 +196,7 @@ pub fn gather(
         requests: crate::requests::counts_since(store, &since)?,
         selftest: selftest(store, &since)?,
         old_allow: old_allow(engine, now),
+        trust_policy: trust_policy(engine),
     };
     if options.governors {
         let identifying = facts::identifying(store, &since)?;
@@ -406,6 +417,25 @@ fn selftest(store: &Store, since: &str) -> Result<SelfTestFacts, AuditError> {
     })
 }
 
+/// The trust's policy as applied here, entry by entry.
+fn trust_policy(engine: &Engine) -> Option<TrustPolicy> {
+    let (version, files) = crate::fleet::policy::applied_here(&engine.config)?;
+    let entries = files
+        .iter()
+        .flat_map(|(file, text)| {
+            let kind = if file.starts_with("allow") {
+                "allow"
+            } else {
+                "deny"
+            };
+            crate::dashboard::allow::entries(text)
+                .into_iter()
+                .map(move |(name, note)| (kind.to_string(), name, note))
+        })
+        .collect();
+    Some(TrustPolicy { version, entries })
+}
+
 /// The dashboard's allow entries added over a year before `now`.
 fn old_allow(engine: &Engine, now: SystemTime) -> Vec<OldAllow> {
     const YEAR: Duration = Duration::from_secs(365 * 86_400);
@@ -453,5 +483,10 @@ fn blank_identifying(report: &mut Report, identifying: &[String]) {
     }
     for entry in &mut report.old_allow {
         blank(&mut entry.note);
+    }
+    if let Some(policy) = &mut report.trust_policy {
+        for (_, _, note) in &mut policy.entries {
+            blank(note);
+        }
     }
 }

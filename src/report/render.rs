@@ -148,6 +148,15 @@ fn filtered(r: &Report) -> Markup {
                 tr { td { (c.name) } td { (c.description) } td { (yes(c.locked)) } td { (yes(c.alerts)) } }
             } }
         }
+        @if let Some(policy) = &r.trust_policy {
+            h3 { "The trust's policy (version " (policy.version) " applies here)" }
+            @if policy.entries.is_empty() { p { "No entries." } } @else {
+                table {
+                    thead { tr { th { "Entry" } th { "Name" } th { "Version, time, by and reason" } } }
+                    tbody { @for (kind, name, note) in &policy.entries { tr { td { (kind) } td { (name) } td { (note) } } } }
+                }
+            }
+        }
         h3 { "Lists" }
         table {
             thead { tr { th { "List" } th { "Category" } th { "Source" } th { "Entries" } th { "Last updated" } th { "State" } } }

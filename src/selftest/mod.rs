@@ -135,7 +135,7 @@ impl SelfTester {
             trigger: trigger.to_string(),
             outcomes,
         };
-        self.metrics.selftest(&run.by_category(), at);
+        self.metrics.selftest(&run.by_category(), at, run.summary());
         self.record(&run, engine.config.selftest.keep_days).await;
         self.tell(&engine, &run).await;
         run

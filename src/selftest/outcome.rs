@@ -49,6 +49,28 @@ impl Run {
         self.outcomes.iter().all(|o| o.ok)
     }
 
+    /// The run in words: `14 of 14 checks pass at 2026-12-06T10:42:00.000Z`, then
+    /// `; failing: pupils / adult (canary.test), …` when some do not (a trust's dashboard
+    /// shows it per site).
+    pub fn summary(&self) -> String {
+        let total = self.outcomes.len();
+        let failing: Vec<String> = self
+            .outcomes
+            .iter()
+            .filter(|o| !o.ok)
+            .map(Outcome::label)
+            .collect();
+        let mut words = match failing.len() {
+            0 => format!("{total} of {total} checks pass"),
+            n => format!("{n} of {total} checks fail"),
+        };
+        words.push_str(&format!(" at {}", crate::audit::rfc3339(self.at)));
+        if !failing.is_empty() {
+            words.push_str(&format!("; failing: {}", failing.join(", ")));
+        }
+        words
+    }
+
     /// `ok` per (group, category): a pair passes only if every check of it passed.
     pub fn by_category(&self) -> Vec<(String, String, bool)> {
         let mut pairs: BTreeMap<(String, String), bool> = BTreeMap::new();
