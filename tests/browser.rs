@@ -508,6 +508,28 @@ async fn file_request(source: &str, page: SocketAddr, host: &str, what: &str) ->
         .unwrap_or_else(|| panic!("no status in {text:?}"))
 }
 
+/// POST a request whose body is one byte over the block page's limit, head and body in
+/// one write (the server reads it all before refusing, so it closes cleanly): the status.
+async fn post_oversized(page: SocketAddr) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let body = format!("what={}", "x".repeat(4097 - 5));
+    let request = format!(
+        "POST /request HTTP/1.1\r\nHost: tracker.test\r\n\
+         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\
+         Connection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let mut stream = tokio::net::TcpStream::connect(page).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut reply = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut reply)).await;
+    let text = String::from_utf8_lossy(&reply);
+    text.split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {text:?}"))
+}
+
 /// Requests in the audit database.
 fn request_rows(db: &Path) -> i64 {
     rusqlite::Connection::open(db)
@@ -640,6 +662,14 @@ async fn a_request_from_the_block_page_is_approved_for_its_group_and_the_site_re
         "{text}"
     );
     browser.quit().await;
+
+    // Bad input is refused and nothing is stored: no description, a body over the limit.
+    assert_eq!(
+        file_request("127.0.0.6", page, "tracker.test", "").await,
+        400
+    );
+    assert_eq!(post_oversized(page).await, 413);
+    assert_eq!(request_rows(&db), 1);
 
     // Twenty requests from one device in a minute are limited; another device is not.
     let mut statuses = Vec::new();

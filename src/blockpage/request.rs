@@ -105,11 +105,15 @@ fn checked(
     headers: &HeaderMap,
     form: Result<Form<RequestForm>, axum::extract::rejection::FormRejection>,
 ) -> Result<(Arc<Mutex<Store>>, NewRequest), Reply> {
-    let Ok(Form(form)) = form else {
-        return Err(Reply::not_sent(
-            StatusCode::BAD_REQUEST,
-            "The form could not be read.",
-        ));
+    let form = match form {
+        Ok(Form(form)) => form,
+        // Too long (413), not a form (415), unreadable (400).
+        Err(rejection) => {
+            return Err(Reply::not_sent(
+                rejection.status(),
+                "The form could not be read.",
+            ));
+        }
     };
     let Some(reason) = host_of(headers).and_then(|name| reason(engine, &name, client)) else {
         return Err(Reply::not_sent(
