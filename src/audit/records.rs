@@ -103,17 +103,45 @@ pub(crate) fn record_allow_change(store: &Store, change: &AllowChange) -> Result
         .map_err(|e| store.wrap(e))
 }
 
+/// The latest `limit` allow-entry changes, newest first.
 pub(crate) fn recent_allow_changes(
     store: &Store,
     limit: u32,
 ) -> Result<Vec<AllowChange>, AuditError> {
+    allow_changes_where(
+        store,
+        "ORDER BY id DESC LIMIT ?1",
+        rusqlite::types::Value::from(i64::from(limit)),
+    )
+}
+
+/// The allow-entry changes at or after `since` (RFC 3339), oldest first.
+pub(crate) fn allow_changes_since(
+    store: &Store,
+    since: &str,
+) -> Result<Vec<AllowChange>, AuditError> {
+    allow_changes_where(
+        store,
+        "WHERE at >= ?1 ORDER BY id",
+        rusqlite::types::Value::from(since.to_string()),
+    )
+}
+
+/// The allow-entry changes `tail` (a condition and order on one parameter) selects.
+fn allow_changes_where(
+    store: &Store,
+    tail: &str,
+    param: rusqlite::types::Value,
+) -> Result<Vec<AllowChange>, AuditError> {
     let err = |e| store.wrap(e);
     let mut stmt = store
         .conn()
-        .prepare("SELECT at, by, action, name, reason FROM allow_changes ORDER BY id DESC LIMIT ?1")
+        .prepare(&format!(
+            "SELECT at, by, action, name, reason FROM allow_changes {tail}"
+        ))
         .map_err(err)?;
     let rows = stmt
-        .query_map([limit], |r| {
+        .query_map([param], |r| {
             Ok(AllowChange {
                 at: r.get(0)?,
                 by: r.get(1)?,

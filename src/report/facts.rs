@@ -1,12 +1,11 @@
 //! The report's reads of the audit database, each over the period: blocks per month and
 //! category, reviews by outcome, serious blocks and how soon each was reviewed, alert
-//! deliveries, allow-entry changes and the identifying values the governors' version must
-//! not show. Counts come from the events themselves (a purged event keeps its time,
-//! category and count; only who asked is gone), so a year is counted whole.
+//! deliveries, and the identifying values the governors' version must not show. Counts
+//! come from the events themselves (a purged event keeps its time, category and count;
+//! only who asked is gone), so a year is counted whole.
 
 use rusqlite::params;
 
-pub use crate::audit::records::AllowChange;
 use crate::audit::{AuditError, Store};
 
 /// Blocks in one month (`2026-03`, UTC) and category set.
@@ -115,24 +114,6 @@ pub fn deliveries(store: &Store, since: &str) -> Result<Vec<(String, String, i64
          ) GROUP BY 1, 2 ORDER BY 1, 2",
         since,
         |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-    )
-}
-
-/// The allow-entry changes since `since`, oldest first.
-pub fn allow_changes(store: &Store, since: &str) -> Result<Vec<AllowChange>, AuditError> {
-    rows(
-        store,
-        "SELECT at, by, action, name, reason FROM allow_changes WHERE at >= ?1 ORDER BY id",
-        since,
-        |r| {
-            Ok(AllowChange {
-                at: r.get(0)?,
-                by: r.get(1)?,
-                action: r.get(2)?,
-                name: r.get(3)?,
-                reason: r.get(4)?,
-            })
-        },
     )
 }
 

@@ -23,7 +23,8 @@ use std::time::{Duration, SystemTime};
 
 use chrono_tz::Tz;
 
-use self::facts::{AllowChange, MonthBlocks, SeriousBlock};
+use self::facts::{MonthBlocks, SeriousBlock};
+use crate::audit::records::AllowChange;
 use crate::audit::{rfc3339, AuditError, Store};
 use crate::engine::Engine;
 use crate::selftest::history::RunSummary;
@@ -181,7 +182,7 @@ pub fn gather(
         groups: groups(engine),
         categories: categories(engine),
         lists: lists(engine, now),
-        allow_changes: facts::allow_changes(store, &since)?,
+        allow_changes: crate::audit::records::allow_changes_since(store, &since)?,
         config_changes: config_changes(store, &since, options.governors)?,
         months: facts::blocks_by_month(store, &since)?,
         reviews: facts::reviews_by_outcome(store, &since)?,
