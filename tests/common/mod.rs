@@ -333,12 +333,30 @@ pub async fn udp_exchange_within(
 ) -> Option<Message> {
     let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     sock.send_to(bytes, server).await.unwrap();
+    reply_to(&sock, server, bytes, wait).await
+}
+
+/// The reply on `sock` from `server` to the query `sent` (its ID), within `wait`. Any
+/// other datagram is passed over: the port may be one a finished exchange of another
+/// test used, and that test's late answer may still arrive on it.
+async fn reply_to(
+    sock: &UdpSocket,
+    server: SocketAddr,
+    sent: &[u8],
+    wait: Duration,
+) -> Option<Message> {
+    let deadline = tokio::time::Instant::now() + wait;
     let mut buf = vec![0u8; 4096];
-    let (n, _) = tokio::time::timeout(wait, sock.recv_from(&mut buf))
-        .await
-        .ok()?
-        .unwrap();
-    Some(Message::from_vec(&buf[..n]).unwrap())
+    loop {
+        let (n, from) = tokio::time::timeout_at(deadline, sock.recv_from(&mut buf))
+            .await
+            .ok()?
+            .unwrap();
+        let ours = sent.len() < 2 || (n >= 2 && buf[..2] == sent[..2]);
+        if from == server && ours {
+            return Some(Message::from_vec(&buf[..n]).unwrap());
+        }
+    }
 }
 
 /// A query sent from `source` (any loopback address: 127.0.0.2 is a second client).
@@ -350,13 +368,11 @@ pub async fn udp_from(
 ) -> Message {
     let msg = query_message(name, qtype, true);
     let sock = UdpSocket::bind(SocketAddr::new(source, 0)).await.unwrap();
-    sock.send_to(&msg.to_vec().unwrap(), server).await.unwrap();
-    let mut buf = vec![0u8; 4096];
-    let (n, _) = tokio::time::timeout(WAIT, sock.recv_from(&mut buf))
+    let bytes = msg.to_vec().unwrap();
+    sock.send_to(&bytes, server).await.unwrap();
+    let resp = reply_to(&sock, server, &bytes, WAIT)
         .await
-        .expect("an answer in time")
-        .unwrap();
-    let resp = Message::from_vec(&buf[..n]).unwrap();
+        .expect("an answer in time");
     assert_eq!(resp.metadata.id, msg.metadata.id);
     resp
 }
