@@ -79,6 +79,9 @@ pub enum FleetCommand {
     /// The trust's shared policy: show, history, diff, and allow, deny and list entries.
     #[command(subcommand)]
     Policy(crate::cli_policy::PolicyCommand),
+    /// Write the trust's review report for every site (from the central store) as HTML,
+    /// and optionally PDF.
+    Report(crate::cli_report::ReportArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -324,6 +327,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Fleet(FleetCommand::Serve { config }) => crate::serve_fleet::run(&config.config),
         Command::Fleet(FleetCommand::Policy(command)) => crate::cli_policy::run(command),
+        Command::Fleet(FleetCommand::Report(args)) => crate::cli_report::run_fleet(args),
     }
 }
 

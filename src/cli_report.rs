@@ -1,6 +1,8 @@
 //! `warden report`: write the review report ([`crate::report`]) for a period as one
 //! self-contained HTML file, and with `--pdf` print it through headless Chromium. It
 //! reads the config, its lists and the audit database, and needs no running Warden.
+//! `warden fleet report` writes the trust's report ([`crate::report::trust`]) from the
+//! central store.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -42,6 +44,41 @@ pub(crate) fn run(args: ReportArgs) -> Result<ExitCode> {
     };
     let report = crate::report::gather(&engine, &store, options, now)?;
     write(&args.out, &crate::report::render::page(&report))?;
+    println!("wrote {}", args.out.display());
+    if let Some(pdf) = &args.pdf {
+        crate::report::pdf::print(&args.out, pdf)?;
+        println!("wrote {}", pdf.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Run `warden fleet report`: the trust's report over every site, from the central
+/// store named by the config's `[fleet] database`.
+pub(crate) fn run_fleet(args: ReportArgs) -> Result<ExitCode> {
+    let path = &args.config.config;
+    let config = crate::config::Config::load(path)?;
+    let Some(settings) = crate::fleet::Settings::from_config(&config)? else {
+        anyhow::bail!(
+            "{}: no [fleet] section: the trust's report reads the central store named by \
+             [fleet] database",
+            path.display()
+        );
+    };
+    let now = std::time::SystemTime::now();
+    let since = crate::report::period::since(&args.since, now, crate::localtime::zone(&config))?;
+    let options = crate::report::Options {
+        since,
+        governors: args.governors,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let central = crate::fleet::read::Central::new(settings);
+    let scope = crate::fleet::read::Scope::All;
+    let report = runtime.block_on(crate::report::trust::gather(
+        &central, &config, &scope, options, now,
+    ))?;
+    write(&args.out, &crate::report::trust_page::page(&report, None))?;
     println!("wrote {}", args.out.display());
     if let Some(pdf) = &args.pdf {
         crate::report::pdf::print(&args.out, pdf)?;

@@ -2182,3 +2182,160 @@ fn the_trust_dashboard_refuses_a_reused_code_and_shows_a_governor_counts_only() 
     elm.stop();
     oak.stop();
 }
+
+/// The cells of `row_key`'s row in the table under the heading `heading` of `page`.
+fn table_row(page: &str, heading: &str, row_key: &str) -> Vec<String> {
+    let at = page
+        .find(&format!("{heading}</h3>"))
+        .unwrap_or_else(|| panic!("no {heading:?} in {page}"));
+    let section = &page[at..];
+    let section = &section[..section.find("</table>").unwrap_or(section.len())];
+    let row_at = section
+        .find(&format!("<tr><td>{row_key}</td>"))
+        .unwrap_or_else(|| panic!("no {row_key:?} row under {heading:?} in {section}"));
+    let row = &section[row_at..];
+    let row = &row[..row.find("</tr>").expect("the row's end")];
+    row.split("<td>")
+        .skip(1)
+        .map(|cell| cell.split("</td>").next().unwrap_or("").to_string())
+        .collect()
+}
+
+/// The trust's review report on `warden fleet serve` and from `warden fleet report`:
+/// each site's blocks, serious blocks and how soon the trust reviewed them, reviews,
+/// allow changes and the trust's policy changes, within the reader's sites; the
+/// governors' version (asked for, or a governor's) blanks every address the events hold.
+#[test]
+fn the_trust_report_counts_each_site_in_the_readers_scope_and_names_no_one_for_governors() {
+    let pg = Postgres::start();
+    let (mut elm, mut oak) = two_sites(&pg, ("elm", 3), ("oak", 2));
+    // A serious block at elm (the locked terrorism list).
+    assert_eq!(ask(elm.dns, "locked.test"), Some(ResponseCode::NXDomain));
+    assert_shipped(&pg, &elm, 4);
+    // An allow change elm's admin made, whose reason names the asking address.
+    let log = rusqlite::Connection::open(elm.audit()).expect("elm's log");
+    log.busy_timeout(Duration::from_secs(5)).expect("timeout");
+    let now = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
+    log.execute(
+        "INSERT INTO allow_changes (at, by, action, name, reason) \
+         VALUES (?1, 'elm-admin', 'add', 'maths.blocked.test', 'asked for by 127.0.0.1 in maths')",
+        [&now],
+    )
+    .expect("an allow change");
+    wait_until(
+        "elm's allow change arrives centrally",
+        || pg.sql("SELECT count(*) FROM allow_changes WHERE site = 'elm'"),
+        |n| n == "1",
+    );
+    let (trust_dir, trust_config) = trust_config(&pg);
+    deny_adult(&trust_config, "casino.test", "agreed by the trust's DSLs");
+    let fleet = FleetDashboard::of(
+        &pg,
+        &[
+            ("trust", "lead", &[]),
+            ("elm-lead", "lead", &["elm"]),
+            ("governor", "governor", &[]),
+        ],
+        "",
+    );
+    let trust = Lead::sign_in(fleet.addr, "trust");
+    let (serious_id, _) = central_ids(&pg, "elm", 4);
+    assert_eq!(
+        trust.review(serious_id, "called the DSL at elm").status,
+        303
+    );
+
+    let full = trust.get("/report?since=12m");
+    assert_eq!(full.status, 200, "{}", full.body);
+    let page = &full.body;
+    for section in [
+        "1. Sites",
+        "2. The trust's policy",
+        "3. Outcomes",
+        "4. Allow entries changed at the sites",
+        "5. Coverage",
+        "6. Review record",
+    ] {
+        assert!(page.contains(section), "{section} in {page}");
+    }
+    let total = |site: &str| {
+        table_row(page, "Blocks per site per month", site)
+            .last()
+            .cloned()
+    };
+    assert_eq!(total("elm").as_deref(), Some("4"));
+    assert_eq!(total("oak").as_deref(), Some("2"));
+    // elm: one serious block, reviewed; oak: none.
+    let serious = table_row(page, "Serious blocks (terrorism)", "elm");
+    assert_eq!(serious[..3], ["elm", "1", "1"], "{serious:?}");
+    assert!(serious[4].ends_with("hours"), "{serious:?}");
+    assert_eq!(
+        table_row(page, "Reviews by outcome", "elm"),
+        ["elm", "incident", "1"]
+    );
+    assert!(page.contains("agreed by the trust's DSLs"), "{page}");
+    assert!(page.contains("deny casino.test"), "{page}");
+    assert!(
+        page.contains("asked for by 127.0.0.1 in maths"),
+        "the lead's version names who asked: {page}"
+    );
+
+    // A lead of elm sees elm only.
+    let elm_lead = Lead::sign_in(fleet.addr, "elm-lead");
+    let scoped = elm_lead.get("/report").body;
+    assert_eq!(
+        table_row(&scoped, "Blocks per site per month", "elm")
+            .last()
+            .map(String::as_str),
+        Some("4")
+    );
+    assert!(!scoped.contains("oak"), "{scoped}");
+
+    // The governors' version: asked for by the lead, and a governor's always.
+    let governor = Lead::sign_in(fleet.addr, "governor");
+    for (who, reply) in [
+        ("lead", trust.get("/report?governors=yes")),
+        ("governor", governor.get("/report?governors=no")),
+    ] {
+        assert_eq!(reply.status, 200, "{who}: {}", reply.body);
+        let page = &reply.body;
+        assert!(page.contains("governors' report"), "{who}: {page}");
+        assert!(
+            page.contains("asked for by (personal) in maths"),
+            "{who}: {page}"
+        );
+        assert!(!page.contains("127.0.0.1"), "{who}: {page}");
+        assert_eq!(
+            table_row(page, "Blocks per site per month", "oak")
+                .last()
+                .map(String::as_str),
+            Some("2")
+        );
+    }
+
+    // The same report from the command line, for every site.
+    let out = trust_dir.path().join("trust-report.html");
+    let written = std::process::Command::new(env!("CARGO_BIN_EXE_warden"))
+        .args(["fleet", "report", "--governors", "--since", "90d", "--out"])
+        .arg(&out)
+        .arg("--config")
+        .arg(&trust_config)
+        .output()
+        .expect("warden fleet report");
+    assert!(
+        written.status.success(),
+        "{}",
+        String::from_utf8_lossy(&written.stderr)
+    );
+    let file = std::fs::read_to_string(&out).expect("the report");
+    assert_eq!(
+        table_row(&file, "Blocks per site per month", "elm")
+            .last()
+            .map(String::as_str),
+        Some("4")
+    );
+    assert!(file.contains("agreed by the trust's DSLs"));
+    assert!(!file.contains("127.0.0.1"), "{file}");
+    elm.stop();
+    oak.stop();
+}

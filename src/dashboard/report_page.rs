@@ -1,7 +1,9 @@
 //! The review report on the dashboard (`/report`): the page `warden report` writes
 //! ([`crate::report`]), for the period asked (`?since=12m`). A governor always gets the
 //! governors' version (counts, not names); the lead and the admin get the full one, or
-//! the governors' with `?governors=yes`. The page prints to A4 from the browser.
+//! the governors' with `?governors=yes`. The page prints to A4 from the browser. On the
+//! trust's dashboard (`warden fleet serve`) it is the trust's report ([`trust`]) over the
+//! sites the user sees.
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -11,10 +13,11 @@ use axum::extract::{Query, State};
 use axum::http::{header, HeaderValue};
 use maud::PreEscaped;
 
+use super::backend::BackendError;
 use super::extract::Signed;
 use super::state::{html, PageResult};
 use super::{Dashboard, PageError};
-use crate::report::{period, render, Options};
+use crate::report::{period, render, trust, trust_page, Options};
 
 #[derive(serde::Deserialize)]
 pub(super) struct ReportQuery {
@@ -43,14 +46,27 @@ pub(super) async fn page(
         since,
         governors: wants_governors || !session.role.sees_people(),
     };
-    let report = d
-        .db(move |store| crate::report::gather(&engine, store, options, now))
-        .await?;
     let nav = render::Nav {
         since: since_text,
         may_choose: session.role.sees_people(),
     };
-    let mut response = html(PreEscaped(render::page_with_nav(&report, Some(&nav))));
+    let page = match d.backend.central() {
+        // The trust's dashboard: the sites this user sees, from the central store.
+        Some(central) => {
+            let scope = d.scope(&session);
+            let report = trust::gather(central, &engine.config, &scope, options, now)
+                .await
+                .map_err(BackendError::from)?;
+            trust_page::page(&report, Some(&nav))
+        }
+        None => {
+            let report = d
+                .db(move |store| crate::report::gather(&engine, store, options, now))
+                .await?;
+            render::page_with_nav(&report, Some(&nav))
+        }
+    };
+    let mut response = html(PreEscaped(page));
     if let Ok(policy) = HeaderValue::from_str(&render::content_security_policy()) {
         response
             .headers_mut()

@@ -8,6 +8,7 @@ pub mod connect;
 pub mod edit;
 mod error;
 pub mod follow;
+pub mod outcomes;
 pub mod policy;
 pub mod read;
 pub mod retention;

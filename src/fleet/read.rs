@@ -87,7 +87,7 @@ impl Central {
     }
 
     /// A live connection (the next in turn), migrated to this Warden's central schema.
-    async fn client(&self) -> Result<Arc<Client>, FleetError> {
+    pub(super) async fn client(&self) -> Result<Arc<Client>, FleetError> {
         let turn = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut held = self.clients[turn % CONNECTIONS].lock().await;
         if let Some(client) = held.as_ref().filter(|c| !c.is_closed()) {
@@ -100,7 +100,7 @@ impl Central {
         Ok(client)
     }
 
-    fn failed(&self, e: tokio_postgres::Error) -> FleetError {
+    pub(super) fn failed(&self, e: tokio_postgres::Error) -> FleetError {
         self.settings.database_error(e)
     }
 
@@ -641,15 +641,15 @@ fn event_from_row(row: &Row) -> EventRow {
 
 /// Numbered parameters: each value pushed becomes `$N`.
 #[derive(Default)]
-struct Params(Vec<Box<dyn ToSql + Sync + Send>>);
+pub(super) struct Params(Vec<Box<dyn ToSql + Sync + Send>>);
 
 impl Params {
-    fn push(&mut self, value: impl ToSql + Sync + Send + 'static) -> String {
+    pub(super) fn push(&mut self, value: impl ToSql + Sync + Send + 'static) -> String {
         self.0.push(Box::new(value));
         format!("${}", self.0.len())
     }
 
-    fn refs(&self) -> Vec<&(dyn ToSql + Sync)> {
+    pub(super) fn refs(&self) -> Vec<&(dyn ToSql + Sync)> {
         self.0
             .iter()
             .map(|v| v.as_ref() as &(dyn ToSql + Sync))
@@ -658,7 +658,7 @@ impl Params {
 }
 
 /// `column` within `scope`: `true` for every site.
-fn scope_condition(scope: &Scope, column: &str, params: &mut Params) -> String {
+pub(super) fn scope_condition(scope: &Scope, column: &str, params: &mut Params) -> String {
     match scope {
         Scope::All => "true".to_string(),
         Scope::Sites(sites) => format!("{column} = ANY({}::text[])", params.push(sites.clone())),

@@ -128,8 +128,12 @@ pub const CRITERIA: &[Criterion] = &[
     Criterion {
         criterion: "Reporting mechanism for over- and under-blocking",
         met: Met::Partly,
-        how: "The block page says why a site was blocked and whom to ask; over- and \
-              under-blocking reports are recorded as reviews and allow entries in this report.",
+        how: "Over-blocking: the block page says why a site was blocked and takes a \
+              request to unblock it (no sign-in), which the admin approves or declines on the \
+              dashboard; requests and decisions are counted in the site's report. Under-blocking (a \
+              site that should be blocked and is not) has no form: staff and pupils need a \
+              route to tell the e-safety lead, and the admin blocks it in a list file or a \
+              `[[deny]]` list (or the trust's policy).",
     },
     Criterion {
         criterion: "Reports: clear historical information on sites accessed or attempted",

@@ -17,6 +17,8 @@ pub mod facts;
 pub mod pdf;
 pub mod period;
 pub mod render;
+pub mod trust;
+pub mod trust_page;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
@@ -454,40 +456,57 @@ fn old_allow(engine: &Engine, now: SystemTime) -> Vec<OldAllow> {
         .collect()
 }
 
+/// Blanks the values that say who asked (addresses, devices, MACs, user names) out of
+/// free text, case-insensitively, the longest match first. Values under three
+/// characters are left: they would blank ordinary words.
+pub(crate) struct Blanker {
+    matcher: Option<aho_corasick::AhoCorasick>,
+    values: usize,
+}
+
+impl Blanker {
+    pub(crate) fn new(identifying: &[String]) -> Blanker {
+        let values: Vec<&str> = identifying
+            .iter()
+            .map(String::as_str)
+            .filter(|v| v.len() >= 3)
+            .collect();
+        let matcher = aho_corasick::AhoCorasick::builder()
+            .ascii_case_insensitive(true)
+            .match_kind(aho_corasick::MatchKind::LeftmostLongest)
+            .build(&values)
+            .ok()
+            .filter(|_| !values.is_empty());
+        Blanker {
+            matcher,
+            values: values.len(),
+        }
+    }
+
+    pub(crate) fn blank(&self, text: &mut String) {
+        if let Some(matcher) = &self.matcher {
+            let replacements = vec!["(personal)"; self.values];
+            *text = matcher.replace_all(text, &replacements);
+        }
+    }
+}
+
 /// Blank every value in `identifying` out of the report's free text.
 fn blank_identifying(report: &mut Report, identifying: &[String]) {
-    let values: Vec<&str> = identifying
-        .iter()
-        .map(String::as_str)
-        .filter(|v| v.len() >= 3)
-        .collect();
-    if values.is_empty() {
-        return;
-    }
-    let Ok(matcher) = aho_corasick::AhoCorasick::builder()
-        .ascii_case_insensitive(true)
-        .match_kind(aho_corasick::MatchKind::LeftmostLongest)
-        .build(&values)
-    else {
-        return;
-    };
-    let blank = |text: &mut String| {
-        let replacements = vec!["(personal)"; values.len()];
-        *text = matcher.replace_all(text, &replacements);
-    };
+    let blanker = Blanker::new(identifying);
     for change in &mut report.allow_changes {
-        blank(&mut change.reason);
-        blank(&mut change.name);
+        blanker.blank(&mut change.reason);
+        blanker.blank(&mut change.name);
     }
     for change in &mut report.config_changes {
-        blank(&mut change.diff);
+        blanker.blank(&mut change.diff);
     }
     for entry in &mut report.old_allow {
-        blank(&mut entry.note);
+        blanker.blank(&mut entry.note);
     }
     if let Some(policy) = &mut report.trust_policy {
         for (_, _, note) in &mut policy.entries {
-            blank(note);
+            blanker.blank(note);
         }
     }
 }

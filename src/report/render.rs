@@ -12,7 +12,7 @@ use super::coverage::{Met, CRITERIA};
 use super::Report;
 
 /// The style: readable on screen, A4 in print, tables that break between rows.
-const STYLE: &str = "
+pub(super) const STYLE: &str = "
 body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 60rem; color: #111; line-height: 1.4; }
 h1 { margin-bottom: 0.2rem; } h2 { margin-top: 2rem; border-bottom: 2px solid #333; }
 table { border-collapse: collapse; width: 100%; margin: 0.5rem 0 1rem; font-size: 0.9rem; }
@@ -50,7 +50,7 @@ pub fn page(r: &Report) -> String {
 }
 
 /// The dashboard's links, hidden in print.
-fn nav(n: &Nav, governors: bool) -> Markup {
+pub(super) fn nav(n: &Nav, governors: bool) -> Markup {
     let since = crate::dashboard::pages::urlencode(&n.since);
     html! {
         p.noprint {
@@ -71,50 +71,56 @@ pub fn page_with_nav(r: &Report, links: Option<&Nav>) -> String {
         true => "Filtering review: governors' report",
         false => "Filtering review: full report",
     };
+    let body = html! {
+        @if let Some(n) = links { (nav(n, r.governors)) }
+        h1 { (title) }
+        p {
+            strong { (r.organisation) } br;
+            "Period: " (day(r.since, r.tz)) " to " (day(r.generated, r.tz))
+            ". Written by Warden at " (time(r.generated, r.tz)) "."
+        }
+        @if r.governors {
+            p.muted { "This version gives counts, not names: no pupil, device or address appears in it." }
+        }
+        (filtered(r))
+        (changes(r))
+        (outcomes(r))
+        (selftest(r))
+        (old_allow(r))
+        (coverage(6))
+        (signoff(7))
+    };
+    document(title, &r.organisation, body)
+}
+
+/// A whole page: `body` under the report's head (title and inline style).
+pub(super) fn document(title: &str, organisation: &str, body: Markup) -> String {
     let markup = html! {
         (DOCTYPE)
         html lang="en" {
             head {
                 meta charset="utf-8";
-                title { (title) " – " (r.organisation) }
+                title { (title) " – " (organisation) }
                 style { (PreEscaped(STYLE)) }
             }
-            body {
-                @if let Some(n) = links { (nav(n, r.governors)) }
-                h1 { (title) }
-                p {
-                    strong { (r.organisation) } br;
-                    "Period: " (day(r.since, r.tz)) " to " (day(r.generated, r.tz))
-                    ". Written by Warden at " (time(r.generated, r.tz)) "."
-                }
-                @if r.governors {
-                    p.muted { "This version gives counts, not names: no pupil, device or address appears in it." }
-                }
-                (filtered(r))
-                (changes(r))
-                (outcomes(r))
-                (selftest(r))
-                (old_allow(r))
-                (coverage())
-                (signoff())
-            }
+            body { (body) }
         }
     };
     markup.into_string()
 }
 
-fn time(at: SystemTime, tz: Tz) -> String {
+pub(super) fn time(at: SystemTime, tz: Tz) -> String {
     crate::localtime::show_system(at, tz)
 }
 
-fn day(at: SystemTime, tz: Tz) -> String {
+pub(super) fn day(at: SystemTime, tz: Tz) -> String {
     chrono::DateTime::<chrono::Utc>::from(at)
         .with_timezone(&tz)
         .format("%-d %B %Y")
         .to_string()
 }
 
-fn stored(rfc3339: &str, tz: Tz) -> String {
+pub(super) fn stored(rfc3339: &str, tz: Tz) -> String {
     crate::localtime::show(rfc3339, tz)
 }
 
@@ -301,9 +307,9 @@ fn old_allow(r: &Report) -> Markup {
 }
 
 /// 6. What Warden covers, against the UK Safer Internet Centre's criteria.
-fn coverage() -> Markup {
+pub(super) fn coverage(number: u8) -> Markup {
     html! {
-        h2 { "6. Coverage: what DNS filtering can and cannot do" }
+        h2 { (number) ". Coverage: what DNS filtering can and cannot do" }
         p {
             "Against the UK Safer Internet Centre's \"appropriate filtering\" criteria. Warden filters by the "
             "names devices look up; it never sees pages, search terms, images or what happens inside an app."
@@ -322,9 +328,9 @@ fn coverage() -> Markup {
 }
 
 /// Room to record the review itself.
-fn signoff() -> Markup {
+pub(super) fn signoff(number: u8) -> Markup {
     html! {
-        h2 { "7. Review record" }
+        h2 { (number) ". Review record" }
         table.signoff {
             tbody {
                 tr { th { "Reviewed by (senior leader)" } td {} }
