@@ -246,3 +246,51 @@ fn config_check_reports_the_load() {
     let text = stdout(&out);
     assert!(text.contains("OK") && text.contains("2 locked"), "{text}");
 }
+
+#[test]
+fn the_trust_report_without_a_fleet_section_or_with_a_bad_period_says_why_and_writes_nothing() {
+    let (dir, path) = temp_config(
+        "[categories.adult]\n[[lists]]\nname = \"x\"\ncategory = \"adult\"\npath = \"x.txt\"\n",
+        &[("x.txt", "a.test\n")],
+    );
+    let p = path.to_str().unwrap();
+    let out_file = dir.path().join("trust.html");
+    let o = out_file.to_str().unwrap();
+    let no_fleet = warden(&["fleet", "report", "--config", p, "--out", o]);
+    assert_eq!(no_fleet.status.code(), Some(2), "{}", stderr(&no_fleet));
+    let err = stderr(&no_fleet);
+    assert!(
+        err.contains(p) && err.contains("no [fleet] section"),
+        "{err}"
+    );
+    let with_fleet = path.with_file_name("trust.toml");
+    std::fs::write(
+        &with_fleet,
+        format!(
+            "{}[fleet]\ndatabase = \"postgresql://warden@127.0.0.1:9/warden\"\n",
+            std::fs::read_to_string(&path).unwrap()
+        ),
+    )
+    .unwrap();
+    let f = with_fleet.to_str().unwrap();
+    let bad_period = warden(&[
+        "fleet", "report", "--config", f, "--since", "lately", "--out", o,
+    ]);
+    assert_eq!(bad_period.status.code(), Some(2), "{}", stderr(&bad_period));
+    assert!(
+        stderr(&bad_period).contains("lately"),
+        "{}",
+        stderr(&bad_period)
+    );
+    // Nothing listens on the discard port: the store cannot be reached.
+    let unreachable = warden(&["fleet", "report", "--config", f, "--out", o]);
+    assert_eq!(
+        unreachable.status.code(),
+        Some(2),
+        "{}",
+        stderr(&unreachable)
+    );
+    let err = stderr(&unreachable);
+    assert!(err.contains("fleet database 127.0.0.1:9"), "{err}");
+    assert!(!out_file.exists());
+}
