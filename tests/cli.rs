@@ -1,5 +1,5 @@
-//! The `warden` binary's `check`, `lists stats` and `config check` commands: output
-//! format, exit codes, and clear errors for bad configs and bad arguments.
+//! The `warden` binary's `check`, `lists stats`, `config check` and `fleet report`
+//! commands: output format, exit codes, and clear errors for bad configs and arguments.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

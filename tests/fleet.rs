@@ -964,6 +964,19 @@ fn assert_tallies(pg: &Postgres) {
         unreviewed_tally, unreviewed_rows,
         "tally_site = the unreviewed rows"
     );
+    let all_rows = pg.sql(
+        "SELECT coalesce(string_agg(k || '=' || n, ' ' ORDER BY k), '') FROM (SELECT site || '/' \
+         || (at AT TIME ZONE 'UTC')::date || '/' || categories AS k, sum(count) AS n FROM events \
+         WHERE outcome = 'blocked' GROUP BY 1) d",
+    );
+    let day_tally = pg.sql(
+        "SELECT coalesce(string_agg(k || '=' || n, ' ' ORDER BY k), '') FROM (SELECT site || '/' \
+         || day || '/' || categories AS k, blocks AS n FROM tally_day WHERE blocks <> 0) d",
+    );
+    assert_eq!(
+        day_tally, all_rows,
+        "tally_day = every blocked row, purged or not"
+    );
 }
 
 /// The central id of `site`'s row at `seq`, and its id in the site's own log.
@@ -2079,9 +2092,10 @@ fn the_previous_release_keeps_working_against_the_new_central_schema() {
     assert_shipped(&pg, &old, 20);
     assert_eq!(pg.sql("SELECT version FROM warden_schema"), "4");
 
-    // This release joins: it migrates the store (schemas 5 to 8 add: policy, the
-    // identity columns, the dashboard's second factors, the self-test in the heartbeat;
-    // a Warden of schema 4 may still use it) and follows the trust's policy.
+    // This release joins: it migrates the store (schemas 5 to 9 add: policy, the
+    // identity columns, the dashboard's second factors, the self-test in the heartbeat,
+    // the daily tally; a Warden of schema 4 may still use it) and follows the trust's
+    // policy.
     let new = policy_site(&pg, "new-school");
     wait_until(
         "the new site's heartbeat",
@@ -2090,7 +2104,7 @@ fn the_previous_release_keeps_working_against_the_new_central_schema() {
     );
     assert_eq!(
         pg.sql("SELECT version || ',' || applied FROM warden_schema"),
-        "4,8"
+        "4,9"
     );
     let (_trust, config) = trust_config(&pg);
     deny_adult(&config, "skew.example", "r");
@@ -2279,6 +2293,28 @@ fn the_trust_report_counts_each_site_in_the_readers_scope_and_names_no_one_for_g
         page.contains("asked for by 127.0.0.1 in maths"),
         "the lead's version names who asked: {page}"
     );
+
+    // A crowd asking at once is served in turn, each page whole.
+    let crowd: Vec<String> = std::thread::scope(|s| {
+        let asks: Vec<_> = (0..6)
+            .map(|_| s.spawn(|| trust.get("/report?since=52w")))
+            .collect();
+        asks.into_iter()
+            .map(|a| {
+                let reply = a.join().expect("a request");
+                assert_eq!(reply.status, 200, "{}", reply.body);
+                reply.body
+            })
+            .collect()
+    });
+    for page in &crowd {
+        assert_eq!(
+            table_row(page, "Blocks per site per month", "elm")
+                .last()
+                .map(String::as_str),
+            Some("4")
+        );
+    }
 
     // A lead of elm sees elm only.
     let elm_lead = Lead::sign_in(fleet.addr, "elm-lead");

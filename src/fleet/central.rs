@@ -268,6 +268,53 @@ CREATE TABLE dashboard_second_factor_uses (
     r#"
 ALTER TABLE site_health ADD COLUMN selftest text NOT NULL DEFAULT '';
 "#,
+    // 9: the trust's review report reads a year of every site's blocks: a rollup of
+    // blocks per site, first-seen day (UTC) and category set, of every blocked row, purged
+    // or not (a purge keeps a row's time, categories and count, and so does this), kept
+    // by statement triggers beside the hourly one; and an index for the MACs the
+    // governors' version blanks (addresses, devices and users have theirs). Additive.
+    r#"
+CREATE TABLE tally_day (
+    site        text NOT NULL,
+    day         date NOT NULL,
+    categories  text NOT NULL,
+    blocks      bigint NOT NULL,
+    PRIMARY KEY (site, day, categories)
+);
+CREATE INDEX tally_day_day ON tally_day (day);
+CREATE FUNCTION tally_day_inserted() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO tally_day
+        SELECT site, (at AT TIME ZONE 'UTC')::date, categories, sum(count) FROM new_rows
+        WHERE outcome = 'blocked' GROUP BY 1, 2, 3
+        ON CONFLICT (site, day, categories)
+        DO UPDATE SET blocks = tally_day.blocks + excluded.blocks;
+    RETURN NULL;
+END $$;
+CREATE FUNCTION tally_day_updated() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO tally_day
+        SELECT site, day, categories, sum(n) FROM (
+            SELECT site, (at AT TIME ZONE 'UTC')::date AS day, categories, count AS n
+                FROM new_rows WHERE outcome = 'blocked'
+            UNION ALL
+            SELECT site, (at AT TIME ZONE 'UTC')::date, categories, -count
+                FROM old_rows WHERE outcome = 'blocked'
+        ) d GROUP BY 1, 2, 3 HAVING sum(n) <> 0
+        ON CONFLICT (site, day, categories)
+        DO UPDATE SET blocks = tally_day.blocks + excluded.blocks;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER events_tally_day_i AFTER INSERT ON events
+    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION tally_day_inserted();
+CREATE TRIGGER events_tally_day_u AFTER UPDATE ON events
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION tally_day_updated();
+INSERT INTO tally_day
+    SELECT site, (at AT TIME ZONE 'UTC')::date, categories, sum(count) FROM events
+    WHERE outcome = 'blocked' GROUP BY 1, 2, 3;
+CREATE INDEX events_mac ON events (mac, at) WHERE purged = 0 AND mac IS NOT NULL;
+"#,
 ];
 
 /// The steps after which a Warden that does not know them cannot use the store (a

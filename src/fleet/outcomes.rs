@@ -50,6 +50,8 @@ impl Central {
         since: &str,
         serious: &[String],
     ) -> Result<Outcomes, FleetError> {
+        // The semaphore is never closed; a closed one would only mean no turn to wait for.
+        let _turn = self.reports.acquire().await.ok();
         Ok(Outcomes {
             months: self.months(scope, since).await?,
             reviews: self.reviews_by_outcome(scope, since).await?,
@@ -80,16 +82,18 @@ impl Central {
             .map_err(|e| self.failed(e))
     }
 
+    /// From the daily rollup (`tally_day`, every blocked row, purged or not), days from
+    /// `since`'s (UTC) on.
     async fn months(&self, scope: &Scope, since: &str) -> Result<Vec<SiteMonth>, FleetError> {
         let rows = self
             .period_rows(
                 scope,
                 since,
-                "e.site",
-                "SELECT e.site, to_char(e.at AT TIME ZONE 'UTC', 'YYYY-MM'), e.categories, \
-                 sum(e.count)::bigint FROM events e \
-                 WHERE e.at >= {since}::text::timestamptz AND e.outcome = 'blocked' AND {only} \
-                 GROUP BY 1, 2, 3 ORDER BY 1, 2, 3",
+                "t.site",
+                "SELECT t.site, to_char(t.day, 'YYYY-MM'), t.categories, sum(t.blocks)::bigint \
+                 FROM tally_day t \
+                 WHERE t.day >= ({since}::text::timestamptz AT TIME ZONE 'UTC')::date AND {only} \
+                 GROUP BY 1, 2, 3 HAVING sum(t.blocks) <> 0 ORDER BY 1, 2, 3",
             )
             .await?;
         Ok(rows
@@ -223,18 +227,39 @@ impl Central {
             .collect())
     }
 
+    /// Every address, device, MAC and user name of the live rows since `since` (a purged
+    /// row has none left).
     async fn identifying(&self, scope: &Scope, since: &str) -> Result<Vec<String>, FleetError> {
-        let rows = self
-            .period_rows(
-                scope,
-                since,
-                "e.site",
-                "SELECT v FROM events e, LATERAL (VALUES (e.client_ip), (e.device), (e.mac), \
-                 (e.user_name)) AS who(v) \
-                 WHERE e.at >= {since}::text::timestamptz AND {only} AND v IS NOT NULL \
-                 AND v <> '' GROUP BY v",
+        let mut values = Vec::new();
+        for column in ["client_ip", "device", "mac", "user_name"] {
+            values.extend(self.distinct(scope, since, column).await?);
+        }
+        Ok(values)
+    }
+
+    /// The distinct values of `column` (one of [`Central::identifying`]'s) in live rows
+    /// since `since`, read by skipping through its index value by value (a year of a
+    /// trust's rows holds far fewer devices than rows).
+    async fn distinct(
+        &self,
+        scope: &Scope,
+        since: &str,
+        column: &str,
+    ) -> Result<Vec<String>, FleetError> {
+        let next = |after: &str| {
+            format!(
+                "SELECT e.{column} FROM events e WHERE e.purged = 0 AND e.{column} > {after} \
+                 AND e.at >= {{since}}::text::timestamptz AND {{only}} \
+                 ORDER BY e.{column} LIMIT 1"
             )
-            .await?;
+        };
+        let sql = format!(
+            "WITH RECURSIVE v(x) AS (({}) UNION ALL SELECT ({}) FROM v WHERE v.x IS NOT NULL) \
+             SELECT x FROM v WHERE x IS NOT NULL",
+            next("''"),
+            next("v.x")
+        );
+        let rows = self.period_rows(scope, since, "e.site", &sql).await?;
         Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 }

@@ -61,6 +61,10 @@ pub struct Central {
     silent_after: std::time::Duration,
     clients: Vec<tokio::sync::Mutex<Option<Arc<Client>>>>,
     next: std::sync::atomic::AtomicUsize,
+    /// One review report's reads at a time: a year of every site is the heaviest thing
+    /// the dashboard asks, and a crowd asking at once waits its turn rather than taking
+    /// every connection (the overview and events pages keep theirs).
+    pub(super) reports: tokio::sync::Semaphore,
 }
 
 impl Central {
@@ -72,6 +76,7 @@ impl Central {
                 .map(|_| tokio::sync::Mutex::new(None))
                 .collect(),
             next: std::sync::atomic::AtomicUsize::new(0),
+            reports: tokio::sync::Semaphore::new(1),
         }
     }
 

@@ -70,6 +70,11 @@ pub async fn gather(
     options: Options,
     now: SystemTime,
 ) -> Result<TrustReport, FleetError> {
+    // Whole days (UTC), as the daily rollup counts blocks and the page states the period.
+    let options = Options {
+        since: day_start(options.since),
+        ..options
+    };
     let since = crate::audit::rfc3339(options.since);
     let serious_categories: Vec<String> = config
         .categories
@@ -112,6 +117,16 @@ pub async fn gather(
         blank_identifying(&mut report);
     }
     Ok(report)
+}
+
+/// The start (UTC) of the day holding `at`.
+fn day_start(at: SystemTime) -> SystemTime {
+    const DAY: u64 = 86_400;
+    let secs = at
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(secs - secs % DAY)
 }
 
 /// Whether a reader of `scope` may see `change`: one for every site, or only for sites
@@ -219,6 +234,14 @@ mod tests {
         assert_eq!(found[1].median_hours, Some(2.0));
         let longest = found[1].longest_hours.unwrap();
         assert!((longest - (3.0 + 0.5 / 3600.0)).abs() < 1e-9, "{longest}");
+    }
+
+    #[test]
+    fn the_period_starts_at_the_start_of_its_first_day() {
+        let at = humantime::parse_rfc3339("2025-12-06T13:45:10.250Z").unwrap();
+        let start = humantime::parse_rfc3339("2025-12-06T00:00:00Z").unwrap();
+        assert_eq!(day_start(at), start);
+        assert_eq!(day_start(start), start);
     }
 
     #[test]
