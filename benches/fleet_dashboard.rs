@@ -170,6 +170,14 @@ fn pages() -> Vec<(&'static str, String)> {
             "export, one site's 30 days (CSV)",
             "/export.csv?site=site-07".into(),
         ),
+        (
+            "review report, a year of every site",
+            "/report?since=12m".into(),
+        ),
+        (
+            "review report, governors' (names blanked)",
+            "/report?since=12m&governors=yes".into(),
+        ),
     ]
 }
 

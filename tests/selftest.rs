@@ -299,11 +299,18 @@ fn a_broken_category_fails_the_next_self_test_alerts_and_the_cli_exits_1() {
     // Each new failure was told once, and every delivery is recorded for the review.
     let notices = hook.texts();
     assert_eq!(notices.len(), 2, "{notices:#?}");
-    let recorded = db::deliveries(&Store::open(&dir.path().join("audit.sqlite")).unwrap()).unwrap();
-    let delivered = recorded
-        .iter()
-        .filter(|a| a.kind == "selftest" && a.result == "ok")
-        .count();
-    assert_eq!(delivered, 2, "{recorded:#?}");
+    // The delivery is recorded once the webhook has answered: the hook may hold the
+    // text a moment before the row is written.
+    let store = Store::open(&dir.path().join("audit.sqlite")).unwrap();
+    let delivered = || {
+        db::deliveries(&store)
+            .unwrap()
+            .into_iter()
+            .filter(|a| a.kind == "selftest" && a.result == "ok")
+            .count()
+    };
+    wait_until("both notices recorded as delivered", || delivered() >= 2);
+    let recorded = db::deliveries(&store).unwrap();
+    assert_eq!(delivered(), 2, "{recorded:#?}");
     stop_warden(warden.child);
 }
